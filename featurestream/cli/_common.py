@@ -1,0 +1,30 @@
+"""Helpers shared by CLI modules: the store from flags/env, JSON output."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import orjson
+
+from featurestream.config import Config
+from featurestream.sdk import FeatureStore
+
+
+def store_from_args(args: argparse.Namespace) -> FeatureStore:
+    return FeatureStore(Config.from_env())
+
+
+def print_json(obj: Any, *, pretty: bool = True) -> None:
+    opts = orjson.OPT_INDENT_2 if pretty else 0
+    sys.stdout.write(orjson.dumps(obj, option=opts | orjson.OPT_NON_STR_KEYS, default=str).decode() + "\n")
+
+
+def parse_json_arg(text: str, what: str) -> Any:
+    from featurestream.cli import CliError
+
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise CliError(f"{what} is not valid JSON: {exc}", status=2) from exc

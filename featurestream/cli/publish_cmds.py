@@ -1,0 +1,161 @@
+"""`featurestream put | delete | ingest | tail`: publishing and consuming from the shell."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import orjson
+
+from featurestream.cli import CliError
+from featurestream.cli._common import parse_json_arg, store_from_args
+from featurestream.datafiles import read_frame
+from schemas.types import ScalarType
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    put = sub.add_parser("put", help="publish one record",
+                         description="Validate one record (a JSON object of feature name to value) and publish it; "
+                                     "returns once Kafka acknowledged it.")
+    put.add_argument("group")
+    put.add_argument("record", help="the record as JSON, e.g. '{\"customer_id\": \"c1\", ...}'")
+    put.add_argument("--target-stores", help="comma-separated: OnlineStore,OfflineStore (default both)")
+    put.add_argument("--ttl", help="per-record TTL overriding the group's: 30s, 15m, 12h, 7d, 2w")
+    put.add_argument("--wait-online", action="store_true", help="wait until the record is readable online")
+    put.set_defaults(func=_put)
+
+    delete = sub.add_parser("delete", help="publish a delete of one record")
+    delete.add_argument("group")
+    delete.add_argument("record_id")
+    delete.add_argument("--event-time", required=True, help="the delete's event time (ISO-8601 UTC or epoch s)")
+    delete.add_argument("--hard", action="store_true", help="HardDelete (default: SoftDelete)")
+    delete.add_argument("--target-stores", help="comma-separated: OnlineStore,OfflineStore (default both)")
+    delete.set_defaults(func=_delete)
+
+    ingest = sub.add_parser(
+        "ingest", help="validate and publish a CSV, Parquet or JSON Lines file",
+        description="Validate every row of FILE against the group's definition and publish the valid ones. "
+                    "Rejected rows are summarised (and written with --rejects). With --strict nothing is "
+                    "published unless every row is valid. Exit status: 0 all published, 1 some rejected.")
+    ingest.add_argument("group")
+    ingest.add_argument("file", type=Path)
+    ingest.add_argument("--format", choices=["csv", "parquet", "jsonl"], help="default: from the extension")
+    ingest.add_argument("--workers", type=int, help="worker processes for validation/encoding (default: auto)")
+    ingest.add_argument("--strict", action="store_true", help="publish nothing if any row is invalid")
+    ingest.add_argument("--rejects", type=Path, metavar="FILE", help="write rejected rows as JSON Lines")
+    ingest.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ingest.set_defaults(func=_ingest)
+
+    tail = sub.add_parser("tail", help="print a group's records as JSON Lines",
+                          description="Print records of a group's topic as JSON Lines (one decoded message each), "
+                                      "following new ones until --max or Ctrl-C.")
+    tail.add_argument("group")
+    start = tail.add_mutually_exclusive_group()
+    start.add_argument("--from-beginning", action="store_true", help="start at the oldest record")
+    start.add_argument("--from", dest="from_time", metavar="ISO-TIME",
+                       help="start at the first record published at or after this time")
+    tail.add_argument("--max", type=int, help="stop after N records")
+    tail.add_argument("--idle-timeout", type=float, help="stop after this many seconds without a record")
+    tail.add_argument("--consumer-group", help="consume as a member of this consumer group (commits offsets)")
+    tail.set_defaults(func=_tail)
+
+
+def _stores(text: str | None) -> list[str] | None:
+    return [s.strip() for s in text.split(",") if s.strip()] if text else None
+
+
+def _put(args: argparse.Namespace) -> int:
+    record = parse_json_arg(args.record, "the record")
+    if not isinstance(record, dict):
+        raise CliError(f"the record must be a JSON object of feature name to value, not {type(record).__name__}",
+                       status=2)
+    with store_from_args(args) as store:
+        partition, offset = store.put_record(args.group, record, target_stores=_stores(args.target_stores),
+                                             ttl=args.ttl, wait_online=args.wait_online)
+    print(f"published to {args.group} (partition {partition}, offset {offset})", file=sys.stderr)
+    return 0
+
+
+def _delete(args: argparse.Namespace) -> int:
+    with store_from_args(args) as store:
+        g = store.describe_feature_group(args.group)
+        rid: object = args.record_id
+        if g.feature(g.record_identifier_name).type == ScalarType.INTEGRAL:
+            rid = _int_or_text(args.record_id)
+        et: object = args.event_time
+        try:
+            et = float(args.event_time)
+        except ValueError:
+            pass
+        partition, offset = store.delete_record(args.group, rid, et, mode="hard" if args.hard else "soft",
+                                                target_stores=_stores(args.target_stores))
+    print(f"published {'hard' if args.hard else 'soft'} delete of {args.record_id!r} to {args.group} "
+          f"(partition {partition}, offset {offset})", file=sys.stderr)
+    return 0
+
+
+def _int_or_text(text: str) -> object:
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    with store_from_args(args) as store:
+        g = store.describe_feature_group(args.group)
+        strings = {f.name for f in g.features if f.type == ScalarType.STRING and f.collection is None}
+        frame = read_frame(args.file, fmt=args.format, string_columns=strings)
+        result = store.ingest(args.group, frame, max_workers=args.workers, progress=not args.no_progress,
+                              strict=args.strict)
+    print(result.summary(), file=sys.stderr)
+    if result.rejected:
+        for rej in result.rejected[:10]:
+            print(f"  row {rej.index}: {rej.reason}", file=sys.stderr)
+        if len(result.rejected) > 10:
+            print(f"  ... and {len(result.rejected) - 10} more", file=sys.stderr)
+        if args.rejects:
+            with args.rejects.open("wb") as out:
+                for rej in result.rejected:
+                    row = frame.iloc[rej.index].to_dict()
+                    out.write(orjson.dumps({**rej.to_dict(), "row": row}, default=str,
+                                           option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
+            print(f"  rejected rows written to {str(args.rejects)!r}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _tail(args: argparse.Namespace) -> int:
+    start: object = "end"
+    if args.from_beginning:
+        start = "beginning"
+    elif args.from_time:
+        start = args.from_time
+    out = sys.stdout
+    with store_from_args(args) as store:
+        for rec in store.stream(args.group, start=start, consumer_group=args.consumer_group,
+                                max_records=args.max, idle_timeout_s=args.idle_timeout):
+            out.write(orjson.dumps(_tail_row(rec)).decode() + "\n")
+            out.flush()
+    return 0
+
+
+def _tail_row(rec: object) -> dict:
+    from schemas.messages import PutMessage
+
+    msg = rec.message  # type: ignore[attr-defined]
+    row: dict = {"partition": rec.partition, "offset": rec.offset}  # type: ignore[attr-defined]
+    if msg is None:
+        row["error"] = rec.error  # type: ignore[attr-defined]
+        return row
+    row["op"] = msg.op
+    row["id"] = msg.id
+    if isinstance(msg, PutMessage):
+        row["record"] = msg.record
+        row["ttl_seconds"] = msg.ttl_seconds
+    else:
+        row["event_time"] = msg.event_time
+        row["mode"] = msg.mode
+    row["target_stores"] = sorted(msg.target_stores)
+    return row

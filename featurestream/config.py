@@ -1,0 +1,96 @@
+"""The one configuration object, built from the environment and CLI flags.
+
+No other module reads the environment: front doors build a :class:`Config` here and pass
+its values down to ``streams/`` and ``sinks/`` as plain arguments.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+ENV_KAFKA = "FEATURESTREAM_KAFKA_BOOTSTRAP"
+ENV_REDIS = "FEATURESTREAM_REDIS_URL"
+ENV_S3 = "FEATURESTREAM_S3_ENDPOINT_URL"
+ENV_OFFLINE_URI = "FEATURESTREAM_OFFLINE_URI"
+ENV_STATE_DIR = "FEATURESTREAM_STATE_DIR"
+ENV_ACCESS_KEY = "AWS_ACCESS_KEY_ID"
+ENV_SECRET_KEY = "AWS_SECRET_ACCESS_KEY"
+ENV_TOPIC_PREFIX = "FEATURESTREAM_TOPIC_PREFIX"
+
+DEFAULT_STATE_DIR = Path.home() / ".featurestream"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Where the services are and how featurestream names things on them.
+
+    ``None`` for an endpoint means "not configured": ``featurestream up`` starts a local
+    server for it, and anything that needs it raises a clear error naming the variable.
+    """
+
+    kafka_bootstrap: str | None = None
+    redis_url: str | None = None
+    s3_endpoint_url: str | None = None
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    offline_uri: str | None = None
+    state_dir: Path = field(default_factory=lambda: DEFAULT_STATE_DIR)
+    # Prefix of every Kafka topic featurestream creates; lets tests isolate themselves.
+    topic_prefix: str = "featurestream"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Config:
+        """Build from ``env`` (default: ``os.environ``); keyword overrides win (CLI flags)."""
+        env = os.environ if env is None else env
+
+        def get(name: str) -> str | None:
+            value = env.get(name)
+            return value if value else None
+
+        cfg = cls(
+            kafka_bootstrap=get(ENV_KAFKA),
+            redis_url=get(ENV_REDIS),
+            s3_endpoint_url=get(ENV_S3),
+            aws_access_key_id=get(ENV_ACCESS_KEY),
+            aws_secret_access_key=get(ENV_SECRET_KEY),
+            offline_uri=get(ENV_OFFLINE_URI),
+            state_dir=Path(get(ENV_STATE_DIR) or DEFAULT_STATE_DIR).expanduser(),
+            topic_prefix=get(ENV_TOPIC_PREFIX) or "featurestream",
+        )
+        clean = {k: v for k, v in overrides.items() if v is not None}
+        return replace(cfg, **clean) if clean else cfg
+
+    def require(self, attr: str) -> str:
+        """Return a configured endpoint or raise a ConfigError naming the variable to set."""
+        value = getattr(self, attr)
+        if not value:
+            var = {
+                "kafka_bootstrap": ENV_KAFKA,
+                "redis_url": ENV_REDIS,
+                "s3_endpoint_url": ENV_S3,
+                "offline_uri": ENV_OFFLINE_URI,
+            }.get(attr, attr)
+            raise ConfigError(
+                f"{var} is not set. Run `eval \"$(featurestream up)\"` to start the local stack "
+                f"and export it, or set {var} to your own endpoint."
+            )
+        return str(value)
+
+    def storage_options(self) -> dict[str, object]:
+        """fsspec/s3fs options for the offline store (empty for a local path)."""
+        if not self.offline_uri or not self.offline_uri.startswith("s3://"):
+            return {}
+        opts: dict[str, object] = {}
+        if self.s3_endpoint_url:
+            opts["client_kwargs"] = {"endpoint_url": self.s3_endpoint_url}
+        if self.aws_access_key_id:
+            opts["key"] = self.aws_access_key_id
+            opts["secret"] = self.aws_secret_access_key
+        return opts
+
+
+class ConfigError(RuntimeError):
+    """A required setting is missing or malformed."""

@@ -1,0 +1,180 @@
+"""The Python SDK: one object, ``FeatureStore``, in front of the registry, Kafka, Redis and S3.
+
+    from featurestream import FeatureStore
+    fs = FeatureStore()                      # endpoints from the environment (featurestream up)
+    fs.put_record("customers", {"customer_id": "c1", "event_time": "2021-10-02T12:00:00Z", "age": 42})
+
+Clients are created lazily, so a process that only publishes never connects to Redis or S3.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future
+from datetime import datetime
+from functools import cached_property
+from typing import Any
+
+from featurestream.config import Config
+from schemas.errors import RecordValidationError, ServiceUnavailableError
+from schemas.eventtime import parse_event_time
+from schemas.group import FeatureGroup
+from schemas.messages import HARD_DELETE, SOFT_DELETE, Message
+from schemas.validate import compile_validator, validate_delete
+from schemas.wire import encode
+from streams.ingest import IngestResult, ingest
+from streams.publisher import Publisher
+from streams.registry import Registry
+from streams.tail import StreamRecord, read_stream
+
+_DELETE_MODES = {"soft": SOFT_DELETE, "hard": HARD_DELETE, SOFT_DELETE: SOFT_DELETE, HARD_DELETE: HARD_DELETE}
+
+
+class FeatureStore:
+    """Publish, consume and read features. Thread-safe for publishing and reading."""
+
+    def __init__(self, config: Config | None = None, *, timeout_s: float = 15.0) -> None:
+        self.config = config or Config.from_env()
+        self.timeout_s = timeout_s
+        self._validators: dict[tuple[str, int], Any] = {}
+
+    # -- clients (lazy) --------------------------------------------------------------------------
+    @cached_property
+    def registry(self) -> Registry:
+        return Registry(self.config.require("kafka_bootstrap"), prefix=self.config.topic_prefix,
+                        offline_base_uri=self.config.offline_uri, timeout_s=min(self.timeout_s, 10.0))
+
+    @cached_property
+    def publisher(self) -> Publisher:
+        return Publisher(self.config.require("kafka_bootstrap"), timeout_s=self.timeout_s)
+
+    def close(self) -> None:
+        if "publisher" in self.__dict__:
+            self.publisher.close()
+        if "registry" in self.__dict__:
+            self.registry.close()
+
+    def __enter__(self) -> FeatureStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- control plane ---------------------------------------------------------------------------
+    def create_feature_group(self, group: FeatureGroup) -> FeatureGroup:
+        return self.registry.create(group)
+
+    def describe_feature_group(self, name: str) -> FeatureGroup:
+        return self.registry.describe(name)
+
+    def list_feature_groups(self) -> list[FeatureGroup]:
+        return self.registry.list()
+
+    def delete_feature_group(self, name: str, *, purge: bool = False) -> FeatureGroup:
+        """Delete the group and its topic; ``purge`` also deletes its online and offline data."""
+        return self.registry.delete(name, on_purge=self._purge if purge else None)
+
+    def _purge(self, group: FeatureGroup) -> None:
+        """Delete a group's online keys and offline files (wired to the sinks)."""
+
+    def _group(self, name: str) -> FeatureGroup:
+        return self.registry.describe(name)
+
+    def _validator(self, group: FeatureGroup) -> Any:
+        key = (group.name, group.version)
+        validator = self._validators.get(key)
+        if validator is None:
+            validator = self._validators[key] = compile_validator(group)
+        return validator
+
+    # -- publishing ------------------------------------------------------------------------------
+    def _encode_put(self, group_name: str, record: Mapping[str, Any], target_stores: Sequence[str] | None,
+                    ttl: Any) -> tuple[str, tuple[bytes, bytes, list[tuple[str, bytes]]], Message]:
+        group = self._group(group_name)
+        msg = self._validator(group).validate(record, target_stores=target_stores,
+                                              ttl_seconds=_ttl_seconds(ttl),
+                                              api_invocation_time_ns=time.time_ns())
+        return self.registry.topic_of(group.name), encode(msg), msg
+
+    def put_record(self, group: str, record: Mapping[str, Any], target_stores: Sequence[str] | None = None,
+                   ttl: Any = None, *, wait_online: bool = False, wait_timeout_s: float = 10.0) -> tuple[int, int]:
+        """Validate and publish one record; returns (partition, offset) once Kafka acknowledged it.
+
+        ``ttl``: seconds, a ``Ttl``, or text like ``"7d"``, overriding the group's TTL.
+        ``wait_online``: also wait until the record (or a newer one) is readable online.
+        """
+        topic, (key, value, headers), msg = self._encode_put(group, record, target_stores, ttl)
+        coords = self.publisher.publish_sync(topic, key, value, headers)
+        if wait_online:
+            self._wait_online(group, msg, wait_timeout_s)
+        return coords
+
+    def put_record_async(self, group: str, record: Mapping[str, Any], target_stores: Sequence[str] | None = None,
+                         ttl: Any = None) -> Future:
+        """Like put_record, but returns a Future resolving to (partition, offset). Validation errors raise now."""
+        topic, (key, value, headers), _ = self._encode_put(group, record, target_stores, ttl)
+        return self.publisher.publish(topic, key, value, headers)
+
+    def delete_record(self, group: str, record_id: Any, event_time: Any, mode: str = "soft",
+                      target_stores: Sequence[str] | None = None) -> tuple[int, int]:
+        """Publish a delete (``mode`` "soft" or "hard") of ``record_id`` at ``event_time``."""
+        g = self._group(group)
+        if mode not in _DELETE_MODES:
+            raise RecordValidationError(f"delete mode must be 'soft' or 'hard' (or SoftDelete/HardDelete), "
+                                        f"not {mode!r}", group=group)
+        msg = validate_delete(g, record_id, event_time, mode=_DELETE_MODES[mode], target_stores=target_stores,
+                              api_invocation_time_ns=time.time_ns())
+        key, value, headers = encode(msg)
+        return self.publisher.publish_sync(self.registry.topic_of(g.name), key, value, headers)
+
+    def ingest(self, group: str, data: object, *, max_workers: int | None = None, progress: bool = True,
+               strict: bool = False, target_stores: Sequence[str] | None = None, ttl: Any = None) -> IngestResult:
+        """Validate every row, publish the valid ones; see streams.ingest."""
+        g = self._group(group)
+        return ingest(self.publisher, self.registry.topic_of(g.name), g, data, strict=strict,
+                      max_workers=max_workers, progress=progress, target_stores=target_stores,
+                      ttl_seconds=_ttl_seconds(ttl))
+
+    # -- consuming -------------------------------------------------------------------------------
+    def stream(self, group: str, *, start: str | datetime | int = "end", consumer_group: str | None = None,
+               max_records: int | None = None, idle_timeout_s: float | None = None) -> Iterator[StreamRecord]:
+        """Iterate a group's records as decoded messages.
+
+        ``start``: "end" (new records only), "beginning", an aware datetime / ISO-8601 string, or
+        epoch milliseconds. With ``consumer_group`` offsets are committed and partitions shared.
+        """
+        g = self._group(group)
+        return read_stream(self.config.require("kafka_bootstrap"), self.registry.topic_of(g.name),
+                           start=_start_position(start), group_id=consumer_group, max_records=max_records,
+                           idle_timeout_s=idle_timeout_s)
+
+    def _wait_online(self, group: str, msg: Message, timeout_s: float) -> None:
+        raise ServiceUnavailableError("wait_online needs the online store (not configured in this build)")
+
+
+def _ttl_seconds(ttl: Any) -> int | None:
+    if ttl is None:
+        return None
+    from schemas.ttl import Ttl, parse_ttl
+
+    if isinstance(ttl, Ttl):
+        return ttl.seconds
+    if isinstance(ttl, str):
+        return parse_ttl(ttl).seconds
+    if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl <= 0:
+        raise RecordValidationError(f"ttl must be a positive number of seconds, a Ttl or text like '7d', "
+                                    f"not {ttl!r}")
+    return ttl
+
+
+def _start_position(start: str | datetime | int) -> str | int:
+    if start in ("end", "beginning"):
+        return start  # type: ignore[return-value]
+    if isinstance(start, bool):
+        raise ValueError(f"start must be 'end', 'beginning', a datetime or epoch milliseconds, not {start!r}")
+    if isinstance(start, int):
+        return start
+    return parse_event_time(start) // 1_000_000
+
+

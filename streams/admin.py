@@ -1,0 +1,106 @@
+"""Kafka administration: broker readiness, topic creation and deletion.
+
+Thin wrappers over confluent-kafka's AdminClient that turn its futures and error codes into
+featurestream's typed errors, always with a deadline (a broker that is down must give a
+clear error, never a hang).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from schemas.errors import ServiceUnavailableError
+
+
+def admin_client(bootstrap: str, *, timeout_s: float = 10.0) -> AdminClient:
+    """An AdminClient whose socket-level waits are bounded by ``timeout_s``."""
+    return AdminClient({
+        "bootstrap.servers": bootstrap,
+        "socket.timeout.ms": int(timeout_s * 1000),
+        # Without this librdkafka logs connection refusals forever to stderr when a broker
+        # is down; the caller already gets a typed error.
+        "log_level": 0,
+    })
+
+
+def wait_for_broker(bootstrap: str, *, timeout_s: float = 10.0) -> None:
+    """Return once a metadata request answers, or raise ServiceUnavailableError."""
+    admin = admin_client(bootstrap, timeout_s=timeout_s)
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            admin.list_topics(timeout=max(0.5, min(2.0, deadline - time.monotonic())))
+            return
+        except KafkaException as exc:
+            last = exc
+    raise ServiceUnavailableError(
+        f"Kafka at {bootstrap} did not answer a metadata request within {timeout_s:.0f} s "
+        f"({last}). Is the broker running? (`featurestream status`)"
+    )
+
+
+def topic_exists(admin: AdminClient, topic: str, *, timeout_s: float = 10.0) -> bool:
+    try:
+        md = admin.list_topics(topic=topic, timeout=timeout_s)
+    except KafkaException as exc:
+        raise ServiceUnavailableError(f"Kafka did not answer a metadata request for topic {topic!r} "
+                                      f"within {timeout_s:.0f} s: {exc}") from exc
+    tmd = md.topics.get(topic)
+    return tmd is not None and tmd.error is None
+
+
+def ensure_topic(admin: AdminClient, topic: str, *, partitions: int, replication_factor: int,
+                 config: Mapping[str, str] | None = None, timeout_s: float = 30.0) -> bool:
+    """Create ``topic`` if missing; True if this call created it. Waits until it is visible."""
+    new = NewTopic(topic, num_partitions=partitions, replication_factor=replication_factor,
+                   config=dict(config or {}))
+    futures = admin.create_topics([new], request_timeout=timeout_s, operation_timeout=timeout_s)
+    created = True
+    try:
+        futures[topic].result(timeout=timeout_s)
+    except KafkaException as exc:
+        err = exc.args[0] if exc.args else None
+        if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+            created = False
+        else:
+            raise ServiceUnavailableError(f"could not create Kafka topic {topic!r}: {exc}") from exc
+    except TimeoutError as exc:
+        raise ServiceUnavailableError(f"Kafka did not create topic {topic!r} within {timeout_s:.0f} s; "
+                                      "is the broker running?") from exc
+    _wait_visible(admin, topic, timeout_s)
+    return created
+
+
+def _wait_visible(admin: AdminClient, topic: str, timeout_s: float) -> None:
+    # CreateTopics returns before every partition has a leader; producing right away can
+    # fail with UNKNOWN_TOPIC_OR_PART, so wait until metadata shows leaders everywhere.
+    deadline = time.monotonic() + timeout_s
+    while True:
+        md = admin.list_topics(topic=topic, timeout=timeout_s)
+        tmd = md.topics.get(topic)
+        if tmd is not None and tmd.error is None and tmd.partitions and all(
+            p.leader >= 0 for p in tmd.partitions.values()
+        ):
+            return
+        if time.monotonic() > deadline:
+            raise ServiceUnavailableError(f"topic {topic!r} was created but has no leader after "
+                                          f"{timeout_s:.0f} s")
+        time.sleep(0.05)
+
+
+def delete_topic(admin: AdminClient, topic: str, *, timeout_s: float = 30.0) -> bool:
+    """Delete ``topic``; False if it did not exist."""
+    futures = admin.delete_topics([topic], request_timeout=timeout_s, operation_timeout=timeout_s)
+    try:
+        futures[topic].result(timeout=timeout_s)
+    except KafkaException as exc:
+        err = exc.args[0] if exc.args else None
+        if isinstance(err, KafkaError) and err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+            return False
+        raise ServiceUnavailableError(f"could not delete Kafka topic {topic!r}: {exc}") from exc
+    return True

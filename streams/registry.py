@@ -1,0 +1,250 @@
+"""The feature-group registry: definitions in a compacted Kafka topic, the single source of truth.
+
+Each message is keyed by group name; its value is ``FeatureGroup.to_dict()`` as JSON, and a
+tombstone (null value) deletes the group. Every process folds the topic into a dict, and
+catches up to the current end of the topic before answering, so two processes see each
+other's changes without a restart (one watermark request when nothing changed).
+
+Concurrent writers are resolved by the log itself (compare-and-set): the fold accepts a
+definition only if it creates a missing group or carries exactly the next version of the
+current one. A writer re-reads after producing and, if its write was not the one the fold
+accepted, it lost the race and says so.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+import orjson
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from schemas.errors import (
+    DefinitionError,
+    GroupExistsError,
+    GroupNotFoundError,
+    ServiceUnavailableError,
+)
+from schemas.group import FeatureGroup
+from schemas.names import group_topic, offline_table_uri, registry_topic
+from schemas.ttl import Ttl
+from schemas.types import FeatureDefinition
+from streams.admin import admin_client, delete_topic, ensure_topic, wait_for_broker
+
+
+class Registry:
+    """Create, describe, list, update and delete feature groups."""
+
+    def __init__(self, bootstrap: str, *, prefix: str = "featurestream", offline_base_uri: str | None = None,
+                 timeout_s: float = 10.0) -> None:
+        self.bootstrap = bootstrap
+        self.prefix = prefix
+        self.topic = registry_topic(prefix)
+        self.offline_base_uri = offline_base_uri
+        self.timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._groups: dict[str, FeatureGroup] = {}
+        self._position = 0
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        self._admin = admin_client(bootstrap, timeout_s=timeout_s)
+        self._ready = False
+
+    # -- setup ---------------------------------------------------------------------------
+    def _ensure_ready(self) -> None:
+        if self._ready:
+            return
+        wait_for_broker(self.bootstrap, timeout_s=self.timeout_s)
+        ensure_topic(self._admin, self.topic, partitions=1, replication_factor=1, config={
+            "cleanup.policy": "compact",
+            # Keep tombstones long enough for every reader to see a delete.
+            "delete.retention.ms": str(7 * 24 * 3600 * 1000),
+        })
+        self._consumer = Consumer({
+            "bootstrap.servers": self.bootstrap,
+            "group.id": "featurestream-registry-reader",  # required by librdkafka; never committed
+            "enable.auto.commit": False,
+            "enable.partition.eof": False,
+            "log_level": 0,
+        })
+        self._consumer.assign([TopicPartition(self.topic, 0, 0)])
+        self._producer = Producer({
+            "bootstrap.servers": self.bootstrap,
+            "enable.idempotence": True,
+            "acks": "all",
+            "message.timeout.ms": int(self.timeout_s * 1000),
+            "log_level": 0,
+        })
+        self._ready = True
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+        self._ready = False
+
+    # -- reading -------------------------------------------------------------------------
+    def refresh(self) -> dict[str, FeatureGroup]:
+        """Catch up with the registry topic; return the current groups by name."""
+        with self._lock:
+            self._ensure_ready()
+            assert self._consumer is not None
+            try:
+                _, high = self._consumer.get_watermark_offsets(TopicPartition(self.topic, 0),
+                                                               timeout=self.timeout_s, cached=False)
+            except KafkaException as exc:
+                raise ServiceUnavailableError(f"Kafka did not answer for the registry topic "
+                                              f"{self.topic!r}: {exc}") from exc
+            deadline = time.monotonic() + self.timeout_s
+            while self._position < high:
+                if time.monotonic() > deadline:
+                    raise ServiceUnavailableError(f"could not read the registry topic {self.topic!r} up to "
+                                                  f"offset {high} within {self.timeout_s:.0f} s")
+                msgs = self._consumer.consume(num_messages=500, timeout=0.5)
+                for msg in msgs:
+                    if msg.error():
+                        if msg.error().code() == KafkaError._PARTITION_EOF:
+                            continue
+                        raise ServiceUnavailableError(f"registry read failed: {msg.error()}")
+                    self._apply(msg.key(), msg.value())
+                    self._position = msg.offset() + 1
+            return dict(self._groups)
+
+    def _apply(self, key: bytes | None, value: bytes | None) -> None:
+        if key is None:
+            return
+        name = key.decode("utf-8", "replace")
+        if value is None:
+            self._groups.pop(name, None)
+            return
+        try:
+            group = FeatureGroup.from_dict(orjson.loads(value))
+        except (ValueError, TypeError, KeyError):
+            return  # a foreign or corrupt registry entry must not break every reader
+        current = self._groups.get(name)
+        # Compare-and-set over the log: see the module docstring.
+        if current is None or group.version == current.version + 1:
+            self._groups[name] = group
+
+    def list(self) -> list[FeatureGroup]:
+        return sorted(self.refresh().values(), key=lambda g: g.name)
+
+    def describe(self, name: str) -> FeatureGroup:
+        group = self.refresh().get(name)
+        if group is None:
+            raise GroupNotFoundError(name)
+        return group
+
+    def get(self, name: str) -> FeatureGroup | None:
+        return self.refresh().get(name)
+
+    def topic_of(self, name: str) -> str:
+        return group_topic(self.prefix, name)
+
+    # -- writing -------------------------------------------------------------------------
+    def create(self, group: FeatureGroup) -> FeatureGroup:
+        """Register ``group`` (creation time, version and offline location are set here) and create its topic."""
+        if group.name in self.refresh():
+            raise GroupExistsError(group.name)
+        now = time.time()
+        offline_uri = group.offline_uri
+        if group.offline_enabled and offline_uri is None and self.offline_base_uri:
+            offline_uri = offline_table_uri(self.offline_base_uri, group.name, int(now))
+        if group.offline_enabled and offline_uri is None:
+            raise DefinitionError(
+                f"feature group {group.name!r} has the offline store enabled but no offline location: set "
+                "FEATURESTREAM_OFFLINE_URI (s3://bucket/prefix or a local path) or create it with --no-offline",
+                group=group.name)
+        final = _replace(group, creation_time=now, version=1, offline_uri=offline_uri)
+        # The topic first: a registered group must always have its topic.
+        ensure_topic(self._admin, self.topic_of(final.name), partitions=final.partitions,
+                     replication_factor=final.replication_factor, config=_topic_config(final))
+        self._write(final.name, final)
+        won = self.refresh().get(final.name)
+        if won is None or won.to_dict() != final.to_dict():
+            if won is not None:
+                self._write(won.name, won)  # keep the winner as the key's latest value under compaction
+            raise GroupExistsError(final.name)
+        return final
+
+    def update(self, name: str, *, add_features: Iterable[FeatureDefinition] = (),
+               ttl: Ttl | None | type[_Keep] = None, description: str | None = None) -> FeatureGroup:
+        """Add features and/or change the TTL (``ttl=Registry.CLEAR_TTL`` removes it)."""
+        current = self.describe(name)
+        updated = current
+        adds = list(add_features)
+        if adds:
+            updated = updated.with_added_features(adds)
+        if ttl is not None:
+            updated = updated.with_ttl(None if ttl is _ClearTtl else ttl)  # type: ignore[arg-type]
+        if description is not None and description != updated.description:
+            updated = _replace(updated, description=description, version=updated.version + 1)
+        if updated is current:
+            return current
+        # Several changes in one call count as one version step.
+        updated = _replace(updated, version=current.version + 1)
+        self._write(name, updated)
+        won = self.refresh().get(name)
+        if won is None or won.to_dict() != updated.to_dict():
+            raise DefinitionError(f"feature group {name!r} was changed concurrently by another client; "
+                                  "describe it and try again", group=name)
+        return updated
+
+    CLEAR_TTL: type[_ClearTtl]
+
+    def delete(self, name: str, *, on_purge: Callable[[FeatureGroup], None] | None = None) -> FeatureGroup:
+        """Remove the group and its topic; ``on_purge`` deletes its online/offline data first."""
+        group = self.describe(name)
+        if on_purge is not None:
+            on_purge(group)
+        self._write(name, None)
+        delete_topic(self._admin, self.topic_of(name))
+        self.refresh()
+        return group
+
+    def _write(self, name: str, group: FeatureGroup | None) -> None:
+        self._ensure_ready()
+        assert self._producer is not None
+        value = None if group is None else orjson.dumps(group.to_dict())
+        errors: list[KafkaError] = []
+
+        def on_delivery(err: KafkaError | None, _msg: object) -> None:
+            if err is not None:
+                errors.append(err)
+
+        self._producer.produce(self.topic, key=name.encode(), value=value, on_delivery=on_delivery)
+        remaining = self._producer.flush(self.timeout_s)
+        if remaining or errors:
+            reason = errors[0] if errors else "timed out"
+            raise ServiceUnavailableError(f"could not write feature group {name!r} to the registry topic "
+                                          f"{self.topic!r}: {reason}")
+
+
+class _Keep:
+    """Sentinel base."""
+
+
+class _ClearTtl(_Keep):
+    """Sentinel: remove the group's TTL."""
+
+
+Registry.CLEAR_TTL = _ClearTtl
+
+
+def _replace(group: FeatureGroup, **changes: object) -> FeatureGroup:
+    from dataclasses import replace
+
+    return replace(group, **changes)
+
+
+def _topic_config(group: FeatureGroup) -> dict[str, str]:
+    return {
+        "cleanup.policy": "delete",
+        # -1 (default) keeps every record: the topic is the source of truth that rebuilds
+        # the online and offline views, so they can only be rebuilt from what is retained.
+        "retention.ms": str(group.retention_ms),
+        # Event time is in the payload; the broker's timestamp is the producer's send time,
+        # which is what `tail --from` and replay --from seek on.
+        "message.timestamp.type": "CreateTime",
+    }
