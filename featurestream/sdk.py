@@ -49,7 +49,15 @@ class FeatureStore:
     def publisher(self) -> Publisher:
         return Publisher(self.config.require("kafka_bootstrap"), timeout_s=self.timeout_s)
 
+    @cached_property
+    def online(self) -> Any:
+        from sinks.online.store import OnlineStore
+
+        return OnlineStore.from_url(self.config.require("redis_url"), self.config.topic_prefix)
+
     def close(self) -> None:
+        if "online" in self.__dict__:
+            self.online.close()
         if "publisher" in self.__dict__:
             self.publisher.close()
         if "registry" in self.__dict__:
@@ -76,7 +84,15 @@ class FeatureStore:
         return self.registry.delete(name, on_purge=self._purge if purge else None)
 
     def _purge(self, group: FeatureGroup) -> None:
-        """Delete a group's online keys and offline files (wired to the sinks)."""
+        """Delete a group's online keys and offline files."""
+        if group.online_enabled and self.config.redis_url:
+            self.online.wipe_group(group)
+        if group.offline_enabled and group.offline_uri:
+            from sinks.offline.fs import open_filesystem
+
+            fs, root = open_filesystem(group.offline_uri, self.config.storage_options())
+            if fs.exists(root):
+                fs.rm(root, recursive=True)
 
     def _group(self, name: str) -> FeatureGroup:
         return self.registry.describe(name)
@@ -107,7 +123,7 @@ class FeatureStore:
         topic, (key, value, headers), msg = self._encode_put(group, record, target_stores, ttl)
         coords = self.publisher.publish_sync(topic, key, value, headers)
         if wait_online:
-            self._wait_online(group, msg, wait_timeout_s)
+            self._wait_online(group, msg, coords, wait_timeout_s)
         return coords
 
     def put_record_async(self, group: str, record: Mapping[str, Any], target_stores: Sequence[str] | None = None,
@@ -149,8 +165,51 @@ class FeatureStore:
                            start=_start_position(start), group_id=consumer_group, max_records=max_records,
                            idle_timeout_s=idle_timeout_s)
 
-    def _wait_online(self, group: str, msg: Message, timeout_s: float) -> None:
-        raise ServiceUnavailableError("wait_online needs the online store (not configured in this build)")
+    def _wait_online(self, group: str, msg: Message, coords: tuple[int, int], timeout_s: float) -> None:
+        """Wait until the online store holds this write or a newer one (read-after-write)."""
+        g = self._group(group)
+        if not g.online_enabled or "OnlineStore" not in msg.target_stores:
+            raise RecordValidationError(f"wait_online: record {msg.id!r} of {group!r} does not go to the online "
+                                        "store (online disabled or target_stores excludes it)", group=group)
+        ttl = getattr(msg, "ttl_seconds", None) or (g.ttl.seconds if g.ttl else None)
+        if ttl and msg.event_time_ns + ttl * 1_000_000_000 <= time.time_ns():
+            raise RecordValidationError(
+                f"record {msg.id!r} of {group!r} was published (partition {coords[0]}, offset {coords[1]}) but "
+                f"expired on arrival: its event time plus the TTL ({ttl} s) is in the past, so the online store "
+                "will never return it", group=group)
+        mine = (msg.event_time_ns, coords[0], coords[1])
+        deadline = time.monotonic() + timeout_s
+        delay = 0.001
+        while True:
+            meta = self.online.record_meta(g, msg.id)
+            if meta and meta.get("event_time_ns") is not None and meta.get("seq"):
+                part, _, off = str(meta["seq"]).partition(":")
+                if (meta["event_time_ns"], int(part), int(off)) >= mine:
+                    return
+            if time.monotonic() > deadline:
+                raise ServiceUnavailableError(
+                    f"record {msg.id!r} of {group!r} was published (partition {coords[0]}, offset {coords[1]}) "
+                    f"but was not visible online within {timeout_s:.1f} s: is `featurestream process` running?")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    # -- online reads ----------------------------------------------------------------------------
+    def get_record(self, group: str, record_id: Any, features: Sequence[str] | None = None, *,
+                   with_expires_at: bool = False) -> dict[str, Any] | None:
+        """The latest record online (None if missing, deleted or expired); ``features`` selects some."""
+        return self.online.get_record(self._group(group), _id_text(record_id), features,
+                                      with_expires_at=with_expires_at)
+
+    def batch_get_record(self, requests: Sequence[tuple[str, Sequence[Any], Sequence[str] | None]]) -> Any:
+        """Several groups at once, up to 100 identifiers each, one round trip (BatchGetRecord)."""
+        resolved = [(self._group(name), [_id_text(i) for i in ids], feats) for name, ids, feats in requests]
+        return self.online.batch_get(resolved)
+
+
+def _id_text(record_id: Any) -> str:
+    if isinstance(record_id, bool):
+        raise RecordValidationError(f"record identifier must be a string or an integer, not {record_id!r}")
+    return str(record_id) if isinstance(record_id, int) else record_id
 
 
 def _ttl_seconds(ttl: Any) -> int | None:

@@ -70,13 +70,11 @@ def _frame_chunks(df: Any, chunk_size: int) -> Iterator[Chunk]:
 
 
 def _datetimes_to_iso(s: Any) -> list[str | None]:
-    import pandas as pd
-
     if getattr(s.dt, "tz", None) is None:
         s = s.dt.tz_localize("UTC")  # naive datetimes are taken as UTC, as schemas.infer documents
-    ns = s.dt.tz_convert("UTC").astype("int64").tolist()
+    # pandas may hold datetimes in s/ms/us/ns units: normalise to ns before taking integers.
+    ns = s.dt.tz_convert("UTC").dt.as_unit("ns").astype("int64").tolist()
     mask = s.isna().tolist()
-    del pd
     return [None if m else format_iso(v) for v, m in zip(ns, mask, strict=True)]
 
 

@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "featurestream.cli.stack_cmds",
     "featurestream.cli.group_cmds",
     "featurestream.cli.publish_cmds",
+    "featurestream.cli.online_cmds",
 ]
 
 

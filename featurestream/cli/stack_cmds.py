@@ -1,0 +1,96 @@
+"""`featurestream up | down | status`: the local stack of Kafka, Redis and an S3 server."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from featurestream.config import Config
+
+
+def _say(message: str) -> None:
+    # stdout carries only `export` lines (for eval); everything a human reads goes to stderr.
+    print(f"featurestream: {message}", file=sys.stderr, flush=True)
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    from featurestream.stack.layout import DEFAULT_CACHE_DIR
+
+    parser.add_argument("--state-dir", type=Path, default=None,
+                        help="where data, logs and pid files live (default: FEATURESTREAM_STATE_DIR "
+                             "or ~/.featurestream)")
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR,
+                        help=f"where downloaded jars and built binaries are kept (default {DEFAULT_CACHE_DIR})")
+
+
+def _config(args: argparse.Namespace) -> Config:
+    state_dir = args.state_dir.expanduser().resolve() if args.state_dir else None
+    return Config.from_env(state_dir=state_dir)
+
+
+def _up(args: argparse.Namespace) -> int:
+    from featurestream.stack.exports import format_exports
+    from featurestream.stack.launcher import up
+    from featurestream.stack.layout import StackLayout, StackPorts
+
+    try:
+        ports = StackPorts(kafka=args.kafka_port, controller=args.controller_port, redis=args.redis_port,
+                           s3=args.s3_port)
+    except ValueError as exc:
+        from featurestream.cli import CliError
+
+        raise CliError(str(exc), status=2) from exc
+    config = _config(args)
+    layout = StackLayout(config.state_dir, args.cache_dir.expanduser())
+    endpoints = up(config, ports=ports, layout=layout, say=_say)
+    sys.stdout.write(format_exports(endpoints.exports()))
+    sys.stdout.flush()
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    from featurestream.stack.launcher import down
+
+    stopped = down(_config(args).state_dir, say=_say)
+    if not stopped:
+        _say("nothing was running")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from featurestream.stack.launcher import status
+
+    statuses = status(_config(args))
+    for st in statuses:
+        print(st.line())
+    # Non-zero when something configured or started does not answer, so scripts can wait on it.
+    return 0 if all(st.answers for st in statuses if st.state != "stopped") else 1
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from featurestream.stack.layout import StackPorts
+
+    defaults = StackPorts()
+    up = subparsers.add_parser(
+        "up", help="start a local Kafka, Redis and S3 server; prints export lines for eval",
+        description="Start what is missing of the local stack (idempotent) and print one `export NAME=value` "
+                    "line per setting on stdout, so `eval \"$(featurestream up)\"` configures the shell. "
+                    "Endpoints already set in the environment are used as they are, not started.",
+    )
+    _add_common(up)
+    up.add_argument("--kafka-port", type=int, default=defaults.kafka, help="Kafka client port (%(default)s)")
+    up.add_argument("--controller-port", type=int, default=defaults.controller,
+                    help="KRaft controller port (%(default)s)")
+    up.add_argument("--redis-port", type=int, default=defaults.redis, help="Redis port (%(default)s)")
+    up.add_argument("--s3-port", type=int, default=defaults.s3, help="S3 server port (%(default)s)")
+    up.set_defaults(func=_up)
+
+    down = subparsers.add_parser("down", help="stop the processes `up` started",
+                                 description="Stop exactly the processes `up` started from this state dir.")
+    _add_common(down)
+    down.set_defaults(func=_down)
+
+    st = subparsers.add_parser("status", help="show what runs where and whether it answers")
+    _add_common(st)
+    st.set_defaults(func=_status)

@@ -1,0 +1,32 @@
+"""Prometheus metrics of the online processor and the offline sink.
+
+Counters live in the process that does the work; ``serve_metrics`` exposes them over HTTP
+(``/metrics``) for Prometheus, and ``featurestream status`` reads the same endpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import Counter, Histogram, start_http_server
+
+
+@dataclass(frozen=True)
+class OnlineMetrics:
+    records: Counter
+    dead_lettered: Counter
+    batch_seconds: Histogram
+
+
+ONLINE_METRICS = OnlineMetrics(
+    records=Counter("featurestream_online_records", "Records seen by the online processor, by outcome "
+                    "(applied, stale, duplicate, expired, deleted, rejected, skipped)", ["group", "status"]),
+    dead_lettered=Counter("featurestream_online_dead_lettered", "Poison records sent to the dead-letter topic"),
+    batch_seconds=Histogram("featurestream_online_batch_seconds", "Time to apply one batch to Redis",
+                            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5)),
+)
+
+
+def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
+    """Serve /metrics on ``host:port`` from a daemon thread."""
+    start_http_server(port, addr=host)

@@ -1,0 +1,52 @@
+"""Fetch and build what the local stack runs, once: Kafka jars (Maven) and versitygw (Go).
+
+`make setup` runs ``python -m featurestream.stack.fetch`` so that `make test` and
+`featurestream up` find everything cached; `up` calls :func:`fetch` too and it is a
+no-op when the cache is complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from featurestream.stack import kafka
+from featurestream.stack.errors import StackError
+from featurestream.stack.layout import DEFAULT_CACHE_DIR, StackLayout
+from featurestream.stack.s3_server import find_s3_server
+
+
+def fetch(cache_dir: Path = DEFAULT_CACHE_DIR, *, search_path: str | None = None) -> dict[str, str]:
+    """Ensure the Kafka jars and an S3 server are available; what was found, per item."""
+    layout = StackLayout(state_dir=cache_dir, cache_dir=cache_dir)
+    libs = layout.kafka_libs(kafka.KAFKA_VERSION)
+    kafka.find_java(search_path)  # Maven itself needs Java: say so plainly, before running it
+    downloaded = kafka.fetch_jars(libs, search_path=search_path)
+    s3 = find_s3_server(layout.bin_dir, search_path=search_path)
+    return {
+        "kafka": f"{'fetched' if downloaded else 'cached'} Kafka {kafka.KAFKA_VERSION} jars in {libs}",
+        "s3": f"{s3.kind} at {s3.binary}",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m featurestream.stack.fetch", description=__doc__)
+    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR,
+                        help=f"where jars and binaries are kept (default {DEFAULT_CACHE_DIR})")
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    try:
+        report = fetch(args.cache_dir.expanduser())
+    except StackError as exc:
+        print(f"featurestream fetch: error: {exc}", file=sys.stderr)
+        return 1
+    for item, what in report.items():
+        print(f"{item}: {what}", file=sys.stderr)
+    print(f"fetch done in {time.monotonic() - started:.1f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

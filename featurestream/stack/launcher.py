@@ -1,0 +1,264 @@
+"""`up`, `down` and `status` of the local stack: Kafka, Redis and an S3 server as processes.
+
+`up` is idempotent: a service already running from this state dir is reused, a service whose
+endpoint the Config already names is left to its owner, and only the rest is started. All
+checks that can fail (tools, ports) run before anything starts, and a failed start stops
+what this call started, so a failure leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from featurestream.config import (
+    ENV_ACCESS_KEY,
+    ENV_KAFKA,
+    ENV_OFFLINE_URI,
+    ENV_REDIS,
+    ENV_S3,
+    ENV_SECRET_KEY,
+    Config,
+)
+from featurestream.stack import kafka, procs
+from featurestream.stack.errors import PortInUseError, ServerStartError
+from featurestream.stack.layout import SERVICES, StackLayout, StackPorts
+from featurestream.stack.ports import port_is_free, port_owner
+from featurestream.stack.redis_server import find_redis_server, redis_answers, redis_argv
+from featurestream.stack.s3_server import bucket_of, ensure_bucket, find_s3_server, s3_answers
+
+DEFAULT_OFFLINE_URI = "s3://featurestream/offline"
+READY_TIMEOUT = {"kafka": 90.0, "redis": 15.0, "s3": 30.0}
+
+Say = Callable[[str], None]
+
+
+def _silent(_: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """What `up` exports: where each service is and how to reach the offline store."""
+
+    kafka_bootstrap: str
+    redis_url: str
+    s3_endpoint_url: str | None
+    aws_access_key_id: str | None
+    aws_secret_access_key: str | None
+    offline_uri: str
+
+    def exports(self) -> dict[str, str]:
+        """Variable → value, in a stable order; credentials only when known."""
+        pairs = [
+            (ENV_KAFKA, self.kafka_bootstrap), (ENV_REDIS, self.redis_url), (ENV_S3, self.s3_endpoint_url),
+            (ENV_ACCESS_KEY, self.aws_access_key_id), (ENV_SECRET_KEY, self.aws_secret_access_key),
+            (ENV_OFFLINE_URI, self.offline_uri),
+        ]
+        return {name: value for name, value in pairs if value is not None}
+
+    def apply(self, config: Config) -> Config:
+        """``config`` with these endpoints filled in (what code in the same process uses)."""
+        return replace(config, kafka_bootstrap=self.kafka_bootstrap, redis_url=self.redis_url,
+                       s3_endpoint_url=self.s3_endpoint_url, aws_access_key_id=self.aws_access_key_id,
+                       aws_secret_access_key=self.aws_secret_access_key, offline_uri=self.offline_uri)
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    service: str
+    state: str  # "running" (ours), "external" (from the environment), "stopped", "stale"
+    endpoint: str | None
+    pid: int | None
+    answers: bool
+    detail: str = ""
+
+    def line(self) -> str:
+        pid = f"pid {self.pid}" if self.pid else "-"
+        answer = "answers" if self.answers else "does not answer" if self.endpoint else ""
+        return f"{self.service:<6} {self.state:<9} {pid:<11} {self.endpoint or '-':<28} {answer} {self.detail}".rstrip()
+
+
+def _configured(config: Config, service: str) -> str | None:
+    return {"kafka": config.kafka_bootstrap, "redis": config.redis_url, "s3": config.s3_endpoint_url}[service]
+
+
+def _is_external(config: Config, service: str, record: procs.ProcessRecord | None) -> bool:
+    """True when the Config names an endpoint that is not one this state dir started.
+
+    After `eval "$(featurestream up)"` the environment names our own servers; those stay
+    ours (so `up` restarts one that died, and `status` shows its pid).
+    """
+    configured = _configured(config, service)
+    return bool(configured) and (record is None or record.info.get("endpoint") != configured)
+
+
+def _answers(service: str, info: dict[str, str]) -> bool:
+    if service == "kafka":
+        return kafka.kafka_answers(info["endpoint"])
+    if service == "redis":
+        return redis_answers(info["endpoint"])
+    return s3_answers(info["endpoint"], info.get("access_key"), info.get("secret_key"))
+
+
+def _wait_ready(record: procs.ProcessRecord, deadline: float) -> None:
+    while True:
+        if not procs.is_running(record):
+            raise ServerStartError(record.service, "the server exited during start-up", record.log_path,
+                                   procs.log_tail(record.log_path))
+        if _answers(record.service, record.info):
+            return
+        if time.monotonic() > deadline:
+            raise ServerStartError(record.service, f"the server did not answer at {record.info['endpoint']} "
+                                   f"within {READY_TIMEOUT[record.service]:.0f} s", record.log_path,
+                                   procs.log_tail(record.log_path))
+        time.sleep(0.25)
+
+
+def _check_ports(wanted: dict[str, int]) -> None:
+    for service, port in wanted.items():
+        if not port_is_free(port):
+            raise PortInUseError(service, port, port_owner(port))
+
+
+def up(config: Config, *, ports: StackPorts | None = None, layout: StackLayout | None = None,
+       search_path: str | None = None, say: Say = _silent) -> Endpoints:
+    """Start what is missing of the local stack and return the endpoints to export.
+
+    ``search_path`` replaces PATH when looking for java, mvn, go and the server binaries
+    (None: the process's PATH).
+    """
+    ports = ports or StackPorts()
+    layout = layout or StackLayout(config.state_dir)
+    pidfiles = procs.PidFiles(layout.run_dir)
+
+    running: dict[str, procs.ProcessRecord] = {}
+    to_start: list[str] = []
+    for service in SERVICES:
+        record = pidfiles.read(service)
+        if _is_external(config, service, record):
+            say(f"{service}: using {_configured(config, service)} from the environment")
+            continue
+        if record is not None and procs.is_running(record):
+            say(f"{service}: already running (pid {record.pid}) at {record.info['endpoint']}")
+            running[service] = record
+            continue
+        if record is not None:
+            pidfiles.remove(service)  # the process is gone or is no longer ours
+        to_start.append(service)
+
+    # Everything that can fail before a server starts is checked first: tools, then ports.
+    java = kafka.find_java(search_path) if "kafka" in to_start else ""
+    redis_bin = find_redis_server(search_path) if "redis" in to_start else ""
+    wanted_ports: dict[str, int] = {}
+    if "kafka" in to_start:
+        wanted_ports.update(kafka=ports.kafka, controller=ports.controller)
+    if "redis" in to_start:
+        wanted_ports["redis"] = ports.redis
+    if "s3" in to_start:
+        wanted_ports["s3"] = ports.s3
+    _check_ports(wanted_ports)
+    libs = layout.kafka_libs(kafka.KAFKA_VERSION)
+    if "kafka" in to_start and not kafka.jars_present(libs):
+        say(f"kafka: fetching Kafka {kafka.KAFKA_VERSION} jars into {libs} (once)")
+        kafka.fetch_jars(libs, search_path=search_path)
+    s3 = find_s3_server(layout.bin_dir, search_path=search_path) if "s3" in to_start else None
+
+    started: list[procs.ProcessRecord] = []
+    try:
+        for service in to_start:
+            record = _start(service, layout, ports, java=java, redis_bin=redis_bin, s3=s3)
+            pidfiles.write(record)
+            started.append(record)
+            say(f"{service}: started pid {record.pid}, log {record.log_path}")
+        for record in started:
+            _wait_ready(record, time.monotonic() + READY_TIMEOUT[record.service])
+            say(f"{record.service}: ready at {record.info['endpoint']}")
+            running[record.service] = record
+        offline_uri = config.offline_uri or DEFAULT_OFFLINE_URI
+        if "s3" in running:
+            info = running["s3"].info
+            ensure_bucket(info["endpoint"], info["access_key"], info["secret_key"], bucket_of(offline_uri))
+    except BaseException:
+        for record in started:
+            procs.stop(record)
+            pidfiles.remove(record.service)
+        raise
+
+    def endpoint(service: str) -> str | None:
+        return running[service].info["endpoint"] if service in running else _configured(config, service)
+
+    s3_info = running["s3"].info if "s3" in running else {}
+    return Endpoints(
+        kafka_bootstrap=str(endpoint("kafka")),
+        redis_url=str(endpoint("redis")),
+        s3_endpoint_url=endpoint("s3"),
+        aws_access_key_id=s3_info.get("access_key", config.aws_access_key_id),
+        aws_secret_access_key=s3_info.get("secret_key", config.aws_secret_access_key),
+        offline_uri=offline_uri,
+    )
+
+
+def _start(service: str, layout: StackLayout, ports: StackPorts, *, java: str, redis_bin: str,
+           s3) -> procs.ProcessRecord:  # s3: S3Server
+    data = layout.data_dir(service)
+    data.mkdir(parents=True, exist_ok=True)
+    log = layout.log_path(service)
+    if service == "kafka":
+        libs = layout.kafka_libs(kafka.KAFKA_VERSION)
+        props = data / "server.properties"
+        props.write_text(kafka.render_server_properties(ports.kafka, ports.controller, data / "log"))
+        kafka.format_storage(java, libs, props, data / "log")
+        return procs.spawn("kafka", kafka.broker_argv(java, libs, props), cwd=data, log_path=log,
+                           info={"endpoint": f"127.0.0.1:{ports.kafka}", "controller_port": str(ports.controller)})
+    if service == "redis":
+        return procs.spawn("redis", redis_argv(redis_bin, ports.redis, data), cwd=data, log_path=log,
+                           info={"endpoint": f"redis://127.0.0.1:{ports.redis}/0"})
+    s3.prepare(data)
+    key, secret = s3.keys()
+    return procs.spawn("s3", s3.argv(ports.s3, data), cwd=data, log_path=log,
+                       info={"endpoint": f"http://127.0.0.1:{ports.s3}", "access_key": key,
+                             "secret_key": secret, "kind": s3.kind})
+
+
+def down(state_dir: Path, *, say: Say = _silent) -> list[str]:
+    """Stop the processes `up` started from ``state_dir``; the services it stopped."""
+    pidfiles = procs.PidFiles(StackLayout(state_dir).run_dir)
+    stopped: list[str] = []
+    # Reverse start order: clients of Kafka would not mind, but S3/Redis going first is harmless too.
+    for service in reversed(SERVICES):
+        record = pidfiles.read(service)
+        if record is None:
+            continue
+        if procs.stop(record):
+            say(f"{service}: stopped pid {record.pid}")
+            stopped.append(service)
+        else:
+            say(f"{service}: pid {record.pid} was no longer running (or no longer ours); nothing to stop")
+        pidfiles.remove(service)
+    return stopped
+
+
+def status(config: Config) -> list[ServiceStatus]:
+    """What runs where: our processes from the state dir, or endpoints from the environment."""
+    pidfiles = procs.PidFiles(StackLayout(config.state_dir).run_dir)
+    result: list[ServiceStatus] = []
+    for service in SERVICES:
+        external = _configured(config, service)
+        record = pidfiles.read(service)
+        if external and _is_external(config, service, record):
+            info = {"endpoint": external, "access_key": config.aws_access_key_id or "",
+                    "secret_key": config.aws_secret_access_key or ""}
+            result.append(ServiceStatus(service, "external", external, None, _answers(service, info)))
+        elif record is None:
+            result.append(ServiceStatus(service, "stopped", None, None, False))
+        elif not procs.is_running(record):
+            result.append(ServiceStatus(service, "stale", record.info.get("endpoint"), record.pid, False,
+                                        "(pid file left by a process that is gone; `up` restarts it)"))
+        else:
+            detail = f"({record.info['kind']})" if "kind" in record.info else ""
+            result.append(ServiceStatus(service, "running", record.info["endpoint"], record.pid,
+                                        _answers(service, record.info), detail))
+    return result

@@ -1,0 +1,134 @@
+"""The online stream processor: a faust-streaming app (consumer group ``<prefix>-online``).
+
+It consumes every feature group's topic and hands batches to a callback (the front door
+wires it to the Redis online store). Decisions that matter for correctness:
+
+- **Batches, acknowledged after they are applied.** ``stream.take_events`` acks a batch
+  when the loop body resumes, and faust commits acked offsets every
+  ``broker_commit_interval``; so offsets never pass a record Redis has not applied. The body
+  never raises: a failing Redis is retried with backoff until it answers, because an
+  exception inside ``take_events`` would ack the batch anyway (at-least-once; the atomic
+  write-if-newer rule makes redelivery harmless).
+- **Concurrency 1.** faust can commit past in-flight events with higher agent concurrency
+  (faust-streaming #606, unfixed); parallelism comes from more processes in the group.
+- **New groups without a restart.** faust's pattern subscription does not work with the
+  aiokafka driver ("XXX pattern does not work" in faust's source), so the processor watches
+  the registry and appends new group topics to the agent's channel, then asks faust's topic
+  conductor to resubscribe. The registry topic itself is always subscribed, so the channel is
+  never empty and a registry change wakes the processor at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import faust
+
+from schemas.names import registry_topic
+from streams.route import RawMessage
+
+log = logging.getLogger("featurestream.processor")
+
+ApplyBatch = Callable[[list[RawMessage]], Any]
+ListTopics = Callable[[], Iterable[str]]
+
+
+def build_online_app(*, bootstrap: str, prefix: str, apply_batch: ApplyBatch, list_topics: ListTopics,
+                     app_id: str | None = None, batch_size: int = 1000, batch_within_s: float = 0.005,
+                     registry_poll_s: float = 2.0, commit_interval_s: float = 1.0,
+                     retry_backoff_s: float = 0.5) -> faust.App:
+    """Build the faust app. ``apply_batch`` runs in a worker thread; ``list_topics`` returns the
+    group topics to consume (called at start and every ``registry_poll_s``, also in a thread)."""
+    app = faust.App(
+        app_id or f"{prefix}-online",
+        broker=[f"kafka://{b.strip()}" for b in bootstrap.split(",")],
+        value_serializer="raw",
+        key_serializer="raw",
+        store="memory://",
+        web_enabled=False,  # metrics are served by featurestream's own Prometheus endpoint
+        broker_commit_interval=commit_interval_s,
+        consumer_auto_offset_reset="earliest",  # a new group's first records must not be skipped
+        topic_replication_factor=1,
+        topic_partitions=1,
+        producer_acks=-1,
+        stream_wait_empty=False,
+    )
+    # Resubscribing normally waits 45 s to coalesce changes; a new feature group should be
+    # consumed within seconds of its creation.
+    app.topics._resubscribe_sleep_lock_seconds = 0.5
+
+    reg_topic = registry_topic(prefix)
+    channel = app.topic(reg_topic, value_serializer="raw", key_serializer="raw")
+    subscribed: set[str] = {reg_topic}
+    topic_re = re.compile(rf"^{re.escape(prefix)}\.[A-Za-z0-9]")
+    loop_state = {"refresh_now": asyncio.Event()}
+
+    async def sync_subscription() -> None:
+        try:
+            topics = await asyncio.get_running_loop().run_in_executor(None, lambda: set(list_topics()))
+        except Exception as exc:  # registry briefly unreachable: keep consuming what we have
+            log.warning("could not refresh the feature-group list: %s", exc)
+            return
+        new = sorted(t for t in topics if t not in subscribed and topic_re.match(t))
+        if new:
+            log.info("subscribing to new feature group topics: %s", ", ".join(new))
+            subscribed.update(new)
+            # The agent iterates a clone of ``channel`` (faust clones channels per agent), so
+            # update every registered channel that carries our subscription.
+            for chan in list(app.topics):
+                if reg_topic in getattr(chan, "topics", ()):
+                    chan.topics = sorted(subscribed)
+            app.topics._flag_changes()
+
+    @app.task
+    async def watch_registry() -> None:
+        await sync_subscription()
+        event = loop_state["refresh_now"]
+        while True:
+            try:
+                await asyncio.wait_for(event.wait(), timeout=registry_poll_s)
+            except TimeoutError:
+                pass
+            event.clear()
+            await sync_subscription()
+
+    @app.agent(channel, concurrency=1)
+    async def online(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(batch_size, within=batch_within_s):
+            batch = []
+            for ev in events:
+                m = ev.message
+                if m.topic == reg_topic:
+                    loop_state["refresh_now"].set()
+                    continue
+                batch.append(RawMessage(m.topic, m.partition, m.offset, m.key, m.value,
+                                        list(m.headers or ()), int((m.timestamp or 0) * 1000)))
+            if batch:
+                await _apply_until_done(apply_batch, batch, retry_backoff_s)
+
+    return app
+
+
+async def _apply_until_done(apply_batch: ApplyBatch, batch: list[RawMessage], backoff_s: float) -> None:
+    """Apply in a thread; retry forever on failure (see module docstring); finish even if cancelled."""
+    loop = asyncio.get_running_loop()
+    delay = backoff_s
+    while True:
+        fut = loop.run_in_executor(None, apply_batch, batch)
+        try:
+            await asyncio.shield(fut)
+            return
+        except asyncio.CancelledError:
+            # Shutting down: let the in-flight apply finish so the ack that follows is true.
+            try:
+                await fut
+            finally:
+                raise
+        except Exception as exc:
+            log.error("applying a batch of %d records failed, retrying in %.1f s: %s", len(batch), delay, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)

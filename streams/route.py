@@ -1,0 +1,84 @@
+"""Sorting a batch of raw topic messages into per-group work and poison messages.
+
+Pure: given the raw messages and the known groups, it decides. The processor and the sink
+call it, then hand each group's list to their store, and the poison list to the dead-letter
+publisher. Nothing here raises on bad data: bad data is the poison list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas.errors import RecordValidationError, WireFormatError
+from schemas.group import FeatureGroup
+from schemas.messages import Message
+from schemas.names import group_from_topic
+from schemas.wire import check_against_group, decode
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    """A message as it came off Kafka."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]] | None
+    timestamp_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Poison:
+    raw: RawMessage
+    reason: str
+
+
+@dataclass
+class Routed:
+    """One batch, sorted: ``work[group] = [(message, partition, offset), ...]`` in arrival order."""
+
+    work: dict[str, list[tuple[Message, int, int]]] = field(default_factory=dict)
+    poison: list[Poison] = field(default_factory=list)
+    skipped: int = 0  # valid, but not for this store (disabled store, target_stores)
+    unknown_groups: set[str] = field(default_factory=set)
+
+
+def route(batch: Sequence[RawMessage], groups: Mapping[str, FeatureGroup], *, prefix: str,
+          store: str) -> Routed:
+    """Decode and sort ``batch`` for ``store`` ("OnlineStore" or "OfflineStore")."""
+    out = Routed()
+    for raw in batch:
+        name = group_from_topic(prefix, raw.topic)
+        if name is None:
+            out.skipped += 1  # internal topic (the registry placeholder subscription)
+            continue
+        group = groups.get(name)
+        if group is None:
+            out.unknown_groups.add(name)
+            out.poison.append(Poison(raw, f"unknown feature group {name!r}: topic {raw.topic!r} has no "
+                                          "definition in the registry"))
+            continue
+        try:
+            msg = check_against_group(group, decode(raw.key, raw.value, raw.headers))
+        except (WireFormatError, RecordValidationError) as exc:
+            out.poison.append(Poison(raw, str(exc)))
+            continue
+        if not _store_enabled(group, store) or store not in msg.target_stores:
+            out.skipped += 1
+            continue
+        out.work.setdefault(name, []).append((msg, raw.partition, raw.offset))
+    return out
+
+
+def _store_enabled(group: FeatureGroup, store: str) -> bool:
+    return group.online_enabled if store == "OnlineStore" else group.offline_enabled
+
+
+def raw_from_confluent(msg: Any) -> RawMessage:
+    """A RawMessage from a confluent_kafka.Message."""
+    return RawMessage(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(), msg.headers(),
+                      msg.timestamp()[1])

@@ -1,0 +1,151 @@
+"""Pure parts of streams/: row sources, chunk validation+encoding, routing, the registry fold."""
+
+from __future__ import annotations
+
+import math
+
+import orjson
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from schemas.group import FeatureGroup
+from schemas.messages import PutMessage
+from schemas.types import FeatureDefinition, ScalarType
+from schemas.validate import compile_validator
+from schemas.wire import decode, encode
+from streams.ingest import encode_chunk
+from streams.registry import Registry
+from streams.route import RawMessage, route
+from streams.rowsource import iter_chunks
+
+
+def _group(name: str = "customers", **kw) -> FeatureGroup:
+    feats = (
+        FeatureDefinition("customer_id", ScalarType.STRING),
+        FeatureDefinition("event_time", ScalarType.STRING),
+        FeatureDefinition("age", ScalarType.INTEGRAL),
+        FeatureDefinition("score", ScalarType.FRACTIONAL),
+    )
+    return FeatureGroup(name=name, record_identifier_name="customer_id", event_time_name="event_time",
+                        features=feats, **kw)
+
+
+ROWS = [
+    {"customer_id": "c1", "event_time": "2021-10-02T12:00:00Z", "age": 42, "score": 0.5},
+    {"customer_id": "c2", "event_time": "2021-10-02T12:00:01Z", "age": None, "score": 1.5},
+]
+
+
+def test_chunks_from_dicts_frames_and_arrow_agree() -> None:
+    frame = pd.DataFrame(ROWS)
+    table = pa.Table.from_pylist(ROWS)
+    validator = compile_validator(_group())
+    outs = []
+    for data in (ROWS, frame, table):
+        encoded = []
+        for chunk in iter_chunks(data, chunk_size=1):
+            enc, rejects = encode_chunk(validator, chunk)
+            assert rejects == []
+            encoded += enc
+        outs.append([decode(k, v, h).record for k, v, h in encoded])
+    assert outs[0] == outs[1] == outs[2]
+    assert outs[0][1]["age"] is None
+
+
+def test_frame_nan_means_missing_but_dict_nan_is_rejected() -> None:
+    validator = compile_validator(_group())
+    frame = pd.DataFrame([{**ROWS[0], "score": math.nan}])
+    (chunk,) = iter_chunks(frame)
+    enc, rejects = encode_chunk(validator, chunk)
+    assert not rejects and decode(*enc[0]).record["score"] is None
+    (chunk,) = iter_chunks([{**ROWS[0], "score": math.nan}])
+    enc, rejects = encode_chunk(validator, chunk)
+    assert enc == [] and len(rejects) == 1
+    assert rejects[0].feature == "score" and "NaN" in rejects[0].reason
+
+
+def test_bad_rows_are_reported_with_their_index_and_the_rest_encoded() -> None:
+    validator = compile_validator(_group())
+    data = [ROWS[0], {"event_time": "2021-10-02T12:00:00Z"}, "not a dict", {**ROWS[1], "age": 2**70},
+            {**ROWS[1], "bogus": 1}, ROWS[1]]
+    encoded, rejects = [], []
+    for chunk in iter_chunks(data, chunk_size=4):
+        e, r = encode_chunk(validator, chunk)
+        encoded += e
+        rejects += r
+    assert [r.index for r in rejects] == [1, 2, 3, 4]
+    assert "customer_id" in rejects[0].reason
+    assert "str" in rejects[1].reason and "dict" in rejects[1].reason
+    assert rejects[2].feature == "age"
+    assert "bogus" in rejects[3].reason
+    assert len(encoded) == 2
+
+
+def test_datetime_columns_become_iso_strings() -> None:
+    frame = pd.DataFrame({"customer_id": ["c1"], "event_time": pd.to_datetime(["2021-10-02 12:00:00.5"]),
+                          "age": [1], "score": [2.0]})
+    (chunk,) = iter_chunks(frame)
+    assert chunk[2][0][1] == "2021-10-02T12:00:00.5Z"
+
+
+def test_iter_chunks_refuses_a_single_dict_and_scalars() -> None:
+    with pytest.raises(TypeError, match="put_record"):
+        list(iter_chunks(ROWS[0]))
+    with pytest.raises(TypeError, match="DataFrame"):
+        list(iter_chunks(42))
+
+
+def _raw(topic: str, value: bytes | None, offset: int = 0, key: bytes | None = b"c1", headers=None) -> RawMessage:
+    return RawMessage(topic, 0, offset, key, value, headers or [])
+
+
+def test_route_sorts_work_and_poison() -> None:
+    g = _group()
+    msg = compile_validator(g).validate(ROWS[0])
+    key, value, headers = encode(msg)
+    offline_only = compile_validator(g).validate(ROWS[1], target_stores=["OfflineStore"])
+    k2, v2, h2 = encode(offline_only)
+    batch = [
+        _raw("p.customers", value, 0, key, headers),
+        _raw("p.customers", b"\xff\x00garbage", 1),
+        _raw("p.nosuch", value, 2, key, headers),
+        _raw("p._registry", b"{}", 3),
+        _raw("p.customers", v2, 4, k2, h2),
+        _raw("p.customers", orjson.dumps({"op": "put", "id": "c1", "event_time_ns": 1,
+                                          "record": {"customer_id": "c1", "age": "x"}}), 5, b"c1",
+             [("fs-format", b"json/1")]),
+    ]
+    routed = route(batch, {"customers": g}, prefix="p", store="OnlineStore")
+    assert [(m.id, o) for m, _, o in routed.work["customers"]] == [("c1", 0)]
+    assert isinstance(routed.work["customers"][0][0], PutMessage)
+    assert [p.raw.offset for p in routed.poison] == [1, 2, 5]
+    assert "nosuch" in routed.poison[1].reason
+    assert routed.unknown_groups == {"nosuch"}
+    assert routed.skipped == 2  # registry placeholder + offline-only record
+    offline = route(batch, {"customers": g}, prefix="p", store="OfflineStore")
+    assert [o for _, _, o in offline.work["customers"]] == [0, 4]
+
+
+def test_route_skips_groups_whose_store_is_disabled() -> None:
+    g = _group(online_enabled=False)
+    key, value, headers = encode(compile_validator(g).validate(ROWS[0]))
+    routed = route([_raw("p.customers", value, 0, key, headers)], {"customers": g}, prefix="p",
+                   store="OnlineStore")
+    assert routed.work == {} and routed.skipped == 1
+
+
+def test_registry_fold_is_compare_and_set() -> None:
+    reg = Registry("127.0.0.1:1", prefix="p")
+    v1 = _group(creation_time=1.0)
+    rival = _group(creation_time=2.0)
+    reg._apply(b"customers", orjson.dumps(v1.to_dict()))
+    reg._apply(b"customers", orjson.dumps(rival.to_dict()))  # a second "create": loses
+    assert reg._groups["customers"].creation_time == 1.0
+    v2 = v1.with_ttl(None) if v1.ttl else v1.with_added_features([FeatureDefinition("x", ScalarType.STRING)])
+    reg._apply(b"customers", orjson.dumps(v2.to_dict()))
+    assert reg._groups["customers"].version == 2
+    reg._apply(b"customers", b"not json")  # corrupt entries never break readers
+    assert reg._groups["customers"].version == 2
+    reg._apply(b"customers", None)
+    assert "customers" not in reg._groups
