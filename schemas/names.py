@@ -1,0 +1,147 @@
+"""How featurestream names things: groups and features, Kafka topics, Redis keys, offline paths.
+
+Every name used on a server is built here, so the naming rules live in one place and any
+language can reproduce them from docs/wire-format.md.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+from schemas.errors import DefinitionError
+
+# Limits of the reference service (SageMaker Feature Store), kept so code written for it fits.
+MAX_FEATURES = 2500
+MAX_RECORD_BYTES = 350 * 1024
+MAX_VALUE_BYTES = 350 * 1024
+MAX_RECORD_ID_BYTES = 2 * 1024
+MAX_VECTOR_DIMENSION = 8192
+MAX_NAME_LENGTH = 64
+
+# Columns the offline store adds to every row; a feature may not take one of these names.
+RESERVED_FEATURE_NAMES: frozenset[str] = frozenset({"write_time", "api_invocation_time", "is_deleted"})
+# Hive-style partition columns of the offline table. Hive/Spark/Athena refuse a table whose
+# data column repeats a partition column, so a group with an offline store cannot use them.
+PARTITION_COLUMNS: tuple[str, ...] = ("year", "month", "day", "hour")
+
+_NAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_-]{0,62}[A-Za-z0-9])?")
+_NAME_RULE = ("1-64 characters, starting and ending with a letter or digit, with only letters, "
+              "digits, '-' and '_' in between")
+
+
+def name_is_valid(name: object) -> bool:
+    """True if ``name`` follows the group/feature naming rule (no exception, for filters)."""
+    return isinstance(name, str) and _NAME_RE.fullmatch(name) is not None
+
+
+def validate_name(name: object, what: str = "feature group", *, group: str | None = None) -> str:
+    """Return ``name`` if it is a valid group/feature name, else raise DefinitionError saying why."""
+    if not isinstance(name, str):
+        raise DefinitionError(
+            f"{what} name must be a string of {_NAME_RULE}; got {type(name).__name__} {name!r}",
+            group=group, value=name)
+    if _NAME_RE.fullmatch(name) is None:
+        if not name:
+            why = "it is empty"
+        elif len(name) > MAX_NAME_LENGTH:
+            why = f"it is {len(name)} characters long"
+        elif not name[0].isascii() or not name[0].isalnum():
+            why = f"it starts with {name[0]!r}"
+        elif not name[-1].isascii() or not name[-1].isalnum():
+            why = f"it ends with {name[-1]!r}"
+        else:
+            bad = sorted({c for c in name if not (c.isascii() and (c.isalnum() or c in "-_"))})
+            why = f"it contains {', '.join(repr(c) for c in bad)}"
+        where = f" in feature group {group!r}" if group else ""
+        raise DefinitionError(f"invalid {what} name {name!r}{where}: {why}; a name must be {_NAME_RULE}",
+                              group=group, feature=name if what != "feature group" else None, value=name)
+    return name
+
+
+# ---------------------------------------------------------------- Kafka topics
+
+def group_topic(prefix: str, group: str) -> str:
+    """The topic holding every put/delete of ``group``."""
+    return f"{prefix}.{group}"
+
+
+def registry_topic(prefix: str) -> str:
+    """The compacted topic holding feature-group definitions (key = group name)."""
+    return f"{prefix}._registry"
+
+
+def deadletter_topic(prefix: str) -> str:
+    """The topic poison messages are copied to, with the reason in headers."""
+    return f"{prefix}._deadletter"
+
+
+def group_from_topic(prefix: str, topic: str) -> str | None:
+    """The group whose topic is ``topic``, or None for internal/foreign topics.
+
+    Group names never start with '_' and never contain '.', so internal topics
+    (``._registry``) and topics of another prefix never parse as groups.
+    """
+    head = prefix + "."
+    if not topic.startswith(head):
+        return None
+    rest = topic[len(head):]
+    return rest if name_is_valid(rest) else None
+
+
+# ---------------------------------------------------------------- Redis keys
+
+def online_key(prefix: str, group: str, record_id: str) -> str:
+    """Redis key of one record. No hash tag: records of a group spread over a Redis Cluster."""
+    return f"{prefix}:{group}:{record_id}"
+
+
+_GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
+
+
+def _glob_escape(text: str) -> str:
+    return _GLOB_SPECIAL.sub(r"\\\1", text)
+
+
+def online_key_pattern(prefix: str, group: str) -> str:
+    """SCAN MATCH pattern for every record key of ``group`` (glob characters escaped)."""
+    return f"{_glob_escape(prefix)}:{_glob_escape(group)}:*"
+
+
+def record_id_from_key(prefix: str, group: str, key: str | bytes) -> str | None:
+    """Inverse of :func:`online_key`, or None if ``key`` is not a record key of ``group``."""
+    if isinstance(key, bytes):
+        key = key.decode("utf-8", "surrogateescape")
+    head = f"{prefix}:{group}:"
+    return key[len(head):] if key.startswith(head) else None
+
+
+# ---------------------------------------------------------------- offline layout
+
+def offline_table_uri(offline_uri: str, group: str, creation_epoch: int) -> str:
+    """Root of a group's offline table; the creation epoch keeps a re-created group's files apart."""
+    return f"{offline_uri.rstrip('/')}/{group}-{int(creation_epoch)}"
+
+
+def offline_data_uri(table_uri: str) -> str:
+    """Where the Parquet files (and the Hive partitions) of a table live: ``<table>/data``."""
+    table_uri = table_uri.rstrip("/")
+    return table_uri if table_uri.endswith("/data") else f"{table_uri}/data"
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def partition_path(event_time_ns: int) -> str:
+    """Hive partition of a row by its event time, UTC: ``year=YYYY/month=MM/day=DD/hour=HH``."""
+    # timedelta arithmetic is exact for any int (float seconds would round far from 1970).
+    t = _EPOCH + timedelta(seconds=event_time_ns // 1_000_000_000)
+    return f"year={t.year:04d}/month={t.month:02d}/day={t.day:02d}/hour={t.hour:02d}"
+
+
+def data_file_name(topic: str, partition: int, first_offset: int) -> str:
+    """Deterministic file name from Kafka coordinates: a retried write overwrites, never duplicates.
+
+    Zero padding makes lexical order equal offset order, as in Kafka Connect's S3 sink.
+    """
+    return f"{topic}+{int(partition):05d}+{int(first_offset):020d}.parquet"

@@ -1,0 +1,69 @@
+"""What happened to each message written to the online store, and why a write was refused.
+
+The integer codes are the ones ``write_if_newer.lua`` returns; keep both in step.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class WriteStatus(StrEnum):
+    APPLIED = "applied"      # the put is now the online record
+    STALE = "stale"          # older than the stored record (historic): offline only
+    DUPLICATE = "duplicate"  # same (event time, partition, offset) as stored: a redelivery
+    EXPIRED = "expired"      # newest, but its expires-at has passed: nothing served for it
+    DELETED = "deleted"      # a newer soft/hard delete removed the record
+    REJECTED = "rejected"    # refused (hard delete not newer, bad value, corrupt stored hash)
+    SKIPPED = "skipped"      # not for the online store (target_stores, group online disabled)
+
+
+# Codes returned by the Lua script (first element of its reply).
+_CODE_TO_STATUS: dict[int, WriteStatus] = {
+    1: WriteStatus.APPLIED,
+    2: WriteStatus.STALE,
+    3: WriteStatus.DUPLICATE,
+    4: WriteStatus.EXPIRED,
+    5: WriteStatus.DELETED,
+    6: WriteStatus.REJECTED,
+}
+CODE_CORRUPT = 7  # stored meta fields are not ours; reported as REJECTED with a reason
+
+
+def _text(value: object) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def parse_script_reply(reply: object) -> tuple[int, str, str]:
+    """``[code, stored_et, stored_seq]`` from Redis → ``(code, stored_et, stored_seq)`` as text.
+
+    Raises ValueError on anything else: the script on the server is not ours.
+    """
+    if not isinstance(reply, list | tuple) or len(reply) != 3 or not isinstance(reply[0], int):
+        raise ValueError(f"unexpected reply from the write_if_newer script: {reply!r:.200}")
+    return reply[0], _text(reply[1]), _text(reply[2])
+
+
+def status_of(code: int) -> WriteStatus:
+    """The status of a script reply code (the corrupt code counts as REJECTED)."""
+    if code == CODE_CORRUPT:
+        return WriteStatus.REJECTED
+    try:
+        return _CODE_TO_STATUS[code]
+    except KeyError:
+        raise ValueError(f"unknown write_if_newer status code {code!r}; valid codes are 1-7") from None
+
+
+def rejection_reason(group: str, record_id: str, op: str, event_time_ns: int, code: int,
+                     stored_et: str, stored_seq: str) -> str | None:
+    """A message naming group, record and times for a REJECTED reply, else None."""
+    if code == CODE_CORRUPT:
+        return (f"feature group {group!r}, record {record_id!r}: the stored online record has "
+                f"corrupt metadata (__et={stored_et!r}, __seq={stored_seq!r}; expected decimal "
+                f"nanoseconds and '<partition>:<offset>'); it was not written by featurestream. "
+                f"Delete the key or wipe and replay the group")
+    if status_of(code) is WriteStatus.REJECTED:
+        return (f"feature group {group!r}, record {record_id!r}: {op} at event time "
+                f"{event_time_ns} ns is not newer than the stored record (event time {stored_et} ns, "
+                f"write order {stored_seq}); a HardDelete must be newer than the record it deletes")
+    return None

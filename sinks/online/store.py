@@ -1,0 +1,456 @@
+"""The Redis online store: latest record per identifier, written only if newer, read by id.
+
+All ordering decisions happen inside Redis (``write_if_newer.lua``), so any number of
+writers may apply the same messages in any order and end in the same state. This module
+only prepares arguments, pipelines round trips and turns replies into results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from importlib import resources
+from itertools import islice
+from typing import Any
+
+import redis
+import redis.cluster
+from redis.exceptions import NoScriptError, RedisClusterException
+
+from schemas.errors import RecordValidationError, ServiceUnavailableError
+from schemas.eventtime import format_iso
+from schemas.group import FeatureGroup
+from schemas.messages import HARD_DELETE, ONLINE, SOFT_DELETE, DeleteMessage, Message, PutMessage
+from schemas.names import MAX_RECORD_ID_BYTES, online_key, online_key_pattern
+from schemas.types import INT64_MAX, INT64_MIN
+from sinks.online.codec import decode_record, encode_features, pack_fields
+from sinks.online.connect import DEFAULT_TIMEOUT_S, RedisClient, connect, redact_url
+from sinks.online.errors import CorruptRecordError
+from sinks.online.expiry import expires_at_ns, is_expired, ns_to_expire_ms
+from sinks.online.results import BatchGetResult, BatchResult, FoundRecord, RecordError
+from sinks.online.status import WriteStatus, parse_script_reply, rejection_reason, status_of
+
+MAX_IDS_PER_GROUP = 100  # BatchGetRecord's limit in the reference service
+_META_FIELDS = ("__et", "__exp", "__del")
+_WIPE_CHUNK = 500
+_SERVICE_ERRORS = (redis.ConnectionError, redis.TimeoutError, RedisClusterException)
+
+
+def _load_script() -> str:
+    return resources.files("sinks.online").joinpath("write_if_newer.lua").read_text(encoding="utf-8")
+
+
+def _is_int(value: object) -> bool:
+    return type(value) is int  # bool is an int subclass but never a valid time/offset
+
+
+def _chunks(it: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+class OnlineStore:
+    """Latest-record-per-identifier view of feature groups in Redis (standalone or Cluster).
+
+    ``prefix`` is the topic prefix: keys are ``<prefix>:<group>:<record id>`` so several
+    deployments (or test runs) can share one Redis without seeing each other's records.
+    """
+
+    def __init__(self, client: RedisClient, prefix: str, *, where: str | None = None) -> None:
+        if not isinstance(prefix, str) or not prefix or ":" in prefix:
+            raise ValueError(f"online store prefix must be a non-empty string without ':' (it is the "
+                             f"topic prefix, e.g. 'featurestream'); got {prefix!r}")
+        self._client = client
+        self._prefix = prefix
+        self._cluster = isinstance(client, redis.cluster.RedisCluster)
+        self._where = where or self._describe_client()
+        self._script = _load_script()
+        # EVALSHA with a locally computed digest: the script is sent once (on NOSCRIPT), not per call.
+        self._sha = hashlib.sha1(self._script.encode("utf-8")).hexdigest()
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> OnlineStore:
+        """Connect (see :func:`sinks.online.connect.connect` for URL forms) and build a store."""
+        return cls(connect(url, timeout_s=timeout_s), prefix, where=redact_url(url))
+
+    @property
+    def client(self) -> RedisClient:
+        return self._client
+
+    @property
+    def prefix(self) -> str:
+        return self._prefix
+
+    def close(self) -> None:
+        self._client.close()
+
+    # ------------------------------------------------------------------ writes
+
+    def apply_batch(self, group: FeatureGroup, items: Sequence[tuple[Message, int, int]], *,
+                    now_ns: int | None = None) -> BatchResult:
+        """Apply puts/deletes ``(message, kafka partition, kafka offset)`` in one pipelined round trip.
+
+        Each message is applied only if its (event time, partition, offset) is newer than the
+        stored record's. Bad messages are REJECTED with a reason and do not stop the batch; a
+        malformed item (not a 3-tuple of a message and two non-negative ints) raises
+        RecordValidationError before anything is written. ``now_ns`` decides which puts are
+        already expired (default: this machine's clock).
+        """
+        _check_group(group)
+        items = list(items)
+        checked = [_check_item(group, i, item) for i, item in enumerate(items)]
+        now = time.time_ns() if now_ns is None else now_ns
+        result = BatchResult(statuses=[WriteStatus.SKIPPED] * len(items))
+        pending: list[tuple[int, Message, str, list[Any]]] = []
+        for i, (message, partition, offset) in enumerate(checked):
+            if not group.online_enabled or ONLINE not in message.target_stores:
+                continue
+            try:
+                args = _script_args(group, message, partition, offset, now)
+            except RecordValidationError as exc:
+                result.statuses[i] = WriteStatus.REJECTED
+                result.rejected.append((str(message.id), str(exc)))
+                continue
+            pending.append((i, message, online_key(self._prefix, group.name, message.id), args))
+        if pending:
+            self._run_script(group, pending, result)
+        return result
+
+    def _run_script(self, group: FeatureGroup, pending: list[tuple[int, Message, str, list[Any]]],
+                    result: BatchResult) -> None:
+        for _attempt in range(2):
+            pipe = self._client.pipeline(transaction=False)
+            for _i, _message, key, args in pending:
+                # execute_command, not pipe.evalsha(): redis-py's cluster pipeline blocks the
+                # evalsha method, yet routes a raw EVALSHA by its key's slot like any command.
+                pipe.execute_command("EVALSHA", self._sha, 1, key, *args)
+            with self._service(f"write {len(pending)} records of feature group {group.name!r}"):
+                replies = pipe.execute(raise_on_error=False)
+            missing_script = []
+            for entry, reply in zip(pending, replies, strict=True):
+                if isinstance(reply, NoScriptError):
+                    missing_script.append(entry)
+                    continue
+                self._record_reply(group, entry, reply, result)
+            if not missing_script:
+                return
+            # The script cache is empty after a restart/failover: load it (on every primary
+            # of a cluster) and rerun only those messages; the script never ran for them.
+            with self._service("load the write_if_newer script"):
+                self._sha = self._client.script_load(self._script)
+            pending = missing_script
+        raise ServiceUnavailableError(
+            f"Redis at {self._where} keeps answering NOSCRIPT for the write_if_newer script even "
+            f"after SCRIPT LOAD; is a proxy routing commands to different servers?")
+
+    def _record_reply(self, group: FeatureGroup, entry: tuple[int, Message, str, list[Any]],
+                      reply: Any, result: BatchResult) -> None:
+        i, message, key, _args = entry
+        if isinstance(reply, _SERVICE_ERRORS):
+            raise ServiceUnavailableError(
+                f"Redis at {self._where} failed while writing record {message.id!r} of feature group "
+                f"{group.name!r} ({reply})") from reply
+        if isinstance(reply, Exception):
+            # e.g. WRONGTYPE: the key holds a non-hash value someone else wrote.
+            result.statuses[i] = WriteStatus.REJECTED
+            result.rejected.append((message.id, (
+                f"feature group {group.name!r}, record {message.id!r}: Redis refused the write to key "
+                f"{key!r} ({reply}); the key holds data not written by featurestream: delete it or "
+                f"wipe and replay the group")))
+            return
+        code, stored_et, stored_seq = parse_script_reply(reply)
+        status = status_of(code)
+        result.statuses[i] = status
+        reason = rejection_reason(group.name, message.id, _op_name(message), message.event_time_ns,
+                                  code, stored_et, stored_seq)
+        if reason is not None:
+            result.rejected.append((message.id, reason))
+
+    # ------------------------------------------------------------------ reads
+
+    def get_record(self, group: FeatureGroup, record_id: str, features: Sequence[str] | None = None, *,
+                   with_expires_at: bool = False, now_ns: int | None = None) -> dict[str, Any] | None:
+        """The record's non-null features (only ``features`` if given), or None if there is none.
+
+        Expired (even before Redis evicts the key) and soft-deleted records are None. With
+        ``with_expires_at`` the answer is ``{"Record": {...}, "ExpiresAt": ISO text or None}``,
+        the shape of the reference service's GetRecord response.
+        """
+        _check_group(group)
+        rid = _check_record_id(group, record_id)
+        names = _check_feature_names(group, features)
+        key = online_key(self._prefix, group.name, rid)
+        with self._service(f"read record {rid!r} of feature group {group.name!r}"):
+            try:
+                raw = self._fetch(self._client, key, names)
+            except redis.ResponseError as exc:  # e.g. WRONGTYPE: a non-hash value under our key
+                raise CorruptRecordError(
+                    f"feature group {group.name!r}, record {rid!r}: Redis refused to read key {key!r} "
+                    f"({exc}); it holds data not written by featurestream: delete it or wipe and "
+                    f"replay the group", group=group.name, record_id=rid) from exc
+        return _shape(decode_record(group, rid, _zip_fields(raw, names),
+                                    time.time_ns() if now_ns is None else now_ns), with_expires_at)
+
+    def batch_get(self, requests: Sequence[tuple[FeatureGroup, Sequence[str], Sequence[str] | None]], *,
+                  now_ns: int | None = None) -> BatchGetResult:
+        """Several records of several groups in one pipelined round trip (BatchGetRecord).
+
+        ``requests`` holds ``(group, record ids, feature names or None)``; at most 100 ids per
+        group. Problems with one group (too many ids, unknown features) or one record (bad id,
+        corrupt stored value) are reported in ``errors`` and do not fail the others.
+        """
+        if isinstance(requests, str | bytes) or not isinstance(requests, Sequence):
+            raise RecordValidationError(
+                f"batch_get takes a list of (feature group, record ids, feature names or None); got "
+                f"{type(requests).__name__}", value=requests)
+        result = BatchGetResult()
+        plan: list[tuple[FeatureGroup, str, tuple[str, ...] | None]] = []
+        for n, request in enumerate(requests):
+            group, ids, features = _check_request(n, request)
+            try:
+                names = _check_feature_names(group, features)
+                if len(ids) > MAX_IDS_PER_GROUP:
+                    raise RecordValidationError(
+                        f"feature group {group.name!r}: {len(ids)} record identifiers requested; at "
+                        f"most {MAX_IDS_PER_GROUP} per group in one batch_get (split the request)",
+                        group=group.name, value=len(ids))
+            except RecordValidationError as exc:
+                result.errors.extend(RecordError(group.name, str(r), "ValidationError", str(exc)) for r in ids)
+                continue
+            seen: set[str] = set()
+            for raw_id in ids:
+                try:
+                    rid = _check_record_id(group, raw_id)
+                except RecordValidationError as exc:
+                    result.errors.append(RecordError(group.name, str(raw_id), "ValidationError", str(exc)))
+                    continue
+                if rid not in seen:
+                    seen.add(rid)
+                    plan.append((group, rid, names))
+        if not plan:
+            return result
+        pipe = self._client.pipeline(transaction=False)
+        for group, rid, names in plan:
+            self._fetch(pipe, online_key(self._prefix, group.name, rid), names)
+        with self._service(f"read {len(plan)} records"):
+            replies = pipe.execute(raise_on_error=False)
+        now = time.time_ns() if now_ns is None else now_ns
+        for (group, rid, names), reply in zip(plan, replies, strict=True):
+            if isinstance(reply, _SERVICE_ERRORS):
+                result.unprocessed.append((group.name, rid))  # e.g. one cluster node down: retry later
+                continue
+            try:
+                if isinstance(reply, Exception):
+                    raise CorruptRecordError(
+                        f"feature group {group.name!r}, record {rid!r}: Redis refused to read the "
+                        f"record's key ({reply}); it holds data not written by featurestream",
+                        group=group.name, record_id=rid)
+                found = decode_record(group, rid, _zip_fields(reply, names), now)
+            except CorruptRecordError as exc:
+                result.errors.append(RecordError(group.name, rid, "CorruptRecord", str(exc)))
+                continue
+            if found is None:
+                result.missing.append((group.name, rid))
+            else:
+                result.records.append(FoundRecord(group.name, rid, found[0]))
+        return result
+
+    @staticmethod
+    def _fetch(client: Any, key: str, names: tuple[str, ...] | None) -> Any:
+        if names is None:
+            return client.hgetall(key)
+        return client.hmget(key, [*_META_FIELDS, *names])
+
+    # ------------------------------------------------------------------ admin
+
+    def record_meta(self, group: FeatureGroup | str, record_id: str) -> dict[str, Any] | None:
+        """The stored meta fields and the key's PTTL (for tests and debugging), or None if no key."""
+        name = group.name if isinstance(group, FeatureGroup) else group
+        key = online_key(self._prefix, name, str(record_id))
+        with self._service(f"read meta of record {record_id!r} of feature group {name!r}"):
+            pipe = self._client.pipeline(transaction=False)
+            pipe.hmget(key, ["__et", "__seq", "__exp", "__del", "__v"])
+            pipe.pttl(key)
+            (et, seq, exp, deleted, version), pttl = pipe.execute()
+        if et is None and pttl == -2:
+            return None
+
+        def text(v: bytes | None) -> str | None:
+            return None if v is None else v.decode("utf-8", "replace")
+
+        return {"event_time_ns": None if et is None else int(et), "seq": text(seq),
+                "expires_at_ns": None if exp is None else int(exp), "deleted": text(deleted),
+                "version": None if version is None else int(version), "pttl_ms": pttl}
+
+    def wipe_group(self, group: FeatureGroup | str) -> int:
+        """Remove every online record of ``group`` (SCAN + UNLINK on every node); returns how many."""
+        name = group.name if isinstance(group, FeatureGroup) else group
+        pattern = online_key_pattern(self._prefix, name)
+        removed = 0
+        with self._service(f"wipe feature group {name!r}"):
+            for chunk in _chunks(self._client.scan_iter(match=pattern, count=1000), _WIPE_CHUNK):
+                if self._cluster:
+                    # Keys of one group hash to many slots: one UNLINK per key, pipelined per node.
+                    pipe = self._client.pipeline(transaction=False)
+                    for key in chunk:
+                        pipe.unlink(key)
+                    removed += sum(pipe.execute())
+                else:
+                    removed += self._client.unlink(*chunk)
+        return removed
+
+    # ------------------------------------------------------------------ helpers
+
+    def _describe_client(self) -> str:
+        if self._cluster:
+            return "the Redis Cluster"
+        kwargs = getattr(getattr(self._client, "connection_pool", None), "connection_kwargs", {})
+        return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
+
+    @contextmanager
+    def _service(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except redis.AuthenticationError as exc:
+            raise ServiceUnavailableError(f"Redis at {self._where} refused our credentials while trying "
+                                          f"to {action} ({exc})") from exc
+        except _SERVICE_ERRORS as exc:
+            raise ServiceUnavailableError(
+                f"Redis at {self._where} did not answer while trying to {action} ({exc}); is it running "
+                f"and is FEATURESTREAM_REDIS_URL right?") from exc
+
+
+# ---------------------------------------------------------------------- argument checks
+
+def _check_group(group: object) -> None:
+    if not isinstance(group, FeatureGroup):
+        raise RecordValidationError(
+            f"expected a FeatureGroup (from the registry); got {type(group).__name__} {group!r:.80}",
+            value=group)
+
+
+def _check_item(group: FeatureGroup, index: int, item: object) -> tuple[Message, int, int]:
+    if not isinstance(item, tuple) or len(item) != 3:
+        raise RecordValidationError(
+            f"feature group {group.name!r}: batch item {index} must be (message, kafka partition, "
+            f"kafka offset); got {item!r:.120}", group=group.name, value=item)
+    message, partition, offset = item
+    if not isinstance(message, PutMessage | DeleteMessage):
+        raise RecordValidationError(
+            f"feature group {group.name!r}: batch item {index} holds a {type(message).__name__}; "
+            f"expected a PutMessage or DeleteMessage", group=group.name, value=message)
+    for what, value in (("partition", partition), ("offset", offset)):
+        if not _is_int(value) or value < 0:
+            raise RecordValidationError(
+                f"feature group {group.name!r}: batch item {index} (record {message.id!r}) has Kafka "
+                f"{what} {value!r}; expected a non-negative integer", group=group.name, value=value)
+    return message, partition, offset
+
+
+def _op_name(message: Message) -> str:
+    return "put" if isinstance(message, PutMessage) else str(message.mode)
+
+
+def _script_args(group: FeatureGroup, message: Message, partition: int, offset: int,
+                 now_ns: int) -> list[Any]:
+    """ARGV for write_if_newer.lua (documented at the top of the script)."""
+    rid = _check_record_id(group, message.id)
+    et = message.event_time_ns
+    if not _is_int(et) or not INT64_MIN <= et <= INT64_MAX:
+        raise RecordValidationError(
+            f"feature group {group.name!r}, record {rid!r}: event_time_ns {et!r} is not a 64-bit "
+            f"integer count of nanoseconds since the epoch", group=group.name, value=et)
+    group_ttl = group.ttl.seconds if group.ttl is not None else None
+    if isinstance(message, PutMessage):
+        op = "put"
+        ttl = message.ttl_seconds
+        if ttl is not None and (not _is_int(ttl) or ttl <= 0):
+            raise RecordValidationError(
+                f"feature group {group.name!r}, record {rid!r}: ttl_seconds {ttl!r} is not a positive "
+                f"integer number of seconds (or null for the group's TTL)", group=group.name, value=ttl)
+        fields = [pack_fields(encode_features(group, rid, message.record))]
+        expires = expires_at_ns(et, ttl, group_ttl)
+    elif message.mode in (SOFT_DELETE, HARD_DELETE):
+        op = "soft" if message.mode == SOFT_DELETE else "hard"
+        fields = []
+        # A soft-delete tombstone only needs to outlive the records it hides: the group TTL.
+        expires = expires_at_ns(et, None, group_ttl) if op == "soft" else None
+    else:
+        raise RecordValidationError(
+            f"feature group {group.name!r}, record {rid!r}: delete mode {message.mode!r} is not "
+            f"{SOFT_DELETE} or {HARD_DELETE}", group=group.name, value=message.mode)
+    return [op, str(et), str(partition), str(offset), "1" if is_expired(expires, now_ns) else "0",
+            "" if expires is None else str(expires), "" if expires is None else str(ns_to_expire_ms(expires)),
+            str(message.schema_version), *fields]
+
+
+def _check_record_id(group: FeatureGroup, record_id: object) -> str:
+    if _is_int(record_id):
+        record_id = str(record_id)  # Integral identifiers are keyed by their decimal text
+    if not isinstance(record_id, str) or not record_id:
+        raise RecordValidationError(
+            f"feature group {group.name!r}: record identifier {record_id!r} must be a non-empty "
+            f"string (or an integer)", group=group.name, feature=group.record_identifier_name,
+            value=record_id)
+    size = len(record_id.encode("utf-8", "surrogatepass"))
+    if size > MAX_RECORD_ID_BYTES:
+        raise RecordValidationError(
+            f"feature group {group.name!r}: record identifier {record_id[:40]!r}... is {size} bytes; "
+            f"at most {MAX_RECORD_ID_BYTES}", group=group.name, feature=group.record_identifier_name,
+            value=record_id[:40])
+    return record_id
+
+
+def _check_feature_names(group: FeatureGroup, features: object) -> tuple[str, ...] | None:
+    if features is None:
+        return None
+    if isinstance(features, str | bytes) or not isinstance(features, Sequence | set | frozenset):
+        raise RecordValidationError(
+            f"feature group {group.name!r}: features must be a list of feature names; got "
+            f"{type(features).__name__} {features!r:.80}", group=group.name, value=features)
+    names = tuple(dict.fromkeys(features))
+    unknown = [n for n in names if not isinstance(n, str) or not group.has_feature(n)]
+    if unknown:
+        raise RecordValidationError(
+            f"feature group {group.name!r} has no feature {', '.join(repr(n) for n in unknown)}; its "
+            f"features are {', '.join(group.feature_names[:30])}",
+            group=group.name, feature=unknown[0] if isinstance(unknown[0], str) else None, value=unknown)
+    if not names:
+        raise RecordValidationError(
+            f"feature group {group.name!r}: features is empty; give at least one feature name or None "
+            f"for all", group=group.name, value=features)
+    return names
+
+
+def _check_request(n: int, request: object) -> tuple[FeatureGroup, list[Any], object]:
+    if not isinstance(request, tuple | list) or len(request) != 3:
+        raise RecordValidationError(
+            f"batch_get request {n} must be (feature group, record ids, feature names or None); got "
+            f"{request!r:.120}", value=request)
+    group, ids, features = request
+    _check_group(group)
+    if isinstance(ids, str | bytes) or not isinstance(ids, Sequence):
+        raise RecordValidationError(
+            f"batch_get request {n} for feature group {group.name!r}: record ids must be a list; got "
+            f"{type(ids).__name__} {ids!r:.80}", group=group.name, value=ids)
+    return group, list(ids), features
+
+
+def _zip_fields(reply: Any, names: tuple[str, ...] | None) -> dict[bytes | str, Any]:
+    if names is None:
+        return reply or {}
+    return dict(zip((*_META_FIELDS, *names), reply, strict=True))
+
+
+def _shape(found: tuple[dict[str, Any], int | None] | None, with_expires_at: bool) -> dict[str, Any] | None:
+    if found is None:
+        return None
+    record, expires_at = found
+    if not with_expires_at:
+        return record
+    return {"Record": record, "ExpiresAt": None if expires_at is None else format_iso(expires_at)}
+
+
+__all__ = ["MAX_IDS_PER_GROUP", "OnlineStore"]

@@ -1,0 +1,55 @@
+"""Shared helpers for integration tests: groups, waiting on conditions with deadlines."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from schemas.group import FeatureGroup
+from schemas.ttl import Ttl
+from schemas.types import CollectionType, FeatureDefinition, ScalarType
+
+T = TypeVar("T")
+
+
+def customers_group(name: str, *, ttl: Ttl | None = None, partitions: int = 3, online: bool = True,
+                    offline: bool = True) -> FeatureGroup:
+    """A 10-feature group of mixed types (the shape the benchmarks use too)."""
+    feats = (
+        FeatureDefinition("customer_id", ScalarType.STRING),
+        FeatureDefinition("event_time", ScalarType.STRING),
+        FeatureDefinition("age", ScalarType.INTEGRAL),
+        FeatureDefinition("score", ScalarType.FRACTIONAL),
+        FeatureDefinition("city", ScalarType.STRING),
+        FeatureDefinition("visits", ScalarType.INTEGRAL),
+        FeatureDefinition("balance", ScalarType.FRACTIONAL),
+        FeatureDefinition("segment", ScalarType.STRING),
+        FeatureDefinition("tags", ScalarType.STRING, CollectionType.LIST),
+        FeatureDefinition("embedding", ScalarType.FRACTIONAL, CollectionType.VECTOR, 4),
+    )
+    return FeatureGroup(name=name, record_identifier_name="customer_id", event_time_name="event_time",
+                        features=feats, ttl=ttl, partitions=partitions, online_enabled=online,
+                        offline_enabled=offline)
+
+
+def customer(i: int, *, second: int = 0, age: int | None = None) -> dict:
+    return {
+        "customer_id": f"c{i}", "event_time": f"2031-01-01T00:{(second // 60) % 60:02d}:{second % 60:02d}Z",
+        "age": 20 + i % 50 if age is None else age, "score": i / 7, "city": "Lyon", "visits": i,
+        "balance": 10.5 * i, "segment": "gold" if i % 2 else "silver", "tags": ["a", str(i)],
+        "embedding": [0.1, 0.2, 0.3, float(i)],
+    }
+
+
+def wait_for(condition: Callable[[], T], *, timeout_s: float = 30.0, interval_s: float = 0.05,
+             what: str = "condition") -> T:
+    """Poll ``condition`` until it returns a truthy value; fail with ``what`` after the deadline."""
+    deadline = time.monotonic() + timeout_s
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = condition()
+        if last:
+            return last
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what} (last value: {last!r})")

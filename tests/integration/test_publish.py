@@ -1,0 +1,233 @@
+"""Publishing and consuming against the real broker (issue 3)."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import orjson
+import pandas as pd
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from featurestream.sdk import FeatureStore
+from schemas.errors import GroupNotFoundError, RecordValidationError, ServiceUnavailableError
+from tests.integration.helpers import customer, customers_group, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def store(stack):
+    with FeatureStore(stack) as fs:
+        yield fs
+
+
+@pytest.fixture
+def group(store, unique_name):
+    return store.create_feature_group(customers_group(unique_name("cust")))
+
+
+def _topic_messages(stack, topic: str, *, timeout_s: float = 20.0) -> list:
+    """Every message on ``topic`` (read with plain confluent-kafka), up to the current end offsets."""
+    c = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": "t-reader", "enable.auto.commit": False})
+    try:
+        md = c.list_topics(topic=topic, timeout=10)
+        parts = sorted(md.topics[topic].partitions)
+        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+        todo = {p for p in parts if ends[p] > 0}
+        c.assign([TopicPartition(topic, p, 0) for p in todo])
+        out = []
+        deadline = time.monotonic() + timeout_s
+        while todo and time.monotonic() < deadline:
+            m = c.poll(0.2)
+            if m is None or m.error():
+                continue
+            out.append(m)
+            if m.offset() + 1 >= ends[m.partition()]:
+                todo.discard(m.partition())
+        assert not todo, f"could not read {topic} to its end"
+        return out
+    finally:
+        c.close()
+
+
+def test_put_is_acknowledged_and_lands_on_the_topic_with_key_and_headers(store, group, stack):
+    partition, offset = store.put_record(group.name, customer(1))
+    assert offset >= 0
+    (msg,) = _topic_messages(stack, store.registry.topic_of(group.name))
+    assert (msg.partition(), msg.offset()) == (partition, offset)
+    assert msg.key() == b"c1"
+    headers = dict(msg.headers())
+    assert headers["fs-format"] == b"json/1"
+    assert int(headers["fs-schema-version"]) == group.version
+    assert abs(int(headers["fs-api-invocation-time"]) - time.time_ns()) < 120 * 10**9
+
+
+def test_foreign_consumer_decodes_with_only_the_documented_format(store, group, stack):
+    """Decode with confluent-kafka + json, following docs/wire-format.md, not with our decoder."""
+    store.put_record(group.name, customer(2), target_stores=["OnlineStore"], ttl=3600)
+    store.delete_record(group.name, "c2", "2031-01-01T01:00:00Z", mode="hard")
+    msgs = sorted(_topic_messages(stack, f"{stack.topic_prefix}.{group.name}"), key=lambda m: m.offset())
+    put, delete = (orjson.loads(m.value()) for m in msgs)  # same key → same partition, in order
+    assert put["op"] == "put" and put["id"] == "c2" == msgs[0].key().decode()
+    assert put["record"]["event_time"] == "2031-01-01T00:00:00Z"
+    assert put["event_time_ns"] == 1924992000 * 10**9
+    assert put["record"]["embedding"] == [0.1, 0.2, 0.3, 2.0]
+    assert put["target_stores"] == ["OnlineStore"] and put["ttl_seconds"] == 3600
+    assert delete == {**delete, "op": "delete", "id": "c2", "mode": "HardDelete",
+                      "event_time": "2031-01-01T01:00:00Z", "event_time_ns": 1924995600 * 10**9}
+
+
+def test_per_key_order_is_kept_and_async_futures_resolve(store, group, stack):
+    futures = [store.put_record_async(group.name, customer(3, second=s, age=s)) for s in range(50)]
+    coords = [f.result(timeout=30) for f in futures]
+    assert len({p for p, _ in coords}) == 1, "one identifier must live in one partition"
+    offsets = [o for _, o in coords]
+    assert offsets == sorted(offsets)
+    seen = [orjson.loads(m.value())["record"]["age"] for m in
+            sorted(_topic_messages(stack, store.registry.topic_of(group.name)), key=lambda m: m.offset())]
+    assert seen == list(range(50))
+
+
+def test_ingest_valid_mixed_and_strict(store, group, stack):
+    rows = [customer(i) for i in range(200)]
+    result = store.ingest(group.name, pd.DataFrame(rows), progress=False)
+    assert (result.total, result.published, result.rejected) == (200, 200, [])
+    mixed = [customer(1000), {**customer(1001), "age": "old"}, {"event_time": "2031-01-01T00:00:00Z"},
+             {**customer(1003), "score": math.nan}, {**customer(1004), "nope": 1}, customer(1005)]
+    result = store.ingest(group.name, mixed, progress=False)
+    assert result.published == 2
+    assert [(r.index, r.feature) for r in result.rejected][:2] == [(1, "age"), (2, "customer_id")]
+    assert [r.index for r in result.rejected] == [1, 2, 3, 4]
+    strict = store.ingest(group.name, mixed, progress=False, strict=True)
+    assert strict.published == 0 and len(strict.rejected) == 4
+    ok_strict = store.ingest(group.name, [customer(2000), customer(2001)], progress=False, strict=True)
+    assert ok_strict.published == 2
+    ids = [m.key() for m in _topic_messages(stack, store.registry.topic_of(group.name))]
+    assert len(ids) == 200 + 2 + 2
+    assert b"c1001" not in ids and b"c1005" in ids
+
+
+def test_ingest_with_worker_processes_keeps_order_and_reports_indexes(store, group, stack):
+    rows = [customer(7, second=s, age=s % 90) for s in range(3000)]
+    rows[1234] = {**rows[1234], "age": 2**63}
+    result = store.ingest(group.name, rows, progress=False, max_workers=2)
+    assert result.published == 2999 and [r.index for r in result.rejected] == [1234]
+    ages = [orjson.loads(m.value())["record"]["age"] for m in
+            sorted(_topic_messages(stack, store.registry.topic_of(group.name)), key=lambda m: m.offset())]
+    assert ages == [s % 90 for s in range(3000) if s != 1234]
+
+
+@pytest.mark.parametrize("record, feature", [
+    ({**customer(1), "age": "forty"}, "age"),
+    ({**customer(1), "age": 2**63}, "age"),
+    ({**customer(1), "score": math.inf}, "score"),
+    ({**customer(1), "score": math.nan}, "score"),
+    ({**customer(1), "event_time": "2031-13-01T00:00:00Z"}, "event_time"),
+    ({**customer(1), "event_time": "2031-01-01 00:00:00"}, "event_time"),
+    ({k: v for k, v in customer(1).items() if k != "event_time"}, "event_time"),
+    ({k: v for k, v in customer(1).items() if k != "customer_id"}, "customer_id"),
+    ({**customer(1), "city": "x" * 400_000}, "city"),
+    ({**customer(1), "customer_id": "x" * 3000}, "customer_id"),
+    ({**customer(1), "embedding": [1.0, 2.0]}, "embedding"),
+    ({**customer(1), "unknown_feature": 1}, None),
+])
+def test_bad_records_are_refused_and_nothing_reaches_kafka(store, group, stack, record, feature):
+    with pytest.raises(RecordValidationError) as err:
+        store.put_record(group.name, record)
+    assert group.name in str(err.value)
+    if feature:
+        assert feature in str(err.value)
+    assert _topic_messages(stack, store.registry.topic_of(group.name)) == []
+
+
+def test_unknown_group_and_bad_delete_mode(store, group):
+    with pytest.raises(GroupNotFoundError, match="no-such-group"):
+        store.put_record("no-such-group", customer(1))
+    with pytest.raises(RecordValidationError, match="mode"):
+        store.delete_record(group.name, "c1", "2031-01-01T00:00:00Z", mode="sideways")
+    with pytest.raises(RecordValidationError, match="event time"):
+        store.delete_record(group.name, "c1", "yesterday")
+
+
+def test_broker_down_gives_a_clear_error_within_a_bounded_time(stack, group):
+    down = replace(stack, kafka_bootstrap="127.0.0.1:9")  # nothing listens on the discard port
+    started = time.monotonic()
+    with FeatureStore(down, timeout_s=3.0) as fs, pytest.raises(ServiceUnavailableError, match="127.0.0.1:9"):
+        fs.put_record(group.name, customer(1))
+    assert time.monotonic() - started < 30
+
+
+def test_tail_from_beginning_and_from_a_timestamp(store, group, stack):
+    store.put_record(group.name, customer(10))
+    time.sleep(0.05)  # broker timestamps are in ms: make the boundary unambiguous
+    boundary_ms = int(time.time() * 1000)
+    time.sleep(0.05)
+    store.put_record(group.name, customer(11))
+    every = [r.message.id for r in store.stream(group.name, start="beginning", max_records=2, idle_timeout_s=10)]
+    assert sorted(every) == ["c10", "c11"]
+    later = [r.message.id for r in store.stream(group.name, start=boundary_ms, max_records=1, idle_timeout_s=10)]
+    assert later == ["c11"]
+    cli = subprocess.run([sys.executable, "-m", "featurestream.cli", "tail", group.name, "--from-beginning",
+                          "--max", "2", "--idle-timeout", "10"], capture_output=True, text=True, timeout=60,
+                         env=_env(stack))
+    assert cli.returncode == 0, cli.stderr
+    lines = [orjson.loads(line) for line in cli.stdout.splitlines()]
+    assert sorted(line["id"] for line in lines) == ["c10", "c11"]
+    assert all(line["op"] == "put" for line in lines)
+
+
+def test_tail_reports_garbage_bytes_instead_of_crashing(store, group, stack):
+    from confluent_kafka import Producer
+
+    p = Producer({"bootstrap.servers": stack.kafka_bootstrap})
+    p.produce(store.registry.topic_of(group.name), key=b"x", value=b"\x00\x01not json")
+    p.flush(10)
+    (rec,) = list(store.stream(group.name, start="beginning", max_records=1, idle_timeout_s=10))
+    assert rec.message is None and "JSON" in rec.error
+
+
+def _env(stack) -> dict:
+    import os
+
+    env = dict(os.environ)
+    env.update({"FEATURESTREAM_KAFKA_BOOTSTRAP": stack.kafka_bootstrap, "FEATURESTREAM_REDIS_URL": stack.redis_url,
+                "FEATURESTREAM_S3_ENDPOINT_URL": stack.s3_endpoint_url or "",
+                "AWS_ACCESS_KEY_ID": stack.aws_access_key_id or "",
+                "AWS_SECRET_ACCESS_KEY": stack.aws_secret_access_key or "",
+                "FEATURESTREAM_OFFLINE_URI": stack.offline_uri or "", "FEATURESTREAM_TOPIC_PREFIX": stack.topic_prefix})
+    return env
+
+
+def test_cli_put_ingest_and_rejects_file(tmp_path, store, group, stack):
+    env = _env(stack)
+    run = [sys.executable, "-m", "featurestream.cli"]
+    ok = subprocess.run([*run, "put", group.name, orjson.dumps(customer(5)).decode()], env=env,
+                        capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    bad = subprocess.run([*run, "put", group.name, "{not json"], env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "not valid JSON" in bad.stderr
+    csv = tmp_path / "rows.csv"
+    frame = pd.DataFrame([customer(i) for i in range(5)]).drop(columns=["tags", "embedding"])
+    frame["age"] = frame["age"].astype(object)
+    frame.loc[2, "age"] = "old"
+    frame.to_csv(csv, index=False)
+    rejects = tmp_path / "rejects.jsonl"
+    res = subprocess.run([*run, "ingest", group.name, str(csv), "--rejects", str(rejects)], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1, res.stderr
+    assert "4 published, 1 rejected" in res.stderr
+    (line,) = rejects.read_text().splitlines()
+    assert orjson.loads(line)["index"] == 2 and "age" in orjson.loads(line)["reason"]
+    missing = subprocess.run([*run, "ingest", group.name, str(tmp_path / "nope.csv")], env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 1 and "does not exist" in missing.stderr
+    garbage = tmp_path / "garbage.parquet"
+    garbage.write_bytes(b"definitely not parquet")
+    unreadable = subprocess.run([*run, "ingest", group.name, str(garbage)], env=env, capture_output=True,
+                                text=True, timeout=60)
+    assert unreadable.returncode == 1 and "cannot read" in unreadable.stderr

@@ -1,0 +1,85 @@
+"""The registry against the real broker, across two processes (issue 2, section 4)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from schemas.errors import DefinitionError, GroupExistsError, GroupNotFoundError
+from schemas.ttl import Ttl
+from schemas.types import FeatureDefinition, ScalarType
+from streams.admin import admin_client, topic_exists
+from streams.registry import Registry
+from tests.integration.helpers import customers_group, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def registry(stack):
+    reg = Registry(stack.kafka_bootstrap, prefix=stack.topic_prefix, offline_base_uri=stack.offline_uri)
+    yield reg
+    reg.close()
+
+
+def _other_process(stack, code: str) -> str:
+    script = textwrap.dedent(f"""
+        import sys
+        from streams.registry import Registry
+        reg = Registry({stack.kafka_bootstrap!r}, prefix={stack.topic_prefix!r}, offline_base_uri={stack.offline_uri!r})
+    """) + textwrap.dedent(code)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_create_describe_list_update_delete(registry, stack, unique_name):
+    name = unique_name("reg")
+    created = registry.create(customers_group(name, partitions=2))
+    assert created.version == 1 and created.creation_time > 0
+    assert created.offline_uri == f"{stack.offline_uri.rstrip('/')}/{name}-{created.creation_epoch}"
+    assert topic_exists(admin_client(stack.kafka_bootstrap), registry.topic_of(name))
+    assert registry.describe(name) == created
+    assert name in [g.name for g in registry.list()]
+    with pytest.raises(GroupExistsError, match=name):
+        registry.create(customers_group(name))
+    updated = registry.update(name, add_features=[FeatureDefinition("extra", ScalarType.STRING)], ttl=Ttl(2, "Days"))
+    assert updated.version == 2 and updated.ttl == Ttl(2, "Days") and updated.has_feature("extra")
+    with pytest.raises(DefinitionError, match="age"):
+        registry.update(name, add_features=[FeatureDefinition("age", ScalarType.STRING)])
+    registry.delete(name)
+    with pytest.raises(GroupNotFoundError, match=name):
+        registry.describe(name)
+    with pytest.raises(GroupNotFoundError):
+        registry.delete(name)
+    wait_for(lambda: not topic_exists(admin_client(stack.kafka_bootstrap), registry.topic_of(name)),
+             what="the group's topic to be deleted")
+
+
+def test_two_processes_see_each_others_changes(registry, stack, unique_name):
+    mine, theirs = unique_name("mine"), unique_name("theirs")
+    registry.create(customers_group(mine))
+    seen = _other_process(stack, f"""
+        print(reg.describe({mine!r}).version)
+        from tests.integration.helpers import customers_group
+        reg.create(customers_group({theirs!r}))
+        reg.update({mine!r}, ttl=__import__("schemas.ttl").ttl.Ttl(3, "Hours"))
+    """)
+    assert seen == "1"
+    # No restart, no new Registry object: the next read catches up.
+    assert registry.describe(theirs).version == 1
+    assert registry.describe(mine).ttl == Ttl(3, "Hours")
+    registry.delete(theirs)
+    gone = _other_process(stack, f"print({theirs!r} in {{g.name for g in reg.list()}})")
+    assert gone == "False"
+
+
+def test_broker_down_is_a_clear_error(unique_name):
+    from schemas.errors import ServiceUnavailableError
+
+    reg = Registry("127.0.0.1:9", prefix="x", timeout_s=2)
+    with pytest.raises(ServiceUnavailableError, match="127.0.0.1:9"):
+        reg.list()

@@ -1,0 +1,81 @@
+import pytest
+
+from schemas.errors import DefinitionError
+from schemas.names import (
+    data_file_name,
+    deadletter_topic,
+    group_from_topic,
+    group_topic,
+    offline_data_uri,
+    offline_table_uri,
+    online_key,
+    online_key_pattern,
+    partition_path,
+    record_id_from_key,
+    registry_topic,
+    validate_name,
+)
+
+
+@pytest.mark.parametrize("name", ["a", "A1", "customer_features", "x-y_z", "9", "a" * 64, "a-_-b"])
+def test_valid_names(name):
+    assert validate_name(name) == name
+
+
+@pytest.mark.parametrize("name,why", [
+    ("", "empty"), ("a" * 65, "65 characters"), ("_a", "starts with '_'"), ("a-", "ends with '-'"),
+    ("a.b", "contains '.'"), ("a b", "contains ' '"), ("é1", "starts with 'é'"), ("ab$c", "contains '$'"),
+])
+def test_invalid_names_say_why(name, why):
+    with pytest.raises(DefinitionError) as exc:
+        validate_name(name, "feature")
+    assert why in str(exc.value) and "1-64 characters" in str(exc.value)
+    assert exc.value.value == name
+
+
+@pytest.mark.parametrize("bad", [None, 42, b"abc", ["a"]])
+def test_non_string_names(bad):
+    with pytest.raises(DefinitionError, match="must be a string"):
+        validate_name(bad)
+
+
+def test_topics():
+    assert group_topic("fs", "customers") == "fs.customers"
+    assert registry_topic("fs") == "fs._registry"
+    assert deadletter_topic("fs") == "fs._deadletter"
+    assert group_from_topic("fs", "fs.customers") == "customers"
+    assert group_from_topic("fs.test", "fs.test.customers") == "customers"
+    for topic in ("fs._registry", "fs._deadletter", "other.customers", "fs.", "fsx.customers", "fs.a.b"):
+        assert group_from_topic("fs", topic) is None
+
+
+def test_online_keys_have_no_group_hash_tag():
+    key = online_key("fs", "customers", "c-42")
+    assert key == "fs:customers:c-42"
+    assert "{" not in key
+    assert online_key("fs", "g", "1") != online_key("fs", "g", "2")
+    assert record_id_from_key("fs", "customers", key.encode()) == "c-42"
+    assert record_id_from_key("fs", "other", key) is None
+
+
+def test_online_key_pattern_escapes_glob():
+    assert online_key_pattern("fs", "customers") == "fs:customers:*"
+    assert online_key_pattern("f*[s]?", "g") == r"f\*\[s\]\?:g:*"
+
+
+def test_offline_layout():
+    assert offline_table_uri("s3://b/off/", "customers", 1633176000) == "s3://b/off/customers-1633176000"
+    assert offline_data_uri("s3://b/off/customers-1") == "s3://b/off/customers-1/data"
+    assert offline_data_uri("s3://b/off/customers-1/data/") == "s3://b/off/customers-1/data"
+    assert partition_path(1633176000123456789) == "year=2021/month=10/day=02/hour=12"
+    assert partition_path(0) == "year=1970/month=01/day=01/hour=00"
+    # last nanosecond of an hour stays in it
+    assert partition_path(1633179599999999999) == "year=2021/month=10/day=02/hour=12"
+    assert partition_path(253402300799 * 10**9) == "year=9999/month=12/day=31/hour=23"
+
+
+def test_data_file_name_is_deterministic_and_sorts_by_offset():
+    a = data_file_name("fs.customers", 1, 99)
+    assert a == "fs.customers+00001+00000000000000000099.parquet"
+    assert a == data_file_name("fs.customers", 1, 99)
+    assert data_file_name("t", 0, 100) > data_file_name("t", 0, 99)
