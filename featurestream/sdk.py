@@ -34,9 +34,14 @@ _DELETE_MODES = {"soft": SOFT_DELETE, "hard": HARD_DELETE, SOFT_DELETE: SOFT_DEL
 class FeatureStore:
     """Publish, consume and read features. Thread-safe for publishing and reading."""
 
-    def __init__(self, config: Config | None = None, *, timeout_s: float = 15.0) -> None:
+    def __init__(self, config: Config | None = None, *, timeout_s: float = 15.0,
+                 group_cache_s: float = 1.0) -> None:
         self.config = config or Config.from_env()
         self.timeout_s = timeout_s
+        # Data-path calls look their group up here; definitions change rarely, and one registry
+        # round trip per put or get would dominate their latency. A miss always asks the registry.
+        self.group_cache_s = group_cache_s
+        self._groups: dict[str, tuple[float, FeatureGroup]] = {}
         self._validators: dict[tuple[str, int], Any] = {}
 
     # -- clients (lazy) --------------------------------------------------------------------------
@@ -81,6 +86,7 @@ class FeatureStore:
 
     def delete_feature_group(self, name: str, *, purge: bool = False) -> FeatureGroup:
         """Delete the group and its topic; ``purge`` also deletes its online and offline data."""
+        self._groups.pop(name, None)
         return self.registry.delete(name, on_purge=self._purge if purge else None)
 
     def _purge(self, group: FeatureGroup) -> None:
@@ -95,7 +101,13 @@ class FeatureStore:
                 fs.rm(root, recursive=True)
 
     def _group(self, name: str) -> FeatureGroup:
-        return self.registry.describe(name)
+        cached = self._groups.get(name)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < self.group_cache_s:
+            return cached[1]
+        group = self.registry.describe(name)
+        self._groups[name] = (now, group)
+        return group
 
     def _validator(self, group: FeatureGroup) -> Any:
         key = (group.name, group.version)

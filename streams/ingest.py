@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 from schemas.errors import ValidationError
 from schemas.group import FeatureGroup
 from schemas.validate import compile_validator
-from schemas.wire import encode
+from schemas.wire import encode_headers, encode_value
 from streams.publisher import Publisher
-from streams.rowsource import Chunk, count_rows, iter_chunks
+from streams.rowsource import Chunk, count_rows, iter_parts, part_to_chunk
 
 Encoded = tuple[bytes, bytes, list[tuple[str, bytes]]]
 
@@ -67,6 +69,25 @@ class IngestResult:
 
 # -- validation + encoding of one chunk (runs in the parent or in a worker process) ------------
 
+@dataclass
+class EncodedChunk:
+    """One chunk's outcome in the cheapest shape to pickle and to produce.
+
+    ``keys`` and ``values`` are parallel lists; every record of one ``ingest`` call shares its
+    headers (same schema version, same api_invocation_time), so they are built once per chunk
+    instead of once per record: that alone was ~3 µs of a ~15 µs per-record budget.
+    """
+
+    keys: list[bytes]
+    values: list[bytes]
+    headers: list[tuple[str, bytes]] | None
+    rejects: list[Rejection]
+    rows: int
+
+    def records(self) -> Iterator[Encoded]:
+        return zip(self.keys, self.values, repeat(self.headers))  # type: ignore[arg-type]
+
+
 _worker_validator = None
 
 
@@ -75,36 +96,51 @@ def _init_worker(group_dict: dict[str, Any]) -> None:
     _worker_validator = compile_validator(FeatureGroup.from_dict(group_dict))
 
 
-def _encode_chunk_in_worker(chunk: Chunk, options: dict[str, Any]) -> tuple[list[Encoded], list[Rejection]]:
+def _encode_part_in_worker(start: int, part: Any, options: dict[str, Any]) -> EncodedChunk:
     assert _worker_validator is not None
-    return encode_chunk(_worker_validator, chunk, **options)
+    # The worker converts the raw slice itself (see rowsource.iter_parts): the parent only
+    # pickles slices, unpickles bytes and produces.
+    return _encode_rows(_worker_validator, part_to_chunk(start, part), **options)
 
 
 def encode_chunk(validator: Any, chunk: Chunk, *, target_stores: Iterable[str] | None = None,
                  ttl_seconds: int | None = None, api_invocation_time_ns: int = 0,
                  ) -> tuple[list[Encoded], list[Rejection]]:
     """Validate and encode one chunk; invalid rows become Rejections (never an exception)."""
+    done = _encode_rows(validator, chunk, target_stores=target_stores, ttl_seconds=ttl_seconds,
+                        api_invocation_time_ns=api_invocation_time_ns)
+    return list(done.records()), done.rejects
+
+
+def _encode_rows(validator: Any, chunk: Chunk, *, target_stores: Iterable[str] | None = None,
+                 ttl_seconds: int | None = None, api_invocation_time_ns: int = 0) -> EncodedChunk:
     start, names, rows = chunk
     validate = validator.validate
-    out: list[Encoded] = []
+    keys: list[bytes] = []
+    values: list[bytes] = []
     rejects: list[Rejection] = []
-    for i, row in enumerate(rows):
-        if names:
-            record = dict(zip(names, row, strict=True))
-        elif isinstance(row, dict):
-            record = row
+    headers: list[tuple[str, bytes]] | None = None
+    if names:
+        records: Iterable[Any] = (dict(zip(names, row, strict=True)) for row in rows)
+    else:
+        records = rows
+    for i, record in enumerate(records):
+        if names or type(record) is dict or isinstance(record, dict):
+            try:
+                msg = validate(record, target_stores=target_stores, ttl_seconds=ttl_seconds,
+                               api_invocation_time_ns=api_invocation_time_ns)
+            except ValidationError as exc:
+                rejects.append(Rejection(start + i, str(exc), exc.feature))
+                continue
         else:
-            rejects.append(Rejection(start + i, f"row {start + i} is a {type(row).__name__}, expected a dict "
-                                                f"of feature name to value"))
+            rejects.append(Rejection(start + i, f"row {start + i} is a {type(record).__name__}, expected a "
+                                                f"dict of feature name to value"))
             continue
-        try:
-            msg = validate(record, target_stores=target_stores, ttl_seconds=ttl_seconds,
-                           api_invocation_time_ns=api_invocation_time_ns)
-        except ValidationError as exc:
-            rejects.append(Rejection(start + i, str(exc), exc.feature))
-            continue
-        out.append(encode(msg))
-    return out, rejects
+        keys.append(msg.id.encode("utf-8"))
+        values.append(encode_value(msg))
+        if headers is None:
+            headers = encode_headers(msg)  # same for every record of this call (see EncodedChunk)
+    return EncodedChunk(keys, values, headers, rejects, len(rows))
 
 
 # -- the driver ----------------------------------------------------------------------------------
@@ -121,23 +157,23 @@ def ingest(publisher: Publisher, topic: str, group: FeatureGroup, data: object, 
     total = count_rows(data)
     workers = _choose_workers(max_workers, total)
     bar = _progress_bar(progress, total, group.name)
-    encoded_chunks = _encoded_chunks(group, iter_chunks(data, chunk_size), options, workers)
-    held: list[list[Encoded]] = []  # strict mode publishes only after every row passed
+    encoded_chunks = _encoded_chunks(group, iter_parts(data, chunk_size), options, workers)
+    held: list[EncodedChunk] = []  # strict mode publishes only after every row passed
     batches = []
     try:
-        for encoded, rejects, n in encoded_chunks:
-            result.total += n
-            result.rejected.extend(rejects)
+        for done in encoded_chunks:
+            result.total += done.rows
+            result.rejected.extend(done.rejects)
             if strict:
                 if not result.rejected:
-                    held.append(encoded)
-            elif encoded:
-                batches.append(publisher.publish_many(topic, encoded))
+                    held.append(done)
+            elif done.keys:
+                batches.append(publisher.publish_many(topic, done.records()))
             if bar is not None:
-                bar.update(n)
+                bar.update(done.rows)
         if strict and not result.rejected:
-            for encoded in held:
-                batches.append(publisher.publish_many(topic, encoded))
+            for done in held:
+                batches.append(publisher.publish_many(topic, done.records()))
         for batch in batches:
             batch.wait(publisher)
             result.published += batch.acked
@@ -148,27 +184,25 @@ def ingest(publisher: Publisher, topic: str, group: FeatureGroup, data: object, 
     return result
 
 
-def _encoded_chunks(group: FeatureGroup, chunks: Iterator[Chunk], options: dict[str, Any],
-                    workers: int) -> Iterator[tuple[list[Encoded], list[Rejection], int]]:
+def _encoded_chunks(group: FeatureGroup, parts: Iterator[tuple[int, Any]], options: dict[str, Any],
+                    workers: int) -> Iterator[EncodedChunk]:
     if workers <= 1:
         validator = compile_validator(group)
-        for chunk in chunks:
-            encoded, rejects = encode_chunk(validator, chunk, **options)
-            yield encoded, rejects, len(chunk[2])
+        for start, part in parts:
+            yield _encode_rows(validator, part_to_chunk(start, part), **options)
         return
     pool: Executor = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
                                          initargs=(group.to_dict(),))
     try:
-        pending = []
-        for chunk in chunks:
-            pending.append((pool.submit(_encode_chunk_in_worker, chunk, options), len(chunk[2])))
+        pending: deque[Future[EncodedChunk]] = deque()
+        for start, part in parts:
+            pending.append(pool.submit(_encode_part_in_worker, start, part, options))
             # Keep a bounded number of chunks in flight so memory stays flat on big inputs,
             # and yield in order so rejected indexes and per-key order are preserved.
             while len(pending) > workers * 2:
-                fut, n = pending.pop(0)
-                yield (*fut.result(), n)
-        for fut, n in pending:
-            yield (*fut.result(), n)
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
     finally:
         pool.shutdown(cancel_futures=True)
 

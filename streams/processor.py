@@ -40,7 +40,7 @@ ListTopics = Callable[[], Iterable[str]]
 def build_online_app(*, bootstrap: str, prefix: str, apply_batch: ApplyBatch, list_topics: ListTopics,
                      app_id: str | None = None, batch_size: int = 1000, batch_within_s: float = 0.005,
                      registry_poll_s: float = 2.0, commit_interval_s: float = 1.0,
-                     retry_backoff_s: float = 0.5) -> faust.App:
+                     retry_backoff_s: float = 0.5, session_timeout_s: float = 10.0) -> faust.App:
     """Build the faust app. ``apply_batch`` runs in a worker thread; ``list_topics`` returns the
     group topics to consume (called at start and every ``registry_poll_s``, also in a thread)."""
     app = faust.App(
@@ -56,6 +56,11 @@ def build_online_app(*, bootstrap: str, prefix: str, apply_batch: ApplyBatch, li
         topic_partitions=1,
         producer_acks=-1,
         stream_wait_empty=False,
+        # A processor killed with -9 holds its partitions until the broker gives up on it:
+        # faust's 60 s default would stall those partitions for a minute after a crash.
+        broker_session_timeout=session_timeout_s,
+        broker_heartbeat_interval=max(0.5, session_timeout_s / 10),
+        broker_rebalance_timeout=max(20.0, session_timeout_s * 2),
     )
     # Resubscribing normally waits 45 s to coalesce changes; a new feature group should be
     # consumed within seconds of its creation.

@@ -105,15 +105,25 @@ class Publisher:
         batch = PublishBatch(self.bootstrap, topic)
         on_delivery = batch._on_delivery
         produce = self._producer.produce
-        for key, value, headers in records:
-            while True:
+        sent = 0
+        try:
+            # The hot loop of ingest: one C call per record, the count kept in a local and
+            # stored once (wait() reads it only after we return).
+            for key, value, headers in records:
                 try:
                     produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
-                    batch.sent += 1
-                    break
                 except BufferError:
                     # Local queue full: let librdkafka drain it, then retry this record.
-                    self._producer.poll(0.05)
+                    while True:
+                        self._producer.poll(0.05)
+                        try:
+                            produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
+                            break
+                        except BufferError:
+                            continue
+                sent += 1
+        finally:
+            batch.sent += sent
         return batch
 
     def flush(self, timeout_s: float | None = None) -> int:

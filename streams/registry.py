@@ -66,6 +66,10 @@ class Registry:
             "group.id": "featurestream-registry-reader",  # required by librdkafka; never committed
             "enable.auto.commit": False,
             "enable.partition.eof": False,
+            # Every describe() asks for the end offset first; librdkafka answers that only
+            # after the current fetch long-poll returns, so a 500 ms default wait would make
+            # every registry read take half a second.
+            "fetch.wait.max.ms": 5,
             "log_level": 0,
         })
         self._consumer.assign([TopicPartition(self.topic, 0, 0)])

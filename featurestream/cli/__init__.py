@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "featurestream.cli.group_cmds",
     "featurestream.cli.publish_cmds",
     "featurestream.cli.online_cmds",
+    "featurestream.cli.http_cmds",
 ]
 
 

@@ -68,8 +68,7 @@ def jars_present(libs_dir: Path, version: str = KAFKA_VERSION) -> bool:
     return (libs_dir / f"kafka_2.13-{version}.jar").is_file() and any(libs_dir.glob("slf4j-simple-*.jar"))
 
 
-def fetch_jars(libs_dir: Path, *, pom: Path = POM_PATH, search_path: str | None = None,
-               log_path: Path | None = None) -> bool:
+def fetch_jars(libs_dir: Path, *, pom: Path = POM_PATH, search_path: str | None = None) -> bool:
     """Download the broker's jars with Maven unless cached; True when it downloaded."""
     if jars_present(libs_dir):
         return False

@@ -27,7 +27,7 @@ from featurestream.stack.errors import PortInUseError, ServerStartError
 from featurestream.stack.layout import SERVICES, StackLayout, StackPorts
 from featurestream.stack.ports import port_is_free, port_owner
 from featurestream.stack.redis_server import find_redis_server, redis_answers, redis_argv
-from featurestream.stack.s3_server import bucket_of, ensure_bucket, find_s3_server, s3_answers
+from featurestream.stack.s3_server import S3Server, bucket_of, ensure_bucket, find_s3_server, s3_answers
 
 DEFAULT_OFFLINE_URI = "s3://featurestream/offline"
 READY_TIMEOUT = {"kafka": 90.0, "redis": 15.0, "s3": 30.0}
@@ -202,7 +202,7 @@ def up(config: Config, *, ports: StackPorts | None = None, layout: StackLayout |
 
 
 def _start(service: str, layout: StackLayout, ports: StackPorts, *, java: str, redis_bin: str,
-           s3) -> procs.ProcessRecord:  # s3: S3Server
+           s3: S3Server | None) -> procs.ProcessRecord:
     data = layout.data_dir(service)
     data.mkdir(parents=True, exist_ok=True)
     log = layout.log_path(service)
@@ -216,6 +216,7 @@ def _start(service: str, layout: StackLayout, ports: StackPorts, *, java: str, r
     if service == "redis":
         return procs.spawn("redis", redis_argv(redis_bin, ports.redis, data), cwd=data, log_path=log,
                            info={"endpoint": f"redis://127.0.0.1:{ports.redis}/0"})
+    assert s3 is not None, "up() finds the S3 server before starting anything"
     s3.prepare(data)
     key, secret = s3.keys()
     return procs.spawn("s3", s3.argv(ports.s3, data), cwd=data, log_path=log,

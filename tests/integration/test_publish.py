@@ -15,7 +15,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from featurestream.sdk import FeatureStore
 from schemas.errors import GroupNotFoundError, RecordValidationError, ServiceUnavailableError
-from tests.integration.helpers import customer, customers_group, wait_for
+from tests.integration.helpers import customer, customers_group
 
 pytestmark = pytest.mark.integration
 

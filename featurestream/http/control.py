@@ -1,0 +1,202 @@
+"""The feature-group operations of SageMaker's control plane (JSON 1.1, ``X-Amz-Target:
+SageMaker.<Operation>``), mapped onto featurestream's registry.
+
+Fields the reference requires or offers that featurestream has no use for (RoleArn, the S3
+location and KMS keys, throughput, tags...) are accepted and kept under
+``FeatureGroup.extra["sagemaker"]``, and shown again by DescribeFeatureGroup.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import orjson
+
+from featurestream.http.errors import ApiError
+from featurestream.http.records import group_arn, group_name, parse_ttl
+from schemas.errors import DefinitionError
+from schemas.group import FeatureGroup
+from schemas.types import FeatureDefinition
+
+EXTRA_KEY = "sagemaker"
+OPERATIONS = ("CreateFeatureGroup", "DescribeFeatureGroup", "ListFeatureGroups", "UpdateFeatureGroup",
+              "DeleteFeatureGroup")
+_CREATE_MAPPED = {"FeatureGroupName", "RecordIdentifierFeatureName", "EventTimeFeatureName",
+                  "FeatureDefinitions", "Description"}
+_ONLINE_MAPPED = {"EnableOnlineStore", "TtlDuration"}
+_LIST_SORT = {"Name", "FeatureGroupStatus", "OfflineStoreStatus", "CreationTime"}
+DEFAULT_MAX_RESULTS = 10  # the reference's default page size
+MAX_RESULTS = 100
+
+
+def _obj(body: Any, key: str, *, required: bool = False) -> Any:
+    if key not in body or body[key] is None:
+        if required:
+            raise ApiError.validation(f"1 validation error detected: Value null at '{key}' failed to satisfy "
+                                      "constraint: Member must not be null")
+        return None
+    return body[key]
+
+
+def _dict(body: dict[str, Any], key: str) -> dict[str, Any] | None:
+    value = _obj(body, key)
+    if value is not None and not isinstance(value, dict):
+        raise ApiError.validation(f"{key} must be an object; got {type(value).__name__}")
+    return value
+
+
+def _definitions(value: Any, key: str) -> list[FeatureDefinition]:
+    if not isinstance(value, list) or not value:
+        raise ApiError.validation(f"{key} must be a non-empty list of "
+                                  f'{{"FeatureName": ..., "FeatureType": ...}}; got {str(value)[:80]}')
+    return [FeatureDefinition.from_api(d) for d in value]
+
+
+def group_from_create(body: dict[str, Any]) -> FeatureGroup:
+    """A CreateFeatureGroup request -> the FeatureGroup to register (DefinitionError/ApiError if invalid)."""
+    name = group_name(_obj(body, "FeatureGroupName", required=True))
+    rid = _obj(body, "RecordIdentifierFeatureName", required=True)
+    et = _obj(body, "EventTimeFeatureName", required=True)
+    features = _definitions(_obj(body, "FeatureDefinitions", required=True), "FeatureDefinitions")
+    online = _dict(body, "OnlineStoreConfig")
+    offline = _dict(body, "OfflineStoreConfig")
+    enable_online = False if online is None else online.get("EnableOnlineStore", False)
+    if not isinstance(enable_online, bool):
+        raise ApiError.validation(f"OnlineStoreConfig.EnableOnlineStore must be true or false; got "
+                                  f"{enable_online!r}")
+    ttl = parse_ttl(online["TtlDuration"], "OnlineStoreConfig.TtlDuration") \
+        if online is not None and online.get("TtlDuration") is not None else None
+    description = _obj(body, "Description") or ""
+    kept: dict[str, Any] = {k: v for k, v in body.items() if k not in _CREATE_MAPPED and k != "OnlineStoreConfig"}
+    online_rest = {k: v for k, v in (online or {}).items() if k not in _ONLINE_MAPPED}
+    if online_rest:
+        kept["OnlineStoreConfig"] = online_rest
+    return FeatureGroup(name=name, record_identifier_name=rid, event_time_name=et, features=tuple(features),
+                        online_enabled=enable_online, offline_enabled=offline is not None, ttl=ttl,
+                        description=description, extra={EXTRA_KEY: kept} if kept else {})
+
+
+def describe(group: FeatureGroup, region: str) -> dict[str, Any]:
+    """DescribeFeatureGroup's answer for ``group``."""
+    kept = dict(group.extra.get(EXTRA_KEY) or {})
+    out: dict[str, Any] = {
+        "FeatureGroupArn": group_arn(group.name, region),
+        "FeatureGroupName": group.name,
+        "RecordIdentifierFeatureName": group.record_identifier_name,
+        "EventTimeFeatureName": group.event_time_name,
+        "FeatureDefinitions": [f.to_api() for f in group.features],
+        "CreationTime": group.creation_time,
+        "FeatureGroupStatus": "Created",
+        "OfflineStoreStatus": {"Status": "Active" if group.offline_enabled else "Disabled"},
+        "Description": group.description,
+        "NextToken": "",
+    }
+    if group.online_enabled:
+        online: dict[str, Any] = {**(kept.get("OnlineStoreConfig") or {}), "EnableOnlineStore": True}
+        if group.ttl is not None:
+            online["TtlDuration"] = group.ttl.to_api()
+        out["OnlineStoreConfig"] = online
+    if group.offline_enabled:
+        offline = dict(kept.get("OfflineStoreConfig") or {})
+        s3 = dict(offline.get("S3StorageConfig") or {})
+        s3.setdefault("S3Uri", group.offline_uri)
+        # Where featurestream really writes: the server's offline location, not the S3Uri asked for.
+        s3["ResolvedOutputS3Uri"] = group.offline_uri
+        offline["S3StorageConfig"] = s3
+        out["OfflineStoreConfig"] = offline
+    for key in ("RoleArn", "ThroughputConfig"):
+        if key in kept:
+            out[key] = kept[key]
+    return out
+
+
+def summary(group: FeatureGroup, region: str) -> dict[str, Any]:
+    return {"FeatureGroupName": group.name, "FeatureGroupArn": group_arn(group.name, region),
+            "CreationTime": group.creation_time, "FeatureGroupStatus": "Created",
+            "OfflineStoreStatus": {"Status": "Active" if group.offline_enabled else "Disabled"}}
+
+
+def _token(offset: int) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps({"o": offset})).decode()
+
+
+def _offset(token: Any) -> int:
+    if token in (None, ""):
+        return 0
+    try:
+        offset = orjson.loads(base64.urlsafe_b64decode(str(token).encode()))["o"]
+    except (binascii.Error, ValueError, TypeError, KeyError, orjson.JSONDecodeError):
+        raise ApiError.validation(f"NextToken {str(token)[:60]!r} is not a token this server returned") from None
+    if type(offset) is not int or offset < 0:
+        raise ApiError.validation(f"NextToken {str(token)[:60]!r} is not a token this server returned")
+    return offset
+
+
+def _epoch(body: dict[str, Any], key: str) -> float | None:
+    value = _obj(body, key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ApiError.validation(f"{key} must be a timestamp (epoch seconds); got {value!r}")
+    return float(value)
+
+
+def list_page(groups: list[FeatureGroup], body: dict[str, Any], region: str) -> dict[str, Any]:
+    """ListFeatureGroups: filter, sort, page (NextToken/MaxResults) over all groups."""
+    max_results = _obj(body, "MaxResults")
+    if max_results is None:
+        max_results = DEFAULT_MAX_RESULTS
+    if type(max_results) is not int or not 1 <= max_results <= MAX_RESULTS:
+        raise ApiError.validation(f"MaxResults must be an integer from 1 to {MAX_RESULTS}; got {max_results!r}")
+    contains = _obj(body, "NameContains")
+    if contains is not None and not isinstance(contains, str):
+        raise ApiError.validation(f"NameContains must be a string; got {contains!r}")
+    after, before = _epoch(body, "CreationTimeAfter"), _epoch(body, "CreationTimeBefore")
+    status = _obj(body, "FeatureGroupStatusEquals")
+    offline_status = _obj(body, "OfflineStoreStatusEquals")
+    sort_by = _obj(body, "SortBy") or "CreationTime"
+    order = _obj(body, "SortOrder") or "Descending"
+    if sort_by not in _LIST_SORT:
+        raise ApiError.validation(f"SortBy {sort_by!r} is not one of {', '.join(sorted(_LIST_SORT))}")
+    if order not in ("Ascending", "Descending"):
+        raise ApiError.validation(f"SortOrder {order!r} is not Ascending or Descending")
+    offset = _offset(_obj(body, "NextToken"))
+    items = [summary(g, region) for g in groups
+             if (contains is None or contains.lower() in g.name.lower())
+             and (after is None or g.creation_time > after) and (before is None or g.creation_time < before)]
+    if status is not None:
+        items = [i for i in items if i["FeatureGroupStatus"] == status]
+    if offline_status is not None:
+        items = [i for i in items if i["OfflineStoreStatus"]["Status"] == offline_status]
+
+    def key(item: dict[str, Any]) -> tuple[Any, str]:
+        field = {"Name": "FeatureGroupName"}.get(sort_by, sort_by)
+        value = item[field]["Status"] if sort_by == "OfflineStoreStatus" else item[field]
+        return value, item["FeatureGroupName"]  # the name breaks ties so pages are stable
+
+    items.sort(key=key, reverse=order == "Descending")
+    page = items[offset:offset + max_results]
+    out: dict[str, Any] = {"FeatureGroupSummaries": page}
+    if offset + max_results < len(items):
+        out["NextToken"] = _token(offset + max_results)
+    return out
+
+
+def update_args(body: dict[str, Any]) -> dict[str, Any]:
+    """UpdateFeatureGroup -> keyword arguments of Registry.update."""
+    args: dict[str, Any] = {}
+    adds = _obj(body, "FeatureAdditions")
+    if adds is not None:
+        if isinstance(adds, list) and len(adds) > MAX_RESULTS:
+            raise ApiError.validation(f"FeatureAdditions has {len(adds)} items; at most {MAX_RESULTS}")
+        args["add_features"] = _definitions(adds, "FeatureAdditions")
+    online = _dict(body, "OnlineStoreConfig")
+    if online is not None and online.get("TtlDuration") is not None:
+        args["ttl"] = parse_ttl(online["TtlDuration"], "OnlineStoreConfig.TtlDuration")
+    return args
+
+
+__all__ = ["OPERATIONS", "DefinitionError", "describe", "group_from_create", "list_page", "summary",
+           "update_args"]

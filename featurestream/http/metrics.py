@@ -1,0 +1,35 @@
+"""Prometheus metrics of the HTTP API: requests by operation and status, and latency.
+
+With several worker processes the counters are kept in prometheus_client's multiprocess
+files (the directory is set up by ``server.py`` before any metric exists), so a scrape of
+any worker shows the sum over all of them.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+
+
+class HttpMetrics:
+    def __init__(self, multiprocess_dir: str | None = None) -> None:
+        self.registry = CollectorRegistry()
+        self._multiprocess_dir = multiprocess_dir
+        # In multiprocess mode the values live in files; the metrics must not be registered
+        # with a registry (the collector reads the files instead).
+        target = None if multiprocess_dir else self.registry
+        self.requests = Counter("featurestream_http_requests", "HTTP API requests by operation and status",
+                                ["operation", "status"], registry=target)
+        self.seconds = Histogram("featurestream_http_request_seconds", "HTTP API request latency",
+                                 ["operation"], buckets=_BUCKETS, registry=target)
+        if multiprocess_dir:
+            MultiProcessCollector(self.registry, path=multiprocess_dir)
+
+    def observe(self, operation: str, status: int, seconds: float) -> None:
+        self.requests.labels(operation, str(status)).inc()
+        self.seconds.labels(operation).observe(seconds)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,269 @@
+"""The runtime operations of SageMaker Feature Store over featurestream's SDK pieces.
+
+Puts and deletes pass the same validator and the same Kafka publisher as
+``FeatureStore.put_record``; reads go to the same online store. Blocking calls (Redis,
+registry) run in the server's thread pool; a put waits for Kafka's acknowledgement as an
+asyncio future, so a slow broker holds no thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future
+from typing import Any, TypeVar
+
+from featurestream.http.errors import ApiError, from_exception
+from featurestream.http.groups import GroupCache
+from featurestream.http.records import (
+    event_time_from_wire,
+    group_name,
+    record_from_wire,
+    record_to_wire,
+    string_list,
+    ttl_seconds,
+)
+from featurestream.sdk import FeatureStore
+from schemas.errors import FeatureStoreError, RecordValidationError, ServiceUnavailableError
+from schemas.group import FeatureGroup
+from schemas.messages import SOFT_DELETE, Message
+from schemas.types import ScalarType
+from schemas.validate import compile_validator, validate_delete
+from schemas.wire import encode
+
+T = TypeVar("T")
+MAX_BATCH_GET_GROUPS = 100
+MAX_IDS_PER_GROUP = 100
+MAX_BATCH_WRITE_ENTRIES = 25
+_EXPIRATION = ("Enabled", "Disabled")
+
+
+def _one(query: dict[str, list[str]], key: str, *, required: bool = False) -> str | None:
+    values = query.get(key)
+    if not values:
+        if required:
+            raise ApiError.validation(f"1 validation error detected: Value null at '{key}' failed to satisfy "
+                                      "constraint: Member must not be null")
+        return None
+    if len(values) > 1:
+        raise ApiError.validation(f"query parameter {key} is given {len(values)} times; give it once")
+    return values[0]
+
+
+def _expiration(value: Any) -> bool:
+    if value is None:
+        return False
+    if value not in _EXPIRATION:
+        raise ApiError.validation(f"ExpirationTimeResponse {str(value)[:40]!r} is not Enabled or Disabled")
+    return value == "Enabled"
+
+
+def _record_id(group: FeatureGroup, text: Any) -> str:
+    """The identifier as the online store keys it (Integral ids by their canonical decimal text)."""
+    if not isinstance(text, str) or not text:
+        raise ApiError.validation(f"feature group {group.name!r}: RecordIdentifierValueAsString must be a "
+                                  f"non-empty string; got {str(text)[:60]!r}")
+    if group.record_identifier.type is ScalarType.INTEGRAL:
+        _, rid = compile_validator(group).record_id(text)
+        return rid
+    return text
+
+
+class RuntimeApi:
+    """PutRecord, GetRecord, BatchGetRecord, DeleteRecord, BatchWriteRecord."""
+
+    def __init__(self, store: FeatureStore, groups: GroupCache, executor: Executor, *,
+                 inline_reads: bool = True) -> None:
+        self.store = store
+        self.groups = groups
+        self.executor = executor
+        self.inline_reads = inline_reads
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    def _group(self, name: str) -> FeatureGroup:
+        group = self.groups.get(name)
+        if group is None:
+            raise ApiError.not_found(f"Resource Not Found: feature group {name!r} does not exist")
+        return group
+
+    async def _acked(self, future: Future) -> tuple[int, int]:
+        timeout = self.store.publisher.timeout_s + 5.0
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+        except TimeoutError:
+            raise ServiceUnavailableError(f"Kafka at {self.store.publisher.bootstrap} did not acknowledge "
+                                          f"the record within {timeout:.0f} s") from None
+
+    # ---------------------------------------------------------------- writes
+    def _validate_put(self, name: str, record_items: Any, target_stores: Any, ttl: Any) -> tuple[FeatureGroup,
+                                                                                                  Message]:
+        group = self._group(name)
+        for attempt in (0, 1):
+            stores = None if target_stores is None else string_list(target_stores, "TargetStores", max_items=2)
+            try:
+                record = record_from_wire(group, record_items)
+                msg = compile_validator(group).validate(record, target_stores=stores,
+                                                        ttl_seconds=ttl_seconds(ttl),
+                                                        api_invocation_time_ns=time.time_ns())
+                return group, msg
+            except RecordValidationError as exc:
+                # A feature this worker's cached definition lacks may have been added a moment
+                # ago (by another worker): re-read the definition once before refusing.
+                if attempt or exc.feature is None or group.has_feature(exc.feature):
+                    raise
+                newer = self.groups.get(name, fresh=True)
+                if newer is None or newer.version == group.version:
+                    raise
+                group = newer
+        raise AssertionError("unreachable")
+
+    def _publish(self, group: FeatureGroup, msg: Message) -> Future:
+        key, value, headers = encode(msg)
+        future = self.store.publisher.publish(self.store.registry.topic_of(group.name), key, value, headers)
+        self.store.publisher.flush(0)  # send now rather than after linger.ms: one caller waits on it
+        return future
+
+    def _prepare_put(self, name: str, body: dict[str, Any]) -> Future:
+        group, msg = self._validate_put(name, body.get("Record"), body.get("TargetStores"), body.get("TtlDuration"))
+        return self._publish(group, msg)
+
+    async def put_record(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        await self._acked(await self._run(self._prepare_put, name, body))
+        return {}
+
+    def _prepare_delete(self, name: str, query: dict[str, list[str]]) -> Future:
+        rid = _one(query, "RecordIdentifierValueAsString", required=True)
+        event_time = _one(query, "EventTime", required=True)
+        mode = _one(query, "DeletionMode") or SOFT_DELETE
+        group = self._group(name)
+        stores = query.get("TargetStores")
+        msg = validate_delete(group, rid, event_time_from_wire(group, event_time or ""), mode=mode,
+                              target_stores=stores, api_invocation_time_ns=time.time_ns())
+        return self._publish(group, msg)
+
+    async def delete_record(self, name: str, query: dict[str, list[str]]) -> dict[str, Any]:
+        await self._acked(await self._run(self._prepare_delete, name, query))
+        return {}
+
+    def _prepare_batch_write(self, body: dict[str, Any]) -> tuple[list[dict[str, Any]],
+                                                                 list[tuple[dict[str, Any], Future]]]:
+        entries = body.get("Entries")
+        if not isinstance(entries, list) or not 1 <= len(entries) <= MAX_BATCH_WRITE_ENTRIES:
+            raise ApiError.validation(f"Entries must be a list of 1 to {MAX_BATCH_WRITE_ENTRIES} entries; got "
+                                      f"{len(entries) if isinstance(entries, list) else type(entries).__name__}")
+        default_ttl = body.get("TtlDuration")
+        errors: list[dict[str, Any]] = []
+        sent: list[tuple[dict[str, Any], Future]] = []
+        for n, entry in enumerate(entries):
+            if not isinstance(entry, dict):
+                raise ApiError.validation(f"Entries[{n}] must be an object with FeatureGroupName and Record")
+            try:
+                name = group_name(entry.get("FeatureGroupName"), f"Entries[{n}].FeatureGroupName")
+                ttl = entry.get("TtlDuration", default_ttl)
+                group, msg = self._validate_put(name, entry.get("Record"), entry.get("TargetStores"), ttl)
+                sent.append((entry, self._publish(group, msg)))
+            except (ApiError, FeatureStoreError) as exc:
+                err = from_exception(exc)
+                errors.append({"Entry": entry, "ErrorCode": err.code_for("runtime"), "ErrorMessage": str(err)})
+        return errors, sent
+
+    async def batch_write_record(self, body: dict[str, Any]) -> dict[str, Any]:
+        errors, sent = await self._run(self._prepare_batch_write, body)
+        unprocessed = []
+        for entry, future in sent:
+            try:
+                await self._acked(future)
+            except ServiceUnavailableError:
+                unprocessed.append(entry)  # the caller may retry these as they are
+            except FeatureStoreError as exc:
+                err = from_exception(exc)
+                errors.append({"Entry": entry, "ErrorCode": err.code_for("runtime"), "ErrorMessage": str(err)})
+        return {"Errors": errors, "UnprocessedEntries": unprocessed}
+
+    # ---------------------------------------------------------------- reads
+    def _get(self, name: str, query: dict[str, list[str]]) -> dict[str, Any]:
+        rid_text = _one(query, "RecordIdentifierValueAsString", required=True)
+        features = query.get("FeatureName")
+        with_exp = _expiration(_one(query, "ExpirationTimeResponse"))
+        group = self._group(name)
+        rid = _record_id(group, rid_text)
+        found = self.store.online.get_record(group, rid, features, with_expires_at=with_exp)
+        if found is None:
+            return {}  # the reference answers 200 without a Record when there is none
+        if not with_exp:
+            return {"Record": record_to_wire(found)}
+        out: dict[str, Any] = {"Record": record_to_wire(found["Record"])}
+        if found["ExpiresAt"] is not None:
+            out["ExpiresAt"] = found["ExpiresAt"]
+        return out
+
+    async def get_record(self, name: str, query: dict[str, list[str]]) -> dict[str, Any]:
+        if self.inline_reads and name in self.groups:
+            # One Redis round trip (~0.1 ms on a LAN) costs less inline than a hop to the
+            # thread pool and back; its worst case is bounded by the Redis socket timeout.
+            return self._get(name, query)
+        return await self._run(self._get, name, query)
+
+    def _batch_get(self, body: dict[str, Any]) -> dict[str, Any]:
+        idents = body.get("Identifiers")
+        if not isinstance(idents, list) or not 1 <= len(idents) <= MAX_BATCH_GET_GROUPS:
+            raise ApiError.validation(f"Identifiers must be a list of 1 to {MAX_BATCH_GET_GROUPS} entries")
+        with_exp = _expiration(body.get("ExpirationTimeResponse"))
+        errors: list[dict[str, Any]] = []
+        requests: list[tuple[FeatureGroup, list[str], Sequence[str] | None]] = []
+        given_names: dict[str, str] = {}
+        for n, ident in enumerate(idents):
+            if not isinstance(ident, dict):
+                raise ApiError.validation(f"Identifiers[{n}] must be an object with FeatureGroupName and "
+                                          "RecordIdentifiersValueAsString")
+            given = ident.get("FeatureGroupName")
+            name = group_name(given, f"Identifiers[{n}].FeatureGroupName")
+            ids = string_list(ident.get("RecordIdentifiersValueAsString"),
+                              f"Identifiers[{n}].RecordIdentifiersValueAsString", max_items=MAX_IDS_PER_GROUP)
+            features = ident.get("FeatureNames")
+            if features is not None:
+                features = string_list(features, f"Identifiers[{n}].FeatureNames")
+            group = self.groups.get(name)
+            if group is None:
+                errors.extend({"FeatureGroupName": given, "RecordIdentifierValueAsString": i,
+                               "ErrorCode": "ResourceNotFound",
+                               "ErrorMessage": f"feature group {name!r} does not exist"} for i in ids)
+                continue
+            given_names[group.name] = given
+            requests.append((group, ids, features))
+        result = self.store.online.batch_get(requests) if requests else None
+        records: list[dict[str, Any]] = []
+        unprocessed: dict[str, dict[str, Any]] = {}
+        if result is not None:
+            by_name = {g.name: g for g, _, _ in requests}
+            for found in result.records:
+                item = {"FeatureGroupName": given_names[found.group],
+                        "RecordIdentifierValueAsString": found.record_id, "Record": record_to_wire(found.record)}
+                if with_exp:
+                    # batch_get does not return expiry; read it per found record (extra round trip).
+                    group = by_name[found.group]
+                    one = self.store.online.get_record(group, found.record_id, [group.record_identifier_name],
+                                                       with_expires_at=True)
+                    if one is not None and one["ExpiresAt"] is not None:
+                        item["ExpiresAt"] = one["ExpiresAt"]
+                records.append(item)
+            codes = {"ValidationError": "ValidationError", "CorruptRecord": "InternalFailure",
+                     "ServiceUnavailable": "ServiceUnavailable"}
+            errors.extend({"FeatureGroupName": given_names.get(e.group, e.group),
+                           "RecordIdentifierValueAsString": e.record_id,
+                           "ErrorCode": codes.get(e.code, e.code), "ErrorMessage": e.message[:2048]}
+                          for e in result.errors)
+            features_of = {g.name: f for g, _, f in requests}
+            for gname, rid in result.unprocessed:
+                entry = unprocessed.setdefault(gname, {"FeatureGroupName": given_names[gname],
+                                                       "RecordIdentifiersValueAsString": []})
+                if features_of.get(gname):
+                    entry["FeatureNames"] = list(features_of[gname])
+                entry["RecordIdentifiersValueAsString"].append(rid)
+        return {"Records": records, "Errors": errors, "UnprocessedIdentifiers": list(unprocessed.values())}
+
+    async def batch_get_record(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._run(self._batch_get, body)

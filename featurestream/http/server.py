@@ -1,0 +1,137 @@
+"""Run the HTTP API: one listening socket shared by ``workers`` forked processes.
+
+Each worker is a full asyncio server (aiohttp) with its own Kafka producer, registry reader
+and Redis pool; the kernel spreads connections over the workers, so both cores serve
+requests. The parent only supervises: a worker that dies is replaced, SIGTERM/SIGINT stop all.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+
+from featurestream.config import Config
+
+RESTART_BACKOFF_S = 1.0
+
+
+def open_socket(host: str, port: int, backlog: int = 1024) -> socket.socket:
+    sock = socket.create_server((host, port), backlog=backlog)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _enable_multiprocess_metrics(directory: str) -> None:
+    # prometheus_client decides where values live from this variable (its only switch) and
+    # a module global; both are set here, in the worker, before any metric is created.
+    from prometheus_client import values
+
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    values.ValueClass = values.MultiProcessValue()
+
+
+def run_worker(config: Config, sock: socket.socket, *, credentials: dict[str, str] | None, threads: int,
+               max_body: int, metrics_dir: str | None = None) -> None:
+    """Serve on ``sock`` until SIGTERM/SIGINT (blocking)."""
+    if metrics_dir:
+        _enable_multiprocess_metrics(metrics_dir)
+    import asyncio
+
+    from aiohttp import web
+
+    from featurestream.http.app import Server, build_app
+    from featurestream.http.metrics import HttpMetrics
+    from featurestream.sdk import FeatureStore
+
+    server = Server(FeatureStore(config), credentials=credentials, max_body=max_body, threads=threads,
+                    metrics=HttpMetrics(metrics_dir))
+    app = build_app(server)
+
+    async def _warm_up(_app: web.Application) -> None:
+        # Connect to Kafka and Redis now, not on the first request (which would wait ~100 ms).
+        loop = asyncio.get_running_loop()
+
+        def touch() -> None:
+            for check in (server._check_kafka, server._check_redis, lambda: server.store.publisher):
+                try:
+                    check()
+                except Exception:  # /ready reports it; requests report it as ServiceUnavailable
+                    pass
+
+        loop.run_in_executor(server.executor, touch)
+
+    app.on_startup.append(_warm_up)
+    web.run_app(app, sock=sock, print=None, access_log=None, handle_signals=True, shutdown_timeout=5.0)
+
+
+def serve(config: Config, *, host: str, port: int, credentials: dict[str, str] | None, workers: int = 2,
+          threads: int = 32, max_body: int = 2 * 1024 * 1024,
+          announce: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)) -> int:
+    """Bind ``host:port``, start ``workers`` processes, supervise them; returns the exit status."""
+    sock = open_socket(host, port)
+    bound = sock.getsockname()[1]
+    auth = "SigV4 authentication ON" if credentials is not None else "AUTHENTICATION OFF"
+    announce(f"featurestream: serving the SageMaker Feature Store API on http://{host}:{bound} "
+             f"({workers} worker{'s' if workers > 1 else ''}, {auth})")
+    if workers <= 1:
+        run_worker(config, sock, credentials=credentials, threads=threads, max_body=max_body)
+        return 0
+    metrics_dir = tempfile.mkdtemp(prefix="featurestream-http-metrics-")
+    children: dict[int, int] = {}
+    stopping = False
+
+    def spawn(slot: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # child
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            status = 0
+            try:
+                run_worker(config, sock, credentials=credentials, threads=threads, max_body=max_body,
+                           metrics_dir=metrics_dir)
+            except BaseException:  # noqa: B036 - a worker must never return into the parent's code
+                import traceback
+
+                traceback.print_exc()
+                status = 1
+            os._exit(status)
+        children[pid] = slot
+
+    def stop(_signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        for slot in range(workers):
+            spawn(slot)
+        while children:
+            try:
+                pid, status = os.wait()
+            except ChildProcessError:
+                break
+            except InterruptedError:
+                continue
+            slot = children.pop(pid, None)
+            if slot is None or stopping:
+                continue
+            announce(f"featurestream: worker {pid} exited (status {os.waitstatus_to_exitcode(status)}); "
+                     "starting a new one")
+            time.sleep(RESTART_BACKOFF_S)
+            spawn(slot)
+    finally:
+        sock.close()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 0

@@ -1,0 +1,1 @@
+"""The Parquet offline store: rows, layout, exactly-once writer, catalog of live files, compaction."""

@@ -1,0 +1,35 @@
+"""Typed errors of the offline writer, layout and compaction.
+
+They subclass schemas.errors so the CLI/HTTP front doors already know how to show them.
+"""
+
+from __future__ import annotations
+
+from schemas.errors import FeatureStoreError, RecordValidationError, ServiceUnavailableError
+
+
+class OfflineRowError(RecordValidationError):
+    """A message cannot become an offline row (wrong type, NaN, out-of-range value, unknown feature).
+
+    Carries the Kafka coordinates so the sink can dead-letter exactly that message.
+    """
+
+    def __init__(self, message: str, *, group: str | None = None, feature: str | None = None,
+                 value: object = None, topic: str | None = None, partition: int | None = None,
+                 offset: int | None = None) -> None:
+        super().__init__(message, group=group, feature=feature, value=value)
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+
+
+class OfflineStorageError(ServiceUnavailableError):
+    """The file system under the offline store (S3 or a local path) failed or did not answer."""
+
+
+class OfflineLayoutError(FeatureStoreError, ValueError):
+    """A URI, a file name or a manifest does not follow the offline table layout."""
+
+
+class CompactionCrash(FeatureStoreError):
+    """Raised by a test hook to simulate a crash between two compaction steps."""

@@ -1,0 +1,200 @@
+"""SQL over feature groups' offline tables, and snapshots ("time travel").
+
+Each group is a DuckDB view named after the group, so people write plain SQL with window
+functions over it (quote names with '-': ``SELECT * FROM "my-group"``). The connection's
+time zone is UTC, so the event-time column (TIMESTAMP WITH TIME ZONE, nanosecond precision)
+compares with ``TIMESTAMP '2021-10-02 12:00:00'`` literals as UTC, whatever the machine's zone.
+
+The SQL that defines "the latest row per identifier" lives here once (:func:`latest_rows_sql`)
+and is what ``snapshot`` runs and what ``sinks/offline/README.md`` documents.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from schemas.errors import FeatureStoreError, ValidationError
+from schemas.eventtime import format_iso, parse_event_time
+from sinks.offline.query_errors import QueryError, UnknownGroupError, UnknownTableError
+from sinks.offline.query_source import OfflineSource, SourceRegistrar, quote_ident
+
+# Order that decides which row of one identifier is "the latest": the SPEC's (event time,
+# then later api_invocation_time, then later write_time) plus the Kafka offset, which makes
+# the choice deterministic when everything else ties (one identifier = one partition).
+LATEST_ORDER = ("api_invocation_time", "write_time", "_kafka_offset")
+
+_MISSING_TABLE_RE = re.compile(r"Table with name (.+?) does not exist", re.IGNORECASE)
+
+TableSource = Any  # a schemas.group.FeatureGroup or an OfflineSource
+
+
+def latest_rows_sql(table: str, id_col: str, event_time_col: str, *, as_of: str | None = None,
+                    include_deleted: bool = False) -> str:
+    """SQL for the latest row per identifier of ``table`` (optionally as of an event time).
+
+    ``as_of`` is an ISO-8601 UTC text; rows with a later event time are ignored, which is
+    time travel. Unless ``include_deleted``, identifiers whose latest row is a delete marker
+    are dropped (their history before the delete is not resurrected).
+    """
+    t, ident, et = quote_ident(table), quote_ident(id_col), quote_ident(event_time_col)
+    order = ", ".join([f"{et} DESC NULLS LAST"] + [f"{c} DESC NULLS LAST" for c in LATEST_ORDER])
+    # CAST to TIMESTAMPTZ_NS keeps nanoseconds (a TIMESTAMP literal stops at microseconds) and
+    # still reaches the Parquet reader as a pushed-down filter on row-group statistics.
+    where = f"\n  WHERE {et} <= CAST('{as_of}' AS TIMESTAMPTZ_NS)" if as_of is not None else ""
+    sql = (f"SELECT * EXCLUDE (__rank) FROM (\n"
+           f"  SELECT *, row_number() OVER (PARTITION BY {ident} ORDER BY {order}) AS __rank\n"
+           f"  FROM {t}{where}\n"
+           f") WHERE __rank = 1")
+    if not include_deleted:
+        sql += " AND NOT is_deleted"
+    return sql
+
+
+def _as_of_ns(as_of: Any, group: str, event_time_col: str) -> int | None:
+    if as_of is None:
+        return None
+    try:
+        return parse_event_time(as_of, group=group, feature=event_time_col)
+    except ValidationError as exc:
+        raise ValidationError(f"snapshot of group {group!r}: as_of {as_of!r} is not a time: {exc}",
+                              group=group, feature=event_time_col, value=as_of) from None
+
+
+class OfflineQuery:
+    """One DuckDB connection over a fixed set of groups' offline tables.
+
+    ``groups``: a mapping of name → (``FeatureGroup`` or :class:`OfflineSource`), or an
+    iterable of those (named by their ``name``). Each group's live files are listed once,
+    here, so all statements of this object read one consistent snapshot of the tables.
+    ``threads`` caps DuckDB's worker threads (the default uses every core).
+    """
+
+    def __init__(self, groups: Mapping[str, TableSource] | Iterable[TableSource], *,
+                 storage_options: Mapping[str, Any] | None = None, reader: str = "auto",
+                 threads: int | None = None) -> None:
+        items = groups.items() if isinstance(groups, Mapping) else ((g.name, g) for g in groups)
+        self.sources: dict[str, OfflineSource] = {}
+        for name, src in items:
+            if not isinstance(src, OfflineSource):
+                src = OfflineSource.from_group(src, storage_options)
+            self.sources[name] = src
+        self.con = duckdb.connect()
+        # UTC: TIMESTAMP literals and timestamptz output must not depend on the host's zone.
+        self.con.execute("SET TimeZone = 'UTC'")
+        if threads is not None:
+            self.con.execute(f"SET threads = {int(threads)}")
+        self._registrar = SourceRegistrar(self.con, reader)
+        for name, src in self.sources.items():
+            try:
+                self.con.execute(f"CREATE TEMP VIEW {quote_ident(name)} AS "
+                                 f"{self._registrar.relation_sql(src)}")
+            except (duckdb.Error, pa.ArrowException, OSError) as exc:
+                self.con.close()
+                raise QueryError(f"cannot read the offline table of group {name!r} "
+                                 f"({len(src.files)} live files): {exc}") from None
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def __enter__(self) -> OfflineQuery:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.con.close()
+
+    def source(self, group: str) -> OfflineSource:
+        """The source of ``group`` or an error listing the known groups."""
+        try:
+            return self.sources[group]
+        except (KeyError, TypeError):
+            raise UnknownGroupError(str(group), self.sources) from None
+
+    def relation_sql(self, group: str, *, as_of_ns: int | None = None) -> str:
+        """A SELECT over ``group``'s rows; with ``as_of_ns``, only files that can hold rows
+        at or before it are read (Hive hour pruning)."""
+        src = self.source(group)
+        if as_of_ns is None:
+            return quote_ident(group)
+        return self._registrar.relation_sql(src, src.files_up_to(as_of_ns))
+
+    def register_arrow(self, table: pa.Table) -> str:
+        """Make an Arrow table readable by this connection's SQL; returns its (internal) name."""
+        return self._registrar._register(table)
+
+    def execute(self, sql: str, params: Any = None) -> pa.Table:
+        """Run ``sql`` and return an Arrow table, turning DuckDB errors into typed ones."""
+        if not isinstance(sql, str) or not sql.strip():
+            raise QueryError(f"the query must be a non-empty SQL string, got {sql!r}", sql=None)
+        try:
+            # con.sql (a relation) hands Arrow over without the extra copy of the DB-API path.
+            rel = self.con.sql(sql, params=params) if params is not None else self.con.sql(sql)
+            return rel.to_arrow_table() if rel is not None else pa.table({})
+        except duckdb.CatalogException as exc:
+            m = _MISSING_TABLE_RE.search(str(exc))
+            if m:
+                raise UnknownTableError(m.group(1).strip('"'), self.sources, sql=sql) from None
+            raise QueryError(f"query failed: {exc}", sql=sql) from None
+        except duckdb.Error as exc:
+            raise QueryError(f"query failed: {exc} (groups: {', '.join(sorted(self.sources))})",
+                             sql=sql) from None
+
+    # -- what people call -------------------------------------------------------------------
+
+    def sql(self, sql: str, params: Any = None) -> pa.Table:
+        """Plain SQL over the groups (each a view named after its group) → Arrow table."""
+        return self.execute(sql, params)
+
+    def to_pandas(self, sql: str, params: Any = None) -> Any:
+        """Same as :meth:`sql`, as a pandas DataFrame."""
+        return self.execute(sql, params).to_pandas()
+
+    def snapshot(self, group: str, as_of: Any = None, include_deleted: bool = False) -> pa.Table:
+        """The latest row per identifier with event time <= ``as_of`` (every row if None).
+
+        ``as_of``: an aware datetime / pandas Timestamp, ISO-8601 text or epoch seconds.
+        Identifiers whose latest row is a delete marker are left out unless ``include_deleted``.
+        """
+        src = self.source(group)
+        as_of_ns = _as_of_ns(as_of, group, src.event_time_name)
+        body = latest_rows_sql("__snap", src.record_identifier_name, src.event_time_name,
+                               as_of=None if as_of_ns is None else format_iso(as_of_ns),
+                               include_deleted=include_deleted)
+        rel = self.relation_sql(group, as_of_ns=as_of_ns)
+        order = f"ORDER BY {quote_ident(src.record_identifier_name)}"
+        return self.execute(f"WITH __snap AS (SELECT * FROM {rel})\n{body}\n{order}")
+
+
+    def get_historical_features(self, entity_rows: Any, features: Any, *, max_age: Any = None,
+                                timestamp_column: str = "event_time",
+                                full_feature_names: bool = False) -> pa.Table:
+        """Point-in-time join; see :func:`sinks.offline.pit.get_historical_features`."""
+        from sinks.offline.pit import get_historical_features  # pit builds on this module
+
+        return get_historical_features(self, entity_rows, features, max_age=max_age,
+                                       timestamp_column=timestamp_column,
+                                       full_feature_names=full_feature_names)
+
+
+def query(sql: str, groups: Mapping[str, TableSource] | Iterable[TableSource], *,
+          storage_options: Mapping[str, Any] | None = None) -> pa.Table:
+    """One-shot :meth:`OfflineQuery.sql`."""
+    with OfflineQuery(groups, storage_options=storage_options) as q:
+        return q.sql(sql)
+
+
+def snapshot(group: TableSource, as_of: Any = None, include_deleted: bool = False, *,
+             storage_options: Mapping[str, Any] | None = None) -> pa.Table:
+    """One-shot :meth:`OfflineQuery.snapshot` of one group (a FeatureGroup or OfflineSource)."""
+    with OfflineQuery([group], storage_options=storage_options) as q:
+        return q.snapshot(group.name, as_of, include_deleted)
+
+
+__all__ = ["OfflineQuery", "QueryError", "UnknownTableError", "FeatureStoreError", "latest_rows_sql",
+           "query", "snapshot", "LATEST_ORDER"]

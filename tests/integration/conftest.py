@@ -1,0 +1,105 @@
+"""The `stack` fixture: real Kafka, Redis and S3 for integration tests.
+
+Where the endpoints come from, in order:
+1. the environment (FEATURESTREAM_KAFKA_BOOTSTRAP etc., read through Config), for CI
+   against managed services or a developer's own `eval "$(featurestream up)"`;
+2. testcontainers, when a Docker engine answers;
+3. the local stack (`featurestream up`'s code) in a throw-away state dir on free ports,
+   sharing the default jar/binary cache so nothing is downloaded again; stopped at the end.
+Services the environment names are used as they are; only the missing ones are started.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+
+from featurestream.config import Config
+from featurestream.stack.launcher import DEFAULT_OFFLINE_URI, down, up
+from featurestream.stack.layout import StackLayout, StackPorts
+from featurestream.stack.ports import free_port
+
+
+def _docker_answers() -> bool:
+    docker = shutil.which("docker")
+    if docker is None:
+        return False
+    try:
+        return subprocess.run([docker, "info"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _distinct_free_ports(count: int) -> list[int]:
+    ports: set[int] = set()
+    while len(ports) < count:
+        ports.add(free_port())
+    return sorted(ports)
+
+
+def _with_containers(base: Config, stack_cleanup: list) -> Config:
+    """Start containers for what ``base`` does not name (needs a Docker engine)."""
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.waiting_utils import wait_for_logs
+
+    cfg = base
+    if not cfg.kafka_bootstrap:
+        from testcontainers.community.kafka import KafkaContainer
+
+        kafka = KafkaContainer("confluentinc/cp-kafka:7.6.0").with_kraft()
+        kafka.start()
+        stack_cleanup.append(kafka.stop)
+        cfg = replace(cfg, kafka_bootstrap=kafka.get_bootstrap_server())
+    if not cfg.redis_url:
+        from testcontainers.community.redis import RedisContainer
+
+        redis = RedisContainer("redis:7")
+        redis.start()
+        stack_cleanup.append(redis.stop)
+        cfg = replace(cfg, redis_url=f"redis://{redis.get_container_host_ip()}:{redis.get_exposed_port(6379)}/0")
+    if not cfg.s3_endpoint_url:
+        key, secret = "featurestream", "featurestream-local-secret"
+        minio = (DockerContainer("minio/minio:latest").with_command("server /data")
+                 .with_env("MINIO_ROOT_USER", key).with_env("MINIO_ROOT_PASSWORD", secret)
+                 .with_exposed_ports(9000))
+        minio.start()
+        stack_cleanup.append(minio.stop)
+        wait_for_logs(minio, "API:", timeout=60)
+        endpoint = f"http://{minio.get_container_host_ip()}:{minio.get_exposed_port(9000)}"
+        from featurestream.stack.s3_server import bucket_of, ensure_bucket
+
+        offline = cfg.offline_uri or DEFAULT_OFFLINE_URI
+        ensure_bucket(endpoint, key, secret, bucket_of(offline))
+        cfg = replace(cfg, s3_endpoint_url=endpoint, aws_access_key_id=key, aws_secret_access_key=secret,
+                      offline_uri=offline)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, topic_prefix: str) -> Iterator[Config]:
+    """A Config whose endpoints answer, with this session's own topic prefix."""
+    base = Config.from_env()
+    if base.kafka_bootstrap and base.redis_url and base.s3_endpoint_url:
+        yield replace(base, topic_prefix=topic_prefix, offline_uri=base.offline_uri or DEFAULT_OFFLINE_URI)
+        return
+    if _docker_answers():
+        cleanup: list = []
+        try:
+            yield replace(_with_containers(base, cleanup), topic_prefix=topic_prefix)
+        finally:
+            for stop in reversed(cleanup):
+                stop()
+        return
+    state_dir = tmp_path_factory.mktemp("featurestream-state")
+    kafka_port, controller_port, redis_port, s3_port = _distinct_free_ports(4)
+    ports = StackPorts(kafka=kafka_port, controller=controller_port, redis=redis_port, s3=s3_port)
+    config = replace(base, state_dir=state_dir)
+    try:
+        endpoints = up(config, ports=ports, layout=StackLayout(state_dir))
+        yield replace(endpoints.apply(config), topic_prefix=topic_prefix)
+    finally:
+        down(state_dir)

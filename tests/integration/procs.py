@@ -1,0 +1,56 @@
+"""Running featurestream's long-lived commands (processor, sink, server) as real subprocesses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from featurestream.config import Config
+
+
+def stack_env(stack: Config) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "FEATURESTREAM_KAFKA_BOOTSTRAP": stack.kafka_bootstrap or "",
+        "FEATURESTREAM_REDIS_URL": stack.redis_url or "",
+        "FEATURESTREAM_S3_ENDPOINT_URL": stack.s3_endpoint_url or "",
+        "AWS_ACCESS_KEY_ID": stack.aws_access_key_id or "",
+        "AWS_SECRET_ACCESS_KEY": stack.aws_secret_access_key or "",
+        "FEATURESTREAM_OFFLINE_URI": stack.offline_uri or "",
+        "FEATURESTREAM_TOPIC_PREFIX": stack.topic_prefix,
+    })
+    return env
+
+
+class Proc:
+    """A featurestream CLI command in its own process, its output in a log file."""
+
+    def __init__(self, stack: Config, args: list[str], log: Path) -> None:
+        self.log = log
+        self._out = log.open("ab")
+        self.popen = subprocess.Popen([sys.executable, "-m", "featurestream.cli", *args], env=stack_env(stack),
+                                      stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def kill(self) -> None:
+        """kill -9: no cleanup, no final commit."""
+        if self.popen.poll() is None:
+            os.kill(self.popen.pid, signal.SIGKILL)
+        self.popen.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._out.close()
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def tail(self, n: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])

@@ -1,0 +1,236 @@
+"""The online processor end to end: Kafka → faust → Redis (issue 4, "Done when")."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import orjson
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from featurestream.replays import rebuild_online, replay_group
+from featurestream.sdk import FeatureStore
+from schemas.ttl import Ttl
+from tests.integration.helpers import customer, customers_group, wait_for
+from tests.integration.procs import Proc
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def store(stack):
+    with FeatureStore(stack) as fs:
+        yield fs
+
+
+@pytest.fixture
+def processors(stack, tmp_path):
+    started: list[Proc] = []
+
+    def start(name: str = "p") -> Proc:
+        proc = Proc(stack, ["process", "--metrics-port", "0", "--log-level", "warning"],
+                    tmp_path / f"{name}-{len(started)}.log")
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+def _topic_records(stack, topic: str) -> list[tuple[int, int, dict]]:
+    """(partition, offset, decoded JSON) of every message, read with plain confluent-kafka."""
+    c = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": "t-expected", "enable.auto.commit": False})
+    try:
+        parts = sorted(c.list_topics(topic=topic, timeout=10).topics[topic].partitions)
+        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+        todo = {p for p in parts if ends[p] > 0}
+        c.assign([TopicPartition(topic, p, 0) for p in todo])
+        out = []
+        deadline = time.monotonic() + 60
+        while todo and time.monotonic() < deadline:
+            for m in c.consume(1000, timeout=0.5):
+                if m.error():
+                    continue
+                try:
+                    out.append((m.partition(), m.offset(), orjson.loads(m.value())))
+                except orjson.JSONDecodeError:
+                    pass
+                if m.offset() + 1 >= ends[m.partition()]:
+                    todo.discard(m.partition())
+        assert not todo
+        return out
+    finally:
+        c.close()
+
+
+def _expected_state(stack, topic: str) -> dict[str, dict | None]:
+    """Latest record per id by (event time, write order), computed from the topic, not by featurestream."""
+    latest: dict[str, tuple[tuple[int, int, int], dict]] = {}
+    for partition, offset, value in _topic_records(stack, topic):
+        order = (value["event_time_ns"], partition, offset)
+        if value["id"] not in latest or order > latest[value["id"]][0]:
+            latest[value["id"]] = (order, value)
+    out: dict[str, dict | None] = {}
+    for rid, (_, value) in latest.items():
+        if value["op"] == "put":
+            out[rid] = {k: v for k, v in value["record"].items() if v is not None}
+        else:
+            out[rid] = None
+    return out
+
+
+def _online_state(store: FeatureStore, group: str, ids) -> dict[str, dict | None]:
+    return {rid: store.get_record(group, rid) for rid in ids}
+
+
+def _converged(store, group, expected):
+    return _online_state(store, group, expected) == expected
+
+
+def test_out_of_order_duplicates_and_equal_event_times(store, stack, processors, unique_name):
+    g = store.create_feature_group(customers_group(unique_name("order"), partitions=3))
+    rng = random.Random(7)
+    records = []
+    for i in range(30):
+        seconds = list(range(10))
+        rng.shuffle(seconds)
+        for s in seconds:
+            records.append(customer(i, second=s, age=s))
+        records.append(customer(i, second=5, age=500))  # equal event time, written later: wins over age=5
+        records.append(records[-3])  # an exact duplicate of an older write
+    for r in records:
+        store.put_record_async(g.name, r)
+    store.publisher.flush()
+    processors()
+    expected = _expected_state(stack, store.registry.topic_of(g.name))
+    assert all(v["age"] == 9 for v in expected.values())
+    wait_for(lambda: _converged(store, g.name, expected), timeout_s=90, what="online state to converge")
+    # equal event time: the later write of the key wins
+    store.put_record(g.name, customer(0, second=9, age=900), wait_online=True, wait_timeout_s=30)
+    assert store.get_record(g.name, "c0")["age"] == 900
+    store.put_record(g.name, customer(0, second=8, age=800))  # older: historic, not applied online
+    store.put_record(g.name, customer(0, second=9, age=901), wait_online=True, wait_timeout_s=30)
+    assert store.get_record(g.name, "c0")["age"] == 901
+
+
+def test_two_processors_give_the_same_state_as_one(store, stack, processors, unique_name):
+    g = store.create_feature_group(customers_group(unique_name("twin"), partitions=6))
+    processors("a")
+    processors("b")
+    rng = random.Random(11)
+    rows = [customer(rng.randrange(200), second=rng.randrange(3600), age=rng.randrange(100)) for _ in range(4000)]
+    assert store.ingest(g.name, rows, progress=False).published == 4000
+    expected = _expected_state(stack, store.registry.topic_of(g.name))
+    wait_for(lambda: _converged(store, g.name, expected), timeout_s=120, what="two processors to converge")
+
+
+def test_ttl_expiry_and_deletes(store, processors, unique_name):
+    g = store.create_feature_group(customers_group(unique_name("ttl"), ttl=Ttl(1, "Hours")))
+    processors()
+    store.put_record(g.name, customer(9), wait_online=True, wait_timeout_s=60)  # the processor is live
+    fresh = {**customer(1), "event_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    store.put_record(g.name, fresh, ttl=6, wait_online=True, wait_timeout_s=5)  # record TTL 6 s over group 1 h
+    assert store.get_record(g.name, "c1")["age"] == fresh["age"]
+    wait_for(lambda: store.get_record(g.name, "c1") is None, timeout_s=20, what="the record to expire")
+    # soft delete hides; an older put stays rejected
+    store.put_record(g.name, customer(2, second=10), wait_online=True, wait_timeout_s=30)
+    store.delete_record(g.name, "c2", "2031-01-01T00:00:20Z")
+    wait_for(lambda: store.get_record(g.name, "c2") is None, what="soft delete")
+    store.put_record(g.name, customer(2, second=15))
+    store.put_record(g.name, customer(3, second=1), wait_online=True, wait_timeout_s=30)  # a marker after it
+    assert store.get_record(g.name, "c2") is None
+    # hard delete removes; an older put is accepted again
+    store.delete_record(g.name, "c3", "2031-01-01T00:00:30Z", mode="hard")
+    wait_for(lambda: store.get_record(g.name, "c3") is None, what="hard delete")
+    store.put_record(g.name, customer(3, second=2, age=77), wait_online=True, wait_timeout_s=30)
+    assert store.get_record(g.name, "c3")["age"] == 77
+
+
+def test_poison_messages_are_dead_lettered_while_good_records_flow(store, stack, processors, unique_name):
+    g = store.create_feature_group(customers_group(unique_name("dlq")))
+    topic = store.registry.topic_of(g.name)
+    processors()
+    p = Producer({"bootstrap.servers": stack.kafka_bootstrap})
+    p.produce(topic, key=b"junk", value=b"\xff\xfe not json at all")
+    bad_schema = {"op": "put", "id": "c9", "event_time_ns": 1, "record": {"customer_id": "c9", "age": "old"}}
+    p.produce(topic, key=b"c9", value=orjson.dumps(bad_schema), headers=[("fs-format", b"json/1")])
+    p.flush(10)
+    store.put_record(g.name, customer(4), wait_online=True, wait_timeout_s=60)
+    dlq = f"{stack.topic_prefix}._deadletter"
+
+    def dead_letters():
+        recs = [m for m in _raw_messages(stack, dlq) if dict(m.headers()).get("fs-dlq-source-topic") == topic.encode()]
+        return recs if len(recs) == 2 else None
+
+    recs = wait_for(dead_letters, timeout_s=60, what="two dead letters")
+    reasons = sorted(dict(m.headers())["fs-dlq-reason"].decode() for m in recs)
+    assert any("JSON" in r for r in reasons) and any("age" in r for r in reasons)
+    assert {m.value() for m in recs} >= {b"\xff\xfe not json at all"}
+
+
+def _raw_messages(stack, topic: str) -> list:
+    c = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": "t-dlq", "enable.auto.commit": False})
+    try:
+        md = c.list_topics(topic=topic, timeout=10)
+        if topic not in md.topics or md.topics[topic].error is not None:
+            return []
+        parts = sorted(md.topics[topic].partitions)
+        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+        todo = {p for p in parts if ends[p] > 0}
+        c.assign([TopicPartition(topic, p, 0) for p in todo])
+        out = []
+        deadline = time.monotonic() + 30
+        while todo and time.monotonic() < deadline:
+            for m in c.consume(1000, timeout=0.5):
+                if not m.error():
+                    out.append(m)
+                    if m.offset() + 1 >= ends[m.partition()]:
+                        todo.discard(m.partition())
+        return out
+    finally:
+        c.close()
+
+
+def _hashes(store, group) -> dict:
+    client = store.online.client
+    keys = sorted(client.scan_iter(match=f"{store.config.topic_prefix}:{group}:*", count=1000))
+    return {k: client.hgetall(k) for k in keys}
+
+
+def test_replay_and_rebuild_give_identical_state(store, stack, processors, unique_name):
+    g = store.create_feature_group(customers_group(unique_name("rebuild")))
+    rng = random.Random(3)
+    rows = [customer(rng.randrange(100), second=rng.randrange(600), age=rng.randrange(90)) for _ in range(2000)]
+    store.ingest(g.name, rows, progress=False)
+    store.delete_record(g.name, "c5", "2031-01-01T02:00:00Z")
+    store.delete_record(g.name, "c6", "2031-01-01T02:00:00Z", mode="hard")
+    proc = processors()
+    expected = _expected_state(stack, store.registry.topic_of(g.name))
+    wait_for(lambda: _converged(store, g.name, expected), timeout_s=90, what="processing")
+    proc.stop()
+    before = _hashes(store, g.name)
+    assert before
+    replay_group(store, g.name, target="online", progress=False)
+    assert _hashes(store, g.name) == before
+    removed, result = rebuild_online(store, g.name, progress=False)
+    assert removed == len(before) and result.records == 2002
+    assert _hashes(store, g.name) == before
+
+
+def test_processor_killed_mid_stream_loses_and_duplicates_nothing(store, stack, processors, unique_name):
+    g = store.create_feature_group(customers_group(unique_name("kill"), partitions=4))
+    rng = random.Random(5)
+    first = processors("first")
+    rows = [customer(rng.randrange(500), second=rng.randrange(3600), age=rng.randrange(100)) for _ in range(20000)]
+    store.ingest(g.name, rows[:10000], progress=False)
+    # kill -9 once the processor has applied part of the stream
+    wait_for(lambda: sum(v is not None for v in _online_state(store, g.name, [f"c{i}" for i in range(0, 500, 25)])
+                         .values()) >= 5, timeout_s=60, what="the processor to apply some records")
+    first.kill()
+    store.ingest(g.name, rows[10000:], progress=False)
+    second = processors("second")
+    expected = _expected_state(stack, store.registry.topic_of(g.name))
+    wait_for(lambda: _converged(store, g.name, expected), timeout_s=180,
+             what=f"the restarted processor to converge\n{second.tail()}")
