@@ -9,6 +9,7 @@ Clients are created lazily, so a process that only publishes never connects to R
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future
@@ -217,8 +218,74 @@ class FeatureStore:
         resolved = [(self._group(name), [_id_text(i) for i in ids], feats) for name, ids, feats in requests]
         return self.online.batch_get(resolved)
 
+    # -- offline store ---------------------------------------------------------------------------
+    def offline_query(self, groups: Sequence[str] | None = None) -> Any:
+        """An ``OfflineQuery`` (DuckDB) over ``groups`` (default: every offline-enabled group).
+
+        Each group is a table by its name; its live files are listed once, so every statement
+        of the returned object sees one consistent snapshot. Close it when done.
+        """
+        from sinks.offline.query import OfflineQuery
+
+        if groups is None:
+            chosen = [g for g in self.list_feature_groups() if g.offline_enabled]
+        else:
+            chosen = [self._group(n) for n in groups]
+        return OfflineQuery(chosen, storage_options=self.config.storage_options())
+
+    def query(self, sql: str, *, as_pandas: bool = False) -> Any:
+        """Run SQL over the offline tables; each feature group is a table by its name."""
+        offline = [g for g in self.list_feature_groups() if g.offline_enabled]
+        # Only groups the statement names are listed on S3 (a listing per group costs a round trip).
+        words = set(_IDENT.findall(sql))
+        named = [g.name for g in offline if g.name in words or f'"{g.name}"' in sql] or [g.name for g in offline]
+        with self.offline_query(named) as q:
+            return q.to_pandas(sql) if as_pandas else q.sql(sql)
+
+    def snapshot(self, group: str, as_of: Any = None, include_deleted: bool = False) -> Any:
+        """The latest row per identifier with event time at or before ``as_of`` (Arrow table)."""
+        with self.offline_query([group]) as q:
+            return q.snapshot(group, as_of, include_deleted)
+
+    def get_historical_features(self, entity_rows: Any, features: Any, max_age: Any = None, *,
+                                timestamp_column: str = "event_time", full_feature_names: bool = False) -> Any:
+        """Point-in-time join: for each entity row, the latest features at or before its timestamp.
+
+        ``features``: ``["group:feature", "group:*"]``, ``[(group, [features])]`` or ``{group: [features]}``.
+        """
+        names = _groups_named_in(features)
+        with self.offline_query(names) as q:
+            return q.get_historical_features(entity_rows, features, max_age=max_age,
+                                             timestamp_column=timestamp_column,
+                                             full_feature_names=full_feature_names)
+
+    def ddl(self, group: str) -> str:
+        """Hive/Spark/Athena DDL of the group's offline table."""
+        from schemas.ddl import hive_ddl
+
+        g = self._group(group)
+        return hive_ddl(g, g.offline_uri)
+
+_IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
+def _groups_named_in(features: Any) -> list[str]:
+    """Group names of a feature request (its full validation happens in sinks.offline.pit)."""
+    items = features.items() if isinstance(features, Mapping) else features
+    names: list[str] = []
+    if isinstance(items, str | bytes) or items is None:
+        return names
+    for item in items:
+        name = item.partition(":")[0] if isinstance(item, str) else item[0] if isinstance(item, tuple | list) and item \
+            else None
+        if isinstance(name, str) and name and name not in names:
+            names.append(name)
+    return names
+
 
 def _id_text(record_id: Any) -> str:
+
+
     if isinstance(record_id, bool):
         raise RecordValidationError(f"record identifier must be a string or an integer, not {record_id!r}")
     return str(record_id) if isinstance(record_id, int) else record_id

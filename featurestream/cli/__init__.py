@@ -14,10 +14,12 @@ from featurestream import __version__
 
 # One module per area; each adds its sub-commands. Order is the order of `--help`.
 COMMAND_MODULES = [
+    "featurestream.cli.demo_cmds",
     "featurestream.cli.stack_cmds",
     "featurestream.cli.group_cmds",
     "featurestream.cli.publish_cmds",
     "featurestream.cli.online_cmds",
+    "featurestream.cli.offline_cmds",
     "featurestream.cli.http_cmds",
 ]
 
