@@ -6,6 +6,7 @@ first), creates its own uniquely named feature group, and deletes it at the end.
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import sys
@@ -95,5 +96,5 @@ def percentile(sorted_values: list[float], q: float) -> float:
     """Nearest-rank percentile of an already sorted list."""
     if not sorted_values:
         return float("nan")
-    k = max(0, min(len(sorted_values) - 1, int(round(q / 100 * len(sorted_values) + 0.5)) - 1))
+    k = max(0, min(len(sorted_values) - 1, math.ceil(q / 100 * len(sorted_values)) - 1))
     return sorted_values[k]

@@ -61,11 +61,43 @@ def _down(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from featurestream.stack.launcher import status
 
-    statuses = status(_config(args))
+    config = _config(args)
+    statuses = status(config)
     for st in statuses:
         print(st.line())
+    kafka_ok = any(st.answers for st in statuses if "kafka" in st.line().lower())
+    if config.kafka_bootstrap and kafka_ok:
+        _print_pipeline_status(config)
     # Non-zero when something configured or started does not answer, so scripts can wait on it.
     return 0 if all(st.answers for st in statuses if st.state != "stopped") else 1
+
+
+def _print_pipeline_status(config: Config) -> None:
+    """Per feature group: records behind in the online and offline consumer groups."""
+    from schemas.errors import FeatureStoreError
+    from streams.lag import consumer_lag
+    from streams.registry import Registry
+
+    try:
+        registry = Registry(config.kafka_bootstrap or "", prefix=config.topic_prefix, timeout_s=5)
+        groups = registry.list()
+        registry.close()
+        if not groups:
+            print("feature groups: none")
+            return
+        topics = {registry.topic_of(g.name): g for g in groups}
+        online = consumer_lag(config.kafka_bootstrap or "", f"{config.topic_prefix}-online", topics, timeout_s=5)
+        offline = consumer_lag(config.kafka_bootstrap or "", f"{config.topic_prefix}-offline", topics, timeout_s=5)
+    except FeatureStoreError as exc:
+        print(f"feature groups: cannot read ({exc})")
+        return
+    print(f"{'GROUP':<32} {'ONLINE LAG':>11} {'OFFLINE LAG':>12}")
+    for topic, g in sorted(topics.items()):
+        on = str(online.get(topic, 0)) if g.online_enabled else "-"
+        off = str(offline.get(topic, 0)) if g.offline_enabled else "-"
+        print(f"{g.name:<32} {on:>11} {off:>12}")
+    print("(lag = records not yet committed by the processor / sink consumer groups; "
+          "per-outcome counters are on their /metrics endpoints)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

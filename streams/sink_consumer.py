@@ -1,0 +1,308 @@
+"""The offline sink's Kafka side: one confluent-kafka consumer, manual commits after durable files.
+
+Consumer group ``<prefix>-offline``, independent of the online processor's, so a slow or
+failing S3 never delays online freshness. What this module decides (the writer side, files
+and their names, is ``sinks/offline``; the wiring is ``featurestream/offline_worker.py``):
+
+- **Subscription by regex** ``^<prefix>\\.[A-Za-z0-9]``: librdkafka matches it against the
+  cluster's topics at every metadata refresh (``topic.metadata.refresh.interval.ms``, a few
+  seconds here), so a new feature group is consumed without a restart, and the internal
+  topics (``<prefix>._registry``, ``._deadletter``) never match because group names cannot
+  start with ``_``.
+- **Commit = the consumed position, only after it is durable.** Every consumed message is
+  either a row in the sink's buffer, a dead letter (published synchronously while it is
+  added) or skipped (offline store disabled / not targeted). So after ``sink.flush(tp)``
+  returns, everything below the partition's position is durable and the position is
+  committed synchronously, before the partition is flushed again. That keeps the writer's
+  rule "every batch starts at the committed offset" (see sinks/offline/partition_writer.py).
+  A partition that saw only skipped/poison messages has nothing to flush and is committed
+  directly (at most every ``idle_commit_s``), so the lag does not stick on it.
+- **Rebalance: discard, never flush, on revoke.** Flushing in on_revoke would be safe only if
+  the commit also completed before the revoke does; a commit during a rebalance can fail
+  (the generation is ending), and a flushed-but-uncommitted file is then rewritten by the new
+  owner under the same name anyway. Discarding is simpler and always correct: the new owner
+  restarts from the committed offset and produces the same file names; the price is
+  re-reading at most one rotation's worth of records. ``on_lost`` is treated the same way.
+  Messages of partitions no longer assigned (fetched before the revoke) are dropped.
+- **Failures rewind.** A failed commit or a sink error (S3 or the registry down) discards
+  the affected buffers and seeks those partitions back to their committed offsets, then
+  backs off; memory stays bounded and the retry is the ordinary redelivery path. If even
+  the seek fails the error is raised: a restart from the committed offsets is always safe.
+
+Not covered (as for Kafka Connect's S3 sink): a zombie process that lost its partitions but
+keeps writing; plain consumer groups have no fencing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from confluent_kafka import (
+    OFFSET_INVALID,
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
+
+from schemas.errors import FeatureStoreError, ServiceUnavailableError
+from streams.admin import admin_client
+from streams.route import RawMessage, raw_from_confluent
+
+log = logging.getLogger("featurestream.sink")
+
+TP = tuple[str, int]
+_REGEX_SPECIAL = set("\\^$.|?*+()[]{}")
+
+
+class SinkConsumerError(FeatureStoreError):
+    """The sink cannot go on safely (a rewind after a failure failed); restart it."""
+
+
+class PartitionSink(Protocol):
+    """What the consumer drives (featurestream.offline_worker.OfflineApplier implements it)."""
+
+    def add(self, batch: list[RawMessage]) -> None:
+        """Buffer the rows of ``batch``; dead-letter its poison messages before returning."""
+
+    def due(self) -> list[TP]:
+        """Partitions whose buffers should be flushed now (rotation policy)."""
+
+    def holds(self, topic: str, partition: int) -> bool:
+        """True if rows of this partition are buffered (not yet durable)."""
+
+    def flush(self, topic: str, partition: int) -> None:
+        """Make every buffered row of the partition durable; raise if it could not."""
+
+    def discard(self, topic: str, partition: int) -> None:
+        """Forget the partition's buffered rows (they will be redelivered)."""
+
+
+def consumer_group_id(prefix: str) -> str:
+    return f"{prefix}-offline"
+
+
+def subscription_pattern(prefix: str) -> str:
+    """librdkafka regex matching every group topic of ``prefix`` and none of the internal ones."""
+    escaped = "".join(f"\\{c}" if c in _REGEX_SPECIAL else c for c in prefix)
+    return f"^{escaped}\\.[A-Za-z0-9]"
+
+
+def consumer_config(bootstrap: str, group_id: str, *, metadata_refresh_ms: int = 2000,
+                    session_timeout_ms: int = 6000, instance_id: str | None = None) -> dict[str, object]:
+    config: dict[str, object] = {
+        "bootstrap.servers": bootstrap,
+        "group.id": group_id,
+        "enable.auto.commit": False,        # commits only after files are durable
+        "enable.auto.offset.store": False,  # we commit explicit offsets, never the stored position
+        "auto.offset.reset": "earliest",    # a new group's first records must become rows too
+        "enable.partition.eof": False,
+        # How soon a regex subscription sees a new group's topic (default 5 minutes).
+        "topic.metadata.refresh.interval.ms": metadata_refresh_ms,
+        # A sink killed with -9 holds its partitions until the session times out.
+        "session.timeout.ms": session_timeout_ms,
+        "heartbeat.interval.ms": max(500, session_timeout_ms // 6),
+        # A big flush (tens of MB to S3) happens between polls.
+        "max.poll.interval.ms": 600_000,
+        "fetch.max.bytes": 52_428_800,
+        "log_level": 3,
+    }
+    if instance_id:
+        # Static membership: a restarted sink with the same id gets its partitions back at once,
+        # and a second process with the same id is fenced by the broker.
+        config["group.instance.id"] = instance_id
+    return config
+
+
+def committed_offsets(bootstrap: str, group_id: str, topics: Iterable[str], *,
+                      timeout_s: float = 10.0) -> dict[TP, int]:
+    """Committed next-offsets of ``group_id`` per (topic, partition); partitions never committed are absent."""
+    admin = admin_client(bootstrap, timeout_s=timeout_s)
+    topics = list(topics)
+    if not topics:
+        return {}
+    try:
+        md = admin.list_topics(timeout=timeout_s)
+        tps = [TopicPartition(t, p) for t in topics if t in md.topics for p in md.topics[t].partitions]
+        if not tps:
+            return {}
+        futures = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group_id, tps)],
+                                                    request_timeout=timeout_s)
+        result = futures[group_id].result(timeout=timeout_s)
+    except KafkaException as exc:
+        raise ServiceUnavailableError(f"Kafka at {bootstrap} did not answer for the committed offsets of "
+                                      f"consumer group {group_id!r}: {exc}") from exc
+    return {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions
+            if tp.error is None and tp.offset >= 0}
+
+
+class SinkConsumer:
+    """Poll → sink.add → flush what is due → commit synchronously. Single-threaded by design."""
+
+    def __init__(self, consumer: Any, sink: PartitionSink, pattern: str, *, batch_size: int = 5000,
+                 poll_timeout_s: float = 0.2, idle_commit_s: float = 1.0, backoff_max_s: float = 10.0,
+                 on_revoked: Callable[[list[TP]], None] | None = None,
+                 on_committed: Callable[[dict[TP, int]], None] | None = None) -> None:
+        self.consumer = consumer
+        self.sink = sink
+        self.pattern = pattern
+        self.batch_size = batch_size
+        self.poll_timeout_s = poll_timeout_s
+        self.idle_commit_s = idle_commit_s
+        self.backoff_max_s = backoff_max_s
+        self._on_revoked = on_revoked
+        self._on_committed = on_committed
+        self._lock = threading.Lock()      # guards _assigned (the compactor thread reads it)
+        self._assigned: set[TP] = set()
+        self._position: dict[TP, int] = {}   # next offset after the last consumed message
+        self._committed: dict[TP, int] = {}  # what we last committed (or learnt was committed)
+        self._last_idle_commit = 0.0
+        self._stop = threading.Event()
+        self._backoff = 0.0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self.consumer.subscribe([self.pattern], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                on_lost=self._on_revoke)
+
+    def stop(self) -> None:
+        """Ask run() to finish (from a signal handler or another thread)."""
+        self._stop.set()
+
+    def assignment(self) -> set[TP]:
+        with self._lock:
+            return set(self._assigned)
+
+    def run(self, *, until: Callable[[], bool] | None = None) -> None:
+        """Consume until stop() (or ``until()`` is true); then flush, commit and close."""
+        self.start()
+        try:
+            while not self._stop.is_set() and not (until and until()):
+                self.step()
+            self.drain()
+        finally:
+            self.consumer.close()
+
+    # -- rebalance callbacks (run inside consume(), on this thread) ---------------------------
+    def _on_assign(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        with self._lock:
+            self._assigned |= {(tp.topic, tp.partition) for tp in partitions}
+        log.info("assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing")
+
+    def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        revoked = [(tp.topic, tp.partition) for tp in partitions]
+        for tp in revoked:
+            self.sink.discard(*tp)  # not flushed: see the module docstring
+            self._position.pop(tp, None)
+            self._committed.pop(tp, None)
+        with self._lock:
+            self._assigned -= set(revoked)
+        if self._on_revoked is not None and revoked:
+            self._on_revoked(revoked)
+        log.info("revoked %s", ", ".join(f"{t}[{p}]" for t, p in revoked) or "nothing")
+
+    # -- the loop ----------------------------------------------------------------------------
+    def step(self) -> None:
+        """One poll + add + flush/commit round; failures rewind instead of escaping."""
+        msgs = self.consumer.consume(num_messages=self.batch_size, timeout=self.poll_timeout_s)
+        batch: list[RawMessage] = []
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.code() in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
+                    continue  # a group topic deleted while subscribed by regex
+                if err.fatal():
+                    raise SinkConsumerError(f"offline sink consumer failed: {err}")
+                log.warning("consumer error: %s", err)
+                continue
+            tp = (m.topic(), m.partition())
+            if tp not in self._assigned:
+                continue  # fetched before a revoke: the new owner reads it again
+            if m.offset() < self._position.get(tp, -1):
+                continue  # already consumed (a rewind races with prefetched data)
+            batch.append(raw_from_confluent(m))
+        try:
+            if batch:
+                self.sink.add(batch)
+                for raw in batch:
+                    self._position[(raw.topic, raw.partition)] = raw.offset + 1
+            self._flush_and_commit(self._due())
+            self._backoff = 0.0
+        except (FeatureStoreError, KafkaException, OSError) as exc:
+            self._recover_from(exc, {(r.topic, r.partition) for r in batch} | set(self._position))
+
+    def _due(self) -> list[TP]:
+        due = {tp for tp in self.sink.due() if tp in self._assigned}
+        now = time.monotonic()
+        if now - self._last_idle_commit >= self.idle_commit_s:
+            self._last_idle_commit = now
+            due |= {tp for tp, pos in self._position.items()
+                    if pos != self._committed.get(tp) and not self.sink.holds(*tp)}
+        return sorted(due)
+
+    def _flush_and_commit(self, partitions: list[TP]) -> None:
+        if not partitions:
+            return
+        offsets = []
+        for tp in partitions:
+            self.sink.flush(*tp)  # durable when it returns
+            pos = self._position.get(tp)
+            if pos is not None and pos != self._committed.get(tp):
+                offsets.append(TopicPartition(tp[0], tp[1], pos))
+        if not offsets:
+            return
+        # Synchronous: the next batch of these partitions must start at exactly these offsets.
+        answered = self.consumer.commit(offsets=offsets, asynchronous=False) or offsets
+        failed = [(tp.topic, tp.partition) for tp in answered if tp.error is not None]
+        done = {(tp.topic, tp.partition): tp.offset for tp in answered if tp.error is None}
+        self._committed.update(done)
+        if self._on_committed is not None and done:
+            self._on_committed(done)
+        if failed:
+            errors = "; ".join(f"{tp.topic}[{tp.partition}]: {tp.error}" for tp in answered if tp.error)
+            raise ServiceUnavailableError(f"offline sink: committing offsets failed ({errors})")
+
+    def _recover_from(self, exc: BaseException, partitions: set[TP]) -> None:
+        self._backoff = min(self.backoff_max_s, max(0.5, self._backoff * 2))
+        log.error("offline sink: %s; rewinding %d partition(s) to their committed offsets, retrying in "
+                  "%.1f s", exc, len(partitions), self._backoff)
+        self.rewind(partitions)
+        self._stop.wait(self._backoff)
+
+    def rewind(self, partitions: Iterable[TP]) -> None:
+        """Discard buffers and seek back to the committed offsets (redelivery restarts batches there)."""
+        targets = sorted(tp for tp in set(partitions) if tp in self._assigned)
+        for tp in set(partitions):
+            self.sink.discard(*tp)
+            self._position.pop(tp, None)
+            self._committed.pop(tp, None)
+        if not targets:
+            return
+        try:
+            found = self.consumer.committed([TopicPartition(t, p) for t, p in targets], timeout=10)
+            for tp in found:
+                offset = tp.offset
+                if offset == OFFSET_INVALID or offset < 0:
+                    offset, _ = self.consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition),
+                                                                    timeout=10, cached=False)
+                self.consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+                self._committed[(tp.topic, tp.partition)] = offset
+        except KafkaException as exc:
+            raise SinkConsumerError(f"offline sink: could not seek back to the committed offsets of "
+                                    f"{len(targets)} partition(s) after a failure ({exc}); restart the sink "
+                                    "(it resumes from the committed offsets)") from exc
+
+    def drain(self) -> None:
+        """Shutdown: flush and commit every partition still holding rows or uncommitted skips."""
+        pending = [tp for tp in self._assigned
+                   if self.sink.holds(*tp) or self._position.get(tp, self._committed.get(tp))
+                   != self._committed.get(tp)]
+        try:
+            self._flush_and_commit(sorted(pending))
+        except (FeatureStoreError, KafkaException, OSError) as exc:
+            log.error("offline sink: final flush/commit failed (%s); the records are read again at restart", exc)
