@@ -18,8 +18,6 @@ from sinks.offline import layout
 from sinks.offline.catalog import list_live_files, live_file_uris
 from sinks.offline.errors import OfflineStorageError
 from sinks.offline.fs import open_filesystem, write_atomic
-from sinks.offline.partition_writer import table_bytes
-from sinks.offline.rows import rows_to_table
 from sinks.offline.writer import OfflineWriter, table_path_for
 from tests.unit.test_offline_support import HOUR_NS, T0, TOPIC, delete, live_coordinates, make_group, put
 
@@ -115,33 +113,3 @@ def test_wrong_credentials_are_a_clear_error(s3_config) -> None:
     fs, root = open_filesystem(f"{s3_config.offline_uri}/denied", opts)
     with pytest.raises((OfflineStorageError, PermissionError)):
         write_atomic(fs, f"{root}/x.bin", b"x")
-
-
-def test_throughput_rows_and_write_vs_raw_pyarrow(s3) -> None:
-    """1M rows of the 10-feature group: rows.py + our atomic write, against pq.write_table."""
-    fs, root = s3
-    n = 1_000_000
-    items = [(msg(o), TOPIC, 0, o) for o in range(n)]
-    t0 = time.perf_counter()
-    table = rows_to_table(G, items, time.time_ns())
-    t1 = time.perf_counter()
-    write_atomic(fs, f"{root}/ours.parquet", table_bytes(table, {layout.META_LAST: str(n - 1).encode()}))
-    t2 = time.perf_counter()
-    pq.write_table(table, f"{root}/raw.parquet", filesystem=fs)
-    t3 = time.perf_counter()
-    ours, raw = t2 - t0, t3 - t2
-    print(f"\nrows_to_table: {n / (t1 - t0):,.0f} rows/s ({t1 - t0:.2f} s); write: {t2 - t1:.2f} s")
-    print(f"rows.py+write: {n / ours:,.0f} rows/s ({ours:.2f} s); raw pq.write_table: {n / raw:,.0f} rows/s "
-          f"({raw:.2f} s); ratio ours/raw time {ours / raw:.2f}x")
-    # add() path as the sink uses it (per message), for the record
-    w = OfflineWriter(fs, root, clock=time.monotonic)
-    t4 = time.perf_counter()
-    for m, topic, p, o in items[:200_000]:
-        w.add(G, m, topic, p, o)
-    r = w.flush(TOPIC, 0)
-    t5 = time.perf_counter()
-    print(f"OfflineWriter add+flush: {200_000 / (t5 - t4):,.0f} rows/s (200k rows, {len(r.files)} files)")
-    with fs.open(f"{root}/ours.parquet", "rb") as f:
-        assert pq.read_metadata(f).num_rows == n
-    assert r.rows == 200_000
-    assert ours < 20 * raw, "building rows must not dwarf the write itself"

@@ -474,51 +474,6 @@ def _percentiles(samples: list[float]) -> tuple[float, float]:
     return q[49] * 1e6, q[98] * 1e6
 
 
-def test_measure_reads_and_writes_against_raw_redis_py(store, make_group, capsys):
-    """Numbers for the report: the store's overhead over bare redis-py on the same keys."""
-    g = make_group()
-    n = 10_000
-    ids = [f"m{i}" for i in range(1000)]
-    store.apply_batch(g, [(put(rid, BASE_ET, i), 0, i) for i, rid in enumerate(ids)])
-    keys = [online_key(store.prefix, g.name, rid) for rid in ids]
-    c = store.client
-    raw_t, ours_t = [], []
-    for i in range(n):
-        t0 = time.perf_counter()
-        c.hgetall(keys[i % 1000])
-        t1 = time.perf_counter()
-        store.get_record(g, ids[i % 1000])
-        raw_t.append(t1 - t0)
-        ours_t.append(time.perf_counter() - t1)
-    raw_p50, raw_p99 = _percentiles(raw_t)
-    p50, p99 = _percentiles(ours_t)
-
-    batch = 500
-    msgs = [(put(f"w{i}", BASE_ET + i, i), 0, i) for i in range(5000)]
-    t0 = time.perf_counter()
-    for i in range(0, len(msgs), batch):
-        store.apply_batch(g, msgs[i:i + batch])
-    ours_rate = len(msgs) / (time.perf_counter() - t0)
-    from sinks.online.codec import encode_features
-    t0 = time.perf_counter()
-    for i in range(0, len(msgs), batch):
-        pipe = c.pipeline(transaction=False)
-        for m, _p, _o in msgs[i:i + batch]:
-            fields = encode_features(g, m.id, m.record)
-            pipe.hset(f"{store.prefix}:rawbench:{m.id}", mapping=dict(zip(fields[::2], fields[1::2], strict=True)))
-        pipe.execute()
-    raw_rate = len(msgs) / (time.perf_counter() - t0)
-    for key in c.scan_iter(match=f"{store.prefix}:rawbench:*", count=1000):
-        c.unlink(key)
-    with capsys.disabled():
-        print(f"\n[online bench] get_record p50={p50:.0f}us p99={p99:.0f}us | raw HGETALL "
-              f"p50={raw_p50:.0f}us p99={raw_p99:.0f}us | ratio p50={p50 / raw_p50:.2f}x")
-        print(f"[online bench] apply_batch {ours_rate:,.0f} records/s vs pipelined HSET "
-              f"{raw_rate:,.0f} records/s (batches of {batch}) | ratio={raw_rate / ours_rate:.2f}x")
-    # Loose bounds on a shared 2-core machine: catch a pathological regression, not noise.
-    assert p50 < raw_p50 * 10 and ours_rate > raw_rate / 10
-
-
 # ---------------------------------------------------------------- Redis Cluster
 
 @pytest.fixture(scope="module")

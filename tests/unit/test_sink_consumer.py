@@ -1,0 +1,199 @@
+"""The offline sink's consumer loop (streams/sink_consumer.py) against an in-memory consumer.
+
+No Kafka here: the fake stands in for confluent_kafka.Consumer's few calls the loop makes, so
+the commit rules (commit only after flush, the consumed position, rewinds) are checked exactly.
+The real consumer is exercised in tests/integration/test_sink.py.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+from streams.sink_consumer import SinkConsumer, consumer_config, subscription_pattern
+
+T = "fs.customers"
+
+
+class Msg:
+    def __init__(self, topic: str, partition: int, offset: int, value: bytes = b"{}", err: object = None):
+        self._t, self._p, self._o, self._v, self._e = topic, partition, offset, value, err
+
+    def error(self): return self._e
+    def topic(self): return self._t
+    def partition(self): return self._p
+    def offset(self): return self._o
+    def key(self): return b"k"
+    def value(self): return self._v
+    def headers(self): return []
+    def timestamp(self): return (1, 0)
+
+
+class FakeConsumer:
+    def __init__(self) -> None:
+        self.batches: list[list[Msg]] = []
+        self.commits: list[list[tuple[str, int, int]]] = []
+        self.broker_committed: dict[tuple[str, int], int] = {}
+        self.seeks: list[tuple[str, int, int]] = []
+        self.fail_commit = False
+        self.callbacks: dict = {}
+
+    def subscribe(self, topics, on_assign=None, on_revoke=None, on_lost=None):
+        self.callbacks = {"assign": on_assign, "revoke": on_revoke}
+
+    def consume(self, num_messages: int, timeout: float):
+        return self.batches.pop(0) if self.batches else []
+
+    def commit(self, offsets, asynchronous):
+        assert asynchronous is False
+        if self.fail_commit:
+            raise KafkaException(KafkaError(KafkaError.REBALANCE_IN_PROGRESS))
+        self.commits.append([(tp.topic, tp.partition, tp.offset) for tp in offsets])
+        for tp in offsets:
+            self.broker_committed[(tp.topic, tp.partition)] = tp.offset
+        return offsets
+
+    def committed(self, tps, timeout):
+        return [TopicPartition(tp.topic, tp.partition, self.broker_committed.get((tp.topic, tp.partition), -1001))
+                for tp in tps]
+
+    def get_watermark_offsets(self, tp, timeout, cached):
+        return (0, 100)
+
+    def seek(self, tp):
+        self.seeks.append((tp.topic, tp.partition, tp.offset))
+
+    def close(self):
+        pass
+
+
+class FakeSink:
+    """Buffers offsets; rows whose value is b'poison' are 'dead-lettered' (not held)."""
+
+    def __init__(self, due_at: int = 3) -> None:
+        self.buf: dict[tuple[str, int], list[int]] = {}
+        self.durable: list[tuple[str, int, int]] = []
+        self.dead: list[int] = []
+        self.due_at = due_at
+        self.fail_flush = False
+        self.log: list[str] = []
+
+    def add(self, batch):
+        for r in batch:
+            if r.value == b"poison":
+                self.dead.append(r.offset)
+            else:
+                self.buf.setdefault((r.topic, r.partition), []).append(r.offset)
+
+    def due(self):
+        return [tp for tp, b in self.buf.items() if len(b) >= self.due_at]
+
+    def holds(self, topic, partition):
+        return bool(self.buf.get((topic, partition)))
+
+    def flush(self, topic, partition):
+        if self.fail_flush:
+            from schemas.errors import ServiceUnavailableError
+
+            raise ServiceUnavailableError("S3 down")
+        self.log.append(f"flush {partition}")
+        self.durable += [(topic, partition, o) for o in self.buf.pop((topic, partition), [])]
+
+    def discard(self, topic, partition):
+        self.log.append(f"discard {partition}")
+        self.buf.pop((topic, partition), None)
+
+
+def loop(due_at: int = 3, **kw) -> tuple[SinkConsumer, FakeConsumer, FakeSink]:
+    c, s = FakeConsumer(), FakeSink(due_at)
+    sc = SinkConsumer(c, s, subscription_pattern("fs"), idle_commit_s=0.0, backoff_max_s=0.0, **kw)
+    sc.start()
+    c.callbacks["assign"](c, [TopicPartition(T, 0), TopicPartition(T, 1)])
+    return sc, c, s
+
+
+def test_pattern_matches_group_topics_only() -> None:
+    pat = re.compile(subscription_pattern("fs-test.1"))
+    assert pat.match("fs-test.1.customers") and pat.match("fs-test.1.9lives")
+    for other in ("fs-test.1._registry", "fs-test.1._deadletter", "fs-testX1.customers", "other.customers",
+                  "fs-test.1.", "fs-test.1.-x"):
+        assert not pat.match(other), other
+    assert subscription_pattern("a+b") == "^a\\+b\\.[A-Za-z0-9]"
+
+
+def test_config_never_auto_commits_and_starts_at_earliest() -> None:
+    cfg = consumer_config("127.0.0.1:9092", "fs-offline", instance_id="sink-1")
+    assert cfg["enable.auto.commit"] is False and cfg["auto.offset.reset"] == "earliest"
+    assert cfg["group.instance.id"] == "sink-1" and cfg["topic.metadata.refresh.interval.ms"] <= 5000
+    assert "group.instance.id" not in consumer_config("b", "g")
+
+
+def test_commits_only_after_flush_and_past_poison() -> None:
+    sc, c, s = loop()
+    c.batches = [[Msg(T, 0, 0), Msg(T, 0, 1)], [Msg(T, 0, 2), Msg(T, 0, 3, b"poison")]]
+    sc.step()
+    assert c.commits == []  # 2 rows buffered: not due, nothing committed
+    sc.step()
+    assert s.durable == [(T, 0, 0), (T, 0, 1), (T, 0, 2)] and s.dead == [3]
+    assert c.commits == [[(T, 0, 4)]]  # the consumed position, past the trailing poison
+
+
+def test_partition_with_only_skipped_messages_is_committed_without_a_flush() -> None:
+    sc, c, s = loop()
+    c.batches = [[Msg(T, 1, 5, b"poison"), Msg(T, 1, 6, b"poison")]]
+    sc.step()
+    assert c.commits == [[(T, 1, 7)]] and s.durable == []
+
+
+def test_revoke_discards_and_drops_late_messages() -> None:
+    sc, c, s = loop()
+    c.batches = [[Msg(T, 0, 0), Msg(T, 0, 1)]]
+    sc.step()
+    c.callbacks["revoke"](c, [TopicPartition(T, 0)])
+    assert "discard 0" in s.log and not s.holds(T, 0) and (T, 0) not in sc.assignment()
+    c.batches = [[Msg(T, 0, 2), Msg(T, 0, 3), Msg(T, 0, 4)]]  # prefetched before the revoke
+    sc.step()
+    assert s.durable == [] and c.commits == []
+
+
+def test_failed_commit_rewinds_to_the_committed_offset() -> None:
+    sc, c, s = loop()
+    c.broker_committed[(T, 0)] = 10
+    c.batches = [[Msg(T, 0, 10), Msg(T, 0, 11), Msg(T, 0, 12)]]
+    c.fail_commit = True
+    sc.step()
+    assert (T, 0, 10) in c.seeks and "discard 0" in s.log
+    # redelivery after the seek starts the batch again at 10 and commits normally
+    c.fail_commit = False
+    c.batches = [[Msg(T, 0, 10), Msg(T, 0, 11), Msg(T, 0, 12)]]
+    sc.step()
+    assert c.commits[-1] == [(T, 0, 13)]
+
+
+def test_storage_failure_rewinds_without_committing() -> None:
+    sc, c, s = loop()
+    s.fail_flush = True
+    c.batches = [[Msg(T, 1, 0), Msg(T, 1, 1), Msg(T, 1, 2)]]
+    sc.step()
+    assert c.commits == [] and (T, 1, 0) in c.seeks  # never committed: back to the low watermark
+    assert not s.holds(T, 1)
+
+
+def test_consumer_errors_are_skipped_and_fatal_ones_raise() -> None:
+    sc, c, _ = loop()
+    c.batches = [[Msg(T, 0, 0, err=KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART))]]
+    sc.step()
+    fatal = KafkaError(KafkaError._FATAL, "fenced", fatal=True)
+    c.batches = [[Msg(T, 0, 0, err=fatal)]]
+    with pytest.raises(Exception, match="offline sink consumer failed"):
+        sc.step()
+
+
+def test_drain_flushes_and_commits_everything_on_shutdown() -> None:
+    sc, c, s = loop(due_at=100)
+    c.batches = [[Msg(T, 0, 0), Msg(T, 1, 0)]]
+    sc.run(until=lambda: not c.batches)
+    assert sorted(s.durable) == [(T, 0, 0), (T, 1, 0)]
+    assert sorted(x for commit in c.commits for x in commit) == [(T, 0, 1), (T, 1, 1)]
