@@ -46,7 +46,16 @@ from collections import deque
 from dataclasses import replace
 from typing import Any
 
-from bench._common import customer, customers_group, load_average, median, percentile, process_cpu, rss_mb
+from bench._common import (
+    customer,
+    customers_group,
+    load_average,
+    median,
+    percentile,
+    process_cpu,
+    rss_mb,
+    thread_cpu,
+)
 from featurestream.config import ENV_TOPIC_PREFIX, Config
 from featurestream.sdk import FeatureStore
 from schemas.eventtime import format_iso
@@ -69,15 +78,21 @@ def free_port() -> int:
 class Processor:
     """`featurestream process` in a subprocess with its own topic prefix; stopped by its pid."""
 
-    def __init__(self, prefix: str, batch_size: int, log_dir: Path) -> None:
+    def __init__(self, prefix: str, batch_size: int, log_dir: Path, switch_interval: float | None = None) -> None:
         self.port = free_port()
         env = {**os.environ, ENV_TOPIC_PREFIX: prefix}
         self.log_path = log_dir / f"processor-{prefix}.log"
         self._log = self.log_path.open("wb")
         self.started = time.perf_counter()
+        cmd = [sys.executable, "-m", "featurestream.cli"]
+        if switch_interval:
+            # Experiment knob: the processor's apply_batch thread and faust's event loop share the
+            # GIL; a shorter switch interval shortens each hand-over (default 5 ms).
+            cmd = [sys.executable, "-c", "import sys; sys.setswitchinterval(float(sys.argv.pop(1))); "
+                   "from featurestream.cli import main; sys.exit(main())", str(switch_interval)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "featurestream.cli", "process", "--metrics-port", str(self.port),
-             "--batch-size", str(batch_size), "--log-level", "warning"],
+            [*cmd, "process", "--metrics-port", str(self.port), "--batch-size", str(batch_size),
+             "--log-level", "warning"],
             env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=str(Path(__file__).resolve().parents[1]))
 
     def records_seen(self, group: str) -> int | None:
@@ -197,14 +212,14 @@ def raw_baseline(config: Config, topic: str, n: int, batch_size: int, redis_clie
 
 
 def processor_run(prefix: str, n: int, batch_size: int, log_dir: Path, timeout_s: float,
-                  redis_pid: int | None) -> tuple[float, float]:
+                  redis_pid: int | None, switch_interval: float | None = None) -> tuple[float, float]:
     """Start the processor, wait until it has seen ``n`` records; (first-to-last s, total s).
 
     Also prints where the time went between the first and the last record: the processor's CPU
     (all its threads), Redis' CPU, and the share of wall time spent inside apply_batch (decode,
     schema check, Lua write-if-newer round trip) vs the rest (faust, aiokafka, the event loop).
     """
-    proc = Processor(prefix, batch_size, log_dir)
+    proc = Processor(prefix, batch_size, log_dir, switch_interval)
     first_t = None
     first_count = 0
     deadline = time.monotonic() + timeout_s
@@ -215,20 +230,24 @@ def processor_run(prefix: str, n: int, batch_size: int, log_dir: Path, timeout_s
             if seen and first_t is None:
                 first_t, first_count = now, seen
                 cpu0, rcpu0, (apply0, batches0) = process_cpu(proc.proc.pid), _cpu(redis_pid), proc.batch_stats()
+                threads0 = thread_cpu(proc.proc.pid)
             if seen is not None and seen >= n:
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"processor: {seen} of {n} records in {timeout_s:.0f} s; see {proc.log_path}")
-            time.sleep(0.02)
+            time.sleep(0.1)  # the processor serves each /metrics poll: poll gently (py-spy: 20 ms cost it 8%)
         if first_t is None or n <= first_count:
             return 0.0, now - proc.started
         wall = now - first_t
         cpu, rcpu, (apply_s, batches) = process_cpu(proc.proc.pid), _cpu(redis_pid), proc.batch_stats()
+        threads = thread_cpu(proc.proc.pid)
         done = n - first_count
+        busiest = sorted(((v - threads0.get(k, 0.0), k) for k, v in threads.items()), reverse=True)[:3]
         print(f"    processor: {(cpu - cpu0) / wall:.2f} cores busy ({(cpu - cpu0) / done * 1e6:.0f} CPU-µs/record), "
               f"Redis {(rcpu - rcpu0) / wall:.2f} cores; {batches - batches0} batches of "
               f"~{done / max(1, batches - batches0):.0f} records; inside apply_batch "
-              f"{(apply_s - apply0) / wall:.0%} of wall time ({(apply_s - apply0) / done * 1e6:.0f} µs/record)")
+              f"{(apply_s - apply0) / wall:.0%} of wall time ({(apply_s - apply0) / done * 1e6:.0f} µs/record); "
+              f"CPU by thread: " + ", ".join(f"{name} {secs / done * 1e6:.0f} µs/record" for secs, name in busiest))
         # Rate over the records applied after the first poll that saw any (startup excluded).
         return wall * n / done, now - proc.started
     finally:
@@ -254,7 +273,7 @@ def throughput(config: Config, args: argparse.Namespace, redis_client: Any, log_
                                             args.timeout)
             wipe_keys(redis_client, f"{prefix}raw:*")
             p_first, p_total = processor_run(prefix, n, args.batch_size, log_dir, args.timeout,
-                                             service_pid(config, "redis"))
+                                             service_pid(config, "redis"), args.switch_interval)
             # Spot check: the processor's state is the published records.
             for i in random.Random(run).sample(range(n), 20):
                 got = fs.get_record(GROUP, f"c{i}")
@@ -279,7 +298,7 @@ def throughput(config: Config, args: argparse.Namespace, redis_client: Any, log_
 def freshness(config: Config, args: argparse.Namespace, redis_client: Any, log_dir: Path) -> None:
     prefix = f"benchon{os.getpid()}f"
     fs = setup_group(config, prefix, args.partitions)
-    proc = Processor(prefix, args.batch_size, log_dir)
+    proc = Processor(prefix, args.batch_size, log_dir, args.switch_interval)
     try:
         # Wait until the processor serves the group: a read-after-write put proves it.
         deadline = time.monotonic() + args.timeout
@@ -383,6 +402,7 @@ def freshness(config: Config, args: argparse.Namespace, redis_client: Any, log_d
               f"{'met' if p99 <= 50 else 'missed'})")
         print(f"RESULT (d) memory      processor RSS {rss_start:.0f} MiB at start of the steady load, "
               f"{rss[-1]:.0f} MiB after {elapsed:.0f} s at {args.rate:,}/s, peak {max(rss):.0f} MiB")
+        proc.stop()  # reads are measured without the processor's catch-up competing for the CPU
         reads(fs, redis_client, prefix, ids, args.reads)
     finally:
         proc.stop()
@@ -444,6 +464,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steady-seconds", type=float, default=60.0, help="duration of the steady load")
     parser.add_argument("--reads", type=int, default=20_000, help="get_record/HGETALL calls per round")
     parser.add_argument("--timeout", type=float, default=300.0, help="bound on any one phase, seconds")
+    parser.add_argument("--switch-interval", type=float, default=None,
+                        help="experiment: run the processor with sys.setswitchinterval(S) (default: Python's 5 ms)")
     parser.add_argument("--only", choices=["throughput", "freshness"], help="run one phase ((c)/(d) ride on "
                         "freshness)")
     args = parser.parse_args(argv)

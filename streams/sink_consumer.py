@@ -119,6 +119,11 @@ def consumer_config(bootstrap: str, group_id: str, *, metadata_refresh_ms: int =
     return config
 
 
+def open_consumer(bootstrap: str, group_id: str, **options: Any) -> Consumer:
+    """A confluent-kafka Consumer configured by :func:`consumer_config` (not yet subscribed)."""
+    return Consumer(consumer_config(bootstrap, group_id, **options))
+
+
 def committed_offsets(bootstrap: str, group_id: str, topics: Iterable[str], *,
                       timeout_s: float = 10.0) -> dict[TP, int]:
     """Committed next-offsets of ``group_id`` per (topic, partition); partitions never committed are absent."""
@@ -145,13 +150,15 @@ class SinkConsumer:
     """Poll → sink.add → flush what is due → commit synchronously. Single-threaded by design."""
 
     def __init__(self, consumer: Any, sink: PartitionSink, pattern: str, *, batch_size: int = 5000,
-                 poll_timeout_s: float = 0.2, idle_commit_s: float = 1.0, backoff_max_s: float = 10.0,
+                 add_chunk: int = 1000, poll_timeout_s: float = 0.2, idle_commit_s: float = 1.0, backoff_max_s: float = 10.0,
                  on_revoked: Callable[[list[TP]], None] | None = None,
                  on_committed: Callable[[dict[TP, int]], None] | None = None) -> None:
         self.consumer = consumer
         self.sink = sink
         self.pattern = pattern
         self.batch_size = batch_size
+        # Rotation is checked between chunks, so a file overshoots max_records by < add_chunk.
+        self.add_chunk = max(1, add_chunk)
         self.poll_timeout_s = poll_timeout_s
         self.idle_commit_s = idle_commit_s
         self.backoff_max_s = backoff_max_s
@@ -177,6 +184,14 @@ class SinkConsumer:
     def assignment(self) -> set[TP]:
         with self._lock:
             return set(self._assigned)
+
+    def committed(self) -> dict[TP, int]:
+        """Offsets this process has committed (or rewound to), per partition it owns."""
+        return dict(self._committed)
+
+    def consumed(self) -> dict[TP, int]:
+        """Next offset after the last consumed message, per partition (buffered or durable)."""
+        return dict(self._position)
 
     def run(self, *, until: Callable[[], bool] | None = None) -> None:
         """Consume until stop() (or ``until()`` is true); then flush, commit and close."""
@@ -227,11 +242,14 @@ class SinkConsumer:
                 continue  # already consumed (a rewind races with prefetched data)
             batch.append(raw_from_confluent(m))
         try:
-            if batch:
-                self.sink.add(batch)
-                for raw in batch:
+            for start in range(0, len(batch), self.add_chunk):
+                chunk = batch[start:start + self.add_chunk]
+                self.sink.add(chunk)
+                for raw in chunk:
                     self._position[(raw.topic, raw.partition)] = raw.offset + 1
-            self._flush_and_commit(self._due())
+                self._flush_and_commit(self._due())
+            if not batch:
+                self._flush_and_commit(self._due())
             self._backoff = 0.0
         except (FeatureStoreError, KafkaException, OSError) as exc:
             self._recover_from(exc, {(r.topic, r.partition) for r in batch} | set(self._position))
@@ -293,9 +311,26 @@ class SinkConsumer:
                 self.consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
                 self._committed[(tp.topic, tp.partition)] = offset
         except KafkaException as exc:
-            raise SinkConsumerError(f"offline sink: could not seek back to the committed offsets of "
-                                    f"{len(targets)} partition(s) after a failure ({exc}); restart the sink "
-                                    "(it resumes from the committed offsets)") from exc
+            # Typically a rebalance in progress. Let Kafka do the rewind: leaving and rejoining the
+            # group hands every partition back at its committed offset.
+            log.warning("seeking back failed (%s); resubscribing to restart from the committed offsets", exc)
+            self._resubscribe(exc)
+
+    def _resubscribe(self, cause: BaseException) -> None:
+        with self._lock:
+            everything = set(self._assigned) | set(self._position)
+            self._assigned.clear()  # nothing is consumed until the new assignment arrives
+        for tp in everything:
+            self.sink.discard(*tp)
+        self._position.clear()
+        self._committed.clear()
+        try:
+            self.consumer.unsubscribe()
+            self.start()
+        except KafkaException as exc:
+            raise SinkConsumerError(f"offline sink: could not rewind to the committed offsets after a failure "
+                                    f"({cause}), nor resubscribe ({exc}); restart the sink (it resumes from "
+                                    "the committed offsets)") from exc
 
     def drain(self) -> None:
         """Shutdown: flush and commit every partition still holding rows or uncommitted skips."""

@@ -38,6 +38,8 @@ class FakeConsumer:
         self.broker_committed: dict[tuple[str, int], int] = {}
         self.seeks: list[tuple[str, int, int]] = []
         self.fail_commit = False
+        self.fail_seek = False
+        self.unsubscribed = False
         self.callbacks: dict = {}
 
     def subscribe(self, topics, on_assign=None, on_revoke=None, on_lost=None):
@@ -63,7 +65,12 @@ class FakeConsumer:
         return (0, 100)
 
     def seek(self, tp):
+        if self.fail_seek:
+            raise KafkaException(KafkaError(KafkaError._STATE, "rebalancing"))
         self.seeks.append((tp.topic, tp.partition, tp.offset))
+
+    def unsubscribe(self):
+        self.unsubscribed = True
 
     def close(self):
         pass
@@ -197,3 +204,14 @@ def test_drain_flushes_and_commits_everything_on_shutdown() -> None:
     sc.run(until=lambda: not c.batches)
     assert sorted(s.durable) == [(T, 0, 0), (T, 1, 0)]
     assert sorted(x for commit in c.commits for x in commit) == [(T, 0, 1), (T, 1, 1)]
+
+
+def test_failed_seek_falls_back_to_resubscribing() -> None:
+    sc, c, s = loop()
+    c.batches = [[Msg(T, 0, 0), Msg(T, 0, 1), Msg(T, 0, 2)]]
+    c.fail_commit = c.fail_seek = True
+    sc.step()
+    assert c.unsubscribed and sc.assignment() == set() and not s.holds(T, 0)
+    c.batches = [[Msg(T, 0, 3)]]  # nothing is consumed until the group hands partitions back
+    sc.step()
+    assert not s.holds(T, 0)
