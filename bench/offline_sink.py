@@ -25,8 +25,8 @@ from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
-# bench/http.py would shadow the standard library's http package (prometheus_client imports it):
-# run with the repo root on the path instead of this folder.
+# Benchmarks import bench._common and tests.integration.helpers: run with the repository
+# root on sys.path instead of this folder.
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))

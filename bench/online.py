@@ -26,8 +26,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# `python bench/x.py` puts bench/ first on sys.path, where bench/http.py would shadow the
-# standard library's http package (urllib, prometheus...): put the repository root there instead.
+# Benchmarks import bench._common and tests.integration.helpers: run with the repository
+# root on sys.path instead of this folder.
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
@@ -92,7 +92,7 @@ class Processor:
                    "from featurestream.cli import main; sys.exit(main())", str(switch_interval)]
         self.proc = subprocess.Popen(
             [*cmd, "process", "--metrics-port", str(self.port), "--batch-size", str(batch_size),
-             "--log-level", "warning"],
+             "--batch-wait-ms", os.environ.get("BENCH_BATCH_WAIT_MS", "5"), "--log-level", "warning"],
             env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=str(Path(__file__).resolve().parents[1]))
 
     def records_seen(self, group: str) -> int | None:

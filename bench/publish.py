@@ -24,8 +24,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# `python bench/x.py` puts bench/ first on sys.path, where bench/http.py would shadow the
-# standard library's http package (urllib, prometheus...): put the repository root there instead.
+# Benchmarks import bench._common and tests.integration.helpers: run with the repository
+# root on sys.path instead of this folder.
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 

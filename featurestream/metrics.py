@@ -30,3 +30,29 @@ ONLINE_METRICS = OnlineMetrics(
 def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
     """Serve /metrics on ``host:port`` from a daemon thread."""
     start_http_server(port, addr=host)
+
+
+@dataclass(frozen=True)
+class OfflineMetrics:
+    rows_written: Counter
+    files_written: Counter
+    dead_lettered: Counter
+    flush_seconds: Histogram
+    compaction_runs: Counter
+    compacted_files: Counter
+
+
+OFFLINE_METRICS = OfflineMetrics(
+    rows_written=Counter("featurestream_offline_rows_written", "Rows made durable in the offline store",
+                         ["group"]),
+    files_written=Counter("featurestream_offline_files_written", "Parquet files written by the offline sink",
+                          ["group"]),
+    dead_lettered=Counter("featurestream_offline_dead_lettered", "Poison records the offline sink sent to the "
+                          "dead-letter topic"),
+    flush_seconds=Histogram("featurestream_offline_flush_seconds", "Time to write one partition's buffered "
+                            "rows as durable Parquet files",
+                            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)),
+    compaction_runs=Counter("featurestream_offline_compaction_runs", "Background compaction passes over one "
+                            "table, by outcome (ok, failed)", ["outcome"]),
+    compacted_files=Counter("featurestream_offline_compacted_files", "Small files merged away by compaction"),
+)

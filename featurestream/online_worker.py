@@ -83,6 +83,7 @@ def make_online_applier(config: Config, *, stage: str = "online") -> OnlineAppli
 
 
 def run_processor(config: Config, *, metrics_port: int | None = None, batch_size: int = 1000,
+                  batch_within_s: float = 0.005,
                   log_level: str = "info") -> None:
     """Run the faust online processor until interrupted."""
     import faust
@@ -98,6 +99,7 @@ def run_processor(config: Config, *, metrics_port: int | None = None, batch_size
         return [applier.registry.topic_of(g.name) for g in applier.groups(force=True).values() if g.online_enabled]
 
     app = build_online_app(bootstrap=config.require("kafka_bootstrap"), prefix=config.topic_prefix,
-                           apply_batch=applier, list_topics=list_topics, batch_size=batch_size)
+                           apply_batch=applier, list_topics=list_topics, batch_size=batch_size,
+                           batch_within_s=batch_within_s)
     worker = faust.Worker(app, loglevel=log_level, quiet=True)
     worker.execute_from_commandline()

@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "featurestream.cli.online_cmds",
     "featurestream.cli.offline_cmds",
     "featurestream.cli.http_cmds",
+    "featurestream.cli.sink_cmds",
 ]
 
 

@@ -19,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "restart. Run several for more throughput; Kafka shares the partitions among them.")
     proc.add_argument("--metrics-port", type=int, default=9108, help="Prometheus /metrics port (0: off)")
     proc.add_argument("--batch-size", type=int, default=1000, help="records per Redis round trip (1000)")
+    proc.add_argument("--batch-wait-ms", type=float, default=5.0,
+                      help="longest wait to fill a batch before applying it (5 ms): higher trades latency for "
+                           "throughput")
     proc.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     proc.set_defaults(func=_process)
 
@@ -58,6 +61,7 @@ def _process(args: argparse.Namespace) -> int:
 
     print("featurestream: online processor starting (Ctrl-C stops it)", file=sys.stderr)
     run_processor(Config.from_env(), metrics_port=args.metrics_port or None, batch_size=args.batch_size,
+                  batch_within_s=args.batch_wait_ms / 1000.0,
                   log_level=args.log_level)
     return 0
 

@@ -202,7 +202,12 @@ def test_kill_9_mid_buffer_and_mid_upload_keeps_exactly_once(store, stack, sinks
     flags = ("--max-records", "50", "--max-age-s", "0.5", "--compact-every-s", "0",
              "--instance-id", f"{g.name}-sink")
     try:
-        for _ in range(5):
+        for i in range(3):  # exactly between "files durable" and "offsets committed"
+            proc = sinks(*flags, "--kill-after-flushes", str(1 + i))
+            wait_for(lambda p=proc: not p.alive(), timeout_s=60, interval_s=0.2,
+                     what="the sink to be killed after a flush, before its commit")
+            assert proc.popen.returncode == -9, proc.tail()
+        for _ in range(4):  # and anywhere: mid-buffer, mid-upload, mid-commit
             proc = sinks(*flags)
             # wait until it has written something, then kill at a random moment
             before = len(list_live_files(fs, table))

@@ -20,8 +20,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# This file is named http.py, so its own folder on sys.path would shadow the standard
-# library's `http` package: swap the folder for the repository root before other imports.
+# Benchmarks import bench._common and tests.integration.helpers: run with the repository
+# root on sys.path instead of this folder.
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))

@@ -1,0 +1,75 @@
+"""`featurestream sink`: the offline sink (Kafka → exactly-once Parquet on S3 or a local path)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from featurestream.cli import CliError
+from featurestream.config import Config
+from sinks.offline.errors import OfflineLayoutError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    sink = sub.add_parser(
+        "sink", help="run the offline sink (Kafka → Parquet on S3, exactly once, compacted)",
+        description="Consume every offline-enabled feature group's topic (consumer group '<prefix>-offline', new "
+                    "groups picked up without a restart) and write each record as one row of Parquet under "
+                    "FEATURESTREAM_OFFLINE_URI (s3://bucket/prefix or a local path). Files are named by their "
+                    "Kafka coordinates and offsets are committed only after the files are durable, so a crash "
+                    "anywhere (even kill -9) leaves every record exactly once. Small files are compacted in the "
+                    "background. Run several for more throughput; Kafka shares the partitions among them.")
+    sink.add_argument("--metrics-port", type=int, default=9109, help="Prometheus /metrics port (0: off)")
+    sink.add_argument("--max-age-s", type=float, default=60.0,
+                      help="close a file at most this many seconds after its first record (60: rows are "
+                           "queryable within a minute)")
+    sink.add_argument("--max-records", type=int, default=500_000, help="close a file at this many records (500000)")
+    sink.add_argument("--max-bytes", type=int, default=64 * 1024 * 1024,
+                      help="close a file at about this many buffered bytes (64 MiB)")
+    sink.add_argument("--compact-every-s", type=float, default=300.0,
+                      help="run background compaction this often (0: never)")
+    sink.add_argument("--target-file-mb", type=float, default=128.0, help="compaction's target file size (128)")
+    sink.add_argument("--input-grace-s", type=float, default=60.0,
+                      help="keep compacted-away files this long for queries that listed them (60)")
+    sink.add_argument("--instance-id", help="static group membership id: a restart with the same id gets its "
+                                            "partitions back without waiting for the session timeout")
+    sink.add_argument("--kill-at-compaction-step", help=argparse.SUPPRESS)  # crash tests only
+    sink.add_argument("--kill-after-flushes", type=int, help=argparse.SUPPRESS)  # crash tests only
+    sink.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    sink.set_defaults(func=_sink)
+
+
+def settings_from_args(args: argparse.Namespace) -> object:
+    """SinkSettings from the flags; a bad value is a usage error naming the flag and what is valid."""
+    from featurestream.offline_worker import SinkSettings
+    from sinks.offline.rotation import RotationPolicy
+
+    try:
+        policy = RotationPolicy(max_records=args.max_records, max_bytes=args.max_bytes, max_age_s=args.max_age_s)
+    except OfflineLayoutError as exc:
+        flag = str(exc).split(".", 1)[1].split(" ", 1)[0].replace("_", "-") if "." in str(exc) else "rotation"
+        raise CliError(f"--{flag}: {exc}", status=2) from None
+    for flag, value in (("--compact-every-s", args.compact_every_s), ("--input-grace-s", args.input_grace_s)):
+        if not value >= 0 or value == float("inf"):
+            raise CliError(f"{flag} must be a finite number of seconds >= 0; got {value!r}", status=2)
+    if not 0 < args.target_file_mb < 1024 * 1024:
+        raise CliError(f"--target-file-mb must be a positive size in MB below 1048576; got {args.target_file_mb!r}",
+                       status=2)
+    return SinkSettings(policy=policy, compact_every_s=args.compact_every_s,
+                        target_bytes=int(args.target_file_mb * 1024 * 1024), input_grace_s=args.input_grace_s,
+                        instance_id=args.instance_id or None,
+                        kill_at_compaction_step=args.kill_at_compaction_step,
+                        kill_after_flushes=args.kill_after_flushes)
+
+
+def _sink(args: argparse.Namespace) -> int:
+    from featurestream.offline_worker import run_sink
+
+    settings = settings_from_args(args)
+    if args.metrics_port and not 0 < args.metrics_port < 65536:
+        raise CliError(f"--metrics-port must be 1-65535 (or 0: off); got {args.metrics_port}", status=2)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    print("featurestream: offline sink starting (Ctrl-C stops it after a final flush)", file=sys.stderr)
+    run_sink(Config.from_env(), settings, metrics_port=args.metrics_port or None)  # type: ignore[arg-type]
+    return 0
