@@ -270,15 +270,19 @@ _IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 def _groups_named_in(features: Any) -> list[str]:
-    """Group names of a feature request (its full validation happens in sinks.offline.pit)."""
-    items = features.items() if isinstance(features, Mapping) else features
+    """Group names of a feature request, in order (sinks.offline.pit validates the request itself)."""
+    if features is None or isinstance(features, str | bytes):
+        return []
+    items = features.keys() if isinstance(features, Mapping) else features
     names: list[str] = []
-    if isinstance(items, str | bytes) or items is None:
-        return names
     for item in items:
-        name = item.partition(":")[0] if isinstance(item, str) else item[0] if isinstance(item, tuple | list) and item \
-            else None
-        if isinstance(name, str) and name and name not in names:
+        if isinstance(item, str):
+            name = item.partition(":")[0]
+        elif isinstance(item, tuple | list) and item and isinstance(item[0], str):
+            name = item[0]
+        else:
+            continue
+        if name and name not in names:
             names.append(name)
     return names
 
