@@ -96,8 +96,36 @@ def _print_pipeline_status(config: Config) -> None:
         on = str(online.get(topic, 0)) if g.online_enabled else "-"
         off = str(offline.get(topic, 0)) if g.offline_enabled else "-"
         print(f"{g.name:<32} {on:>11} {off:>12}")
-    print("(lag = records not yet committed by the processor / sink consumer groups; "
-          "per-outcome counters are on their /metrics endpoints)")
+    print("(lag = records not yet committed by the processor / sink consumer groups)")
+    for role, port, prefix in (("online processor", 9108, "featurestream_online_"),
+                               ("offline sink", 9109, "featurestream_offline_")):
+        summary = _scrape_counters(port, prefix)
+        if summary:
+            print(f"{role} (metrics on 127.0.0.1:{port}): {summary}")
+
+
+def _scrape_counters(port: int, prefix: str) -> str | None:
+    """One line of the processor's/sink's counters from its default /metrics port, if it answers."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return None
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if not family.name.startswith(prefix):
+            continue
+        for sample in family.samples:
+            if not sample.name.endswith("_total"):
+                continue
+            label = sample.labels.get("status") or sample.labels.get("outcome") or ""
+            key = family.name.removeprefix(prefix) + (f"[{label}]" if label else "")
+            totals[key] = totals.get(key, 0) + sample.value
+    return ", ".join(f"{k}={v:,.0f}" for k, v in sorted(totals.items())) or None
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
