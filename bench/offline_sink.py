@@ -45,7 +45,8 @@ from sinks.offline.compaction import compact_table  # noqa: E402
 from sinks.offline.fs import open_filesystem  # noqa: E402
 from sinks.offline.rotation import RotationPolicy  # noqa: E402
 from sinks.offline.writer import OfflineWriter, table_path_for  # noqa: E402
-from streams.sink_consumer import SinkConsumer, committed_offsets, open_consumer  # noqa: E402
+from streams.lag import committed_offsets  # noqa: E402
+from streams.sink_consumer import SinkConsumer, open_consumer  # noqa: E402
 
 
 def publish(store: FeatureStore, group: str, n: int) -> float:

@@ -43,6 +43,7 @@ from sinks.offline.rotation import RotationPolicy
 from sinks.offline.rows import KAFKA_OFFSET, KAFKA_PARTITION, KAFKA_TOPIC
 from sinks.offline.writer import OfflineWriter, table_path_for
 from streams.deadletter import DeadLetters
+from streams.lag import committed_offsets
 from streams.publisher import Publisher
 from streams.registry import Registry
 from streams.replay import ReplayResult, replay_topic
@@ -50,7 +51,6 @@ from streams.route import Poison, RawMessage, route
 from streams.sink_consumer import (
     TP,
     SinkConsumer,
-    committed_offsets,
     consumer_group_id,
     open_consumer,
     subscription_pattern,

@@ -44,14 +44,12 @@ from typing import Any, Protocol
 from confluent_kafka import (
     OFFSET_INVALID,
     Consumer,
-    ConsumerGroupTopicPartitions,
     KafkaError,
     KafkaException,
     TopicPartition,
 )
 
 from schemas.errors import FeatureStoreError, ServiceUnavailableError
-from streams.admin import admin_client
 from streams.route import RawMessage, raw_from_confluent
 
 log = logging.getLogger("featurestream.sink")
@@ -122,28 +120,6 @@ def consumer_config(bootstrap: str, group_id: str, *, metadata_refresh_ms: int =
 def open_consumer(bootstrap: str, group_id: str, **options: Any) -> Consumer:
     """A confluent-kafka Consumer configured by :func:`consumer_config` (not yet subscribed)."""
     return Consumer(consumer_config(bootstrap, group_id, **options))
-
-
-def committed_offsets(bootstrap: str, group_id: str, topics: Iterable[str], *,
-                      timeout_s: float = 10.0) -> dict[TP, int]:
-    """Committed next-offsets of ``group_id`` per (topic, partition); partitions never committed are absent."""
-    admin = admin_client(bootstrap, timeout_s=timeout_s)
-    topics = list(topics)
-    if not topics:
-        return {}
-    try:
-        md = admin.list_topics(timeout=timeout_s)
-        tps = [TopicPartition(t, p) for t in topics if t in md.topics for p in md.topics[t].partitions]
-        if not tps:
-            return {}
-        futures = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group_id, tps)],
-                                                    request_timeout=timeout_s)
-        result = futures[group_id].result(timeout=timeout_s)
-    except KafkaException as exc:
-        raise ServiceUnavailableError(f"Kafka at {bootstrap} did not answer for the committed offsets of "
-                                      f"consumer group {group_id!r}: {exc}") from exc
-    return {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions
-            if tp.error is None and tp.offset >= 0}
 
 
 class SinkConsumer:

@@ -53,3 +53,34 @@ def wait_for(condition: Callable[[], T], *, timeout_s: float = 30.0, interval_s:
             return last
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what} (last value: {last!r})")
+
+
+def read_topic(stack, topic: str, *, timeout_s: float = 60.0) -> list:
+    """Every message of ``topic`` up to its current end offsets, read with plain confluent-kafka
+    (independently of featurestream's own consumers). A missing topic reads as empty."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": "t-independent-reader",
+                  "enable.auto.commit": False})
+    try:
+        md = c.list_topics(topic=topic, timeout=10)
+        if topic not in md.topics or md.topics[topic].error is not None:
+            return []
+        parts = sorted(md.topics[topic].partitions)
+        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+        todo = {p for p in parts if ends[p] > 0}
+        c.assign([TopicPartition(topic, p, 0) for p in todo])
+        out = []
+        deadline = time.monotonic() + timeout_s
+        while todo and time.monotonic() < deadline:
+            for m in c.consume(1000, timeout=0.5):
+                if m.error() or m.partition() not in todo:
+                    continue
+                if m.offset() < ends[m.partition()]:
+                    out.append(m)
+                if m.offset() + 1 >= ends[m.partition()]:
+                    todo.discard(m.partition())
+        assert not todo, f"could not read {topic} to its end within {timeout_s:.0f} s"
+        return out
+    finally:
+        c.close()

@@ -7,12 +7,12 @@ import time
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from featurestream.replays import rebuild_online, replay_group
 from featurestream.sdk import FeatureStore
 from schemas.ttl import Ttl
-from tests.integration.helpers import customer, customers_group, wait_for
+from tests.integration.helpers import customer, customers_group, read_topic, wait_for
 from tests.integration.procs import Proc
 
 pytestmark = pytest.mark.integration
@@ -40,29 +40,14 @@ def processors(stack, tmp_path):
 
 
 def _topic_records(stack, topic: str) -> list[tuple[int, int, dict]]:
-    """(partition, offset, decoded JSON) of every message, read with plain confluent-kafka."""
-    c = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": "t-expected", "enable.auto.commit": False})
-    try:
-        parts = sorted(c.list_topics(topic=topic, timeout=10).topics[topic].partitions)
-        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
-        todo = {p for p in parts if ends[p] > 0}
-        c.assign([TopicPartition(topic, p, 0) for p in todo])
-        out = []
-        deadline = time.monotonic() + 60
-        while todo and time.monotonic() < deadline:
-            for m in c.consume(1000, timeout=0.5):
-                if m.error():
-                    continue
-                try:
-                    out.append((m.partition(), m.offset(), orjson.loads(m.value())))
-                except orjson.JSONDecodeError:
-                    pass
-                if m.offset() + 1 >= ends[m.partition()]:
-                    todo.discard(m.partition())
-        assert not todo
-        return out
-    finally:
-        c.close()
+    """(partition, offset, decoded JSON) of every featurestream message of ``topic``."""
+    out = []
+    for m in read_topic(stack, topic):
+        try:
+            out.append((m.partition(), m.offset(), orjson.loads(m.value())))
+        except orjson.JSONDecodeError:
+            pass
+    return out
 
 
 def _expected_state(stack, topic: str) -> dict[str, dict | None]:
@@ -171,26 +156,7 @@ def test_poison_messages_are_dead_lettered_while_good_records_flow(store, stack,
 
 
 def _raw_messages(stack, topic: str) -> list:
-    c = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": "t-dlq", "enable.auto.commit": False})
-    try:
-        md = c.list_topics(topic=topic, timeout=10)
-        if topic not in md.topics or md.topics[topic].error is not None:
-            return []
-        parts = sorted(md.topics[topic].partitions)
-        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
-        todo = {p for p in parts if ends[p] > 0}
-        c.assign([TopicPartition(topic, p, 0) for p in todo])
-        out = []
-        deadline = time.monotonic() + 30
-        while todo and time.monotonic() < deadline:
-            for m in c.consume(1000, timeout=0.5):
-                if not m.error():
-                    out.append(m)
-                    if m.offset() + 1 >= ends[m.partition()]:
-                        todo.discard(m.partition())
-        return out
-    finally:
-        c.close()
+    return read_topic(stack, topic, timeout_s=30)
 
 
 def _hashes(store, group) -> dict:

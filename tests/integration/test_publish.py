@@ -11,11 +11,10 @@ from dataclasses import replace
 import orjson
 import pandas as pd
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from featurestream.sdk import FeatureStore
 from schemas.errors import GroupNotFoundError, RecordValidationError, ServiceUnavailableError
-from tests.integration.helpers import customer, customers_group
+from tests.integration.helpers import customer, customers_group, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -31,28 +30,8 @@ def group(store, unique_name):
     return store.create_feature_group(customers_group(unique_name("cust")))
 
 
-def _topic_messages(stack, topic: str, *, timeout_s: float = 20.0) -> list:
-    """Every message on ``topic`` (read with plain confluent-kafka), up to the current end offsets."""
-    c = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": "t-reader", "enable.auto.commit": False})
-    try:
-        md = c.list_topics(topic=topic, timeout=10)
-        parts = sorted(md.topics[topic].partitions)
-        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
-        todo = {p for p in parts if ends[p] > 0}
-        c.assign([TopicPartition(topic, p, 0) for p in todo])
-        out = []
-        deadline = time.monotonic() + timeout_s
-        while todo and time.monotonic() < deadline:
-            m = c.poll(0.2)
-            if m is None or m.error():
-                continue
-            out.append(m)
-            if m.offset() + 1 >= ends[m.partition()]:
-                todo.discard(m.partition())
-        assert not todo, f"could not read {topic} to its end"
-        return out
-    finally:
-        c.close()
+def _topic_messages(stack, topic: str) -> list:
+    return read_topic(stack, topic)
 
 
 def test_put_is_acknowledged_and_lands_on_the_topic_with_key_and_headers(store, group, stack):

@@ -25,8 +25,9 @@ from sinks.offline.compaction import STEPS
 from sinks.offline.fs import delete_quietly_missing, open_filesystem
 from sinks.offline.writer import table_path_for
 from streams.admin import admin_client, ensure_topic
-from streams.sink_consumer import committed_offsets, consumer_group_id
-from tests.integration.helpers import customer, customers_group, wait_for
+from streams.lag import committed_offsets
+from streams.sink_consumer import consumer_group_id
+from tests.integration.helpers import customer, customers_group, read_topic, wait_for
 from tests.integration.procs import Proc
 
 pytestmark = pytest.mark.integration
@@ -60,27 +61,7 @@ def _fs(config: Config):
 
 def _topic_coords(stack: Config, topic: str) -> Counter:
     """(topic, partition, offset) of every message of ``topic``, read with plain confluent-kafka."""
-    c = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": "t-sink-expected",
-                  "enable.auto.commit": False})
-    try:
-        parts = sorted(c.list_topics(topic=topic, timeout=10).topics[topic].partitions)
-        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
-        todo = {p for p in parts if ends[p] > 0}
-        c.assign([TopicPartition(topic, p, 0) for p in todo])
-        out: Counter = Counter()
-        deadline = time.monotonic() + 60
-        while todo and time.monotonic() < deadline:
-            for m in c.consume(1000, timeout=0.5):
-                if m.error():
-                    continue
-                if m.offset() < ends[m.partition()]:
-                    out[(topic, m.partition(), m.offset())] += 1
-                if m.offset() + 1 >= ends[m.partition()]:
-                    todo.discard(m.partition())
-        assert not todo, f"could not read {topic} to its end"
-        return out
-    finally:
-        c.close()
+    return Counter((topic, m.partition(), m.offset()) for m in read_topic(stack, topic))
 
 
 def _table_coords(fs, table: str) -> Counter:
