@@ -17,7 +17,7 @@ def replay_group(store: FeatureStore, group: str, *, target: str, from_ms: int |
         return replay_topic(bootstrap, store.registry.topic_of(g.name), applier, from_ms=from_ms, to_ms=to_ms,
                             progress=progress)
     if target == "offline":
-        from featurestream.offline_worker import replay_offline
+        from featurestream.offline_replay import replay_offline
 
         return replay_offline(store, g, from_ms=from_ms, to_ms=to_ms, progress=progress)
     raise ValueError(f"target must be 'online' or 'offline', not {target!r}")

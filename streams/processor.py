@@ -78,10 +78,17 @@ def build_online_app(*, bootstrap: str, prefix: str, apply_batch: ApplyBatch, li
         except Exception as exc:  # registry briefly unreachable: keep consuming what we have
             log.warning("could not refresh the feature-group list: %s", exc)
             return
-        new = sorted(t for t in topics if t not in subscribed and topic_re.match(t))
-        if new:
-            log.info("subscribing to new feature group topics: %s", ", ".join(new))
-            subscribed.update(new)
+        wanted = {t for t in topics if topic_re.match(t)} | {reg_topic}
+        new, gone = sorted(wanted - subscribed), sorted(subscribed - wanted)
+        if new or gone:
+            # A deleted group's topic must leave the subscription before Kafka deletes it:
+            # aiokafka crashes faust's fetcher on partitions that vanish while assigned.
+            if new:
+                log.info("subscribing to new feature group topics: %s", ", ".join(new))
+            if gone:
+                log.info("unsubscribing from deleted feature group topics: %s", ", ".join(gone))
+            subscribed.clear()
+            subscribed.update(wanted)
             # The agent iterates a clone of ``channel`` (faust clones channels per agent), so
             # update every registered channel that carries our subscription.
             for chan in list(app.topics):

@@ -37,8 +37,9 @@ class Registry:
     """Create, describe, list, update and delete feature groups."""
 
     def __init__(self, bootstrap: str, *, prefix: str = "featurestream", offline_base_uri: str | None = None,
-                 timeout_s: float = 10.0) -> None:
+                 timeout_s: float = 10.0, topic_delete_grace_s: float = 15.0) -> None:
         self.bootstrap = bootstrap
+        self.topic_delete_grace_s = topic_delete_grace_s
         self.prefix = prefix
         self.topic = registry_topic(prefix)
         self.offline_base_uri = offline_base_uri
@@ -203,9 +204,31 @@ class Registry:
         if on_purge is not None:
             on_purge(group)
         self._write(name, None)
+        self._wait_until_unassigned(self.topic_of(name))
         delete_topic(self._admin, self.topic_of(name))
         self.refresh()
         return group
+
+    def _wait_until_unassigned(self, topic: str) -> None:
+        """Wait (bounded) until no online processor holds a partition of ``topic``.
+
+        Running processors watch the registry and unsubscribe from a deleted group's topic when
+        they see its tombstone; deleting the topic while one of them still has it assigned makes
+        aiokafka fail inside faust's fetcher, so the topic is deleted only once they let go.
+        """
+        group_id = f"{self.prefix}-online"
+        deadline = time.monotonic() + self.topic_delete_grace_s
+        while time.monotonic() < deadline:
+            try:
+                futures = self._admin.describe_consumer_groups([group_id], request_timeout=5)
+                desc = futures[group_id].result(timeout=5)
+            except Exception:  # noqa: BLE001 - cannot tell (old broker, no such group): don't block delete
+                return
+            held = any(tp.topic == topic for m in desc.members
+                       for tp in (m.assignment.topic_partitions if m.assignment else ()))
+            if not held:
+                return
+            time.sleep(0.1)
 
     def _write(self, name: str, group: FeatureGroup | None) -> None:
         self._ensure_ready()

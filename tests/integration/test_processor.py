@@ -200,3 +200,15 @@ def test_processor_killed_mid_stream_loses_and_duplicates_nothing(store, stack, 
     expected = _expected_state(stack, store.registry.topic_of(g.name))
     wait_for(lambda: _converged(store, g.name, expected), timeout_s=180,
              what=f"the restarted processor to converge\n{second.tail()}")
+
+
+def test_deleting_groups_while_the_processor_runs_does_not_stop_it(store, processors, unique_name):
+    proc = processors()
+    for i in range(3):
+        g = store.create_feature_group(customers_group(unique_name(f"gone{i}")))
+        store.put_record(g.name, customer(i), wait_online=True, wait_timeout_s=60)
+        store.delete_feature_group(g.name)
+        assert proc.alive(), proc.tail()
+    after = store.create_feature_group(customers_group(unique_name("after")))
+    store.put_record(after.name, customer(7), wait_online=True, wait_timeout_s=60)
+    assert proc.alive() and "Partition is not assigned" not in proc.log.read_text()

@@ -17,7 +17,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from featurestream.config import Config
-from featurestream.offline_worker import replay_offline
+from featurestream.offline_replay import replay_offline
 from featurestream.sdk import FeatureStore
 from sinks.offline import layout
 from sinks.offline.catalog import list_live_files, read_live_table, snapshot

@@ -12,7 +12,8 @@ import pytest
 
 from featurestream.cli import CliError, build_parser
 from featurestream.cli.sink_cmds import settings_from_args
-from featurestream.offline_worker import OfflineApplier, _missing, present_offsets, retire_empty_manifests
+from featurestream.offline_replay import _missing, present_offsets
+from featurestream.offline_worker import OfflineApplier, retire_empty_manifests
 from schemas.messages import ONLINE
 from schemas.wire import encode
 from sinks.offline.fs import open_filesystem, write_atomic
