@@ -37,6 +37,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     create.add_argument("--no-online", action="store_true", help="disable the online (Redis) store")
     create.add_argument("--no-offline", action="store_true", help="disable the offline (Parquet) store")
     create.add_argument("--partitions", type=int, default=3, help="Kafka partitions of the group's topic (3)")
+    create.add_argument("--replication-factor", type=int, default=1,
+                        help="replication factor of the group's topic (1 for a single broker)")
+    create.add_argument("--retention-ms", type=int, default=-1,
+                        help="retention of the group's topic in ms (-1, the default, keeps every record, which "
+                             "rebuilding the online and offline stores from the topic relies on)")
     create.add_argument("--ttl", help="time to live of online records: 30s, 15m, 12h, 7d or 2w")
     create.add_argument("--description", default="")
     create.set_defaults(func=_create)
@@ -87,6 +92,7 @@ def _create(args: argparse.Namespace) -> int:
         name=args.name, record_identifier_name=args.record_id, event_time_name=args.event_time,
         features=tuple(defs), online_enabled=not args.no_online, offline_enabled=not args.no_offline,
         ttl=parse_ttl(args.ttl) if args.ttl else None, partitions=args.partitions, description=args.description,
+        replication_factor=args.replication_factor, retention_ms=args.retention_ms,
     )
     with store_from_args(args) as store:
         created = store.create_feature_group(group)
