@@ -19,6 +19,7 @@ from dataclasses import replace
 import pytest
 
 from featurestream.config import Config
+from featurestream.sdk import FeatureStore
 from featurestream.stack.launcher import DEFAULT_OFFLINE_URI, down, up
 from featurestream.stack.layout import StackLayout, StackPorts
 from featurestream.stack.ports import free_port
@@ -103,3 +104,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, topic_prefix: str) -> Iterat
         yield replace(endpoints.apply(config), topic_prefix=topic_prefix)
     finally:
         down(state_dir)
+
+
+@pytest.fixture
+def store(stack: Config) -> Iterator[FeatureStore]:
+    """The SDK facade on the test stack (a module may define its own ``store`` instead)."""
+    with FeatureStore(stack) as fs:
+        yield fs

@@ -10,18 +10,11 @@ import pandas as pd
 import pytest
 import sqlglot
 
-from featurestream.sdk import FeatureStore
 from schemas.errors import GroupNotFoundError
 from tests.integration.helpers import customer, customers_group, wait_for
 from tests.integration.procs import Proc, stack_env
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def store(stack):
-    with FeatureStore(stack) as fs:
-        yield fs
 
 
 def test_sdk_and_cli_read_what_the_sink_wrote(store, stack, tmp_path, unique_name):

@@ -19,12 +19,6 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def store(stack):
-    with FeatureStore(stack) as fs:
-        yield fs
-
-
-@pytest.fixture
 def processors(stack, tmp_path):
     started: list[Proc] = []
 

@@ -20,12 +20,6 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def store(stack):
-    with FeatureStore(stack) as fs:
-        yield fs
-
-
-@pytest.fixture
 def group(store, unique_name):
     return store.create_feature_group(customers_group(unique_name("cust")))
 

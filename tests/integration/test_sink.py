@@ -35,12 +35,6 @@ COORDS = ["_kafka_topic", "_kafka_partition", "_kafka_offset"]
 
 
 @pytest.fixture
-def store(stack):
-    with FeatureStore(stack) as fs:
-        yield fs
-
-
-@pytest.fixture
 def sinks(stack, tmp_path):
     started: list[Proc] = []
 
