@@ -111,3 +111,14 @@ def store(stack: Config) -> Iterator[FeatureStore]:
     """The SDK facade on the test stack (a module may define its own ``store`` instead)."""
     with FeatureStore(stack) as fs:
         yield fs
+
+
+@pytest.fixture(scope="module")
+def s3_config(request: pytest.FixtureRequest) -> Config:
+    """S3 only: the environment's server if it names one, else the session's stack."""
+    cfg = Config.from_env()
+    if not cfg.s3_endpoint_url:
+        cfg = request.getfixturevalue("stack")
+    if not cfg.offline_uri or not cfg.offline_uri.startswith("s3://"):
+        cfg = replace(cfg, offline_uri="s3://featurestream-offline-test")
+    return cfg

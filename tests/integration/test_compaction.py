@@ -11,12 +11,10 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from featurestream.config import Config
 from sinks.offline.catalog import read_manifests
 from sinks.offline.compaction import STEPS, compact_table, recover
 from sinks.offline.errors import CompactionCrash
@@ -45,16 +43,6 @@ while True:
     for r in compact_table(fs, table, committed, target_bytes=10**9):
         print("compacted", r.hour, len(r.inputs), flush=True)
 """
-
-
-@pytest.fixture(scope="module")
-def s3_config(request) -> Config:
-    cfg = Config.from_env()
-    if not cfg.s3_endpoint_url:
-        cfg = request.getfixturevalue("stack")
-    if not cfg.offline_uri or not cfg.offline_uri.startswith("s3://"):
-        cfg = replace(cfg, offline_uri="s3://featurestream-offline-test")
-    return cfg
 
 
 @pytest.fixture(params=["local", "s3"])

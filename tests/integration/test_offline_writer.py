@@ -6,7 +6,6 @@ from __future__ import annotations
 import secrets
 import time
 from collections import Counter
-from dataclasses import replace
 
 import duckdb
 import pyarrow.parquet as pq
@@ -23,17 +22,6 @@ from tests.unit.test_offline_support import HOUR_NS, T0, TOPIC, delete, live_coo
 
 pytestmark = pytest.mark.integration
 G = make_group()
-
-
-@pytest.fixture(scope="module")
-def s3_config(request) -> Config:
-    """S3 only: the environment's server if it names one, else the session's stack."""
-    cfg = Config.from_env()
-    if not cfg.s3_endpoint_url:
-        cfg = request.getfixturevalue("stack")
-    if not cfg.offline_uri or not cfg.offline_uri.startswith("s3://"):
-        cfg = replace(cfg, offline_uri="s3://featurestream-offline-test")
-    return cfg
 
 
 @pytest.fixture
