@@ -63,6 +63,14 @@ class Config:
         clean = {k: v for k, v in overrides.items() if v is not None}
         return replace(cfg, **clean) if clean else cfg
 
+    def to_env(self) -> dict[str, str]:
+        """The variables ``from_env`` reads, for a child process (``featurestream process``, ...)
+        that must reach the same services; unset endpoints are left out."""
+        pairs = ((ENV_KAFKA, self.kafka_bootstrap), (ENV_REDIS, self.redis_url), (ENV_S3, self.s3_endpoint_url),
+                 (ENV_ACCESS_KEY, self.aws_access_key_id), (ENV_SECRET_KEY, self.aws_secret_access_key),
+                 (ENV_OFFLINE_URI, self.offline_uri), (ENV_TOPIC_PREFIX, self.topic_prefix))
+        return {name: value for name, value in pairs if value}
+
     def require(self, attr: str) -> str:
         """Return a configured endpoint or raise a ConfigError naming the variable to set."""
         value = getattr(self, attr)

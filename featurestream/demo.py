@@ -78,14 +78,7 @@ def _free_port() -> int:
 
 
 def _spawn(args: list[str], config: Config, log: Path) -> subprocess.Popen:
-    env = dict(os.environ)
-    env.update({"FEATURESTREAM_KAFKA_BOOTSTRAP": config.kafka_bootstrap or "",
-                "FEATURESTREAM_REDIS_URL": config.redis_url or "",
-                "FEATURESTREAM_S3_ENDPOINT_URL": config.s3_endpoint_url or "",
-                "AWS_ACCESS_KEY_ID": config.aws_access_key_id or "",
-                "AWS_SECRET_ACCESS_KEY": config.aws_secret_access_key or "",
-                "FEATURESTREAM_OFFLINE_URI": config.offline_uri or "",
-                "FEATURESTREAM_TOPIC_PREFIX": config.topic_prefix})
+    env = {**os.environ, **config.to_env()}
     return subprocess.Popen([sys.executable, "-m", "featurestream.cli", *args], env=env, stdout=log.open("wb"),
                             stderr=subprocess.STDOUT, start_new_session=True)
 

@@ -52,13 +52,13 @@ class OnlineApplier:
             # A group created a moment ago may not be in our cached view yet: look once more.
             groups = self.groups(force=True)
             routed = route(batch, groups, prefix=self.registry.prefix, store="OnlineStore")
-        by_coords = {(r.topic, r.partition, r.offset): r for r in batch}
         poison = list(routed.poison)
         for name, items in routed.work.items():
             result = self.store.apply_batch(groups[name], items)
             for status, n in result.counts.items():
                 ONLINE_METRICS.records.labels(group=name, status=status.value).inc(n)
-            if result.rejected:
+            if result.rejected:  # rare: index the raw messages only then (this is the hot path)
+                by_coords = {(r.topic, r.partition, r.offset): r for r in batch}
                 topic = self.registry.topic_of(name)
                 for (msg, partition, offset), status in zip(items, result.statuses, strict=True):
                     if status is WriteStatus.REJECTED:

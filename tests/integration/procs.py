@@ -12,17 +12,8 @@ from featurestream.config import Config
 
 
 def stack_env(stack: Config) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({
-        "FEATURESTREAM_KAFKA_BOOTSTRAP": stack.kafka_bootstrap or "",
-        "FEATURESTREAM_REDIS_URL": stack.redis_url or "",
-        "FEATURESTREAM_S3_ENDPOINT_URL": stack.s3_endpoint_url or "",
-        "AWS_ACCESS_KEY_ID": stack.aws_access_key_id or "",
-        "AWS_SECRET_ACCESS_KEY": stack.aws_secret_access_key or "",
-        "FEATURESTREAM_OFFLINE_URI": stack.offline_uri or "",
-        "FEATURESTREAM_TOPIC_PREFIX": stack.topic_prefix,
-    })
-    return env
+    """This process's environment, pointed at the test stack."""
+    return {**os.environ, **stack.to_env()}
 
 
 class Proc:

@@ -26,19 +26,16 @@ from featurestream.http.sigv4 import sign
 from featurestream.stack.ports import free_port
 from schemas.infer import infer_definitions
 from tests.integration.helpers import wait_for
+from tests.integration.procs import stack_env
 
 pytestmark = pytest.mark.integration
 SECOND_KEY, SECOND_SECRET = "AKIDSECONDCLIENT", "second-secret-value"
 
 
 def _env(stack, **overrides) -> dict:
-    env = dict(os.environ)
-    env.update({"FEATURESTREAM_KAFKA_BOOTSTRAP": stack.kafka_bootstrap, "FEATURESTREAM_REDIS_URL": stack.redis_url,
-                "FEATURESTREAM_S3_ENDPOINT_URL": stack.s3_endpoint_url or "",
-                "AWS_ACCESS_KEY_ID": stack.aws_access_key_id or "featurestream",
-                "AWS_SECRET_ACCESS_KEY": stack.aws_secret_access_key or "featurestream-local-secret",
-                "FEATURESTREAM_OFFLINE_URI": stack.offline_uri or "",
-                "FEATURESTREAM_TOPIC_PREFIX": stack.topic_prefix})
+    env = stack_env(stack)
+    if not stack.aws_access_key_id:  # the server needs a key pair to verify signatures against
+        env.update({"AWS_ACCESS_KEY_ID": "featurestream", "AWS_SECRET_ACCESS_KEY": "featurestream-local-secret"})
     env.update(overrides)
     return env
 

@@ -15,6 +15,7 @@ import pytest
 from featurestream.sdk import FeatureStore
 from schemas.errors import GroupNotFoundError, RecordValidationError, ServiceUnavailableError
 from tests.integration.helpers import customer, customers_group, read_topic
+from tests.integration.procs import stack_env
 
 pytestmark = pytest.mark.integration
 
@@ -147,7 +148,7 @@ def test_tail_from_beginning_and_from_a_timestamp(store, group, stack):
     assert later == ["c11"]
     cli = subprocess.run([sys.executable, "-m", "featurestream.cli", "tail", group.name, "--from-beginning",
                           "--max", "2", "--idle-timeout", "10"], capture_output=True, text=True, timeout=60,
-                         env=_env(stack))
+                         env=stack_env(stack))
     assert cli.returncode == 0, cli.stderr
     lines = [orjson.loads(line) for line in cli.stdout.splitlines()]
     assert sorted(line["id"] for line in lines) == ["c10", "c11"]
@@ -164,20 +165,8 @@ def test_tail_reports_garbage_bytes_instead_of_crashing(store, group, stack):
     assert rec.message is None and "JSON" in rec.error
 
 
-def _env(stack) -> dict:
-    import os
-
-    env = dict(os.environ)
-    env.update({"FEATURESTREAM_KAFKA_BOOTSTRAP": stack.kafka_bootstrap, "FEATURESTREAM_REDIS_URL": stack.redis_url,
-                "FEATURESTREAM_S3_ENDPOINT_URL": stack.s3_endpoint_url or "",
-                "AWS_ACCESS_KEY_ID": stack.aws_access_key_id or "",
-                "AWS_SECRET_ACCESS_KEY": stack.aws_secret_access_key or "",
-                "FEATURESTREAM_OFFLINE_URI": stack.offline_uri or "", "FEATURESTREAM_TOPIC_PREFIX": stack.topic_prefix})
-    return env
-
-
 def test_cli_put_ingest_and_rejects_file(tmp_path, store, group, stack):
-    env = _env(stack)
+    env = stack_env(stack)
     run = [sys.executable, "-m", "featurestream.cli"]
     ok = subprocess.run([*run, "put", group.name, orjson.dumps(customer(5)).decode()], env=env,
                         capture_output=True, text=True, timeout=60)
