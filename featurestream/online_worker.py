@@ -6,10 +6,12 @@ and ``rebuild-online`` use :class:`OnlineApplier` with a plain replay reader ins
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from featurestream.config import Config
 from featurestream.metrics import ONLINE_METRICS
@@ -44,8 +46,16 @@ class OnlineApplier:
                 self._groups_at = time.monotonic()
             return self._groups
 
-    def __call__(self, batch: Sequence[RawMessage]) -> None:
+    def __call__(self, batch: Sequence[RawMessage]) -> ApplySummary:
+        """Apply ``batch`` and count the outcome in this process's Prometheus metrics."""
+        summary = self.apply(batch)
+        record_metrics(summary)
+        return summary
+
+    def apply(self, batch: Sequence[RawMessage]) -> ApplySummary:
+        """Apply ``batch``; the outcome comes back as counts (picklable: see apply_process)."""
         started = time.perf_counter()
+        summary = ApplySummary()
         groups = self.groups()
         routed = route(batch, groups, prefix=self.registry.prefix, store="OnlineStore")
         if routed.unknown_groups:
@@ -54,9 +64,10 @@ class OnlineApplier:
             routed = route(batch, groups, prefix=self.registry.prefix, store="OnlineStore")
         poison = list(routed.poison)
         for name, items in routed.work.items():
-            result = self.store.apply_batch(groups[name], items)
+            # route checked every message against its group: skip the store's second round of checks.
+            result = self.store.apply_batch(groups[name], items, checked=True)
             for status, n in result.counts.items():
-                ONLINE_METRICS.records.labels(group=name, status=status.value).inc(n)
+                summary.records[(name, status.value)] = summary.records.get((name, status.value), 0) + n
             if result.rejected:  # rare: index the raw messages only then (this is the hot path)
                 by_coords = {(r.topic, r.partition, r.offset): r for r in batch}
                 topic = self.registry.topic_of(name)
@@ -66,12 +77,32 @@ class OnlineApplier:
                         log.warning("%s: record %r at %s/%d/%d not applied: %s", name, msg.id, topic, partition,
                                     offset, reason)
                         poison.append(Poison(by_coords[(topic, partition, offset)], reason))
-        if routed.skipped:
-            ONLINE_METRICS.records.labels(group="", status="skipped").inc(routed.skipped)
+        summary.skipped = routed.skipped
         if poison:
             self.deadletters.send(poison)
-            ONLINE_METRICS.dead_lettered.inc(len(poison))
-        ONLINE_METRICS.batch_seconds.observe(time.perf_counter() - started)
+            summary.dead_lettered = len(poison)
+        summary.seconds = time.perf_counter() - started
+        return summary
+
+
+@dataclass
+class ApplySummary:
+    """What one batch did: ``records[(group, status)] = count``, plus the skipped and poison counts."""
+
+    records: dict[tuple[str, str], int] = field(default_factory=dict)
+    skipped: int = 0
+    dead_lettered: int = 0
+    seconds: float = 0.0
+
+
+def record_metrics(summary: ApplySummary) -> None:
+    for (group, status), n in summary.records.items():
+        ONLINE_METRICS.records.labels(group=group, status=status).inc(n)
+    if summary.skipped:
+        ONLINE_METRICS.records.labels(group="", status="skipped").inc(summary.skipped)
+    if summary.dead_lettered:
+        ONLINE_METRICS.dead_lettered.inc(summary.dead_lettered)
+    ONLINE_METRICS.batch_seconds.observe(summary.seconds)
 
 
 def make_online_applier(config: Config, *, stage: str = "online") -> OnlineApplier:
@@ -83,23 +114,43 @@ def make_online_applier(config: Config, *, stage: str = "online") -> OnlineAppli
 
 
 def run_processor(config: Config, *, metrics_port: int | None = None, batch_size: int = 1000,
-                  batch_within_s: float = 0.005,
+                  batch_within_s: float = 0.005, apply_in_thread: bool = False,
                   log_level: str = "info") -> None:
-    """Run the faust online processor until interrupted."""
+    """Run the faust online processor until interrupted.
+
+    Batches are applied in a child process (featurestream.apply_process) so that faust and the
+    apply step each get a core; ``apply_in_thread`` keeps everything in one process (one core,
+    less memory).
+    """
     import faust
 
     from featurestream.metrics import serve_metrics
     from streams.processor import build_online_app
 
-    applier = make_online_applier(config)
+    registry = Registry(config.require("kafka_bootstrap"), prefix=config.topic_prefix,
+                        offline_base_uri=config.offline_uri)
+    if apply_in_thread:
+        applier = make_online_applier(config)
+
+        async def apply_batch(batch: Sequence[RawMessage]) -> ApplySummary:
+            return await asyncio.get_running_loop().run_in_executor(None, applier, batch)
+    else:
+        from featurestream.apply_process import ApplierProcess
+
+        apply_batch = ApplierProcess(config)
     if metrics_port:
         serve_metrics(metrics_port)
 
     def list_topics() -> list[str]:
-        return [applier.registry.topic_of(g.name) for g in applier.groups(force=True).values() if g.online_enabled]
+        return [registry.topic_of(g.name) for g in registry.refresh().values() if g.online_enabled]
 
     app = build_online_app(bootstrap=config.require("kafka_bootstrap"), prefix=config.topic_prefix,
-                           apply_batch=applier, list_topics=list_topics, batch_size=batch_size,
+                           apply_batch=apply_batch, list_topics=list_topics, batch_size=batch_size,
                            batch_within_s=batch_within_s)
     worker = faust.Worker(app, loglevel=log_level, quiet=True)
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    finally:
+        close = getattr(apply_batch, "close", None)
+        if close is not None:
+            close()

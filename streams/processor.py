@@ -4,11 +4,13 @@ It consumes every feature group's topic and hands batches to a callback (the fro
 wires it to the Redis online store). Decisions that matter for correctness:
 
 - **Batches, acknowledged after they are applied.** ``stream.take_events`` acks a batch
-  when the loop body resumes, and faust commits acked offsets every
-  ``broker_commit_interval``; so offsets never pass a record Redis has not applied. The body
-  never raises: a failing Redis is retried with backoff until it answers, because an
-  exception inside ``take_events`` would ack the batch anyway (at-least-once; the atomic
-  write-if-newer rule makes redelivery harmless).
+  when the loop body asks for the next one, which is too early for a pipeline that collects
+  batch N+1 while batch N is applied. So every message gets an extra reference
+  (``Message.incref``) before the body moves on, and the apply task drops it only after Redis
+  has applied the batch; faust commits (every ``broker_commit_interval``) only offsets whose
+  references are all gone, so offsets never pass a record Redis has not applied. A failing
+  Redis is retried with backoff until it answers (at-least-once; the atomic write-if-newer
+  rule makes redelivery harmless). At most one batch applies at a time.
 - **Concurrency 1.** faust can commit past in-flight events with higher agent concurrency
   (faust-streaming #606, unfixed); parallelism comes from more processes in the group.
 - **New groups without a restart.** faust's pattern subscription does not work with the
@@ -23,17 +25,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import faust
 
 from schemas.names import registry_topic
+from streams import faust_transport
 from streams.route import RawMessage
 
 log = logging.getLogger("featurestream.processor")
 
-ApplyBatch = Callable[[list[RawMessage]], Any]
+# Applies one batch and returns once Redis has it (or raises: the batch is retried).
+ApplyBatch = Callable[[list[RawMessage]], Awaitable[Any]]
 ListTopics = Callable[[], Iterable[str]]
 
 
@@ -41,8 +45,9 @@ def build_online_app(*, bootstrap: str, prefix: str, apply_batch: ApplyBatch, li
                      app_id: str | None = None, batch_size: int = 1000, batch_within_s: float = 0.005,
                      registry_poll_s: float = 2.0, commit_interval_s: float = 1.0,
                      retry_backoff_s: float = 0.5, session_timeout_s: float = 10.0) -> faust.App:
-    """Build the faust app. ``apply_batch`` runs in a worker thread; ``list_topics`` returns the
-    group topics to consume (called at start and every ``registry_poll_s``, also in a thread)."""
+    """Build the faust app. ``apply_batch`` is awaited once per batch, one batch at a time;
+    ``list_topics`` returns the group topics to consume (called in a thread at start and every
+    ``registry_poll_s``)."""
     app = faust.App(
         app_id or f"{prefix}-online",
         broker=[f"kafka://{b.strip()}" for b in bootstrap.split(",")],
@@ -62,6 +67,8 @@ def build_online_app(*, bootstrap: str, prefix: str, apply_batch: ApplyBatch, li
         broker_heartbeat_interval=max(0.5, session_timeout_s / 10),
         broker_rebalance_timeout=max(20.0, session_timeout_s * 2),
     )
+    # Before anything touches app.topics: the conductor binds to the transport's consumer.
+    faust_transport.install(app)
     # Resubscribing normally waits 45 s to coalesce changes; a new feature group should be
     # consumed within seconds of its creation.
     app.topics._resubscribe_sleep_lock_seconds = 0.5
@@ -110,36 +117,68 @@ def build_online_app(*, bootstrap: str, prefix: str, apply_batch: ApplyBatch, li
 
     @app.agent(channel, concurrency=1)
     async def online(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(batch_size, within=batch_within_s):
-            batch = []
-            for ev in events:
+        # Greedy batching: events collect in ``pending`` while the previous batch is applied;
+        # as soon as the applier is free it takes everything collected (up to batch_size). Under
+        # load batches grow by themselves, when idle a record is applied at once (after at most
+        # batch_within_s of lingering), and faust never stops consuming while Redis works.
+        # faust acks an event when the loop asks for the next one, too early for this: each
+        # message gets an extra reference (Message.incref) here, dropped only after Redis has
+        # applied it, and faust commits only offsets whose references are all gone.
+        pending: list[tuple[RawMessage, Any]] = []
+        more = asyncio.Event()
+        room = asyncio.Event()
+        room.set()
+        applier = asyncio.create_task(_apply_pending(pending, more, room, apply_batch, batch_size,
+                                                     batch_within_s, retry_backoff_s))
+        try:
+            async for ev in stream.events():
                 m = ev.message
                 if m.topic == reg_topic:
                     loop_state["refresh_now"].set()
                     continue
-                batch.append(RawMessage(m.topic, m.partition, m.offset, m.key, m.value,
-                                        list(m.headers or ()), int((m.timestamp or 0) * 1000)))
-            if batch:
-                await _apply_until_done(apply_batch, batch, retry_backoff_s)
+                m.incref()
+                pending.append((RawMessage(m.topic, m.partition, m.offset, m.key, m.value,
+                                           list(m.headers or ()), int((m.timestamp or 0) * 1000)), ev))
+                more.set()
+                if len(pending) >= 4 * batch_size:  # backpressure: Redis is slower than Kafka
+                    room.clear()
+                    await asyncio.wait([applier, asyncio.ensure_future(room.wait())],
+                                       return_when=asyncio.FIRST_COMPLETED)
+                if applier.done():
+                    applier.result()  # it only ends by a bug: crash loudly rather than stall
+        finally:
+            applier.cancel()
 
     return app
 
 
+async def _apply_pending(pending: list[tuple[RawMessage, Any]], more: asyncio.Event, room: asyncio.Event,
+                         apply_batch: ApplyBatch, batch_size: int, linger_s: float, backoff_s: float) -> None:
+    """Apply what the agent collected, oldest first, one batch at a time; then release its acks."""
+    while True:
+        await more.wait()
+        if len(pending) < batch_size and linger_s > 0:
+            await asyncio.sleep(linger_s)  # let a trickle become a batch
+        taken = pending[:batch_size]
+        del pending[:batch_size]
+        if not pending:
+            more.clear()
+        if len(pending) < 4 * batch_size:
+            room.set()
+        await _apply_until_done(apply_batch, [raw for raw, _ in taken], backoff_s)
+        for _, ev in taken:
+            ev.ack()  # drops the agent's reference: now the offset may be committed
+
+
 async def _apply_until_done(apply_batch: ApplyBatch, batch: list[RawMessage], backoff_s: float) -> None:
-    """Apply in a thread; retry forever on failure (see module docstring); finish even if cancelled."""
-    loop = asyncio.get_running_loop()
+    """Retry forever on failure (see module docstring): Redis down is waited out, not skipped."""
     delay = backoff_s
     while True:
-        fut = loop.run_in_executor(None, apply_batch, batch)
         try:
-            await asyncio.shield(fut)
+            await apply_batch(batch)
             return
         except asyncio.CancelledError:
-            # Shutting down: let the in-flight apply finish so the ack that follows is true.
-            try:
-                await fut
-            finally:
-                raise
+            raise  # shutting down: the batch stays unacknowledged, so it is consumed again
         except Exception as exc:
             log.error("applying a batch of %d records failed, retrying in %.1f s: %s", len(batch), delay, exc)
             await asyncio.sleep(delay)

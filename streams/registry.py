@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupState, KafkaError, KafkaException, Producer, TopicPartition
 
 from schemas.errors import (
     DefinitionError,
@@ -226,7 +226,12 @@ class Registry:
                 return
             held = any(tp.topic == topic for m in desc.members
                        for tp in (m.assignment.topic_partitions if m.assignment else ()))
-            if not held:
+            # Mid-rebalance, members show no assignment at all: "not held" means something only
+            # once the group is stable (or has no members). Deleting during a rebalance let it
+            # hand out the dying topic, and faust crashed on it (seen in CI).
+            settled = desc.state in (ConsumerGroupState.STABLE, ConsumerGroupState.EMPTY,
+                                     ConsumerGroupState.DEAD)
+            if settled and not held:
                 return
             time.sleep(0.1)
 

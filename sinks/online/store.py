@@ -25,7 +25,7 @@ from schemas.group import FeatureGroup
 from schemas.messages import HARD_DELETE, ONLINE, SOFT_DELETE, DeleteMessage, Message, PutMessage
 from schemas.names import MAX_RECORD_ID_BYTES, online_key, online_key_pattern
 from schemas.types import INT64_MAX, INT64_MIN
-from sinks.online.codec import decode_record, encode_features, pack_fields
+from sinks.online.codec import decode_record, encode_features, pack_checked_features, pack_fields
 from sinks.online.connect import DEFAULT_TIMEOUT_S, RedisClient, connect, redact_url
 from sinks.online.errors import CorruptRecordError
 from sinks.online.expiry import expires_at_ns, is_expired, ns_to_expire_ms
@@ -89,26 +89,29 @@ class OnlineStore:
     # ------------------------------------------------------------------ writes
 
     def apply_batch(self, group: FeatureGroup, items: Sequence[tuple[Message, int, int]], *,
-                    now_ns: int | None = None) -> BatchResult:
+                    now_ns: int | None = None, checked: bool = False) -> BatchResult:
         """Apply puts/deletes ``(message, kafka partition, kafka offset)`` in one pipelined round trip.
 
         Each message is applied only if its (event time, partition, offset) is newer than the
         stored record's. Bad messages are REJECTED with a reason and do not stop the batch; a
         malformed item (not a 3-tuple of a message and two non-negative ints) raises
         RecordValidationError before anything is written. ``now_ns`` decides which puts are
-        already expired (default: this machine's clock).
+        already expired (default: this machine's clock). ``checked=True`` says every message
+        was already checked against ``group`` by ``schemas`` (``streams.route`` does that for
+        everything read off a topic): the per-item and per-value checks are then skipped.
         """
         _check_group(group)
         items = list(items)
-        checked = [_check_item(group, i, item) for i, item in enumerate(items)]
+        if not checked:
+            items = [_check_item(group, i, item) for i, item in enumerate(items)]
         now = time.time_ns() if now_ns is None else now_ns
         result = BatchResult(statuses=[WriteStatus.SKIPPED] * len(items))
         pending: list[tuple[int, Message, str, list[Any]]] = []
-        for i, (message, partition, offset) in enumerate(checked):
+        for i, (message, partition, offset) in enumerate(items):
             if not group.online_enabled or ONLINE not in message.target_stores:
                 continue
             try:
-                args = _script_args(group, message, partition, offset, now)
+                args = _script_args(group, message, partition, offset, now, checked)
             except RecordValidationError as exc:
                 result.statuses[i] = WriteStatus.REJECTED
                 result.rejected.append((str(message.id), str(exc)))
@@ -354,7 +357,7 @@ def _op_name(message: Message) -> str:
 
 
 def _script_args(group: FeatureGroup, message: Message, partition: int, offset: int,
-                 now_ns: int) -> list[Any]:
+                 now_ns: int, checked: bool = False) -> list[Any]:
     """ARGV for write_if_newer.lua (documented at the top of the script)."""
     rid = _check_record_id(group, message.id)
     et = message.event_time_ns
@@ -370,7 +373,8 @@ def _script_args(group: FeatureGroup, message: Message, partition: int, offset: 
             raise RecordValidationError(
                 f"feature group {group.name!r}, record {rid!r}: ttl_seconds {ttl!r} is not a positive "
                 f"integer number of seconds (or null for the group's TTL)", group=group.name, value=ttl)
-        fields = [pack_fields(encode_features(group, rid, message.record))]
+        fields = [pack_checked_features(message.record) if checked
+                  else pack_fields(encode_features(group, rid, message.record))]
         expires = expires_at_ns(et, ttl, group_ttl)
     elif message.mode in (SOFT_DELETE, HARD_DELETE):
         op = "soft" if message.mode == SOFT_DELETE else "hard"

@@ -89,18 +89,25 @@ if op == "put" then
   end
   -- A put is a full overwrite: features not given become null (absent).
   redis.call("DEL", key)
-  redis.call("HSET", key, "__et", et, "__seq", seq, "__v", version)
   -- cjson.decode is exact here: every element is a string (numbers were encoded by the caller).
+  -- Meta fields ride in the same HSET as the features: one call per put is the script's cost.
   local fields = cjson.decode(ARGV[9] or "[]")
-  -- HSET in chunks: unpack() of thousands of values would overflow Lua's C stack.
   local n = #fields
+  fields[n + 1], fields[n + 2], fields[n + 3], fields[n + 4] = "__et", et, "__seq", seq
+  fields[n + 5], fields[n + 6] = "__v", version
+  n = n + 6
+  if exp_ms ~= "" then
+    fields[n + 1], fields[n + 2] = "__exp", exp_ns
+    n = n + 2
+  end
+  -- HSET in chunks: unpack() of thousands of values would overflow Lua's C stack.
   local i = 1
   while i <= n do
     local j = math.min(i + 999, n)
     redis.call("HSET", key, unpack(fields, i, j))
     i = j + 1
   end
-  set_expiry()
+  if exp_ms ~= "" then redis.call("PEXPIREAT", key, exp_ms) end
   return {APPLIED, cur_et, cur_seq}
 elseif op == "soft" then
   redis.call("DEL", key)

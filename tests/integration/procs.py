@@ -43,5 +43,15 @@ class Proc:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
+    def children(self) -> list[int]:
+        """Pids of its direct child processes (the online processor's apply process)."""
+        out: list[int] = []
+        try:
+            for task in Path(f"/proc/{self.popen.pid}/task").iterdir():
+                out += [int(pid) for pid in (task / "children").read_text().split()]
+        except OSError:
+            pass
+        return out
+
     def tail(self, n: int = 40) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])

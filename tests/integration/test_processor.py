@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import time
 
 import orjson
@@ -188,12 +190,43 @@ def test_processor_killed_mid_stream_loses_and_duplicates_nothing(store, stack, 
     # kill -9 once the processor has applied part of the stream
     wait_for(lambda: sum(v is not None for v in _online_state(store, g.name, [f"c{i}" for i in range(0, 500, 25)])
                          .values()) >= 5, timeout_s=60, what="the processor to apply some records")
+    orphans = first.children()
+    assert orphans, "the processor should apply batches in a child process"
     first.kill()
+    # The apply process must not outlive a processor killed with -9 (it would keep writing).
+    wait_for(lambda: not any(_running(pid) for pid in orphans), timeout_s=15,
+             what=f"apply process(es) {orphans} to exit after the processor was killed")
     store.ingest(g.name, rows[10000:], progress=False)
     second = processors("second")
     expected = _expected_state(stack, store.registry.topic_of(g.name))
     wait_for(lambda: _converged(store, g.name, expected), timeout_s=180,
              what=f"the restarted processor to converge\n{second.tail()}")
+
+
+def test_apply_process_killed_mid_stream_is_replaced_and_nothing_is_lost(store, stack, processors, unique_name):
+    g = store.create_feature_group(customers_group(unique_name("applykill"), partitions=2))
+    rng = random.Random(9)
+    proc = processors("applykill")
+    rows = [customer(rng.randrange(300), second=rng.randrange(3600), age=rng.randrange(100)) for _ in range(12000)]
+    store.ingest(g.name, rows[:6000], progress=False)
+    wait_for(lambda: sum(v is not None for v in _online_state(store, g.name, [f"c{i}" for i in range(0, 300, 15)])
+                         .values()) >= 5, timeout_s=60, what="the processor to apply some records")
+    child = wait_for(proc.children, timeout_s=10, what="the apply process")[0]
+    os.kill(child, signal.SIGKILL)
+    store.ingest(g.name, rows[6000:], progress=False)
+    expected = _expected_state(stack, store.registry.topic_of(g.name))
+    wait_for(lambda: _converged(store, g.name, expected), timeout_s=120,
+             what=f"the processor to replace its apply process and converge\n{proc.tail()}")
+    assert proc.alive(), proc.tail()
+    assert child not in proc.children()
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+    except OSError:
+        return False
 
 
 def test_deleting_groups_while_the_processor_runs_does_not_stop_it(store, processors, unique_name):

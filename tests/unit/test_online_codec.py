@@ -114,3 +114,17 @@ def test_meta_integers_exact_and_signed():
 def test_encoded_values_are_plain_json():
     fields = pairs(encode_features(GROUP, "r", {"tags": ["a", "é"]}))
     assert orjson.loads(fields["tags"]) == ["a", "é"]
+
+
+def test_pack_checked_features_matches_the_checked_encoding_for_valid_records():
+    from schemas.validate import compile_validator
+    from sinks.online.codec import encode_features, pack_checked_features, pack_fields
+    from tests.integration.helpers import customer, customers_group
+
+    group = customers_group("c")
+    validator = compile_validator(group)
+    for i in range(50):
+        rec = customer(i, second=i)
+        rec["city"] = None if i % 3 == 0 else 'quote " and ünïcode'
+        msg = validator.validate(rec)
+        assert pack_checked_features(msg.record) == pack_fields(encode_features(group, msg.id, msg.record))
