@@ -34,6 +34,7 @@ from collections.abc import Sequence
 
 from featurestream.config import Config
 from featurestream.online_worker import ApplySummary, make_online_applier, record_metrics
+from streams.gc_tuning import settle_heap
 from streams.route import RawMessage
 
 log = logging.getLogger("featurestream.online")
@@ -137,6 +138,7 @@ def child_main(fd: int) -> int:
     sock = socket.socket(fileno=fd)
     sock.setblocking(True)
     applier = make_online_applier(Config.from_env())
+    settle_heap()
     while True:
         frame = _recv_frame(sock)
         if frame is None:

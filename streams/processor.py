@@ -32,6 +32,7 @@ import faust
 
 from schemas.names import registry_topic
 from streams import faust_transport
+from streams.gc_tuning import settle_heap
 from streams.route import RawMessage
 
 log = logging.getLogger("featurestream.processor")
@@ -106,6 +107,7 @@ def build_online_app(*, bootstrap: str, prefix: str, apply_batch: ApplyBatch, li
     @app.task
     async def watch_registry() -> None:
         await sync_subscription()
+        settle_heap()  # start-up is done: keep GC passes over long-lived objects off the hot path
         event = loop_state["refresh_now"]
         while True:
             try:
