@@ -16,6 +16,7 @@
 
 Each phase uses its own topic prefix, so the processor always starts in a fresh consumer group
 (`<prefix>-online`) and other processors on the same stack never see the benchmark's topics.
+BENCH_APPLY_IN_THREAD=1 runs the processor with --apply-in-thread (one process) for comparison.
 Everything is bounded in count and time and talks to loopback endpoints from Config.from_env():
 
   eval "$(.venv/bin/featurestream up)"
@@ -97,7 +98,8 @@ class Processor:
                    "from featurestream.cli import main; sys.exit(main())", str(switch_interval)]
         self.proc = subprocess.Popen(
             [*cmd, "process", "--metrics-port", str(self.port), "--batch-size", str(batch_size),
-             "--batch-wait-ms", os.environ.get("BENCH_BATCH_WAIT_MS", "5"), "--log-level", "warning"],
+             "--batch-wait-ms", os.environ.get("BENCH_BATCH_WAIT_MS", "5"), "--log-level", "warning",
+             *(["--apply-in-thread"] if os.environ.get("BENCH_APPLY_IN_THREAD") else [])],
             env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=str(Path(__file__).resolve().parents[1]))
 
     def records_seen(self, group: str) -> int | None:

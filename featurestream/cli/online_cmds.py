@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "throughput")
     proc.add_argument("--apply-in-thread", action="store_true",
                       help="apply batches in a thread of this process instead of a child process: one core "
-                           "and less memory, about half the throughput")
+                           "and less memory, about 70%% of the throughput (measured 7.4k vs 10.1k records/s)")
     proc.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     proc.set_defaults(func=_process)
 
