@@ -144,8 +144,9 @@ def build_online_app(*, bootstrap: str, prefix: str, apply_batch: ApplyBatch, li
                 more.set()
                 if len(pending) >= 4 * batch_size:  # backpressure: Redis is slower than Kafka
                     room.clear()
-                    await asyncio.wait([applier, asyncio.ensure_future(room.wait())],
-                                       return_when=asyncio.FIRST_COMPLETED)
+                    waiter = asyncio.ensure_future(room.wait())
+                    await asyncio.wait([applier, waiter], return_when=asyncio.FIRST_COMPLETED)
+                    waiter.cancel()
                 if applier.done():
                     applier.result()  # it only ends by a bug: crash loudly rather than stall
         finally:

@@ -24,8 +24,8 @@ pytestmark = pytest.mark.integration
 def processors(stack, tmp_path):
     started: list[Proc] = []
 
-    def start(name: str = "p") -> Proc:
-        proc = Proc(stack, ["process", "--metrics-port", "0", "--log-level", "warning"],
+    def start(name: str = "p", *extra: str) -> Proc:
+        proc = Proc(stack, ["process", "--metrics-port", "0", "--log-level", "warning", *extra],
                     tmp_path / f"{name}-{len(started)}.log")
         started.append(proc)
         return proc
@@ -70,7 +70,8 @@ def _converged(store, group, expected):
     return _online_state(store, group, expected) == expected
 
 
-def test_out_of_order_duplicates_and_equal_event_times(store, stack, processors, unique_name):
+@pytest.mark.parametrize("mode", [(), ("--apply-in-thread",)], ids=["apply-process", "apply-in-thread"])
+def test_out_of_order_duplicates_and_equal_event_times(store, stack, processors, unique_name, mode):
     g = store.create_feature_group(customers_group(unique_name("order"), partitions=3))
     rng = random.Random(7)
     records = []
@@ -84,7 +85,7 @@ def test_out_of_order_duplicates_and_equal_event_times(store, stack, processors,
     for r in records:
         store.put_record_async(g.name, r)
     store.publisher.flush()
-    processors()
+    proc = processors("order", *mode)
     expected = _expected_state(stack, store.registry.topic_of(g.name))
     assert all(v["age"] == 9 for v in expected.values())
     wait_for(lambda: _converged(store, g.name, expected), timeout_s=90, what="online state to converge")
@@ -94,6 +95,7 @@ def test_out_of_order_duplicates_and_equal_event_times(store, stack, processors,
     store.put_record(g.name, customer(0, second=8, age=800))  # older: historic, not applied online
     store.put_record(g.name, customer(0, second=9, age=901), wait_online=True, wait_timeout_s=30)
     assert store.get_record(g.name, "c0")["age"] == 901
+    assert bool(proc.children()) == (not mode), "the apply step runs in a child process unless told otherwise"
 
 
 def test_two_processors_give_the_same_state_as_one(store, stack, processors, unique_name):
