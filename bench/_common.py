@@ -71,17 +71,6 @@ def children_cpu() -> float:
     return ru.children_user + ru.children_system
 
 
-def child_pids(pid: int) -> list[int]:
-    """Direct children of ``pid`` (the online processor's apply process, for one)."""
-    out: list[int] = []
-    try:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            out += [int(c) for c in (task / "children").read_text().split()]
-    except OSError:
-        pass
-    return out
-
-
 def rss_mb(pid: int) -> float:
     """Resident set size of ``pid`` in MiB (VmRSS), 0 if it is gone."""
     try:

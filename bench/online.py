@@ -50,7 +50,6 @@ from dataclasses import replace
 from typing import Any
 
 from bench._common import (
-    child_pids,
     customer,
     customers_group,
     load_average,
@@ -66,6 +65,7 @@ from schemas.eventtime import format_iso
 from schemas.names import online_key
 from schemas.validate import compile_validator
 from schemas.wire import encode
+from tests.integration.procs import child_pids
 
 GROUP = "customers"
 # 19 digits like time.time_ns() until 2286: replaced in place by the send time (see freshness).

@@ -45,13 +45,18 @@ class Proc:
 
     def children(self) -> list[int]:
         """Pids of its direct child processes (the online processor's apply process)."""
-        out: list[int] = []
-        try:
-            for task in Path(f"/proc/{self.popen.pid}/task").iterdir():
-                out += [int(pid) for pid in (task / "children").read_text().split()]
-        except OSError:
-            pass
-        return out
+        return child_pids(self.popen.pid)
 
     def tail(self, n: int = 40) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+
+
+def child_pids(pid: int) -> list[int]:
+    """Direct children of ``pid``, from /proc (empty if it is gone)."""
+    out: list[int] = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            out += [int(c) for c in (task / "children").read_text().split()]
+    except OSError:
+        pass
+    return out

@@ -189,9 +189,7 @@ def test_processor_killed_mid_stream_loses_and_duplicates_nothing(store, stack, 
     first = processors("first")
     rows = [customer(rng.randrange(500), second=rng.randrange(3600), age=rng.randrange(100)) for _ in range(20000)]
     store.ingest(g.name, rows[:10000], progress=False)
-    # kill -9 once the processor has applied part of the stream
-    wait_for(lambda: sum(v is not None for v in _online_state(store, g.name, [f"c{i}" for i in range(0, 500, 25)])
-                         .values()) >= 5, timeout_s=60, what="the processor to apply some records")
+    _wait_until_some_applied(store, g.name, range(0, 500, 25))  # then kill -9 mid-stream
     orphans = first.children()
     assert orphans, "the processor should apply batches in a child process"
     first.kill()
@@ -211,8 +209,7 @@ def test_apply_process_killed_mid_stream_is_replaced_and_nothing_is_lost(store, 
     proc = processors("applykill")
     rows = [customer(rng.randrange(300), second=rng.randrange(3600), age=rng.randrange(100)) for _ in range(12000)]
     store.ingest(g.name, rows[:6000], progress=False)
-    wait_for(lambda: sum(v is not None for v in _online_state(store, g.name, [f"c{i}" for i in range(0, 300, 15)])
-                         .values()) >= 5, timeout_s=60, what="the processor to apply some records")
+    _wait_until_some_applied(store, g.name, range(0, 300, 15))
     child = wait_for(proc.children, timeout_s=10, what="the apply process")[0]
     os.kill(child, signal.SIGKILL)
     store.ingest(g.name, rows[6000:], progress=False)
@@ -221,6 +218,12 @@ def test_apply_process_killed_mid_stream_is_replaced_and_nothing_is_lost(store, 
              what=f"the processor to replace its apply process and converge\n{proc.tail()}")
     assert proc.alive(), proc.tail()
     assert child not in proc.children()
+
+
+def _wait_until_some_applied(store: FeatureStore, group: str, numbers: range) -> None:
+    ids = [f"c{i}" for i in numbers]
+    wait_for(lambda: sum(v is not None for v in _online_state(store, group, ids).values()) >= 5,
+             timeout_s=60, what="the processor to apply some records")
 
 
 def _running(pid: int) -> bool:
