@@ -3,14 +3,14 @@
 It consumes every feature group's topic and hands batches to a callback (the front door
 wires it to the Redis online store). Decisions that matter for correctness:
 
-- **Batches, acknowledged after they are applied.** ``stream.take_events`` acks a batch
-  when the loop body asks for the next one, which is too early for a pipeline that collects
-  batch N+1 while batch N is applied. So every message gets an extra reference
-  (``Message.incref``) before the body moves on, and the apply task drops it only after Redis
-  has applied the batch; faust commits (every ``broker_commit_interval``) only offsets whose
-  references are all gone, so offsets never pass a record Redis has not applied. A failing
-  Redis is retried with backoff until it answers (at-least-once; the atomic write-if-newer
-  rule makes redelivery harmless). At most one batch applies at a time.
+- **Batches, acknowledged after they are applied.** The agent reads events one by one
+  (``stream.events()``), and faust acks each one when the loop asks for the next, which is
+  too early for a pipeline that collects batch N+1 while batch N is applied. So every message
+  gets an extra reference (``Message.incref``) as it arrives, and the apply task drops it only
+  after Redis has applied its batch; faust commits (every ``broker_commit_interval``) only
+  offsets whose references are all gone, so offsets never pass a record Redis has not
+  applied. A failing Redis is retried with backoff until it answers (at-least-once; the
+  atomic write-if-newer rule makes redelivery harmless). At most one batch applies at a time.
 - **Concurrency 1.** faust can commit past in-flight events with higher agent concurrency
   (faust-streaming #606, unfixed); parallelism comes from more processes in the group.
 - **New groups without a restart.** faust's pattern subscription does not work with the
