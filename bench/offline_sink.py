@@ -37,7 +37,6 @@ from pyarrow import fs as pafs  # noqa: E402
 
 from bench._common import customer, customers_group, load_average, median, unique_name  # noqa: E402
 from featurestream.config import Config  # noqa: E402
-from featurestream.offline_worker import CachedGroups, OfflineApplier  # noqa: E402
 from featurestream.sdk import FeatureStore  # noqa: E402
 from sinks.offline import layout  # noqa: E402
 from sinks.offline.catalog import list_live_files, read_live_table  # noqa: E402
@@ -45,8 +44,10 @@ from sinks.offline.compaction import compact_table  # noqa: E402
 from sinks.offline.fs import open_filesystem  # noqa: E402
 from sinks.offline.rotation import RotationPolicy  # noqa: E402
 from sinks.offline.writer import OfflineWriter, table_path_for  # noqa: E402
+from streams.group_view import GroupView  # noqa: E402
 from streams.lag import committed_offsets  # noqa: E402
-from streams.sink_consumer import SinkConsumer, open_consumer  # noqa: E402
+from streams.offline.applier import OfflineApplier  # noqa: E402
+from streams.offline.consumer import SinkConsumer, open_consumer  # noqa: E402
 
 
 def publish(store: FeatureStore, group: str, n: int) -> float:
@@ -72,12 +73,9 @@ def ends_of(store: FeatureStore, topic: str) -> dict[tuple[str, int], int]:
 def run_sink_once(config: Config, store: FeatureStore, topic: str, root_uri: str, policy: RotationPolicy,
                   ends: dict) -> tuple[float, str]:
     fs, root = open_filesystem(root_uri, config.storage_options())
-    cached = CachedGroups(store.registry)
-
-    def groups(force: bool = False) -> dict:
-        # Each repeat writes its own table under ``root`` (not the group's registered location),
-        # so runs do not overwrite each other's files.
-        return {n: replace(g, offline_uri=None) for n, g in cached(force=force).items()}
+    # Each repeat writes its own table under ``root`` (not the group's registered location),
+    # so runs do not overwrite each other's files.
+    groups = GroupView(lambda: {n: replace(g, offline_uri=None) for n, g in store.registry.refresh().items()})
 
     applier = OfflineApplier(groups, OfflineWriter(fs, root, policy), None, config.topic_prefix)
     group_id = f"bench-offline-{secrets.token_hex(4)}"

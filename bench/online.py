@@ -122,7 +122,7 @@ class Processor:
         return (float(total.group(1)) if total else 0.0), (int(float(count.group(1))) if count else 0)
 
     def pids(self) -> list[int]:
-        """The processor and its apply process (featurestream.apply_process)."""
+        """The processor and its apply process (featurestream.apply_child)."""
         return [self.proc.pid, *child_pids(self.proc.pid)]
 
     def rss_mb(self) -> float:

@@ -24,6 +24,7 @@ from schemas.group import FeatureGroup
 from schemas.messages import HARD_DELETE, SOFT_DELETE, Message
 from schemas.validate import compile_validator, validate_delete
 from schemas.wire import encode
+from streams.group_view import GroupView
 from streams.ingest import IngestResult, ingest
 from streams.publisher import Publisher
 from streams.registry import Registry
@@ -39,10 +40,10 @@ class FeatureStore:
                  group_cache_s: float = 1.0) -> None:
         self.config = config or Config.from_env()
         self.timeout_s = timeout_s
-        # Data-path calls look their group up here; definitions change rarely, and one registry
-        # round trip per put or get would dominate their latency. A miss always asks the registry.
+        # Data-path calls look their group up in ``groups`` (streams.group_view: the one refresh
+        # rule every process shares); one registry round trip per put or get would dominate
+        # their latency. A miss always asks the registry.
         self.group_cache_s = group_cache_s
-        self._groups: dict[str, tuple[float, FeatureGroup]] = {}
         self._validators: dict[tuple[str, int], Any] = {}
 
     # -- clients (lazy) --------------------------------------------------------------------------
@@ -50,6 +51,10 @@ class FeatureStore:
     def registry(self) -> Registry:
         return Registry(self.config.require("kafka_bootstrap"), prefix=self.config.topic_prefix,
                         offline_base_uri=self.config.offline_uri, timeout_s=min(self.timeout_s, 10.0))
+
+    @cached_property
+    def groups(self) -> GroupView:
+        return GroupView(self.registry.refresh, max_age_s=self.group_cache_s)
 
     @cached_property
     def publisher(self) -> Publisher:
@@ -87,7 +92,7 @@ class FeatureStore:
 
     def delete_feature_group(self, name: str, *, purge: bool = False) -> FeatureGroup:
         """Delete the group and its topic; ``purge`` also deletes its online and offline data."""
-        self._groups.pop(name, None)
+        self.groups.forget(name)
         return self.registry.delete(name, on_purge=self._purge if purge else None)
 
     def _purge(self, group: FeatureGroup) -> None:
@@ -102,13 +107,7 @@ class FeatureStore:
                 fs.rm(root, recursive=True)
 
     def _group(self, name: str) -> FeatureGroup:
-        cached = self._groups.get(name)
-        now = time.monotonic()
-        if cached is not None and now - cached[0] < self.group_cache_s:
-            return cached[1]
-        group = self.registry.describe(name)
-        self._groups[name] = (now, group)
-        return group
+        return self.groups.describe(name)
 
     def _validator(self, group: FeatureGroup) -> Any:
         key = (group.name, group.version)
@@ -121,9 +120,21 @@ class FeatureStore:
     def _encode_put(self, group_name: str, record: Mapping[str, Any], target_stores: Sequence[str] | None,
                     ttl: Any) -> tuple[str, tuple[bytes, bytes, list[tuple[str, bytes]]], Message]:
         group = self._group(group_name)
-        msg = self._validator(group).validate(record, target_stores=target_stores,
-                                              ttl_seconds=_ttl_seconds(ttl),
-                                              api_invocation_time_ns=time.time_ns())
+        try:
+            msg = self._validator(group).validate(record, target_stores=target_stores,
+                                                  ttl_seconds=_ttl_seconds(ttl),
+                                                  api_invocation_time_ns=time.time_ns())
+        except RecordValidationError as exc:
+            # A feature our view of the group lacks may have been added a moment ago by another
+            # process: re-read the definition once before refusing (streams.group_view's rule).
+            newer = None if exc.feature is None or group.has_feature(exc.feature) else \
+                self.groups.get(group_name, fresh=True)
+            if newer is None or newer.version == group.version:
+                raise
+            group = newer
+            msg = self._validator(group).validate(record, target_stores=target_stores,
+                                                  ttl_seconds=_ttl_seconds(ttl),
+                                                  api_invocation_time_ns=time.time_ns())
         return self.registry.topic_of(group.name), encode(msg), msg
 
     def put_record(self, group: str, record: Mapping[str, Any], target_stores: Sequence[str] | None = None,
@@ -205,6 +216,33 @@ class FeatureStore:
                     f"but was not visible online within {timeout_s:.1f} s: is `featurestream process` running?")
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
+
+    # -- replay, backfill, rebuild ---------------------------------------------------------------
+    def replay(self, group: str, *, target: str, from_ms: int | None = None, to_ms: int | None = None,
+               progress: bool = True) -> Any:
+        """Re-read ``group``'s topic (broker time in [from_ms, to_ms)) into the ``target`` store,
+        "online" or "offline", idempotently; see streams.replay."""
+        from streams import replay
+
+        g = self.describe_feature_group(group)
+        cfg = self.config
+        if target == "online":
+            return replay.replay_online(cfg.require("kafka_bootstrap"), cfg.require("redis_url"), cfg.topic_prefix,
+                                        g, offline_uri=cfg.offline_uri, from_ms=from_ms, to_ms=to_ms,
+                                        progress=progress)
+        if target == "offline":
+            return replay.replay_offline(cfg.require("kafka_bootstrap"), cfg.topic_prefix, cfg.require("offline_uri"),
+                                         g, storage_options=cfg.storage_options(), from_ms=from_ms, to_ms=to_ms,
+                                         progress=progress)
+        raise ValueError(f"target must be 'online' or 'offline', not {target!r}")
+
+    def rebuild_online(self, group: str, *, progress: bool = True) -> Any:
+        """Wipe ``group``'s online keys and replay its whole topic; returns (keys removed, ReplayResult)."""
+        from streams.replay import rebuild_online
+
+        cfg = self.config
+        return rebuild_online(cfg.require("kafka_bootstrap"), cfg.require("redis_url"), cfg.topic_prefix,
+                              self.describe_feature_group(group), offline_uri=cfg.offline_uri, progress=progress)
 
     # -- online reads ----------------------------------------------------------------------------
     def get_record(self, group: str, record_id: Any, features: Sequence[str] | None = None, *,

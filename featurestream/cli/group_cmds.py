@@ -9,11 +9,11 @@ import orjson
 
 from featurestream.cli import CliError
 from featurestream.cli._common import print_json, store_from_args
-from featurestream.datafiles import read_frame
 from schemas.group import FeatureGroup
 from schemas.infer import infer_definitions
 from schemas.ttl import parse_ttl
 from schemas.types import FeatureDefinition
+from streams.datafiles import read_frame
 
 
 def register(sub: argparse._SubParsersAction) -> None:

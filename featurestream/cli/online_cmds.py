@@ -60,10 +60,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _process(args: argparse.Namespace) -> int:
-    from featurestream.online_worker import run_processor
+    from streams.online.worker import run_processor
 
+    config = Config.from_env()
     print("featurestream: online processor starting (Ctrl-C stops it)", file=sys.stderr)
-    run_processor(Config.from_env(), metrics_port=args.metrics_port or None, batch_size=args.batch_size,
+    run_processor(config.require("kafka_bootstrap"), config.require("redis_url"), config.topic_prefix,
+                  offline_uri=config.offline_uri, metrics_port=args.metrics_port or None, batch_size=args.batch_size,
                   batch_within_s=args.batch_wait_ms / 1000.0, apply_in_thread=args.apply_in_thread,
                   log_level=args.log_level)
     return 0
@@ -101,10 +103,8 @@ def _time_ms(text: str | None, what: str) -> int | None:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from featurestream.replays import replay_group
-
     with store_from_args(args) as store:
-        result = replay_group(store, args.group, target=args.target, from_ms=_time_ms(args.from_time, "--from"),
+        result = store.replay(args.group, target=args.target, from_ms=_time_ms(args.from_time, "--from"),
                               to_ms=_time_ms(args.to_time, "--to"), progress=not args.no_progress)
     print(f"replayed {result.records} records of {args.group!r} into the {args.target} store in "
           f"{result.seconds:.1f} s", file=sys.stderr)
@@ -112,10 +112,8 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _rebuild(args: argparse.Namespace) -> int:
-    from featurestream.replays import rebuild_online
-
     with store_from_args(args) as store:
-        removed, result = rebuild_online(store, args.group, progress=not args.no_progress)
+        removed, result = store.rebuild_online(args.group, progress=not args.no_progress)
     print(f"wiped {removed} online records of {args.group!r}, replayed {result.records} records in "
           f"{result.seconds:.1f} s", file=sys.stderr)
     return 0

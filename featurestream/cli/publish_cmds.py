@@ -10,8 +10,8 @@ import orjson
 
 from featurestream.cli import CliError
 from featurestream.cli._common import parse_json_arg, store_from_args
-from featurestream.datafiles import read_frame
 from schemas.types import ScalarType
+from streams.datafiles import read_frame
 
 
 def register(sub: argparse._SubParsersAction) -> None:

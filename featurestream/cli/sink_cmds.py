@@ -42,8 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> object:
     """SinkSettings from the flags; a bad value is a usage error naming the flag and what is valid."""
-    from featurestream.offline_worker import SinkSettings
     from sinks.offline.rotation import RotationPolicy
+    from streams.offline.worker import SinkSettings
 
     try:
         policy = RotationPolicy(max_records=args.max_records, max_bytes=args.max_bytes, max_age_s=args.max_age_s)
@@ -64,12 +64,14 @@ def settings_from_args(args: argparse.Namespace) -> object:
 
 
 def _sink(args: argparse.Namespace) -> int:
-    from featurestream.offline_worker import run_sink
+    from streams.offline.worker import run_sink
 
     settings = settings_from_args(args)
     if args.metrics_port and not 0 < args.metrics_port < 65536:
         raise CliError(f"--metrics-port must be 1-65535 (or 0: off); got {args.metrics_port}", status=2)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     print("featurestream: offline sink starting (Ctrl-C stops it after a final flush)", file=sys.stderr)
-    run_sink(Config.from_env(), settings, metrics_port=args.metrics_port or None)  # type: ignore[arg-type]
+    config = Config.from_env()
+    run_sink(config.require("kafka_bootstrap"), config.topic_prefix, config.require("offline_uri"),
+             config.storage_options(), settings, metrics_port=args.metrics_port or None)  # type: ignore[arg-type]
     return 0

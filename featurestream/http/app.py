@@ -21,7 +21,6 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from featurestream.http import control
 from featurestream.http.errors import CONTROL, RUNTIME, ApiError, from_exception
-from featurestream.http.groups import GroupCache
 from featurestream.http.metrics import HttpMetrics
 from featurestream.http.records import group_arn, group_name
 from featurestream.http.runtime import RuntimeApi
@@ -41,12 +40,12 @@ class Server:
     """State shared by the requests of one worker process."""
 
     def __init__(self, store: FeatureStore, *, credentials: dict[str, str] | None, max_body: int = MAX_BODY_BYTES,
-                 threads: int = 32, metrics: HttpMetrics | None = None, group_max_age_s: float = 2.0) -> None:
+                 threads: int = 32, metrics: HttpMetrics | None = None) -> None:
         self.store = store
         self.credentials = credentials  # None: authentication switched off (--no-auth)
         self.max_body = max_body
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="featurestream-http")
-        self.groups = GroupCache(store.registry.get, max_age_s=group_max_age_s)
+        self.groups = store.groups
         self.runtime = RuntimeApi(store, self.groups, self.executor)
         self.metrics = metrics or HttpMetrics()
 

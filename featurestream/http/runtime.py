@@ -15,7 +15,6 @@ from concurrent.futures import Executor, Future
 from typing import Any, TypeVar
 
 from featurestream.http.errors import ApiError, from_exception
-from featurestream.http.groups import GroupCache
 from featurestream.http.records import (
     event_time_from_wire,
     group_name,
@@ -31,6 +30,7 @@ from schemas.messages import SOFT_DELETE, Message
 from schemas.types import ScalarType
 from schemas.validate import compile_validator, validate_delete
 from schemas.wire import encode
+from streams.group_view import GroupView
 
 T = TypeVar("T")
 MAX_BATCH_GET_GROUPS = 100
@@ -73,7 +73,7 @@ def _record_id(group: FeatureGroup, text: Any) -> str:
 class RuntimeApi:
     """PutRecord, GetRecord, BatchGetRecord, DeleteRecord, BatchWriteRecord."""
 
-    def __init__(self, store: FeatureStore, groups: GroupCache, executor: Executor, *,
+    def __init__(self, store: FeatureStore, groups: GroupView, executor: Executor, *,
                  inline_reads: bool = True) -> None:
         self.store = store
         self.groups = groups

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import TypeVar
 
 from schemas.group import FeatureGroup
@@ -40,19 +39,6 @@ def customer(i: int, *, second: int = 0, age: int | None = None) -> dict:
         "balance": 10.5 * i, "segment": "gold" if i % 2 else "silver", "tags": ["a", str(i)],
         "embedding": [0.1, 0.2, 0.3, float(i)],
     }
-
-
-def wait_for(condition: Callable[[], T], *, timeout_s: float = 30.0, interval_s: float = 0.05,
-             what: str = "condition") -> T:
-    """Poll ``condition`` until it returns a truthy value; fail with ``what`` after the deadline."""
-    deadline = time.monotonic() + timeout_s
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
-        time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what} (last value: {last!r})")
 
 
 def read_topic(stack, topic: str, *, timeout_s: float = 60.0) -> list:

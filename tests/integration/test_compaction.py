@@ -19,13 +19,14 @@ from sinks.offline.catalog import read_manifests
 from sinks.offline.compaction import STEPS, compact_table, recover
 from sinks.offline.errors import CompactionCrash
 from sinks.offline.fs import open_filesystem
-from tests.unit.test_offline_support import (
+from tests.support.offline import (
     TOPIC,
     file_stats,
     live_coordinates,
     print_stats,
     write_small_files,
 )
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -36,6 +37,7 @@ COMPACTOR = """
 import json, sys
 from sinks.offline.compaction import compact_table
 from sinks.offline.fs import open_filesystem
+from tests.support.wait import wait_for
 uri, opts, topic = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
 fs, table = open_filesystem(uri, opts)
 committed = {(topic, p): 10**15 for p in range(4)}
@@ -96,14 +98,6 @@ def test_files_per_partition_and_bytes_per_file_before_and_after(store) -> None:
     assert live_coordinates(fs, table) == expected
 
 
-def _wait_for(condition, deadline_s: float, what: str) -> None:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {deadline_s}s waiting for {what}")
-
 
 def test_kill_9_during_compaction_loop_while_writing_and_reading(store) -> None:
     fs, root, uri, opts = store
@@ -122,8 +116,8 @@ def test_kill_9_during_compaction_loop_while_writing_and_reading(store) -> None:
                 expected += more
                 assert live_coordinates(fs, table) == expected
             # every compaction commits a manifest with a new id (older ones get retired)
-            _wait_for(lambda p=proc, ids=ids_before: set(read_manifests(fs, table)) != ids
-                      or p.poll() is not None, 60, "the compactor to commit a compaction")
+            wait_for(lambda p=proc, ids=ids_before: set(read_manifests(fs, table)) != ids
+                     or p.poll() is not None, timeout_s=60, what="the compactor to commit a compaction")
             assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
             time.sleep(rng.choice([0.0, 0.0, 0.02, 0.2]))  # kill at a random point, often mid-step
             assert live_coordinates(fs, table) == expected

@@ -25,8 +25,8 @@ from botocore.exceptions import ClientError
 from featurestream.http.sigv4 import sign
 from featurestream.stack.ports import free_port
 from schemas.infer import infer_definitions
-from tests.integration.helpers import wait_for
 from tests.integration.procs import stack_env
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 SECOND_KEY, SECOND_SECRET = "AKIDSECONDCLIENT", "second-secret-value"

@@ -11,8 +11,9 @@ import pytest
 import sqlglot
 
 from schemas.errors import GroupNotFoundError
-from tests.integration.helpers import customer, customers_group, wait_for
+from tests.integration.helpers import customer, customers_group
 from tests.integration.procs import Proc, stack_env
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 

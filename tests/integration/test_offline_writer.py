@@ -18,7 +18,7 @@ from sinks.offline.catalog import list_live_files, live_file_uris
 from sinks.offline.errors import OfflineStorageError
 from sinks.offline.fs import open_filesystem, write_atomic
 from sinks.offline.writer import OfflineWriter, table_path_for
-from tests.unit.test_offline_support import HOUR_NS, T0, TOPIC, delete, live_coordinates, make_group, put
+from tests.support.offline import HOUR_NS, T0, TOPIC, delete, live_coordinates, make_group, put
 
 pytestmark = pytest.mark.integration
 G = make_group()

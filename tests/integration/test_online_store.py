@@ -25,6 +25,7 @@ from schemas.names import online_key
 from schemas.ttl import Ttl
 from schemas.types import FeatureDefinition as F
 from sinks.online import CorruptRecordError, OnlineStore, WriteStatus, connect
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -77,13 +78,6 @@ def soft(rid: str, et: int) -> DeleteMessage:
 def hard(rid: str, et: int) -> DeleteMessage:
     return DeleteMessage(rid, et, format_iso(et), "HardDelete")
 
-
-def wait_until(condition: Callable[[], bool], deadline_s: float, what: str) -> None:
-    end = time.monotonic() + deadline_s
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {deadline_s}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def closed_port() -> int:
@@ -232,7 +226,7 @@ def test_redis_evicts_an_expired_key(store, make_group):
     store.apply_batch(g, [(put("a", time.time_ns(), ttl=1), 0, 1)])
     assert store.get_record(g, "a") is not None
     key = online_key(store.prefix, g.name, "a")
-    wait_until(lambda: store.client.exists(key) == 0, 5.0, "Redis to evict the expired key")
+    wait_for(lambda: store.client.exists(key) == 0, timeout_s=5.0, what="Redis to evict the expired key")
     assert store.get_record(g, "a") is None
 
 
@@ -502,12 +496,12 @@ def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
                  "--cluster-config-file", str(d / "nodes.conf"), "--save", "", "--appendonly", "no",
                  "--dir", str(d)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         for port in ports:
-            wait_until(lambda p=port: _pings(p), 10.0, f"redis-server on port {port} to answer")
+            wait_for(lambda p=port: _pings(p), timeout_s=10.0, what=f"redis-server on port {port} to answer")
         subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
                         "--cluster-replicas", "0", "--cluster-yes"], check=True, timeout=60,
                        capture_output=True)
-        wait_until(lambda: all(redis.Redis(host="127.0.0.1", port=p).cluster("info").get("cluster_state") == "ok"
-                               for p in ports), 20.0, "the cluster to cover all slots")
+        wait_for(lambda: all(redis.Redis(host="127.0.0.1", port=p).cluster("info").get("cluster_state") == "ok"
+                             for p in ports), timeout_s=20.0, what="the cluster to cover all slots")
         yield f"redis+cluster://127.0.0.1:{ports[0]}"
     finally:
         for proc in procs:

@@ -11,11 +11,11 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from featurestream.replays import rebuild_online, replay_group
 from featurestream.sdk import FeatureStore
 from schemas.ttl import Ttl
-from tests.integration.helpers import customer, customers_group, read_topic, wait_for
+from tests.integration.helpers import customer, customers_group, read_topic
 from tests.integration.procs import Proc
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -176,9 +176,9 @@ def test_replay_and_rebuild_give_identical_state(store, stack, processors, uniqu
     proc.stop()
     before = _hashes(store, g.name)
     assert before
-    replay_group(store, g.name, target="online", progress=False)
+    store.replay(g.name, target="online", progress=False)
     assert _hashes(store, g.name) == before
-    removed, result = rebuild_online(store, g.name, progress=False)
+    removed, result = store.rebuild_online(g.name, progress=False)
     assert removed == len(before) and result.records == 2002
     assert _hashes(store, g.name) == before
 

@@ -13,7 +13,8 @@ from schemas.ttl import Ttl
 from schemas.types import FeatureDefinition, ScalarType
 from streams.admin import admin_client, topic_exists
 from streams.registry import Registry
-from tests.integration.helpers import customers_group, wait_for
+from tests.integration.helpers import customers_group
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 

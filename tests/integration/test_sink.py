@@ -17,7 +17,6 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from featurestream.config import Config
-from featurestream.offline_replay import replay_offline
 from featurestream.sdk import FeatureStore
 from sinks.offline import layout
 from sinks.offline.catalog import list_live_files, read_live_table, snapshot
@@ -26,9 +25,10 @@ from sinks.offline.fs import delete_quietly_missing, open_filesystem
 from sinks.offline.writer import table_path_for
 from streams.admin import admin_client, ensure_topic
 from streams.lag import committed_offsets
-from streams.sink_consumer import consumer_group_id
-from tests.integration.helpers import customer, customers_group, read_topic, wait_for
+from streams.offline.consumer import consumer_group_id
+from tests.integration.helpers import customer, customers_group, read_topic
 from tests.integration.procs import Proc
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 COORDS = ["_kafka_topic", "_kafka_partition", "_kafka_offset"]
@@ -252,7 +252,7 @@ def test_replay_offline_adds_nothing_even_after_compaction_and_fills_holes(store
     wait_for(lambda: _lag(stack, topic) == 0, timeout_s=30, what="all offsets committed")
     proc.stop()
     assert any(layout.compaction_id_of(p) for p in list_live_files(fs, table))
-    result = replay_offline(store, g.name, progress=False)
+    result = store.replay(g.name, target="offline", progress=False)
     assert (result.records, result.rows_written, result.already_present) == (3000, 0, 3000)
     assert _exactly(fs, table, expected)
     # a lost file comes back, once
@@ -261,10 +261,10 @@ def test_replay_offline_adds_nothing_even_after_compaction_and_fills_holes(store
     delete_quietly_missing(fs, [victim])
     lost -= _table_coords(fs, table).total()
     assert lost > 0
-    result = replay_offline(store, g.name, progress=False)
+    result = store.replay(g.name, target="offline", progress=False)
     assert result.rows_written == lost
     assert _exactly(fs, table, expected)
-    assert replay_offline(store, g.name, progress=False).rows_written == 0
+    assert store.replay(g.name, target="offline", progress=False).rows_written == 0
 
 
 def test_local_path_store(store, stack, sinks, unique_name, tmp_path):

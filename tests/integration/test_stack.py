@@ -22,6 +22,7 @@ from featurestream.stack import procs
 from featurestream.stack.exports import parse_exports
 from featurestream.stack.layout import SERVICES
 from featurestream.stack.ports import free_port
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -52,13 +53,6 @@ def distinct_ports(n: int) -> list[int]:
 def port_args(ports: list[int]) -> list[object]:
     return ["--kafka-port", ports[0], "--controller-port", ports[1], "--redis-port", ports[2], "--s3-port", ports[3]]
 
-
-def wait_until(condition, deadline_s: float, what: str) -> None:
-    deadline = time.monotonic() + deadline_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {deadline_s} s waiting for {what}")
-        time.sleep(0.1)
 
 
 def processes_mentioning(text: str) -> list[int]:
@@ -227,7 +221,8 @@ def test_z_down_leaves_no_process(launched: Launched) -> None:
     assert set(pids) == set(SERVICES)
     result = run_cli("down", "--state-dir", launched.state_dir)
     assert result.returncode == 0, result.stderr
-    wait_until(lambda: all(procs.start_ticks(pid) is None for pid in pids.values()), 30, "servers to exit")
+    wait_for(lambda: all(procs.start_ticks(pid) is None for pid in pids.values()), timeout_s=30,
+             interval_s=0.1, what="servers to exit")
     assert not list((launched.state_dir / "run").glob("*.json"))
     assert processes_mentioning(str(launched.state_dir)) == []
     status = run_cli("status", "--state-dir", launched.state_dir)
@@ -269,7 +264,8 @@ def test_a_server_dying_at_start_gives_its_log_tail_and_stops_the_rest(tmp_path:
     assert "kafka: the server exited during start-up" in result.stderr
     assert f"Last lines of {tmp_path / 'logs' / 'kafka.log'}" in result.stderr
     assert "Traceback" not in result.stderr
-    wait_until(lambda: processes_mentioning(str(tmp_path)) == [], 30, "the other servers to be stopped")
+    wait_for(lambda: processes_mentioning(str(tmp_path)) == [], timeout_s=30, interval_s=0.1,
+             what="the other servers to be stopped")
     assert not list(tmp_path.glob("run/*.json"))
 
 

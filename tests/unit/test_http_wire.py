@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 import orjson
 import pytest
 
 from featurestream.http import control
 from featurestream.http.credentials import CredentialsError, parse_credentials
 from featurestream.http.errors import ApiError, from_exception
-from featurestream.http.groups import GroupCache
 from featurestream.http.records import (
     event_time_from_wire,
     group_arn,
@@ -249,31 +246,3 @@ def test_credentials_file():
     for bad in ("", "no sections", "[x]\naws_access_key_id = A\n", "[x]\naws_secret_access_key = s\n", "\x00\x01["):
         with pytest.raises(CredentialsError):
             parse_credentials(bad)
-
-
-def test_group_cache_expires_and_never_caches_a_miss():
-    calls = []
-    now = [0.0]
-    known: dict = {}
-
-    def fetch(name):
-        calls.append(name)
-        return known.get(name)
-
-    cache = GroupCache(fetch, max_age_s=2.0, clock=lambda: now[0])
-    assert cache.get("g") is None
-    known["g"] = "G1"
-    assert cache.get("g") == "G1"  # a miss is asked again at once
-    known["g"] = "G2"
-    assert cache.get("g") == "G1" and len(calls) == 2
-    assert cache.get("g", fresh=True) == "G2"
-    known["g"] = "G3"
-    now[0] = 2.5
-    assert cache.get("g") == "G2"  # stale: answered at once, re-read in the background
-    wait_until = time.monotonic() + 5
-    while cache.get("g") != "G3" and time.monotonic() < wait_until:
-        time.sleep(0.01)
-    assert cache.get("g") == "G3"
-    cache.forget("g")
-    known["g"] = "G4"
-    assert cache.get("g") == "G4"

@@ -11,7 +11,7 @@ from sinks.offline.catalog import list_live_files, read_manifests, snapshot
 from sinks.offline.compaction import STEPS, FileInfo, compact_hour, compact_table, plan_bins, recover
 from sinks.offline.errors import CompactionCrash, OfflineLayoutError
 from sinks.offline.fs import open_filesystem
-from tests.unit.test_offline_support import (
+from tests.support.offline import (
     TOPIC,
     file_stats,
     live_coordinates,

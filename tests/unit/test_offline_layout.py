@@ -7,7 +7,7 @@ import pytest
 from sinks.offline import layout
 from sinks.offline.errors import OfflineLayoutError
 from sinks.offline.fs import open_filesystem
-from tests.unit.test_offline_support import T0
+from tests.support.offline import T0
 
 
 def test_data_file_path_is_hive_by_event_hour_and_named_by_coordinates() -> None:

@@ -10,7 +10,7 @@ import pytest
 from schemas.messages import PutMessage
 from sinks.offline.errors import OfflineRowError
 from sinks.offline.rows import rows_to_table
-from tests.unit.test_offline_support import T0, delete, make_group, put
+from tests.support.offline import T0, delete, make_group, put
 
 G = make_group()
 TS = pa.timestamp("ns", "UTC")

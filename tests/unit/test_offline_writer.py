@@ -14,7 +14,7 @@ from sinks.offline.errors import OfflineLayoutError, OfflineRowError, OfflineSto
 from sinks.offline.fs import open_filesystem
 from sinks.offline.rotation import RotationPolicy
 from sinks.offline.writer import OfflineWriter, table_path_for
-from tests.unit.test_offline_support import (
+from tests.support.offline import (
     HOUR_NS,
     T0,
     delete,

@@ -12,7 +12,7 @@ from schemas.errors import GroupNotFoundError, ValidationError
 from sinks.offline.query import OfflineQuery
 from sinks.offline.query_errors import EntityRowsError, UnknownFeatureError, UnknownGroupError
 from sinks.offline.query_source import OfflineSource
-from tests.unit.test_query_fixtures import make_source, row, table_schema
+from tests.support.query_fixtures import make_source, row, table_schema
 
 T0 = 1_633_176_000 * 1_000_000_000
 SCHEMA = table_schema("customer_id", "event_time", {"age": pa.int64(), "score": pa.float64()})

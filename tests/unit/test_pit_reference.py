@@ -14,7 +14,7 @@ import pyarrow as pa
 import pytest
 
 from sinks.offline.query import OfflineQuery
-from tests.unit.test_query_fixtures import make_source, row, table_schema
+from tests.support.query_fixtures import make_source, row, table_schema
 
 T0 = 1_633_176_000 * 1_000_000_000
 STEP = 1_000  # 1 us between candidate event times; with 3 hours of spread → several partitions

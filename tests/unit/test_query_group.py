@@ -11,7 +11,7 @@ from schemas.group import FeatureGroup
 from schemas.types import FeatureDefinition
 from sinks.offline.query import OfflineQuery, snapshot
 from sinks.offline.query_errors import QueryError
-from tests.unit.test_query_fixtures import row, table_schema, write_table
+from tests.support.query_fixtures import row, table_schema, write_table
 
 T0 = 1_633_176_000 * 1_000_000_000
 

@@ -13,7 +13,7 @@ from schemas.errors import FeatureStoreError, ValidationError
 from sinks.offline.query import OfflineQuery, latest_rows_sql, query, snapshot
 from sinks.offline.query_errors import QueryError, UnknownGroupError, UnknownTableError
 from sinks.offline.query_source import OfflineSource
-from tests.unit.test_query_fixtures import make_source, row, table_schema
+from tests.support.query_fixtures import make_source, row, table_schema
 
 S = 1_000_000_000
 T0 = 1_633_176_000 * S  # 2021-10-02T12:00:00Z

@@ -12,7 +12,7 @@ import re
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from streams.sink_consumer import SinkConsumer, consumer_config, subscription_pattern
+from streams.offline.consumer import SinkConsumer, consumer_config, subscription_pattern
 
 T = "fs.customers"
 

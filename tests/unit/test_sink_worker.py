@@ -12,14 +12,16 @@ import pytest
 
 from featurestream.cli import CliError, build_parser
 from featurestream.cli.sink_cmds import settings_from_args
-from featurestream.offline_replay import _missing, present_offsets
-from featurestream.offline_worker import OfflineApplier, retire_empty_manifests
 from schemas.messages import ONLINE
 from schemas.wire import encode
 from sinks.offline.fs import open_filesystem, write_atomic
 from sinks.offline.writer import OfflineWriter, table_path_for
+from streams.group_view import GroupView
+from streams.offline.applier import OfflineApplier
+from streams.offline.compactor import retire_empty_manifests
+from streams.replay import not_yet_written, present_offsets
 from streams.route import RawMessage
-from tests.unit.test_offline_support import T0, delete, live_coordinates, make_group, put
+from tests.support.offline import T0, delete, live_coordinates, make_group, put
 
 PREFIX = "fs"
 G = make_group("customers")
@@ -36,7 +38,7 @@ def raw(offset: int, msg=None, *, topic: str = TOPIC, partition: int = 0, value:
 @pytest.fixture
 def applier(tmp_path):
     fs, root = open_filesystem(str(tmp_path / "offline"))
-    return OfflineApplier(lambda force=False: {"customers": G}, OfflineWriter(fs, root), None, PREFIX)
+    return OfflineApplier(GroupView(lambda: {"customers": G}), OfflineWriter(fs, root), None, PREFIX)
 
 
 def test_rows_go_to_the_writer_and_poison_is_counted(applier) -> None:
@@ -56,26 +58,27 @@ def test_rows_go_to_the_writer_and_poison_is_counted(applier) -> None:
 def test_offline_disabled_and_online_only_records_are_skipped(tmp_path) -> None:
     fs, root = open_filesystem(str(tmp_path / "offline"))
     off = make_group("customers", offline_enabled=False)
-    a = OfflineApplier(lambda force=False: {"customers": off}, OfflineWriter(fs, root), None, PREFIX)
+    a = OfflineApplier(GroupView(lambda: {"customers": off}), OfflineWriter(fs, root), None, PREFIX)
     online = frozenset({ONLINE})
     a.add([raw(0, put(0, T0, stores=online)), raw(1, put(1, T0, stores=online))])
     assert not a.holds(TOPIC, 0) and a.poison_count == 0
-    b = OfflineApplier(lambda force=False: {"customers": G}, OfflineWriter(fs, root), None, PREFIX)
+    b = OfflineApplier(GroupView(lambda: {"customers": G}), OfflineWriter(fs, root), None, PREFIX)
     b.add([raw(0, put(0, T0, stores=online))])  # offline on, but this record targets only online
     assert not b.holds(TOPIC, 0) and b.poison_count == 0
 
 
 def test_unknown_group_forces_one_registry_refresh(tmp_path) -> None:
     fs, root = open_filesystem(str(tmp_path / "offline"))
+    answers = iter([{}, {"customers": G}])  # the view's first load, then the forced one
     calls = []
 
-    def groups(force: bool = False):
-        calls.append(force)
-        return {"customers": G} if force else {}
+    def load():
+        calls.append(1)
+        return next(answers)
 
-    a = OfflineApplier(groups, OfflineWriter(fs, root), None, PREFIX)
+    a = OfflineApplier(GroupView(load), OfflineWriter(fs, root), None, PREFIX)
     a.add([raw(0)])
-    assert calls == [False, True] and a.holds(TOPIC, 0) and a.poison_count == 0
+    assert len(calls) == 2 and a.holds(TOPIC, 0) and a.poison_count == 0
 
 
 def test_replay_filter_skips_present_and_uncommitted_offsets() -> None:
@@ -83,11 +86,11 @@ def test_replay_filter_skips_present_and_uncommitted_offsets() -> None:
     batch = [raw(o, partition=p) for p in (0, 1) for o in range(6)]
     committed = {(TOPIC, 0): 4, (TOPIC, 1): 6}
     present = {0: np.array([0, 2]), 1: np.array([], dtype=np.int64)}
-    todo = _missing(batch, committed, present, counts)
+    todo = not_yet_written(batch, committed, present, counts)
     assert [(r.partition, r.offset) for r in todo] == [(0, 1), (0, 3)] + [(1, o) for o in range(6)]
     assert counts == {"present": 2, "left": 2}
     counts = {"present": 0, "left": 0}
-    assert _missing(batch, {}, {}, counts) == [] and counts["left"] == 12  # no sink commit: all left to it
+    assert not_yet_written(batch, {}, {}, counts) == [] and counts["left"] == 12  # no sink commit: all left to it
 
 
 def test_present_offsets_reads_the_live_table(applier) -> None:

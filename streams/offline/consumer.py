@@ -2,7 +2,7 @@
 
 Consumer group ``<prefix>-offline``, independent of the online processor's, so a slow or
 failing S3 never delays online freshness. What this module decides (the writer side, files
-and their names, is ``sinks/offline``; the wiring is ``featurestream/offline_worker.py``):
+and their names, is ``sinks/offline``; the wiring is ``streams/offline/worker.py``):
 
 - **Subscription by regex** ``^<prefix>\\.[A-Za-z0-9]``: librdkafka matches it against the
   cluster's topics at every metadata refresh (``topic.metadata.refresh.interval.ms``, a few
@@ -63,7 +63,7 @@ class SinkConsumerError(FeatureStoreError):
 
 
 class PartitionSink(Protocol):
-    """What the consumer drives (featurestream.offline_worker.OfflineApplier implements it)."""
+    """What the consumer drives (streams.offline.applier.OfflineApplier implements it)."""
 
     def add(self, batch: list[RawMessage]) -> None:
         """Buffer the rows of ``batch``; dead-letter its poison messages before returning."""

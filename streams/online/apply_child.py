@@ -15,7 +15,8 @@ child. Frames are an 8-byte big-endian length and a pickle: batches go as plain 
 ``("error", text)``.
 
 The child builds its own registry view, Redis client and dead-letter producer from the
-configuration; the parent counts each :class:`ApplySummary` into its Prometheus metrics. The
+endpoints the parent sends as the channel's first frame (not through argv, which ``ps`` shows,
+nor the environment, which no module but the front door's config reads); the parent counts each :class:`ApplySummary` into its Prometheus metrics. The
 child exits when the socket closes, so a parent killed with ``kill -9`` leaves no orphan
 writing to Redis. If the child dies, the batch fails and the next call starts a new child.
 """
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import pickle
 import socket
 import struct
@@ -32,9 +32,8 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
-from featurestream.config import Config
-from featurestream.online_worker import ApplySummary, make_online_applier, record_metrics
 from streams.gc_tuning import settle_heap
+from streams.online.applier import ApplySummary, make_online_applier, record_metrics
 from streams.route import RawMessage
 
 log = logging.getLogger("featurestream.online")
@@ -49,8 +48,10 @@ class ApplyProcessError(RuntimeError):
 class ApplierProcess:
     """An async callable that applies a batch in the child process, one batch at a time."""
 
-    def __init__(self, config: Config) -> None:
-        self._env = {**os.environ, **config.to_env()}
+    def __init__(self, bootstrap: str, redis_url: str, prefix: str, *, offline_uri: str | None = None) -> None:
+        # The keyword arguments of make_online_applier, sent to each new child first.
+        self._settings = {"bootstrap": bootstrap, "redis_url": redis_url, "prefix": prefix,
+                          "offline_uri": offline_uri}
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
         self._lock: asyncio.Lock | None = None
@@ -59,10 +60,12 @@ class ApplierProcess:
         parent, child = socket.socketpair()
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "featurestream.apply_process", str(child.fileno())],
-                pass_fds=(child.fileno(),), env=self._env)
+                [sys.executable, "-m", "streams.online.apply_child", str(child.fileno())],
+                pass_fds=(child.fileno(),))
         finally:
             child.close()
+        settings = pickle.dumps(self._settings, protocol=pickle.HIGHEST_PROTOCOL)
+        parent.sendall(_HEADER.pack(len(settings)) + settings)  # a few hundred bytes: never blocks
         parent.setblocking(False)
         self._sock = parent
         log.info("apply process %d started", self._proc.pid)
@@ -137,7 +140,10 @@ def child_main(fd: int) -> int:
     logging.basicConfig(level=logging.WARNING, format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
     sock = socket.socket(fileno=fd)
     sock.setblocking(True)
-    applier = make_online_applier(Config.from_env())
+    settings = _recv_frame(sock)
+    if settings is None:
+        return 0
+    applier = make_online_applier(**pickle.loads(settings))
     settle_heap()
     while True:
         frame = _recv_frame(sock)

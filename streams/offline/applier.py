@@ -1,0 +1,116 @@
+"""The offline apply step: route raw batches into the OfflineWriter, dead-letter the poison.
+
+Implements ``streams.offline.consumer.PartitionSink`` for the sink's consume-and-commit loop
+(``worker.py``), and is driven by ``streams/replay.py`` for offline replay.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from schemas.names import group_from_topic, group_topic
+from schemas.wire import encode
+from sinks.offline.errors import OfflineRowError
+from sinks.offline.partition_writer import FlushResult
+from sinks.offline.writer import OfflineWriter
+from streams.deadletter import DeadLetters
+from streams.group_view import GroupView
+from streams.metrics import OFFLINE_METRICS
+from streams.offline.consumer import TP
+from streams.route import Poison, RawMessage, route
+
+log = logging.getLogger("featurestream.offline")
+OFFLINE_STORE = "OfflineStore"
+
+
+class OfflineApplier:
+    """Routes raw batches into the OfflineWriter; implements streams.offline.consumer.PartitionSink."""
+
+    def __init__(self, groups: GroupView, writer: OfflineWriter,
+                 deadletters: DeadLetters | None, prefix: str, *,
+                 after_flush: Callable[[FlushResult], None] | None = None) -> None:
+        self._groups = groups
+        self._after_flush = after_flush  # tests crash the process here: files durable, offsets not committed
+        self.writer = writer
+        self.deadletters = deadletters
+        self.prefix = prefix
+        self._held: set[TP] = set()  # partitions with rows added since their last flush
+        self.poison_count = 0
+
+    def add(self, batch: list[RawMessage]) -> None:
+        groups = self._groups.all()
+        routed = route(batch, groups, prefix=self.prefix, store=OFFLINE_STORE)
+        if routed.unknown_groups:
+            # A group created a moment ago may not be in the view yet: look once more.
+            groups = self._groups.all(fresh=True)
+            routed = route(batch, groups, prefix=self.prefix, store=OFFLINE_STORE)
+        poison = list(routed.poison)
+        by_coords = {(r.topic, r.partition, r.offset): r for r in batch}
+        for name, items in routed.work.items():
+            group = groups[name]
+            topic = group_topic(self.prefix, name)
+            for msg, partition, offset in items:
+                try:
+                    self.writer.add(group, msg, topic, partition, offset)
+                except OfflineRowError as exc:  # e.g. an event time outside years 1-9999
+                    poison.append(Poison(by_coords[(topic, partition, offset)], str(exc)))
+                    continue
+                self._held.add((topic, partition))
+        self._dead_letter(poison)
+
+    def _dead_letter(self, poison: list[Poison]) -> None:
+        if not poison:
+            return
+        for p in poison:
+            log.warning("dead-lettering %s[%d]@%d: %s", p.raw.topic, p.raw.partition, p.raw.offset, p.reason)
+        self.poison_count += len(poison)
+        if self.deadletters is not None:
+            self.deadletters.send(poison)  # synchronous: durable before the offset is committed
+        OFFLINE_METRICS.dead_lettered.inc(len(poison))
+
+    def due(self) -> list[TP]:
+        return self.writer.due()
+
+    def holds(self, topic: str, partition: int) -> bool:
+        return (topic, partition) in self._held
+
+    def held(self) -> list[TP]:
+        """The partitions with rows added since their last flush, in order."""
+        return sorted(self._held)
+
+    def flush(self, topic: str, partition: int) -> FlushResult:
+        started = time.perf_counter()
+        result = self.writer.flush(topic, partition)
+        self._held.discard((topic, partition))
+        group = group_from_topic(self.prefix, topic) or ""
+        if result.files:
+            OFFLINE_METRICS.flush_seconds.observe(time.perf_counter() - started)
+            OFFLINE_METRICS.files_written.labels(group=group).inc(len(result.files))
+            OFFLINE_METRICS.rows_written.labels(group=group).inc(result.rows)
+        if result.rejected:
+            # The raw bytes are gone by now (only decoded messages are buffered): re-encode them
+            # in the wire format, which decodes to the same message.
+            poison = []
+            for (msg, t, p, offset), exc in result.rejected:
+                value, key, headers = _encoded(msg)
+                poison.append(Poison(RawMessage(t, p, offset, key, value, headers), str(exc)))
+            self._dead_letter(poison)
+        if self._after_flush is not None:
+            self._after_flush(result)
+        return result
+
+    def discard(self, topic: str, partition: int) -> None:
+        self.writer.discard(topic, partition)
+        self._held.discard((topic, partition))
+
+
+def _encoded(msg: Any) -> tuple[bytes, bytes | None, list[tuple[str, bytes]]]:
+    """(value, key, headers) of a buffered message, as close to the original bytes as possible."""
+    try:
+        key, value, headers = encode(msg)
+    except (TypeError, ValueError):  # a value JSON cannot carry (what got it rejected): keep its text
+        return repr(msg).encode("utf-8", "replace")[:100_000], str(msg.id).encode(), []
+    return value, key, headers
