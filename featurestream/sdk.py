@@ -22,6 +22,7 @@ from schemas.errors import RecordValidationError, ServiceUnavailableError
 from schemas.eventtime import parse_event_time
 from schemas.group import FeatureGroup
 from schemas.messages import HARD_DELETE, SOFT_DELETE, Message
+from schemas.ordering import version_key
 from schemas.validate import compile_validator, validate_delete
 from schemas.wire import encode
 from streams.group_view import GroupView
@@ -201,14 +202,14 @@ class FeatureStore:
                 f"record {msg.id!r} of {group!r} was published (partition {coords[0]}, offset {coords[1]}) but "
                 f"expired on arrival: its event time plus the TTL ({ttl} s) is in the past, so the online store "
                 "will never return it", group=group)
-        mine = (msg.event_time_ns, coords[0], coords[1])
+        mine = version_key(msg.event_time_ns, coords[0], coords[1])
         deadline = time.monotonic() + timeout_s
         delay = 0.001
         while True:
             meta = self.online.record_meta(g, msg.id)
             if meta and meta.get("event_time_ns") is not None and meta.get("seq"):
                 part, _, off = str(meta["seq"]).partition(":")
-                if (meta["event_time_ns"], int(part), int(off)) >= mine:
+                if version_key(meta["event_time_ns"], int(part), int(off)) >= mine:
                     return
             if time.monotonic() > deadline:
                 raise ServiceUnavailableError(

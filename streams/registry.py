@@ -284,7 +284,9 @@ def _topic_config(group: FeatureGroup) -> dict[str, str]:
         # -1 (default) keeps every record: the topic is the source of truth that rebuilds
         # the online and offline views, so they can only be rebuilt from what is retained.
         "retention.ms": str(group.retention_ms),
-        # Event time is in the payload; the broker's timestamp is the producer's send time,
-        # which is what `tail --from` and replay --from seek on.
-        "message.timestamp.type": "CreateTime",
+        # Event time is in the payload. The broker stamps each message when it appends it: that
+        # time follows offset order within a partition, so it is the offline store's
+        # api_invocation_time (the SPEC's tie-break then agrees with schemas/ordering.py), and
+        # it is what `tail --from` and `replay --from` seek on.
+        "message.timestamp.type": "LogAppendTime",
     }

@@ -8,8 +8,10 @@ publisher. Nothing here raises on bad data: bad data is the poison list.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME
 
 from schemas.errors import RecordValidationError, WireFormatError
 from schemas.group import FeatureGroup
@@ -29,6 +31,9 @@ class RawMessage:
     value: bytes | None
     headers: Sequence[tuple[str, bytes]] | None
     timestamp_ms: int = 0
+    # The broker stamped timestamp_ms when it appended the message (the topic's
+    # message.timestamp.type is LogAppendTime): it then follows offset order within a partition.
+    log_append_time: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +75,11 @@ def route(batch: Sequence[RawMessage], groups: Mapping[str, FeatureGroup], *, pr
         if not _store_enabled(group, store) or store not in msg.target_stores:
             out.skipped += 1
             continue
+        if raw.log_append_time and store == "OfflineStore":
+            # The offline store's api_invocation_time is when the broker accepted the write, so
+            # the SPEC's tie-break on it follows the order of writes (schemas/ordering.py),
+            # not the clocks of the producers.
+            msg = replace(msg, api_invocation_time_ns=raw.timestamp_ms * 1_000_000)
         out.work.setdefault(name, []).append((msg, raw.partition, raw.offset))
     return out
 
@@ -80,5 +90,6 @@ def _store_enabled(group: FeatureGroup, store: str) -> bool:
 
 def raw_from_confluent(msg: Any) -> RawMessage:
     """A RawMessage from a confluent_kafka.Message."""
-    return RawMessage(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(), msg.headers(),
-                      msg.timestamp()[1])
+    kind, ts = msg.timestamp()
+    return RawMessage(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(), msg.headers(), ts,
+                      kind == TIMESTAMP_LOG_APPEND_TIME)

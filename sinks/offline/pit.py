@@ -5,10 +5,10 @@ the latest row of that identifier whose event time is at or before the row's tim
 nulls if there is none, if it is a delete marker, or if it is older than ``max_age``.
 
 How: one DuckDB statement, one ``ASOF LEFT JOIN`` per group. ASOF alone is not deterministic
-among rows with equal event times, so it joins on a composite key instead of the event time:
-``event_time_ns * 2**64 + _kafka_offset`` (a HUGEINT) on the feature side and
-``timestamp_ns * 2**64 + (2**63 - 1)`` on the entity side. "Greatest key <= entity key" is then
-exactly "latest event time <= timestamp, and among equal event times the later write", with no
+among rows with equal event times, so it joins on the version key of ``schemas/ordering.py``
+packed into one HUGEINT (``pit_key_sql``) on the feature side, and on the greatest key at the
+entity's timestamp (``pit_bound_sql``) on the entity side. "Greatest key <= entity key" is
+then exactly "the version that wins among those with event time <= timestamp", with no
 pre-deduplication pass over the table (which would cost a full sort/hash of it).
 """
 
@@ -16,20 +16,31 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from schemas.ordering import pit_bound_sql, pit_key_sql
 from sinks.offline.query_errors import EntityRowsError, UnknownFeatureError, UnknownGroupError
 from sinks.offline.query_source import OfflineSource, quote_ident
 
-if TYPE_CHECKING:
-    from sinks.offline.query import OfflineQuery
+
+class QueryEngine(Protocol):
+    """What the join needs of ``sinks.offline.query.OfflineQuery`` (named structurally, so that
+    query.py can call this module without the two importing each other)."""
+
+    sources: Mapping[str, OfflineSource]
+
+    def source(self, group: str) -> OfflineSource: ...
+
+    def relation_sql(self, group: str, *, as_of_ns: int | None = None) -> str: ...
+
+    def register_arrow(self, table: pa.Table) -> str: ...
+
+    def execute(self, sql: str, params: Any = None) -> pa.Table: ...
 
 DEFAULT_TIMESTAMP_COLUMN = "event_time"
-_SHIFT = "18446744073709551616"  # 2**64: offsets (< 2**63) never reach the event-time part
-_ENTITY_LOW = "9223372036854775807"  # 2**63 - 1: above every offset → ties at ts included
 FeatureRequest = Sequence[str] | Sequence[tuple[str, Sequence[str]]] | Mapping[str, Sequence[str]]
 
 
@@ -174,7 +185,7 @@ def output_names(request: Mapping[str, list[str]], entity_columns: Sequence[str]
     return names
 
 
-def get_historical_features(query: OfflineQuery, entity_rows: Any, features: FeatureRequest, *,
+def get_historical_features(query: QueryEngine, entity_rows: Any, features: FeatureRequest, *,
                             max_age: Any = None, timestamp_column: str = DEFAULT_TIMESTAMP_COLUMN,
                             full_feature_names: bool = False) -> pa.Table:
     """Point-in-time join of ``entity_rows`` with the requested features of ``query``'s groups.
@@ -206,7 +217,7 @@ def get_historical_features(query: OfflineQuery, entity_rows: Any, features: Fea
         mm = pc.min_max(ts_ns)
         bounds = (mm["min"].as_py(), mm["max"].as_py())
 
-    ctes = [f"__e AS (SELECT *, __ts::HUGEINT * {_SHIFT} + {_ENTITY_LOW} AS __k FROM {reg})"]
+    ctes = [f"__e AS (SELECT *, {pit_bound_sql('__ts')} AS __k FROM {reg})"]
     joins, selects = [], ["__e.__row"]
     for i, (group, feats) in enumerate(request.items()):
         src = query.source(group)
@@ -226,7 +237,7 @@ def get_historical_features(query: OfflineQuery, entity_rows: Any, features: Fea
         alias = f"__g{i}"
         ctes.append(
             f"{alias} AS (SELECT {ident} AS __id, epoch_ns({et}) AS __et, is_deleted AS __del, "
-            f"epoch_ns({et})::HUGEINT * {_SHIFT} + _kafka_offset AS __k, {feat_cols} "
+            f"{pit_key_sql(f'epoch_ns({et})')} AS __k, {feat_cols} "
             f"FROM {rel} AS __src WHERE {' AND '.join(where)})")
         slot = id_cols[src.record_identifier_name]
         joins.append(f"ASOF LEFT JOIN {alias} ON __e.{slot} = {alias}.__id AND __e.__k >= {alias}.__k")

@@ -20,13 +20,9 @@ import pyarrow as pa
 
 from schemas.errors import FeatureStoreError, ValidationError
 from schemas.eventtime import format_iso, parse_event_time
+from schemas.ordering import latest_order_sql
 from sinks.offline.query_errors import QueryError, UnknownGroupError, UnknownTableError
 from sinks.offline.query_source import OfflineSource, SourceRegistrar, quote_ident
-
-# Order that decides which row of one identifier is "the latest": the SPEC's (event time,
-# then later api_invocation_time, then later write_time) plus the Kafka offset, which makes
-# the choice deterministic when everything else ties (one identifier = one partition).
-LATEST_ORDER = ("api_invocation_time", "write_time", "_kafka_offset")
 
 _MISSING_TABLE_RE = re.compile(r"Table with name (.+?) does not exist", re.IGNORECASE)
 
@@ -42,7 +38,7 @@ def latest_rows_sql(table: str, id_col: str, event_time_col: str, *, as_of: str 
     are dropped (their history before the delete is not resurrected).
     """
     t, ident, et = quote_ident(table), quote_ident(id_col), quote_ident(event_time_col)
-    order = ", ".join([f"{et} DESC NULLS LAST"] + [f"{c} DESC NULLS LAST" for c in LATEST_ORDER])
+    order = latest_order_sql(et)  # which row wins: schemas/ordering.py
     # CAST to TIMESTAMPTZ_NS keeps nanoseconds (a TIMESTAMP literal stops at microseconds) and
     # still reaches the Parquet reader as a pushed-down filter on row-group statistics.
     where = f"\n  WHERE {et} <= CAST('{as_of}' AS TIMESTAMPTZ_NS)" if as_of is not None else ""
@@ -175,7 +171,7 @@ class OfflineQuery:
                                 timestamp_column: str = "event_time",
                                 full_feature_names: bool = False) -> pa.Table:
         """Point-in-time join; see :func:`sinks.offline.pit.get_historical_features`."""
-        from sinks.offline.pit import get_historical_features  # pit builds on this module
+        from sinks.offline.pit import get_historical_features  # pit needs only a QueryEngine, not this module
 
         return get_historical_features(self, entity_rows, features, max_age=max_age,
                                        timestamp_column=timestamp_column,
@@ -197,4 +193,4 @@ def snapshot(group: TableSource, as_of: Any = None, include_deleted: bool = Fals
 
 
 __all__ = ["OfflineQuery", "QueryError", "UnknownTableError", "FeatureStoreError", "latest_rows_sql",
-           "query", "snapshot", "LATEST_ORDER"]
+           "query", "snapshot"]

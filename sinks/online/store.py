@@ -24,6 +24,7 @@ from schemas.eventtime import format_iso
 from schemas.group import FeatureGroup
 from schemas.messages import HARD_DELETE, ONLINE, SOFT_DELETE, DeleteMessage, Message, PutMessage
 from schemas.names import MAX_RECORD_ID_BYTES, online_key, online_key_pattern
+from schemas.ordering import script_args
 from schemas.types import INT64_MAX, INT64_MIN
 from sinks.online.codec import decode_record, encode_features, pack_checked_features, pack_fields
 from sinks.online.connect import DEFAULT_TIMEOUT_S, RedisClient, connect, redact_url
@@ -385,7 +386,7 @@ def _script_args(group: FeatureGroup, message: Message, partition: int, offset: 
         raise RecordValidationError(
             f"feature group {group.name!r}, record {rid!r}: delete mode {message.mode!r} is not "
             f"{SOFT_DELETE} or {HARD_DELETE}", group=group.name, value=message.mode)
-    return [op, str(et), str(partition), str(offset), "1" if is_expired(expires, now_ns) else "0",
+    return [op, *script_args(et, partition, offset), "1" if is_expired(expires, now_ns) else "0",
             "" if expires is None else str(expires), "" if expires is None else str(ns_to_expire_ms(expires)),
             str(message.schema_version), *fields]
 

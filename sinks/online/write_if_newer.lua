@@ -8,6 +8,8 @@
 -- ARGV[1]  op: "put" | "soft" (soft delete) | "hard" (hard delete)
 -- ARGV[2]  event time, integer nanoseconds since the epoch, canonical decimal (may be negative)
 -- ARGV[3]  Kafka partition, ARGV[4] Kafka offset: canonical decimals (the write order)
+--          ARGV[2..4] are the version key of schemas/ordering.py (script_args), compared in
+--          that order: that module, not this script, defines which record wins.
 -- ARGV[5]  "1" if the message's expires-at is already in the past (decided by the caller's clock)
 -- ARGV[6]  expires-at in ns ("" if no TTL applies), ARGV[7] the same in ms for PEXPIREAT
 -- ARGV[8]  schema version of the group the message was validated against

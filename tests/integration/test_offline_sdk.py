@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
+import time
 
 import orjson
 import pandas as pd
 import pytest
 import sqlglot
 
+from featurestream.sdk import FeatureStore
 from schemas.errors import GroupNotFoundError
-from tests.integration.helpers import customer, customers_group
+from schemas.ordering import version_key, wins
+from schemas.validate import compile_validator
+from schemas.wire import encode
+from tests.integration.helpers import customer, customers_group, read_topic
 from tests.integration.procs import Proc, stack_env
 from tests.support.wait import wait_for
 
@@ -55,3 +61,62 @@ def test_sdk_and_cli_read_what_the_sink_wrote(store, stack, tmp_path, unique_nam
     assert ddl.returncode == 0, ddl.stderr
     parsed = sqlglot.parse_one(ddl.stdout, read="hive")
     assert parsed.find(sqlglot.exp.PartitionedByProperty) is not None
+
+
+def test_equal_event_times_from_two_producers_pick_one_version_everywhere(store, stack, tmp_path, unique_name):
+    """Two producers write the same ids at the same event time; one's clock runs an hour ahead,
+    so its api_invocation_time (had the client's clock been kept) would win the SPEC's tie-break
+    even where it wrote first. Online, snapshot, the SPEC's own SQL and the point-in-time join
+    must all pick the version that schemas/ordering.py picks, computed here from the topic."""
+    g = store.create_feature_group(customers_group(unique_name("tie")))
+    topic = store.registry.topic_of(g.name)
+    validator = compile_validator(g)
+    rng = random.Random(5)
+    ids = [f"c{i}" for i in range(12)]
+    with FeatureStore(stack) as other:
+        for _ in range(3):
+            for rid in ids:
+                for who in rng.sample(["ahead", "local"], 2):  # which producer writes first varies
+                    rec = {**customer(int(rid[1:])), "customer_id": rid, "age": rng.randrange(1000)}
+                    ahead = who == "ahead"
+                    msg = validator.validate(rec, api_invocation_time_ns=time.time_ns() + (3600 * 10**9 if ahead
+                                                                                          else 0))
+                    (other if ahead else store).publisher.publish_sync(topic, *encode(msg))
+    # Ground truth from the topic alone: the version key's winner per id, and the broker times.
+    latest: dict[str, tuple] = {}
+    for m in read_topic(stack, topic):
+        value = orjson.loads(m.value())
+        key = version_key(value["event_time_ns"], m.partition(), m.offset())
+        if wins(key, latest[value["id"]][0] if value["id"] in latest else None):
+            latest[value["id"]] = (key, value["record"]["age"])
+    want = {rid: age for rid, (_, age) in latest.items()}
+    procs = [Proc(stack, ["process", "--metrics-port", "0", "--log-level", "warning"], tmp_path / "p.log"),
+             Proc(stack, ["sink", "--metrics-port", "0", "--max-age-s", "1"], tmp_path / "sink.log")]
+    try:
+        wait_for(lambda: {rid: (store.get_record(g.name, rid) or {}).get("age") for rid in ids} == want,
+                 timeout_s=120, what=f"the processor to converge\n{procs[0].tail()}")
+        wait_for(lambda: store.query(f'SELECT count(*) AS n FROM "{g.name}"').column("n")[0].as_py() == 72,
+                 timeout_s=120, what=f"the sink to write 72 rows\n{procs[1].tail()}")
+    finally:
+        for p in procs:
+            p.stop()
+    snap = store.snapshot(g.name).to_pandas().set_index("customer_id")["age"].to_dict()
+    assert snap == want
+    # The SPEC's query as the reference writes it: ties on api_invocation_time, then write_time.
+    # api_invocation_time is the broker's append time (LogAppendTime), which follows the writes;
+    # where two writes share a millisecond the SPEC leaves the order to write_time, so only ids
+    # whose versions' broker times differ are held to it.
+    spec = store.query(f'SELECT customer_id, age, api_invocation_time FROM (SELECT *, row_number() OVER '
+                       f'(PARTITION BY customer_id ORDER BY event_time DESC, api_invocation_time DESC, '
+                       f'write_time DESC) AS rk FROM "{g.name}") WHERE rk = 1').to_pylist()
+    times = store.query(f'SELECT customer_id, api_invocation_time, count(*) AS n FROM "{g.name}" '
+                        f"GROUP BY ALL HAVING n > 1").to_pylist()
+    tied = {r["customer_id"] for r in times if any(s["customer_id"] == r["customer_id"] and
+                                                   s["api_invocation_time"] == r["api_invocation_time"]
+                                                   for s in spec)}
+    checked = {r["customer_id"]: r["age"] for r in spec if r["customer_id"] not in tied}
+    assert len(checked) >= len(ids) // 2, f"too many same-millisecond ties to check: {sorted(tied)}"
+    assert checked == {rid: want[rid] for rid in checked}
+    entity = pd.DataFrame({"customer_id": ids, "event_time": pd.to_datetime(["2031-01-02T00:00:00Z"] * len(ids))})
+    pit = store.get_historical_features(entity, [f"{g.name}:age"]).to_pandas()
+    assert dict(zip(pit["customer_id"], pit["age"], strict=True)) == want

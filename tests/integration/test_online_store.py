@@ -22,6 +22,7 @@ from schemas.eventtime import format_iso
 from schemas.group import FeatureGroup
 from schemas.messages import OFFLINE, ONLINE, DeleteMessage, PutMessage
 from schemas.names import online_key
+from schemas.ordering import version_key, wins
 from schemas.ttl import Ttl
 from schemas.types import FeatureDefinition as F
 from sinks.online import CorruptRecordError, OnlineStore, WriteStatus, connect
@@ -162,10 +163,11 @@ def test_concurrent_writers_end_at_the_brute_force_latest(redis_url, topic_prefi
         et = BASE_ET + rng.randrange(50) * S  # few distinct times: many ties to break
         msg = soft(rid, et) if rng.random() < 0.1 else put(rid, et, offset)
         messages.append((msg, partition, offset))
-    # Reference: per key, the message with the greatest (event time, partition, offset).
+    # Reference: per key, the message whose version key wins (schemas/ordering.py).
     latest: dict[str, tuple] = {}
     for msg, p, o in messages:
-        if msg.id not in latest or (msg.event_time_ns, p, o) > latest[msg.id][1:]:
+        key = version_key(msg.event_time_ns, p, o)
+        if wins(key, version_key(*latest[msg.id][1:]) if msg.id in latest else None):
             latest[msg.id] = (msg, msg.event_time_ns, p, o)
 
     errors: list[BaseException] = []

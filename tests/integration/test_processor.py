@@ -12,6 +12,7 @@ import pytest
 from confluent_kafka import Producer
 
 from featurestream.sdk import FeatureStore
+from schemas.ordering import VersionKey, version_key, wins
 from schemas.ttl import Ttl
 from tests.integration.helpers import customer, customers_group, read_topic
 from tests.integration.procs import Proc
@@ -48,11 +49,11 @@ def _topic_records(stack, topic: str) -> list[tuple[int, int, dict]]:
 
 def _expected_state(stack, topic: str) -> dict[str, dict | None]:
     """Latest record per id by (event time, write order), computed from the topic, not by featurestream."""
-    latest: dict[str, tuple[tuple[int, int, int], dict]] = {}
+    latest: dict[str, tuple[VersionKey, dict]] = {}
     for partition, offset, value in _topic_records(stack, topic):
-        order = (value["event_time_ns"], partition, offset)
-        if value["id"] not in latest or order > latest[value["id"]][0]:
-            latest[value["id"]] = (order, value)
+        key = version_key(value["event_time_ns"], partition, offset)
+        if wins(key, latest[value["id"]][0] if value["id"] in latest else None):
+            latest[value["id"]] = (key, value)
     out: dict[str, dict | None] = {}
     for rid, (_, value) in latest.items():
         if value["op"] == "put":

@@ -13,6 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+from schemas.ordering import version_key, wins
 from sinks.offline.query import OfflineQuery
 from tests.support.query_fixtures import make_source, row, table_schema
 
@@ -41,7 +42,9 @@ def reference(rows: list[dict], features: list[str], id_: object, ts: int, max_a
     best = None
     for r in rows:
         if r["__id"] == id_ and r["__et"] <= ts:
-            if best is None or (r["__et"], r["_kafka_offset"]) > (best["__et"], best["_kafka_offset"]):
+            key = version_key(r["__et"], r["_kafka_partition"], r["_kafka_offset"])
+            if wins(key, None if best is None else version_key(best["__et"], best["_kafka_partition"],
+                                                                 best["_kafka_offset"])):
                 best = r
     if best is None or best["is_deleted"] or (max_age_ns is not None and ts - best["__et"] > max_age_ns):
         return [None] * len(features)

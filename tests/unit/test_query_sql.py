@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 
 from schemas.errors import FeatureStoreError, ValidationError
+from schemas.ordering import latest_order_sql
 from sinks.offline.query import OfflineQuery, latest_rows_sql, query, snapshot
 from sinks.offline.query_errors import QueryError, UnknownGroupError, UnknownTableError
 from sinks.offline.query_source import OfflineSource
@@ -24,9 +25,10 @@ SCHEMA = table_schema("customer_id", "event_time", {"age": pa.int64(), "tags": p
 
 ROWS = [
     row("c1", T0, 0, age=10), row("c1", T0 + H, 1, age=11),
-    # equal event time: the later api_invocation_time wins even though its offset is lower
+    # equal event time: the later write (Kafka offset) wins, whatever api_invocation_time says
+    # (a producer's clock decides that one; schemas/ordering.py)
     row("c2", T0, 2, ait_ns=T0 + 5 * S, age=20), row("c2", T0, 3, ait_ns=T0 + 1 * S, age=21),
-    # equal event time and api time: the later write_time wins
+    # equal event time: the later write wins, whatever write_time says (a replayed file)
     row("c3", T0, 4, wt_ns=T0 + 9 * S, age=30), row("c3", T0, 5, wt_ns=T0 + 2 * S, age=31),
     # everything equal: the later Kafka offset decides
     row("c4", T0, 6, age=40), row("c4", T0, 7, age=41),
@@ -37,8 +39,8 @@ ROWS = [
     # nanoseconds matter: the later event time wins although it was written first
     row("c7", T0 + 1000, 11, age=71), row("c7", T0 + 500, 12, age=70),
 ]
-LATEST = {"c1": 11, "c2": 20, "c3": 30, "c4": 41, "c5": None, "c6": 60, "c7": 71}
-AS_OF_T0 = {"c1": 10, "c2": 20, "c3": 30, "c4": 41, "c5": 50}  # as of 12:00:00 exactly
+LATEST = {"c1": 11, "c2": 21, "c3": 31, "c4": 41, "c5": None, "c6": 60, "c7": 71}
+AS_OF_T0 = {"c1": 10, "c2": 21, "c3": 31, "c4": 41, "c5": 50}  # as of 12:00:00 exactly
 
 
 @pytest.fixture()
@@ -68,9 +70,16 @@ def test_readme_all_rows(q):
 
 def test_readme_latest_row_per_identifier(q):
     blocks = readme_blocks()
-    latest = q.sql(blocks["latest row per identifier (ties on event time: later api_invocation_time, then later"])
+    latest = q.sql(blocks["latest row per identifier (ties on event time: the later write, by Kafka position; see"])
     assert ages(latest) == LATEST
     assert latest.filter(pa.compute.equal(latest["customer_id"], "c5"))["is_deleted"].to_pylist() == [True]
+
+
+def test_readme_latest_queries_order_by_the_one_rule():
+    latest = [b for title, b in readme_blocks().items() if title.startswith(("latest", "the same"))]
+    assert len(latest) == 3
+    for block in latest:
+        assert f"ORDER BY {latest_order_sql('event_time')})" in block
 
 
 def test_readme_latest_without_deleted(q):

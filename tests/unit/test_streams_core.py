@@ -127,6 +127,20 @@ def test_route_sorts_work_and_poison() -> None:
     assert [o for _, _, o in offline.work["customers"]] == [0, 4]
 
 
+def test_offline_api_invocation_time_is_the_brokers_append_time() -> None:
+    g = _group()
+    msg = compile_validator(g).validate(ROWS[0], api_invocation_time_ns=7)
+    key, value, headers = encode(msg)
+    appended = RawMessage("p.customers", 0, 0, key, value, headers, 1_700_000_000_123, True)
+    created = RawMessage("p.customers", 0, 1, key, value, headers, 1_700_000_000_456, False)
+    offline = route([appended, created], {"customers": g}, prefix="p", store="OfflineStore")
+    got = [m.api_invocation_time_ns for m, _, _ in offline.work["customers"]]
+    # a LogAppendTime topic: the broker's time, in ns; a CreateTime topic: the client's, as sent
+    assert got == [1_700_000_000_123_000_000, 7]
+    online = route([appended], {"customers": g}, prefix="p", store="OnlineStore")
+    assert online.work["customers"][0][0] is not None and online.work["customers"][0][0].api_invocation_time_ns == 7
+
+
 def test_route_skips_groups_whose_store_is_disabled() -> None:
     g = _group(online_enabled=False)
     key, value, headers = encode(compile_validator(g).validate(ROWS[0]))
