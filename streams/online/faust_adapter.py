@@ -1,4 +1,12 @@
-"""faust's aiokafka transport with two fixes the online processor needs.
+"""The one adapter between featurestream and faust/aiokafka internals.
+
+Everything the online processor does with faust beyond its public API is here, and
+:func:`check_compat` says, by name, what is missing when an upgrade of faust-streaming or
+aiokafka changes it (the processor refuses to start, and tests/unit/test_faust_adapter.py fails,
+with that message). The public face: :func:`install` (the transport below),
+:func:`set_resubscribe_delay` and :func:`resubscribe`.
+
+faust's aiokafka transport gets two fixes the online processor needs.
 
 1. **Per-message cost.** faust's fetch loop hands every message to the conductor through
    ``Service.wait_first(callback(message), suspend_flow.wait())``, which creates four asyncio
@@ -23,7 +31,10 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import inspect
 import logging
+import re
 from typing import Any, cast
 
 from aiokafka.errors import IllegalStateError
@@ -117,3 +128,76 @@ class FastDrainTransport(faust_aiokafka.Transport):
 def install(app: Any) -> None:
     """Make ``app`` use :class:`FastDrainTransport`; call before anything touches ``app.topics``."""
     app.transport = FastDrainTransport(app.conf.broker_consumer, app)
+
+
+# What the adapter relies on, checked by check_compat(). The digest is of faust's own
+# Consumer._drain_messages, which FastDrainConsumer mirrors: when faust changes it, the copy
+# must be brought in step (then update the digest).
+MIRRORED_DRAIN_SHA256 = "44a2500309e83c63"
+_SELF_ASSIGN = re.compile(r"\bself\.(\w+)\s*(?::[^=\n]*)?=[^=]")
+CONSUMER_ATTRS = ("_drain_messages", "perform_seek", "getmany", "callback", "_read_offset", "_commit_every",
+                   "_add_gap", "commit", "suspend_flow", "diag", "consumer_stopped_errors")
+
+
+def check_compat() -> list[str]:
+    """What this adapter needs from the installed faust/aiokafka and does not find (empty: all there)."""
+    import faust
+    from faust.transport.conductor import Conductor
+    from faust.transport.consumer import Consumer as FaustConsumer
+
+    problems = []
+    where = f"faust-streaming {faust.__version__}"
+    instance_attrs = _instance_attrs(faust_aiokafka.Consumer)
+    for attr in CONSUMER_ATTRS:
+        if not hasattr(faust_aiokafka.Consumer, attr) and attr not in instance_attrs:
+            problems.append(f"{where}: faust.transport.drivers.aiokafka.Consumer has no {attr!r}")
+    if not hasattr(Conductor, "_flag_changes"):
+        problems.append(f"{where}: Conductor._flag_changes is gone (used to resubscribe to new group topics)")
+    if not hasattr(Conductor, "_resubscribe_sleep_lock_seconds"):
+        problems.append(f"{where}: Conductor._resubscribe_sleep_lock_seconds is gone (the resubscribe delay)")
+    try:
+        digest = hashlib.sha256(inspect.getsource(FaustConsumer._drain_messages).encode()).hexdigest()[:16]
+    except (OSError, TypeError, AttributeError) as exc:
+        problems.append(f"{where}: cannot read Consumer._drain_messages to compare with our copy: {exc}")
+    else:
+        if digest != MIRRORED_DRAIN_SHA256:
+            problems.append(f"{where}: faust.transport.consumer.Consumer._drain_messages changed (sha256 prefix "
+                            f"{digest}, mirrored {MIRRORED_DRAIN_SHA256}): bring "
+                            "streams/online/faust_adapter.FastDrainConsumer._drain_messages in step, then "
+                            "update MIRRORED_DRAIN_SHA256")
+    if not issubclass(IllegalStateError, Exception):  # pragma: no cover - import above fails first
+        problems.append("aiokafka.errors.IllegalStateError is not an exception class")
+    if "_stopped" not in _instance_attrs(Service):
+        problems.append("mode.Service has no '_stopped' event (the fetch loop's stop signal)")
+    return problems
+
+
+def _instance_attrs(cls: type) -> set[str]:
+    """Attributes set on instances (``self.x = ...``) anywhere in ``cls``'s classes' source."""
+    found: set[str] = set()
+    for klass in cls.__mro__:
+        try:
+            source = inspect.getsource(klass)
+        except (OSError, TypeError):
+            continue
+        found.update(m.group(1) for m in _SELF_ASSIGN.finditer(source))
+    return found
+
+
+def require_compat() -> None:
+    """Raise a RuntimeError naming every missing piece (the processor calls this before starting)."""
+    problems = check_compat()
+    if problems:
+        raise RuntimeError("the installed faust-streaming/aiokafka do not have what "
+                           "streams/online/faust_adapter.py relies on:\n- " + "\n- ".join(problems))
+
+
+def set_resubscribe_delay(app: Any, seconds: float) -> None:
+    """faust coalesces subscription changes for 45 s; a new feature group should be consumed
+    within seconds of its creation."""
+    app.topics._resubscribe_sleep_lock_seconds = seconds
+
+
+def resubscribe(app: Any) -> None:
+    """Ask faust's topic conductor to apply the channels' new topic lists."""
+    app.topics._flag_changes()

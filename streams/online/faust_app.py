@@ -31,8 +31,8 @@ from typing import Any
 import faust
 
 from schemas.names import registry_topic
-from streams import faust_transport
 from streams.gc_tuning import settle_heap
+from streams.online import faust_adapter
 from streams.route import RawMessage
 
 log = logging.getLogger("featurestream.processor")
@@ -49,6 +49,7 @@ def build_online_app(*, bootstrap: str, prefix: str, apply_batch: ApplyBatch, li
     """Build the faust app. ``apply_batch`` is awaited once per batch, one batch at a time;
     ``list_topics`` returns the group topics to consume (called in a thread at start and every
     ``registry_poll_s``)."""
+    faust_adapter.require_compat()  # a faust upgrade that broke the adapter stops here, by name
     app = faust.App(
         app_id or f"{prefix}-online",
         broker=[f"kafka://{b.strip()}" for b in bootstrap.split(",")],
@@ -69,10 +70,8 @@ def build_online_app(*, bootstrap: str, prefix: str, apply_batch: ApplyBatch, li
         broker_rebalance_timeout=max(20.0, session_timeout_s * 2),
     )
     # Before anything touches app.topics: the conductor binds to the transport's consumer.
-    faust_transport.install(app)
-    # Resubscribing normally waits 45 s to coalesce changes; a new feature group should be
-    # consumed within seconds of its creation.
-    app.topics._resubscribe_sleep_lock_seconds = 0.5
+    faust_adapter.install(app)
+    faust_adapter.set_resubscribe_delay(app, 0.5)
 
     reg_topic = registry_topic(prefix)
     channel = app.topic(reg_topic, value_serializer="raw", key_serializer="raw")
@@ -102,7 +101,7 @@ def build_online_app(*, bootstrap: str, prefix: str, apply_batch: ApplyBatch, li
             for chan in list(app.topics):
                 if reg_topic in getattr(chan, "topics", ()):
                     chan.topics = sorted(subscribed)
-            app.topics._flag_changes()
+            faust_adapter.resubscribe(app)
 
     @app.task
     async def watch_registry() -> None:
