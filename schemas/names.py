@@ -103,6 +103,12 @@ def _glob_escape(text: str) -> str:
     return _GLOB_SPECIAL.sub(r"\\\1", text)
 
 
+def online_epoch_key(prefix: str) -> str:
+    """Redis key of the online store's epoch marker (sinks/online/epoch.py). Group names start
+    with a letter or digit, so no record key can take this name."""
+    return f"{prefix}:__online_epoch"
+
+
 def online_key_pattern(prefix: str, group: str) -> str:
     """SCAN MATCH pattern for every record key of ``group`` (glob characters escaped)."""
     return f"{_glob_escape(prefix)}:{_glob_escape(group)}:*"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 
 @dataclass(frozen=True)
@@ -16,6 +16,11 @@ class OnlineMetrics:
     records: Counter
     dead_lettered: Counter
     batch_seconds: Histogram
+    store_lost: Counter
+    rebuilds: Counter
+    rebuilding: Gauge
+    rebuild_records: Gauge
+    evicted_keys: Gauge
 
 
 ONLINE_METRICS = OnlineMetrics(
@@ -24,6 +29,14 @@ ONLINE_METRICS = OnlineMetrics(
     dead_lettered=Counter("featurestream_online_dead_lettered", "Poison records sent to the dead-letter topic"),
     batch_seconds=Histogram("featurestream_online_batch_seconds", "Time to apply one batch to Redis",
                             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5)),
+    store_lost=Counter("featurestream_online_store_lost", "Times the online store was found without its epoch "
+                       "marker (Redis lost its data, or it was never built)"),
+    rebuilds=Counter("featurestream_online_rebuilds", "Online store rebuilds from Kafka, by outcome "
+                     "(started, done, abandoned, failed)", ["outcome"]),
+    rebuilding=Gauge("featurestream_online_rebuilding", "1 while this processor rebuilds the online store"),
+    rebuild_records=Gauge("featurestream_online_rebuild_records", "Records replayed by the rebuild under way"),
+    evicted_keys=Gauge("featurestream_online_redis_evicted_keys", "Redis's evicted_keys counter (INFO stats): "
+                       "any growth means online records were lost"),
 )
 
 

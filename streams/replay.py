@@ -47,12 +47,19 @@ class ReplayResult:
     topic: str
     records: int = 0
     seconds: float = 0.0
+    cancelled: bool = False
 
 
 def replay_topic(bootstrap: str, topic: str, apply_batch: Callable[[list[RawMessage]], object], *,
                  from_ms: int | None = None, to_ms: int | None = None, batch_size: int = 2000,
-                 progress: bool = True, timeout_s: float = 10.0) -> ReplayResult:
-    """Feed ``topic``'s records with broker timestamp in [from_ms, to_ms) to ``apply_batch``."""
+                 progress: bool = True, timeout_s: float = 10.0,
+                 on_progress: Callable[[int, int], None] | None = None,
+                 cancelled: Callable[[], bool] | None = None) -> ReplayResult:
+    """Feed ``topic``'s records with broker timestamp in [from_ms, to_ms) to ``apply_batch``.
+
+    ``on_progress(done, total)`` is called after every batch; ``cancelled()`` is asked before
+    every batch, and a True answer stops the replay early (``ReplayResult.cancelled``).
+    """
     started = time.perf_counter()
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"featurestream-replay-{time.time_ns()}",
                          "enable.auto.commit": False, "enable.partition.eof": False, "log_level": 0,
@@ -92,6 +99,9 @@ def replay_topic(bootstrap: str, topic: str, apply_batch: Callable[[list[RawMess
         remaining = dict(todo)
         idle_deadline = time.monotonic() + max(timeout_s, 30.0)
         while remaining:
+            if cancelled is not None and cancelled():
+                result.cancelled = True
+                return result
             msgs = consumer.consume(num_messages=batch_size, timeout=0.5)
             if not msgs:
                 if time.monotonic() > idle_deadline:
@@ -116,6 +126,8 @@ def replay_topic(bootstrap: str, topic: str, apply_batch: Callable[[list[RawMess
                 result.records += len(batch)
                 if bar is not None:
                     bar.update(len(batch))
+                if on_progress is not None:
+                    on_progress(result.records, total)
         return result
     finally:
         if bar is not None:

@@ -97,11 +97,53 @@ def _print_pipeline_status(config: Config) -> None:
         off = str(offline.get(topic, 0)) if g.offline_enabled else "-"
         print(f"{g.name:<32} {on:>11} {off:>12}")
     print("(lag = records not yet committed by the processor / sink consumer groups)")
+    if config.redis_url:
+        print(f"online store: {_online_store_state(config)}")
     for role, port, prefix in (("online processor", 9108, "featurestream_online_"),
                                ("offline sink", 9109, "featurestream_offline_")):
         summary = _scrape_counters(port, prefix)
         if summary:
             print(f"{role} (metrics on 127.0.0.1:{port}): {summary}")
+
+
+def _online_store_state(config: Config) -> str:
+    """Whether the online store is whole, being rebuilt, or lost (its epoch marker; sinks/online/epoch.py)."""
+    from sinks.online.epoch import READY, REBUILDING, EpochMarker
+    from sinks.online.store import OnlineStore
+
+    try:
+        store = OnlineStore.from_url(config.redis_url or "", config.topic_prefix, timeout_s=2)
+        try:
+            marker = EpochMarker(store.client, config.topic_prefix).read()
+        finally:
+            store.close()
+    except Exception as exc:  # noqa: BLE001 - status reports, it does not fail
+        return f"cannot read ({type(exc).__name__})"
+    if marker is None:
+        return ("NOT WHOLE: no epoch marker (Redis lost its data, or no processor has built it yet); "
+                "a running `featurestream process` rebuilds it from Kafka")
+    if marker.startswith(REBUILDING):
+        replayed = _scrape_gauge(9108, "featurestream_online_rebuild_records")
+        more = f", {replayed:,.0f} records replayed so far" if replayed is not None else ""
+        return f"REBUILDING from Kafka (claim {marker.removeprefix(REBUILDING)}{more})"
+    return f"ready (epoch {marker.removeprefix(READY)})"
+
+
+def _scrape_gauge(port: int, name: str) -> float | None:
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return None
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                return sample.value
+    return None
 
 
 def _scrape_counters(port: int, prefix: str) -> str | None:

@@ -27,10 +27,14 @@ def find_redis_server(search_path: str | None = None) -> str:
 
 
 def redis_argv(binary: str, port: int, data_dir: Path) -> list[str]:
-    # No persistence: the online store is a view rebuilt from Kafka, and snapshots would
-    # only cost disk and fork time on a shared two-core machine.
+    # No persistence, on purpose. The online store is a view of Kafka, and the processor
+    # rebuilds it by itself when Redis comes back empty (streams/online/healer.py): a total loss
+    # is noticed and healed. AOF with `appendfsync everysec` would instead lose the last second of
+    # writes *silently* on a kill -9 (the epoch marker survives; Kafka offsets say "applied"),
+    # which is worse than losing everything. noeviction: a full Redis refuses writes (the
+    # processor retries) rather than deleting records nobody will rewrite.
     return [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--daemonize", "no", "--dir", str(data_dir)]
+            "--maxmemory-policy", "noeviction", "--daemonize", "no", "--dir", str(data_dir)]
 
 
 def redis_answers(url: str, timeout: float = 2.0) -> bool:

@@ -2,7 +2,8 @@
 
 It wires the faust app (``faust_app.py``) to the apply step, which runs in a child process
 (``apply_child.py``) so that faust and the apply step each get a core, or in a thread
-(``apply_in_thread``: one core, less memory), and serves the Prometheus metrics.
+(``apply_in_thread``: one core, less memory), starts the healer that rebuilds the online store
+when Redis loses it (``healer.py``), and serves the Prometheus metrics.
 """
 
 from __future__ import annotations
@@ -10,16 +11,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from sinks.online.epoch import EpochMarker
 from streams.group_view import GroupView
 from streams.metrics import serve_metrics
 from streams.online.applier import ApplySummary, make_online_applier
+from streams.online.healer import OnlineHealer
 from streams.registry import Registry
 from streams.route import RawMessage
 
 
 def run_processor(bootstrap: str, redis_url: str, prefix: str, *, offline_uri: str | None = None,
                   metrics_port: int | None = None, batch_size: int = 1000, batch_within_s: float = 0.005,
-                  apply_in_thread: bool = False, log_level: str = "info") -> None:
+                  apply_in_thread: bool = False, log_level: str = "info", heal_every_s: float = 2.0) -> None:
     """Run the faust online processor until interrupted.
 
     Offsets are acknowledged only after Redis has applied their batch (see faust_app.py).
@@ -41,6 +44,12 @@ def run_processor(bootstrap: str, redis_url: str, prefix: str, *, offline_uri: s
         apply_batch = ApplierProcess(bootstrap, redis_url, prefix, offline_uri=offline_uri)
     if metrics_port:
         serve_metrics(metrics_port)
+    # The healer's rebuild applies through an applier of its own, beside the live apply step.
+    rebuild_applier = make_online_applier(bootstrap, redis_url, prefix, offline_uri=offline_uri,
+                                          stage="rebuild-online")
+    healer = OnlineHealer(EpochMarker(rebuild_applier.store.client, prefix), groups, bootstrap, registry.topic_of,
+                          rebuild_applier, check_every_s=heal_every_s)
+    healer.start()
 
     def list_topics() -> list[str]:
         # fresh: called every few seconds by the app's registry watcher, and at once when the
@@ -53,6 +62,7 @@ def run_processor(bootstrap: str, redis_url: str, prefix: str, *, offline_uri: s
     try:
         worker.execute_from_commandline()
     finally:
+        healer.stop()
         close = getattr(apply_batch, "close", None)
         if close is not None:
             close()

@@ -12,10 +12,10 @@ import pytest
 from confluent_kafka import Producer
 
 from featurestream.sdk import FeatureStore
-from schemas.ordering import VersionKey, version_key, wins
 from schemas.ttl import Ttl
 from tests.integration.helpers import customer, customers_group, read_topic
 from tests.integration.procs import Proc
+from tests.support.online_oracle import expected_online_state
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
@@ -34,33 +34,6 @@ def processors(stack, tmp_path):
     yield start
     for proc in started:
         proc.stop()
-
-
-def _topic_records(stack, topic: str) -> list[tuple[int, int, dict]]:
-    """(partition, offset, decoded JSON) of every featurestream message of ``topic``."""
-    out = []
-    for m in read_topic(stack, topic):
-        try:
-            out.append((m.partition(), m.offset(), orjson.loads(m.value())))
-        except orjson.JSONDecodeError:
-            pass
-    return out
-
-
-def _expected_state(stack, topic: str) -> dict[str, dict | None]:
-    """Latest record per id by (event time, write order), computed from the topic, not by featurestream."""
-    latest: dict[str, tuple[VersionKey, dict]] = {}
-    for partition, offset, value in _topic_records(stack, topic):
-        key = version_key(value["event_time_ns"], partition, offset)
-        if wins(key, latest[value["id"]][0] if value["id"] in latest else None):
-            latest[value["id"]] = (key, value)
-    out: dict[str, dict | None] = {}
-    for rid, (_, value) in latest.items():
-        if value["op"] == "put":
-            out[rid] = {k: v for k, v in value["record"].items() if v is not None}
-        else:
-            out[rid] = None
-    return out
 
 
 def _online_state(store: FeatureStore, group: str, ids) -> dict[str, dict | None]:
@@ -87,7 +60,7 @@ def test_out_of_order_duplicates_and_equal_event_times(store, stack, processors,
         store.put_record_async(g.name, r)
     store.publisher.flush()
     proc = processors("order", *mode)
-    expected = _expected_state(stack, store.registry.topic_of(g.name))
+    expected = expected_online_state(stack, store.registry.topic_of(g.name))
     assert all(v["age"] == 9 for v in expected.values())
     wait_for(lambda: _converged(store, g.name, expected), timeout_s=90, what="online state to converge")
     # equal event time: the later write of the key wins
@@ -106,7 +79,7 @@ def test_two_processors_give_the_same_state_as_one(store, stack, processors, uni
     rng = random.Random(11)
     rows = [customer(rng.randrange(200), second=rng.randrange(3600), age=rng.randrange(100)) for _ in range(4000)]
     assert store.ingest(g.name, rows, progress=False).published == 4000
-    expected = _expected_state(stack, store.registry.topic_of(g.name))
+    expected = expected_online_state(stack, store.registry.topic_of(g.name))
     wait_for(lambda: _converged(store, g.name, expected), timeout_s=120, what="two processors to converge")
 
 
@@ -172,7 +145,7 @@ def test_replay_and_rebuild_give_identical_state(store, stack, processors, uniqu
     store.delete_record(g.name, "c5", "2031-01-01T02:00:00Z")
     store.delete_record(g.name, "c6", "2031-01-01T02:00:00Z", mode="hard")
     proc = processors()
-    expected = _expected_state(stack, store.registry.topic_of(g.name))
+    expected = expected_online_state(stack, store.registry.topic_of(g.name))
     wait_for(lambda: _converged(store, g.name, expected), timeout_s=90, what="processing")
     proc.stop()
     before = _hashes(store, g.name)
@@ -199,7 +172,7 @@ def test_processor_killed_mid_stream_loses_and_duplicates_nothing(store, stack, 
              what=f"apply process(es) {orphans} to exit after the processor was killed")
     store.ingest(g.name, rows[10000:], progress=False)
     second = processors("second")
-    expected = _expected_state(stack, store.registry.topic_of(g.name))
+    expected = expected_online_state(stack, store.registry.topic_of(g.name))
     wait_for(lambda: _converged(store, g.name, expected), timeout_s=180,
              what=f"the restarted processor to converge\n{second.tail()}")
 
@@ -214,7 +187,7 @@ def test_apply_process_killed_mid_stream_is_replaced_and_nothing_is_lost(store, 
     child = wait_for(proc.children, timeout_s=10, what="the apply process")[0]
     os.kill(child, signal.SIGKILL)
     store.ingest(g.name, rows[6000:], progress=False)
-    expected = _expected_state(stack, store.registry.topic_of(g.name))
+    expected = expected_online_state(stack, store.registry.topic_of(g.name))
     wait_for(lambda: _converged(store, g.name, expected), timeout_s=120,
              what=f"the processor to replace its apply process and converge\n{proc.tail()}")
     assert proc.alive(), proc.tail()
