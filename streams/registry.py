@@ -120,11 +120,12 @@ class Registry:
                     if msg.error().code() == KafkaError._PARTITION_EOF:
                         continue
                     raise ServiceUnavailableError(f"registry read failed: {msg.error()}")
-                self._apply(msg.key(), msg.value())
+                self.fold(msg.key(), msg.value())
                 self._position = msg.offset() + 1
             return dict(self._groups)
 
-    def _apply(self, key: bytes | None, value: bytes | None) -> None:
+    def fold(self, key: bytes | None, value: bytes | None) -> None:
+        """Fold one registry entry into the view (compare-and-set: see the module docstring)."""
         if key is None:
             return
         name = key.decode("utf-8", "replace")

@@ -165,7 +165,7 @@ class Server:
             return web.json_response({"status": "ok"})
         if path == "/metrics":
             return web.Response(body=self.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
-        checks = {"kafka": self._check_kafka, "redis": self._check_redis}
+        checks = {"kafka": self.check_kafka, "redis": self.check_redis}
         results: dict[str, str] = {}
         for name, check in checks.items():
             try:
@@ -176,10 +176,10 @@ class Server:
         ok = all(v == "ok" for v in results.values())
         return web.json_response({"status": "ready" if ok else "not ready", **results}, status=200 if ok else 503)
 
-    def _check_kafka(self) -> None:
+    def check_kafka(self) -> None:
         self.store.registry.refresh()
 
-    def _check_redis(self) -> None:
+    def check_redis(self) -> None:
         self.store.online.client.ping()
 
 

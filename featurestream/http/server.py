@@ -58,7 +58,7 @@ def run_worker(config: Config, sock: socket.socket, *, credentials: dict[str, st
         loop = asyncio.get_running_loop()
 
         def touch() -> None:
-            for check in (server._check_kafka, server._check_redis, lambda: server.store.publisher):
+            for check in (server.check_kafka, server.check_redis, lambda: server.store.publisher):
                 try:
                     check()
                 except Exception:  # /ready reports it; requests report it as ServiceUnavailable

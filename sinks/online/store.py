@@ -112,7 +112,7 @@ class OnlineStore:
             if not group.online_enabled or ONLINE not in message.target_stores:
                 continue
             try:
-                args = _script_args(group, message, partition, offset, now, checked)
+                args = write_script_args(group, message, partition, offset, now, checked)
             except RecordValidationError as exc:
                 result.statuses[i] = WriteStatus.REJECTED
                 result.rejected.append((str(message.id), str(exc)))
@@ -357,7 +357,7 @@ def _op_name(message: Message) -> str:
     return "put" if isinstance(message, PutMessage) else str(message.mode)
 
 
-def _script_args(group: FeatureGroup, message: Message, partition: int, offset: int,
+def write_script_args(group: FeatureGroup, message: Message, partition: int, offset: int,
                  now_ns: int, checked: bool = False) -> list[Any]:
     """ARGV for write_if_newer.lua (documented at the top of the script)."""
     rid = _check_record_id(group, message.id)

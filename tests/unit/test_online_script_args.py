@@ -8,7 +8,7 @@ from schemas.group import FeatureGroup
 from schemas.messages import DeleteMessage, PutMessage
 from schemas.ttl import Ttl
 from schemas.types import FeatureDefinition as F
-from sinks.online.store import _script_args
+from sinks.online.store import write_script_args
 
 S = 1_000_000_000
 ET = 1_633_176_000_123_456_789
@@ -17,7 +17,7 @@ G = FeatureGroup("customers", "cid", "et", (F("cid", "String"), F("et", "String"
 
 
 def test_put_args_carry_exact_times_seq_expiry_and_one_fields_blob():
-    args = _script_args(G, PutMessage("c1", ET, {"cid": "c1", "age": 42, "et": None}, schema_version=3),
+    args = write_script_args(G, PutMessage("c1", ET, {"cid": "c1", "age": 42, "et": None}, schema_version=3),
                         2, 17, ET)
     op, et, part, off, expired, exp_ns, exp_ms, version, blob = args
     assert (op, et, part, off, expired, version) == ("put", str(ET), "2", "17", "0", "3")
@@ -26,20 +26,20 @@ def test_put_args_carry_exact_times_seq_expiry_and_one_fields_blob():
 
 
 def test_record_ttl_and_already_expired_flag():
-    args = _script_args(G, PutMessage("c1", ET, {"cid": "c1"}, ttl_seconds=10), 0, 0, ET + 10 * S)
+    args = write_script_args(G, PutMessage("c1", ET, {"cid": "c1"}, ttl_seconds=10), 0, 0, ET + 10 * S)
     assert args[4] == "1" and int(args[5]) == ET + 10 * S
 
 
 def test_soft_delete_gets_group_ttl_hard_delete_none():
-    soft = _script_args(G, DeleteMessage("c1", ET, "x", "SoftDelete"), 0, 1, ET)
-    hard = _script_args(G, DeleteMessage("c1", ET, "x", "HardDelete"), 0, 1, ET)
+    soft = write_script_args(G, DeleteMessage("c1", ET, "x", "SoftDelete"), 0, 1, ET)
+    hard = write_script_args(G, DeleteMessage("c1", ET, "x", "HardDelete"), 0, 1, ET)
     assert soft[0] == "soft" and int(soft[5]) == ET + 3600 * S and len(soft) == 8
     assert hard[0] == "hard" and hard[5] == hard[6] == "" and len(hard) == 8
 
 
 def test_no_group_ttl_means_no_expiry_args():
     g = FeatureGroup("plain", "cid", "et", (F("cid", "String"), F("et", "String")))
-    args = _script_args(g, PutMessage("c1", ET, {"cid": "c1"}), 0, 0, ET)
+    args = write_script_args(g, PutMessage("c1", ET, {"cid": "c1"}), 0, 0, ET)
     assert args[4:7] == ["0", "", ""]
 
 
@@ -55,5 +55,5 @@ def test_no_group_ttl_means_no_expiry_args():
 ])
 def test_bad_messages_raise_naming_the_group(message, match):
     with pytest.raises(RecordValidationError, match=match) as info:
-        _script_args(G, message, 0, 0, ET)
+        write_script_args(G, message, 0, 0, ET)
     assert "customers" in str(info.value)

@@ -153,13 +153,13 @@ def test_registry_fold_is_compare_and_set() -> None:
     reg = Registry("127.0.0.1:1", prefix="p")
     v1 = _group(creation_time=1.0)
     rival = _group(creation_time=2.0)
-    reg._apply(b"customers", orjson.dumps(v1.to_dict()))
-    reg._apply(b"customers", orjson.dumps(rival.to_dict()))  # a second "create": loses
+    reg.fold(b"customers", orjson.dumps(v1.to_dict()))
+    reg.fold(b"customers", orjson.dumps(rival.to_dict()))  # a second "create": loses
     assert reg._groups["customers"].creation_time == 1.0
     v2 = v1.with_ttl(None) if v1.ttl else v1.with_added_features([FeatureDefinition("x", ScalarType.STRING)])
-    reg._apply(b"customers", orjson.dumps(v2.to_dict()))
+    reg.fold(b"customers", orjson.dumps(v2.to_dict()))
     assert reg._groups["customers"].version == 2
-    reg._apply(b"customers", b"not json")  # corrupt entries never break readers
+    reg.fold(b"customers", b"not json")  # corrupt entries never break readers
     assert reg._groups["customers"].version == 2
-    reg._apply(b"customers", None)
+    reg.fold(b"customers", None)
     assert "customers" not in reg._groups
