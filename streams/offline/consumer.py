@@ -128,7 +128,7 @@ class SinkConsumer:
     def __init__(self, consumer: Any, sink: PartitionSink, pattern: str, *, batch_size: int = 5000,
                  add_chunk: int = 1000, poll_timeout_s: float = 0.2, idle_commit_s: float = 1.0, backoff_max_s: float = 10.0,
                  on_revoked: Callable[[list[TP]], None] | None = None,
-                 on_committed: Callable[[dict[TP, int]], None] | None = None) -> None:
+                 on_committed: Callable[[dict[TP, int]], None] | None = None, greedy: bool = False) -> None:
         self.consumer = consumer
         self.sink = sink
         self.pattern = pattern
@@ -140,6 +140,9 @@ class SinkConsumer:
         self.backoff_max_s = backoff_max_s
         self._on_revoked = on_revoked
         self._on_committed = on_committed
+        # greedy: return as soon as one message is there, with whatever else is already fetched
+        # (the online engine's freshness), instead of waiting up to poll_timeout_s for a full batch.
+        self.greedy = greedy
         self._lock = threading.Lock()      # guards _assigned (the compactor thread reads it)
         self._assigned: set[TP] = set()
         self._position: dict[TP, int] = {}   # next offset after the last consumed message
@@ -200,7 +203,12 @@ class SinkConsumer:
     # -- the loop ----------------------------------------------------------------------------
     def step(self) -> None:
         """One poll + add + flush/commit round; failures rewind instead of escaping."""
-        msgs = self.consumer.consume(num_messages=self.batch_size, timeout=self.poll_timeout_s)
+        if self.greedy:
+            first = self.consumer.poll(self.poll_timeout_s)
+            msgs = [] if first is None else [first, *self.consumer.consume(num_messages=self.batch_size - 1,
+                                                                               timeout=0)]
+        else:
+            msgs = self.consumer.consume(num_messages=self.batch_size, timeout=self.poll_timeout_s)
         batch: list[RawMessage] = []
         for m in msgs:
             err = m.error()

@@ -40,7 +40,8 @@ class OnlineHealer:
     """Watches the epoch marker from a daemon thread and rebuilds the online store when it is lost."""
 
     def __init__(self, marker: EpochMarker, groups: GroupView, bootstrap: str, topic_of: Callable[[str], str],
-                 apply_batch: ApplyBatch, *, check_every_s: float = 2.0, lease_s: float = 15.0) -> None:
+                 apply_batch: ApplyBatch, *, check_every_s: float = 2.0, lease_s: float = 15.0,
+                 live_path_replays_all: Callable[[], bool] | None = None) -> None:
         self.marker = marker
         self.groups = groups
         self.bootstrap = bootstrap
@@ -48,6 +49,9 @@ class OnlineHealer:
         self.apply_batch = apply_batch
         self.check_every_s = check_every_s
         self.lease_ms = int(lease_s * 1000)
+        # True when the live consumer group has committed nothing yet: it then reads every topic
+        # from its start itself, and a rebuild beside it would only do the same work twice.
+        self.live_path_replays_all = live_path_replays_all
         self.rebuilds_done = 0
         self._token: str | None = None      # our claim while we rebuild
         self._abandon = threading.Event()   # our claim was lost: stop the rebuild under way
@@ -119,6 +123,11 @@ class OnlineHealer:
         token = secrets.token_hex(8)
         if not self.marker.claim_rebuild(token, self.lease_ms):
             return  # another processor claimed it first
+        if self.live_path_replays_all is not None and self.live_path_replays_all():
+            self.marker.finish(token)
+            log.info("online store: no epoch marker, and the online consumer group has committed nothing yet: "
+                     "the live path reads every topic from its start, so no separate rebuild (epoch %s)", token)
+            return
         ONLINE_METRICS.store_lost.inc()
         log.warning("the online store has no epoch marker: Redis lost its data (restart without persistence, "
                     "FLUSHALL, failover, another server) or it was never built; rebuilding it from Kafka "

@@ -1,38 +1,74 @@
 """The online processor's main: ``featurestream process`` runs :func:`run_processor`.
 
-It wires the faust app (``faust_app.py``) to the apply step, which runs in a child process
-(``apply_child.py``) so that faust and the apply step each get a core, or in a thread
-(``apply_in_thread``: one core, less memory), starts the healer that rebuilds the online store
+Two engines consume: "confluent" (default: ``engine.py``, the offline sink's consume-and-commit
+loop driving the apply step in-process) and "faust" (``faust_app.py``, with the apply step in a
+child process, ``apply_child.py``, so that faust and the apply step each get a core, or in a
+thread with ``apply_in_thread``). The worker also starts the healer that rebuilds the online store
 when Redis loses it (``healer.py``), and serves the Prometheus metrics.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 
 from sinks.online.epoch import EpochMarker
 from streams.group_view import GroupView
+from streams.lag import committed_offsets
 from streams.metrics import serve_metrics
 from streams.online.applier import ApplySummary, make_online_applier
+from streams.online.engine import online_group_id, run_engine
 from streams.online.healer import OnlineHealer
 from streams.registry import Registry
 from streams.route import RawMessage
 
+ENGINES = ("confluent", "faust")
 
-def run_processor(bootstrap: str, redis_url: str, prefix: str, *, offline_uri: str | None = None,
-                  metrics_port: int | None = None, batch_size: int = 1000, batch_within_s: float = 0.005,
-                  apply_in_thread: bool = False, log_level: str = "info", heal_every_s: float = 2.0) -> None:
-    """Run the faust online processor until interrupted.
 
-    Offsets are acknowledged only after Redis has applied their batch (see faust_app.py).
-    """
+def run_processor(bootstrap: str, redis_url: str, prefix: str, *, engine: str = "confluent",
+                  offline_uri: str | None = None, metrics_port: int | None = None, batch_size: int = 1000,
+                  batch_within_s: float = 0.005, apply_in_thread: bool = False, log_level: str = "info",
+                  heal_every_s: float = 2.0) -> None:
+    """Run the online processor until interrupted, with ``engine`` "confluent" (engine.py) or
+    "faust" (faust_app.py). Offsets are committed only after Redis has applied their records."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}")
+    registry = Registry(bootstrap, prefix=prefix, offline_base_uri=offline_uri)
+    groups = GroupView(registry.refresh)
+    if metrics_port:
+        serve_metrics(metrics_port)
+    # The healer's rebuild applies through an applier of its own, beside the live apply step.
+    rebuild_applier = make_online_applier(bootstrap, redis_url, prefix, offline_uri=offline_uri,
+                                          stage="rebuild-online")
+    def live_path_replays_all() -> bool:
+        topics = [registry.topic_of(g.name) for g in groups.all().values() if g.online_enabled]
+        return not committed_offsets(bootstrap, online_group_id(prefix), topics)
+
+    healer = OnlineHealer(EpochMarker(rebuild_applier.store.client, prefix), groups, bootstrap, registry.topic_of,
+                          rebuild_applier, check_every_s=heal_every_s, live_path_replays_all=live_path_replays_all)
+    healer.start()
+    try:
+        if engine == "confluent":
+            logging.basicConfig(level=log_level.upper(), format="[%(asctime)s] [%(process)d] [%(levelname)s] "
+                                "%(name)s: %(message)s")
+            applier = make_online_applier(bootstrap, redis_url, prefix, offline_uri=offline_uri)
+            run_engine(bootstrap, prefix, applier, batch_size=batch_size)
+        else:
+            _run_faust(bootstrap, redis_url, prefix, registry, groups, offline_uri=offline_uri,
+                       batch_size=batch_size, batch_within_s=batch_within_s, apply_in_thread=apply_in_thread,
+                       log_level=log_level)
+    finally:
+        healer.stop()
+
+
+def _run_faust(bootstrap: str, redis_url: str, prefix: str, registry: Registry, groups: GroupView, *,
+               offline_uri: str | None, batch_size: int, batch_within_s: float, apply_in_thread: bool,
+               log_level: str) -> None:
     import faust
 
     from streams.online.faust_app import build_online_app
 
-    registry = Registry(bootstrap, prefix=prefix, offline_base_uri=offline_uri)
-    groups = GroupView(registry.refresh)
     if apply_in_thread:
         applier = make_online_applier(bootstrap, redis_url, prefix, offline_uri=offline_uri)
 
@@ -42,14 +78,6 @@ def run_processor(bootstrap: str, redis_url: str, prefix: str, *, offline_uri: s
         from streams.online.apply_child import ApplierProcess
 
         apply_batch = ApplierProcess(bootstrap, redis_url, prefix, offline_uri=offline_uri)
-    if metrics_port:
-        serve_metrics(metrics_port)
-    # The healer's rebuild applies through an applier of its own, beside the live apply step.
-    rebuild_applier = make_online_applier(bootstrap, redis_url, prefix, offline_uri=offline_uri,
-                                          stage="rebuild-online")
-    healer = OnlineHealer(EpochMarker(rebuild_applier.store.client, prefix), groups, bootstrap, registry.topic_of,
-                          rebuild_applier, check_every_s=heal_every_s)
-    healer.start()
 
     def list_topics() -> list[str]:
         # fresh: called every few seconds by the app's registry watcher, and at once when the
@@ -62,7 +90,6 @@ def run_processor(bootstrap: str, redis_url: str, prefix: str, *, offline_uri: s
     try:
         worker.execute_from_commandline()
     finally:
-        healer.stop()
         close = getattr(apply_batch, "close", None)
         if close is not None:
             close()

@@ -21,13 +21,19 @@ from tests.support.wait import wait_for
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture(params=["confluent", "faust"])
+def engine(request) -> str:
+    """Both processor engines pass the same tests (a test may pin one by parametrizing ``engine``)."""
+    return request.param
+
+
 @pytest.fixture
-def processors(stack, tmp_path):
+def processors(stack, tmp_path, engine):
     started: list[Proc] = []
 
     def start(name: str = "p", *extra: str) -> Proc:
-        proc = Proc(stack, ["process", "--metrics-port", "0", "--log-level", "warning", *extra],
-                    tmp_path / f"{name}-{len(started)}.log")
+        proc = Proc(stack, ["process", "--engine", engine, "--metrics-port", "0", "--log-level", "warning",
+                            *extra], tmp_path / f"{name}-{len(started)}.log")
         started.append(proc)
         return proc
 
@@ -44,8 +50,9 @@ def _converged(store, group, expected):
     return _online_state(store, group, expected) == expected
 
 
-@pytest.mark.parametrize("mode", [(), ("--apply-in-thread",)], ids=["apply-process", "apply-in-thread"])
-def test_out_of_order_duplicates_and_equal_event_times(store, stack, processors, unique_name, mode):
+@pytest.mark.parametrize(("engine", "mode"), [("confluent", ()), ("faust", ()), ("faust", ("--apply-in-thread",))],
+                         ids=["confluent", "faust-apply-process", "faust-apply-in-thread"])
+def test_out_of_order_duplicates_and_equal_event_times(store, stack, processors, unique_name, engine, mode):
     g = store.create_feature_group(customers_group(unique_name("order"), partitions=3))
     rng = random.Random(7)
     records = []
@@ -69,7 +76,10 @@ def test_out_of_order_duplicates_and_equal_event_times(store, stack, processors,
     store.put_record(g.name, customer(0, second=8, age=800))  # older: historic, not applied online
     store.put_record(g.name, customer(0, second=9, age=901), wait_online=True, wait_timeout_s=30)
     assert store.get_record(g.name, "c0")["age"] == 901
-    assert bool(proc.children()) == (not mode), "the apply step runs in a child process unless told otherwise"
+    if engine == "faust":
+        assert bool(proc.children()) == (not mode), "faust's apply step runs in a child process unless told otherwise"
+    else:
+        assert not proc.children(), "the confluent engine applies in its own process"
 
 
 def test_two_processors_give_the_same_state_as_one(store, stack, processors, unique_name):
@@ -157,7 +167,7 @@ def test_replay_and_rebuild_give_identical_state(store, stack, processors, uniqu
     assert _hashes(store, g.name) == before
 
 
-def test_processor_killed_mid_stream_loses_and_duplicates_nothing(store, stack, processors, unique_name):
+def test_processor_killed_mid_stream_loses_and_duplicates_nothing(store, stack, processors, unique_name, engine):
     g = store.create_feature_group(customers_group(unique_name("kill"), partitions=4))
     rng = random.Random(5)
     first = processors("first")
@@ -165,7 +175,7 @@ def test_processor_killed_mid_stream_loses_and_duplicates_nothing(store, stack, 
     store.ingest(g.name, rows[:10000], progress=False)
     _wait_until_some_applied(store, g.name, range(0, 500, 25))  # then kill -9 mid-stream
     orphans = first.children()
-    assert orphans, "the processor should apply batches in a child process"
+    assert bool(orphans) == (engine == "faust"), "only the faust engine applies batches in a child process"
     first.kill()
     # The apply process must not outlive a processor killed with -9 (it would keep writing).
     wait_for(lambda: not any(_running(pid) for pid in orphans), timeout_s=15,
@@ -177,6 +187,7 @@ def test_processor_killed_mid_stream_loses_and_duplicates_nothing(store, stack, 
              what=f"the restarted processor to converge\n{second.tail()}")
 
 
+@pytest.mark.parametrize("engine", ["faust"])  # the confluent engine has no apply process
 def test_apply_process_killed_mid_stream_is_replaced_and_nothing_is_lost(store, stack, processors, unique_name):
     g = store.create_feature_group(customers_group(unique_name("applykill"), partitions=2))
     rng = random.Random(9)
