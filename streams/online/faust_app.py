@@ -31,8 +31,8 @@ from typing import Any
 import faust
 
 from schemas.names import registry_topic
-from streams import faust_transport
 from streams.gc_tuning import settle_heap
+from streams.online import faust_adapter
 from streams.route import RawMessage
 
 log = logging.getLogger("featurestream.processor")
@@ -69,7 +69,7 @@ def build_online_app(*, bootstrap: str, prefix: str, apply_batch: ApplyBatch, li
         broker_rebalance_timeout=max(20.0, session_timeout_s * 2),
     )
     # Before anything touches app.topics: the conductor binds to the transport's consumer.
-    faust_transport.install(app)
+    faust_adapter.install(app)
     # Resubscribing normally waits 45 s to coalesce changes; a new feature group should be
     # consumed within seconds of its creation.
     app.topics._resubscribe_sleep_lock_seconds = 0.5
