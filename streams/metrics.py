@@ -1,14 +1,15 @@
 """Prometheus metrics of the online processor and the offline sink.
 
-Counters live in the process that does the work; ``serve_metrics`` exposes them over HTTP
-(``/metrics``) for Prometheus, and ``featurestream status`` reads the same endpoint.
+Counters live in the process that does the work; ``streams.metrics_server.serve_metrics``
+exposes them over HTTP (``/metrics``, beside ``/health`` and ``/ready``) for Prometheus, and
+``featurestream status`` reads the same endpoint.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,7 @@ class OnlineMetrics:
     records: Counter
     dead_lettered: Counter
     batch_seconds: Histogram
+    rebuilds: Counter
 
 
 ONLINE_METRICS = OnlineMetrics(
@@ -24,12 +26,11 @@ ONLINE_METRICS = OnlineMetrics(
     dead_lettered=Counter("featurestream_online_dead_lettered", "Poison records sent to the dead-letter topic"),
     batch_seconds=Histogram("featurestream_online_batch_seconds", "Time to apply one batch to Redis",
                             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5)),
+    # Declared here so that the example alert (deploy/helm/examples/prometheus-rules.yaml) names
+    # a real series; the processor's self-healing rebuild (issue 10) is what increments it.
+    rebuilds=Counter("featurestream_online_rebuilds", "Online store rebuilds from Kafka started by this "
+                     "processor after it found Redis had lost data"),
 )
-
-
-def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
-    """Serve /metrics on ``host:port`` from a daemon thread."""
-    start_http_server(port, addr=host)
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class OfflineMetrics:
     flush_seconds: Histogram
     compaction_runs: Counter
     compacted_files: Counter
+    last_commit: Gauge
 
 
 OFFLINE_METRICS = OfflineMetrics(
@@ -55,4 +57,7 @@ OFFLINE_METRICS = OfflineMetrics(
     compaction_runs=Counter("featurestream_offline_compaction_runs", "Background compaction passes over one "
                             "table, by outcome (ok, failed)", ["outcome"]),
     compacted_files=Counter("featurestream_offline_compacted_files", "Small files merged away by compaction"),
+    # The "sink commit age" alert: time() minus this, while the offline consumer group lags.
+    last_commit=Gauge("featurestream_offline_last_commit_timestamp_seconds", "Unix time of the sink's last "
+                      "successful offset commit (files durable up to those offsets)"),
 )

@@ -17,7 +17,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Run the faust-streaming processor (consumer group '<prefix>-online'): it keeps the latest "
                     "record per identifier, by event time, in Redis, and picks up new feature groups without a "
                     "restart. Run several for more throughput; Kafka shares the partitions among them.")
-    proc.add_argument("--metrics-port", type=int, default=9108, help="Prometheus /metrics port (0: off)")
+    proc.add_argument("--metrics-port", type=int, default=9108,
+                      help="port of /metrics, /health and /ready (9108; 0: off); if it is taken, a free port "
+                           "is used and the log names it")
+    proc.add_argument("--metrics-host", default="127.0.0.1",
+                      help="address the metrics port listens on (127.0.0.1; 0.0.0.0 in a container, so that "
+                           "Prometheus and Kubernetes probes reach it)")
     proc.add_argument("--batch-size", type=int, default=1000, help="records per Redis round trip (1000)")
     proc.add_argument("--batch-wait-ms", type=float, default=5.0,
                       help="longest wait to fill a batch before applying it (5 ms): higher trades latency for "
@@ -62,10 +67,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _process(args: argparse.Namespace) -> int:
     from streams.online.worker import run_processor
 
+    if args.metrics_port and not 0 < args.metrics_port < 65536:
+        raise CliError(f"--metrics-port must be 1-65535 (or 0: off); got {args.metrics_port}", status=2)
     config = Config.from_env()
     print("featurestream: online processor starting (Ctrl-C stops it)", file=sys.stderr)
     run_processor(config.require("kafka_bootstrap"), config.require("redis_url"), config.topic_prefix,
-                  offline_uri=config.offline_uri, metrics_port=args.metrics_port or None, batch_size=args.batch_size,
+                  offline_uri=config.offline_uri, metrics_port=args.metrics_port or None,
+                  metrics_host=args.metrics_host, batch_size=args.batch_size,
                   batch_within_s=args.batch_wait_ms / 1000.0, apply_in_thread=args.apply_in_thread,
                   log_level=args.log_level)
     return 0

@@ -50,6 +50,7 @@ from confluent_kafka import (
 )
 
 from schemas.errors import FeatureStoreError, ServiceUnavailableError
+from streams.health import WorkerHealth
 from streams.route import RawMessage, raw_from_confluent
 
 log = logging.getLogger("featurestream.sink")
@@ -128,7 +129,8 @@ class SinkConsumer:
     def __init__(self, consumer: Any, sink: PartitionSink, pattern: str, *, batch_size: int = 5000,
                  add_chunk: int = 1000, poll_timeout_s: float = 0.2, idle_commit_s: float = 1.0, backoff_max_s: float = 10.0,
                  on_revoked: Callable[[list[TP]], None] | None = None,
-                 on_committed: Callable[[dict[TP, int]], None] | None = None) -> None:
+                 on_committed: Callable[[dict[TP, int]], None] | None = None,
+                 health: WorkerHealth | None = None) -> None:
         self.consumer = consumer
         self.sink = sink
         self.pattern = pattern
@@ -140,6 +142,8 @@ class SinkConsumer:
         self.backoff_max_s = backoff_max_s
         self._on_revoked = on_revoked
         self._on_committed = on_committed
+        # What /ready reports (streams/health.py); a throwaway one when nobody asks.
+        self.health = health or WorkerHealth()
         self._lock = threading.Lock()      # guards _assigned (the compactor thread reads it)
         self._assigned: set[TP] = set()
         self._position: dict[TP, int] = {}   # next offset after the last consumed message
@@ -183,6 +187,7 @@ class SinkConsumer:
     def _on_assign(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
         with self._lock:
             self._assigned |= {(tp.topic, tp.partition) for tp in partitions}
+            self.health.joined(len(self._assigned))
         log.info("assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing")
 
     def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
@@ -193,6 +198,10 @@ class SinkConsumer:
             self._committed.pop(tp, None)
         with self._lock:
             self._assigned -= set(revoked)
+            if not self._assigned:
+                self.health.left()  # eager rebalance: the next on_assign says what we hold
+            else:
+                self.health.joined(len(self._assigned))
         if self._on_revoked is not None and revoked:
             self._on_revoked(revoked)
         log.info("revoked %s", ", ".join(f"{t}[{p}]" for t, p in revoked) or "nothing")
@@ -201,6 +210,7 @@ class SinkConsumer:
     def step(self) -> None:
         """One poll + add + flush/commit round; failures rewind instead of escaping."""
         msgs = self.consumer.consume(num_messages=self.batch_size, timeout=self.poll_timeout_s)
+        self.health.beat()
         batch: list[RawMessage] = []
         for m in msgs:
             err = m.error()
@@ -227,6 +237,7 @@ class SinkConsumer:
             if not batch:
                 self._flush_and_commit(self._due())
             self._backoff = 0.0
+            self.health.recovered()
         except (FeatureStoreError, KafkaException, OSError) as exc:
             self._recover_from(exc, {(r.topic, r.partition) for r in batch} | set(self._position))
 
@@ -263,6 +274,8 @@ class SinkConsumer:
 
     def _recover_from(self, exc: BaseException, partitions: set[TP]) -> None:
         self._backoff = min(self.backoff_max_s, max(0.5, self._backoff * 2))
+        # A fixed phrase: /ready is unauthenticated and exception text names hosts.
+        self.health.failing("writing or committing records failed; retrying")
         log.error("offline sink: %s; rewinding %d partition(s) to their committed offsets, retrying in "
                   "%.1f s", exc, len(partitions), self._backoff)
         self.rewind(partitions)
@@ -296,6 +309,7 @@ class SinkConsumer:
         with self._lock:
             everything = set(self._assigned) | set(self._position)
             self._assigned.clear()  # nothing is consumed until the new assignment arrives
+            self.health.left()
         for tp in everything:
             self.sink.discard(*tp)
         self._position.clear()
