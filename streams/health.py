@@ -6,7 +6,9 @@ poll or loop pass, ``failing``/``recovered`` around retries), and the metrics se
 
 - the worker has joined its consumer group (a rebalance completed; the assignment may be
   empty when there are more workers than partitions: such a member is an idle standby, and
-  stays ready so that a rollout or a PodDisruptionBudget is not blocked by it);
+  stays ready so that a rollout or a PodDisruptionBudget is not blocked by it). A sink whose
+  subscription matches no topic yet (a fresh install without feature groups) never joins;
+  it reports ``joined(0)`` itself once it has seen that there is nothing to consume;
 - its loop ran within ``max_silence_s`` (30 s by default): a consumer stuck in a long
   rebalance, a dead event loop or a flush that hangs turns it not ready;
 - its last attempt to apply records did not fail (Redis or S3 down, a commit refused):
@@ -52,6 +54,11 @@ class WorkerHealth:
             self._joined = True
             self._partitions = partitions
             self._last_beat = self._clock()
+
+    @property
+    def is_joined(self) -> bool:
+        with self._lock:
+            return self._joined
 
     def left(self) -> None:
         """Partitions were revoked: a rebalance is under way until the next ``joined``."""

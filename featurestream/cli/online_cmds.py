@@ -65,6 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _process(args: argparse.Namespace) -> int:
+    from featurestream.stack.workers import announce
     from streams.online.worker import run_processor
 
     if args.metrics_port and not 0 < args.metrics_port < 65536:
@@ -73,7 +74,9 @@ def _process(args: argparse.Namespace) -> int:
     print("featurestream: online processor starting (Ctrl-C stops it)", file=sys.stderr)
     run_processor(config.require("kafka_bootstrap"), config.require("redis_url"), config.topic_prefix,
                   offline_uri=config.offline_uri, metrics_port=args.metrics_port or None,
-                  metrics_host=args.metrics_host, batch_size=args.batch_size,
+                  metrics_host=args.metrics_host,
+                  on_metrics_port=lambda port: announce(config.state_dir, "processor", args.metrics_host, port),
+                  batch_size=args.batch_size,
                   batch_within_s=args.batch_wait_ms / 1000.0, apply_in_thread=args.apply_in_thread,
                   log_level=args.log_level)
     return 0

@@ -68,6 +68,7 @@ def settings_from_args(args: argparse.Namespace) -> object:
 
 
 def _sink(args: argparse.Namespace) -> int:
+    from featurestream.stack.workers import announce
     from streams.offline.worker import run_sink
 
     settings = settings_from_args(args)
@@ -78,5 +79,6 @@ def _sink(args: argparse.Namespace) -> int:
     config = Config.from_env()
     run_sink(config.require("kafka_bootstrap"), config.topic_prefix, config.require("offline_uri"),
              config.storage_options(), settings, metrics_port=args.metrics_port or None,  # type: ignore[arg-type]
-             metrics_host=args.metrics_host)
+             metrics_host=args.metrics_host,
+             on_metrics_port=lambda port: announce(config.state_dir, "sink", args.metrics_host, port))
     return 0

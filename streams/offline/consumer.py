@@ -36,6 +36,7 @@ keeps writing; plain consumer groups have no fencing.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -149,6 +150,7 @@ class SinkConsumer:
         self._position: dict[TP, int] = {}   # next offset after the last consumed message
         self._committed: dict[TP, int] = {}  # what we last committed (or learnt was committed)
         self._last_idle_commit = 0.0
+        self._last_topic_check = float("-inf")
         self._stop = threading.Event()
         self._backoff = 0.0
 
@@ -211,6 +213,8 @@ class SinkConsumer:
         """One poll + add + flush/commit round; failures rewind instead of escaping."""
         msgs = self.consumer.consume(num_messages=self.batch_size, timeout=self.poll_timeout_s)
         self.health.beat()
+        if not self.health.is_joined:
+            self._check_nothing_to_consume()
         batch: list[RawMessage] = []
         for m in msgs:
             err = m.error()
@@ -240,6 +244,21 @@ class SinkConsumer:
             self.health.recovered()
         except (FeatureStoreError, KafkaException, OSError) as exc:
             self._recover_from(exc, {(r.topic, r.partition) for r in batch} | set(self._position))
+
+    def _check_nothing_to_consume(self, every_s: float = 5.0) -> None:
+        """librdkafka joins the group only once the pattern matches a topic: with no feature group
+        yet (a fresh install) the sink would never count as joined, and never be ready."""
+        now = time.monotonic()
+        if now - self._last_topic_check < every_s:
+            return
+        self._last_topic_check = now
+        try:
+            topics = self.consumer.list_topics(timeout=5).topics
+        except KafkaException:
+            return  # the broker is away: not ready is the right answer
+        pattern = re.compile(self.pattern)
+        if not any(pattern.match(t) for t in topics):
+            self.health.joined(0)
 
     def _due(self) -> list[TP]:
         due = {tp for tp in self.sink.due() if tp in self._assigned}

@@ -10,6 +10,7 @@ import urllib.request
 
 import pytest
 
+import streams.metrics  # noqa: F401 - registers featurestream's counters, which /metrics must show
 from featurestream.stack.ports import free_port
 from streams.health import Readiness, WorkerHealth
 from streams.metrics_server import serve_metrics
