@@ -42,6 +42,7 @@ class OfflineMetrics:
     compaction_runs: Counter
     compacted_files: Counter
     last_commit: Gauge
+    uncommitted: Gauge
 
 
 OFFLINE_METRICS = OfflineMetrics(
@@ -60,4 +61,6 @@ OFFLINE_METRICS = OfflineMetrics(
     # The "sink commit age" alert: time() minus this, while the offline consumer group lags.
     last_commit=Gauge("featurestream_offline_last_commit_timestamp_seconds", "Unix time of the sink's last "
                       "successful offset commit (files durable up to those offsets)"),
+    uncommitted=Gauge("featurestream_offline_uncommitted_records", "Records this sink consumed and has not "
+                      "committed yet: buffered for the next file, or being flushed"),
 )

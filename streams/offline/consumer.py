@@ -149,8 +149,12 @@ class SinkConsumer:
         self._assigned: set[TP] = set()
         self._position: dict[TP, int] = {}   # next offset after the last consumed message
         self._committed: dict[TP, int] = {}  # what we last committed (or learnt was committed)
+        self._first: dict[TP, int] = {}      # first consumed offset, for the metric before any commit
         self._last_idle_commit = 0.0
         self._last_topic_check = float("-inf")
+        # Consumed but not yet committed (buffered or being flushed), after the last step: an int
+        # the metrics thread may read at any time (featurestream_offline_uncommitted_records).
+        self.uncommitted_records = 0
         self._stop = threading.Event()
         self._backoff = 0.0
 
@@ -198,6 +202,7 @@ class SinkConsumer:
             self.sink.discard(*tp)  # not flushed: see the module docstring
             self._position.pop(tp, None)
             self._committed.pop(tp, None)
+            self._first.pop(tp, None)
         with self._lock:
             self._assigned -= set(revoked)
             if not self._assigned:
@@ -237,6 +242,7 @@ class SinkConsumer:
                 self.sink.add(chunk)
                 for raw in chunk:
                     self._position[(raw.topic, raw.partition)] = raw.offset + 1
+                    self._first.setdefault((raw.topic, raw.partition), raw.offset)
                 self._flush_and_commit(self._due())
             if not batch:
                 self._flush_and_commit(self._due())
@@ -244,6 +250,8 @@ class SinkConsumer:
             self.health.recovered()
         except (FeatureStoreError, KafkaException, OSError) as exc:
             self._recover_from(exc, {(r.topic, r.partition) for r in batch} | set(self._position))
+        self.uncommitted_records = sum(pos - self._committed.get(tp, self._first.get(tp, pos))
+                                       for tp, pos in self._position.items())
 
     def _check_nothing_to_consume(self, every_s: float = 5.0) -> None:
         """librdkafka joins the group only once the pattern matches a topic: with no feature group
@@ -307,6 +315,7 @@ class SinkConsumer:
             self.sink.discard(*tp)
             self._position.pop(tp, None)
             self._committed.pop(tp, None)
+            self._first.pop(tp, None)
         if not targets:
             return
         try:
@@ -333,6 +342,7 @@ class SinkConsumer:
             self.sink.discard(*tp)
         self._position.clear()
         self._committed.clear()
+        self._first.clear()
         try:
             self.consumer.unsubscribe()
             self.start()

@@ -95,6 +95,7 @@ def run_sink(bootstrap: str, prefix: str, offline_uri: str, storage_options: Map
                         on_revoked=on_revoked, on_committed=lambda _: OFFLINE_METRICS.last_commit.set(time.time()),
                         health=health)
     holder["sink"] = sink
+    OFFLINE_METRICS.uncommitted.set_function(lambda: sink.uncommitted_records)
     if settings.compact_every_s > 0:
         compactor = BackgroundCompactor(
             fs, root, groups, prefix, sink.assignment,

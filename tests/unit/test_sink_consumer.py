@@ -254,3 +254,13 @@ def test_a_failing_flush_is_not_ready_and_names_no_backend() -> None:
     c.batches = [[Msg(T, 0, 0)]]
     sc.step()
     assert sc.health.readiness().ready
+
+
+def test_uncommitted_records_count_what_is_consumed_and_not_yet_committed() -> None:
+    sc, c, _ = loop(due_at=3)
+    c.batches = [[Msg(T, 0, 10), Msg(T, 0, 11), Msg(T, 1, 0)]]
+    sc.step()
+    assert sc.uncommitted_records == 3  # buffered: nothing due yet, never committed before
+    c.batches = [[Msg(T, 0, 12)]]
+    sc.step()  # partition 0 reached due_at and was committed; partition 1 still holds one
+    assert sc.committed()[(T, 0)] == 13 and sc.uncommitted_records == 1
