@@ -68,6 +68,7 @@ def _status(args: argparse.Namespace) -> int:
     kafka_ok = any(st.answers for st in statuses if "kafka" in st.line().lower())
     if config.kafka_bootstrap and kafka_ok:
         _print_pipeline_status(config)
+    _print_workers(config)
     # Non-zero when something configured or started does not answer, so scripts can wait on it.
     return 0 if all(st.answers for st in statuses if st.state != "stopped") else 1
 
@@ -97,7 +98,6 @@ def _print_pipeline_status(config: Config) -> None:
         off = str(offline.get(topic, 0)) if g.offline_enabled else "-"
         print(f"{g.name:<32} {on:>11} {off:>12}")
     print("(lag = records not yet committed by the processor / sink consumer groups)")
-    _print_workers(config)
 
 
 _PREFIXES = {"processor": "featurestream_online_", "sink": "featurestream_offline_"}
