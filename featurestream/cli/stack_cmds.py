@@ -68,7 +68,7 @@ def _status(args: argparse.Namespace) -> int:
     kafka_ok = any(st.answers for st in statuses if "kafka" in st.line().lower())
     if config.kafka_bootstrap and kafka_ok:
         _print_pipeline_status(config)
-    _print_workers(config)
+        _print_workers(config)  # even with no feature group yet; workers need Kafka to be of use
     # Non-zero when something configured or started does not answer, so scripts can wait on it.
     return 0 if all(st.answers for st in statuses if st.state != "stopped") else 1
 
