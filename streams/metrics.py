@@ -1,14 +1,15 @@
 """Prometheus metrics of the online processor and the offline sink.
 
-Counters live in the process that does the work; ``serve_metrics`` exposes them over HTTP
-(``/metrics``) for Prometheus, and ``featurestream status`` reads the same endpoint.
+Counters live in the process that does the work; ``streams.metrics_server.serve_metrics``
+exposes them over HTTP (``/metrics``, beside ``/health`` and ``/ready``) for Prometheus, and
+``featurestream status`` reads the same endpoint.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
 
 
 @dataclass(frozen=True)
@@ -40,11 +41,6 @@ ONLINE_METRICS = OnlineMetrics(
 )
 
 
-def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
-    """Serve /metrics on ``host:port`` from a daemon thread."""
-    start_http_server(port, addr=host)
-
-
 @dataclass(frozen=True)
 class OfflineMetrics:
     rows_written: Counter
@@ -53,6 +49,8 @@ class OfflineMetrics:
     flush_seconds: Histogram
     compaction_runs: Counter
     compacted_files: Counter
+    last_commit: Gauge
+    uncommitted: Gauge
 
 
 OFFLINE_METRICS = OfflineMetrics(
@@ -68,4 +66,9 @@ OFFLINE_METRICS = OfflineMetrics(
     compaction_runs=Counter("featurestream_offline_compaction_runs", "Background compaction passes over one "
                             "table, by outcome (ok, failed)", ["outcome"]),
     compacted_files=Counter("featurestream_offline_compacted_files", "Small files merged away by compaction"),
+    # The "sink commit age" alert: time() minus this, while the offline consumer group lags.
+    last_commit=Gauge("featurestream_offline_last_commit_timestamp_seconds", "Unix time of the sink's last "
+                      "successful offset commit (files durable up to those offsets)"),
+    uncommitted=Gauge("featurestream_offline_uncommitted_records", "Records this sink consumed and has not "
+                      "committed yet: buffered for the next file, or being flushed"),
 )

@@ -20,7 +20,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "Kafka coordinates and offsets are committed only after the files are durable, so a crash "
                     "anywhere (even kill -9) leaves every record exactly once. Small files are compacted in the "
                     "background. Run several for more throughput; Kafka shares the partitions among them.")
-    sink.add_argument("--metrics-port", type=int, default=9109, help="Prometheus /metrics port (0: off)")
+    sink.add_argument("--metrics-port", type=int, default=9109,
+                      help="port of /metrics, /health and /ready (9109; 0: off); if it is taken, a free port "
+                           "is used and the log names it")
+    sink.add_argument("--metrics-host", default="127.0.0.1",
+                      help="address the metrics port listens on (127.0.0.1; 0.0.0.0 in a container)")
     sink.add_argument("--max-age-s", type=float, default=60.0,
                       help="close a file at most this many seconds after its first record (60: rows are "
                            "queryable within a minute)")
@@ -64,6 +68,7 @@ def settings_from_args(args: argparse.Namespace) -> object:
 
 
 def _sink(args: argparse.Namespace) -> int:
+    from featurestream.stack.workers import announce
     from streams.offline.worker import run_sink
 
     settings = settings_from_args(args)
@@ -73,5 +78,7 @@ def _sink(args: argparse.Namespace) -> int:
     print("featurestream: offline sink starting (Ctrl-C stops it after a final flush)", file=sys.stderr)
     config = Config.from_env()
     run_sink(config.require("kafka_bootstrap"), config.topic_prefix, config.require("offline_uri"),
-             config.storage_options(), settings, metrics_port=args.metrics_port or None)  # type: ignore[arg-type]
+             config.storage_options(), settings, metrics_port=args.metrics_port or None,  # type: ignore[arg-type]
+             metrics_host=args.metrics_host,
+             on_metrics_port=lambda port: announce(config.state_dir, "sink", args.metrics_host, port))
     return 0

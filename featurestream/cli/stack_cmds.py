@@ -68,6 +68,7 @@ def _status(args: argparse.Namespace) -> int:
     kafka_ok = any(st.answers for st in statuses if "kafka" in st.line().lower())
     if config.kafka_bootstrap and kafka_ok:
         _print_pipeline_status(config)
+        _print_workers(config)  # even with no feature group yet; workers need Kafka to be of use
     # Non-zero when something configured or started does not answer, so scripts can wait on it.
     return 0 if all(st.answers for st in statuses if st.state != "stopped") else 1
 
@@ -99,11 +100,6 @@ def _print_pipeline_status(config: Config) -> None:
     print("(lag = records not yet committed by the processor / sink consumer groups)")
     if config.redis_url:
         print(f"online store: {_online_store_state(config)}")
-    for role, port, prefix in (("online processor", 9108, "featurestream_online_"),
-                               ("offline sink", 9109, "featurestream_offline_")):
-        summary = _scrape_counters(port, prefix)
-        if summary:
-            print(f"{role} (metrics on 127.0.0.1:{port}): {summary}")
 
 
 def _online_store_state(config: Config) -> str:
@@ -123,19 +119,19 @@ def _online_store_state(config: Config) -> str:
         return ("NOT WHOLE: no epoch marker (Redis lost its data, or no processor has built it yet); "
                 "a running `featurestream process` rebuilds it from Kafka")
     if marker.startswith(REBUILDING):
-        replayed = _scrape_gauge(9108, "featurestream_online_rebuild_records")
+        replayed = _scrape_gauge("http://127.0.0.1:9108", "featurestream_online_rebuild_records")
         more = f", {replayed:,.0f} records replayed so far" if replayed is not None else ""
         return f"REBUILDING from Kafka (claim {marker.removeprefix(REBUILDING)}{more})"
     return f"ready (epoch {marker.removeprefix(READY)})"
 
 
-def _scrape_gauge(port: int, name: str) -> float | None:
+def _scrape_gauge(url: str, name: str) -> float | None:
     import urllib.request
 
     from prometheus_client.parser import text_string_to_metric_families
 
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as resp:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=1) as resp:
             text = resp.read().decode()
     except OSError:
         return None
@@ -146,14 +142,53 @@ def _scrape_gauge(port: int, name: str) -> float | None:
     return None
 
 
-def _scrape_counters(port: int, prefix: str) -> str | None:
-    """One line of the processor's/sink's counters from its default /metrics port, if it answers."""
+_PREFIXES = {"processor": "featurestream_online_", "sink": "featurestream_offline_"}
+
+
+def _print_workers(config: Config) -> None:
+    """Each processor and sink of this host: where its metrics are, whether it is ready, its counters.
+
+    Workers announce their port in the state dir (a taken default port moves to a free one);
+    the default ports are asked too, for workers started with another state dir."""
+    from featurestream.stack.workers import running_workers
+
+    urls = {(w.role, w.url): f"pid {w.pid}" for w in running_workers(config.state_dir)}
+    for role, port in (("processor", 9108), ("sink", 9109)):
+        url = f"http://127.0.0.1:{port}"
+        if not any(u == url for _, u in urls):
+            urls[(role, url)] = "default port"
+    for (role, url), who in sorted(urls.items()):
+        summary = _scrape_counters(url, _PREFIXES[role])
+        if summary is None:
+            continue
+        print(f"{role} ({who}, metrics on {url.removeprefix('http://')}, {_ready(url)}): {summary}")
+
+
+def _ready(url: str) -> str:
+    import json
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url}/ready", timeout=1):
+            return "ready"
+    except urllib.error.HTTPError as exc:
+        try:
+            return f"not ready: {json.loads(exc.read())['reason']}"
+        except (ValueError, KeyError):
+            return "not ready"
+    except OSError:
+        return "not answering /ready"
+
+
+def _scrape_counters(url: str, prefix: str) -> str | None:
+    """One line of a processor's/sink's counters from its /metrics, if it answers (None if not)."""
     import urllib.request
 
     from prometheus_client.parser import text_string_to_metric_families
 
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as resp:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=1) as resp:
             text = resp.read().decode()
     except OSError:
         return None
@@ -167,7 +202,7 @@ def _scrape_counters(port: int, prefix: str) -> str | None:
             label = sample.labels.get("status") or sample.labels.get("outcome") or ""
             key = family.name.removeprefix(prefix) + (f"[{label}]" if label else "")
             totals[key] = totals.get(key, 0) + sample.value
-    return ", ".join(f"{k}={v:,.0f}" for k, v in sorted(totals.items())) or None
+    return ", ".join(f"{k}={v:,.0f}" for k, v in sorted(totals.items())) or "no counters yet"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from featurestream.stack.errors import StackError, ToolMissingError
+from featurestream.stack.errors import ToolMissingError
+from featurestream.stack.gobuild import go_install
 
 VERSITYGW_MODULE = "github.com/versity/versitygw/cmd/versitygw"
 VERSITYGW_VERSION = "v1.8.0"
@@ -53,27 +53,8 @@ class S3Server:
 
 def build_versitygw(bin_dir: Path, *, search_path: str | None = None, log_path: Path | None = None) -> str | None:
     """Build versitygw into ``bin_dir`` unless present; its path, or None without a Go toolchain."""
-    target = bin_dir / "versitygw"
-    if target.is_file():
-        return str(target)
-    go = shutil.which("go", path=search_path)
-    if go is None:
-        return None
-    bin_dir.mkdir(parents=True, exist_ok=True)
-    env_prog = shutil.which("env", path=search_path) or "/usr/bin/env"
-    # `env GOBIN=...` adds one variable for the child without this module touching os.environ.
-    result = subprocess.run(
-        [env_prog, f"GOBIN={bin_dir}", go, "install", f"{VERSITYGW_MODULE}@{VERSITYGW_VERSION}"],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True,
-    )
-    if log_path is not None:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_path.write_text(result.stdout + result.stderr)
-    if result.returncode != 0 or not target.is_file():
-        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
-        raise StackError(f"s3: building versitygw {VERSITYGW_VERSION} with `go install` failed "
-                         f"(exit {result.returncode}):\n{tail}")
-    return str(target)
+    return go_install("s3", VERSITYGW_MODULE, VERSITYGW_VERSION, "versitygw", bin_dir,
+                      search_path=search_path, log_path=log_path)
 
 
 def find_s3_server(bin_dir: Path, *, search_path: str | None = None, build: bool = True) -> S3Server:

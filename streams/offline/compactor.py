@@ -23,6 +23,7 @@ from sinks.offline.catalog import read_manifests, relative, table_path_of
 from sinks.offline.compaction import DEFAULT_TARGET_BYTES, compact_table, recover
 from sinks.offline.fs import delete_quietly_missing, find_files
 from sinks.offline.writer import table_path_for
+from streams.backoff import Backoff
 from streams.group_view import GroupView
 from streams.metrics import OFFLINE_METRICS
 from streams.offline.consumer import TP
@@ -36,7 +37,8 @@ class BackgroundCompactor:
     def __init__(self, fs: Any, root: str, groups: GroupView, prefix: str,
                  owned: Callable[[], set[TP]], committed: Callable[[list[str]], Mapping[TP, int]], *,
                  every_s: float, target_bytes: int = DEFAULT_TARGET_BYTES, input_grace_s: float = 60.0,
-                 hook: Callable[[str], None] | None = None) -> None:
+                 hook: Callable[[str], None] | None = None, retry_cap_s: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.fs = fs
         self.root = root
         self.groups = groups
@@ -48,6 +50,11 @@ class BackgroundCompactor:
         self.input_grace_s = input_grace_s
         self.hook = hook  # called after each compaction step (tests crash the process there)
         self.runs = 0
+        self._clock = clock
+        # While the broker or S3 is away every pass fails: retry after 1, 2, 4 ... retry_cap_s
+        # seconds, logging once per attempt, instead of once a second.
+        self._retry = Backoff(1.0, max(1.0, retry_cap_s), clock=clock)
+        self._next_compaction = clock() + every_s
         self._recovered: set[str] = set()
         self._busy = threading.Lock()  # held while one table is compacted/recovered
         self._stop = threading.Event()
@@ -80,17 +87,25 @@ class BackgroundCompactor:
         return sorted(out, key=lambda x: x[0])
 
     def _loop(self) -> None:
-        next_compaction = time.monotonic() + self.every_s
         while not self._stop.wait(1.0):
-            try:
-                self.recover_new()
-                if time.monotonic() >= next_compaction:
-                    self.compact_once()
-                    next_compaction = time.monotonic() + self.every_s
-            except Exception as exc:  # noqa: BLE001 - the sink must keep writing; retry next pass
-                OFFLINE_METRICS.compaction_runs.labels(outcome="failed").inc()
-                log.error("background compaction failed (retrying in %.0f s): %s", self.every_s, exc)
-                next_compaction = time.monotonic() + self.every_s
+            self.tick()
+
+    def tick(self) -> None:
+        """One pass of the loop (every second): recover newly owned tables, compact when due.
+
+        A failure is retried with exponential backoff and logged once per attempt."""
+        if not self._retry.due():
+            return
+        try:
+            self.recover_new()
+            if self._clock() >= self._next_compaction:
+                self.compact_once()
+                self._next_compaction = self._clock() + self.every_s
+            self._retry.succeeded()
+        except Exception as exc:  # noqa: BLE001 - the sink must keep writing; retry later
+            OFFLINE_METRICS.compaction_runs.labels(outcome="failed").inc()
+            delay = self._retry.failed()
+            log.error("background compaction failed (retrying in %.0f s): %s", delay, exc)
 
     def recover_new(self) -> None:
         """``recover`` each table once when it is first owned (the sink's start, a rebalance)."""

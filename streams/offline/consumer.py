@@ -36,6 +36,7 @@ keeps writing; plain consumer groups have no fencing.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -50,6 +51,7 @@ from confluent_kafka import (
 )
 
 from schemas.errors import FeatureStoreError, ServiceUnavailableError
+from streams.health import WorkerHealth
 from streams.route import RawMessage, raw_from_confluent
 
 log = logging.getLogger("featurestream.sink")
@@ -128,7 +130,8 @@ class SinkConsumer:
     def __init__(self, consumer: Any, sink: PartitionSink, pattern: str, *, batch_size: int = 5000,
                  add_chunk: int = 1000, poll_timeout_s: float = 0.2, idle_commit_s: float = 1.0, backoff_max_s: float = 10.0,
                  on_revoked: Callable[[list[TP]], None] | None = None,
-                 on_committed: Callable[[dict[TP, int]], None] | None = None, greedy: bool = False) -> None:
+                 on_committed: Callable[[dict[TP, int]], None] | None = None, greedy: bool = False,
+                 health: WorkerHealth | None = None) -> None:
         self.consumer = consumer
         self.sink = sink
         self.pattern = pattern
@@ -143,11 +146,18 @@ class SinkConsumer:
         # greedy: return as soon as one message is there, with whatever else is already fetched
         # (the online engine's freshness), instead of waiting up to poll_timeout_s for a full batch.
         self.greedy = greedy
+        # What /ready reports (streams/health.py); a throwaway one when nobody asks.
+        self.health = health or WorkerHealth()
         self._lock = threading.Lock()      # guards _assigned (the compactor thread reads it)
         self._assigned: set[TP] = set()
         self._position: dict[TP, int] = {}   # next offset after the last consumed message
         self._committed: dict[TP, int] = {}  # what we last committed (or learnt was committed)
+        self._first: dict[TP, int] = {}      # first consumed offset, for the metric before any commit
         self._last_idle_commit = 0.0
+        self._last_topic_check = float("-inf")
+        # Consumed but not yet committed (buffered or being flushed), after the last step: an int
+        # the metrics thread may read at any time (featurestream_offline_uncommitted_records).
+        self.uncommitted_records = 0
         self._stop = threading.Event()
         self._backoff = 0.0
 
@@ -186,6 +196,7 @@ class SinkConsumer:
     def _on_assign(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
         with self._lock:
             self._assigned |= {(tp.topic, tp.partition) for tp in partitions}
+            self.health.joined(len(self._assigned))
         log.info("assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing")
 
     def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
@@ -194,8 +205,13 @@ class SinkConsumer:
             self.sink.discard(*tp)  # not flushed: see the module docstring
             self._position.pop(tp, None)
             self._committed.pop(tp, None)
+            self._first.pop(tp, None)
         with self._lock:
             self._assigned -= set(revoked)
+            if not self._assigned:
+                self.health.left()  # eager rebalance: the next on_assign says what we hold
+            else:
+                self.health.joined(len(self._assigned))
         if self._on_revoked is not None and revoked:
             self._on_revoked(revoked)
         log.info("revoked %s", ", ".join(f"{t}[{p}]" for t, p in revoked) or "nothing")
@@ -209,6 +225,9 @@ class SinkConsumer:
                                                                                timeout=0)]
         else:
             msgs = self.consumer.consume(num_messages=self.batch_size, timeout=self.poll_timeout_s)
+        self.health.beat()
+        if not self.health.is_joined:
+            self._check_nothing_to_consume()
         batch: list[RawMessage] = []
         for m in msgs:
             err = m.error()
@@ -231,12 +250,31 @@ class SinkConsumer:
                 self.sink.add(chunk)
                 for raw in chunk:
                     self._position[(raw.topic, raw.partition)] = raw.offset + 1
+                    self._first.setdefault((raw.topic, raw.partition), raw.offset)
                 self._flush_and_commit(self._due())
             if not batch:
                 self._flush_and_commit(self._due())
             self._backoff = 0.0
+            self.health.recovered()
         except (FeatureStoreError, KafkaException, OSError) as exc:
             self._recover_from(exc, {(r.topic, r.partition) for r in batch} | set(self._position))
+        self.uncommitted_records = sum(pos - self._committed.get(tp, self._first.get(tp, pos))
+                                       for tp, pos in self._position.items())
+
+    def _check_nothing_to_consume(self, every_s: float = 5.0) -> None:
+        """librdkafka joins the group only once the pattern matches a topic: with no feature group
+        yet (a fresh install) the sink would never count as joined, and never be ready."""
+        now = time.monotonic()
+        if now - self._last_topic_check < every_s:
+            return
+        self._last_topic_check = now
+        try:
+            topics = self.consumer.list_topics(timeout=5).topics
+        except KafkaException:
+            return  # the broker is away: not ready is the right answer
+        pattern = re.compile(self.pattern)
+        if not any(pattern.match(t) for t in topics):
+            self.health.joined(0)
 
     def _due(self) -> list[TP]:
         due = {tp for tp in self.sink.due() if tp in self._assigned}
@@ -271,6 +309,8 @@ class SinkConsumer:
 
     def _recover_from(self, exc: BaseException, partitions: set[TP]) -> None:
         self._backoff = min(self.backoff_max_s, max(0.5, self._backoff * 2))
+        # A fixed phrase: /ready is unauthenticated and exception text names hosts.
+        self.health.failing("writing or committing records failed; retrying")
         log.error("offline sink: %s; rewinding %d partition(s) to their committed offsets, retrying in "
                   "%.1f s", exc, len(partitions), self._backoff)
         self.rewind(partitions)
@@ -283,6 +323,7 @@ class SinkConsumer:
             self.sink.discard(*tp)
             self._position.pop(tp, None)
             self._committed.pop(tp, None)
+            self._first.pop(tp, None)
         if not targets:
             return
         try:
@@ -304,10 +345,12 @@ class SinkConsumer:
         with self._lock:
             everything = set(self._assigned) | set(self._position)
             self._assigned.clear()  # nothing is consumed until the new assignment arrives
+            self.health.left()
         for tp in everything:
             self.sink.discard(*tp)
         self._position.clear()
         self._committed.clear()
+        self._first.clear()
         try:
             self.consumer.unsubscribe()
             self.start()

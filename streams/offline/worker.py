@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,8 +25,10 @@ from sinks.offline.rotation import RotationPolicy
 from sinks.offline.writer import OfflineWriter
 from streams.deadletter import DeadLetters
 from streams.group_view import GroupView
+from streams.health import WorkerHealth
 from streams.lag import committed_offsets
-from streams.metrics import serve_metrics
+from streams.metrics import OFFLINE_METRICS
+from streams.metrics_server import serve_metrics
 from streams.offline.applier import OfflineApplier
 from streams.offline.compactor import BackgroundCompactor
 from streams.offline.consumer import (
@@ -61,8 +64,13 @@ class SinkSettings:
 
 def run_sink(bootstrap: str, prefix: str, offline_uri: str, storage_options: Mapping[str, Any] | None = None,
              settings: SinkSettings | None = None, *, metrics_port: int | None = None,
+             metrics_host: str = "127.0.0.1", on_metrics_port: Callable[[int], None] | None = None,
              until: Callable[[], bool] | None = None, install_signal_handlers: bool = True) -> None:
-    """Run the offline sink until SIGTERM/SIGINT (or ``until()``); flush and commit on the way out."""
+    """Run the offline sink until SIGTERM/SIGINT (or ``until()``); flush and commit on the way out.
+
+    ``metrics_port`` serves /metrics, /health and /ready (a free port if it is taken; the one
+    bound is passed to ``on_metrics_port``).
+    """
     settings = settings or SinkSettings()
     fs, root = open_filesystem(offline_uri, dict(storage_options or {}))
     registry = Registry(bootstrap, prefix=prefix, offline_base_uri=offline_uri)
@@ -81,10 +89,13 @@ def run_sink(bootstrap: str, prefix: str, offline_uri: str, storage_options: Map
         if compactor is not None:
             compactor.wait_idle(revoked)
 
+    health = WorkerHealth()
     sink = SinkConsumer(consumer, applier, subscription_pattern(prefix),
                         batch_size=settings.batch_size, add_chunk=min(1000, settings.policy.max_records),
-                        on_revoked=on_revoked)
+                        on_revoked=on_revoked, on_committed=lambda _: OFFLINE_METRICS.last_commit.set(time.time()),
+                        health=health)
     holder["sink"] = sink
+    OFFLINE_METRICS.uncommitted.set_function(lambda: sink.uncommitted_records)
     if settings.compact_every_s > 0:
         compactor = BackgroundCompactor(
             fs, root, groups, prefix, sink.assignment,
@@ -93,7 +104,9 @@ def run_sink(bootstrap: str, prefix: str, offline_uri: str, storage_options: Map
             input_grace_s=settings.input_grace_s, hook=_kill_hook(settings.kill_at_compaction_step))
         compactor.start()
     if metrics_port:
-        serve_metrics(metrics_port)
+        server = serve_metrics(metrics_port, metrics_host, ready=health.readiness, role="offline sink")
+        if on_metrics_port is not None:
+            on_metrics_port(server.port)
     if install_signal_handlers and threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: sink.stop())

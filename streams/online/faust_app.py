@@ -32,6 +32,7 @@ import faust
 
 from schemas.names import registry_topic
 from streams.gc_tuning import settle_heap
+from streams.health import WorkerHealth
 from streams.online import faust_adapter
 from streams.route import RawMessage
 
@@ -45,11 +46,14 @@ ListTopics = Callable[[], Iterable[str]]
 def build_online_app(*, bootstrap: str, prefix: str, apply_batch: ApplyBatch, list_topics: ListTopics,
                      app_id: str | None = None, batch_size: int = 1000, batch_within_s: float = 0.005,
                      registry_poll_s: float = 2.0, commit_interval_s: float = 1.0,
-                     retry_backoff_s: float = 0.5, session_timeout_s: float = 10.0) -> faust.App:
+                     retry_backoff_s: float = 0.5, session_timeout_s: float = 10.0,
+                     health: WorkerHealth | None = None) -> faust.App:
     """Build the faust app. ``apply_batch`` is awaited once per batch, one batch at a time;
     ``list_topics`` returns the group topics to consume (called in a thread at start and every
-    ``registry_poll_s``)."""
+    ``registry_poll_s``). ``health`` learns of rebalances, loop passes and apply failures
+    (what ``/ready`` reports)."""
     faust_adapter.require_compat()  # a faust upgrade that broke the adapter stops here, by name
+    health = health or WorkerHealth()
     app = faust.App(
         app_id or f"{prefix}-online",
         broker=[f"kafka://{b.strip()}" for b in bootstrap.split(",")],
@@ -103,12 +107,21 @@ def build_online_app(*, bootstrap: str, prefix: str, apply_batch: ApplyBatch, li
                     chan.topics = sorted(subscribed)
             faust_adapter.resubscribe(app)
 
+    @app.on_partitions_assigned.connect
+    async def _assigned(_app: Any, assigned: set[Any], **_: Any) -> None:
+        health.joined(len(assigned))
+
+    @app.on_partitions_revoked.connect
+    async def _revoked(_app: Any, revoked: set[Any], **_: Any) -> None:
+        health.left()  # aiokafka rebalances eagerly: the next assignment follows
+
     @app.task
     async def watch_registry() -> None:
         await sync_subscription()
         settle_heap()  # start-up is done: keep GC passes over long-lived objects off the hot path
         event = loop_state["refresh_now"]
         while True:
+            health.beat()  # at least every registry_poll_s while the event loop turns
             try:
                 await asyncio.wait_for(event.wait(), timeout=registry_poll_s)
             except TimeoutError:
@@ -130,7 +143,7 @@ def build_online_app(*, bootstrap: str, prefix: str, apply_batch: ApplyBatch, li
         room = asyncio.Event()
         room.set()
         applier = asyncio.create_task(_apply_pending(pending, more, room, apply_batch, batch_size,
-                                                     batch_within_s, retry_backoff_s))
+                                                     batch_within_s, retry_backoff_s, health))
         try:
             async for ev in stream.events():
                 m = ev.message
@@ -155,7 +168,8 @@ def build_online_app(*, bootstrap: str, prefix: str, apply_batch: ApplyBatch, li
 
 
 async def _apply_pending(pending: list[tuple[RawMessage, Any]], more: asyncio.Event, room: asyncio.Event,
-                         apply_batch: ApplyBatch, batch_size: int, linger_s: float, backoff_s: float) -> None:
+                         apply_batch: ApplyBatch, batch_size: int, linger_s: float, backoff_s: float,
+                         health: WorkerHealth) -> None:
     """Apply what the agent collected, oldest first, one batch at a time; then release its acks."""
     while True:
         await more.wait()
@@ -167,21 +181,25 @@ async def _apply_pending(pending: list[tuple[RawMessage, Any]], more: asyncio.Ev
             more.clear()
         if len(pending) < 4 * batch_size:
             room.set()
-        await _apply_until_done(apply_batch, [raw for raw, _ in taken], backoff_s)
+        await _apply_until_done(apply_batch, [raw for raw, _ in taken], backoff_s, health)
         for _, ev in taken:
             ev.ack()  # drops the agent's reference: now the offset may be committed
 
 
-async def _apply_until_done(apply_batch: ApplyBatch, batch: list[RawMessage], backoff_s: float) -> None:
+async def _apply_until_done(apply_batch: ApplyBatch, batch: list[RawMessage], backoff_s: float,
+                            health: WorkerHealth) -> None:
     """Retry forever on failure (see module docstring): Redis down is waited out, not skipped."""
     delay = backoff_s
     while True:
         try:
             await apply_batch(batch)
+            health.recovered()
             return
         except asyncio.CancelledError:
             raise  # shutting down: the batch stays unacknowledged, so it is consumed again
         except Exception as exc:
+            # A fixed phrase for the unauthenticated /ready; the details (hosts included) go to the log.
+            health.failing("applying records to the online store failed; retrying")
             log.error("applying a batch of %d records failed, retrying in %.1f s: %s", len(batch), delay, exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)

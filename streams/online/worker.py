@@ -3,20 +3,21 @@
 Two engines consume: "confluent" (default: ``engine.py``, the offline sink's consume-and-commit
 loop driving the apply step in-process) and "faust" (``faust_app.py``, with the apply step in a
 child process, ``apply_child.py``, so that faust and the apply step each get a core, or in a
-thread with ``apply_in_thread``). The worker also starts the healer that rebuilds the online store
-when Redis loses it (``healer.py``), and serves the Prometheus metrics.
+thread with ``apply_in_thread``). The worker also starts the healer that rebuilds the online
+store when Redis loses it (``healer.py``), and serves /metrics, /health and /ready.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sinks.online.epoch import EpochMarker
 from streams.group_view import GroupView
+from streams.health import WorkerHealth
 from streams.lag import committed_offsets
-from streams.metrics import serve_metrics
+from streams.metrics_server import serve_metrics
 from streams.online.applier import ApplySummary, make_online_applier
 from streams.online.engine import online_group_id, run_engine
 from streams.online.healer import OnlineHealer
@@ -27,20 +28,29 @@ ENGINES = ("confluent", "faust")
 
 
 def run_processor(bootstrap: str, redis_url: str, prefix: str, *, engine: str = "confluent",
-                  offline_uri: str | None = None, metrics_port: int | None = None, batch_size: int = 1000,
+                  offline_uri: str | None = None, metrics_port: int | None = None, metrics_host: str = "127.0.0.1",
+                  on_metrics_port: Callable[[int], None] | None = None, batch_size: int = 1000,
                   batch_within_s: float = 0.005, apply_in_thread: bool = False, log_level: str = "info",
                   heal_every_s: float = 2.0) -> None:
     """Run the online processor until interrupted, with ``engine`` "confluent" (engine.py) or
-    "faust" (faust_app.py). Offsets are committed only after Redis has applied their records."""
+    "faust" (faust_app.py). Offsets are committed only after Redis has applied their records.
+
+    ``metrics_port`` serves /metrics, /health and /ready (a free port if it is taken; the one
+    bound is passed to ``on_metrics_port``).
+    """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}; got {engine!r}")
     registry = Registry(bootstrap, prefix=prefix, offline_base_uri=offline_uri)
     groups = GroupView(registry.refresh)
+    health = WorkerHealth()
     if metrics_port:
-        serve_metrics(metrics_port)
+        server = serve_metrics(metrics_port, metrics_host, ready=health.readiness, role="online processor")
+        if on_metrics_port is not None:
+            on_metrics_port(server.port)
     # The healer's rebuild applies through an applier of its own, beside the live apply step.
     rebuild_applier = make_online_applier(bootstrap, redis_url, prefix, offline_uri=offline_uri,
                                           stage="rebuild-online")
+
     def live_path_replays_all() -> bool:
         topics = [registry.topic_of(g.name) for g in groups.all().values() if g.online_enabled]
         return not committed_offsets(bootstrap, online_group_id(prefix), topics)
@@ -53,18 +63,18 @@ def run_processor(bootstrap: str, redis_url: str, prefix: str, *, engine: str = 
             logging.basicConfig(level=log_level.upper(), format="[%(asctime)s] [%(process)d] [%(levelname)s] "
                                 "%(name)s: %(message)s")
             applier = make_online_applier(bootstrap, redis_url, prefix, offline_uri=offline_uri)
-            run_engine(bootstrap, prefix, applier, batch_size=batch_size)
+            run_engine(bootstrap, prefix, applier, batch_size=batch_size, health=health)
         else:
-            _run_faust(bootstrap, redis_url, prefix, registry, groups, offline_uri=offline_uri,
+            _run_faust(bootstrap, redis_url, prefix, registry, groups, health, offline_uri=offline_uri,
                        batch_size=batch_size, batch_within_s=batch_within_s, apply_in_thread=apply_in_thread,
                        log_level=log_level)
     finally:
         healer.stop()
 
 
-def _run_faust(bootstrap: str, redis_url: str, prefix: str, registry: Registry, groups: GroupView, *,
-               offline_uri: str | None, batch_size: int, batch_within_s: float, apply_in_thread: bool,
-               log_level: str) -> None:
+def _run_faust(bootstrap: str, redis_url: str, prefix: str, registry: Registry, groups: GroupView,
+               health: WorkerHealth, *, offline_uri: str | None, batch_size: int, batch_within_s: float,
+               apply_in_thread: bool, log_level: str) -> None:
     import faust
 
     from streams.online.faust_app import build_online_app
@@ -85,7 +95,7 @@ def _run_faust(bootstrap: str, redis_url: str, prefix: str, registry: Registry, 
         return [registry.topic_of(g.name) for g in groups.all(fresh=True).values() if g.online_enabled]
 
     app = build_online_app(bootstrap=bootstrap, prefix=prefix, apply_batch=apply_batch, list_topics=list_topics,
-                           batch_size=batch_size, batch_within_s=batch_within_s)
+                           batch_size=batch_size, batch_within_s=batch_within_s, health=health)
     worker = faust.Worker(app, loglevel=log_level, quiet=True)
     try:
         worker.execute_from_commandline()

@@ -19,10 +19,11 @@ def stack_env(stack: Config) -> dict[str, str]:
 class Proc:
     """A featurestream CLI command in its own process, its output in a log file."""
 
-    def __init__(self, stack: Config, args: list[str], log: Path) -> None:
+    def __init__(self, stack: Config, args: list[str], log: Path, *, extra_env: dict[str, str] | None = None) -> None:
         self.log = log
         self._out = log.open("ab")
-        self.popen = subprocess.Popen([sys.executable, "-m", "featurestream.cli", *args], env=stack_env(stack),
+        env = {**stack_env(stack), **(extra_env or {})}
+        self.popen = subprocess.Popen([sys.executable, "-m", "featurestream.cli", *args], env=env,
                                       stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
 
     def kill(self) -> None:

@@ -41,6 +41,7 @@ class FakeConsumer:
         self.fail_seek = False
         self.unsubscribed = False
         self.callbacks: dict = {}
+        self.cluster_topics = {T: None, "fs._registry": None}
 
     def subscribe(self, topics, on_assign=None, on_revoke=None, on_lost=None):
         self.callbacks = {"assign": on_assign, "revoke": on_revoke}
@@ -71,6 +72,9 @@ class FakeConsumer:
 
     def unsubscribe(self):
         self.unsubscribed = True
+
+    def list_topics(self, timeout):
+        return type("ClusterMetadata", (), {"topics": dict(self.cluster_topics)})()
 
     def close(self):
         pass
@@ -215,3 +219,48 @@ def test_failed_seek_falls_back_to_resubscribing() -> None:
     c.batches = [[Msg(T, 0, 3)]]  # nothing is consumed until the group hands partitions back
     sc.step()
     assert not s.holds(T, 0)
+
+
+# --------------------------------------------------------------------------- what /ready reports
+def test_ready_once_assigned_not_ready_while_rebalancing() -> None:
+    sc, c, _ = loop()
+    sc.step()
+    assert sc.health.readiness().ready and sc.health.readiness().partitions == 2
+    c.callbacks["revoke"](c, [TopicPartition(T, 0), TopicPartition(T, 1)])
+    sc.step()  # T still exists: the sink waits for its next assignment
+    assert not sc.health.readiness().ready
+    c.callbacks["assign"](c, [TopicPartition(T, 1)])
+    assert sc.health.readiness().partitions == 1 and sc.health.readiness().ready
+
+
+def test_a_sink_with_no_group_topic_to_consume_is_ready() -> None:
+    c, s = FakeConsumer(), FakeSink()
+    c.cluster_topics = {"fs._registry": None, "fs._deadletter": None, "other.customers": None}
+    sc = SinkConsumer(c, s, subscription_pattern("fs"))
+    sc.start()
+    assert not sc.health.readiness().ready
+    sc.step()  # librdkafka never calls on_assign when the pattern matches nothing
+    assert sc.health.readiness().ready
+
+
+def test_a_failing_flush_is_not_ready_and_names_no_backend() -> None:
+    sc, c, s = loop(due_at=1)
+    s.fail_flush = True
+    c.batches = [[Msg(T, 0, 0)]]
+    sc.step()
+    state = sc.health.readiness()
+    assert not state.ready and state.reason == "writing or committing records failed; retrying"
+    s.fail_flush = False
+    c.batches = [[Msg(T, 0, 0)]]
+    sc.step()
+    assert sc.health.readiness().ready
+
+
+def test_uncommitted_records_count_what_is_consumed_and_not_yet_committed() -> None:
+    sc, c, _ = loop(due_at=3)
+    c.batches = [[Msg(T, 0, 10), Msg(T, 0, 11), Msg(T, 1, 0)]]
+    sc.step()
+    assert sc.uncommitted_records == 3  # buffered: nothing due yet, never committed before
+    c.batches = [[Msg(T, 0, 12)]]
+    sc.step()  # partition 0 reached due_at and was committed; partition 1 still holds one
+    assert sc.committed()[(T, 0)] == 13 and sc.uncommitted_records == 1

@@ -1,0 +1,94 @@
+"""Processors and sinks on one host: /health and /ready answer, and a taken metrics port moves.
+
+Issue 12 (probes for the Helm chart) and issue 10 item 5 (a second processor on the same host
+died because its metrics port was taken).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+import pytest
+
+from featurestream.config import ENV_STATE_DIR
+from featurestream.stack.ports import free_port
+from featurestream.stack.workers import running_workers
+from tests.integration.helpers import customers_group
+from tests.integration.procs import Proc, stack_env
+from tests.support.wait import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _get(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+    except OSError:
+        return 0, {}
+
+
+def test_two_processors_and_a_sink_on_one_host_all_serve_health_and_become_ready(store, stack, tmp_path,
+                                                                                 unique_name):
+    store.create_feature_group(customers_group(unique_name("probes"), partitions=2))
+    state = tmp_path / "state"
+    env = {ENV_STATE_DIR: str(state)}
+    port = free_port()
+    started = [
+        Proc(stack, ["process", "--metrics-port", str(port)], tmp_path / "p1.log", extra_env=env),
+        Proc(stack, ["process", "--metrics-port", str(port)], tmp_path / "p2.log", extra_env=env),
+        Proc(stack, ["sink", "--metrics-port", str(free_port())], tmp_path / "s.log", extra_env=env),
+    ]
+    try:
+        workers = wait_for(lambda: (w := running_workers(state)) and len(w) == 3 and w, timeout_s=60,
+                           what="three workers announcing their metrics ports")
+        assert all(p.alive() for p in started), "\n".join(p.tail() for p in started)
+        procs = [w for w in workers if w.role == "processor"]
+        assert sorted(w.port == port for w in procs) == [False, True]
+        moved = next(w for w in procs if w.port != port)
+        mover = next(p for p in started if p.popen.pid == moved.pid)
+        assert f"metrics port {port} is taken" in mover.tail(), mover.tail()
+
+        secrets = [stack.kafka_bootstrap, stack.redis_url, stack.s3_endpoint_url]
+        for w in workers:
+            assert _get(f"{w.url}/health") == (200, {"status": "ok"}), w
+            status, body = wait_for(lambda w=w: (r := _get(f"{w.url}/ready"))[0] == 200 and r, timeout_s=90,
+                                    what=f"{w.role} pid {w.pid} ready")
+            assert body["status"] == "ready" and body["partitions"] >= 0
+            assert not any(s and s in json.dumps(body) for s in secrets)
+
+        out = subprocess.run([sys.executable, "-m", "featurestream.cli", "status"], env={**stack_env(stack), **env},
+                             capture_output=True, text=True, timeout=60)
+        for w in workers:
+            assert f"pid {w.pid}, metrics on 127.0.0.1:{w.port}, ready" in out.stdout, out.stdout + out.stderr
+    finally:
+        for p in started:
+            p.stop()
+    assert running_workers(state) == []  # each removed its file on the way out
+
+
+def test_workers_of_a_fresh_install_with_no_feature_group_are_ready(stack, tmp_path, unique_name):
+    """`helm install --wait` must not hang: with no group topic to be assigned yet, a worker that
+    joined its consumer group is an idle member, and ready. Three processors share two
+    single-partition topics (the registry and faust's leader topic): the one left with nothing is
+    ready too (a standby)."""
+    env = {ENV_STATE_DIR: str(tmp_path / "state"), "FEATURESTREAM_TOPIC_PREFIX": unique_name("fresh")}
+    started = [Proc(stack, [role, "--metrics-port", str(free_port())], tmp_path / f"{role}{i}.log", extra_env=env)
+               for i, role in enumerate(("process", "process", "process", "sink"))]
+    try:
+        workers = wait_for(lambda: (w := running_workers(tmp_path / "state")) and len(w) == 4 and w, timeout_s=60,
+                           what="four workers announcing their metrics ports")
+        for w in workers:
+            wait_for(lambda w=w: _get(f"{w.url}/ready")[0] == 200, timeout_s=60,
+                     what=f"{w.role} ready with no feature group (last answer: {_get(f'{w.url}/ready')})")
+        processors = sorted(_get(f"{w.url}/ready")[1]["partitions"] for w in workers if w.role == "processor")
+        assert processors[0] == 0 and processors[-1] > 0, processors
+    finally:
+        for p in started:
+            p.stop()
