@@ -11,7 +11,6 @@ import orjson
 from featurestream.cli import CliError
 from featurestream.cli._common import parse_json_arg, store_from_args
 from schemas.types import ScalarType
-from streams.datafiles import read_frame
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -104,26 +103,31 @@ def _int_or_text(text: str) -> object:
 
 def _ingest(args: argparse.Namespace) -> int:
     with store_from_args(args) as store:
-        g = store.describe_feature_group(args.group)
-        strings = {f.name for f in g.features if f.type == ScalarType.STRING and f.collection is None}
-        frame = read_frame(args.file, fmt=args.format, string_columns=strings)
-        result = store.ingest(args.group, frame, max_workers=args.workers, progress=not args.no_progress,
-                              strict=args.strict)
+        result, rows = store.ingest_file(args.group, args.file, fmt=args.format, max_workers=args.workers,
+                                         progress=not args.no_progress, strict=args.strict)
     print(result.summary(), file=sys.stderr)
     if result.rejected:
         for rej in result.rejected[:10]:
-            print(f"  row {rej.index}: {rej.reason}", file=sys.stderr)
+            print(f"  {rows.unit} {rej.line}: {rej.reason}", file=sys.stderr)
         if len(result.rejected) > 10:
             print(f"  ... and {len(result.rejected) - 10} more", file=sys.stderr)
         if args.rejects:
-            with args.rejects.open("wb") as out:
-                for rej in result.rejected:
-                    row = frame.iloc[rej.index].to_dict()
-                    out.write(orjson.dumps({**rej.to_dict(), "row": row}, default=str,
-                                           option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
+            _write_rejects(args.rejects, result.rejected, rows)
             print(f"  rejected rows written to {str(args.rejects)!r}", file=sys.stderr)
         return 1
     return 0
+
+
+def _write_rejects(path: Path, rejected: list, rows: object) -> None:
+    """One JSON line per rejected row: where it is, why, and the row as read and as written."""
+    by_index = {rej.index: rej for rej in rejected}
+    with path.open("wb") as out:
+        # The file is read again for just these rows: ingest kept none of it in memory.
+        for index, record, text in rows.rows_at(set(by_index)):  # type: ignore[attr-defined]
+            line = {**by_index[index].to_dict(), "row": record}
+            if text is not None:
+                line["text"] = text
+            out.write(orjson.dumps(line, default=str, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
 
 
 def _tail(args: argparse.Namespace) -> int:
