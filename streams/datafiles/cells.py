@@ -60,11 +60,16 @@ def _fractional(text: str) -> Any:
 
 
 def _collection(fd: FeatureDefinition) -> Converter:
+    integral = fd.type is ScalarType.INTEGRAL
+    example = '["a", "b"]' if fd.type is ScalarType.STRING else "[1, 2]"
+    kind = fd.describe()
+
     def convert(text: str) -> Any:
-        value = loads_exact(text.encode("utf-8", "surrogatepass"), integral=fd.type is ScalarType.INTEGRAL)
+        if not text.lstrip().startswith("["):
+            raise CellError(f"a {kind} in a CSV cell is written as a JSON array, like {example}")
+        value = loads_exact(text.encode("utf-8"), integral=integral)
         if not isinstance(value, list):
-            raise CellError(f"a {fd.collection.value} in a CSV cell is written as a JSON array, like "  # type: ignore[union-attr]
-                            + ('["a", "b"]' if fd.type is ScalarType.STRING else "[1, 2]"))
+            raise CellError(f"a {kind} in a CSV cell is written as a JSON array, like {example}")
         return value
     return convert
 

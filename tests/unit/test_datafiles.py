@@ -214,3 +214,12 @@ def test_decimal_values_never_reach_the_wire_as_decimals(tmp_path):
     assert rows[0]["n"] == Decimal("12.0")  # the reader keeps it exact ...
     (rec,), _, _ = publish(p)
     assert type(rec["n"]) is int and orjson.dumps(rec["n"]) == b"12"  # ... and the validator makes it an int
+
+
+def test_a_csv_collection_cell_must_be_a_json_array(tmp_path):
+    p = write(tmp_path, "a.csv", f"id,et,tags,ids\na,{ET},a;b,\nb,{ET},,\"[1, 2.5]\"\nc,{ET},\"[\"\"x\"\"]\",\n".encode())
+    published, rejected, _ = publish(p)
+    assert [r["id"] for r in published] == ["c"] and published[0]["tags"] == ["x"]
+    lines = dict(rejected)
+    assert "List<String> in a CSV cell is written as a JSON array" in lines[2]
+    assert "'ids'" in lines[3] and "2.5" in lines[3]
