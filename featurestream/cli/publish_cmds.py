@@ -11,6 +11,7 @@ import orjson
 from featurestream.cli import CliError
 from featurestream.cli._common import parse_json_arg, store_from_args
 from schemas.types import ScalarType
+from streams.datafiles import CellError, RecordReader
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -70,6 +71,12 @@ def _put(args: argparse.Namespace) -> int:
         raise CliError(f"the record must be a JSON object of feature name to value, not {type(record).__name__}",
                        status=2)
     with store_from_args(args) as store:
+        # Read again with the group's types, as a JSON Lines file is: orjson alone turns
+        # 9007199254740993.0 for an Integral into 9007199254740992.
+        try:
+            record = RecordReader.for_group(store.describe_feature_group(args.group)).loads(args.record.encode())
+        except CellError as exc:
+            raise CliError(f"the record is invalid: {exc}", status=2) from None
         partition, offset = store.put_record(args.group, record, target_stores=_stores(args.target_stores),
                                              ttl=args.ttl, wait_online=args.wait_online)
     print(f"published to {args.group} (partition {partition}, offset {offset})", file=sys.stderr)

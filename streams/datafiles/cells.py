@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from schemas.group import FeatureGroup
 from schemas.types import INT64_MAX, INT64_MIN, CollectionType, FeatureDefinition, ScalarType
 
 _INT_RE = re.compile(r"[+-]?[0-9]{1,19}")
@@ -157,6 +158,10 @@ class RecordReader:
     def __init__(self, integral_features: frozenset[str], known: frozenset[str]) -> None:
         self._integral = integral_features
         self._known = known
+
+    @classmethod
+    def for_group(cls, group: FeatureGroup) -> RecordReader:
+        return cls(integral_names(group.features), frozenset(group.feature_names))
 
     def loads(self, raw: bytes) -> Any:
         try:

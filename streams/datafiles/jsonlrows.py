@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from schemas.group import FeatureGroup
-from streams.datafiles.cells import CellError, RecordReader, integral_names
+from streams.datafiles.cells import CellError, RecordReader
 from streams.datafiles.lines import LINE_LIMIT, bounded_lines
 from streams.rowsource import RowError
 
 
 def jsonl_records(path: Path, group: FeatureGroup) -> Iterator[tuple[int, Any, bytes]]:
     """``(line, record or RowError, the line's bytes)`` for every non-blank line of the file."""
-    reader = RecordReader(integral_names(group.features), frozenset(group.feature_names))
+    reader = RecordReader.for_group(group)
     where = f"feature group {group.name!r}"
     with path.open("rb") as f:
         for number, raw in enumerate(bounded_lines(f), 1):

@@ -69,3 +69,13 @@ def test_csv_header_naming_an_unknown_feature_refuses_the_file_before_publishing
     ages = sorted((r["customer_id"], r["age"]) for r in
                   (orjson.loads(m.value())["record"] for m in read_topic(stack, store.registry.topic_of(g.name))))
     assert ages == [("c1", None), ("c2", 2**63 - 1)]
+
+
+def test_cli_put_reads_the_record_with_the_groups_types(store, stack, unique_name):
+    g = store.create_feature_group(customers_group(unique_name("put")))
+    record = orjson.dumps(customer(1))[:-1] + b', "visits": 9007199254740993.0, "balance": 5.81}'
+    res = subprocess.run([sys.executable, "-m", "featurestream.cli", "put", g.name, record.decode()],
+                         env=stack_env(stack), capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    (msg,) = read_topic(stack, store.registry.topic_of(g.name))
+    assert b'"visits":9007199254740993,' in msg.value() and b'"balance":5.81,' in msg.value()
