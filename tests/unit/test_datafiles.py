@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import tempfile
 from decimal import Decimal
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from schemas.group import FeatureGroup
 from schemas.types import FeatureDefinition as F
@@ -223,3 +226,19 @@ def test_a_csv_collection_cell_must_be_a_json_array(tmp_path):
     lines = dict(rejected)
     assert "List<String> in a CSV cell is written as a JSON array" in lines[2]
     assert "'ids'" in lines[3] and "2.5" in lines[3]
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(st.one_of(st.binary(max_size=40), st.sampled_from(
+    [b'"', b'""', b'a,"b', b'\r', b'\xef\xbb\xbf', b'{"id": "a", "et": "x"}', b'NaN', b',,,,,,,', b'"x\n']))),
+       fmt=st.sampled_from(["csv", "jsonl"]))
+def test_no_bytes_after_the_header_fail_the_whole_file(lines, fmt):
+    """Whatever follows a valid header, every row is read or rejected; nothing raises."""
+    header = b"id,et,n,x,s,tags,ids,v\n" if fmt == "csv" else b""
+    with tempfile.TemporaryDirectory() as tmp:
+        content = header + b"\n".join(lines)
+        rows = FileRows(write(Path(tmp), f"a.{fmt}", content), G)
+        got = list(rows)
+        assert all(isinstance(r, dict | RowError) for r in got)
+        where = [rows.line_of(i) for i in range(len(got))]
+        assert where == sorted(set(where)) and all(1 <= w <= content.count(b"\n") + 1 for w in where)
