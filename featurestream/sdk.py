@@ -25,6 +25,8 @@ from schemas.messages import HARD_DELETE, SOFT_DELETE, Message
 from schemas.ordering import version_key
 from schemas.validate import compile_validator, validate_delete
 from schemas.wire import encode
+from streams.datafiles import FileRows
+from streams.fileingest import ingest_file
 from streams.group_view import GroupView
 from streams.ingest import IngestResult, ingest
 from streams.publisher import Publisher
@@ -176,6 +178,15 @@ class FeatureStore:
         return ingest(self.publisher, self.registry.topic_of(g.name), g, data, strict=strict,
                       max_workers=max_workers, progress=progress, target_stores=target_stores,
                       ttl_seconds=_ttl_seconds(ttl))
+
+    def ingest_file(self, group: str, path: str, *, fmt: str | None = None, max_workers: int | None = None,
+                    progress: bool = True, strict: bool = False, target_stores: Sequence[str] | None = None,
+                    ttl: Any = None) -> tuple[IngestResult, FileRows]:
+        """Ingest a CSV, JSON Lines or Parquet file read with the group's schema; see streams.fileingest."""
+        g = self._group(group)
+        return ingest_file(self.publisher, self.registry.topic_of(g.name), g, path, fmt=fmt, strict=strict,
+                           max_workers=max_workers, progress=progress, target_stores=target_stores,
+                           ttl_seconds=_ttl_seconds(ttl))
 
     # -- consuming -------------------------------------------------------------------------------
     def stream(self, group: str, *, start: str | datetime | int = "end", consumer_group: str | None = None,

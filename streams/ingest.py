@@ -26,7 +26,7 @@ from schemas.group import FeatureGroup
 from schemas.validate import compile_validator
 from schemas.wire import encode_headers, encode_value
 from streams.publisher import Publisher
-from streams.rowsource import Chunk, count_rows, iter_parts, part_to_chunk
+from streams.rowsource import Chunk, RowError, count_rows, iter_parts, part_to_chunk
 
 Encoded = tuple[bytes, bytes, list[tuple[str, bytes]]]
 
@@ -38,9 +38,13 @@ class Rejection:
     index: int
     reason: str
     feature: str | None = None
+    line: int | None = None  # set for rows read from a file: its line (CSV, JSON Lines) or row (Parquet)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "feature": self.feature, "reason": self.reason}
+        out = {"index": self.index, "feature": self.feature, "reason": self.reason}
+        if self.line is not None:
+            out["line"] = self.line
+        return out
 
 
 @dataclass
@@ -132,6 +136,9 @@ def _encode_rows(validator: Any, chunk: Chunk, *, target_stores: Iterable[str] |
             except ValidationError as exc:
                 rejects.append(Rejection(start + i, str(exc), exc.feature))
                 continue
+        elif isinstance(record, RowError):  # a file row that could not be read (streams.datafiles)
+            rejects.append(Rejection(start + i, record.reason, record.feature))
+            continue
         else:
             rejects.append(Rejection(start + i, f"row {start + i} is a {type(record).__name__}, expected a "
                                                 f"dict of feature name to value"))
@@ -147,8 +154,12 @@ def _encode_rows(validator: Any, chunk: Chunk, *, target_stores: Iterable[str] |
 
 def ingest(publisher: Publisher, topic: str, group: FeatureGroup, data: object, *, strict: bool = False,
            max_workers: int | None = None, progress: bool = True, target_stores: Sequence[str] | None = None,
-           ttl_seconds: int | None = None, chunk_size: int = 5_000) -> IngestResult:
-    """Validate and publish ``data`` to ``topic``; see the module docstring."""
+           ttl_seconds: int | None = None, chunk_size: int = 5_000, validate_only: bool = False) -> IngestResult:
+    """Validate and publish ``data`` to ``topic``; see the module docstring.
+
+    ``validate_only`` publishes nothing and holds nothing: the first pass of a strict file
+    ingest (``streams.fileingest``), which must not keep a whole file's records in memory.
+    """
     started = time.perf_counter()
     result = IngestResult(group=group.name, strict=strict)
     publisher.check_topic(topic)  # broker down / topic missing: fail before reading any data
@@ -164,7 +175,9 @@ def ingest(publisher: Publisher, topic: str, group: FeatureGroup, data: object, 
         for done in encoded_chunks:
             result.total += done.rows
             result.rejected.extend(done.rejects)
-            if strict:
+            if validate_only:
+                pass
+            elif strict:
                 if not result.rejected:
                     held.append(done)
             elif done.keys:

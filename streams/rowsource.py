@@ -12,12 +12,25 @@ value, and not a valid one. Datetime columns become ISO-8601 UTC strings.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
 from schemas.eventtime import format_iso
 
 Chunk = tuple[int, tuple[str, ...], list[tuple[Any, ...]]]
+
+
+@dataclass(frozen=True)
+class RowError:
+    """A row that could not even be read into a record (bad JSON, a ragged CSV row, invalid UTF-8...).
+
+    File readers (``streams.datafiles``) yield one in place of the record, so that ingest rejects
+    that row with this reason and publishes the rest, instead of the whole file failing.
+    """
+
+    reason: str
+    feature: str | None = None
 
 
 def count_rows(data: object) -> int | None:

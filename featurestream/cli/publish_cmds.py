@@ -11,7 +11,7 @@ import orjson
 from featurestream.cli import CliError
 from featurestream.cli._common import parse_json_arg, store_from_args
 from schemas.types import ScalarType
-from streams.datafiles import read_frame
+from streams.datafiles import CellError, RecordReader
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -71,6 +71,12 @@ def _put(args: argparse.Namespace) -> int:
         raise CliError(f"the record must be a JSON object of feature name to value, not {type(record).__name__}",
                        status=2)
     with store_from_args(args) as store:
+        # Read again with the group's types, as a JSON Lines file is: orjson alone turns
+        # 9007199254740993.0 for an Integral into 9007199254740992.
+        try:
+            record = RecordReader.for_group(store.describe_feature_group(args.group)).loads(args.record.encode())
+        except CellError as exc:
+            raise CliError(f"the record is invalid: {exc}", status=2) from None
         partition, offset = store.put_record(args.group, record, target_stores=_stores(args.target_stores),
                                              ttl=args.ttl, wait_online=args.wait_online)
     print(f"published to {args.group} (partition {partition}, offset {offset})", file=sys.stderr)
@@ -104,26 +110,31 @@ def _int_or_text(text: str) -> object:
 
 def _ingest(args: argparse.Namespace) -> int:
     with store_from_args(args) as store:
-        g = store.describe_feature_group(args.group)
-        strings = {f.name for f in g.features if f.type == ScalarType.STRING and f.collection is None}
-        frame = read_frame(args.file, fmt=args.format, string_columns=strings)
-        result = store.ingest(args.group, frame, max_workers=args.workers, progress=not args.no_progress,
-                              strict=args.strict)
+        result, rows = store.ingest_file(args.group, args.file, fmt=args.format, max_workers=args.workers,
+                                         progress=not args.no_progress, strict=args.strict)
     print(result.summary(), file=sys.stderr)
     if result.rejected:
         for rej in result.rejected[:10]:
-            print(f"  row {rej.index}: {rej.reason}", file=sys.stderr)
+            print(f"  {rows.unit} {rej.line}: {rej.reason}", file=sys.stderr)
         if len(result.rejected) > 10:
             print(f"  ... and {len(result.rejected) - 10} more", file=sys.stderr)
         if args.rejects:
-            with args.rejects.open("wb") as out:
-                for rej in result.rejected:
-                    row = frame.iloc[rej.index].to_dict()
-                    out.write(orjson.dumps({**rej.to_dict(), "row": row}, default=str,
-                                           option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
+            _write_rejects(args.rejects, result.rejected, rows)
             print(f"  rejected rows written to {str(args.rejects)!r}", file=sys.stderr)
         return 1
     return 0
+
+
+def _write_rejects(path: Path, rejected: list, rows: object) -> None:
+    """One JSON line per rejected row: where it is, why, and the row as read and as written."""
+    by_index = {rej.index: rej for rej in rejected}
+    with path.open("wb") as out:
+        # The file is read again for just these rows: ingest kept none of it in memory.
+        for index, record, text in rows.rows_at(set(by_index)):  # type: ignore[attr-defined]
+            line = {**by_index[index].to_dict(), "row": record}
+            if text is not None:
+                line["text"] = text
+            out.write(orjson.dumps(line, default=str, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
 
 
 def _tail(args: argparse.Namespace) -> int:

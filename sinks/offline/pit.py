@@ -235,17 +235,25 @@ def get_historical_features(query: QueryEngine, entity_rows: Any, features: Feat
             where.append("false")
         feat_cols = ", ".join(f"{quote_ident(f)} AS __f{j}" for j, f in enumerate(feats))
         alias = f"__g{i}"
+        # DuckDB's ASOF join (2.0) turns -0.0 inside a LIST of DOUBLE into 0.0 (scalars keep
+        # it). Such columns stay out of its payload: the ASOF join matches a row number, and a
+        # plain join on that number, which keeps them exact, fetches them.
+        by_ref = {j for j, f in enumerate(feats) if _holds_double_list(src.schema.field(f).type)}
+        row_ref = ", row_number() OVER () AS __r" if by_ref else ""
         ctes.append(
-            f"{alias} AS (SELECT {ident} AS __id, epoch_ns({et}) AS __et, is_deleted AS __del, "
-            f"{pit_key_sql(f'epoch_ns({et})')} AS __k, {feat_cols} "
+            f"{alias} AS {'MATERIALIZED ' if by_ref else ''}(SELECT {ident} AS __id, epoch_ns({et}) AS __et, "
+            f"is_deleted AS __del, {pit_key_sql(f'epoch_ns({et})')} AS __k{row_ref}, {feat_cols} "
             f"FROM {rel} AS __src WHERE {' AND '.join(where)})")
         slot = id_cols[src.record_identifier_name]
         joins.append(f"ASOF LEFT JOIN {alias} ON __e.{slot} = {alias}.__id AND __e.__k >= {alias}.__k")
+        if by_ref:
+            joins.append(f"LEFT JOIN {alias} AS {alias}v ON {alias}v.__r = {alias}.__r")
         hide = f"{alias}.__del"
         if age_ns is not None:
             hide += f" OR __e.__ts - {alias}.__et > {age_ns}"
         for j, f in enumerate(feats):
-            selects.append(f"CASE WHEN {hide} THEN NULL ELSE {alias}.__f{j} END AS {quote_ident(names[(group, f)])}")
+            value = f"{alias}v.__f{j}" if j in by_ref else f"{alias}.__f{j}"
+            selects.append(f"CASE WHEN {hide} THEN NULL ELSE {value} END AS {quote_ident(names[(group, f)])}")
     sql = (f"WITH {', '.join(ctes)}\nSELECT {', '.join(selects)}\nFROM __e\n" + "\n".join(joins)
            + "\nORDER BY __e.__row")
     joined = query.execute(sql)
@@ -259,3 +267,8 @@ def get_historical_features(query: QueryEngine, entity_rows: Any, features: Feat
             want = schema.field(f).type
             out = out.append_column(pa.field(name, want), col if col.type == want else col.cast(want))
     return out
+
+
+def _holds_double_list(t: pa.DataType) -> bool:
+    return (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)) \
+        and pa.types.is_floating(t.value_type)

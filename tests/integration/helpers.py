@@ -53,7 +53,7 @@ def read_topic(stack, topic: str, *, timeout_s: float = 60.0) -> list:
         if topic not in md.topics or md.topics[topic].error is not None:
             return []
         parts = sorted(md.topics[topic].partitions)
-        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+        ends = {p: _end_offset(c, TopicPartition(topic, p)) for p in parts}
         todo = {p for p in parts if ends[p] > 0}
         c.assign([TopicPartition(topic, p, 0) for p in todo])
         out = []
@@ -70,3 +70,24 @@ def read_topic(stack, topic: str, *, timeout_s: float = 60.0) -> list:
         return out
     finally:
         c.close()
+
+
+def _end_offset(consumer, tp) -> int:
+    """The partition's end offset; a topic created moments ago may not have its leader yet
+    (NOT_LEADER_FOR_PARTITION / LEADER_NOT_AVAILABLE), which is retried, not read as a failure."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    from tests.support.wait import wait_for
+
+    transient = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                 KafkaError.UNKNOWN_TOPIC_OR_PART}
+
+    def end() -> tuple[int] | None:
+        try:
+            return (consumer.get_watermark_offsets(tp, timeout=10)[1],)
+        except KafkaException as exc:
+            if exc.args[0].code() in transient:
+                return None
+            raise
+
+    return wait_for(end, timeout_s=30, interval_s=0.2, what=f"a leader for {tp.topic}[{tp.partition}]")[0]

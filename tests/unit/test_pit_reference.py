@@ -7,6 +7,7 @@ deletes, duplicates and misses common; both groups are joined in one call.
 from __future__ import annotations
 
 import random
+import struct
 from datetime import timedelta
 
 import pandas as pd
@@ -112,3 +113,20 @@ def test_pit_pandas_in_pandas_out_with_known_answers(tmp_path):
     assert out["customer_id"].tolist() == df["customer_id"].tolist()
     # T0+15 looks back 5 ns to the row at T0+10: within 5 ns; T0 looks back 0 ns
     assert aged["age"].to_pylist() == [None, 2, 3, None, 9, None, None, 2]
+
+
+def test_pit_keeps_negative_zero_in_lists_of_doubles(tmp_path):
+    """DuckDB's ASOF join turns -0.0 inside a LIST of DOUBLE into 0.0; the join must not."""
+    schema = table_schema("customer_id", "event_time", {"emb": pa.list_(pa.float64()), "score": pa.float64()})
+    rows = [row("a", T0, 0, emb=[-0.0, 5e-324], score=-0.0), row("a", T0, 1, emb=[-0.0, 1.0], score=1.0),
+            row("a", T0 + 10, 2, emb=[2.0], score=2.0), row("b", T0, 3, emb=[0.0, -0.0], score=-0.0)]
+    src = make_source(tmp_path, "g", schema, rows)
+    entity = pa.table({"customer_id": ["a", "b", "a", "zz"],
+                       "event_time": pa.array([T0, T0 + 1, T0 + 10, T0], pa.int64()).cast(pa.timestamp("ns", "UTC"))})
+    with OfflineQuery([src]) as q:
+        out = q.get_historical_features(entity, ["g:emb", "g:score"])
+    bits = [None if v is None else [struct.pack("<d", x) for x in v] for v in out["emb"].to_pylist()]
+    assert bits == [[struct.pack("<d", x) for x in v] if v is not None else None
+                    for v in ([-0.0, 1.0], [0.0, -0.0], [2.0], None)]  # the tie at T0: later offset wins
+    assert [None if v is None else struct.pack("<d", v) for v in out["score"].to_pylist()] == \
+        [struct.pack("<d", v) if v is not None else None for v in (1.0, -0.0, 2.0, None)]

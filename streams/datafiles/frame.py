@@ -1,41 +1,24 @@
-"""Reading the data files users hand to the CLI: CSV, Parquet and JSON Lines."""
+"""A whole data file as a pandas DataFrame, for inferring a group's definitions from a sample.
+
+Only ``group create --infer-from`` uses this: pandas guesses column types, which is what
+inference wants. Publishing never reads values this way (pandas reads floats imprecisely and
+turns integer columns with an empty cell into float64); it reads files with the group's own
+schema, row by row (``streams.datafiles.rows``).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from schemas.errors import FeatureStoreError
-
-FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl",
-           ".json": "jsonl"}
-
-
-class DataFileError(FeatureStoreError):
-    """An input file is missing, unreadable or not in a supported format."""
-
-
-def detect_format(path: Path, fmt: str | None = None) -> str:
-    if fmt:
-        if fmt not in ("csv", "parquet", "jsonl"):
-            raise DataFileError(f"unknown format {fmt!r}; use csv, parquet or jsonl")
-        return fmt
-    found = FORMATS.get(path.suffix.lower())
-    if found is None:
-        raise DataFileError(f"cannot tell the format of {str(path)!r} from its extension; name it .csv, .parquet "
-                            "or .jsonl, or pass --format")
-    return found
+from streams.datafiles.formats import DataFileError, check_path, detect_format
 
 
 def read_frame(path: str | Path, *, fmt: str | None = None, string_columns: set[str] | None = None) -> Any:
     """Read ``path`` into a pandas DataFrame; ``string_columns`` are read as text (keeps '007' as is)."""
     import pandas as pd
 
-    path = Path(path)
-    if not path.exists():
-        raise DataFileError(f"input file {str(path)!r} does not exist")
-    if path.is_dir():
-        raise DataFileError(f"input {str(path)!r} is a directory, not a file")
+    path = check_path(path)
     kind = detect_format(path, fmt)
     try:
         if kind == "csv":
