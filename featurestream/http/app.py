@@ -32,16 +32,17 @@ from featurestream.http.limits import Limits
 from featurestream.http.metrics import CLIENT_CLOSED, HttpMetrics
 from featurestream.http.permissions import Permissions
 from featurestream.http.quiet_log import log_unavailable
+from featurestream.http.readiness import Readiness
 from featurestream.http.records import group_arn, group_name
 from featurestream.http.runtime import RuntimeApi
 from featurestream.http.sigv4 import AuthError, SignedRequest, verify
 from featurestream.sdk import FeatureStore
 from schemas.errors import FeatureStoreError, ServiceUnavailableError
+from sinks.online.connect import redact_url
 
 log = logging.getLogger("featurestream.http")
 MAX_QUERY_FIELDS = 200
 DEFAULT_REGION = "us-east-1"
-READY_TIMEOUT_S = 5.0
 _OPEN_PATHS = ("/health", "/ready", "/metrics")
 _JSON = "application/x-amz-json-1.1"
 _RECORD_OPERATIONS = {"GET": "GetRecord", "PUT": "PutRecord", "DELETE": "DeleteRecord"}
@@ -63,6 +64,10 @@ class Server:
         self.runtime = RuntimeApi(store, self.groups, self.executor,
                                   max_response_bytes=self.limits.max_response_bytes)
         self.metrics = metrics or HttpMetrics()
+        config = store.config
+        self.readiness = Readiness(
+            {"kafka": (self.check_kafka, f"Kafka at {config.kafka_bootstrap}"),
+             "redis": (self.check_redis, f"Redis at {redact_url(config.redis_url or '')}")}, self._run)
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -76,13 +81,12 @@ class Server:
             return await self._open_endpoint(path)
         target = request.headers.get("X-Amz-Target")
         protocol = CONTROL if target is not None else RUNTIME
-        operation = "Unknown"
+        operation = operation_of(request.method, path, target)
         request_id = str(uuid.uuid4())
         try:
             body = await read_body(request, self.limits)
             region, permissions = self._authenticate(request, path, query, body)
-            operation, result = await self._dispatch(request.method, path, query, target, body, region,
-                                                     permissions)
+            result = await self._dispatch(operation, request.method, path, query, target, body, region, permissions)
             response = web.Response(body=orjson.dumps(result), status=200,
                                     content_type="application/json" if protocol == RUNTIME else _JSON)
         except ClientClosed as exc:
@@ -130,38 +134,33 @@ class Server:
         return None if known is None else known.secret
 
     # ------------------------------------------------------------------ routing
-    async def _dispatch(self, method: str, path: str, query: str, target: str | None, body: bytes,
-                        region: str, permissions: Permissions) -> tuple[str, dict[str, Any]]:
+    async def _dispatch(self, operation: str, method: str, path: str, query: str, target: str | None,
+                        body: bytes, region: str, permissions: Permissions) -> dict[str, Any]:
         if target is not None:
             if method != "POST" or path != "/":
                 raise ApiError("UnknownOperationException", f"{target[:80]} must be sent as POST /", 404)
-            service, _, op = target.partition(".")
-            if service != "SageMaker" or op not in control.OPERATIONS:
+            if operation not in control.OPERATIONS:
                 raise ApiError("UnknownOperationException",
                                f"operation {target[:80]!r} is not supported; featurestream serves "
                                f"{', '.join('SageMaker.' + o for o in control.OPERATIONS)}", 400)
             payload = _json_object(body)
-            name = None if op == "ListFeatureGroups" else _named_group(payload)
-            authorize(permissions, op, name, payload)
-            return op, await self._run(self._control, op, payload, region, permissions)
-        parts = path.split("/")
-        if len(parts) == 3 and parts[1] == "FeatureGroup" and method in _RECORD_OPERATIONS:
-            name = group_name(unquote(parts[2], errors="replace"))
-            op = _RECORD_OPERATIONS[method]
-            authorize(permissions, op, name, {})
-            if op == "GetRecord":
-                return op, await self.runtime.get_record(name, _query(query))
-            if op == "PutRecord":
-                return op, await self.runtime.put_record(name, _json_object(body))
-            return op, await self.runtime.delete_record(name, _query(query))
-        if path == "/BatchGetRecord" and method == "POST":
+            name = None if operation == "ListFeatureGroups" else _named_group(payload)
+            authorize(permissions, operation, name, payload)
+            return await self._run(self._control, operation, payload, region, permissions)
+        if operation in ("GetRecord", "PutRecord", "DeleteRecord"):
+            name = group_name(unquote(path.split("/")[2], errors="replace"))
+            authorize(permissions, operation, name, {})
+            if operation == "GetRecord":
+                return await self.runtime.get_record(name, _query(query))
+            if operation == "PutRecord":
+                return await self.runtime.put_record(name, _json_object(body))
+            return await self.runtime.delete_record(name, _query(query))
+        if operation in ("BatchGetRecord", "BatchWriteRecord"):
             payload = _json_object(body)
-            authorize(permissions, "BatchGetRecord", None, payload)
-            return "BatchGetRecord", await self.runtime.batch_get_record(payload)
-        if path == "/BatchWriteRecord" and method == "POST":
-            payload = _json_object(body)
-            authorize(permissions, "BatchWriteRecord", None, payload)
-            return "BatchWriteRecord", await self.runtime.batch_write_record(payload)
+            authorize(permissions, operation, None, payload)
+            if operation == "BatchGetRecord":
+                return await self.runtime.batch_get_record(payload)
+            return await self.runtime.batch_write_record(payload)
         raise ApiError("UnknownOperationException",
                        f"no operation at {method} {path[:100]}; featurestream serves PutRecord, GetRecord, "
                        "DeleteRecord (/FeatureGroup/<name>), BatchGetRecord, BatchWriteRecord and the "
@@ -205,24 +204,28 @@ class Server:
             return web.json_response({"status": "ok"})
         if path == "/metrics":
             return web.Response(body=self.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
-        checks = {"kafka": self.check_kafka, "redis": self.check_redis}
-        results: dict[str, str] = {}
-        for name, check in checks.items():
-            try:
-                await asyncio.wait_for(self._run(check), timeout=READY_TIMEOUT_S)
-                results[name] = "ok"
-            except Exception as exc:
-                # Unauthenticated: the answer names no address, URL or driver error; the log does.
-                log_unavailable(name, exc if str(exc) else type(exc).__name__, "/ready")
-                results[name] = "unavailable"
-        ok = all(v == "ok" for v in results.values())
-        return web.json_response({"status": "ready" if ok else "not ready", **results}, status=200 if ok else 503)
+        status, body = await self.readiness.answer()
+        return web.json_response(body, status=status)
 
     def check_kafka(self) -> None:
         self.store.registry.refresh()
 
     def check_redis(self) -> None:
         self.store.online.client.ping()
+
+
+def operation_of(method: str, path: str, target: str | None) -> str:
+    """The operation a request asks for, from its method, path and X-Amz-Target ("Unknown" if none):
+    known before the request is read, so metrics and logs name it whatever happens next."""
+    if target is not None:
+        service, _, op = target.partition(".")
+        return op if service == "SageMaker" and op in control.OPERATIONS else "Unknown"
+    parts = path.split("/")
+    if len(parts) == 3 and parts[1] == "FeatureGroup":
+        return _RECORD_OPERATIONS.get(method, "Unknown")
+    if method == "POST" and path in ("/BatchGetRecord", "/BatchWriteRecord"):
+        return path[1:]
+    return "Unknown"
 
 
 def _named_group(payload: dict[str, Any]) -> str:

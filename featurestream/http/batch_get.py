@@ -3,7 +3,7 @@
 A request may name up to 100 entries of up to 100 identifiers; without a bound, 100 entries
 naming the same group and the same 100 ids made one 97 KB request answer 10,000 records
 (202 MB, and the worker grew by a gigabyte). So:
-- identifiers are deduplicated across entries: an entry is (group, FeatureNames), and an
+- identifiers are deduplicated across entries: an entry is (group, set of FeatureNames), and an
   identifier asked twice for the same entry is read and answered once;
 - records are read in rounds sized from the records seen so far, and added to the answer while
   it stays within ``max_bytes`` (everything counted: records, errors, and room kept for the
@@ -160,7 +160,8 @@ class BoundedBatchGet:
                               f"Identifiers[{n}].RecordIdentifiersValueAsString", max_items=MAX_IDS_PER_ENTRY)
             features = ident.get("FeatureNames")
             if features is not None:
-                features = tuple(string_list(features, f"Identifiers[{n}].FeatureNames"))
+                # Sorted and once each: ["b", "a", "a"] asks what ["a", "b"] asks, and is read once.
+                features = tuple(sorted(set(string_list(features, f"Identifiers[{n}].FeatureNames"))))
             group = self.groups.get(name)
             if group is None:
                 for rid in ids:

@@ -139,3 +139,17 @@ def test_refusals_say_what_is_missing_without_the_key_secret():
                        "key does not have")
     assert "s-RO" not in message
 
+
+
+def test_every_routed_operation_is_known_before_the_body_is_read():
+    from featurestream.http.app import operation_of
+
+    routes = {("GET", "/FeatureGroup/g", None): "GetRecord", ("PUT", "/FeatureGroup/g", None): "PutRecord",
+              ("DELETE", "/FeatureGroup/g", None): "DeleteRecord", ("POST", "/BatchGetRecord", None): "BatchGetRecord",
+              ("POST", "/BatchWriteRecord", None): "BatchWriteRecord", ("POST", "/FeatureGroup/g", None): "Unknown",
+              ("GET", "/BatchGetRecord", None): "Unknown", ("POST", "/", "SageMaker.CreateEndpoint"): "Unknown",
+              ("POST", "/", "Other.ListFeatureGroups"): "Unknown"}
+    routes.update({("POST", "/", f"SageMaker.{op}"): op for op in control.OPERATIONS})
+    for (method, path, target), op in routes.items():
+        assert operation_of(method, path, target) == op, (method, path, target)
+        assert op == "Unknown" or op in OPERATION_ACTIONS
