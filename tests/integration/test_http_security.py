@@ -15,9 +15,11 @@ import sys
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 import pytest
 
+from featurestream.http.sigv4 import sign
 from tests.support.http_api import (
     boto_clients,
     error_of,
@@ -306,3 +308,38 @@ def test_ready_and_service_unavailable_name_no_backend_address(stack, tmp_path):
     assert str(redis_port) in log and str(kafka_port) in log and "hunter2" not in log
     assert len(re.findall(r"^redis unavailable \(/ready\)", log, re.M)) == 1, log
     assert len(re.findall(r"^kafka unavailable \(/ready\)", log, re.M)) == 1, log
+
+
+def test_a_client_that_leaves_while_the_server_works_is_counted_499_not_503(stack, tmp_path, unique_name, api):
+    # A Redis that accepts connections and never answers: every read waits for its timeout, and
+    # the client does not wait that long.
+    silent = socket.create_server(("127.0.0.1", 0))
+    env = server_env(stack, FEATURESTREAM_REDIS_URL=f"redis://127.0.0.1:{silent.getsockname()[1]}/0")
+    proc, url = start_server(env, tmp_path, "--workers", "1")
+    working = api  # the module's server, whose Redis answers
+    try:
+        api = {"url": url, "key": env["AWS_ACCESS_KEY_ID"], "secret": env["AWS_SECRET_ACCESS_KEY"]}
+        sm, _ = boto_clients(api)
+        group = unique_name("slow")
+        _group(sm, group)  # the registry is in Kafka, which answers
+        path, query = f"/FeatureGroup/{group}", "RecordIdentifierValueAsString=1"
+        host = url.removeprefix("http://")
+        headers = sign("GET", path, query, {"Host": host}, b"", access_key=api["key"], secret=api["secret"],
+                       region="us-east-1", now=datetime.now(UTC))
+        head = f"GET {path}?{query} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+        with _connect(api) as s:
+            s.sendall(head.encode())
+        # closed at once: the server is still waiting on Redis
+
+        def counted() -> str | None:
+            text = _metrics(api)
+            return text if 'operation="GetRecord",status="499"} 1.0' in text else None
+
+        text = wait_for(counted, timeout_s=30, what="the GetRecord counted as status 499")
+        assert 'operation="GetRecord",status="503"' not in text
+        boto_clients(working)[0].delete_feature_group(FeatureGroupName=group)  # deleting wipes Redis
+    finally:
+        stop_server(proc)
+        silent.close()
+    log = next(tmp_path.glob("serve-*.log")).read_text()
+    assert "Traceback" not in log and "unexpected error" not in log
