@@ -85,3 +85,12 @@ def test_a_round_never_mixes_two_entries_of_one_group():
     assert BoundedBatchGet._round(pending, 0, 10) == pending[:3]
     assert BoundedBatchGet._round(pending, 3, 10) == pending[3:]
     assert BoundedBatchGet._round(pending, 0, 2) == pending[:2]
+
+
+@pytest.mark.parametrize("flag, value", [("--max-response-bytes", "1000"), ("--body-timeout", "0"),
+                                         ("--max-body-bytes", "10")])
+def test_serve_refuses_a_limit_that_would_switch_it_off(flag, value, capsys):
+    from featurestream.cli import main
+
+    assert main(["serve", flag, value]) == 2  # checked before any endpoint is needed
+    assert flag in capsys.readouterr().err
