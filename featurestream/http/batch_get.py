@@ -9,8 +9,10 @@ naming the same group and the same 100 ids made one 97 KB request answer 10,000 
   it stays within ``max_bytes`` (everything counted: records, errors, and room kept for the
   unprocessed list); what does not fit is returned in ``UnprocessedIdentifiers``, which the API
   defines for this ("re-ask for these"), in entries a client can send back as they are;
-- a response always holds at least one record when one was found, so re-asking makes progress
-  even if one record were larger than the bound.
+- a response always holds at least one record (or per-record error) when one was found, so
+  re-asking makes progress even if one record were larger than the bound. Errors known before
+  reading (unknown groups, malformed identifiers) are always answered; their size follows from
+  the request's, which ``--max-body-bytes`` bounds.
 Every identifier asked for is answered exactly once: in ``Records``, in ``Errors``, in
 ``UnprocessedIdentifiers``, or nowhere when the record does not exist (as in the reference).
 """
@@ -23,7 +25,8 @@ from typing import Any
 
 import orjson
 
-from featurestream.http.errors import ApiError
+from featurestream.http.errors import ApiError, backend_of
+from featurestream.http.quiet_log import log_unavailable
 from featurestream.http.records import group_name, record_id, record_to_wire, string_list
 from featurestream.sdk import FeatureStore
 from schemas.errors import FeatureStoreError, ServiceUnavailableError
@@ -98,15 +101,17 @@ class BoundedBatchGet:
         # start, so the answer fits whatever is left over when the budget runs out.
         used = _ENVELOPE + sum(_size(e) for e in errors) + len(orjson.dumps(_unprocessed(pending)))
         record_bytes = 0
+        answered = 0  # records and errors found by reading; one always fits, so re-asking progresses
         start, size = 0, FIRST_ROUND
         while start < len(pending):
             batch = self._round(pending, start, size)
             start += len(batch)
             try:
                 result = self.store.online.batch_get(_requests(batch))
-            except ServiceUnavailableError:
-                if not records:
+            except ServiceUnavailableError as exc:
+                if not answered:
                     raise  # nothing to answer with: the caller gets ServiceUnavailable
+                log_unavailable(backend_of(exc), exc, "BatchGetRecord")
                 # Keep what was read; the rest can be asked again (and Redis is not asked again
                 # now, each attempt would wait for its timeout).
                 unprocessed.extend(batch)
@@ -119,21 +124,26 @@ class BoundedBatchGet:
                 key = (entry.group.name, rid)
                 if key in retry:
                     unprocessed.append((entry, rid))
-                elif key in failed:
+                    continue
+                if key in failed:
                     err = failed[key]
                     item = _error(entry.given, rid, _STORE_CODES.get(err.code, err.code), err.message)
-                    errors.append(item)
-                    used += _size(item)
                 elif key in found:
                     item = self._answer(entry, rid, found[key], with_expires_at)
-                    cost = _size(item)
-                    if records and used + cost > self.max_bytes:
-                        unprocessed.extend(batch[n:])
-                        unprocessed.extend(pending[start:])
-                        start = len(pending)
-                        break
+                else:
+                    continue  # no such record (or expired, or deleted): answered by its absence
+                cost = _size(item)
+                if answered and used + cost > self.max_bytes:
+                    unprocessed.extend(batch[n:])
+                    unprocessed.extend(pending[start:])
+                    start = len(pending)
+                    break
+                answered += 1
+                used += cost
+                if key in failed:
+                    errors.append(item)
+                else:
                     records.append(item)
-                    used += cost
                     record_bytes += cost
             # The next round reads about as many records as the budget left can hold.
             average = record_bytes / len(records) if records else 0
@@ -150,6 +160,7 @@ class BoundedBatchGet:
         entries: dict[tuple[str, tuple[str, ...] | None], _Entry] = {}
         errors: list[dict[str, Any]] = []
         reported: set[tuple[str, str]] = set()  # (group, id) errors already given
+        looked_up: dict[str, FeatureGroup | None] = {}
         for n, ident in enumerate(idents):
             if not isinstance(ident, dict):
                 raise ApiError.validation(f"Identifiers[{n}] must be an object with FeatureGroupName and "
@@ -162,7 +173,9 @@ class BoundedBatchGet:
             if features is not None:
                 # Sorted and once each: ["b", "a", "a"] asks what ["a", "b"] asks, and is read once.
                 features = tuple(sorted(set(string_list(features, f"Identifiers[{n}].FeatureNames"))))
-            group = self.groups.get(name)
+            if name not in looked_up:  # a miss re-reads the registry: once per name, not per entry
+                looked_up[name] = self.groups.get(name)
+            group = looked_up[name]
             if group is None:
                 for rid in ids:
                     if (name, rid) not in reported:
