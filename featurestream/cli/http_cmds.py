@@ -4,9 +4,21 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from featurestream.cli import CliError
 from featurestream.config import Config
+from featurestream.http.limits import (
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    MIN_BODY_TIMEOUT_S,
+    MIN_MAX_RESPONSE_BYTES,
+    Limits,
+)
+
+if TYPE_CHECKING:
+    from featurestream.http.credentials import AccessKey
 
 NO_AUTH_WARNING = """\
 featurestream: WARNING: AUTHENTICATION IS OFF (--no-auth).
@@ -27,20 +39,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--threads", type=int, default=32, help="threads per worker for Redis/registry calls (32)")
     serve.add_argument("--credentials", metavar="FILE",
                        help="more access keys, in the AWS credentials file format ([name] with "
-                            "aws_access_key_id and aws_secret_access_key)")
+                            "aws_access_key_id and aws_secret_access_key), each optionally limited with "
+                            "featurestream_read/featurestream_write/featurestream_admin = group patterns "
+                            "(a key without them has full access)")
     serve.add_argument("--no-auth", action="store_true",
                        help="accept unsigned requests (local development only; prints a warning)")
-    serve.add_argument("--max-body-bytes", type=int, default=2 * 1024 * 1024,
-                       help="largest request body accepted (2 MiB)")
+    serve.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
+                       help="largest request body accepted (2 MiB); larger ones are answered 413")
+    serve.add_argument("--max-response-bytes", type=int, default=DEFAULT_MAX_RESPONSE_BYTES,
+                       help="most bytes one BatchGetRecord answer holds (16 MiB); identifiers beyond it come "
+                            "back in UnprocessedIdentifiers, to ask again")
+    serve.add_argument("--body-timeout", type=float, default=DEFAULT_BODY_TIMEOUT_S, metavar="SECONDS",
+                       help="time a client has to send its whole request body (30); after it, 408 and the "
+                            "connection is closed")
     serve.set_defaults(func=_serve)
 
 
-def _credentials(config: Config, path: str | None) -> dict[str, str]:
-    from featurestream.http.credentials import CredentialsError, load_credentials
+def _credentials(config: Config, path: str | None) -> dict[str, AccessKey]:
+    from featurestream.http.credentials import AccessKey, CredentialsError, load_credentials
+    from featurestream.http.permissions import Permissions
 
-    keys: dict[str, str] = {}
+    keys: dict[str, AccessKey] = {}
     if config.aws_access_key_id and config.aws_secret_access_key:
-        keys[config.aws_access_key_id] = config.aws_secret_access_key
+        # The operator's own pair: full access, unless the file names the same key id (it then decides).
+        keys[config.aws_access_key_id] = AccessKey(config.aws_secret_access_key, Permissions.everything())
     if path:
         try:
             keys.update(load_credentials(path))
@@ -53,11 +75,19 @@ def _credentials(config: Config, path: str | None) -> dict[str, str]:
     return keys
 
 
+def _announce_keys(keys: dict[str, AccessKey]) -> None:
+    """What each key may do, once at start-up: a key left with full access by mistake shows here."""
+    for key, access in keys.items():
+        print(f"featurestream: access key {key}: {access.permissions.describe()}", file=sys.stderr, flush=True)
+
+
 def _serve(args: argparse.Namespace) -> int:
     from featurestream.http.server import serve
 
     for flag, value, low in (("--port", args.port, 0), ("--workers", args.workers, 1), ("--threads", args.threads, 1),
-                             ("--max-body-bytes", args.max_body_bytes, 1024)):
+                             ("--max-body-bytes", args.max_body_bytes, 1024),
+                             ("--max-response-bytes", args.max_response_bytes, MIN_MAX_RESPONSE_BYTES),
+                             ("--body-timeout", args.body_timeout, MIN_BODY_TIMEOUT_S)):
         if value < low or (flag == "--port" and value > 65535):
             raise CliError(f"{flag} must be at least {low}" + (" and at most 65535" if flag == "--port" else "")
                            + f"; got {value}", 2)
@@ -76,8 +106,11 @@ def _serve(args: argparse.Namespace) -> int:
         credentials = None
     else:
         credentials = _credentials(config, args.credentials)
+        _announce_keys(credentials)
+    limits = Limits(max_body_bytes=args.max_body_bytes, max_response_bytes=args.max_response_bytes,
+                    body_timeout_s=args.body_timeout)
     try:
         return serve(config, host=args.host, port=args.port, credentials=credentials, workers=args.workers,
-                     threads=args.threads, max_body=args.max_body_bytes)
+                     threads=args.threads, limits=limits)
     except OSError as exc:
         raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None

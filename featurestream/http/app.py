@@ -1,8 +1,10 @@
-"""The aiohttp application: one handler that bounds, authenticates, routes and answers.
+"""The aiohttp application: one handler that bounds, authenticates, authorizes, routes and answers.
 
-Order matters for safety: the body is bounded before it is read, the signature is checked
-before it is parsed, and names are validated before anything touches Kafka, Redis or S3.
-Every failure becomes the error an AWS SDK expects (see ``errors.py``), never a traceback.
+Order matters for safety: the body is bounded (in size and time) before it is read, the
+signature is checked before it is parsed, the key's permissions before any group is looked up,
+and names are validated before anything touches Kafka, Redis or S3. Every failure becomes the
+error an AWS SDK expects (see ``errors.py``), never a traceback; a client that leaves mid-request
+is counted as ``status="499"`` and logged at debug level only, since nothing failed on our side.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -20,34 +24,50 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from featurestream.http import control
-from featurestream.http.errors import CONTROL, RUNTIME, ApiError, from_exception
-from featurestream.http.metrics import HttpMetrics
+from featurestream.http.authorize import authorize, readable
+from featurestream.http.body import ClientClosed, client_gone, read_body
+from featurestream.http.credentials import AccessKey
+from featurestream.http.errors import CONTROL, RUNTIME, ApiError, backend_of, from_exception
+from featurestream.http.limits import Limits
+from featurestream.http.metrics import CLIENT_CLOSED, HttpMetrics
+from featurestream.http.permissions import Permissions
+from featurestream.http.quiet_log import log_unavailable
+from featurestream.http.readiness import Readiness
 from featurestream.http.records import group_arn, group_name
 from featurestream.http.runtime import RuntimeApi
 from featurestream.http.sigv4 import AuthError, SignedRequest, verify
 from featurestream.sdk import FeatureStore
-from schemas.errors import FeatureStoreError
+from schemas.errors import FeatureStoreError, ServiceUnavailableError
+from sinks.online.connect import redact_url
 
 log = logging.getLogger("featurestream.http")
-MAX_BODY_BYTES = 2 * 1024 * 1024  # > a 350 KB record times BatchWriteRecord's 25... in text form, bounded
 MAX_QUERY_FIELDS = 200
 DEFAULT_REGION = "us-east-1"
 _OPEN_PATHS = ("/health", "/ready", "/metrics")
 _JSON = "application/x-amz-json-1.1"
+_RECORD_OPERATIONS = {"GET": "GetRecord", "PUT": "PutRecord", "DELETE": "DeleteRecord"}
+# A client's body that was not read to its end cannot be told from its next request; aiohttp
+# reads and drops it this long before closing, so the client can still read our error answer.
+LINGERING_S = 2.0
 
 
 class Server:
     """State shared by the requests of one worker process."""
 
-    def __init__(self, store: FeatureStore, *, credentials: dict[str, str] | None, max_body: int = MAX_BODY_BYTES,
-                 threads: int = 32, metrics: HttpMetrics | None = None) -> None:
+    def __init__(self, store: FeatureStore, *, credentials: Mapping[str, AccessKey] | None,
+                 limits: Limits | None = None, threads: int = 32, metrics: HttpMetrics | None = None) -> None:
         self.store = store
         self.credentials = credentials  # None: authentication switched off (--no-auth)
-        self.max_body = max_body
+        self.limits = limits or Limits()
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="featurestream-http")
         self.groups = store.groups
-        self.runtime = RuntimeApi(store, self.groups, self.executor)
+        self.runtime = RuntimeApi(store, self.groups, self.executor,
+                                  max_response_bytes=self.limits.max_response_bytes)
         self.metrics = metrics or HttpMetrics()
+        config = store.config
+        self.readiness = Readiness(
+            {"kafka": (self.check_kafka, f"Kafka at {config.kafka_bootstrap}"),
+             "redis": (self.check_redis, f"Redis at {redact_url(config.redis_url or '')}")}, self._run)
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -61,69 +81,86 @@ class Server:
             return await self._open_endpoint(path)
         target = request.headers.get("X-Amz-Target")
         protocol = CONTROL if target is not None else RUNTIME
-        operation = "Unknown"
+        operation = operation_of(request.method, path, target)
+        request_id = str(uuid.uuid4())
         try:
-            body = await self._read_body(request)
-            region = self._authenticate(request, path, query, body)
-            operation, result = await self._dispatch(request.method, path, query, target, body, region)
+            body = await read_body(request, self.limits)
+            region, permissions = self._authenticate(request, path, query, body)
+            result = await self._dispatch(operation, request.method, path, query, target, body, region, permissions)
             response = web.Response(body=orjson.dumps(result), status=200,
                                     content_type="application/json" if protocol == RUNTIME else _JSON)
+        except ClientClosed as exc:
+            return self._client_closed(request, path, operation, started, str(exc))
         except AuthError as exc:
             response = self._error(protocol, ApiError(exc.code, str(exc), exc.status))
         except (ApiError, FeatureStoreError) as exc:
+            if isinstance(exc, ServiceUnavailableError):
+                log_unavailable(backend_of(exc), exc, operation)
             response = self._error(protocol, from_exception(exc))
         except Exception as exc:  # never a traceback to the client; the log keeps it
-            log.exception("unexpected error in %s %s", request.method, path[:200])
+            log.exception("unexpected error in %s %s (request %s)", request.method, path[:200], request_id)
             response = self._error(protocol, from_exception(exc))
+        if response.status == 408:
+            response.force_close()  # the rest of that body would be read as the next request
+        if client_gone(request):  # it left while we worked: nobody reads this answer
+            return self._client_closed(request, path, operation, started, "closed before the answer")
+        response.headers["x-amzn-RequestId"] = request_id
         self.metrics.observe(operation, response.status, time.perf_counter() - started)
         return response
+
+    def _client_closed(self, request: web.Request, path: str, operation: str, started: float,
+                       why: str) -> web.Response:
+        log.debug("client closed the connection during %s %s (%s)", request.method, path[:200], why)
+        self.metrics.observe(operation, CLIENT_CLOSED, time.perf_counter() - started)
+        return web.Response(status=400)  # written nowhere: aiohttp drops it on a closed connection
 
     def _error(self, protocol: str, err: ApiError) -> web.Response:
         code = err.code_for(protocol)
         return web.Response(body=err.body(protocol), status=err.status, headers={"x-amzn-ErrorType": code},
                             content_type="application/json" if protocol == RUNTIME else _JSON)
 
-    async def _read_body(self, request: web.Request) -> bytes:
-        length = request.content_length
-        if length is not None and length > self.max_body:
-            raise ApiError(None, f"request body is {length} bytes; at most {self.max_body} are accepted", 413)
-        try:
-            return await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise ApiError(None, f"request body is larger than {self.max_body} bytes", 413) from None
-
-    def _authenticate(self, request: web.Request, path: str, query: str, body: bytes) -> str:
+    def _authenticate(self, request: web.Request, path: str, query: str, body: bytes) -> tuple[str, Permissions]:
+        """The region signed for and what the signing key may do."""
         if self.credentials is None:
-            return DEFAULT_REGION
+            return DEFAULT_REGION, Permissions.everything()
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers]
         signed = SignedRequest(request.method, path, query, headers, body)
-        return verify(signed, self.credentials, datetime.now(UTC)).region
+        verified = verify(signed, self._secret_of, datetime.now(UTC))
+        return verified.region, self.credentials[verified.access_key].permissions
+
+    def _secret_of(self, access_key: str) -> str | None:
+        assert self.credentials is not None
+        known = self.credentials.get(access_key)
+        return None if known is None else known.secret
 
     # ------------------------------------------------------------------ routing
-    async def _dispatch(self, method: str, path: str, query: str, target: str | None, body: bytes,
-                        region: str) -> tuple[str, dict[str, Any]]:
+    async def _dispatch(self, operation: str, method: str, path: str, query: str, target: str | None,
+                        body: bytes, region: str, permissions: Permissions) -> dict[str, Any]:
         if target is not None:
             if method != "POST" or path != "/":
                 raise ApiError("UnknownOperationException", f"{target[:80]} must be sent as POST /", 404)
-            service, _, op = target.partition(".")
-            if service != "SageMaker" or op not in control.OPERATIONS:
+            if operation not in control.OPERATIONS:
                 raise ApiError("UnknownOperationException",
                                f"operation {target[:80]!r} is not supported; featurestream serves "
                                f"{', '.join('SageMaker.' + o for o in control.OPERATIONS)}", 400)
-            return op, await self._run(self._control, op, _json_object(body), region)
-        parts = path.split("/")
-        if len(parts) == 3 and parts[1] == "FeatureGroup":
-            name = group_name(unquote(parts[2], errors="replace"))
-            if method == "GET":
-                return "GetRecord", await self.runtime.get_record(name, _query(query))
-            if method == "PUT":
-                return "PutRecord", await self.runtime.put_record(name, _json_object(body))
-            if method == "DELETE":
-                return "DeleteRecord", await self.runtime.delete_record(name, _query(query))
-        elif path == "/BatchGetRecord" and method == "POST":
-            return "BatchGetRecord", await self.runtime.batch_get_record(_json_object(body))
-        elif path == "/BatchWriteRecord" and method == "POST":
-            return "BatchWriteRecord", await self.runtime.batch_write_record(_json_object(body))
+            payload = _json_object(body)
+            name = None if operation == "ListFeatureGroups" else _named_group(payload)
+            authorize(permissions, operation, name, payload)
+            return await self._run(self._control, operation, payload, region, permissions)
+        if operation in ("GetRecord", "PutRecord", "DeleteRecord"):
+            name = group_name(unquote(path.split("/")[2], errors="replace"))
+            authorize(permissions, operation, name, {})
+            if operation == "GetRecord":
+                return await self.runtime.get_record(name, _query(query))
+            if operation == "PutRecord":
+                return await self.runtime.put_record(name, _json_object(body))
+            return await self.runtime.delete_record(name, _query(query))
+        if operation in ("BatchGetRecord", "BatchWriteRecord"):
+            payload = _json_object(body)
+            authorize(permissions, operation, None, payload)
+            if operation == "BatchGetRecord":
+                return await self.runtime.batch_get_record(payload)
+            return await self.runtime.batch_write_record(payload)
         raise ApiError("UnknownOperationException",
                        f"no operation at {method} {path[:100]}; featurestream serves PutRecord, GetRecord, "
                        "DeleteRecord (/FeatureGroup/<name>), BatchGetRecord, BatchWriteRecord and the "
@@ -132,14 +169,16 @@ class Server:
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
-    def _control(self, op: str, body: dict[str, Any], region: str) -> dict[str, Any]:
+    def _control(self, op: str, body: dict[str, Any], region: str, permissions: Permissions) -> dict[str, Any]:
         registry = self.store.registry
         if op == "CreateFeatureGroup":
             group = registry.create(control.group_from_create(body))
             self.groups.forget(group.name)
             return {"FeatureGroupArn": group_arn(group.name, region)}
         if op == "ListFeatureGroups":
-            return control.list_page(registry.list(), body, region)
+            # Only the groups this key may read, before paging: its pages and tokens are its own.
+            visible = [g for g in registry.list() if readable(permissions, g.name)]
+            return control.list_page(visible, body, region)
         name = group_name(body.get("FeatureGroupName"))
         if op == "DescribeFeatureGroup":
             return control.describe(registry.describe(name), region)
@@ -165,22 +204,37 @@ class Server:
             return web.json_response({"status": "ok"})
         if path == "/metrics":
             return web.Response(body=self.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
-        checks = {"kafka": self.check_kafka, "redis": self.check_redis}
-        results: dict[str, str] = {}
-        for name, check in checks.items():
-            try:
-                await asyncio.wait_for(self._run(check), timeout=5.0)
-                results[name] = "ok"
-            except Exception as exc:
-                results[name] = f"unavailable: {str(exc)[:300] or type(exc).__name__}"
-        ok = all(v == "ok" for v in results.values())
-        return web.json_response({"status": "ready" if ok else "not ready", **results}, status=200 if ok else 503)
+        status, body = await self.readiness.answer()
+        return web.json_response(body, status=status)
 
     def check_kafka(self) -> None:
         self.store.registry.refresh()
 
     def check_redis(self) -> None:
         self.store.online.client.ping()
+
+
+def operation_of(method: str, path: str, target: str | None) -> str:
+    """The operation a request asks for, from its method, path and X-Amz-Target ("Unknown" if none):
+    known before the request is read, so metrics and logs name it whatever happens next."""
+    if target is not None:
+        service, _, op = target.partition(".")
+        return op if service == "SageMaker" and op in control.OPERATIONS else "Unknown"
+    parts = path.split("/")
+    if len(parts) == 3 and parts[1] == "FeatureGroup":
+        return _RECORD_OPERATIONS.get(method, "Unknown")
+    if method == "POST" and path in ("/BatchGetRecord", "/BatchWriteRecord"):
+        return path[1:]
+    return "Unknown"
+
+
+def _named_group(payload: dict[str, Any]) -> str:
+    """The FeatureGroupName of a control-plane request (a name or an ARN), validated."""
+    value = payload.get("FeatureGroupName")
+    if value is None:
+        raise ApiError.validation("1 validation error detected: Value null at 'FeatureGroupName' failed to satisfy "
+                                  "constraint: Member must not be null")
+    return group_name(value)
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
@@ -205,7 +259,8 @@ def _query(query: str) -> dict[str, list[str]]:
 
 def build_app(server: Server) -> web.Application:
     """The aiohttp application around ``server``; ``client_max_size`` bounds chunked bodies too."""
-    app = web.Application(client_max_size=server.max_body, handler_args={"max_field_size": 16384})
+    app = web.Application(client_max_size=server.limits.max_body_bytes,
+                          handler_args={"max_field_size": 16384, "lingering_time": LINGERING_S})
     app.router.add_route("*", "/{tail:.*}", server.handle)
 
     async def _close(_app: web.Application) -> None:

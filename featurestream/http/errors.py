@@ -4,6 +4,10 @@ Both protocols get the same answer: the status code, an ``x-amzn-ErrorType`` hea
 JSON body ``{"__type": code, "message": text}``. botocore reads the header for rest-json
 (the runtime API) and ``__type`` for JSON 1.1 (the control plane), so either way the SDK
 raises the error class named by ``code`` (``client.exceptions.ResourceNotFound``...).
+
+What a client reads never names the servers behind the API: a Kafka or Redis failure is
+answered as "kafka is unavailable" and its details (addresses, URLs, driver errors) go to the
+server log only.
 """
 
 from __future__ import annotations
@@ -44,6 +48,11 @@ class ApiError(Exception):
     def not_found(cls, message: str) -> ApiError:
         return cls("ResourceNotFound", message, 404)
 
+    @classmethod
+    def forbidden(cls, message: str) -> ApiError:
+        """The key is known and the signature good, but the key may not do this (both protocols)."""
+        return cls("AccessForbidden", message, 403)
+
     def code_for(self, protocol: str) -> str:
         return self.code or _VALIDATION[protocol]
 
@@ -62,6 +71,29 @@ def from_exception(exc: BaseException) -> ApiError:
     if isinstance(exc, ValidationError):
         return ApiError.validation(str(exc))
     if isinstance(exc, ServiceUnavailableError):
-        return ApiError("ServiceUnavailable", str(exc), 503)
+        return ApiError("ServiceUnavailable", f"Service Unavailable: {backend_of(exc)} is unavailable; retry "
+                        "later (the server log has the details)", 503)
     return ApiError("InternalFailure", f"internal error ({type(exc).__name__}); the server log has the details",
                     500)
+
+
+def backend_of(exc: BaseException) -> str:
+    """Which service failed ("kafka", "redis" or "a backend service"), without its address.
+
+    The driver error the failure was raised from says it best; featurestream's own messages,
+    which start by naming the service, are the fallback.
+    """
+    seen: BaseException | None = exc
+    for _ in range(5):  # a short walk: causes chain one or two deep here
+        if seen is None:
+            break
+        module = type(seen).__module__.split(".", 1)[0]
+        if module in ("redis", "kafka", "confluent_kafka", "aiokafka"):
+            return "redis" if module == "redis" else "kafka"
+        seen = seen.__cause__
+    text = str(exc).lower()
+    if "redis" in text:
+        return "redis"
+    if any(word in text for word in ("kafka", "topic", "registry", "published")):
+        return "kafka"
+    return "a backend service"

@@ -17,6 +17,7 @@ from schemas.group import FeatureGroup
 from schemas.names import name_is_valid
 from schemas.ttl import Ttl
 from schemas.types import ScalarType
+from schemas.validate import compile_validator
 
 _ARN_RE = re.compile(r"arn:aws[a-z\-]*:sagemaker:[a-z0-9\-]*:[0-9]{12}:feature-group/(?P<name>.+)")
 ACCOUNT_ID = "000000000000"  # featurestream has no accounts; ARNs need 12 digits
@@ -156,3 +157,14 @@ def string_list(value: object, what: str, *, max_items: int | None = None) -> li
     if max_items is not None and len(value) > max_items:
         raise ApiError.validation(f"{what} has {len(value)} items; at most {max_items} are allowed")
     return value
+
+
+def record_id(group: FeatureGroup, text: Any) -> str:
+    """The identifier as the online store keys it (Integral ids by their canonical decimal text)."""
+    if not isinstance(text, str) or not text:
+        raise ApiError.validation(f"feature group {group.name!r}: RecordIdentifierValueAsString must be a "
+                                  f"non-empty string; got {_short(text)}")
+    if group.record_identifier.type is ScalarType.INTEGRAL:
+        _, rid = compile_validator(group).record_id(text)
+        return rid
+    return text

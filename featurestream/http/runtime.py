@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from typing import Any, TypeVar
 
-from featurestream.http.errors import ApiError, from_exception
+from featurestream.http.batch_get import BoundedBatchGet
+from featurestream.http.errors import ApiError, backend_of, from_exception
+from featurestream.http.limits import DEFAULT_MAX_RESPONSE_BYTES
+from featurestream.http.quiet_log import log_unavailable
 from featurestream.http.records import (
     event_time_from_wire,
     group_name,
     record_from_wire,
+    record_id,
     record_to_wire,
     string_list,
     ttl_seconds,
@@ -27,14 +31,11 @@ from featurestream.sdk import FeatureStore
 from schemas.errors import FeatureStoreError, RecordValidationError, ServiceUnavailableError
 from schemas.group import FeatureGroup
 from schemas.messages import SOFT_DELETE, Message
-from schemas.types import ScalarType
 from schemas.validate import compile_validator, validate_delete
 from schemas.wire import encode
 from streams.group_view import GroupView
 
 T = TypeVar("T")
-MAX_BATCH_GET_GROUPS = 100
-MAX_IDS_PER_GROUP = 100
 MAX_BATCH_WRITE_ENTRIES = 25
 _EXPIRATION = ("Enabled", "Disabled")
 
@@ -59,26 +60,16 @@ def _expiration(value: Any) -> bool:
     return value == "Enabled"
 
 
-def _record_id(group: FeatureGroup, text: Any) -> str:
-    """The identifier as the online store keys it (Integral ids by their canonical decimal text)."""
-    if not isinstance(text, str) or not text:
-        raise ApiError.validation(f"feature group {group.name!r}: RecordIdentifierValueAsString must be a "
-                                  f"non-empty string; got {str(text)[:60]!r}")
-    if group.record_identifier.type is ScalarType.INTEGRAL:
-        _, rid = compile_validator(group).record_id(text)
-        return rid
-    return text
-
-
 class RuntimeApi:
     """PutRecord, GetRecord, BatchGetRecord, DeleteRecord, BatchWriteRecord."""
 
     def __init__(self, store: FeatureStore, groups: GroupView, executor: Executor, *,
-                 inline_reads: bool = True) -> None:
+                 max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES, inline_reads: bool = True) -> None:
         self.store = store
         self.groups = groups
         self.executor = executor
         self.inline_reads = inline_reads
+        self._batch_get = BoundedBatchGet(store, groups, max_response_bytes)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -166,6 +157,8 @@ class RuntimeApi:
                 group, msg = self._validate_put(name, entry.get("Record"), entry.get("TargetStores"), ttl)
                 sent.append((entry, self._publish(group, msg)))
             except (ApiError, FeatureStoreError) as exc:
+                if isinstance(exc, ServiceUnavailableError):
+                    log_unavailable(backend_of(exc), exc, "BatchWriteRecord")
                 err = from_exception(exc)
                 errors.append({"Entry": entry, "ErrorCode": err.code_for("runtime"), "ErrorMessage": str(err)})
         return errors, sent
@@ -176,7 +169,8 @@ class RuntimeApi:
         for entry, future in sent:
             try:
                 await self._acked(future)
-            except ServiceUnavailableError:
+            except ServiceUnavailableError as exc:
+                log_unavailable(backend_of(exc), exc, "BatchWriteRecord")
                 unprocessed.append(entry)  # the caller may retry these as they are
             except FeatureStoreError as exc:
                 err = from_exception(exc)
@@ -189,7 +183,7 @@ class RuntimeApi:
         features = query.get("FeatureName")
         with_exp = _expiration(_one(query, "ExpirationTimeResponse"))
         group = self._group(name)
-        rid = _record_id(group, rid_text)
+        rid = record_id(group, rid_text)
         found = self.store.online.get_record(group, rid, features, with_expires_at=with_exp)
         if found is None:
             return {}  # the reference answers 200 without a Record when there is none
@@ -207,63 +201,6 @@ class RuntimeApi:
             return self._get(name, query)
         return await self._run(self._get, name, query)
 
-    def _batch_get(self, body: dict[str, Any]) -> dict[str, Any]:
-        idents = body.get("Identifiers")
-        if not isinstance(idents, list) or not 1 <= len(idents) <= MAX_BATCH_GET_GROUPS:
-            raise ApiError.validation(f"Identifiers must be a list of 1 to {MAX_BATCH_GET_GROUPS} entries")
-        with_exp = _expiration(body.get("ExpirationTimeResponse"))
-        errors: list[dict[str, Any]] = []
-        requests: list[tuple[FeatureGroup, list[str], Sequence[str] | None]] = []
-        given_names: dict[str, str] = {}
-        for n, ident in enumerate(idents):
-            if not isinstance(ident, dict):
-                raise ApiError.validation(f"Identifiers[{n}] must be an object with FeatureGroupName and "
-                                          "RecordIdentifiersValueAsString")
-            given = ident.get("FeatureGroupName")
-            name = group_name(given, f"Identifiers[{n}].FeatureGroupName")
-            ids = string_list(ident.get("RecordIdentifiersValueAsString"),
-                              f"Identifiers[{n}].RecordIdentifiersValueAsString", max_items=MAX_IDS_PER_GROUP)
-            features = ident.get("FeatureNames")
-            if features is not None:
-                features = string_list(features, f"Identifiers[{n}].FeatureNames")
-            group = self.groups.get(name)
-            if group is None:
-                errors.extend({"FeatureGroupName": given, "RecordIdentifierValueAsString": i,
-                               "ErrorCode": "ResourceNotFound",
-                               "ErrorMessage": f"feature group {name!r} does not exist"} for i in ids)
-                continue
-            given_names[group.name] = given
-            requests.append((group, ids, features))
-        result = self.store.online.batch_get(requests) if requests else None
-        records: list[dict[str, Any]] = []
-        unprocessed: dict[str, dict[str, Any]] = {}
-        if result is not None:
-            by_name = {g.name: g for g, _, _ in requests}
-            for found in result.records:
-                item = {"FeatureGroupName": given_names[found.group],
-                        "RecordIdentifierValueAsString": found.record_id, "Record": record_to_wire(found.record)}
-                if with_exp:
-                    # batch_get does not return expiry; read it per found record (extra round trip).
-                    group = by_name[found.group]
-                    one = self.store.online.get_record(group, found.record_id, [group.record_identifier_name],
-                                                       with_expires_at=True)
-                    if one is not None and one["ExpiresAt"] is not None:
-                        item["ExpiresAt"] = one["ExpiresAt"]
-                records.append(item)
-            codes = {"ValidationError": "ValidationError", "CorruptRecord": "InternalFailure",
-                     "ServiceUnavailable": "ServiceUnavailable"}
-            errors.extend({"FeatureGroupName": given_names.get(e.group, e.group),
-                           "RecordIdentifierValueAsString": e.record_id,
-                           "ErrorCode": codes.get(e.code, e.code), "ErrorMessage": e.message[:2048]}
-                          for e in result.errors)
-            features_of = {g.name: f for g, _, f in requests}
-            for gname, rid in result.unprocessed:
-                entry = unprocessed.setdefault(gname, {"FeatureGroupName": given_names[gname],
-                                                       "RecordIdentifiersValueAsString": []})
-                if features_of.get(gname):
-                    entry["FeatureNames"] = list(features_of[gname])
-                entry["RecordIdentifiersValueAsString"].append(rid)
-        return {"Records": records, "Errors": errors, "UnprocessedIdentifiers": list(unprocessed.values())}
-
     async def batch_get_record(self, body: dict[str, Any]) -> dict[str, Any]:
-        return await self._run(self._batch_get, body)
+        with_exp = _expiration(body.get("ExpirationTimeResponse"))
+        return await self._run(self._batch_get, body, with_exp)

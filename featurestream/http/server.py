@@ -14,9 +14,11 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from featurestream.config import Config
+from featurestream.http.credentials import AccessKey
+from featurestream.http.limits import Limits
 
 RESTART_BACKOFF_S = 1.0
 
@@ -36,8 +38,8 @@ def _enable_multiprocess_metrics(directory: str) -> None:
     values.ValueClass = values.MultiProcessValue()
 
 
-def run_worker(config: Config, sock: socket.socket, *, credentials: dict[str, str] | None, threads: int,
-               max_body: int, metrics_dir: str | None = None) -> None:
+def run_worker(config: Config, sock: socket.socket, *, credentials: Mapping[str, AccessKey] | None, threads: int,
+               limits: Limits, metrics_dir: str | None = None) -> None:
     """Serve on ``sock`` until SIGTERM/SIGINT (blocking)."""
     if metrics_dir:
         _enable_multiprocess_metrics(metrics_dir)
@@ -49,7 +51,7 @@ def run_worker(config: Config, sock: socket.socket, *, credentials: dict[str, st
     from featurestream.http.metrics import HttpMetrics
     from featurestream.sdk import FeatureStore
 
-    server = Server(FeatureStore(config), credentials=credentials, max_body=max_body, threads=threads,
+    server = Server(FeatureStore(config), credentials=credentials, limits=limits, threads=threads,
                     metrics=HttpMetrics(metrics_dir))
     app = build_app(server)
 
@@ -70,17 +72,18 @@ def run_worker(config: Config, sock: socket.socket, *, credentials: dict[str, st
     web.run_app(app, sock=sock, print=None, access_log=None, handle_signals=True, shutdown_timeout=5.0)
 
 
-def serve(config: Config, *, host: str, port: int, credentials: dict[str, str] | None, workers: int = 2,
-          threads: int = 32, max_body: int = 2 * 1024 * 1024,
+def serve(config: Config, *, host: str, port: int, credentials: Mapping[str, AccessKey] | None, workers: int = 2,
+          threads: int = 32, limits: Limits | None = None,
           announce: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)) -> int:
     """Bind ``host:port``, start ``workers`` processes, supervise them; returns the exit status."""
+    limits = limits or Limits()
     sock = open_socket(host, port)
     bound = sock.getsockname()[1]
     auth = "SigV4 authentication ON" if credentials is not None else "AUTHENTICATION OFF"
     announce(f"featurestream: serving the SageMaker Feature Store API on http://{host}:{bound} "
              f"({workers} worker{'s' if workers > 1 else ''}, {auth})")
     if workers <= 1:
-        run_worker(config, sock, credentials=credentials, threads=threads, max_body=max_body)
+        run_worker(config, sock, credentials=credentials, threads=threads, limits=limits)
         return 0
     metrics_dir = tempfile.mkdtemp(prefix="featurestream-http-metrics-")
     children: dict[int, int] = {}
@@ -93,7 +96,7 @@ def serve(config: Config, *, host: str, port: int, credentials: dict[str, str] |
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             status = 0
             try:
-                run_worker(config, sock, credentials=credentials, threads=threads, max_body=max_body,
+                run_worker(config, sock, credentials=credentials, threads=threads, limits=limits,
                            metrics_dir=metrics_dir)
             except BaseException:  # noqa: B036 - a worker must never return into the parent's code
                 import traceback

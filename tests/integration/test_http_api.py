@@ -16,61 +16,25 @@ import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
 
-import boto3
 import pandas as pd
 import pytest
-from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
-from featurestream.http.sigv4 import sign
-from featurestream.stack.ports import free_port
 from schemas.infer import infer_definitions
-from tests.integration.procs import stack_env
+
+# The server helpers live in tests/support/http_api.py (test_http_hardening.py uses them too);
+# the short names this module always used are kept.
+from tests.support.http_api import boto_clients as _clients
+from tests.support.http_api import error_of as _code
+from tests.support.http_api import healthy as _health
+from tests.support.http_api import raw_request as _raw
+from tests.support.http_api import server_env as _env
+from tests.support.http_api import start_server as _start_server
+from tests.support.http_api import stop_server as _stop
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
 SECOND_KEY, SECOND_SECRET = "AKIDSECONDCLIENT", "second-secret-value"
-
-
-def _env(stack, **overrides) -> dict:
-    env = stack_env(stack)
-    if not stack.aws_access_key_id:  # the server needs a key pair to verify signatures against
-        env.update({"AWS_ACCESS_KEY_ID": "featurestream", "AWS_SECRET_ACCESS_KEY": "featurestream-local-secret"})
-    env.update(overrides)
-    return env
-
-
-def _health(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url + "/health", timeout=1) as resp:
-            return resp.status == 200
-    except (OSError, urllib.error.URLError):
-        return False
-
-
-def _start_server(env: dict, tmp_path, *extra: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    log = open(tmp_path / f"serve-{port}.log", "wb")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen([sys.executable, "-m", "featurestream.cli", "serve", "--port", str(port), *extra],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"serve exited with {proc.returncode}: {(tmp_path / f'serve-{port}.log').read_text()}")
-        return _health(url)
-
-    wait_for(up, timeout_s=30, what=f"featurestream serve on {url}")
-    return proc, url
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
 
 
 @pytest.fixture(scope="module")
@@ -89,23 +53,9 @@ def api(stack, tmp_path_factory):
     assert server.returncode is not None
 
 
-def _clients(api, *, key=None, secret=None):
-    kw = dict(endpoint_url=api["url"], region_name="us-east-1", aws_access_key_id=key or api["key"],
-              aws_secret_access_key=secret or api["secret"],
-              config=BotoConfig(retries={"total_max_attempts": 1, "mode": "standard"}))
-    return boto3.client("sagemaker", **kw), boto3.client("sagemaker-featurestore-runtime", **kw)
-
-
 @pytest.fixture(scope="module")
 def clients(api):
     return _clients(api)
-
-
-def _code(call, *args, **kwargs) -> tuple[str, str, int]:
-    with pytest.raises(ClientError) as info:
-        call(*args, **kwargs)
-    err = info.value.response
-    return err["Error"]["Code"], err["Error"]["Message"], err["ResponseMetadata"]["HTTPStatusCode"]
 
 
 def _defs(frame: pd.DataFrame, rid: str, et: str) -> list[dict]:
@@ -331,22 +281,6 @@ def test_runtime_validation_errors_as_the_sdk_shows_them(clients, unique_name):
     sm.delete_feature_group(FeatureGroupName=g)
 
 
-def _raw(api, method: str, path: str, body: bytes = b"", query: str = "", headers: dict | None = None,
-         signed: bool = True, when: datetime | None = None) -> tuple[int, dict, bytes]:
-    host = api["url"].removeprefix("http://")
-    hdrs = {"Host": host, **(headers or {})}
-    if signed:
-        hdrs = sign(method, path, query, hdrs, body, access_key=api["key"], secret=api["secret"],
-                    region="us-east-1", now=when or datetime.now(UTC))
-    req = urllib.request.Request(api["url"] + path + ("?" + query if query else ""), data=body or None,
-                                 method=method, headers=hdrs)
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status, dict(resp.headers), resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read()
-
-
 def test_malformed_requests_get_clear_errors(api):
     cases = [
         ("PUT", "/FeatureGroup/x", b"\xff\xfe garbage", "", 400, "ValidationError"),
@@ -461,10 +395,14 @@ def test_a_service_that_is_down_gives_service_unavailable(stack, tmp_path, clien
         _simple_group(sm, name)
         started = time.monotonic()
         code, msg, status = _code(rt.get_record, FeatureGroupName=name, RecordIdentifierValueAsString="1")
-        assert (code, status) == ("ServiceUnavailable", 503) and str(dead_port) in msg
+        # the client learns which service failed, never where it runs; the server log has that
+        assert (code, status) == ("ServiceUnavailable", 503) and "redis is unavailable" in msg
+        assert str(dead_port) not in msg and "127.0.0.1" not in msg
         assert time.monotonic() - started < 15
         status, _, body = _raw(api, "GET", "/ready", signed=False)
-        assert status == 503 and b"redis" in body
+        assert status == 503 and b'"redis": "unavailable"' in body and str(dead_port).encode() not in body
+        wait_for(lambda: str(dead_port) in next(tmp_path.glob("serve-*.log")).read_text(), timeout_s=10,
+                 what="the Redis address in the server log")
         code, msg, status = _code(sm.delete_feature_group, FeatureGroupName=name)  # it wipes the online data
         assert (code, status) == ("ServiceUnavailable", 503)
         clients[0].delete_feature_group(FeatureGroupName=name)  # through a server whose Redis is up

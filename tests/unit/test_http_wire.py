@@ -6,8 +6,9 @@ import orjson
 import pytest
 
 from featurestream.http import control
-from featurestream.http.credentials import CredentialsError, parse_credentials
+from featurestream.http.credentials import AccessKey, CredentialsError, parse_credentials
 from featurestream.http.errors import ApiError, from_exception
+from featurestream.http.permissions import Permissions
 from featurestream.http.records import (
     event_time_from_wire,
     group_arn,
@@ -242,7 +243,9 @@ def test_typed_errors_map_to_the_aws_codes():
 def test_credentials_file():
     keys = parse_credentials("[default]\naws_access_key_id = A1\naws_secret_access_key = s1\n"
                              "[ci]\naws_access_key_id=A2\naws_secret_access_key=s2=with=equals\n")
-    assert keys == {"A1": "s1", "A2": "s2=with=equals"}
+    # a file without permission lines means what it meant before permissions existed: full access
+    assert keys == {"A1": AccessKey("s1", Permissions.everything()),
+                    "A2": AccessKey("s2=with=equals", Permissions.everything())}
     for bad in ("", "no sections", "[x]\naws_access_key_id = A\n", "[x]\naws_secret_access_key = s\n", "\x00\x01["):
         with pytest.raises(CredentialsError):
             parse_credentials(bad)

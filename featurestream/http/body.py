@@ -1,0 +1,50 @@
+"""Reading a request body within the server's limits, and telling a client that left from a failure.
+
+Three ways a body read ends other than with the body, each answered differently:
+- larger than allowed: 413, before reading it (Content-Length) or as soon as it overflows (chunked);
+- not complete within the deadline (a Content-Length larger than what is sent, or a trickle): 408,
+  and the connection is closed, since the rest of that body can no longer be told from the next
+  request;
+- the client closed the connection: nobody is left to answer. That is the client's doing, not a
+  server error, so it is :class:`ClientClosed`, counted apart and never logged as a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from featurestream.http.errors import ApiError
+from featurestream.http.limits import Limits
+
+
+class ClientClosed(Exception):
+    """The client closed its connection before its request was read or answered."""
+
+
+async def read_body(request: web.Request, limits: Limits) -> bytes:
+    """The whole body, or ApiError (413, 408) or ClientClosed."""
+    length = request.content_length
+    if length is not None and length > limits.max_body_bytes:
+        raise ApiError(None, f"request body is {length} bytes; at most {limits.max_body_bytes} are accepted", 413)
+    try:
+        async with asyncio.timeout(limits.body_timeout_s):
+            return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise ApiError(None, f"request body is larger than {limits.max_body_bytes} bytes", 413) from None
+    except TimeoutError:
+        raise ApiError("RequestTimeout", f"the request body did not arrive within {limits.body_timeout_s:g} s "
+                       f"(Content-Length {length if length is not None else 'not given'}); the connection "
+                       "is closed", 408) from None
+    except ConnectionError as exc:  # aiohttp's "Connection lost" (ConnectionResetError) and its kin
+        raise ClientClosed(str(exc) or type(exc).__name__) from None
+
+
+def client_gone(request: web.Request) -> bool:
+    """True once the client's connection is closed (checked after a handler ran: nobody to answer)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+__all__ = ["ClientClosed", "client_gone", "read_body"]

@@ -1,0 +1,345 @@
+"""`featurestream serve` as an attacker or a misconfigured client meets it: scoped keys, huge batch
+answers, bodies that never arrive, clients that leave mid-request, probes of /ready.
+
+The server and the online processor run as subprocesses against the real stack; permitted and
+refused calls are made with unmodified boto3, the rest over raw sockets.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+import pytest
+
+from featurestream.http.sigv4 import sign
+from tests.support.http_api import (
+    boto_clients,
+    error_of,
+    raw_request,
+    server_env,
+    start_server,
+    stop_server,
+)
+from tests.support.wait import wait_for
+
+pytestmark = pytest.mark.integration
+MAX_RESPONSE = 1024 * 1024  # the smallest bound serve accepts: a few dozen 40 KB records exceed it
+BODY_TIMEOUT_S = 2.0
+READER = ("AKIDREADONLY", "reader-secret")
+ORDERS = ("AKIDORDERSTEAM", "orders-secret")
+CREDENTIALS = f"""\
+[reader]
+aws_access_key_id = {READER[0]}
+aws_secret_access_key = {READER[1]}
+featurestream_read = *
+
+[orders-team]
+aws_access_key_id = {ORDERS[0]}
+aws_secret_access_key = {ORDERS[1]}
+featurestream_read = orders-*
+featurestream_write = orders-*
+featurestream_admin = orders-*
+"""
+
+
+@pytest.fixture(scope="module")
+def api(stack, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("http-security")
+    creds = tmp / "credentials"
+    creds.write_text(CREDENTIALS)
+    env = server_env(stack)
+    processor = subprocess.Popen([sys.executable, "-m", "featurestream.cli", "process", "--metrics-port", "0"],
+                                 env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / "process.log", "wb"))  # noqa: SIM115
+    server, url = start_server(env, tmp, "--workers", "2", "--credentials", str(creds),
+                               "--max-response-bytes", str(MAX_RESPONSE), "--body-timeout", str(BODY_TIMEOUT_S))
+    yield {"url": url, "key": env["AWS_ACCESS_KEY_ID"], "secret": env["AWS_SECRET_ACCESS_KEY"], "tmp": tmp,
+           "log": next(tmp.glob("serve-*.log"))}
+    stop_server(server)
+    stop_server(processor)
+
+
+def _group(sm, name: str, *extra: str) -> None:
+    sm.create_feature_group(FeatureGroupName=name, RecordIdentifierFeatureName="id", EventTimeFeatureName="et",
+                            FeatureDefinitions=[{"FeatureName": n, "FeatureType": "String"} for n in ("id", "et", *extra)],
+                            OnlineStoreConfig={"EnableOnlineStore": True})
+
+
+def _record(rid: str, et: str = "2031-01-01T00:00:00Z", **values: str) -> list[dict]:
+    return [{"FeatureName": "id", "ValueAsString": rid}, {"FeatureName": "et", "ValueAsString": et},
+            *({"FeatureName": k, "ValueAsString": v} for k, v in values.items())]
+
+
+def _value(rt, group: str, rid: str, feature: str) -> str | None:
+    got = rt.get_record(FeatureGroupName=group, RecordIdentifierValueAsString=rid)
+    return {f["FeatureName"]: f["ValueAsString"] for f in got.get("Record", [])}.get(feature)
+
+
+def _metrics(api) -> str:
+    with urllib.request.urlopen(api["url"] + "/metrics", timeout=10) as resp:
+        return resp.read().decode()
+
+
+def _counter(text: str, status: str) -> float:
+    """Sum of featurestream_http_requests_total over operations for one status."""
+    return sum(float(v) for v in re.findall(
+        rf'featurestream_http_requests_total{{operation="[^"]*",status="{status}"}} ([0-9.e+]+)', text))
+
+
+# ---------------------------------------------------------------------- permissions
+
+def test_a_read_only_key_reads_everything_and_changes_nothing(api, unique_name):
+    admin_sm, admin_rt = boto_clients(api)
+    sm, rt = boto_clients(api, key=READER[0], secret=READER[1])
+    group = unique_name("customers")
+    _group(admin_sm, group, "age")
+    admin_rt.put_record(FeatureGroupName=group, Record=_record("c1", age="40"))
+    wait_for(lambda: _value(rt, group, "c1", "age") == "40", timeout_s=30, what="c1 readable with the read key")
+    assert sm.describe_feature_group(FeatureGroupName=group)["FeatureGroupName"] == group
+    assert [s["FeatureGroupName"] for s in sm.list_feature_groups(NameContains=group)["FeatureGroupSummaries"]] == \
+        [group]
+    batch = rt.batch_get_record(Identifiers=[{"FeatureGroupName": group, "RecordIdentifiersValueAsString": ["c1"]}])
+    assert len(batch["Records"]) == 1
+
+    refused = [
+        (rt.put_record, dict(FeatureGroupName=group, Record=_record("c1", "2031-02-01T00:00:00Z", age="99"))),
+        (rt.delete_record, dict(FeatureGroupName=group, RecordIdentifierValueAsString="c1",
+                                EventTime="2031-02-01T00:00:00Z")),
+        (rt.batch_write_record, dict(Entries=[{"FeatureGroupName": group, "Record": _record("c2", age="99")}])),
+        (sm.update_feature_group, dict(FeatureGroupName=group, FeatureAdditions=[{"FeatureName": "x",
+                                                                                  "FeatureType": "String"}])),
+        (sm.delete_feature_group, dict(FeatureGroupName=group)),
+        (_group, (sm, unique_name("anything"))),
+    ]
+    for call, args in refused:
+        code, message, status = error_of(call, *args) if isinstance(args, tuple) else error_of(call, **args)
+        assert (code, status) == ("AccessForbidden", 403), (call, message)
+        assert "this access key does not have" in message
+    # Nothing was published: each refused write was newer than what the admin writes now, so had
+    # one been published, these older values could never show.
+    admin_rt.put_record(FeatureGroupName=group, Record=_record("c1", "2031-01-15T00:00:00Z", age="41"))
+    admin_rt.put_record(FeatureGroupName=group, Record=_record("c2", "2030-01-01T00:00:00Z", age="7"))
+    wait_for(lambda: _value(rt, group, "c1", "age") == "41", timeout_s=30, what="c1 = 41 (refused put/delete absent)")
+    wait_for(lambda: _value(rt, group, "c2", "age") == "7", timeout_s=30, what="c2 = 7 (refused batch absent)")
+    assert [d["FeatureName"] for d in sm.describe_feature_group(FeatureGroupName=group)["FeatureDefinitions"]] == \
+        ["id", "et", "age"]
+    admin_sm.delete_feature_group(FeatureGroupName=group)
+
+
+def test_a_key_scoped_to_orders_cannot_touch_customers(api, unique_name):
+    admin_sm, admin_rt = boto_clients(api)
+    sm, rt = boto_clients(api, key=ORDERS[0], secret=ORDERS[1])
+    tag = unique_name("t")
+    orders, customers = f"orders-{tag}", f"customers-{tag}"
+    _group(sm, orders, "amount")  # admin of orders-*: may create it
+    _group(admin_sm, customers, "age")
+    admin_rt.put_record(FeatureGroupName=customers, Record=_record("c1", age="age-of-c1"))
+    rt.put_record(FeatureGroupName=orders, Record=_record("o1", amount="9.5"))
+    wait_for(lambda: _value(rt, orders, "o1", "amount") == "9.5", timeout_s=30, what="o1 readable")
+
+    for call, kw in [(rt.get_record, dict(FeatureGroupName=customers, RecordIdentifierValueAsString="c1")),
+                     (rt.put_record, dict(FeatureGroupName=customers, Record=_record("c9"))),
+                     (sm.describe_feature_group, dict(FeatureGroupName=customers)),
+                     (sm.delete_feature_group, dict(FeatureGroupName=customers)),
+                     # a group that does not exist is refused too: a key learns nothing outside its scope
+                     (rt.get_record, dict(FeatureGroupName=f"customers-{tag}-none", RecordIdentifierValueAsString="1")),
+                     (rt.batch_get_record, dict(Identifiers=[
+                         {"FeatureGroupName": orders, "RecordIdentifiersValueAsString": ["o1"]},
+                         {"FeatureGroupName": customers, "RecordIdentifiersValueAsString": ["c1"]}]))]:
+        code, message, status = error_of(call, **kw)
+        assert (code, status) == ("AccessForbidden", 403) and customers in message, (call, message)
+        assert "'c1'" not in message and "age-of-c1" not in message
+
+    # a batch write naming customers is refused whole: its orders entry is not published either.
+    # The refused entry is newer than the allowed put that follows; had it been published, the
+    # allowed (older) value could never show.
+    code, _, status = error_of(rt.batch_write_record, Entries=[
+        {"FeatureGroupName": orders, "Record": _record("o2", "2031-06-01T00:00:00Z", amount="refused")},
+        {"FeatureGroupName": customers, "Record": _record("c2")}])
+    assert (code, status) == ("AccessForbidden", 403)
+    rt.put_record(FeatureGroupName=orders, Record=_record("o2", "2031-01-01T00:00:00Z", amount="allowed"))
+    wait_for(lambda: _value(rt, orders, "o2", "amount") == "allowed", timeout_s=30, what="o2 = allowed")
+
+    listed = [s["FeatureGroupName"] for s in sm.list_feature_groups(NameContains=tag)["FeatureGroupSummaries"]]
+    assert listed == [orders]  # customers exists but is not this key's to see
+    batch = rt.batch_get_record(Identifiers=[{"FeatureGroupName": orders, "RecordIdentifiersValueAsString": ["o1"]}])
+    assert [r["RecordIdentifierValueAsString"] for r in batch["Records"]] == ["o1"]
+    assert error_of(_group, sm, f"customers-{tag}-new")[::2] == ("AccessForbidden", 403)
+    sm.delete_feature_group(FeatureGroupName=orders)
+    admin_sm.delete_feature_group(FeatureGroupName=customers)
+
+
+# ---------------------------------------------------------------------- bounded BatchGetRecord
+
+def test_batch_get_answers_each_record_once_within_the_bound_and_the_rest_on_asking_again(api, unique_name):
+    sm, rt = boto_clients(api)
+    group = unique_name("wide")
+    _group(sm, group, "blob", "tag")
+    ids = [f"id-{i:02d}" for i in range(60)]
+    blob = "x" * 40_000  # 60 x 40 KB = 2.4 MB of records: more than twice the 1 MiB bound
+    for rid in ids:
+        rt.put_record(FeatureGroupName=group, Record=_record(rid, blob=blob, tag=rid))
+
+    def read_all(identifiers: list[dict]) -> tuple[dict, int]:
+        """Ask, then ask again for the unprocessed ones, until none are left; (records, requests)."""
+        got: dict[tuple, dict] = {}
+        asked = 0
+        while identifiers:
+            res = rt.batch_get_record(Identifiers=identifiers)
+            asked += 1
+            for r in res["Records"]:
+                key = (r["RecordIdentifierValueAsString"], tuple(sorted(f["FeatureName"] for f in r["Record"])))
+                assert key not in got, f"{key} answered twice"
+                got[key] = {f["FeatureName"]: f["ValueAsString"] for f in r["Record"]}
+            assert res["Errors"] == []
+            identifiers = res["UnprocessedIdentifiers"]
+            assert asked < 100, "re-asking does not make progress"
+        return got, asked
+
+    wait_for(lambda: len(read_all([{"FeatureGroupName": group, "RecordIdentifiersValueAsString": ids}])[0]) == 60,
+             timeout_s=60, what="all 60 records online")
+
+    # The probe's request: 100 entries naming the same group and ids (here 60 of 40 KB: 240 MB
+    # if answered as asked), some asking for the same features in another order.
+    entries = [{"FeatureGroupName": group, "RecordIdentifiersValueAsString": ids}] * 97 + \
+        [{"FeatureGroupName": group, "RecordIdentifiersValueAsString": ids, "FeatureNames": names}
+         for names in (["blob", "id"], ["id", "blob"], ["id", "blob", "blob"])]
+    status, _, body = raw_request(api, "POST", "/BatchGetRecord", json.dumps({"Identifiers": entries}).encode(),
+                                  headers={"Content-Type": "application/json"})
+    assert status == 200
+    assert len(body) <= MAX_RESPONSE, len(body)
+    answer = json.loads(body)
+    answered = [(r["RecordIdentifierValueAsString"], len(r["Record"])) for r in answer["Records"]]
+    assert 0 < len(answer["Records"]) < 120 and len(answered) == len(set(answered))
+    unprocessed = answer["UnprocessedIdentifiers"]
+    assert all(len(u["RecordIdentifiersValueAsString"]) <= 100 for u in unprocessed) and len(unprocessed) <= 100
+    # every (entry, id) asked is either answered or listed, never both, never lost: 60 ids x 2 feature sets
+    full = {r["RecordIdentifierValueAsString"] for r in answer["Records"] if len(r["Record"]) == 4}
+    subset = {r["RecordIdentifierValueAsString"] for r in answer["Records"] if len(r["Record"]) == 2}
+    left_full = [i for u in unprocessed if "FeatureNames" not in u for i in u["RecordIdentifiersValueAsString"]]
+    left_subset = [i for u in unprocessed if u.get("FeatureNames") == ["blob", "id"]
+                   for i in u["RecordIdentifiersValueAsString"]]
+    assert sorted([*full, *left_full]) == ids and sorted([*subset, *left_subset]) == ids
+
+    got, asked = read_all(entries)
+    assert asked >= 3  # 2 x 2.4 MB cannot come in fewer 1 MiB answers
+    assert len(got) == 120
+    assert all(v == {"id": k[0], "et": "2031-01-01T00:00:00Z", "blob": blob, "tag": k[0]}
+               for k, v in got.items() if len(k[1]) == 4)
+    assert all(v == {"id": k[0], "blob": blob} for k, v in got.items() if len(k[1]) == 2)
+    sm.delete_feature_group(FeatureGroupName=group)
+
+
+# ---------------------------------------------------------------------- bodies and connections
+
+def _connect(api) -> socket.socket:
+    host, port = api["url"].removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=30)
+
+
+def test_a_body_shorter_than_its_content_length_is_answered_408_and_closed(api):
+    with _connect(api) as s:
+        started = time.monotonic()
+        s.sendall(b"POST /BatchGetRecord HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"Identifiers\"")
+        received = b""
+        while chunk := s.recv(4096):  # returns b"" once the server closes; the socket times out at 30 s
+            received += chunk
+        elapsed = time.monotonic() - started
+    assert received.startswith(b"HTTP/1.1 408"), received[:200]
+    assert b"RequestTimeout" in received and b"Connection: close" in received
+    assert BODY_TIMEOUT_S - 0.1 <= elapsed < BODY_TIMEOUT_S + 15, elapsed
+
+
+def test_clients_that_leave_mid_request_are_counted_apart_and_leave_no_traceback(api):
+    before = _metrics(api)
+    for n in range(20):
+        with _connect(api) as s:
+            s.sendall(b"PUT /FeatureGroup/x HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n" + b"{" * (n + 1))
+        # closed with the body unfinished
+    wait_for(lambda: _counter(_metrics(api), "499") - _counter(before, "499") >= 20, timeout_s=30,
+             what="20 more requests counted as status 499")
+    after = _metrics(api)
+    assert _counter(after, "500") == _counter(before, "500")
+    log = api["log"].read_text()
+    assert "Traceback" not in log and "unexpected error" not in log and "Connection lost" not in log
+
+
+# ---------------------------------------------------------------------- what /ready and 503s say
+
+def _closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    return port
+
+
+def test_ready_and_service_unavailable_name_no_backend_address(stack, tmp_path):
+    kafka_port, redis_port = _closed_port(), _closed_port()
+    env = server_env(stack, FEATURESTREAM_REDIS_URL=f"redis://:hunter2@127.0.0.1:{redis_port}/0",
+                     FEATURESTREAM_KAFKA_BOOTSTRAP=f"127.0.0.1:{kafka_port}")
+    proc, url = start_server(env, tmp_path, "--workers", "1")
+    secrets = [str(kafka_port), str(redis_port), "127.0.0.1", "redis://", "hunter2", "Error 111"]
+    try:
+        api = {"url": url, "key": env["AWS_ACCESS_KEY_ID"], "secret": env["AWS_SECRET_ACCESS_KEY"]}
+        sm, rt = boto_clients(api)
+        code, message, status = error_of(rt.get_record, FeatureGroupName="g", RecordIdentifierValueAsString="1")
+        assert (code, status) == ("ServiceUnavailable", 503) and "kafka is unavailable" in message
+        assert not [s for s in secrets if s in message], message
+
+        # /ready is unauthenticated and cheap to ask: 12 probes at once share one check per
+        # backend, name no address, and add one log line per backend, not one per probe.
+        with ThreadPoolExecutor(12) as pool:
+            answers = list(pool.map(lambda _: raw_request(api, "GET", "/ready", signed=False), range(12)))
+        for status, _, body in answers:
+            assert status == 503
+            assert json.loads(body) == {"status": "not ready", "kafka": "unavailable", "redis": "unavailable"}
+    finally:
+        stop_server(proc)
+    log = next(tmp_path.glob("serve-*.log")).read_text()
+    # the details are in the log, for the operator (the Redis password redacted there too)
+    assert str(redis_port) in log and str(kafka_port) in log and "hunter2" not in log
+    assert len(re.findall(r"^redis unavailable \(/ready\)", log, re.M)) == 1, log
+    assert len(re.findall(r"^kafka unavailable \(/ready\)", log, re.M)) == 1, log
+
+
+def test_a_client_that_leaves_while_the_server_works_is_counted_499_not_503(stack, tmp_path, unique_name, api):
+    # A Redis that accepts connections and never answers: every read waits for its timeout, and
+    # the client does not wait that long.
+    silent = socket.create_server(("127.0.0.1", 0))
+    env = server_env(stack, FEATURESTREAM_REDIS_URL=f"redis://127.0.0.1:{silent.getsockname()[1]}/0")
+    proc, url = start_server(env, tmp_path, "--workers", "1")
+    working = api  # the module's server, whose Redis answers
+    try:
+        api = {"url": url, "key": env["AWS_ACCESS_KEY_ID"], "secret": env["AWS_SECRET_ACCESS_KEY"]}
+        sm, _ = boto_clients(api)
+        group = unique_name("slow")
+        _group(sm, group)  # the registry is in Kafka, which answers
+        path, query = f"/FeatureGroup/{group}", "RecordIdentifierValueAsString=1"
+        host = url.removeprefix("http://")
+        headers = sign("GET", path, query, {"Host": host}, b"", access_key=api["key"], secret=api["secret"],
+                       region="us-east-1", now=datetime.now(UTC))
+        head = f"GET {path}?{query} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+        with _connect(api) as s:
+            s.sendall(head.encode())
+        # closed at once: the server is still waiting on Redis
+
+        def counted() -> str | None:
+            text = _metrics(api)
+            return text if 'operation="GetRecord",status="499"} 1.0' in text else None
+
+        text = wait_for(counted, timeout_s=30, what="the GetRecord counted as status 499")
+        assert 'operation="GetRecord",status="503"' not in text
+        boto_clients(working)[0].delete_feature_group(FeatureGroupName=group)  # deleting wipes Redis
+    finally:
+        stop_server(proc)
+        silent.close()
+    log = next(tmp_path.glob("serve-*.log")).read_text()
+    assert "Traceback" not in log and "unexpected error" not in log
