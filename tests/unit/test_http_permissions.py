@@ -153,3 +153,14 @@ def test_every_routed_operation_is_known_before_the_body_is_read():
     for (method, path, target), op in routes.items():
         assert operation_of(method, path, target) == op, (method, path, target)
         assert op == "Unknown" or op in OPERATION_ACTIONS
+
+
+def test_the_documented_example_means_what_the_readme_says():
+    from pathlib import Path
+
+    text = (Path(__file__).parents[2] / "featurestream" / "http" / "README.md").read_text()
+    example = text[text.index("```ini\n# may read") + len("```ini\n"):]
+    keys = parse_credentials(example[:example.index("```")])
+    assert keys["AKIAANALYTICS"].permissions == Permissions.of({"read": ["orders-*", "customers"]})
+    assert keys["AKIAORDERS"].permissions == Permissions.of({a: ["orders-*"] for a in ("read", "write", "admin")})
+    assert keys["AKIATEAMA"].permissions.full
