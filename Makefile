@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 # Re-install only when pyproject.toml changed since the last install.
 STAMP := $(VENV)/.installed-from-pyproject
 
-.PHONY: setup venv redis-server fetch test lint demo unit integration
+.PHONY: setup venv redis-server fetch test lint demo unit integration bench-setup
 
 setup: venv redis-server fetch
 
@@ -53,3 +53,7 @@ integration: setup
 
 demo: setup
 	$(VENV)/bin/featurestream demo
+
+# The benchmarks draw their plots with matplotlib (the `bench` extra); not needed for the tests.
+bench-setup: setup
+	$(PY) -m pip install -q -c constraints.txt -e '.[bench]'
