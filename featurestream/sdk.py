@@ -37,10 +37,13 @@ _DELETE_MODES = {"soft": SOFT_DELETE, "hard": HARD_DELETE, SOFT_DELETE: SOFT_DEL
 class FeatureStore:
     """Publish, consume and read features. Thread-safe for publishing and reading."""
 
-    def __init__(self, config: Config | None = None, *, timeout_s: float = 15.0,
+    def __init__(self, config: Config | None = None, *, timeout_s: float | None = None,
                  group_cache_s: float = 1.0) -> None:
         self.config = config or Config.from_env()
-        self.timeout_s = timeout_s
+        # The delivery timeout (Config.delivery_timeout_s unless given here): how long publishing
+        # and registry reads wait out a broker that answered before and is now away. A broker
+        # that never answered this process is reported within a few seconds (streams.contact).
+        self.timeout_s = self.config.delivery_timeout_s if timeout_s is None else timeout_s
         # Data-path calls look their group up in ``groups`` (streams.group_view: the one refresh
         # rule every process shares); one registry round trip per put or get would dominate
         # their latency. A miss always asks the registry.
@@ -51,7 +54,7 @@ class FeatureStore:
     @cached_property
     def registry(self) -> Registry:
         return Registry(self.config.require("kafka_bootstrap"), prefix=self.config.topic_prefix,
-                        offline_base_uri=self.config.offline_uri, timeout_s=min(self.timeout_s, 10.0))
+                        offline_base_uri=self.config.offline_uri, timeout_s=self.timeout_s)
 
     @cached_property
     def groups(self) -> GroupView:
@@ -170,12 +173,19 @@ class FeatureStore:
         return self.publisher.publish_sync(self.registry.topic_of(g.name), key, value, headers)
 
     def ingest(self, group: str, data: object, *, max_workers: int | None = None, progress: bool = True,
-               strict: bool = False, target_stores: Sequence[str] | None = None, ttl: Any = None) -> IngestResult:
-        """Validate every row, publish the valid ones; see streams.ingest."""
+               strict: bool = False, target_stores: Sequence[str] | None = None, ttl: Any = None,
+               resume_token: int | None = None) -> IngestResult:
+        """Validate every row, publish the valid ones; see streams.ingest.
+
+        If Kafka does not acknowledge some rows within the delivery timeout, raises
+        ``IngestIncompleteError``; its ``result.unacknowledged`` lists exactly those rows. Ingest
+        them again, and only them, with ``resume_token=result.resume_token``: rows the broker did
+        keep without acknowledging them are found on the topic and not published twice.
+        """
         g = self._group(group)
         return ingest(self.publisher, self.registry.topic_of(g.name), g, data, strict=strict,
                       max_workers=max_workers, progress=progress, target_stores=target_stores,
-                      ttl_seconds=_ttl_seconds(ttl))
+                      ttl_seconds=_ttl_seconds(ttl), resume_token=resume_token)
 
     # -- consuming -------------------------------------------------------------------------------
     def stream(self, group: str, *, start: str | datetime | int = "end", consumer_group: str | None = None,

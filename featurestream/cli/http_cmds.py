@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from featurestream.cli import CliError
+from featurestream.cli._common import add_delivery_timeout, config_from_args
 from featurestream.config import Config
 
 NO_AUTH_WARNING = """\
@@ -32,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="accept unsigned requests (local development only; prints a warning)")
     serve.add_argument("--max-body-bytes", type=int, default=2 * 1024 * 1024,
                        help="largest request body accepted (2 MiB)")
+    add_delivery_timeout(serve)
     serve.set_defaults(func=_serve)
 
 
@@ -63,8 +65,8 @@ def _serve(args: argparse.Namespace) -> int:
                            + f"; got {value}", 2)
     from featurestream.config import ConfigError
 
-    config = Config.from_env()
     try:
+        config = config_from_args(args)
         config.require("kafka_bootstrap")
         config.require("redis_url")
     except ConfigError as exc:

@@ -9,9 +9,10 @@ from pathlib import Path
 import orjson
 
 from featurestream.cli import CliError
-from featurestream.cli._common import parse_json_arg, store_from_args
+from featurestream.cli._common import add_delivery_timeout, parse_json_arg, store_from_args
 from schemas.types import ScalarType
 from streams.datafiles import read_frame
+from streams.ingest import IngestIncompleteError, IngestResult
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     put.add_argument("--target-stores", help="comma-separated: OnlineStore,OfflineStore (default both)")
     put.add_argument("--ttl", help="per-record TTL overriding the group's: 30s, 15m, 12h, 7d, 2w")
     put.add_argument("--wait-online", action="store_true", help="wait until the record is readable online")
+    add_delivery_timeout(put)
     put.set_defaults(func=_put)
 
     delete = sub.add_parser("delete", help="publish a delete of one record")
@@ -31,13 +33,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     delete.add_argument("--event-time", required=True, help="the delete's event time (ISO-8601 UTC or epoch s)")
     delete.add_argument("--hard", action="store_true", help="HardDelete (default: SoftDelete)")
     delete.add_argument("--target-stores", help="comma-separated: OnlineStore,OfflineStore (default both)")
+    add_delivery_timeout(delete)
     delete.set_defaults(func=_delete)
 
     ingest = sub.add_parser(
         "ingest", help="validate and publish a CSV, Parquet or JSON Lines file",
         description="Validate every row of FILE against the group's definition and publish the valid ones. "
                     "Rejected rows are summarised (and written with --rejects). With --strict nothing is "
-                    "published unless every row is valid. Exit status: 0 all published, 1 some rejected.")
+                    "published unless every row is valid. Rows Kafka did not acknowledge within the delivery "
+                    "timeout are listed too (\"unacknowledged\": true in the --rejects file); run the same command "
+                    "again with --resume REJECTS to publish exactly those, none twice. "
+                    "Exit status: 0 all published, 1 some rejected or not acknowledged.")
     ingest.add_argument("group")
     ingest.add_argument("file", type=Path)
     ingest.add_argument("--format", choices=["csv", "parquet", "jsonl"], help="default: from the extension")
@@ -45,6 +51,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     ingest.add_argument("--strict", action="store_true", help="publish nothing if any row is invalid")
     ingest.add_argument("--rejects", type=Path, metavar="FILE", help="write rejected rows as JSON Lines")
     ingest.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ingest.add_argument("--resume", type=Path, metavar="REJECTS",
+                        help="the --rejects file of an ingest of this FILE that Kafka did not fully acknowledge: "
+                             "publish only its unacknowledged rows, skipping any the broker kept anyway")
+    add_delivery_timeout(ingest)
     ingest.set_defaults(func=_ingest)
 
     tail = sub.add_parser("tail", help="print a group's records as JSON Lines",
@@ -107,23 +117,72 @@ def _ingest(args: argparse.Namespace) -> int:
         g = store.describe_feature_group(args.group)
         strings = {f.name for f in g.features if f.type == ScalarType.STRING and f.collection is None}
         frame = read_frame(args.file, fmt=args.format, string_columns=strings)
-        result = store.ingest(args.group, frame, max_workers=args.workers, progress=not args.no_progress,
-                              strict=args.strict)
+        rows = list(range(len(frame)))  # row number in FILE of each row ingested now
+        token = None
+        if args.resume:
+            rows, token = _unacknowledged_rows(args.resume, len(frame))
+            frame = frame.iloc[rows].reset_index(drop=True)
+        try:
+            result = store.ingest(args.group, frame, max_workers=args.workers, progress=not args.no_progress,
+                                  strict=args.strict, resume_token=token)
+        except IngestIncompleteError as exc:
+            result = exc.result
     print(result.summary(), file=sys.stderr)
-    if result.rejected:
-        for rej in result.rejected[:10]:
-            print(f"  row {rej.index}: {rej.reason}", file=sys.stderr)
-        if len(result.rejected) > 10:
-            print(f"  ... and {len(result.rejected) - 10} more", file=sys.stderr)
-        if args.rejects:
-            with args.rejects.open("wb") as out:
-                for rej in result.rejected:
-                    row = frame.iloc[rej.index].to_dict()
-                    out.write(orjson.dumps({**rej.to_dict(), "row": row}, default=str,
-                                           option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
-            print(f"  rejected rows written to {str(args.rejects)!r}", file=sys.stderr)
-        return 1
-    return 0
+    if result.ok:
+        return 0
+    problems = sorted(result.rejected + result.unacknowledged, key=lambda r: r.index)
+    for rej in problems[:10]:
+        print(f"  row {rows[rej.index]}: {rej.reason}", file=sys.stderr)
+    if len(problems) > 10:
+        print(f"  ... and {len(problems) - 10} more", file=sys.stderr)
+    if args.rejects:
+        _write_rejects(args.rejects, frame, rows, result)
+        print(f"  rejected and unacknowledged rows written to {str(args.rejects)!r}", file=sys.stderr)
+    return 1
+
+
+def _write_rejects(path: Path, frame: object, rows: list[int], result: IngestResult) -> None:
+    """One JSON line per row not published: its row number in FILE, the reason and the row; rows Kafka
+    did not acknowledge also carry ``"unacknowledged": true`` and the token ``--resume`` needs."""
+    unacked = {r.index for r in result.unacknowledged}
+    with path.open("wb") as out:
+        for rej in sorted(result.rejected + result.unacknowledged, key=lambda r: r.index):
+            line = {**rej.to_dict(), "index": rows[rej.index], "row": frame.iloc[rej.index].to_dict()}  # type: ignore[attr-defined]
+            if rej.index in unacked:
+                line["unacknowledged"] = True
+                line["resume_token"] = result.api_invocation_time_ns
+            out.write(orjson.dumps(line, default=str, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
+
+
+def _unacknowledged_rows(path: Path, nrows: int) -> tuple[list[int], int]:
+    """The FILE row numbers a --rejects file marks unacknowledged, and their ingest's resume token."""
+    rows: list[int] = []
+    tokens: set[int] = set()
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError as exc:
+        raise CliError(f"cannot read --resume file {str(path)!r}: {exc.strerror or exc}", status=2) from None
+    for n, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        try:
+            line = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise CliError(f"{path}:{n} is not a JSON line of a --rejects file: {exc}", status=2) from None
+        if isinstance(line, dict) and line.get("unacknowledged") is True:
+            index, token = line.get("index"), line.get("resume_token")
+            if not isinstance(index, int) or not 0 <= index < nrows or not isinstance(token, int):
+                raise CliError(f"{path}:{n}: an unacknowledged row needs an \"index\" below {nrows} (the rows of "
+                               "FILE) and an integer \"resume_token\"; is this the --rejects file of this FILE?",
+                               status=2)
+            rows.append(index)
+            tokens.add(token)
+    if not rows:
+        raise CliError(f"{path} marks no row as unacknowledged: nothing to resume", status=2)
+    if len(tokens) > 1:
+        raise CliError(f"{path} mixes rows of {len(tokens)} different ingests (resume tokens "
+                       f"{sorted(tokens)}); resume one ingest at a time", status=2)
+    return sorted(set(rows)), tokens.pop()
 
 
 def _tail(args: argparse.Namespace) -> int:
