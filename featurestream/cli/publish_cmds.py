@@ -145,9 +145,12 @@ def _write_rejects(path: Path, frame: object, rows: list[int], result: IngestRes
     """One JSON line per row not published: its row number in FILE, the reason and the row; rows Kafka
     did not acknowledge also carry ``"unacknowledged": true`` and the token ``--resume`` needs."""
     unacked = {r.index for r in result.unacknowledged}
+    problems = sorted(result.rejected + result.unacknowledged, key=lambda r: r.index)
+    # One conversion for all rows: frame.iloc[i] row by row took ~0.3 ms each (a minute for 200k).
+    as_dicts = frame.iloc[[r.index for r in problems]].to_dict(orient="records")  # type: ignore[attr-defined]
     with path.open("wb") as out:
-        for rej in sorted(result.rejected + result.unacknowledged, key=lambda r: r.index):
-            line = {**rej.to_dict(), "index": rows[rej.index], "row": frame.iloc[rej.index].to_dict()}  # type: ignore[attr-defined]
+        for rej, row in zip(problems, as_dicts, strict=True):
+            line = {**rej.to_dict(), "index": rows[rej.index], "row": row}
             if rej.index in unacked:
                 line["unacknowledged"] = True
                 line["resume_token"] = result.api_invocation_time_ns
