@@ -14,6 +14,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -114,6 +116,43 @@ def _end_offsets(config: Config, topic: str) -> int:
         c.close()
 
 
+def _serve(config: Config, tmp_path: Path) -> tuple[subprocess.Popen, str]:
+    """`featurestream serve` on this module's Kafka (PutRecord and BatchWriteRecord need no Redis)."""
+    port = free_port()
+    env = {**os.environ, **config.to_env(), "FEATURESTREAM_REDIS_URL": "redis://127.0.0.1:1/0"}
+    log = tmp_path / "serve.log"
+    proc = subprocess.Popen([sys.executable, "-m", "featurestream.cli", "serve", "--no-auth", "--workers", "1",
+                             "--port", str(port)], env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        assert proc.poll() is None, f"serve exited: {log.read_text()}"
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as resp:
+                return resp.status == 200
+        except OSError:
+            return False
+
+    wait_for(healthy, timeout_s=60, what=f"featurestream serve on {url}")
+    return proc, url
+
+
+def _http(url: str, method: str, path: str, body: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(url + path, data=orjson.dumps(body), method=method,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=300) as resp:
+            return resp.status, orjson.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        return exc.code, orjson.loads(exc.read() or b"{}")
+
+
+def _wire_record(i: int) -> list[dict]:
+    return [{"FeatureName": "customer_id", "ValueAsString": f"c{i}"},
+            {"FeatureName": "event_time", "ValueAsString": "2031-01-01T00:00:00Z"}]
+
+
 def _keys_on_topic(config: Config, topic: str) -> Counter[bytes]:
     return Counter(m.key() for m in read_topic(config, topic, timeout_s=180))
 
@@ -139,39 +178,52 @@ def test_an_outage_shorter_than_the_delivery_timeout_loses_and_duplicates_nothin
         group = fs.create_feature_group(customers_group(unique_name("outage-a"), offline=False))
         topic = fs.registry.topic_of(group.name)
         path = _data_file(tmp_path, ROWS)
-        log = tmp_path / "ingest.log"
-        cfg = replace(kafka.config, delivery_timeout_s=240.0)
-        started = time.monotonic()
-        proc = _ingest(cfg, group.name, path, log)
-        landed = _kill_mid_ingest(kafka, topic, proc, ROWS // 5)
-        killed_at = time.monotonic()
-        # While Kafka is down: a put and a registry read from a process that reached Kafka before
-        # wait for it (they are answered after the restart) instead of failing.
-        outcomes: dict[str, object] = {}
+        server, url = _serve(kafka.config, tmp_path)
+        try:
+            assert _http(url, "PUT", f"/FeatureGroup/{group.name}", {"Record": _wire_record(ROWS + 1)})[0] == 200
+            log = tmp_path / "ingest.log"
+            started = time.monotonic()
+            proc = _ingest(replace(kafka.config, delivery_timeout_s=240.0), group.name, path, log)
+            landed = _kill_mid_ingest(kafka, topic, proc, ROWS // 5)
+            killed_at = time.monotonic()
+            # While Kafka is down: an SDK put, a registry read and HTTP PutRecord/BatchWriteRecord, from
+            # processes that reached Kafka before, wait for it (answered after the restart) instead of failing.
+            outcomes: dict[str, object] = {}
 
-        def during(name: str, call) -> None:  # noqa: ANN001 - a test helper
-            try:
-                outcomes[name] = call()
-            except Exception as exc:  # noqa: BLE001 - recorded and asserted on below
-                outcomes[name] = exc
+            def during(name: str, call) -> None:  # noqa: ANN001 - a test helper
+                try:
+                    outcomes[name] = call()
+                except Exception as exc:  # noqa: BLE001 - recorded and asserted on below
+                    outcomes[name] = exc
 
-        calls = [threading.Thread(target=during, args=("put", lambda: fs.put_record(group.name, customer(ROWS)))),
-                 threading.Thread(target=during, args=("describe", lambda: fs.registry.describe(group.name)))]
-        for t in calls:
-            t.start()  # Kafka is dead now, and restarting it takes seconds: both calls meet the outage
-        kafka.restart()
-        back_at = time.monotonic()
-        code = proc.wait(timeout=300)
-        finished = time.monotonic()
-        for t in calls:
-            t.join(timeout=300)
+            batch = {"Entries": [{"FeatureGroupName": group.name, "Record": _wire_record(i)}
+                                 for i in (ROWS + 3, ROWS + 4)]}
+            calls = {"put": lambda: fs.put_record(group.name, customer(ROWS)),
+                     "describe": lambda: fs.registry.describe(group.name),
+                     "http put": lambda: _http(url, "PUT", f"/FeatureGroup/{group.name}",
+                                               {"Record": _wire_record(ROWS + 2)}),
+                     "http batch": lambda: _http(url, "POST", "/BatchWriteRecord", batch)}
+            threads = [threading.Thread(target=during, args=item) for item in calls.items()]
+            for t in threads:
+                t.start()  # Kafka is dead now, and restarting it takes seconds: every call meets the outage
+            kafka.restart()
+            back_at = time.monotonic()
+            code = proc.wait(timeout=300)
+            finished = time.monotonic()
+            for t in threads:
+                t.join(timeout=300)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
     stderr = log.read_text()
     assert code == 0, stderr
     assert f"{ROWS} published" in stderr, stderr
     assert isinstance(outcomes["put"], tuple), outcomes["put"]
     assert getattr(outcomes["describe"], "name", None) == group.name, outcomes["describe"]
+    assert outcomes["http put"] == (200, {}), outcomes["http put"]
+    assert outcomes["http batch"] == (200, {"Errors": [], "UnprocessedEntries": []}), outcomes["http batch"]
     keys = _keys_on_topic(kafka.config, topic)
-    assert set(keys) == {f"c{i}".encode() for i in range(ROWS + 1)}
+    assert set(keys) == {f"c{i}".encode() for i in range(ROWS + 5)}
     twice = {k: n for k, n in keys.items() if n > 1}
     assert not twice, f"{len(twice)} rows are on the topic more than once, e.g. {list(twice.items())[:5]}"
     print(f"\noutage (a): killed with {landed} of {ROWS} on the topic; Kafka back after {back_at - killed_at:.1f} s; "
