@@ -113,7 +113,7 @@ class Publisher:
 
         def on_delivery(err: KafkaError | None, msg: Message) -> None:
             if err is not None:
-                future.set_exception(_delivery_error(topic, err, bootstrap, timeout_s))
+                future.set_exception(_delivery_error(topic, err, bootstrap, timeout_s, key))
             else:
                 future.set_result((msg.partition(), msg.offset()))
 
@@ -284,11 +284,12 @@ class PublishBatch:
             raise self.first_error
 
 
-def _delivery_error(topic: str, err: KafkaError, bootstrap: str,
-                    timeout_s: float) -> PublishError | ServiceUnavailableError:
+def _delivery_error(topic: str, err: KafkaError, bootstrap: str, timeout_s: float,
+                    key: bytes | None = None) -> PublishError | ServiceUnavailableError:
+    record = "a record" if key is None else f"the record with key {key[:80]!r}"
     if err.code() in (KafkaError._MSG_TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,
                       KafkaError._TIMED_OUT) or err.fatal():
-        return ServiceUnavailableError(f"Kafka at {bootstrap} did not acknowledge a record on {topic!r} within "
+        return ServiceUnavailableError(f"Kafka at {bootstrap} did not acknowledge {record} on {topic!r} within "
                                        f"the delivery timeout ({timeout_s:g} s): {err.str()}; it was not "
                                        "delivered")
-    return PublishError(f"Kafka rejected a record on {topic!r}: {err.str()}")
+    return PublishError(f"Kafka rejected {record} on {topic!r}: {err.str()}")

@@ -116,13 +116,13 @@ def _end_offsets(config: Config, topic: str) -> int:
         c.close()
 
 
-def _serve(config: Config, tmp_path: Path) -> tuple[subprocess.Popen, str]:
+def _serve(config: Config, tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, str]:
     """`featurestream serve` on this module's Kafka (PutRecord and BatchWriteRecord need no Redis)."""
     port = free_port()
     env = {**os.environ, **config.to_env(), "FEATURESTREAM_REDIS_URL": "redis://127.0.0.1:1/0"}
     log = tmp_path / "serve.log"
     proc = subprocess.Popen([sys.executable, "-m", "featurestream.cli", "serve", "--no-auth", "--workers", "1",
-                             "--port", str(port)], env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                             "--port", str(port), *extra], env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
                             start_new_session=True)
     url = f"http://127.0.0.1:{port}"
 
@@ -151,6 +151,16 @@ def _http(url: str, method: str, path: str, body: dict) -> tuple[int, dict]:
 def _wire_record(i: int) -> list[dict]:
     return [{"FeatureName": "customer_id", "ValueAsString": f"c{i}"},
             {"FeatureName": "event_time", "ValueAsString": "2031-01-01T00:00:00Z"}]
+
+
+def _timed(call):  # noqa: ANN001, ANN202 - a test helper
+    """(seconds, what ``call`` returned or raised)."""
+    started = time.monotonic()
+    try:
+        out = call()
+    except Exception as exc:  # noqa: BLE001 - the caller asserts on it
+        out = exc
+    return time.monotonic() - started, out
 
 
 def _keys_on_topic(config: Config, topic: str) -> Counter[bytes]:
@@ -231,21 +241,49 @@ def test_an_outage_shorter_than_the_delivery_timeout_loses_and_duplicates_nothin
 
 
 def test_an_outage_longer_than_the_delivery_timeout_reports_the_unacknowledged_rows(kafka, unique_name, tmp_path):
-    with FeatureStore(kafka.config) as fs:
+    short = replace(kafka.config, delivery_timeout_s=6.0)
+    with FeatureStore(short) as fs:
         group = fs.create_feature_group(customers_group(unique_name("outage-b"), offline=False))
         topic = fs.registry.topic_of(group.name)
-    path = _data_file(tmp_path, ROWS)
-    rejects = tmp_path / "rejects.jsonl"
-    log = tmp_path / "ingest.log"
-    cfg = replace(kafka.config, delivery_timeout_s=6.0)
-    proc = _ingest(cfg, group.name, path, log, "--rejects", str(rejects))
-    _kill_mid_ingest(kafka, topic, proc, ROWS // 5)
-    killed_at = time.monotonic()
-    # Kafka stays down until the ingest gave up.
-    code = proc.wait(timeout=180)
-    gave_up_after = time.monotonic() - killed_at
+        path = _data_file(tmp_path, ROWS)
+        rejects = tmp_path / "rejects.jsonl"
+        log = tmp_path / "ingest.log"
+        server, url = _serve(kafka.config, tmp_path, "--delivery-timeout", "6")
+        try:
+            assert _http(url, "PUT", f"/FeatureGroup/{group.name}", {"Record": _wire_record(ROWS + 1)})[0] == 200
+            fs.put_record(group.name, customer(ROWS + 2))
+            proc = _ingest(short, group.name, path, log, "--rejects", str(rejects))
+            _kill_mid_ingest(kafka, topic, proc, ROWS // 5)
+            killed_at = time.monotonic()
+            # Kafka stays down until the ingest gave up. Meanwhile single puts give up after the delivery
+            # timeout too, naming what was not delivered.
+            batch = {"Entries": [{"FeatureGroupName": group.name, "Record": _wire_record(i)}
+                                 for i in (ROWS + 5, ROWS + 6)]}
+            outcomes: dict[str, tuple[float, object]] = {}
+            calls = {"put": lambda: fs.put_record(group.name, customer(ROWS + 3)),
+                     "http put": lambda: _http(url, "PUT", f"/FeatureGroup/{group.name}",
+                                               {"Record": _wire_record(ROWS + 4)}),
+                     "http batch": lambda: _http(url, "POST", "/BatchWriteRecord", batch)}
+            threads = [threading.Thread(target=lambda n=n, c=c: outcomes.__setitem__(n, _timed(c)))
+                       for n, c in calls.items()]
+            for t in threads:
+                t.start()
+            code = proc.wait(timeout=180)
+            gave_up_after = time.monotonic() - killed_at
+            for t in threads:
+                t.join(timeout=120)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
     stderr = log.read_text()
     assert code == 1, stderr
+    seconds, put = outcomes["put"]
+    assert isinstance(put, ServiceUnavailableError) and f"c{ROWS + 3}" in str(put) and "not delivered" in str(put), put
+    assert 5 < seconds < 60, f"the put failed after {seconds:.1f} s; the delivery timeout is 6 s"
+    seconds, (status, body) = outcomes["http put"]
+    assert status == 503 and body["__type"] == "ServiceUnavailable" and 5 < seconds < 60, (seconds, status, body)
+    seconds, (status, body) = outcomes["http batch"]
+    assert status == 200 and body["Errors"] == [] and body["UnprocessedEntries"] == batch["Entries"], body
     lines = [orjson.loads(line) for line in rejects.read_bytes().splitlines()]
     unacked = [line for line in lines if line.get("unacknowledged")]
     assert unacked and len(unacked) == len(lines), "every line is an unacknowledged row (no row was invalid)"
@@ -259,7 +297,8 @@ def test_an_outage_longer_than_the_delivery_timeout_reports_the_unacknowledged_r
     kafka.restart()
     before = _keys_on_topic(kafka.config, topic)
     # Every acknowledged row is durable; the broker may also hold some it never acknowledged.
-    acknowledged = {f"c{i}".encode() for i in range(ROWS) if i not in missing}
+    acknowledged = {f"c{i}".encode() for i in range(ROWS) if i not in missing} | {f"c{ROWS + 1}".encode(),
+                                                                                  f"c{ROWS + 2}".encode()}
     assert acknowledged <= set(before), f"{len(acknowledged - set(before))} acknowledged rows are not on the topic"
     kept_unacked = len(set(before) - acknowledged)
 
@@ -267,14 +306,16 @@ def test_an_outage_longer_than_the_delivery_timeout_reports_the_unacknowledged_r
     again = _ingest(kafka.config, group.name, path, log2, "--resume", str(rejects))
     assert again.wait(timeout=300) == 0, log2.read_text()
     keys = _keys_on_topic(kafka.config, topic)
-    assert set(keys) == {f"c{i}".encode() for i in range(ROWS)}
+    # Every row once; the puts that failed during the outage were indeed not delivered.
+    assert set(keys) == {f"c{i}".encode() for i in (*range(ROWS), ROWS + 1, ROWS + 2)}
     twice = {k: n for k, n in keys.items() if n > 1}
     assert not twice, f"{len(twice)} rows are on the topic more than once, e.g. {list(twice.items())[:5]}"
     resumed = log2.read_text()
     assert f"{len(missing) - kept_unacked} published" in resumed, resumed
     print(f"\noutage (b): delivery timeout 6 s; the ingest gave up {gave_up_after:.1f} s after the kill with "
           f"{len(missing)} of {ROWS} rows unacknowledged; {kept_unacked} of those were on the topic anyway, and "
-          "the resumed ingest skipped them")
+          f"the resumed ingest skipped them; a put failed after {outcomes['put'][0]:.1f} s, HTTP PutRecord after "
+          f"{outcomes['http put'][0]:.1f} s, BatchWriteRecord after {outcomes['http batch'][0]:.1f} s")
 
 
 def test_a_broker_that_never_answered_is_reported_within_seconds(unique_name, tmp_path):
