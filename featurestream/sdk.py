@@ -180,7 +180,9 @@ class FeatureStore:
         If Kafka does not acknowledge some rows within the delivery timeout, raises
         ``IngestIncompleteError``; its ``result.unacknowledged`` lists exactly those rows. Ingest
         them again, and only them, with ``resume_token=result.resume_token``: rows the broker did
-        keep without acknowledging them are found on the topic and not published twice.
+        keep without acknowledging them are found on the topic and not published twice. Resume with
+        the same ``target_stores`` and ``ttl``, before the group's definition changes: the rows must
+        encode to the same bytes as in the first attempt.
         """
         g = self._group(group)
         return ingest(self.publisher, self.registry.topic_of(g.name), g, data, strict=strict,
