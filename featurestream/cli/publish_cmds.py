@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ingest.add_argument("--format", choices=["csv", "parquet", "jsonl"], help="default: from the extension")
     ingest.add_argument("--workers", type=int, help="worker processes for validation/encoding (default: auto)")
     ingest.add_argument("--strict", action="store_true", help="publish nothing if any row is invalid")
-    ingest.add_argument("--rejects", type=Path, metavar="FILE", help="write rejected rows as JSON Lines")
+    ingest.add_argument("--rejects", type=Path, metavar="FILE", help="write rejected and unacknowledged rows as JSON Lines")
     ingest.add_argument("--no-progress", action="store_true", help="no progress bar")
     ingest.add_argument("--resume", type=Path, metavar="REJECTS",
                         help="the --rejects file of an ingest of this FILE that Kafka did not fully acknowledge: "
