@@ -9,6 +9,7 @@ real CLI in a subprocess, and the topic is read back independently with plain co
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -30,7 +31,7 @@ from featurestream.sdk import FeatureStore
 from featurestream.stack import procs
 from featurestream.stack.launcher import up
 from featurestream.stack.layout import StackLayout, StackPorts
-from featurestream.stack.ports import free_port
+from featurestream.stack.ports import answers, free_port, port_is_free
 from schemas.errors import ServiceUnavailableError
 from tests.integration.helpers import customer, customers_group, read_topic
 from tests.support.wait import wait_for
@@ -66,13 +67,29 @@ class OwnKafka:
         up(self.launch, ports=self.ports, layout=self.layout)
 
 
+def _ports_below_the_ephemeral_range(count: int) -> list[int]:
+    """Free ports the kernel never hands out as a client's source port.
+
+    While the broker is down, its clients reconnect about once a second. To a loopback port inside
+    the ephemeral range, such a connect can be given that very port as its source port and connect
+    to itself (TCP simultaneous open): the socket then holds the port and the restarted broker
+    cannot bind it. Seen here as `up` failing with "port ... is already in use". Real brokers listen
+    on 9092, below the range, so only tests that pick ports from the range meet this.
+    """
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    chosen: list[int] = []
+    for port in random.sample(range(max(1024, low - 12_000), low), 2_000):
+        if port_is_free(port) and not answers(port):
+            chosen.append(port)
+            if len(chosen) == count:
+                return chosen
+    raise AssertionError(f"no {count} free ports below the ephemeral range (from {low})")
+
+
 @pytest.fixture(scope="module")
 def kafka(tmp_path_factory: pytest.TempPathFactory, topic_prefix: str) -> Iterator[OwnKafka]:
     state = tmp_path_factory.mktemp("outage-kafka")
-    ports: set[int] = set()
-    while len(ports) < 4:
-        ports.add(free_port())
-    kafka_port, controller, redis_port, s3_port = sorted(ports)
+    kafka_port, controller, redis_port, s3_port = _ports_below_the_ephemeral_range(4)
     stack_ports = StackPorts(kafka=kafka_port, controller=controller, redis=redis_port, s3=s3_port)
     # Redis and S3 "from the environment" (never contacted here): `up` starts only Kafka.
     launch = Config(redis_url=f"redis://127.0.0.1:{redis_port}/0", s3_endpoint_url=f"http://127.0.0.1:{s3_port}",
@@ -95,11 +112,27 @@ def _data_file(tmp_path: Path, rows: int) -> Path:
     return path
 
 
+_started: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_processes() -> Iterator[None]:
+    """A failed test leaves no ingest or server of its own running."""
+    yield
+    while _started:
+        proc = _started.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
 def _ingest(config: Config, group: str, path: Path, log: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, **config.to_env()}
-    return subprocess.Popen([sys.executable, "-m", "featurestream.cli", "ingest", group, str(path), "--no-progress",
+    proc = subprocess.Popen([sys.executable, "-m", "featurestream.cli", "ingest", group, str(path), "--no-progress",
                              *extra], env=env, stdout=subprocess.DEVNULL, stderr=log.open("wb"),
                             start_new_session=True)
+    _started.append(proc)
+    return proc
 
 
 def _end_offsets(config: Config, topic: str) -> int:
@@ -124,6 +157,7 @@ def _serve(config: Config, tmp_path: Path, *extra: str) -> tuple[subprocess.Pope
     proc = subprocess.Popen([sys.executable, "-m", "featurestream.cli", "serve", "--no-auth", "--workers", "1",
                              "--port", str(port), *extra], env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
                             start_new_session=True)
+    _started.append(proc)
     url = f"http://127.0.0.1:{port}"
 
     def healthy() -> bool:
