@@ -60,6 +60,15 @@ class OwnKafka:
         pid = self.pid()
         os.kill(pid, signal.SIGKILL)
         wait_for(lambda: procs.start_ticks(pid) is None, timeout_s=30, interval_s=0.05, what="Kafka to die")
+        # The JVM's main thread shows as a zombie while its other threads still tear down and hold
+        # the listening sockets; a restart in that window fails with "port ... is already in use".
+        try:
+            wait_for(lambda: port_is_free(self.ports.kafka) and port_is_free(self.ports.controller), timeout_s=60,
+                     interval_s=0.05, what="the dead broker's ports to be released")
+        except AssertionError as exc:
+            sockets = subprocess.run(["ss", "-tanp"], capture_output=True, text=True).stdout.splitlines()
+            held = [line for line in sockets if f":{self.ports.kafka} " in line or f":{self.ports.controller} " in line]
+            raise AssertionError(f"{exc}; sockets on them:\n" + "\n".join(held[:40])) from None
 
     def restart(self) -> None:
         """What `featurestream up` does when its Kafka died: start it again on the same data (blocks
