@@ -382,3 +382,22 @@ def test_a_broker_that_never_answered_is_reported_within_seconds(unique_name, tm
     assert code == 1 and nobody in stderr and "Traceback" not in stderr, stderr
     assert cli_seconds < 30, f"the CLI took {cli_seconds:.1f} s to report a broker that never answered"
     print(f"\nnever-reachable broker: SDK error after {sdk_seconds:.1f} s, CLI exit after {cli_seconds:.1f} s")
+
+
+def test_resuming_skips_the_rows_an_interrupted_ingest_left_on_the_topic(kafka, unique_name):
+    # Deterministic stand-in for rows a dying broker kept without acknowledging them: rows 40-59 are on
+    # the topic from the first call, and the resumed call is handed rows 40-99 with its token.
+    rows = [customer(i) for i in range(100)]
+    with FeatureStore(kafka.config) as fs:
+        group = fs.create_feature_group(customers_group(unique_name("resume"), offline=False))
+        topic = fs.registry.topic_of(group.name)
+        first = fs.ingest(group.name, rows[:60], progress=False)
+        assert first.published == 60 and first.resume_token is None  # nothing to resume after a full success
+        resumed = fs.ingest(group.name, rows[40:], progress=False, resume_token=first.api_invocation_time_ns)
+    assert (resumed.already_published, resumed.published, resumed.api_invocation_time_ns) == (
+        20, 40, first.api_invocation_time_ns)
+    messages = read_topic(kafka.config, topic)
+    assert sorted(m.key() for m in messages) == sorted(f"c{i}".encode() for i in range(100))
+    # Every record carries the first call's invocation time, as if that call had published them all.
+    assert {dict(m.headers())["fs-api-invocation-time"] for m in messages} == {
+        str(first.api_invocation_time_ns).encode()}
