@@ -79,11 +79,12 @@ class OwnKafka:
 def _ports_below_the_ephemeral_range(count: int) -> list[int]:
     """Free ports the kernel never hands out as a client's source port.
 
-    While the broker is down, its clients reconnect about once a second. To a loopback port inside
-    the ephemeral range, such a connect can be given that very port as its source port and connect
-    to itself (TCP simultaneous open): the socket then holds the port and the restarted broker
-    cannot bind it. Seen here as `up` failing with "port ... is already in use". Real brokers listen
-    on 9092, below the range, so only tests that pick ports from the range meet this.
+    A precaution: while the broker is down its clients reconnect about once a second, and a connect to
+    a loopback port inside the ephemeral range can be given that very port as its source port and
+    connect to itself (TCP simultaneous open), holding the port the restarted broker needs. Real
+    brokers listen on 9092, below the range. (The "port ... is already in use" failures seen while
+    writing these tests happened below the range too; waiting for the dead broker's ports, in
+    ``OwnKafka.kill``, is what cured them.)
     """
     low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     chosen: list[int] = []
