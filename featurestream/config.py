@@ -50,9 +50,11 @@ class Config:
 
     def __post_init__(self) -> None:
         timeout = self.delivery_timeout_s
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout < float("inf"):
+        # librdkafka's message.timeout.ms: 0 means "never time out", at most 2^31-1 ms, and its timeout
+        # scan runs about once a second, so less than a second would not mean what it says.
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 1 <= timeout <= 2_147_483:
             raise ConfigError(f"the delivery timeout ({ENV_DELIVERY_TIMEOUT} or --delivery-timeout) must be a "
-                              f"positive number of seconds; got {timeout!r}")
+                              f"number of seconds from 1 to 2147483; got {timeout!r}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Config:

@@ -34,7 +34,7 @@ def test_the_default_is_kafkas_120_s_and_the_variable_and_the_flag_change_it(mon
     assert config_from_args(build_parser().parse_args(["ingest", "g", "f.csv"])).delivery_timeout_s == 30
 
 
-@pytest.mark.parametrize("text", ["soon", "0", "-3", "inf", "nan"])
+@pytest.mark.parametrize("text", ["soon", "0", "0.5", "-3", "inf", "nan", "3000000"])
 def test_a_bad_delivery_timeout_names_the_variable(text):
     with pytest.raises(ConfigError, match="FEATURESTREAM_DELIVERY_TIMEOUT"):
         Config.from_env({"FEATURESTREAM_DELIVERY_TIMEOUT": text})
