@@ -60,19 +60,10 @@ class OwnKafka:
         pid = self.pid()
         os.kill(pid, signal.SIGKILL)
         wait_for(lambda: procs.start_ticks(pid) is None, timeout_s=30, interval_s=0.05, what="Kafka to die")
-        # The JVM's main thread shows as a zombie while its other threads still tear down and hold
-        # the listening sockets; a restart in that window fails with "port ... is already in use".
-        try:
-            wait_for(lambda: port_is_free(self.ports.kafka) and port_is_free(self.ports.controller), timeout_s=60,
-                     interval_s=0.05, what="the dead broker's ports to be released")
-        except AssertionError as exc:
-            sockets = subprocess.run(["ss", "-tanp"], capture_output=True, text=True).stdout.splitlines()
-            held = [line for line in sockets if f":{self.ports.kafka} " in line or f":{self.ports.controller} " in line]
-            raise AssertionError(f"{exc}; sockets on them:\n" + "\n".join(held[:40])) from None
 
     def restart(self) -> None:
         """What `featurestream up` does when its Kafka died: start it again on the same data (blocks
-        until it answers)."""
+        until it answers). Called right after ``kill``: `up` itself waits for the dead broker's ports."""
         up(self.launch, ports=self.ports, layout=self.layout)
 
 
@@ -83,8 +74,8 @@ def _ports_below_the_ephemeral_range(count: int) -> list[int]:
     a loopback port inside the ephemeral range can be given that very port as its source port and
     connect to itself (TCP simultaneous open), holding the port the restarted broker needs. Real
     brokers listen on 9092, below the range. (The "port ... is already in use" failures seen while
-    writing these tests happened below the range too; waiting for the dead broker's ports, in
-    ``OwnKafka.kill``, is what cured them.)
+    writing these tests happened below the range too: `up` restarted the broker while the dead JVM
+    still held its ports. `up` now waits for them, featurestream.stack.launcher.RELEASE_WAIT_S.)
     """
     low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     chosen: list[int] = []
