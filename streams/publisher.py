@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from functools import partial
 
@@ -156,23 +156,26 @@ class Publisher:
                 try:
                     produce(topic, value=value, key=key, headers=headers, on_delivery=cb)
                 except BufferError:
-                    # Local queue full: let librdkafka drain it (or time records out), then retry.
-                    while True:
-                        self._producer.poll(0.05)
-                        if stop():
-                            break
-                        try:
-                            produce(topic, value=value, key=key, headers=headers, on_delivery=cb)
-                            break
-                        except BufferError:
-                            continue
-                    if stop():
+                    if not self._produce_when_room(topic, key, value, headers, cb, stop):
                         break
                 sent += 1
         finally:
             batch.sent += sent
             batch.queued_at = time.monotonic()
         return batch
+
+    def _produce_when_room(self, topic: str, key: bytes, value: bytes, headers: Headers | None, cb: object,
+                           stop: Callable[[], bool]) -> bool:
+        """The bulk producer's queue is full: let librdkafka drain it (or time records out), then queue
+        the record. False if ``stop`` came first: the record was not queued."""
+        while not stop():
+            self._producer.poll(0.05)
+            try:
+                self._producer.produce(topic, value=value, key=key, headers=headers, on_delivery=cb)
+                return True
+            except BufferError:
+                continue
+        return False
 
     def flush(self, timeout_s: float | None = None) -> int:
         timeout = self.timeout_s if timeout_s is None else timeout_s
