@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from streams.contact import DEFAULT_DELIVERY_TIMEOUT_S
+
 ENV_KAFKA = "FEATURESTREAM_KAFKA_BOOTSTRAP"
 ENV_REDIS = "FEATURESTREAM_REDIS_URL"
 ENV_S3 = "FEATURESTREAM_S3_ENDPOINT_URL"
@@ -19,6 +21,7 @@ ENV_STATE_DIR = "FEATURESTREAM_STATE_DIR"
 ENV_ACCESS_KEY = "AWS_ACCESS_KEY_ID"
 ENV_SECRET_KEY = "AWS_SECRET_ACCESS_KEY"
 ENV_TOPIC_PREFIX = "FEATURESTREAM_TOPIC_PREFIX"
+ENV_DELIVERY_TIMEOUT = "FEATURESTREAM_DELIVERY_TIMEOUT"
 
 DEFAULT_STATE_DIR = Path.home() / ".featurestream"
 
@@ -40,6 +43,18 @@ class Config:
     state_dir: Path = field(default_factory=lambda: DEFAULT_STATE_DIR)
     # Prefix of every Kafka topic featurestream creates; lets tests isolate themselves.
     topic_prefix: str = "featurestream"
+    # Seconds a publish (put, ingest, HTTP PutRecord/BatchWriteRecord) or a registry read waits
+    # for a broker that answered before and is now away, before it fails naming what was not
+    # delivered. A broker that never answered this process is reported after a few seconds.
+    delivery_timeout_s: float = DEFAULT_DELIVERY_TIMEOUT_S
+
+    def __post_init__(self) -> None:
+        timeout = self.delivery_timeout_s
+        # librdkafka's message.timeout.ms: 0 means "never time out", at most 2^31-1 ms, and its timeout
+        # scan runs about once a second, so less than a second would not mean what it says.
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 1 <= timeout <= 2_147_483:
+            raise ConfigError(f"the delivery timeout ({ENV_DELIVERY_TIMEOUT} or --delivery-timeout) must be a "
+                              f"number of seconds from 1 to 2147483; got {timeout!r}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Config:
@@ -59,6 +74,7 @@ class Config:
             offline_uri=get(ENV_OFFLINE_URI),
             state_dir=Path(get(ENV_STATE_DIR) or DEFAULT_STATE_DIR).expanduser(),
             topic_prefix=get(ENV_TOPIC_PREFIX) or "featurestream",
+            delivery_timeout_s=_seconds(get(ENV_DELIVERY_TIMEOUT), ENV_DELIVERY_TIMEOUT, DEFAULT_DELIVERY_TIMEOUT_S),
         )
         clean = {k: v for k, v in overrides.items() if v is not None}
         return replace(cfg, **clean) if clean else cfg
@@ -68,7 +84,10 @@ class Config:
         that must reach the same services; unset endpoints are left out."""
         pairs = ((ENV_KAFKA, self.kafka_bootstrap), (ENV_REDIS, self.redis_url), (ENV_S3, self.s3_endpoint_url),
                  (ENV_ACCESS_KEY, self.aws_access_key_id), (ENV_SECRET_KEY, self.aws_secret_access_key),
-                 (ENV_OFFLINE_URI, self.offline_uri), (ENV_TOPIC_PREFIX, self.topic_prefix))
+                 (ENV_OFFLINE_URI, self.offline_uri), (ENV_TOPIC_PREFIX, self.topic_prefix),
+                 # only when changed: children then follow the same default as this process
+                 (ENV_DELIVERY_TIMEOUT, None if self.delivery_timeout_s == DEFAULT_DELIVERY_TIMEOUT_S
+                  else repr(float(self.delivery_timeout_s))))
         return {name: value for name, value in pairs if value}
 
     def require(self, attr: str) -> str:
@@ -102,3 +121,12 @@ class Config:
 
 class ConfigError(RuntimeError):
     """A required setting is missing or malformed."""
+
+
+def _seconds(text: str | None, name: str, default: float) -> float:
+    if text is None:
+        return default
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds (e.g. 120 or 2.5); got {text!r}") from None

@@ -39,10 +39,13 @@ _DELETE_MODES = {"soft": SOFT_DELETE, "hard": HARD_DELETE, SOFT_DELETE: SOFT_DEL
 class FeatureStore:
     """Publish, consume and read features. Thread-safe for publishing and reading."""
 
-    def __init__(self, config: Config | None = None, *, timeout_s: float = 15.0,
+    def __init__(self, config: Config | None = None, *, timeout_s: float | None = None,
                  group_cache_s: float = 1.0) -> None:
         self.config = config or Config.from_env()
-        self.timeout_s = timeout_s
+        # The delivery timeout (Config.delivery_timeout_s unless given here): how long publishing
+        # and registry reads wait out a broker that answered before and is now away. A broker
+        # that never answered this process is reported within a few seconds (streams.contact).
+        self.timeout_s = self.config.delivery_timeout_s if timeout_s is None else timeout_s
         # Data-path calls look their group up in ``groups`` (streams.group_view: the one refresh
         # rule every process shares); one registry round trip per put or get would dominate
         # their latency. A miss always asks the registry.
@@ -53,7 +56,7 @@ class FeatureStore:
     @cached_property
     def registry(self) -> Registry:
         return Registry(self.config.require("kafka_bootstrap"), prefix=self.config.topic_prefix,
-                        offline_base_uri=self.config.offline_uri, timeout_s=min(self.timeout_s, 10.0))
+                        offline_base_uri=self.config.offline_uri, timeout_s=self.timeout_s)
 
     @cached_property
     def groups(self) -> GroupView:
@@ -172,21 +175,32 @@ class FeatureStore:
         return self.publisher.publish_sync(self.registry.topic_of(g.name), key, value, headers)
 
     def ingest(self, group: str, data: object, *, max_workers: int | None = None, progress: bool = True,
-               strict: bool = False, target_stores: Sequence[str] | None = None, ttl: Any = None) -> IngestResult:
-        """Validate every row, publish the valid ones; see streams.ingest."""
+               strict: bool = False, target_stores: Sequence[str] | None = None, ttl: Any = None,
+               resume_token: int | None = None) -> IngestResult:
+        """Validate every row, publish the valid ones; see streams.ingest.
+
+        If Kafka does not acknowledge some rows within the delivery timeout, raises
+        ``IngestIncompleteError``; its ``result.unacknowledged`` lists exactly those rows. Ingest
+        them again, and only them, with ``resume_token=result.resume_token``: rows the broker did
+        keep without acknowledging them are found on the topic and not published twice. Resume with
+        the same ``target_stores`` and ``ttl``, before the group's definition changes: the rows must
+        encode to the same bytes as in the first attempt.
+        """
         g = self._group(group)
         return ingest(self.publisher, self.registry.topic_of(g.name), g, data, strict=strict,
                       max_workers=max_workers, progress=progress, target_stores=target_stores,
-                      ttl_seconds=_ttl_seconds(ttl))
+                      ttl_seconds=_ttl_seconds(ttl), resume_token=resume_token)
 
     def ingest_file(self, group: str, path: str, *, fmt: str | None = None, max_workers: int | None = None,
                     progress: bool = True, strict: bool = False, target_stores: Sequence[str] | None = None,
-                    ttl: Any = None) -> tuple[IngestResult, FileRows]:
-        """Ingest a CSV, JSON Lines or Parquet file read with the group's schema; see streams.fileingest."""
+                    ttl: Any = None, only: set[int] | None = None,
+                    resume_token: int | None = None) -> tuple[IngestResult, FileRows]:
+        """Ingest a CSV, JSON Lines or Parquet file read with the group's schema; see streams.fileingest
+        (``only`` + ``resume_token`` resume an ingest Kafka did not fully acknowledge)."""
         g = self._group(group)
         return ingest_file(self.publisher, self.registry.topic_of(g.name), g, path, fmt=fmt, strict=strict,
                            max_workers=max_workers, progress=progress, target_stores=target_stores,
-                           ttl_seconds=_ttl_seconds(ttl))
+                           ttl_seconds=_ttl_seconds(ttl), only=only, resume_token=resume_token)
 
     # -- consuming -------------------------------------------------------------------------------
     def stream(self, group: str, *, start: str | datetime | int = "end", consumer_group: str | None = None,

@@ -14,6 +14,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from schemas.errors import ServiceUnavailableError
+from streams.contact import has_answered, mark_answered
 
 
 def admin_client(bootstrap: str, *, timeout_s: float = 10.0) -> AdminClient:
@@ -35,21 +36,38 @@ def wait_for_broker(bootstrap: str, *, timeout_s: float = 10.0) -> None:
     while time.monotonic() < deadline:
         try:
             admin.list_topics(timeout=max(0.5, min(2.0, deadline - time.monotonic())))
+            mark_answered(bootstrap)
             return
         except KafkaException as exc:
             last = exc
     raise ServiceUnavailableError(
-        f"Kafka at {bootstrap} did not answer a metadata request within {timeout_s:.0f} s "
-        f"({last}). Is the broker running? (`featurestream status`)"
+        f"Kafka at {bootstrap} did not answer a metadata request within {timeout_s:g} s "
+        f"({last}); {_since(bootstrap)}. Is the broker running? (`featurestream status`)"
     )
 
 
-def topic_exists(admin: AdminClient, topic: str, *, timeout_s: float = 10.0) -> bool:
-    try:
-        md = admin.list_topics(topic=topic, timeout=timeout_s)
-    except KafkaException as exc:
-        raise ServiceUnavailableError(f"Kafka did not answer a metadata request for topic {topic!r} "
-                                      f"within {timeout_s:.0f} s: {exc}") from exc
+def _since(bootstrap: str) -> str:
+    return ("it answered this process before, so it went away" if has_answered(bootstrap)
+            else "it has not answered since this process started")
+
+
+def topic_exists(admin: AdminClient, topic: str, *, timeout_s: float = 10.0, bootstrap: str | None = None) -> bool:
+    """Whether ``topic`` exists; waits up to ``timeout_s`` for the broker (``bootstrap`` names it in
+    errors and in the process's memory of brokers that answered, streams.contact)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            # Short attempts in a loop: one long metadata call can miss a broker that came back.
+            md = admin.list_topics(topic=topic, timeout=max(0.5, min(5.0, deadline - time.monotonic())))
+            break
+        except KafkaException as exc:
+            if time.monotonic() >= deadline:
+                where = f"at {bootstrap} " if bootstrap else ""
+                since = f"; {_since(bootstrap)}" if bootstrap else ""
+                raise ServiceUnavailableError(f"Kafka {where}did not answer a metadata request for topic {topic!r} "
+                                              f"within {timeout_s:g} s: {exc}{since}") from exc
+    if bootstrap:
+        mark_answered(bootstrap)
     tmd = md.topics.get(topic)
     return tmd is not None and tmd.error is None
 

@@ -8,24 +8,32 @@ Validation and encoding are the CPU-heavy part; with ``max_workers > 1`` chunks 
 validated and encoded in worker processes (each compiles the group's validator once) while
 the parent process only hands pre-encoded bytes to the producer, which batches them: there
 is no per-row round trip.
+
+Broker outages: every published row is tracked until Kafka acknowledges it. The producer waits
+out an outage up to the delivery timeout; rows still unacknowledged after it are listed, each
+with its index, in ``IngestResult.unacknowledged`` and the call raises ``IngestIncompleteError``.
+Ingesting exactly those rows again with the failed call's ``resume_token`` publishes each once
+(streams.resume finds the ones the broker kept without acknowledging them).
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any
 
-from schemas.errors import ValidationError
+from schemas.errors import ServiceUnavailableError, ValidationError
 from schemas.group import FeatureGroup
 from schemas.validate import compile_validator
 from schemas.wire import encode_headers, encode_value
-from streams.publisher import Publisher
+from streams.publisher import PublishBatch, Publisher
+from streams.resume import published_by, record_digest
 from streams.rowsource import Chunk, RowError, count_rows, iter_parts, part_to_chunk
 
 Encoded = tuple[bytes, bytes, list[tuple[str, bytes]]]
@@ -57,18 +65,48 @@ class IngestResult:
     rejected: list[Rejection] = field(default_factory=list)
     strict: bool = False
     seconds: float = 0.0
+    # Valid rows Kafka did not acknowledge (broker away longer than the delivery timeout), by index.
+    unacknowledged: list[Rejection] = field(default_factory=list)
+    delivery_error: str | None = None
+    # The fs-api-invocation-time every record of this call carries; what a resumed ingest needs.
+    api_invocation_time_ns: int = 0
+    # Resumed ingest only: rows found on the topic already (kept by the broker, unacknowledged).
+    already_published: int = 0
 
     @property
     def ok(self) -> bool:
-        return not self.rejected
+        return not self.rejected and not self.unacknowledged
+
+    @property
+    def resume_token(self) -> int | None:
+        """Pass to ``ingest(..., resume_token=)`` with exactly the unacknowledged rows."""
+        return self.api_invocation_time_ns if self.unacknowledged else None
 
     def summary(self) -> str:
         rate = self.published / self.seconds if self.seconds > 0 else 0.0
         text = (f"{self.group}: {self.total} rows, {self.published} published, {len(self.rejected)} rejected "
                 f"in {self.seconds:.2f} s ({rate:,.0f} records/s)")
+        if self.already_published:
+            text += f"; {self.already_published} were already on the topic from the earlier attempt"
+        if self.unacknowledged:
+            text += (f"; {len(self.unacknowledged)} NOT acknowledged by Kafka ({self.delivery_error}): ingest "
+                     f"exactly those rows again with resume token {self.api_invocation_time_ns}")
         if self.strict and self.rejected:
             text += " — strict mode: nothing was published because some rows are invalid"
         return text
+
+
+class IngestIncompleteError(ServiceUnavailableError):
+    """Kafka did not acknowledge some valid rows within the delivery timeout; ``result`` says which."""
+
+    def __init__(self, result: IngestResult) -> None:
+        first = ", ".join(str(r.index) for r in result.unacknowledged[:10])
+        more = f" and {len(result.unacknowledged) - 10} more" if len(result.unacknowledged) > 10 else ""
+        super().__init__(f"ingest into {result.group!r}: {len(result.unacknowledged)} of {result.total} rows were not "
+                         f"acknowledged by Kafka ({result.delivery_error}): rows {first}{more}. "
+                         f"{result.published} rows were acknowledged. Ingest exactly the unacknowledged rows again "
+                         f"with resume token {result.api_invocation_time_ns} to publish each once.")
+        self.result = result
 
 
 # -- validation + encoding of one chunk (runs in the parent or in a worker process) ------------
@@ -87,6 +125,7 @@ class EncodedChunk:
     headers: list[tuple[str, bytes]] | None
     rejects: list[Rejection]
     rows: int
+    indexes: list[int] = field(default_factory=list)  # the row index of each encoded record
 
     def records(self) -> Iterator[Encoded]:
         return zip(self.keys, self.values, repeat(self.headers))  # type: ignore[arg-type]
@@ -122,6 +161,7 @@ def _encode_rows(validator: Any, chunk: Chunk, *, target_stores: Iterable[str] |
     validate = validator.validate
     keys: list[bytes] = []
     values: list[bytes] = []
+    indexes: list[int] = []
     rejects: list[Rejection] = []
     headers: list[tuple[str, bytes]] | None = None
     if names:
@@ -145,32 +185,49 @@ def _encode_rows(validator: Any, chunk: Chunk, *, target_stores: Iterable[str] |
             continue
         keys.append(msg.id.encode("utf-8"))
         values.append(encode_value(msg))
+        indexes.append(start + i)
         if headers is None:
             headers = encode_headers(msg)  # same for every record of this call (see EncodedChunk)
-    return EncodedChunk(keys, values, headers, rejects, len(rows))
+    return EncodedChunk(keys, values, headers, rejects, len(rows), indexes)
 
 
 # -- the driver ----------------------------------------------------------------------------------
 
 def ingest(publisher: Publisher, topic: str, group: FeatureGroup, data: object, *, strict: bool = False,
            max_workers: int | None = None, progress: bool = True, target_stores: Sequence[str] | None = None,
-           ttl_seconds: int | None = None, chunk_size: int = 5_000, validate_only: bool = False) -> IngestResult:
+           ttl_seconds: int | None = None, chunk_size: int = 5_000, validate_only: bool = False,
+           resume_token: int | None = None) -> IngestResult:
     """Validate and publish ``data`` to ``topic``; see the module docstring.
 
     ``validate_only`` publishes nothing and holds nothing: the first pass of a strict file
     ingest (``streams.fileingest``), which must not keep a whole file's records in memory.
+    ``resume_token``: the ``resume_token`` of an earlier call that raised IngestIncompleteError,
+    with ``data`` exactly its unacknowledged rows: rows that reached the topic anyway are skipped.
     """
     started = time.perf_counter()
-    result = IngestResult(group=group.name, strict=strict)
     publisher.check_topic(topic)  # broker down / topic missing: fail before reading any data
+    api_time = resume_token if resume_token is not None else time.time_ns()
+    result = IngestResult(group=group.name, strict=strict, api_invocation_time_ns=api_time)
     options = {"target_stores": list(target_stores) if target_stores else None, "ttl_seconds": ttl_seconds,
-               "api_invocation_time_ns": time.time_ns()}
+               "api_invocation_time_ns": api_time}
+    # Resuming: what the earlier attempt left on the topic, to publish none of it again.
+    landed = (published_by(publisher.bootstrap, topic, resume_token, timeout_s=publisher.timeout_s)
+              if resume_token is not None else None)
     total = count_rows(data)
     workers = _choose_workers(max_workers, total)
     bar = _progress_bar(progress, total, group.name)
     encoded_chunks = _encoded_chunks(group, iter_parts(data, chunk_size), options, workers)
     held: list[EncodedChunk] = []  # strict mode publishes only after every row passed
-    batches = []
+    # Kafka unavailable for longer than the delivery timeout: stop queueing (set by a delivery report).
+    abort = threading.Event()
+    sent: list[tuple[list[int], PublishBatch]] = []  # row indexes of each batch, for its failures
+
+    def publish(done: EncodedChunk) -> None:
+        if landed is not None:
+            done = _without_landed(done, landed, result)
+        if done.keys:
+            sent.append((done.indexes, publisher.publish_many(topic, done.records(), abort=abort)))
+
     try:
         for done in encoded_chunks:
             result.total += done.rows
@@ -180,21 +237,50 @@ def ingest(publisher: Publisher, topic: str, group: FeatureGroup, data: object, 
             elif strict:
                 if not result.rejected:
                     held.append(done)
-            elif done.keys:
-                batches.append(publisher.publish_many(topic, done.records()))
+            else:
+                publish(done)
             if bar is not None:
                 bar.update(done.rows)
         if strict and not result.rejected:
             for done in held:
-                batches.append(publisher.publish_many(topic, done.records()))
-        for batch in batches:
-            batch.wait(publisher)
-            result.published += batch.acked
+                publish(done)
+        _settle(publisher, sent, result)
     finally:
         if bar is not None:
             bar.close()
     result.seconds = time.perf_counter() - started
+    if result.unacknowledged:
+        raise IngestIncompleteError(result)
     return result
+
+
+def _without_landed(done: EncodedChunk, landed: Counter[bytes], result: IngestResult) -> EncodedChunk:
+    """``done`` without the records already on the topic (each found copy excuses one row)."""
+    keys: list[bytes] = []
+    values: list[bytes] = []
+    indexes: list[int] = []
+    for key, value, index in zip(done.keys, done.values, done.indexes, strict=True):
+        digest = record_digest(key, value)
+        if landed[digest] > 0:
+            landed[digest] -= 1
+            result.already_published += 1
+            continue
+        keys.append(key)
+        values.append(value)
+        indexes.append(index)
+    return EncodedChunk(keys, values, done.headers, done.rejects, done.rows, indexes)
+
+
+def _settle(publisher: Publisher, sent: list[tuple[list[int], PublishBatch]], result: IngestResult) -> None:
+    """Wait for every delivery report; count the acknowledged rows and list the others by index."""
+    for indexes, batch in sent:
+        batch.settle(publisher)
+        result.published += batch.acked
+        for number, reason in batch.unacknowledged(len(indexes)).items():
+            result.unacknowledged.append(Rejection(indexes[number], reason))
+        if batch.first_error is not None and result.delivery_error is None:
+            result.delivery_error = str(batch.first_error)
+    result.unacknowledged.sort(key=lambda r: r.index)
 
 
 def _encoded_chunks(group: FeatureGroup, parts: Iterator[tuple[int, Any]], options: dict[str, Any],

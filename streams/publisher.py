@@ -4,21 +4,34 @@ confluent-kafka with idempotence and ``acks=all`` (an acknowledged put is durabl
 murmur2 partitioner (the Java client's, so every producer in every language puts one
 identifier in the same partition), lz4 batches for throughput. A background thread serves
 delivery callbacks so both the blocking and the future-returning paths work.
+
+Broker outages: a record waits in the producer for up to the **delivery timeout** (librdkafka's
+``message.timeout.ms``, Kafka's ``delivery.timeout.ms``) while librdkafka reconnects; the
+idempotent producer lets the broker drop the copies its retries send again, so a restart of the
+broker within that time loses and duplicates nothing. After it, every record that was not
+acknowledged is reported as such (``PublishBatch.unacknowledged``). A broker that never answered
+this process is reported within a few seconds instead (streams.contact).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
+from functools import partial
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from schemas.errors import FeatureStoreError, ServiceUnavailableError
 from streams.admin import admin_client, topic_exists
+from streams.contact import DEFAULT_DELIVERY_TIMEOUT_S, mark_answered, wait_budget
 
 Headers = Sequence[tuple[str, bytes]]
+
+# librdkafka reports a timed-out message on its next timeout scan (about once a second) after
+# message.timeout.ms; a wait for delivery reports allows this much beyond the delivery timeout.
+REPORT_GRACE_S = 10.0
 
 
 class PublishError(FeatureStoreError):
@@ -40,18 +53,25 @@ def producer_config(bootstrap: str, *, timeout_s: float, linger_ms: int = 5) -> 
         "batch.size": 1_000_000,
         "queue.buffering.max.messages": 500_000,
         "queue.buffering.max.kbytes": 1_048_576,
-        # A broker that is down fails every pending record after this long instead of
-        # retrying forever: the caller gets an error within a bounded time.
+        # The delivery timeout: a record the broker has not acknowledged this long after it was
+        # queued fails with _MSG_TIMED_OUT. Until then librdkafka keeps reconnecting and retrying,
+        # which rides out a broker restart.
         "message.timeout.ms": int(timeout_s * 1000),
         "socket.timeout.ms": int(min(timeout_s, 60) * 1000),
+        # librdkafka backs off reconnects up to 10 s by default; a broker that is back should be
+        # found within a second, not ten.
+        "reconnect.backoff.max.ms": 1000,
         "log_level": 0,
     }
 
 
 class Publisher:
-    """Publishes pre-encoded records. Thread-safe."""
+    """Publishes pre-encoded records. Thread-safe.
 
-    def __init__(self, bootstrap: str, *, timeout_s: float = 15.0, linger_ms: int = 5) -> None:
+    ``timeout_s`` is the delivery timeout (featurestream.config passes it down).
+    """
+
+    def __init__(self, bootstrap: str, *, timeout_s: float = DEFAULT_DELIVERY_TIMEOUT_S, linger_ms: int = 5) -> None:
         self.bootstrap = bootstrap
         self.timeout_s = timeout_s
         # Two producers: bulk ingest (publish_many) batches with linger.ms, while single records
@@ -75,10 +95,12 @@ class Publisher:
             producer.poll(0.05)
 
     def check_topic(self, topic: str) -> None:
-        """Fail fast (bounded time) when the broker is down or the topic is missing."""
+        """Fail when the topic is missing, or when the broker does not answer: within seconds if it
+        never answered this process, else after the delivery timeout (streams.contact)."""
         if topic in self._known_topics:
             return
-        if not topic_exists(self._admin, topic, timeout_s=min(self.timeout_s, 10.0)):
+        if not topic_exists(self._admin, topic, timeout_s=wait_budget(self.bootstrap, self.timeout_s),
+                            bootstrap=self.bootstrap):
             raise TopicMissingError(f"Kafka topic {topic!r} does not exist on {self.bootstrap}; "
                                     "create the feature group first (`featurestream group create`)")
         self._known_topics.add(topic)
@@ -87,10 +109,11 @@ class Publisher:
         """Queue one record; the future resolves to (partition, offset) once the broker acknowledged."""
         self.check_topic(topic)
         future: Future = Future()
+        bootstrap, timeout_s = self.bootstrap, self.timeout_s
 
         def on_delivery(err: KafkaError | None, msg: Message) -> None:
             if err is not None:
-                future.set_exception(_delivery_error(topic, err, self.bootstrap))
+                future.set_exception(_delivery_error(topic, err, bootstrap, timeout_s, key))
             else:
                 future.set_result((msg.partition(), msg.offset()))
 
@@ -100,39 +123,59 @@ class Publisher:
     def publish_sync(self, topic: str, key: bytes, value: bytes, headers: Headers | None = None,
                      *, timeout_s: float | None = None) -> tuple[int, int]:
         future = self.publish(topic, key, value, headers)
-        wait = (timeout_s or self.timeout_s) + 5.0
+        wait = (timeout_s or self.timeout_s) + REPORT_GRACE_S
         try:
             return future.result(timeout=wait)
         except TimeoutError as exc:
             raise ServiceUnavailableError(f"Kafka at {self.bootstrap} did not acknowledge a record on "
-                                          f"{topic!r} within {wait:.0f} s") from exc
+                                          f"{topic!r} (key {key[:80]!r}) within {wait:g} s; it was not "
+                                          "delivered") from exc
 
-    def publish_many(self, topic: str, records: Iterable[tuple[bytes, bytes, Headers | None]]) -> PublishBatch:
-        """Queue many records without a round trip each; ``PublishBatch.wait()`` collects the outcome."""
+    def publish_many(self, topic: str, records: Iterable[tuple[bytes, bytes, Headers | None]], *,
+                     abort: threading.Event | None = None) -> PublishBatch:
+        """Queue many records without a round trip each; ``PublishBatch.settle()`` collects the outcome.
+
+        Records are numbered from 0 in the order given; the batch reports the numbers the broker did
+        not acknowledge. ``abort`` (shared by the batches of one ingest) is set by the first record
+        that fails because Kafka is unavailable; once set, no further record is queued (the rest are
+        reported as never sent) rather than each waiting out its own delivery timeout.
+        """
         self.check_topic(topic)
-        batch = PublishBatch(self.bootstrap, topic)
+        batch = PublishBatch(self.bootstrap, topic, self.timeout_s, abort)
         on_delivery = batch._on_delivery
         produce = self._producer.produce
+        stop = abort.is_set if abort is not None else _never
         sent = 0
         try:
-            # The hot loop of ingest: one C call per record, the count kept in a local and
-            # stored once (wait() reads it only after we return).
+            # The hot loop of ingest: one C call per record; the record's number is bound into
+            # its callback so a failed delivery names exactly which record it was.
             for key, value, headers in records:
+                if stop():
+                    break
+                cb = partial(on_delivery, sent)
                 try:
-                    produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
+                    produce(topic, value=value, key=key, headers=headers, on_delivery=cb)
                 except BufferError:
-                    # Local queue full: let librdkafka drain it, then retry this record.
-                    while True:
-                        self._producer.poll(0.05)
-                        try:
-                            produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
-                            break
-                        except BufferError:
-                            continue
+                    if not self._produce_when_room(topic, key, value, headers, cb, stop):
+                        break
                 sent += 1
         finally:
             batch.sent += sent
+            batch.queued_at = time.monotonic()
         return batch
+
+    def _produce_when_room(self, topic: str, key: bytes, value: bytes, headers: Headers | None, cb: object,
+                           stop: Callable[[], bool]) -> bool:
+        """The bulk producer's queue is full: let librdkafka drain it (or time records out), then queue
+        the record. False if ``stop`` came first: the record was not queued."""
+        while not stop():
+            self._producer.poll(0.05)
+            try:
+                self._producer.produce(topic, value=value, key=key, headers=headers, on_delivery=cb)
+                return True
+            except BufferError:
+                continue
+        return False
 
     def flush(self, timeout_s: float | None = None) -> int:
         timeout = self.timeout_s if timeout_s is None else timeout_s
@@ -147,7 +190,8 @@ class Publisher:
             except BufferError as exc:
                 if time.monotonic() > deadline:
                     raise ServiceUnavailableError(f"the producer queue for {self.bootstrap} stayed full for "
-                                                  f"{self.timeout_s:.0f} s; is the broker reachable?") from exc
+                                                  f"{self.timeout_s:g} s; is the broker reachable? The record "
+                                                  f"for {topic!r} (key {key[:80]!r}) was not sent") from exc
                 self._direct.poll(0.05)
             except KafkaException as exc:
                 raise PublishError(f"could not publish to {topic!r}: {exc}") from exc
@@ -159,42 +203,96 @@ class Publisher:
             poller.join(timeout=2.0)
 
 
-class PublishBatch:
-    """Delivery accounting for ``publish_many``."""
+def _never() -> bool:
+    return False
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+
+class PublishBatch:
+    """Delivery accounting for ``publish_many``: which of its records the broker acknowledged.
+
+    Records are numbered 0..``sent``-1 in the order they were queued; numbers from ``sent`` on
+    (when the batch stopped early) were never queued.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, timeout_s: float = DEFAULT_DELIVERY_TIMEOUT_S,
+                 abort: threading.Event | None = None) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
+        self.timeout_s = timeout_s
         self.sent = 0
         self.acked = 0
-        self.failed = 0
+        self.queued_at = time.monotonic()
+        # number -> why it failed; filled from the delivery thread
+        self.failures: dict[int, str] = {}
         self.first_error: PublishError | ServiceUnavailableError | None = None
+        self._abort = abort
         self._lock = threading.Lock()
 
-    def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
-        with self._lock:
-            if err is None:
-                self.acked += 1
-            else:
-                self.failed += 1
-                if self.first_error is None:
-                    self.first_error = _delivery_error(self.topic, err, self.bootstrap)
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
 
-    def wait(self, publisher: Publisher, timeout_s: float | None = None) -> None:
-        """Block until every record is acknowledged or failed; raise the first failure."""
-        deadline = time.monotonic() + (publisher.timeout_s + 5.0 if timeout_s is None else timeout_s)
+    def _on_delivery(self, number: int, err: KafkaError | None, _msg: Message) -> None:
+        if err is None:
+            with self._lock:
+                self.acked += 1
+            return
+        error = _delivery_error(self.topic, err, self.bootstrap, self.timeout_s)
+        with self._lock:
+            self.failures[number] = err.str()
+            if self.first_error is None:
+                self.first_error = error
+        if isinstance(error, ServiceUnavailableError) and self._abort is not None:
+            self._abort.set()
+
+    def settle(self, publisher: Publisher) -> None:
+        """Block until every queued record is acknowledged or failed (librdkafka reports each within
+        the delivery timeout of its queueing); a record still unreported after that is counted as
+        not acknowledged. Never raises: read ``failures`` / ``unacknowledged``."""
+        deadline = self.queued_at + self.timeout_s + REPORT_GRACE_S
         while self.acked + self.failed < self.sent:
             if time.monotonic() > deadline:
-                raise ServiceUnavailableError(
-                    f"{self.sent - self.acked - self.failed} of {self.sent} records to {self.topic!r} were "
-                    f"not acknowledged by Kafka at {self.bootstrap} in time")
+                break
             publisher.flush(0.1)
+        if self.acked:
+            mark_answered(self.bootstrap)
+
+    def unacknowledged(self, total: int) -> dict[int, str]:
+        """Record number -> reason, for every record of the ``total`` handed to publish_many that the
+        broker did not acknowledge: failed, never reported, or never queued."""
+        with self._lock:
+            failures = dict(self.failures)
+            complete = self.acked + len(failures) >= self.sent
+        out = {n: f"not acknowledged by Kafka: {why}" for n, why in failures.items()}
+        if not complete:
+            # librdkafka promises a report per record within the delivery timeout; should it break
+            # that promise, which of the unreported records arrived is unknown, so every record
+            # without a failure is listed as unknown (a resumed ingest checks the topic for them).
+            for n in range(self.sent):
+                out.setdefault(n, "acknowledgement unknown: no delivery report from Kafka within the "
+                                  "delivery timeout")
+        cause = self.first_error or f"Kafka at {self.bootstrap} unavailable"
+        for n in range(self.sent, total):
+            out[n] = f"not sent: publishing stopped after an earlier record failed ({cause})"
+        return out
+
+    def wait(self, publisher: Publisher) -> None:
+        """Block until every record is acknowledged or failed; raise the first failure."""
+        self.settle(publisher)
+        if self.acked + self.failed < self.sent:
+            raise ServiceUnavailableError(
+                f"{self.sent - self.acked - self.failed} of {self.sent} records to {self.topic!r} were "
+                f"not acknowledged by Kafka at {self.bootstrap} in time")
         if self.first_error is not None:
             raise self.first_error
 
 
-def _delivery_error(topic: str, err: KafkaError, bootstrap: str) -> PublishError | ServiceUnavailableError:
-    if err.code() in (KafkaError._MSG_TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN):
-        return ServiceUnavailableError(f"Kafka at {bootstrap} did not acknowledge a record on {topic!r}: "
-                                       f"{err.str()}")
-    return PublishError(f"Kafka rejected a record on {topic!r}: {err.str()}")
+def _delivery_error(topic: str, err: KafkaError, bootstrap: str, timeout_s: float,
+                    key: bytes | None = None) -> PublishError | ServiceUnavailableError:
+    record = "a record" if key is None else f"the record with key {key[:80]!r}"
+    if err.code() in (KafkaError._MSG_TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,
+                      KafkaError._TIMED_OUT) or err.fatal():
+        return ServiceUnavailableError(f"Kafka at {bootstrap} did not acknowledge {record} on {topic!r} within "
+                                       f"the delivery timeout ({timeout_s:g} s): {err.str()}; it was not "
+                                       "delivered")
+    return PublishError(f"Kafka rejected {record} on {topic!r}: {err.str()}")

@@ -31,10 +31,16 @@ from schemas.names import group_topic, offline_table_uri, registry_topic
 from schemas.ttl import Ttl
 from schemas.types import FeatureDefinition
 from streams.admin import admin_client, delete_topic, ensure_topic, wait_for_broker
+from streams.contact import mark_answered, wait_budget
 
 
 class Registry:
-    """Create, describe, list, update and delete feature groups."""
+    """Create, describe, list, update and delete feature groups.
+
+    ``timeout_s`` is how long a call waits out a broker that answered before and is now away (the
+    delivery timeout); a broker that never answered this process fails the first call within a
+    few seconds (streams.contact).
+    """
 
     def __init__(self, bootstrap: str, *, prefix: str = "featurestream", offline_base_uri: str | None = None,
                  timeout_s: float = 10.0, topic_delete_grace_s: float = 15.0) -> None:
@@ -57,7 +63,7 @@ class Registry:
     def _ensure_ready(self) -> None:
         if self._ready:
             return
-        wait_for_broker(self.bootstrap, timeout_s=self.timeout_s)
+        wait_for_broker(self.bootstrap, timeout_s=wait_budget(self.bootstrap, self.timeout_s))
         ensure_topic(self._admin, self.topic, partitions=1, replication_factor=1, config={
             "cleanup.policy": "compact",
             # Keep tombstones long enough for every reader to see a delete.
@@ -101,12 +107,7 @@ class Registry:
         with self._lock:
             self._ensure_ready()
             assert self._consumer is not None and self._offsets is not None
-            try:
-                _, high = self._offsets.get_watermark_offsets(TopicPartition(self.topic, 0),
-                                                               timeout=self.timeout_s, cached=False)
-            except KafkaException as exc:
-                raise ServiceUnavailableError(f"Kafka did not answer for the registry topic "
-                                              f"{self.topic!r}: {exc}") from exc
+            high = self._end_offset()
             deadline = time.monotonic() + self.timeout_s
             while self._position < high:
                 if time.monotonic() > deadline:
@@ -123,6 +124,24 @@ class Registry:
                 self.fold(msg.key(), msg.value())
                 self._position = msg.offset() + 1
             return dict(self._groups)
+
+    def _end_offset(self) -> int:
+        """The registry topic's end offset, waiting out a broker outage up to ``timeout_s``."""
+        assert self._offsets is not None
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            # Short attempts in a loop, so a broker that comes back is noticed within seconds.
+            attempt = max(0.5, min(5.0, deadline - time.monotonic()))
+            try:
+                _, high = self._offsets.get_watermark_offsets(TopicPartition(self.topic, 0), timeout=attempt,
+                                                               cached=False)
+                mark_answered(self.bootstrap)
+                return int(high)
+            except KafkaException as exc:
+                if time.monotonic() >= deadline:
+                    raise ServiceUnavailableError(
+                        f"Kafka at {self.bootstrap} did not answer for the registry topic {self.topic!r} within "
+                        f"{self.timeout_s:g} s (the delivery timeout): {exc}") from exc
 
     def fold(self, key: bytes | None, value: bytes | None) -> None:
         """Fold one registry entry into the view (compare-and-set: see the module docstring)."""

@@ -12,8 +12,21 @@ from featurestream.config import Config
 from featurestream.sdk import FeatureStore
 
 
+def add_delivery_timeout(parser: argparse.ArgumentParser) -> None:
+    """The --delivery-timeout flag of every command that publishes (Config.delivery_timeout_s)."""
+    parser.add_argument("--delivery-timeout", type=float, metavar="SECONDS", dest="delivery_timeout_s",
+                        help="how long to wait out a Kafka broker that answered before and is now away before "
+                             "failing, naming what was not delivered (default: $FEATURESTREAM_DELIVERY_TIMEOUT "
+                             "or 120); a broker that never answered is reported within a few seconds")
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The environment's Config with the command's flags over it."""
+    return Config.from_env(delivery_timeout_s=getattr(args, "delivery_timeout_s", None))
+
+
 def store_from_args(args: argparse.Namespace) -> FeatureStore:
-    return FeatureStore(Config.from_env())
+    return FeatureStore(config_from_args(args))
 
 
 def print_json(obj: Any, *, pretty: bool = True) -> None:

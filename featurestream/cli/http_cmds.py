@@ -7,6 +7,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from featurestream.cli import CliError
+from featurestream.cli._common import add_delivery_timeout, config_from_args
 from featurestream.config import Config
 from featurestream.http.limits import (
     DEFAULT_BODY_TIMEOUT_S,
@@ -52,6 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--body-timeout", type=float, default=DEFAULT_BODY_TIMEOUT_S, metavar="SECONDS",
                        help="time a client has to send its whole request body (30); after it, 408 and the "
                             "connection is closed")
+    add_delivery_timeout(serve)
     serve.set_defaults(func=_serve)
 
 
@@ -93,8 +95,8 @@ def _serve(args: argparse.Namespace) -> int:
                            + f"; got {value}", 2)
     from featurestream.config import ConfigError
 
-    config = Config.from_env()
     try:
+        config = config_from_args(args)
         config.require("kafka_bootstrap")
         config.require("redis_url")
     except ConfigError as exc:

@@ -9,9 +9,10 @@ from pathlib import Path
 import orjson
 
 from featurestream.cli import CliError
-from featurestream.cli._common import parse_json_arg, store_from_args
+from featurestream.cli._common import add_delivery_timeout, parse_json_arg, store_from_args
 from schemas.types import ScalarType
 from streams.datafiles import CellError, RecordReader
+from streams.ingest import IngestIncompleteError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     put.add_argument("--target-stores", help="comma-separated: OnlineStore,OfflineStore (default both)")
     put.add_argument("--ttl", help="per-record TTL overriding the group's: 30s, 15m, 12h, 7d, 2w")
     put.add_argument("--wait-online", action="store_true", help="wait until the record is readable online")
+    add_delivery_timeout(put)
     put.set_defaults(func=_put)
 
     delete = sub.add_parser("delete", help="publish a delete of one record")
@@ -31,20 +33,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     delete.add_argument("--event-time", required=True, help="the delete's event time (ISO-8601 UTC or epoch s)")
     delete.add_argument("--hard", action="store_true", help="HardDelete (default: SoftDelete)")
     delete.add_argument("--target-stores", help="comma-separated: OnlineStore,OfflineStore (default both)")
+    add_delivery_timeout(delete)
     delete.set_defaults(func=_delete)
 
     ingest = sub.add_parser(
         "ingest", help="validate and publish a CSV, Parquet or JSON Lines file",
         description="Validate every row of FILE against the group's definition and publish the valid ones. "
                     "Rejected rows are summarised (and written with --rejects). With --strict nothing is "
-                    "published unless every row is valid. Exit status: 0 all published, 1 some rejected.")
+                    "published unless every row is valid. Rows Kafka did not acknowledge within the delivery "
+                    "timeout are listed too (\"unacknowledged\": true in the --rejects file); run the same command "
+                    "again with --resume REJECTS to publish exactly those, none twice. "
+                    "Exit status: 0 all published, 1 some rejected or not acknowledged.")
     ingest.add_argument("group")
     ingest.add_argument("file", type=Path)
     ingest.add_argument("--format", choices=["csv", "parquet", "jsonl"], help="default: from the extension")
     ingest.add_argument("--workers", type=int, help="worker processes for validation/encoding (default: auto)")
     ingest.add_argument("--strict", action="store_true", help="publish nothing if any row is invalid")
-    ingest.add_argument("--rejects", type=Path, metavar="FILE", help="write rejected rows as JSON Lines")
+    ingest.add_argument("--rejects", type=Path, metavar="FILE", help="write rejected and unacknowledged rows as JSON Lines")
     ingest.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ingest.add_argument("--resume", type=Path, metavar="REJECTS",
+                        help="the --rejects file of an ingest of this FILE that Kafka did not fully acknowledge: "
+                             "publish only its unacknowledged rows, skipping any the broker kept anyway")
+    add_delivery_timeout(ingest)
     ingest.set_defaults(func=_ingest)
 
     tail = sub.add_parser("tail", help="print a group's records as JSON Lines",
@@ -110,30 +120,74 @@ def _int_or_text(text: str) -> object:
 
 def _ingest(args: argparse.Namespace) -> int:
     with store_from_args(args) as store:
-        result, rows = store.ingest_file(args.group, args.file, fmt=args.format, max_workers=args.workers,
-                                         progress=not args.no_progress, strict=args.strict)
+        only, token = _unacknowledged_rows(args.resume) if args.resume else (None, None)
+        try:
+            result, rows = store.ingest_file(args.group, args.file, fmt=args.format, max_workers=args.workers,
+                                             progress=not args.no_progress, strict=args.strict, only=only,
+                                             resume_token=token)
+        except IngestIncompleteError as exc:
+            result, rows = exc.result, exc.rows  # type: ignore[attr-defined]
     print(result.summary(), file=sys.stderr)
-    if result.rejected:
-        for rej in result.rejected[:10]:
-            print(f"  {rows.unit} {rej.line}: {rej.reason}", file=sys.stderr)
-        if len(result.rejected) > 10:
-            print(f"  ... and {len(result.rejected) - 10} more", file=sys.stderr)
-        if args.rejects:
-            _write_rejects(args.rejects, result.rejected, rows)
-            print(f"  rejected rows written to {str(args.rejects)!r}", file=sys.stderr)
-        return 1
-    return 0
+    if result.ok:
+        return 0
+    problems = sorted(result.rejected + result.unacknowledged, key=lambda r: r.index)
+    for rej in problems[:10]:
+        where = f"{rows.unit} {rej.line}" if rej.line is not None else f"row {rej.index}"
+        print(f"  {where}: {rej.reason}", file=sys.stderr)
+    if len(problems) > 10:
+        print(f"  ... and {len(problems) - 10} more", file=sys.stderr)
+    if args.rejects:
+        _write_rejects(args.rejects, result, rows)
+        print(f"  rejected and unacknowledged rows written to {str(args.rejects)!r}", file=sys.stderr)
+    return 1
 
 
-def _write_rejects(path: Path, rejected: list, rows: object) -> None:
-    """One JSON line per rejected row: where it is, why, and the row as read and as written."""
-    by_index = {rej.index: rej for rej in rejected}
+def _unacknowledged_rows(path: Path) -> tuple[set[int], int]:
+    """The FILE row indexes a --rejects file marks unacknowledged, and their ingest's resume token."""
+    rows: set[int] = set()
+    tokens: set[int] = set()
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError as exc:
+        raise CliError(f"cannot read --resume file {str(path)!r}: {exc.strerror or exc}", status=2) from None
+    for n, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        try:
+            line = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise CliError(f"{path}:{n} is not a JSON line of a --rejects file: {exc}", status=2) from None
+        if isinstance(line, dict) and line.get("unacknowledged") is True:
+            index, token = line.get("index"), line.get("resume_token")
+            if not isinstance(index, int) or index < 0 or not isinstance(token, int):
+                raise CliError(f"{path}:{n}: an unacknowledged row needs a non-negative \"index\" (its row in "
+                               "FILE) and an integer \"resume_token\"; is this a --rejects file of ingest?",
+                               status=2)
+            rows.add(index)
+            tokens.add(token)
+    if not rows:
+        raise CliError(f"{path} marks no row as unacknowledged: nothing to resume", status=2)
+    if len(tokens) > 1:
+        raise CliError(f"{path} mixes rows of {len(tokens)} different ingests (resume tokens "
+                       f"{sorted(tokens)}); resume one ingest at a time", status=2)
+    return rows, tokens.pop()
+
+
+def _write_rejects(path: Path, result: object, rows: object) -> None:
+    """One JSON line per row not published: where it is, why, and the row as read and as written. Rows
+    Kafka did not acknowledge carry ``"unacknowledged": true`` and the token ``--resume`` needs."""
+    unacked = {rej.index: rej for rej in result.unacknowledged}  # type: ignore[attr-defined]
+    by_index = {rej.index: rej for rej in result.rejected}  # type: ignore[attr-defined]
+    by_index.update(unacked)
     with path.open("wb") as out:
         # The file is read again for just these rows: ingest kept none of it in memory.
         for index, record, text in rows.rows_at(set(by_index)):  # type: ignore[attr-defined]
             line = {**by_index[index].to_dict(), "row": record}
             if text is not None:
                 line["text"] = text
+            if index in unacked:
+                line["unacknowledged"] = True
+                line["resume_token"] = result.api_invocation_time_ns  # type: ignore[attr-defined]
             out.write(orjson.dumps(line, default=str, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
 
 

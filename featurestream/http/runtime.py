@@ -34,6 +34,7 @@ from schemas.messages import SOFT_DELETE, Message
 from schemas.validate import compile_validator, validate_delete
 from schemas.wire import encode
 from streams.group_view import GroupView
+from streams.publisher import REPORT_GRACE_S
 
 T = TypeVar("T")
 MAX_BATCH_WRITE_ENTRIES = 25
@@ -81,12 +82,15 @@ class RuntimeApi:
         return group
 
     async def _acked(self, future: Future) -> tuple[int, int]:
-        timeout = self.store.publisher.timeout_s + 5.0
+        # The producer waits out a broker outage up to the delivery timeout and then fails the
+        # future itself (ServiceUnavailable naming the record); this bound only catches a report
+        # that never comes.
+        timeout = self.store.publisher.timeout_s + REPORT_GRACE_S
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
         except TimeoutError:
             raise ServiceUnavailableError(f"Kafka at {self.store.publisher.bootstrap} did not acknowledge "
-                                          f"the record within {timeout:.0f} s") from None
+                                          f"the record within {timeout:g} s; it was not delivered") from None
 
     # ---------------------------------------------------------------- writes
     def _validate_put(self, name: str, record_items: Any, target_stores: Any, ttl: Any) -> tuple[FeatureGroup,

@@ -31,6 +31,9 @@ from featurestream.stack.s3_server import S3Server, bucket_of, ensure_bucket, fi
 
 DEFAULT_OFFLINE_URI = "s3://featurestream/offline"
 READY_TIMEOUT = {"kafka": 90.0, "redis": 15.0, "s3": 30.0}
+# How long `up` lets a server that died a moment ago (kill -9) release its ports before calling them
+# taken: the JVM's main thread is gone 0.1-0.2 s before its other threads close Kafka's sockets.
+RELEASE_WAIT_S = 10.0
 
 Say = Callable[[str], None]
 
@@ -117,6 +120,21 @@ def _wait_ready(record: procs.ProcessRecord, deadline: float) -> None:
         time.sleep(0.25)
 
 
+def _owner_service(port_name: str) -> str:
+    return "kafka" if port_name == "controller" else port_name
+
+
+def _wait_released(ports: dict[str, int], timeout_s: float = RELEASE_WAIT_S) -> bool:
+    """Wait (bounded) until ``ports`` can be bound; True if they can. A port still taken at the
+    deadline is left for _check_ports to report."""
+    deadline = time.monotonic() + timeout_s
+    while not all(port_is_free(port) for port in ports.values()):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def _check_ports(wanted: dict[str, int]) -> None:
     for service, port in wanted.items():
         if not port_is_free(port):
@@ -136,6 +154,7 @@ def up(config: Config, *, ports: StackPorts | None = None, layout: StackLayout |
 
     running: dict[str, procs.ProcessRecord] = {}
     to_start: list[str] = []
+    died: set[str] = set()  # recorded as ours, and no longer running
     for service in SERVICES:
         record = pidfiles.read(service)
         if _is_external(config, service, record):
@@ -147,6 +166,7 @@ def up(config: Config, *, ports: StackPorts | None = None, layout: StackLayout |
             continue
         if record is not None:
             pidfiles.remove(service)  # the process is gone or is no longer ours
+            died.add(service)
         to_start.append(service)
 
     # Everything that can fail before a server starts is checked first: tools, then ports.
@@ -159,6 +179,7 @@ def up(config: Config, *, ports: StackPorts | None = None, layout: StackLayout |
         wanted_ports["redis"] = ports.redis
     if "s3" in to_start:
         wanted_ports["s3"] = ports.s3
+    _wait_released({name: port for name, port in wanted_ports.items() if _owner_service(name) in died})
     _check_ports(wanted_ports)
     libs = layout.kafka_libs(kafka.KAFKA_VERSION)
     if "kafka" in to_start and not kafka.jars_present(libs):

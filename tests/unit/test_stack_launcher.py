@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -9,7 +12,7 @@ import pytest
 from featurestream.config import Config
 from featurestream.stack import procs
 from featurestream.stack.errors import ToolMissingError
-from featurestream.stack.launcher import DEFAULT_OFFLINE_URI, status, up
+from featurestream.stack.launcher import DEFAULT_OFFLINE_URI, _wait_released, status, up
 from featurestream.stack.layout import StackLayout
 
 
@@ -47,3 +50,16 @@ def test_status_reports_stopped_and_stale_services(tmp_path: Path) -> None:
     assert rows["kafka"].state == "stopped" and rows["s3"].state == "stopped"
     assert rows["redis"].state == "stale" and not rows["redis"].answers
     assert "pid 1" in rows["redis"].line() and "does not answer" in rows["redis"].line()
+
+
+def test_up_waits_for_a_dead_servers_ports_to_be_released_but_not_forever() -> None:
+    held = socket.create_server(("127.0.0.1", 0))
+    port = held.getsockname()[1]
+    threading.Timer(0.3, held.close).start()  # the dying server lets go a moment later
+    started = time.monotonic()
+    assert _wait_released({"kafka": port}, timeout_s=30)
+    assert 0.2 < time.monotonic() - started < 10
+    with socket.create_server(("127.0.0.1", 0)) as squatter:  # never released: reported, not waited on forever
+        started = time.monotonic()
+        assert not _wait_released({"redis": squatter.getsockname()[1]}, timeout_s=0.3)
+        assert time.monotonic() - started < 5
