@@ -19,6 +19,8 @@ ENV_STATE_DIR = "FEATURESTREAM_STATE_DIR"
 ENV_ACCESS_KEY = "AWS_ACCESS_KEY_ID"
 ENV_SECRET_KEY = "AWS_SECRET_ACCESS_KEY"
 ENV_TOPIC_PREFIX = "FEATURESTREAM_TOPIC_PREFIX"
+ENV_CATALOG_URI = "FEATURESTREAM_CATALOG_URI"
+CATALOG_FILE = "iceberg-catalog.db"
 
 DEFAULT_STATE_DIR = Path.home() / ".featurestream"
 
@@ -38,8 +40,12 @@ class Config:
     aws_secret_access_key: str | None = None
     offline_uri: str | None = None
     state_dir: Path = field(default_factory=lambda: DEFAULT_STATE_DIR)
-    # Prefix of every Kafka topic featurestream creates; lets tests isolate themselves.
+    # Prefix of every Kafka topic featurestream creates; lets tests isolate themselves. Also the
+    # Iceberg namespace of the offline tables.
     topic_prefix: str = "featurestream"
+    # The Iceberg catalog of the offline tables: an SQLAlchemy URL (sqlite:////path/file.db,
+    # postgresql+psycopg2://user:pw@host/db). None: the embedded SQLite file in the state dir.
+    catalog_uri: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Config:
@@ -59,6 +65,7 @@ class Config:
             offline_uri=get(ENV_OFFLINE_URI),
             state_dir=Path(get(ENV_STATE_DIR) or DEFAULT_STATE_DIR).expanduser(),
             topic_prefix=get(ENV_TOPIC_PREFIX) or "featurestream",
+            catalog_uri=get(ENV_CATALOG_URI),
         )
         clean = {k: v for k, v in overrides.items() if v is not None}
         return replace(cfg, **clean) if clean else cfg
@@ -68,7 +75,8 @@ class Config:
         that must reach the same services; unset endpoints are left out."""
         pairs = ((ENV_KAFKA, self.kafka_bootstrap), (ENV_REDIS, self.redis_url), (ENV_S3, self.s3_endpoint_url),
                  (ENV_ACCESS_KEY, self.aws_access_key_id), (ENV_SECRET_KEY, self.aws_secret_access_key),
-                 (ENV_OFFLINE_URI, self.offline_uri), (ENV_TOPIC_PREFIX, self.topic_prefix))
+                 (ENV_OFFLINE_URI, self.offline_uri), (ENV_TOPIC_PREFIX, self.topic_prefix),
+                 (ENV_CATALOG_URI, self.catalog_uri))
         return {name: value for name, value in pairs if value}
 
     def require(self, attr: str) -> str:
@@ -87,6 +95,12 @@ class Config:
             )
         return str(value)
 
+    def catalog(self) -> str:
+        """The Iceberg catalog URI: the configured one, else the embedded SQLite file in the state dir."""
+        if self.catalog_uri:
+            return self.catalog_uri
+        return embedded_catalog_uri(self.state_dir)
+
     def storage_options(self) -> dict[str, object]:
         """fsspec/s3fs options for the offline store (empty for a local path)."""
         if not self.offline_uri or not self.offline_uri.startswith("s3://"):
@@ -98,6 +112,11 @@ class Config:
             opts["key"] = self.aws_access_key_id
             opts["secret"] = self.aws_secret_access_key
         return opts
+
+
+def embedded_catalog_uri(state_dir: Path) -> str:
+    """SQLAlchemy URL of the embedded SQLite catalog in ``state_dir`` (absolute: four slashes)."""
+    return f"sqlite:///{Path(state_dir).expanduser().resolve() / CATALOG_FILE}"
 
 
 class ConfigError(RuntimeError):

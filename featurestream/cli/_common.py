@@ -12,8 +12,13 @@ from featurestream.config import Config
 from featurestream.sdk import FeatureStore
 
 
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The Config from the environment, with the global flags (``--catalog-uri``) over it."""
+    return Config.from_env(catalog_uri=getattr(args, "catalog_uri", None))
+
+
 def store_from_args(args: argparse.Namespace) -> FeatureStore:
-    return FeatureStore(Config.from_env())
+    return FeatureStore(config_from_args(args))
 
 
 def print_json(obj: Any, *, pretty: bool = True) -> None:

@@ -63,7 +63,7 @@ def _serve(args: argparse.Namespace) -> int:
                            + f"; got {value}", 2)
     from featurestream.config import ConfigError
 
-    config = Config.from_env()
+    config = Config.from_env(catalog_uri=getattr(args, "catalog_uri", None))
     try:
         config.require("kafka_bootstrap")
         config.require("redis_url")
