@@ -315,11 +315,17 @@ class FeatureStore:
                                              full_feature_names=full_feature_names)
 
     def ddl(self, group: str) -> str:
-        """Hive/Spark/Athena DDL of the group's offline table."""
-        from schemas.ddl import hive_ddl
+        """How Spark, Trino and Athena read the group's Iceberg table (catalog settings + a SELECT)."""
+        from sinks.offline.engine_ddl import engine_instructions
+        from sinks.offline.query_errors import QueryError
 
         g = self._group(group)
-        return hive_ddl(g, g.offline_uri)
+        if not g.offline_enabled or not g.offline_uri:
+            raise QueryError(f"feature group {g.name!r} has no offline store, so no table to read")
+        table = self.offline_tables().existing(g)
+        return engine_instructions(g, self.config.topic_prefix, self.config.catalog(),
+                                   metadata_location=None if table is None else table.metadata_location,
+                                   storage_options=self.config.storage_options())
 
 _IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 

@@ -114,14 +114,29 @@ class OfflineSource:
 def snapshot_as_of(table: Any, group: str, when: Any) -> Any:
     """The table's snapshot that was current at ``when`` (None: none yet)."""
     from schemas.errors import ValidationError
-    from schemas.eventtime import parse_event_time
+    from schemas.eventtime import format_iso, parse_event_time
 
     try:
         ns = parse_event_time(when, group=group, feature="as_of_commit")
     except ValidationError as exc:
         raise ValidationError(f"feature group {group!r}: as_of_commit {when!r} is not a time: {exc}",
                               group=group, feature="as_of_commit", value=when) from None
-    return table.snapshot_as_of_timestamp(ns // 1_000_000)
+    ms = ns // 1_000_000
+    current = None
+    for entry in table.history():  # the snapshot log: (commit time, snapshot id), oldest first
+        if entry.timestamp_ms > ms:
+            break
+        current = entry
+    if current is None:
+        return None  # before the table's first commit: it held nothing
+    snap = table.snapshot_by_id(current.snapshot_id)
+    if snap is None:
+        oldest = min((s.timestamp_ms for s in table.metadata.snapshots), default=None)
+        raise ValidationError(f"feature group {group!r}: as_of_commit {when!r} is before the oldest snapshot the "
+                              f"table keeps (expired by its retention; oldest kept: "
+                              f"{'none' if oldest is None else format_iso(oldest * 1_000_000)})",
+                              group=group, feature="as_of_commit", value=when)
+    return snap
 
 
 def quote_ident(name: str) -> str:

@@ -57,10 +57,19 @@ def test_sdk_and_cli_read_what_the_sink_wrote(store, stack, tmp_path, unique_nam
     assert [r["age"] for r in orjson.loads(out.stdout)] == [1, 21, 41, 61, 81]
     bad = subprocess.run([*run, "query", "SELEC nonsense"], env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "error" in bad.stderr.lower()
+    # engines read the Iceberg table through a catalog (never data/ directly); each block ends in a
+    # SELECT that parses in that engine's dialect and names the table featurestream wrote
     ddl = subprocess.run([*run, "ddl", g.name], env=env, capture_output=True, text=True, timeout=60)
     assert ddl.returncode == 0, ddl.stderr
-    parsed = sqlglot.parse_one(ddl.stdout, read="hive")
-    assert parsed.find(sqlglot.exp.PartitionedByProperty) is not None
+    selects = [line for line in ddl.stdout.splitlines() if line.startswith("SELECT")]
+    assert len(selects) == 3
+    for select, dialect in zip(selects, ("spark", "trino", "athena"), strict=True):
+        table = sqlglot.parse_one(select, read=dialect).find(sqlglot.exp.Table)
+        assert table is not None and table.name == g.name and table.db == stack.topic_prefix, (dialect, select)
+    jdbc = stack.catalog().replace("sqlite:///", "jdbc:sqlite:")
+    assert f"uri={jdbc}" in ddl.stdout and "jdbc.schema-version=V1" in ddl.stdout
+    assert store.offline_tables().existing(g).metadata_location in ddl.stdout  # what Glue registers
+    assert "year=" not in ddl.stdout
 
 
 def test_equal_event_times_from_two_producers_pick_one_version_everywhere(store, stack, tmp_path, unique_name):

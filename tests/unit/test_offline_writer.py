@@ -307,3 +307,32 @@ def test_newer_group_version_adds_columns(env) -> None:
     with OfflineQuery([g2], tables=tables) as q:
         t = q.sql("SELECT segment FROM customers ORDER BY _kafka_offset")
     assert t["segment"].to_pylist() == [None, "gold"]
+
+
+def test_time_travel_by_commit(env) -> None:
+    import time as _time
+
+    from sinks.offline.query_source import OfflineSource
+
+    tables, g = env
+    w = OfflineWriter(tables)
+    before_any = _time.time()
+    _time.sleep(0.01)
+    run_batch(w, g, 0, 9)
+    _time.sleep(0.01)
+    between = _time.time()
+    _time.sleep(0.01)
+    run_batch(w, g, 10, 29)
+    with OfflineQuery([g], tables=tables, as_of_commit=between) as q:
+        assert q.sql("SELECT count(*) AS n FROM customers")["n"].to_pylist() == [10]
+    with OfflineQuery([g], tables=tables) as q:
+        assert q.sql("SELECT count(*) AS n FROM customers")["n"].to_pylist() == [30]
+    assert OfflineSource.from_group(g, tables, as_of_commit=before_any).rows().num_rows == 0
+    from datetime import UTC, datetime
+
+    iso = datetime.fromtimestamp(between, UTC).isoformat()
+    assert OfflineSource.from_group(g, tables, as_of_commit=iso).rows().num_rows == 10
+    from schemas.errors import ValidationError
+
+    with pytest.raises(ValidationError, match="as_of_commit 'yesterday' is not a time"):
+        OfflineSource.from_group(g, tables, as_of_commit="yesterday")
