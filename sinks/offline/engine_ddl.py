@@ -22,21 +22,23 @@ SPARK_PACKAGES = (f"org.apache.iceberg:iceberg-spark-runtime-4.1_2.13:{ICEBERG_V
                   f"org.apache.iceberg:iceberg-aws-bundle:{ICEBERG_VERSION}")
 
 
-def jdbc_url(catalog_uri: str) -> tuple[str, str | None]:
-    """The JDBC URL of an SQLAlchemy catalog URL, and its user (the password is never printed)."""
+def jdbc_url(catalog_uri: str) -> tuple[str, str | None, bool]:
+    """The JDBC URL of an SQLAlchemy catalog URL, its user, and whether it has a password (which
+    is never printed: a placeholder stands for it)."""
     if catalog_uri.startswith("sqlite:///"):
-        return f"jdbc:sqlite:{catalog_uri.removeprefix('sqlite:///')}", None
+        return f"jdbc:sqlite:{catalog_uri.removeprefix('sqlite:///')}", None, False
     parts = urlsplit(catalog_uri)
     scheme = parts.scheme.split("+", 1)[0]
+    secret = parts.password is not None
     if scheme in ("postgresql", "postgres"):
         host = parts.hostname or "localhost"
         port = f":{parts.port}" if parts.port else ""
-        return f"jdbc:postgresql://{host}{port}{parts.path}", parts.username
-    return f"jdbc:{scheme}://{parts.hostname}{parts.path}", parts.username
+        return f"jdbc:postgresql://{host}{port}{parts.path}", parts.username, secret
+    return f"jdbc:{scheme}://{parts.hostname}{parts.path}", parts.username, secret
 
 
 def _spark(group: FeatureGroup, namespace: str, catalog_uri: str, s3: Mapping[str, str]) -> str:
-    url, user = jdbc_url(catalog_uri)
+    url, user, secret = jdbc_url(catalog_uri)
     driver = "org.xerial:sqlite-jdbc:3.46.1.0" if url.startswith("jdbc:sqlite") else "org.postgresql:postgresql:42.7.14"
     c = f"spark.sql.catalog.{CATALOG_NAME}"
     conf = [
@@ -48,7 +50,9 @@ def _spark(group: FeatureGroup, namespace: str, catalog_uri: str, s3: Mapping[st
         f"{c}.warehouse={group.offline_uri.rsplit('/', 1)[0] if group.offline_uri else ''}",
     ]
     if user:
-        conf += [f"{c}.jdbc.user={user}", f"{c}.jdbc.password=<password>"]
+        conf.append(f"{c}.jdbc.user={user}")
+    if secret:
+        conf.append(f"{c}.jdbc.password=<password>")
     if s3.get("s3.endpoint"):
         conf += [f"{c}.io-impl=org.apache.iceberg.aws.s3.S3FileIO", f"{c}.s3.endpoint={s3['s3.endpoint']}",
                  f"{c}.s3.path-style-access=true", f"{c}.client.region={s3.get('s3.region', 'us-east-1')}",
@@ -61,7 +65,7 @@ def _spark(group: FeatureGroup, namespace: str, catalog_uri: str, s3: Mapping[st
 
 
 def _trino(group: FeatureGroup, namespace: str, catalog_uri: str, s3: Mapping[str, str]) -> str:
-    url, user = jdbc_url(catalog_uri)
+    url, user, secret = jdbc_url(catalog_uri)
     lines = [f"-- Trino: etc/catalog/{CATALOG_NAME}.properties (Trino's JDBC catalog speaks PostgreSQL or MySQL,"
              " not SQLite: use a Postgres FEATURESTREAM_CATALOG_URI to share the catalog with Trino)"]
     props = ["connector.name=iceberg", "iceberg.catalog.type=jdbc",
@@ -69,7 +73,9 @@ def _trino(group: FeatureGroup, namespace: str, catalog_uri: str, s3: Mapping[st
              f"iceberg.jdbc-catalog.connection-url={url}",
              f"iceberg.jdbc-catalog.default-warehouse-dir={group.offline_uri.rsplit('/', 1)[0] if group.offline_uri else ''}"]
     if user:
-        props += [f"iceberg.jdbc-catalog.connection-user={user}", "iceberg.jdbc-catalog.connection-password=<password>"]
+        props.append(f"iceberg.jdbc-catalog.connection-user={user}")
+    if secret:
+        props.append("iceberg.jdbc-catalog.connection-password=<password>")
     if s3.get("s3.endpoint"):
         props += ["fs.native-s3.enabled=true", f"s3.endpoint={s3['s3.endpoint']}", "s3.path-style-access=true",
                   f"s3.region={s3.get('s3.region', 'us-east-1')}"]

@@ -120,3 +120,14 @@ def test_offsets_are_recorded_per_partition(env) -> None:
     tables, g, expected = env
     assert recorded_offsets(tables.existing(g)) == {(TOPIC, 0): 240, (TOPIC, 1): 240}
     assert Counter(p for _, p, _ in expected) == {0: 240, 1: 240}
+
+
+def test_engine_instructions_never_print_a_password() -> None:
+    from sinks.offline.engine_ddl import engine_instructions, jdbc_url
+
+    assert jdbc_url("sqlite:////var/lib/fs/catalog.db") == ("jdbc:sqlite:/var/lib/fs/catalog.db", None, False)
+    assert jdbc_url("postgresql+psycopg2://fs:s3cret@db.example:5433/cat") == (
+        "jdbc:postgresql://db.example:5433/cat", "fs", True)
+    g = make_group(offline_uri="s3://b/offline/customers-1")
+    text = engine_instructions(g, "fs", "postgresql+psycopg2://fs:s3cret@db.example:5433/cat")
+    assert "s3cret" not in text and "jdbc.password=<password>" in text and "connection-user=fs" in text
