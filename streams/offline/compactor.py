@@ -31,6 +31,9 @@ from streams.metrics import OFFLINE_METRICS
 from streams.offline.consumer import TP
 
 log = logging.getLogger("featurestream.offline")
+# An upload whose commit is on its way is unreferenced too: never remove a file younger than this,
+# whatever the retention (a --retention of a few seconds must not delete a flush in flight).
+ORPHAN_MIN_AGE_S = 900.0
 
 
 class BackgroundCompactor:
@@ -111,7 +114,8 @@ class BackgroundCompactor:
             if table is None:
                 continue
             expired += expire_snapshots(table, self.retention_s)
-            removed += len(remove_orphans(self.tables.table(g), self.storage_options, self.retention_s))
+            removed += len(remove_orphans(self.tables.table(g), self.storage_options,
+                                          max(self.retention_s, ORPHAN_MIN_AGE_S)))
         if expired or removed:
             log.info("maintenance: expired %d snapshots, removed %d orphan files", expired, removed)
         return expired, removed
