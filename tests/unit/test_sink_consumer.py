@@ -288,3 +288,18 @@ def test_failed_seek_falls_back_to_resubscribing() -> None:
     c.batches = [[Msg(T, 0, 3)]]  # nothing is consumed until the group hands partitions back
     sc.step()
     assert not s.holds(T, 0)
+
+
+def test_a_table_ahead_of_its_topic_keeps_the_partition_paused_and_says_why(caplog) -> None:
+    """The Kafka cluster was recreated: the table records 150 but the partition ends at 100.
+    Consuming from 150 would silently skip the new topic's first records."""
+    c, s = FakeConsumer(), FakeSink()
+    s.table[(T, 0)] = 150  # the fake's partitions end at 100
+    s.table[(T, 1)] = 40
+    sc = SinkConsumer(c, s, subscription_pattern("fs"), idle_commit_s=0.0, backoff_max_s=0.0)
+    sc.start()
+    c.callbacks["assign"](c, [TopicPartition(T, 0), TopicPartition(T, 1)])
+    assert (T, 0) in c.paused and (T, 1) not in c.paused
+    assert "records offset 150 but the partition ends at 100" in caplog.text
+    sc.step()
+    assert (T, 0) in c.paused  # not resumed by the retry of unanswered tables
