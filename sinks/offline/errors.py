@@ -1,4 +1,4 @@
-"""Typed errors of the offline writer, layout and compaction.
+"""Typed errors of the offline writer, tables and maintenance.
 
 They subclass schemas.errors so the CLI/HTTP front doors already know how to show them.
 """
@@ -28,7 +28,7 @@ class OfflineStorageError(ServiceUnavailableError):
 
 
 class OfflineLayoutError(FeatureStoreError, ValueError):
-    """A URI, a file name or a manifest does not follow the offline table layout."""
+    """A URI, an argument or a Kafka offset does not fit the offline table (wrong type, wrong order)."""
 
 
 class OffsetsMismatchError(FeatureStoreError):

@@ -2,16 +2,17 @@
 
 A batch of a partition is the contiguous offsets ``[start, next)``, where ``start`` is what the
 group's Iceberg table records for the partition (``resume``) and moves on with each commit this
-writer makes. A flush:
+writer makes. A flush (``flush_table``, for the due partitions of one table together):
 
-1. turns the buffered messages into rows (a message that cannot become a row is taken out and
+1. turns each partition's buffered messages into rows (``PartitionWriter.prepare``) (a message that cannot become a row is taken out and
    handed to ``before_commit`` for the dead-letter topic, so it is dead-lettered before its
    offset is recorded);
 2. **uploads** them as Parquet data files of the table (new, unique names; nothing references
    them yet, so a crash here leaves only orphans that orphan removal deletes);
-3. **commits** the files and ``next`` in one snapshot, refused unless the table still records
-   ``start`` (``table_commit.commit_append``). A refusal deletes the uploaded files and raises
-   ``OffsetsMismatchError``: the caller discards its buffer and resumes from the table.
+3. **commits** the files and every partition's ``next`` in ONE snapshot, refused unless the
+   table still records each ``start`` (``table_commit.commit_append``). A refusal deletes the
+   uploaded files and raises ``OffsetsMismatchError``: the batches are forgotten and the caller
+   resumes those partitions from the table.
 
 Messages that only advance the offset (the group's offline store is off for them) are
 committed too, as a snapshot without files, so the table's offsets stay the one resume point.

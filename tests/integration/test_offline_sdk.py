@@ -141,3 +141,20 @@ def test_equal_event_times_from_two_producers_pick_one_version_everywhere(store,
     entity = pd.DataFrame({"customer_id": ids, "event_time": pd.to_datetime(["2031-01-02T00:00:00Z"] * len(ids))})
     pit = store.get_historical_features(entity, [f"{g.name}:age"]).to_pandas()
     assert dict(zip(pit["customer_id"], pit["age"], strict=True)) == want
+
+
+def test_purge_unregisters_the_table_and_deletes_its_files(store, stack, unique_name):
+    from sinks.offline.fs import open_filesystem
+
+    g = store.create_feature_group(customers_group(unique_name("purge"), partitions=1))
+    store.ingest(g.name, [customer(i, second=i) for i in range(50)], progress=False)
+    assert store.replay(g.name, target="offline", progress=False).rows_written == 50  # no sink needed
+    tables = store.offline_tables()
+    assert tables.existing(g) is not None
+    fs, root = open_filesystem(g.offline_uri, stack.storage_options())
+    assert fs.exists(root)
+    store.delete_feature_group(g.name, purge=True)
+    assert tables.existing(g) is None
+    assert tables.identifier(g) not in tables.catalog.list_tables(stack.topic_prefix)
+    fs.invalidate_cache()
+    assert not fs.exists(root)
