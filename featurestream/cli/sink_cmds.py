@@ -33,8 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="run background compaction this often (0: never)")
     sink.add_argument("--target-file-mb", type=float, default=128.0, help="compaction's target file size (128)")
     sink.add_argument("--retention", default="7d",
-                      help="keep snapshots (time travel by commit) and unreferenced files this long before "
-                           "expiring / removing them: a number of seconds or 30m, 12h, 7d (7d)")
+                      help="keep snapshots (time travel by commit: every commit of the last hour, one an hour "
+                           "before) and unreferenced files this long before expiring / removing them: a number "
+                           "of seconds or 30m, 12h, 7d (7d)")
     sink.add_argument("--maintain-every-s", type=float, default=3600.0,
                       help="run snapshot expiry and orphan-file removal this often (3600)")
     sink.add_argument("--instance-id", help="static group membership id: a restart with the same id gets its "

@@ -10,7 +10,8 @@ compact any table: a conflicting commit reloads and retries; if another compacti
 input meanwhile, this one deletes its outputs and gives up on that group of files.
 
 **Expiry and orphans.** Snapshots older than the retention window (default 7 days) are expired,
-keeping time travel by commit within the window. Orphan removal then deletes files under the
+keeping time travel by commit within the window; within it, snapshots older than an hour are
+thinned to one an hour (see :func:`snapshots_to_expire` for why). Orphan removal then deletes files under the
 table's location that no remaining snapshot references and that are older than the window:
 inputs of old compactions, files of expired snapshots, uploads of crashed or refused commits.
 The age threshold matters: a file uploaded but not yet committed is unreferenced too, so the
@@ -24,7 +25,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from pyiceberg.exceptions import CommitFailedException
@@ -41,6 +42,7 @@ log = logging.getLogger("featurestream.offline.maintenance")
 
 DEFAULT_TARGET_BYTES = 128 * 1024 * 1024
 DEFAULT_RETENTION_S = 7 * 24 * 3600.0
+DENSE_WINDOW_S = 3600.0  # every snapshot of the last hour is kept; one an hour before that
 # Test hooks: crash tests SIGKILL the process right after these steps of a rewrite.
 STEPS = ("outputs_written", "committed")
 Hook = Callable[[str], None]
@@ -153,13 +155,40 @@ def compact_table(reload: Callable[[], Table], *, target_bytes: int = DEFAULT_TA
     return done
 
 
+def snapshots_to_expire(snapshots: list[Any], current_id: int | None, now_ms: int, retention_s: float,
+                        dense_s: float = DENSE_WINDOW_S) -> list[int]:
+    """Which snapshots expiry removes (pure): all older than the retention window; within it,
+    those older than ``dense_s`` except the newest of each hour. The current one always stays.
+
+    Why thin: pyiceberg 0.12 copies the whole table metadata several times per commit, so a
+    commit's cost grows with the snapshots kept (measured here: ~0.2 s at 50 snapshots, ~0.5-0.8 s
+    at 200-300). A commit a minute kept for 7 days would be 10,000 snapshots. Thinned, the table
+    keeps every commit of the last hour and one per hour before: ~230 for 7 days. Time travel by
+    commit beyond the last hour is then to the hour (the state at the end of the hour before).
+    """
+    cutoff = now_ms - retention_s * 1000
+    dense_from = now_ms - dense_s * 1000
+    expire, newest_in_hour = [], {}
+    for snap in sorted(snapshots, key=lambda x: x.timestamp_ms):
+        if snap.snapshot_id == current_id or snap.timestamp_ms >= dense_from:
+            continue
+        if snap.timestamp_ms < cutoff:
+            expire.append(snap.snapshot_id)
+            continue
+        hour = snap.timestamp_ms // 3_600_000
+        if hour in newest_in_hour:
+            expire.append(newest_in_hour[hour])
+        newest_in_hour[hour] = snap.snapshot_id
+    return expire
+
+
 def expire_snapshots(table: Table, retention_s: float = DEFAULT_RETENTION_S, *,
-                     now: datetime | None = None) -> int:
-    """Expire snapshots older than the window (the current one always stays); returns how many."""
-    cutoff = (now or datetime.now(UTC)) - timedelta(seconds=retention_s)
+                     now: datetime | None = None, dense_s: float = DENSE_WINDOW_S) -> int:
+    """Expire what :func:`snapshots_to_expire` says; returns how many."""
+    now_ms = int((now or datetime.now(UTC)).timestamp() * 1000)
     current = table.current_snapshot()
-    old = [s.snapshot_id for s in table.metadata.snapshots
-           if s.timestamp_ms < cutoff.timestamp() * 1000 and (current is None or s.snapshot_id != current.snapshot_id)]
+    old = snapshots_to_expire(table.metadata.snapshots, None if current is None else current.snapshot_id,
+                              now_ms, retention_s, dense_s)
     if not old:
         return 0
     try:

@@ -123,20 +123,20 @@ def snapshot_as_of(table: Any, group: str, when: Any) -> Any:
                               group=group, feature="as_of_commit", value=when) from None
     ms = ns // 1_000_000
     current = None
-    for entry in table.history():  # the snapshot log: (commit time, snapshot id), oldest first
+    for entry in table.history():  # the snapshot log of the snapshots kept: (commit time, id), oldest first
         if entry.timestamp_ms > ms:
             break
         current = entry
-    if current is None:
-        return None  # before the table's first commit: it held nothing
-    snap = table.snapshot_by_id(current.snapshot_id)
-    if snap is None:
-        oldest = min((s.timestamp_ms for s in table.metadata.snapshots), default=None)
+    if current is not None:
+        return table.snapshot_by_id(current.snapshot_id)
+    kept = sorted(table.metadata.snapshots, key=lambda x: x.timestamp_ms)
+    if kept and (kept[0].sequence_number or 1) > 1:
+        # The oldest snapshot kept was not the table's first commit (sequence numbers count
+        # commits; expiry clears parent ids): the table held something before, now expired.
         raise ValidationError(f"feature group {group!r}: as_of_commit {when!r} is before the oldest snapshot the "
-                              f"table keeps (expired by its retention; oldest kept: "
-                              f"{'none' if oldest is None else format_iso(oldest * 1_000_000)})",
-                              group=group, feature="as_of_commit", value=when)
-    return snap
+                              f"table keeps ({format_iso(kept[0].timestamp_ms * 1_000_000)}; older ones expired "
+                              "with the retention window)", group=group, feature="as_of_commit", value=when)
+    return None  # before the table's first commit: it held nothing
 
 
 def quote_ident(name: str) -> str:

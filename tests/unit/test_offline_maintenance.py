@@ -131,3 +131,42 @@ def test_engine_instructions_never_print_a_password() -> None:
     g = make_group(offline_uri="s3://b/offline/customers-1")
     text = engine_instructions(g, "fs", "postgresql+psycopg2://fs:s3cret@db.example:5433/cat")
     assert "s3cret" not in text and "jdbc.password=<password>" in text and "connection-user=fs" in text
+
+
+class Snap:
+    def __init__(self, sid: int, ts_ms: int) -> None:
+        self.snapshot_id, self.timestamp_ms = sid, ts_ms
+
+
+def test_expiry_keeps_the_last_hour_whole_and_one_snapshot_an_hour_before() -> None:
+    from sinks.offline.maintenance import snapshots_to_expire
+
+    h, m = 3_600_000, 60_000
+    now = 100 * h
+    snaps = [Snap(i, now - i * 10 * m) for i in range(1, 60)]  # one every 10 minutes, ~10 hours back
+    snaps.append(Snap(999, now - 9 * 24 * h))                      # older than a 7-day window
+    expired = set(snapshots_to_expire(snaps, current_id=1, now_ms=now, retention_s=7 * 86400, dense_s=3600))
+    kept = [s for s in snaps if s.snapshot_id not in expired]
+    assert 999 in expired
+    assert {s.snapshot_id for s in kept if s.timestamp_ms >= now - h} == {1, 2, 3, 4, 5, 6}  # the last hour
+    older = [s for s in kept if s.timestamp_ms < now - h]
+    hours = [s.timestamp_ms // h for s in older]
+    assert len(hours) == len(set(hours))  # one an hour...
+    for s in older:  # ...the newest of its hour
+        assert all(o.timestamp_ms <= s.timestamp_ms for o in snaps
+                   if o.timestamp_ms // h == s.timestamp_ms // h and o.timestamp_ms < now - h)
+    assert snapshots_to_expire([Snap(7, 0)], current_id=7, now_ms=now, retention_s=1) == []  # never the current
+
+
+def test_time_travel_before_the_oldest_kept_snapshot_is_a_clear_error(env) -> None:
+    from datetime import UTC, datetime
+
+    from schemas.errors import ValidationError
+
+    tables, g, _ = env
+    first = tables.existing(g).metadata.snapshots[0].timestamp_ms / 1000
+    expire_snapshots(tables.existing(g), retention_s=3600,
+                     now=datetime.fromtimestamp(time.time() + 7200, UTC))
+    with pytest.raises(ValidationError, match="before the oldest snapshot the table keeps"):
+        OfflineSource.from_group(g, tables, as_of_commit=first)
+    assert OfflineSource.from_group(g, tables, as_of_commit=time.time()).rows().num_rows == 2 * 6 * 40
