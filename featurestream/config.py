@@ -22,6 +22,8 @@ ENV_ACCESS_KEY = "AWS_ACCESS_KEY_ID"
 ENV_SECRET_KEY = "AWS_SECRET_ACCESS_KEY"
 ENV_TOPIC_PREFIX = "FEATURESTREAM_TOPIC_PREFIX"
 ENV_DELIVERY_TIMEOUT = "FEATURESTREAM_DELIVERY_TIMEOUT"
+ENV_CATALOG_URI = "FEATURESTREAM_CATALOG_URI"
+CATALOG_FILE = "iceberg-catalog.db"
 
 DEFAULT_STATE_DIR = Path.home() / ".featurestream"
 
@@ -41,12 +43,16 @@ class Config:
     aws_secret_access_key: str | None = None
     offline_uri: str | None = None
     state_dir: Path = field(default_factory=lambda: DEFAULT_STATE_DIR)
-    # Prefix of every Kafka topic featurestream creates; lets tests isolate themselves.
+    # Prefix of every Kafka topic featurestream creates; lets tests isolate themselves. Also the
+    # Iceberg namespace of the offline tables.
     topic_prefix: str = "featurestream"
     # Seconds a publish (put, ingest, HTTP PutRecord/BatchWriteRecord) or a registry read waits
     # for a broker that answered before and is now away, before it fails naming what was not
     # delivered. A broker that never answered this process is reported after a few seconds.
     delivery_timeout_s: float = DEFAULT_DELIVERY_TIMEOUT_S
+    # The Iceberg catalog of the offline tables: an SQLAlchemy URL (sqlite:////path/file.db,
+    # postgresql+psycopg2://user:pw@host/db). None: the embedded SQLite file in the state dir.
+    catalog_uri: str | None = None
 
     def __post_init__(self) -> None:
         timeout = self.delivery_timeout_s
@@ -75,6 +81,7 @@ class Config:
             state_dir=Path(get(ENV_STATE_DIR) or DEFAULT_STATE_DIR).expanduser(),
             topic_prefix=get(ENV_TOPIC_PREFIX) or "featurestream",
             delivery_timeout_s=_seconds(get(ENV_DELIVERY_TIMEOUT), ENV_DELIVERY_TIMEOUT, DEFAULT_DELIVERY_TIMEOUT_S),
+            catalog_uri=get(ENV_CATALOG_URI),
         )
         clean = {k: v for k, v in overrides.items() if v is not None}
         return replace(cfg, **clean) if clean else cfg
@@ -87,7 +94,8 @@ class Config:
                  (ENV_OFFLINE_URI, self.offline_uri), (ENV_TOPIC_PREFIX, self.topic_prefix),
                  # only when changed: children then follow the same default as this process
                  (ENV_DELIVERY_TIMEOUT, None if self.delivery_timeout_s == DEFAULT_DELIVERY_TIMEOUT_S
-                  else repr(float(self.delivery_timeout_s))))
+                  else repr(float(self.delivery_timeout_s))),
+                 (ENV_CATALOG_URI, self.catalog_uri))
         return {name: value for name, value in pairs if value}
 
     def require(self, attr: str) -> str:
@@ -106,6 +114,12 @@ class Config:
             )
         return str(value)
 
+    def catalog(self) -> str:
+        """The Iceberg catalog URI: the configured one, else the embedded SQLite file in the state dir."""
+        if self.catalog_uri:
+            return self.catalog_uri
+        return embedded_catalog_uri(self.state_dir)
+
     def storage_options(self) -> dict[str, object]:
         """fsspec/s3fs options for the offline store (empty for a local path)."""
         if not self.offline_uri or not self.offline_uri.startswith("s3://"):
@@ -117,6 +131,11 @@ class Config:
             opts["key"] = self.aws_access_key_id
             opts["secret"] = self.aws_secret_access_key
         return opts
+
+
+def embedded_catalog_uri(state_dir: Path) -> str:
+    """SQLAlchemy URL of the embedded SQLite catalog in ``state_dir`` (absolute: four slashes)."""
+    return f"sqlite:///{Path(state_dir).expanduser().resolve() / CATALOG_FILE}"
 
 
 class ConfigError(RuntimeError):

@@ -147,7 +147,11 @@ def run_demo(config: Config) -> int:
             children.append(_spawn(["serve", "--port", str(port), "--workers", "1"], config, logs / "demo-serve.log"))
             print(_http_read(config, port))
 
-            say("6. offline: the sink writes the full history as Parquet; SQL, snapshot, point-in-time join")
+            say("6. offline: the sink writes the full history as Apache Iceberg tables; SQL, snapshot, "
+                "time travel by commit, point-in-time join")
+            from datetime import UTC, datetime
+
+            before_sink = datetime.now(UTC)
             children.append(_spawn(["sink", "--metrics-port", "0", "--max-age-s", "3"], config,
                                    logs / "demo-sink.log"))
             total = len(customers)
@@ -156,6 +160,9 @@ def run_demo(config: Config) -> int:
                   180)
             print(store.query(f'SELECT city, count(*) AS rows, round(avg(lifetime_value), 1) AS avg_ltv '
                               f'FROM "{CUSTOMERS}" GROUP BY city ORDER BY city').to_pandas().to_string(index=False))
+            then = store.query(f'SELECT count(*) AS n FROM "{CUSTOMERS}"', as_of_commit=before_sink)
+            print(f"\n   time travel by commit: the table as committed at {before_sink:%H:%M:%S} (before the sink "
+                  f"ran) held {then.column('n')[0].as_py()} rows; now it holds {total}")
             snap = store.snapshot(CUSTOMERS).to_pandas()
             print(f"\n   latest snapshot: {len(snap)} customers; first rows:")
             print(snap[["customer_id", "event_time", "age", "city", "lifetime_value"]].head(3).to_string(index=False))
@@ -168,7 +175,8 @@ def run_demo(config: Config) -> int:
                 entity, [f"{CUSTOMERS}:lifetime_value", f"{CUSTOMERS}:city", f"{ORDERS}:spend_7d"]).to_pandas()
             print("\n   point-in-time join (training data: features as they were at each row's time):")
             print(training.to_string(index=False))
-            print(f"\n   DDL for Spark/Athena/Hive:\n{store.ddl(CUSTOMERS)}")
+            print(f"\n   how Spark, Trino and Athena read the same table (`featurestream ddl {CUSTOMERS}`):\n"
+                  f"{store.ddl(CUSTOMERS)}")
         say("done: the stack is still up. `eval \"$(featurestream up)\"` configures your shell; "
             "`featurestream down` stops it.")
         return 0

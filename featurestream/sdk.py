@@ -51,6 +51,7 @@ class FeatureStore:
         # their latency. A miss always asks the registry.
         self.group_cache_s = group_cache_s
         self._validators: dict[tuple[str, int], Any] = {}
+        self._offline_tables: Any = None
 
     # -- clients (lazy) --------------------------------------------------------------------------
     @cached_property
@@ -108,6 +109,8 @@ class FeatureStore:
         if group.offline_enabled and group.offline_uri:
             from sinks.offline.fs import open_filesystem
 
+            if self.offline_tables().existing(group) is not None:
+                self.offline_tables().drop(group)
             fs, root = open_filesystem(group.offline_uri, self.config.storage_options())
             if fs.exists(root):
                 fs.rm(root, recursive=True)
@@ -257,9 +260,8 @@ class FeatureStore:
                                         g, offline_uri=cfg.offline_uri, from_ms=from_ms, to_ms=to_ms,
                                         progress=progress)
         if target == "offline":
-            return replay.replay_offline(cfg.require("kafka_bootstrap"), cfg.topic_prefix, cfg.require("offline_uri"),
-                                         g, storage_options=cfg.storage_options(), from_ms=from_ms, to_ms=to_ms,
-                                         progress=progress)
+            return replay.replay_offline(cfg.require("kafka_bootstrap"), cfg.topic_prefix, self.offline_tables(),
+                                         g, from_ms=from_ms, to_ms=to_ms, progress=progress)
         raise ValueError(f"target must be 'online' or 'offline', not {target!r}")
 
     def rebuild_online(self, group: str, *, progress: bool = True) -> Any:
@@ -283,11 +285,21 @@ class FeatureStore:
         return self.online.batch_get(resolved)
 
     # -- offline store ---------------------------------------------------------------------------
-    def offline_query(self, groups: Sequence[str] | None = None) -> Any:
+    def offline_tables(self) -> Any:
+        """The Iceberg catalog's offline tables of this prefix (``sinks.offline.catalog.OfflineTables``)."""
+        if self._offline_tables is None:
+            from sinks.offline.catalog import OfflineTables
+
+            self._offline_tables = OfflineTables.open(self.config.catalog(), self.config.topic_prefix,
+                                                      self.config.storage_options())
+        return self._offline_tables
+
+    def offline_query(self, groups: Sequence[str] | None = None, *, as_of_commit: Any = None) -> Any:
         """An ``OfflineQuery`` (DuckDB) over ``groups`` (default: every offline-enabled group).
 
-        Each group is a table by its name; its live files are listed once, so every statement
-        of the returned object sees one consistent snapshot. Close it when done.
+        Each group is a table by its name, read at one Iceberg snapshot: the current one, or the
+        one current at ``as_of_commit`` (time travel by commit: aware datetime, ISO-8601 text or
+        epoch seconds). Every statement of the returned object sees those snapshots. Close it.
         """
         from sinks.offline.query import OfflineQuery
 
@@ -295,20 +307,24 @@ class FeatureStore:
             chosen = [g for g in self.list_feature_groups() if g.offline_enabled]
         else:
             chosen = [self._group(n) for n in groups]
-        return OfflineQuery(chosen, storage_options=self.config.storage_options())
+        return OfflineQuery(chosen, tables=self.offline_tables(), as_of_commit=as_of_commit)
 
-    def query(self, sql: str, *, as_pandas: bool = False) -> Any:
-        """Run SQL over the offline tables; each feature group is a table by its name."""
+    def query(self, sql: str, *, as_pandas: bool = False, as_of_commit: Any = None) -> Any:
+        """Run SQL over the offline tables; each feature group is a table by its name.
+
+        ``as_of_commit``: read each table as it was committed at that time (time travel by commit)."""
         offline = [g for g in self.list_feature_groups() if g.offline_enabled]
-        # Only groups the statement names are listed on S3 (a listing per group costs a round trip).
+        # Only groups the statement names are scanned.
         words = set(_IDENT.findall(sql))
         named = [g.name for g in offline if g.name in words or f'"{g.name}"' in sql] or [g.name for g in offline]
-        with self.offline_query(named) as q:
+        with self.offline_query(named, as_of_commit=as_of_commit) as q:
             return q.to_pandas(sql) if as_pandas else q.sql(sql)
 
-    def snapshot(self, group: str, as_of: Any = None, include_deleted: bool = False) -> Any:
-        """The latest row per identifier with event time at or before ``as_of`` (Arrow table)."""
-        with self.offline_query([group]) as q:
+    def snapshot(self, group: str, as_of: Any = None, include_deleted: bool = False, *,
+                 as_of_commit: Any = None) -> Any:
+        """The latest row per identifier with event time at or before ``as_of`` (Arrow table),
+        from the table as committed at ``as_of_commit`` (default: now)."""
+        with self.offline_query([group], as_of_commit=as_of_commit) as q:
             return q.snapshot(group, as_of, include_deleted)
 
     def get_historical_features(self, entity_rows: Any, features: Any, max_age: Any = None, *,
@@ -324,11 +340,17 @@ class FeatureStore:
                                              full_feature_names=full_feature_names)
 
     def ddl(self, group: str) -> str:
-        """Hive/Spark/Athena DDL of the group's offline table."""
-        from schemas.ddl import hive_ddl
+        """How Spark, Trino and Athena read the group's Iceberg table (catalog settings + a SELECT)."""
+        from sinks.offline.engine_ddl import engine_instructions
+        from sinks.offline.query_errors import QueryError
 
         g = self._group(group)
-        return hive_ddl(g, g.offline_uri)
+        if not g.offline_enabled or not g.offline_uri:
+            raise QueryError(f"feature group {g.name!r} has no offline store, so no table to read")
+        table = self.offline_tables().existing(g)
+        return engine_instructions(g, self.config.topic_prefix, self.config.catalog(),
+                                   metadata_location=None if table is None else table.metadata_location,
+                                   storage_options=self.config.storage_options())
 
 _IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 

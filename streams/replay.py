@@ -7,7 +7,9 @@
 - :func:`replay_online` hands them to the online applier (``streams/online/applier.py``), so a
   replay obeys write-if-newer; :func:`rebuild_online` wipes the group's keys first.
 - :func:`replay_offline` hands them to the offline applier (``streams/offline/applier.py``),
-  adding only the offsets the table does not hold yet.
+  starting each partition at the next offset the group's Iceberg table records and committing
+  like the sink does, so a replay and a running sink never double a row: whichever commits a
+  range first wins, the other is refused and goes on from the table.
 """
 
 from __future__ import annotations
@@ -17,26 +19,19 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-import numpy as np
-import pyarrow.compute as pc
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from schemas.errors import ServiceUnavailableError, ValidationError
 from schemas.group import FeatureGroup
 from schemas.names import group_topic
-from sinks.offline.catalog import read_live_table
-from sinks.offline.fs import open_filesystem
+from sinks.offline.catalog import OfflineTables
+from sinks.offline.errors import OffsetsMismatchError
 from sinks.offline.rotation import RotationPolicy
-from sinks.offline.rows import KAFKA_OFFSET, KAFKA_PARTITION, KAFKA_TOPIC
-from sinks.offline.writer import OfflineWriter, table_path_for
+from sinks.offline.writer import OfflineWriter
 from sinks.online.store import OnlineStore
 from streams.group_view import GroupView
-from streams.lag import committed_offsets
 from streams.offline.applier import OfflineApplier
-from streams.offline.compactor import retire_empty_manifests
-from streams.offline.consumer import TP, consumer_group_id
 from streams.online.applier import make_online_applier
 from streams.publisher import TopicMissingError
 from streams.route import RawMessage, raw_from_confluent
@@ -54,11 +49,15 @@ def replay_topic(bootstrap: str, topic: str, apply_batch: Callable[[list[RawMess
                  from_ms: int | None = None, to_ms: int | None = None, batch_size: int = 2000,
                  progress: bool = True, timeout_s: float = 10.0,
                  on_progress: Callable[[int, int], None] | None = None,
-                 cancelled: Callable[[], bool] | None = None) -> ReplayResult:
+                 cancelled: Callable[[], bool] | None = None,
+                 start_at: Callable[[dict[int, int], dict[int, int]], Mapping[int, int]] | None = None
+                 ) -> ReplayResult:
     """Feed ``topic``'s records with broker timestamp in [from_ms, to_ms) to ``apply_batch``.
 
     ``on_progress(done, total)`` is called after every batch; ``cancelled()`` is asked before
     every batch, and a True answer stops the replay early (``ReplayResult.cancelled``).
+    ``start_at`` (offline replay) gets the partitions' low watermarks and the start offsets
+    found from ``from_ms``, and returns the start offsets to use instead.
     """
     started = time.perf_counter()
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"featurestream-replay-{time.time_ns()}",
@@ -79,6 +78,7 @@ def replay_topic(bootstrap: str, topic: str, apply_batch: Callable[[list[RawMess
         for p in tmd.partitions:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s, cached=False)
             starts[p], ends[p] = low, high
+        lows = dict(starts)
         for bound, target in ((from_ms, starts), (to_ms, ends)):
             if bound is None:
                 continue
@@ -87,6 +87,8 @@ def replay_topic(bootstrap: str, topic: str, apply_batch: Callable[[list[RawMess
             for tp in found:
                 # -1: no record at/after the time: the partition's end
                 target[tp.partition] = tp.offset if tp.offset >= 0 else ends[tp.partition]
+        if start_at is not None:
+            starts.update(start_at(lows, dict(starts)))
         todo = {p: (starts[p], ends[p]) for p in tmd.partitions if ends[p] > starts[p]}
         total = sum(e - s for s, e in todo.values())
         if progress and sys.stderr.isatty() and total:
@@ -167,97 +169,88 @@ log = logging.getLogger("featurestream.offline.replay")
 
 @dataclass
 class OfflineReplayResult(ReplayResult):
-    rows_written: int = 0
-    already_present: int = 0
-    left_to_sink: int = 0   # at/after the live sink's committed offset: the sink writes those
+    rows_written: int = 0        # rows this replay committed to the table
+    already_present: int = 0     # records before the table's recorded offsets, not read again
+    refused: int = 0             # commits refused because a sink committed the range first
+    earlier_than_from: int = 0   # records before --from that the table lacked, written anyway
     poison: int = 0
 
 
-def present_offsets(fs: Any, table_uri: str, topic: str) -> dict[int, np.ndarray]:
-    """Sorted Kafka offsets per partition of ``topic`` already in the table's live files.
+def replay_offline(bootstrap: str, prefix: str, tables: OfflineTables, group: FeatureGroup, *,
+                   from_ms: int | None = None, to_ms: int | None = None, progress: bool = True,
+                   policy: RotationPolicy | None = None, max_rounds: int = 10) -> OfflineReplayResult:
+    """Fill ``group``'s offline table from its topic: what is missing, exactly once.
 
-    Reads three columns only (a Parquet projection), so it stays cheap next to the rows.
-    """
-    table = read_live_table(fs, table_uri, columns=[KAFKA_TOPIC, KAFKA_PARTITION, KAFKA_OFFSET])
-    if table.num_rows == 0:
-        return {}
-    table = table.filter(pc.equal(table[KAFKA_TOPIC], topic))
-    parts = table[KAFKA_PARTITION].to_numpy()
-    offsets = table[KAFKA_OFFSET].to_numpy()
-    return {int(p): np.unique(offsets[parts == p]) for p in np.unique(parts)}
-
-
-def replay_offline(bootstrap: str, prefix: str, offline_uri: str, group: FeatureGroup, *,
-                   storage_options: Mapping[str, Any] | None = None, from_ms: int | None = None,
-                   to_ms: int | None = None, progress: bool = True,
-                   policy: RotationPolicy | None = None) -> OfflineReplayResult:
-    """Re-read ``group``'s topic into the offline store, adding only rows that are missing.
-
-    Idempotent even after compaction merged and deleted the original files: offsets already
-    in the live files are skipped (read from the ``_kafka_*`` columns, not inferred from file
-    names). Offsets at or after the live sink's committed offset are left to the sink: it
-    rewrites those under its own file names, and a replay file there could later be
-    replaced by one of the sink's with a different range. Not safe against two replays of
-    one group at the same time.
+    The table records, per partition, the next offset it holds; everything before is there.
+    So each partition is read from that offset (the beginning if none) to the end offset seen at
+    the start (or the first record at/after ``to_ms``) and committed as the sink commits, with
+    the same offset check. A sink running meanwhile is fine: if it commits a range first, this
+    replay's commit is refused, and the next round starts from the table again. ``from_ms`` can
+    not skip records the table lacks (the table's offsets would then claim rows it does not
+    hold); records before it that were missing are written too and counted in
+    ``earlier_than_from``.
     """
     g = group
     if not g.offline_enabled:
         raise ValidationError(f"feature group {g.name!r} has no offline store (offline_enabled is false); "
                               "replay it with --target online, or create a group with the offline store on",
                               group=g.name)
-    fs, root = open_filesystem(offline_uri, dict(storage_options or {}))
     topic = group_topic(prefix, g.name)
-    table = table_path_for(fs, root, g)
-    committed = committed_offsets(bootstrap, consumer_group_id(prefix), [topic])
-    retire_empty_manifests(fs, table)
-    present = present_offsets(fs, table, topic)
-    writer = OfflineWriter(fs, root, policy or RotationPolicy(max_age_s=1e9))
-    counts = {"present": 0, "left": 0}
-    applier = OfflineApplier(GroupView(lambda: {g.name: g}), writer, None, prefix)
-
-    def apply_batch(batch: Sequence[RawMessage]) -> None:
-        todo = not_yet_written(batch, committed, present, counts)
-        if todo:
-            applier.add(todo)
-        for t, p in writer.due():
-            _flush_counted(applier, t, p, result)
-
     result = OfflineReplayResult(topic)
-    read = replay_topic(bootstrap, topic, apply_batch, from_ms=from_ms, to_ms=to_ms, progress=progress)
-    for t, p in applier.held():
-        _flush_counted(applier, t, p, result)
-    result.records, result.seconds = read.records, read.seconds
-    result.already_present, result.left_to_sink = counts["present"], counts["left"]
-    result.poison = applier.poison_count
-    if result.left_to_sink:
-        log.info("%s: %d records at/after the offline sink's committed offsets were left to the sink",
-                 g.name, result.left_to_sink)
+    started = time.perf_counter()
+    for _ in range(max_rounds):
+        refused = _replay_offline_round(bootstrap, prefix, tables, g, topic, result, from_ms=from_ms,
+                                        to_ms=to_ms, progress=progress, policy=policy)
+        if not refused:
+            break
+        log.info("%s: a sink committed partition(s) %s first; reading on from the table's offsets",
+                 g.name, sorted(refused))
+    result.seconds = time.perf_counter() - started
     return result
 
 
-def not_yet_written(batch: Sequence[RawMessage], committed: Mapping[TP, int], present: Mapping[int, np.ndarray],
-             counts: dict[str, int]) -> list[RawMessage]:
-    """The messages of ``batch`` below the sink's committed offset and not yet in the table."""
-    out = []
-    by_part: dict[int, list[RawMessage]] = {}
-    for r in batch:
-        if r.offset >= committed.get((r.topic, r.partition), 0):
-            counts["left"] += 1
-        else:
-            by_part.setdefault(r.partition, []).append(r)
-    for p, raws in by_part.items():
-        have = present.get(p)
-        if have is None or not len(have):
-            out += raws
-            continue
-        found = np.isin(np.fromiter((r.offset for r in raws), dtype=np.int64, count=len(raws)), have,
-                        assume_unique=False)
-        counts["present"] += int(found.sum())
-        out += [r for r, f in zip(raws, found, strict=True) if not f]
-    out.sort(key=lambda r: (r.partition, r.offset))
-    return out
+def _replay_offline_round(bootstrap: str, prefix: str, tables: OfflineTables, g: FeatureGroup, topic: str,
+                          result: OfflineReplayResult, *, from_ms: int | None, to_ms: int | None,
+                          progress: bool, policy: RotationPolicy | None) -> set[int]:
+    writer = OfflineWriter(tables, policy or RotationPolicy(max_records=200_000, max_age_s=1e9))
+    applier = OfflineApplier(GroupView(lambda: {g.name: g}), writer, None, prefix)
+    refused: set[int] = set()
+    partitions: list[int] = []
+    first_round = result.records == 0 and not result.refused
 
+    def start_at(lows: dict[int, int], from_starts: dict[int, int]) -> dict[int, int]:
+        starts = {}
+        for p, low in lows.items():
+            recorded = writer.resume(g, topic, p)  # the table's next offset, and the writer starts there
+            start = low if recorded is None else recorded
+            if first_round:
+                result.already_present += max(0, start - low)
+                if from_ms is not None and start < from_starts[p]:
+                    result.earlier_than_from += from_starts[p] - start
+            partitions.append(p)
+            starts[p] = start
+        return starts
 
-def _flush_counted(applier: OfflineApplier, topic: str, partition: int, result: OfflineReplayResult) -> None:
-    result.rows_written += applier.flush(topic, partition).rows
+    def flush(p: int) -> None:
+        try:
+            result.rows_written += applier.flush(topic, p).rows
+        except OffsetsMismatchError:
+            refused.add(p)
+            result.refused += 1
 
+    def apply_batch(batch: Sequence[RawMessage]) -> None:
+        todo = [r for r in batch if r.partition not in refused]
+        if todo:
+            applier.add(todo)
+        for t, p in writer.due():
+            if t == topic and p not in refused:
+                flush(p)
+
+    read = replay_topic(bootstrap, topic, apply_batch, from_ms=from_ms, to_ms=to_ms, progress=progress,
+                        start_at=start_at)
+    for p in partitions:
+        if p not in refused:
+            flush(p)  # nothing read since its last flush: commits nothing
+    result.records += read.records
+    result.poison += applier.poison_count
+    return refused

@@ -46,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action="version", version=f"featurestream {__version__}")
+    parser.add_argument("--catalog-uri", default=None,
+                        help="Iceberg catalog of the offline tables, an SQLAlchemy URL (sqlite:////path/catalog.db, "
+                             "postgresql+psycopg2://user:pw@host/db); default FEATURESTREAM_CATALOG_URI, else the "
+                             "SQLite file in the state dir")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)

@@ -21,8 +21,10 @@ def add_delivery_timeout(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    """The environment's Config with the command's flags over it."""
-    return Config.from_env(delivery_timeout_s=getattr(args, "delivery_timeout_s", None))
+    """The environment's Config with the command's flags over it (``--delivery-timeout``, the global
+    ``--catalog-uri``)."""
+    return Config.from_env(delivery_timeout_s=getattr(args, "delivery_timeout_s", None),
+                           catalog_uri=getattr(args, "catalog_uri", None))
 
 
 def store_from_args(args: argparse.Namespace) -> FeatureStore:

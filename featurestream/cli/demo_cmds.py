@@ -19,4 +19,4 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from featurestream.demo import run_demo
 
-    return run_demo(Config.from_env())
+    return run_demo(Config.from_env(catalog_uri=getattr(args, "catalog_uri", None)))

@@ -1,4 +1,4 @@
-"""`featurestream query | snapshot | ddl`: the offline store from the shell."""
+"""`featurestream query | snapshot | ddl`: the offline store (Iceberg tables) from the shell."""
 
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     query.add_argument("sql")
     query.add_argument("--format", choices=["table", "csv", "json"], default="table",
                        help="table (default), csv, or json (one array of row objects)")
+    query.add_argument("--as-of-commit", metavar="TIME",
+                       help="time travel by commit: read every table as it was committed at TIME (ISO-8601 "
+                            "with a zone, or epoch seconds); within the snapshot retention (7 days by default)")
     query.set_defaults(func=_query)
 
     snap = sub.add_parser("snapshot", help="latest row per identifier from the offline store (time travel)",
@@ -28,24 +31,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     snap.add_argument("group")
     snap.add_argument("--as-of", help="ISO-8601 time (default: everything)")
     snap.add_argument("--include-deleted", action="store_true")
+    snap.add_argument("--as-of-commit", metavar="TIME",
+                      help="read the table as it was committed at TIME (time travel by commit; --as-of is by "
+                           "event time, and both combine)")
     snap.add_argument("--format", choices=["table", "csv", "json"], default="table")
     snap.set_defaults(func=_snapshot)
 
-    ddl = sub.add_parser("ddl", help="print the Hive/Spark/Athena DDL of a group's offline table")
+    ddl = sub.add_parser("ddl", help="print how Spark, Trino and Athena read a group's Iceberg table",
+                         description="Print the catalog settings Spark (Iceberg JDBC catalog), Trino and Athena (AWS "
+                                     "Glue) need to read the group's Iceberg table, each followed by a SELECT.")
     ddl.add_argument("group")
     ddl.set_defaults(func=_ddl)
 
 
 def _query(args: argparse.Namespace) -> int:
     with store_from_args(args) as store:
-        table = store.query(args.sql)
+        table = store.query(args.sql, as_of_commit=args.as_of_commit)
     _print_table(table, args.format)
     return 0
 
 
 def _snapshot(args: argparse.Namespace) -> int:
     with store_from_args(args) as store:
-        table = store.snapshot(args.group, args.as_of, args.include_deleted)
+        table = store.snapshot(args.group, args.as_of, args.include_deleted, as_of_commit=args.as_of_commit)
     _print_table(table, args.format)
     return 0
 

@@ -1,4 +1,4 @@
-"""`featurestream sink`: the offline sink (Kafka → exactly-once Parquet on S3 or a local path)."""
+"""`featurestream sink`: the offline sink (Kafka → an Apache Iceberg table per group, exactly once)."""
 
 from __future__ import annotations
 
@@ -13,13 +13,15 @@ from sinks.offline.errors import OfflineLayoutError
 
 def register(sub: argparse._SubParsersAction) -> None:
     sink = sub.add_parser(
-        "sink", help="run the offline sink (Kafka → Parquet on S3, exactly once, compacted)",
+        "sink", help="run the offline sink (Kafka → Apache Iceberg tables, exactly once, compacted)",
         description="Consume every offline-enabled feature group's topic (consumer group '<prefix>-offline', new "
-                    "groups picked up without a restart) and write each record as one row of Parquet under "
-                    "FEATURESTREAM_OFFLINE_URI (s3://bucket/prefix or a local path). Files are named by their "
-                    "Kafka coordinates and offsets are committed only after the files are durable, so a crash "
-                    "anywhere (even kill -9) leaves every record exactly once. Small files are compacted in the "
-                    "background. Run several for more throughput; Kafka shares the partitions among them.")
+                    "groups picked up without a restart) and write each record as one row of the group's Apache "
+                    "Iceberg table under FEATURESTREAM_OFFLINE_URI (s3://bucket/prefix or a local path), "
+                    "registered in the catalog FEATURESTREAM_CATALOG_URI. Each commit records the Kafka offsets "
+                    "it covers in the same snapshot and the sink resumes from there, so a crash anywhere (even "
+                    "kill -9), lost consumer-group offsets or a zombie sink leave every record exactly once. "
+                    "Small files are compacted in the background. Run several for more throughput; Kafka shares "
+                    "the partitions among them.")
     sink.add_argument("--metrics-port", type=int, default=9109,
                       help="port of /metrics, /health and /ready (9109; 0: off); if it is taken, a free port "
                            "is used and the log names it")
@@ -34,12 +36,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     sink.add_argument("--compact-every-s", type=float, default=300.0,
                       help="run background compaction this often (0: never)")
     sink.add_argument("--target-file-mb", type=float, default=128.0, help="compaction's target file size (128)")
-    sink.add_argument("--input-grace-s", type=float, default=60.0,
-                      help="keep compacted-away files this long for queries that listed them (60)")
+    sink.add_argument("--retention", default="7d",
+                      help="keep snapshots (time travel by commit: every commit of the last hour, one an hour "
+                           "before) and unreferenced files this long before expiring / removing them: a number "
+                           "of seconds or 30m, 12h, 7d (7d)")
+    sink.add_argument("--maintain-every-s", type=float, default=3600.0,
+                      help="run snapshot expiry and orphan-file removal this often (3600)")
     sink.add_argument("--instance-id", help="static group membership id: a restart with the same id gets its "
                                             "partitions back without waiting for the session timeout")
     sink.add_argument("--kill-at-compaction-step", help=argparse.SUPPRESS)  # crash tests only
     sink.add_argument("--kill-after-flushes", type=int, help=argparse.SUPPRESS)  # crash tests only
+    sink.add_argument("--kill-stage", default="after_commit", help=argparse.SUPPRESS)  # crash tests only
+    sink.add_argument("--consumer-group", help=argparse.SUPPRESS)  # zombie tests only
     sink.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     sink.set_defaults(func=_sink)
 
@@ -54,17 +62,41 @@ def settings_from_args(args: argparse.Namespace) -> object:
     except OfflineLayoutError as exc:
         flag = str(exc).split(".", 1)[1].split(" ", 1)[0].replace("_", "-") if "." in str(exc) else "rotation"
         raise CliError(f"--{flag}: {exc}", status=2) from None
-    for flag, value in (("--compact-every-s", args.compact_every_s), ("--input-grace-s", args.input_grace_s)):
+    retention_s = parse_duration_s(args.retention, "--retention")
+    for flag, value in (("--compact-every-s", args.compact_every_s), ("--maintain-every-s", args.maintain_every_s)):
         if not value >= 0 or value == float("inf"):
             raise CliError(f"{flag} must be a finite number of seconds >= 0; got {value!r}", status=2)
     if not 0 < args.target_file_mb < 1024 * 1024:
         raise CliError(f"--target-file-mb must be a positive size in MB below 1048576; got {args.target_file_mb!r}",
                        status=2)
+    from sinks.offline.partition_writer import STAGES
+
+    if args.kill_stage not in (*STAGES, "after_commit"):
+        raise CliError(f"--kill-stage must be one of {', '.join((*STAGES, 'after_commit'))}; got {args.kill_stage!r}",
+                       status=2)
     return SinkSettings(policy=policy, compact_every_s=args.compact_every_s,
-                        target_bytes=int(args.target_file_mb * 1024 * 1024), input_grace_s=args.input_grace_s,
-                        instance_id=args.instance_id or None,
+                        target_bytes=int(args.target_file_mb * 1024 * 1024), retention_s=retention_s,
+                        maintain_every_s=args.maintain_every_s, instance_id=args.instance_id or None,
                         kill_at_compaction_step=args.kill_at_compaction_step,
-                        kill_after_flushes=args.kill_after_flushes)
+                        kill_after_flushes=args.kill_after_flushes, kill_stage=args.kill_stage,
+                        consumer_group=args.consumer_group or None)
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration_s(text: str, flag: str) -> float:
+    """``30``, ``90s``, ``30m``, ``12h``, ``7d``, ``1w`` → seconds; a usage error naming ``flag`` otherwise."""
+    raw = str(text).strip().lower()
+    unit = raw[-1:] if raw[-1:] in _UNITS else "s"
+    number = raw[:-1] if raw[-1:] in _UNITS else raw
+    try:
+        value = float(number) * _UNITS[unit]
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise CliError(f"{flag} must be a duration like 3600, 30m, 12h or 7d; got {text!r}", status=2)
+    return value
 
 
 def _sink(args: argparse.Namespace) -> int:
@@ -76,9 +108,9 @@ def _sink(args: argparse.Namespace) -> int:
         raise CliError(f"--metrics-port must be 1-65535 (or 0: off); got {args.metrics_port}", status=2)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     print("featurestream: offline sink starting (Ctrl-C stops it after a final flush)", file=sys.stderr)
-    config = Config.from_env()
+    config = Config.from_env(catalog_uri=getattr(args, "catalog_uri", None))
     run_sink(config.require("kafka_bootstrap"), config.topic_prefix, config.require("offline_uri"),
-             config.storage_options(), settings, metrics_port=args.metrics_port or None,  # type: ignore[arg-type]
-             metrics_host=args.metrics_host,
+             config.catalog(), config.storage_options(), settings,  # type: ignore[arg-type]
+             metrics_port=args.metrics_port or None, metrics_host=args.metrics_host,
              on_metrics_port=lambda port: announce(config.state_dir, "sink", args.metrics_host, port))
     return 0

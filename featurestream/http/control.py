@@ -62,6 +62,15 @@ def group_from_create(body: dict[str, Any]) -> FeatureGroup:
     features = _definitions(_obj(body, "FeatureDefinitions", required=True), "FeatureDefinitions")
     online = _dict(body, "OnlineStoreConfig")
     offline = _dict(body, "OfflineStoreConfig")
+    table_format = None if offline is None else offline.get("TableFormat")
+    if table_format == "Glue":
+        raise ApiError.validation(
+            "OfflineStoreConfig.TableFormat 'Glue' (Parquet files catalogued in AWS Glue) is not supported: "
+            "featurestream's offline store is always an Apache Iceberg table, which Glue, Athena, Spark and Trino "
+            "read; send TableFormat 'Iceberg' or leave it out")
+    if table_format not in (None, "Iceberg"):
+        raise ApiError.validation(f"OfflineStoreConfig.TableFormat must be 'Iceberg' (or left out); got "
+                                  f"{table_format!r}")
     enable_online = False if online is None else online.get("EnableOnlineStore", False)
     if not isinstance(enable_online, bool):
         raise ApiError.validation(f"OnlineStoreConfig.EnableOnlineStore must be true or false; got "
@@ -105,6 +114,7 @@ def describe(group: FeatureGroup, region: str) -> dict[str, Any]:
         # Where featurestream really writes: the server's offline location, not the S3Uri asked for.
         s3["ResolvedOutputS3Uri"] = group.offline_uri
         offline["S3StorageConfig"] = s3
+        offline["TableFormat"] = "Iceberg"  # whatever was asked (Iceberg or nothing): what it is
         out["OfflineStoreConfig"] = offline
     for key in ("RoleArn", "ThroughputConfig"):
         if key in kept:

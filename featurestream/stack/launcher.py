@@ -15,12 +15,14 @@ from pathlib import Path
 
 from featurestream.config import (
     ENV_ACCESS_KEY,
+    ENV_CATALOG_URI,
     ENV_KAFKA,
     ENV_OFFLINE_URI,
     ENV_REDIS,
     ENV_S3,
     ENV_SECRET_KEY,
     Config,
+    embedded_catalog_uri,
 )
 from featurestream.stack import kafka, procs
 from featurestream.stack.errors import PortInUseError, ServerStartError
@@ -52,13 +54,16 @@ class Endpoints:
     aws_access_key_id: str | None
     aws_secret_access_key: str | None
     offline_uri: str
+    # The Iceberg catalog of the offline tables (the embedded SQLite file in the state dir unless
+    # the Config names one).
+    catalog_uri: str | None = None
 
     def exports(self) -> dict[str, str]:
         """Variable → value, in a stable order; credentials only when known."""
         pairs = [
             (ENV_KAFKA, self.kafka_bootstrap), (ENV_REDIS, self.redis_url), (ENV_S3, self.s3_endpoint_url),
             (ENV_ACCESS_KEY, self.aws_access_key_id), (ENV_SECRET_KEY, self.aws_secret_access_key),
-            (ENV_OFFLINE_URI, self.offline_uri),
+            (ENV_OFFLINE_URI, self.offline_uri), (ENV_CATALOG_URI, self.catalog_uri),
         ]
         return {name: value for name, value in pairs if value is not None}
 
@@ -66,7 +71,8 @@ class Endpoints:
         """``config`` with these endpoints filled in (what code in the same process uses)."""
         return replace(config, kafka_bootstrap=self.kafka_bootstrap, redis_url=self.redis_url,
                        s3_endpoint_url=self.s3_endpoint_url, aws_access_key_id=self.aws_access_key_id,
-                       aws_secret_access_key=self.aws_secret_access_key, offline_uri=self.offline_uri)
+                       aws_secret_access_key=self.aws_secret_access_key, offline_uri=self.offline_uri,
+                       catalog_uri=self.catalog_uri or config.catalog_uri)
 
 
 @dataclass(frozen=True)
@@ -219,6 +225,7 @@ def up(config: Config, *, ports: StackPorts | None = None, layout: StackLayout |
         aws_access_key_id=s3_info.get("access_key", config.aws_access_key_id),
         aws_secret_access_key=s3_info.get("secret_key", config.aws_secret_access_key),
         offline_uri=offline_uri,
+        catalog_uri=config.catalog_uri or embedded_catalog_uri(layout.state_dir),
     )
 
 

@@ -1,165 +1,190 @@
-"""Which data files of a table are live: THE listing readers use (never ``glob`` the bucket).
+"""The Iceberg catalog that registers every group's offline table.
 
-Live = every data file under ``<table>/data``
-       minus the inputs of committed compaction manifests (already merged elsewhere),
-       minus compaction outputs that have no committed manifest (crashed/in-progress).
-A manifest (``<table>/_manifests/<id>.json``) is written with one atomic PUT after its output
-is durable, so its appearance is the commit point of a compaction (see compaction.py).
+pyiceberg's SQL catalog: a SQLite file (the embedded default, in the state dir) or a Postgres
+database (several hosts). A commit is a compare-and-swap of the table's metadata location in
+that database, which is what makes a table's snapshot, and the Kafka offsets recorded in it,
+the one truth every writer checks against.
+
+Tables are named ``<namespace>.<group>`` (the namespace is the topic prefix) and live at the
+group's resolved offline location, ``<offline_uri>/<group>-<creation epoch>/``. Every table
+is created with ``commit.retry.num-retries = 0``: pyiceberg would otherwise retry a conflicting
+commit by itself, rebasing our append onto a snapshot whose recorded offsets it never checked
+(see ``table_commit.py``); we reload, re-check and retry ourselves.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+import threading
+from collections.abc import Mapping
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+from pyiceberg.catalog import Catalog
+from pyiceberg.exceptions import CommitFailedException, NoSuchTableError, TableAlreadyExistsError
+from pyiceberg.table import Table
 
-from sinks.offline import layout
+from schemas.ddl import offline_arrow_schema
+from schemas.group import FeatureGroup
 from sinks.offline.errors import OfflineLayoutError, OfflineStorageError
-from sinks.offline.fs import find_files, read_bytes, storage_errors
+from sinks.offline.table_format import partition_spec, table_schema
 
-MANIFEST_FORMAT = 1
-_SNAPSHOT_ATTEMPTS = 20
+CATALOG_NAME = "featurestream"
+DEFAULT_TARGET_FILE_BYTES = 128 * 1024 * 1024
+TABLE_PROPERTIES = {
+    "format-version": "2",
+    "commit.retry.num-retries": "0",          # we retry ourselves, after re-checking offsets
+    "write.target-file-size-bytes": str(DEFAULT_TARGET_FILE_BYTES),
+    "write.parquet.compression-codec": "zstd",
+    "commit.manifest-merge.enabled": "true",
+    # Old metadata.json files go away on their own; snapshots by expiry (maintenance.py).
+    "write.metadata.delete-after-commit.enabled": "true",
+    "write.metadata.previous-versions-max": "50",
+}
 
 
-@dataclass(frozen=True, slots=True)
-class Manifest:
-    """A committed compaction: ``inputs`` were merged into ``output`` (paths relative to the table)."""
+def io_properties(storage_options: Mapping[str, Any] | None) -> dict[str, str]:
+    """pyiceberg FileIO properties from the fsspec/s3fs options featurestream passes around."""
+    opts = dict(storage_options or {})
+    props: dict[str, str] = {}
+    endpoint = (opts.get("client_kwargs") or {}).get("endpoint_url")
+    if endpoint:
+        props["s3.endpoint"] = str(endpoint)
+    if opts.get("key"):
+        props["s3.access-key-id"] = str(opts["key"])
+        props["s3.secret-access-key"] = str(opts.get("secret") or "")
+    props["s3.region"] = str((opts.get("client_kwargs") or {}).get("region_name") or "us-east-1")
+    # A server that is down must fail fast with a clear error, not hang the sink in retries.
+    config = opts.get("config_kwargs") or {}
+    props["s3.connect-timeout"] = str(float(config.get("connect_timeout", 5)))
+    props["s3.request-timeout"] = str(float(config.get("read_timeout", 60)))
+    return props
 
-    id: str
-    output: str
-    inputs: tuple[str, ...]
-    rows: int
-    committed_at_ns: int
 
-    def to_json(self) -> bytes:
-        return json.dumps({"format": MANIFEST_FORMAT, "id": self.id, "output": self.output,
-                           "inputs": list(self.inputs), "rows": self.rows,
-                           "committed_at_ns": self.committed_at_ns}, indent=1).encode()
+def open_catalog(uri: str, storage_options: Mapping[str, Any] | None = None) -> Catalog:
+    """The SQL catalog at ``uri`` (``sqlite:////path/catalog.db`` or ``postgresql+psycopg2://...``)."""
+    if not isinstance(uri, str) or "://" not in uri:
+        raise OfflineLayoutError(f"Iceberg catalog URI must be an SQLAlchemy URL like sqlite:////var/lib/"
+                                 f"featurestream/catalog.db or postgresql+psycopg2://user:pw@host/db; got {uri!r}")
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    if uri.startswith("sqlite:///"):
+        import os
+
+        path = uri.removeprefix("sqlite:///")
+        if path and os.path.dirname(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+    try:
+        return SqlCatalog(CATALOG_NAME, uri=uri, **io_properties(storage_options))
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy and drivers raise many types; name the URI
+        raise OfflineStorageError(f"cannot open the Iceberg catalog at {redact(uri)}: "
+                                  f"{type(exc).__name__}: {exc}") from exc
+
+
+def redact(uri: str) -> str:
+    """The URI without its password (for error messages and logs)."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep or "@" not in rest:
+        return uri
+    creds, at, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
+
+
+class OfflineTables:
+    """The offline tables of one topic prefix in one catalog: load, or create on first use.
+
+    Thread-safe; tables are loaded fresh on every call (a commit needs the latest metadata).
+    """
+
+    def __init__(self, catalog: Catalog, namespace: str) -> None:
+        self.catalog = catalog
+        self.namespace = namespace
+        self._lock = threading.Lock()
+        self._namespace_ready = False
 
     @classmethod
-    def from_json(cls, data: bytes, where: str) -> Manifest:
+    def open(cls, catalog_uri: str, namespace: str,
+             storage_options: Mapping[str, Any] | None = None) -> OfflineTables:
+        return cls(open_catalog(catalog_uri, storage_options), namespace)
+
+    def identifier(self, group: FeatureGroup | str) -> tuple[str, str]:
+        name = group if isinstance(group, str) else group.name
+        return (self.namespace, name)
+
+    def existing(self, group: FeatureGroup) -> Table | None:
+        """The group's table, or None if none was created yet (or it belongs to an older group
+        of the same name, deleted and created again)."""
         try:
-            d = json.loads(data)
-            if d.get("format") != MANIFEST_FORMAT:
-                raise ValueError(f"format {d.get('format')!r}, expected {MANIFEST_FORMAT}")
-            m = cls(str(d["id"]), str(d["output"]), tuple(str(i) for i in d["inputs"]), int(d["rows"]),
-                    int(d["committed_at_ns"]))
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise OfflineLayoutError(f"compaction manifest {where!r} is not a featurestream manifest "
-                                     f"({type(exc).__name__}: {exc}); expected JSON with format, id, output, "
-                                     "inputs, rows, committed_at_ns") from None
-        if layout.compaction_id_of(m.output) != m.id or not m.inputs:
-            raise OfflineLayoutError(f"compaction manifest {where!r} is inconsistent: output {m.output!r} "
-                                     f"does not match id {m.id!r} or it has no inputs")
-        return m
+            table = self.catalog.load_table(self.identifier(group))
+        except NoSuchTableError:
+            return None
+        except Exception as exc:  # noqa: BLE001 - driver/IO errors: name the table
+            raise OfflineStorageError(f"feature group {group.name!r}: cannot load its Iceberg table "
+                                      f"{'.'.join(self.identifier(group))}: {type(exc).__name__}: {exc}") from exc
+        if group.offline_uri and _norm(table.location()) != _norm(group.offline_uri):
+            return None
+        return table
 
-
-def table_path_of(fs: Any, table_uri: str) -> str:
-    if not isinstance(table_uri, str) or not table_uri.strip("/ "):
-        raise OfflineLayoutError(f"table URI must be a non-empty string; got {table_uri!r}")
-    return fs._strip_protocol(table_uri).rstrip("/")
-
-
-def relative(table_path: str, path: str) -> str:
-    return path[len(table_path) + 1:] if path.startswith(table_path + "/") else path
-
-
-def read_manifests(fs: Any, table_path: str) -> dict[str, Manifest]:
-    """Committed manifests by id (a manifest deleted while listing is simply gone)."""
-    out: dict[str, Manifest] = {}
-    for path in find_files(fs, layout.manifest_root(table_path)):
-        name = layout.basename(path)
-        if name.startswith((".", "_")) or not name.endswith(".json"):
-            continue
+    def table(self, group: FeatureGroup) -> Table:
+        """The group's table, created (schema, day partitions, location) if missing; columns added
+        by a group update are added to the table's schema first."""
+        if not group.offline_enabled or not group.offline_uri:
+            raise OfflineLayoutError(f"feature group {group.name!r} has no offline store (offline_enabled "
+                                     f"{group.offline_enabled}, offline_uri {group.offline_uri!r})")
+        table = self.existing(group)
         try:
-            data = read_bytes(fs, path)
-        except FileNotFoundError:
-            continue
-        m = Manifest.from_json(data, path)
-        out[m.id] = m
-    return out
+            if table is None:
+                table = self._create(group)
+            return self._evolve(table, group)
+        except OfflineStorageError:
+            raise
+        except CommitFailedException:
+            return self.catalog.load_table(self.identifier(group))  # someone evolved it first
+        except Exception as exc:  # noqa: BLE001 - S3 (OSError), SQLAlchemy, pyiceberg: name the table
+            raise OfflineStorageError(
+                f"feature group {group.name!r}: cannot create or update its Iceberg table at {group.offline_uri}: "
+                f"{type(exc).__name__}: {exc} (is the S3 server up and FEATURESTREAM_S3_ENDPOINT_URL right?)") from exc
 
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """A consistent view: all data files, the committed manifests, and the live files among them."""
-
-    table_path: str
-    files: list[str]
-    manifests: dict[str, Manifest]
-    live: list[str]
-
-
-def _is_data(path: str, table_path: str) -> bool:
-    rel = relative(table_path, path)
-    return rel.endswith(".parquet") and not layout.is_hidden(rel)
-
-
-def snapshot(fs: Any, table_uri: str, under: str | None = None) -> Snapshot:
-    """List manifests, then files, then manifests again; retry until the two manifest lists agree.
-
-    Why the order: a compaction commits (manifest) and only then deletes its inputs. Reading
-    the manifests first and again after the files proves no commit happened in between, so
-    the file list and the manifests describe the same moment: no row missed, none doubled.
-    """
-    table_path = table_path_of(fs, table_uri)
-    root = layout.data_root(table_path) if under is None else f"{layout.data_root(table_path)}/{under}"
-    for _ in range(_SNAPSHOT_ATTEMPTS):
-        before = read_manifests(fs, table_path)
-        files = [p for p in find_files(fs, root) if _is_data(p, table_path)]
-        after = read_manifests(fs, table_path)
-        if before.keys() == after.keys():
-            break
-    else:
-        raise OfflineStorageError(f"table {table_uri!r}: compaction manifests kept changing while listing "
-                                  f"({_SNAPSHOT_ATTEMPTS} attempts); is a compactor looping?")
-    dead = {i for m in after.values() for i in m.inputs}
-    outputs = {m.output for m in after.values()}
-    live = []
-    for p in files:
-        rel = relative(table_path, p)
-        if rel in dead:
-            continue
-        if layout.compaction_id_of(rel) is not None and rel not in outputs:
-            continue
-        live.append(p)
-    return Snapshot(table_path, files, after, live)
-
-
-def list_live_files(fs: Any, table_uri: str) -> list[str]:
-    """Paths (in the fs's own form) of every live data file of the table, sorted."""
-    return snapshot(fs, table_uri).live
-
-
-def live_file_uris(fs: Any, table_uri: str) -> list[str]:
-    """Like list_live_files but as URIs a SQL engine takes (``s3://bucket/...``, or a local path)."""
-    paths = list_live_files(fs, table_uri)
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    if protocol in ("file", "local"):
-        return paths
-    return [f"{protocol}://{p}" for p in paths]
-
-
-def read_live_table(fs: Any, table_uri: str, columns: list[str] | None = None,
-                    attempts: int = 5) -> pa.Table:
-    """Every live row of a table. A file deleted between listing and reading (a compaction
-    finished meanwhile) makes it list again instead of silently missing rows."""
-    last: Exception | None = None
-    for _ in range(attempts):
-        paths = list_live_files(fs, table_uri)
+    def _create(self, group: FeatureGroup) -> Table:
+        schema = table_schema(offline_arrow_schema(group), group.event_time_name,
+                              where=f"feature group {group.name!r}")
+        ident = self.identifier(group)
+        with self._lock:
+            if not self._namespace_ready:
+                self.catalog.create_namespace_if_not_exists(self.namespace)
+                self._namespace_ready = True
         try:
-            tables = []
-            for p in paths:
-                with storage_errors("read", p), fs.open(p, "rb") as f:
-                    tables.append(pq.read_table(f, columns=columns).replace_schema_metadata(None))
-        except FileNotFoundError as exc:
-            last = exc
-            continue
-        if not tables:
-            return pa.table({})
-        return pa.concat_tables(tables, promote_options="default")
-    raise OfflineStorageError(f"table {table_uri!r}: live files kept disappearing while reading "
-                              f"({attempts} attempts): {last}")
+            stale = self.catalog.load_table(ident)
+        except NoSuchTableError:
+            stale = None
+        if stale is not None and _norm(stale.location()) != _norm(group.offline_uri or ""):
+            # A deleted group's table under the same name: unregister it (its files stay, purge
+            # deletes them) so the new group gets a table at its own location.
+            self.catalog.drop_table(ident)
+        try:
+            return self.catalog.create_table(ident, schema, location=group.offline_uri,
+                                             partition_spec=partition_spec(schema, group.event_time_name),
+                                             properties=TABLE_PROPERTIES)
+        except TableAlreadyExistsError:  # another process created it a moment ago
+            return self.catalog.load_table(ident)
+
+    @staticmethod
+    def _evolve(table: Table, group: FeatureGroup) -> Table:
+        wanted = table_schema(offline_arrow_schema(group), group.event_time_name)
+        have = set(table.schema().column_names)
+        if all(f.name in have for f in wanted.fields):
+            return table
+        with table.update_schema() as update:
+            update.union_by_name(wanted)
+        return table
+
+    def drop(self, group: FeatureGroup) -> None:
+        """Unregister the group's table (its files are the caller's to delete)."""
+        try:
+            self.catalog.drop_table(self.identifier(group))
+        except NoSuchTableError:
+            pass
+
+
+def _norm(location: str) -> str:
+    loc = location.rstrip("/")
+    return loc.removeprefix("file://")

@@ -1,4 +1,4 @@
-"""Typed errors of the offline writer, layout and compaction.
+"""Typed errors of the offline writer, tables and maintenance.
 
 They subclass schemas.errors so the CLI/HTTP front doors already know how to show them.
 """
@@ -28,8 +28,16 @@ class OfflineStorageError(ServiceUnavailableError):
 
 
 class OfflineLayoutError(FeatureStoreError, ValueError):
-    """A URI, a file name or a manifest does not follow the offline table layout."""
+    """A URI, an argument or a Kafka offset does not fit the offline table (wrong type, wrong order)."""
 
 
-class CompactionCrash(FeatureStoreError):
-    """Raised by a test hook to simulate a crash between two compaction steps."""
+class OffsetsMismatchError(FeatureStoreError):
+    """A commit was refused: its start offsets are not what the table records (see table_commit.py).
+
+    ``recorded`` maps each disagreeing (topic, partition) to what the table records (None:
+    nothing); the writer resumes from there.
+    """
+
+    def __init__(self, message: str, *, recorded: dict[tuple[str, int], int | None]) -> None:
+        super().__init__(message)
+        self.recorded = recorded

@@ -34,11 +34,11 @@ class QueryEngine(Protocol):
 
     def source(self, group: str) -> OfflineSource: ...
 
-    def relation_sql(self, group: str, *, as_of_ns: int | None = None) -> str: ...
+    def relation_sql(self, group: str, *, as_of_ns: int | None = None, since_ns: int | None = None) -> str: ...
 
     def register_arrow(self, table: pa.Table) -> str: ...
 
-    def execute(self, sql: str, params: Any = None) -> pa.Table: ...
+    def execute(self, sql: str, params: Any = None, *, views: bool = True) -> pa.Table: ...
 
 DEFAULT_TIMESTAMP_COLUMN = "event_time"
 FeatureRequest = Sequence[str] | Sequence[tuple[str, Sequence[str]]] | Mapping[str, Sequence[str]]
@@ -225,7 +225,8 @@ def get_historical_features(query: QueryEngine, entity_rows: Any, features: Feat
         # Only rows that can be picked: not after the last entity time and, with max_age,
         # not older than the first entity time minus max_age. Pushed down to Parquet statistics
         # (and to whole files through the Hive hour partitions).
-        rel = query.relation_sql(group, as_of_ns=bounds[1] if bounds else None)
+        rel = query.relation_sql(group, as_of_ns=bounds[1] if bounds else None,
+                                 since_ns=bounds[0] - age_ns if bounds and age_ns is not None else None)
         where = []
         if bounds:
             where.append(f"{et} <= make_timestamp_ns({bounds[1]})::TIMESTAMPTZ_NS")
@@ -256,7 +257,7 @@ def get_historical_features(query: QueryEngine, entity_rows: Any, features: Feat
             selects.append(f"CASE WHEN {hide} THEN NULL ELSE {value} END AS {quote_ident(names[(group, f)])}")
     sql = (f"WITH {', '.join(ctes)}\nSELECT {', '.join(selects)}\nFROM __e\n" + "\n".join(joins)
            + "\nORDER BY __e.__row")
-    joined = query.execute(sql)
+    joined = query.execute(sql, views=False)
 
     out = table
     for group, feats in request.items():

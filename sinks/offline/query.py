@@ -22,7 +22,7 @@ from schemas.errors import FeatureStoreError, ValidationError
 from schemas.eventtime import format_iso, parse_event_time
 from schemas.ordering import latest_order_sql
 from sinks.offline.query_errors import QueryError, UnknownGroupError, UnknownTableError
-from sinks.offline.query_source import OfflineSource, SourceRegistrar, quote_ident
+from sinks.offline.query_source import OfflineSource, SourceRegistrar, quote_ident, sources_from_groups
 
 _MISSING_TABLE_RE = re.compile(r"Table with name (.+?) does not exist", re.IGNORECASE)
 
@@ -39,8 +39,7 @@ def latest_rows_sql(table: str, id_col: str, event_time_col: str, *, as_of: str 
     """
     t, ident, et = quote_ident(table), quote_ident(id_col), quote_ident(event_time_col)
     order = latest_order_sql(et)  # which row wins: schemas/ordering.py
-    # CAST to TIMESTAMPTZ_NS keeps nanoseconds (a TIMESTAMP literal stops at microseconds) and
-    # still reaches the Parquet reader as a pushed-down filter on row-group statistics.
+    # CAST to TIMESTAMPTZ_NS keeps nanoseconds (a TIMESTAMP literal stops at microseconds).
     where = f"\n  WHERE {et} <= CAST('{as_of}' AS TIMESTAMPTZ_NS)" if as_of is not None else ""
     sql = (f"SELECT * EXCLUDE (__rank) FROM (\n"
            f"  SELECT *, row_number() OVER (PARTITION BY {ident} ORDER BY {order}) AS __rank\n"
@@ -62,37 +61,43 @@ def _as_of_ns(as_of: Any, group: str, event_time_col: str) -> int | None:
 
 
 class OfflineQuery:
-    """One DuckDB connection over a fixed set of groups' offline tables.
+    """One DuckDB connection over a fixed set of groups' offline tables, each at one snapshot.
 
     ``groups``: a mapping of name → (``FeatureGroup`` or :class:`OfflineSource`), or an
-    iterable of those (named by their ``name``). Each group's live files are listed once,
-    here, so all statements of this object read one consistent snapshot of the tables.
-    ``threads`` caps DuckDB's worker threads (the default uses every core).
+    iterable of those (named by their ``name``). FeatureGroups are resolved through ``tables``
+    (a ``sinks.offline.catalog.OfflineTables``) at their current snapshot, or at the one current
+    at ``as_of_commit`` (time travel by commit), so all statements of this object read the same
+    tables. A group's rows are scanned when a statement first needs them: plain SQL scans the
+    groups it is given; ``snapshot`` and the point-in-time join scan only the event-time range
+    they need (pushed down to the table scan). ``threads`` caps DuckDB's worker threads.
     """
 
     def __init__(self, groups: Mapping[str, TableSource] | Iterable[TableSource], *,
-                 storage_options: Mapping[str, Any] | None = None, reader: str = "auto",
-                 threads: int | None = None) -> None:
-        items = groups.items() if isinstance(groups, Mapping) else ((g.name, g) for g in groups)
-        self.sources: dict[str, OfflineSource] = {}
-        for name, src in items:
-            if not isinstance(src, OfflineSource):
-                src = OfflineSource.from_group(src, storage_options)
-            self.sources[name] = src
+                 tables: Any = None, as_of_commit: Any = None, threads: int | None = None) -> None:
+        self.sources: dict[str, OfflineSource] = sources_from_groups(groups, tables, as_of_commit=as_of_commit)
         self.con = duckdb.connect()
         # UTC: TIMESTAMP literals and timestamptz output must not depend on the host's zone.
         self.con.execute("SET TimeZone = 'UTC'")
         if threads is not None:
             self.con.execute(f"SET threads = {int(threads)}")
-        self._registrar = SourceRegistrar(self.con, reader)
+        self._registrar = SourceRegistrar(self.con)
+        self._views_ready = False
+
+    def _ensure_views(self) -> None:
+        """Each group as a view named after it (scanned once, on the first plain SQL statement)."""
+        if self._views_ready:
+            return
         for name, src in self.sources.items():
             try:
-                self.con.execute(f"CREATE TEMP VIEW {quote_ident(name)} AS "
-                                 f"{self._registrar.relation_sql(src)}")
+                self.con.execute(f"CREATE TEMP VIEW {quote_ident(name)} AS {self._registrar.relation_sql(src)}")
             except (duckdb.Error, pa.ArrowException, OSError) as exc:
-                self.con.close()
-                raise QueryError(f"cannot read the offline table of group {name!r} "
-                                 f"({len(src.files)} live files): {exc}") from None
+                raise QueryError(f"cannot read the offline table of group {name!r}: {exc}") from None
+            except FeatureStoreError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - pyiceberg/S3 errors: name the group
+                raise QueryError(f"cannot read the offline table of group {name!r}: "
+                                 f"{type(exc).__name__}: {exc}") from None
+        self._views_ready = True
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -112,22 +117,31 @@ class OfflineQuery:
         except (KeyError, TypeError):
             raise UnknownGroupError(str(group), self.sources) from None
 
-    def relation_sql(self, group: str, *, as_of_ns: int | None = None) -> str:
-        """A SELECT over ``group``'s rows; with ``as_of_ns``, only files that can hold rows
-        at or before it are read (Hive hour pruning)."""
+    def relation_sql(self, group: str, *, as_of_ns: int | None = None, since_ns: int | None = None) -> str:
+        """A SELECT over ``group``'s rows with event time in [since_ns, as_of_ns] (None: open);
+        the bounds are pushed into the table scan, so days outside them are never read."""
         src = self.source(group)
-        if as_of_ns is None:
-            return quote_ident(group)
-        return self._registrar.relation_sql(src, src.files_up_to(as_of_ns))
+        try:
+            return self._registrar.relation_sql(src, as_of_ns, since_ns)
+        except FeatureStoreError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - pyiceberg/S3 errors: name the group
+            raise QueryError(f"cannot read the offline table of group {group!r}: {type(exc).__name__}: {exc}") \
+                from None
 
     def register_arrow(self, table: pa.Table) -> str:
         """Make an Arrow table readable by this connection's SQL; returns its (internal) name."""
         return self._registrar._register(table)
 
-    def execute(self, sql: str, params: Any = None) -> pa.Table:
-        """Run ``sql`` and return an Arrow table, turning DuckDB errors into typed ones."""
+    def execute(self, sql: str, params: Any = None, *, views: bool = True) -> pa.Table:
+        """Run ``sql`` and return an Arrow table, turning DuckDB errors into typed ones.
+
+        ``views=False``: the statement reads only relations from :meth:`relation_sql` (snapshot,
+        the point-in-time join), so the groups' full views need not be scanned."""
         if not isinstance(sql, str) or not sql.strip():
             raise QueryError(f"the query must be a non-empty SQL string, got {sql!r}", sql=None)
+        if views:
+            self._ensure_views()
         try:
             # con.sql (a relation) hands Arrow over without the extra copy of the DB-API path.
             rel = self.con.sql(sql, params=params) if params is not None else self.con.sql(sql)
@@ -149,7 +163,7 @@ class OfflineQuery:
 
     def to_pandas(self, sql: str, params: Any = None) -> Any:
         """Same as :meth:`sql`, as a pandas DataFrame."""
-        return self.execute(sql, params).to_pandas()
+        return self.sql(sql, params).to_pandas()
 
     def snapshot(self, group: str, as_of: Any = None, include_deleted: bool = False) -> pa.Table:
         """The latest row per identifier with event time <= ``as_of`` (every row if None).
@@ -164,7 +178,7 @@ class OfflineQuery:
                                include_deleted=include_deleted)
         rel = self.relation_sql(group, as_of_ns=as_of_ns)
         order = f"ORDER BY {quote_ident(src.record_identifier_name)}"
-        return self.execute(f"WITH __snap AS (SELECT * FROM {rel})\n{body}\n{order}")
+        return self.execute(f"WITH __snap AS (SELECT * FROM {rel})\n{body}\n{order}", views=False)
 
 
     def get_historical_features(self, entity_rows: Any, features: Any, *, max_age: Any = None,
@@ -178,17 +192,17 @@ class OfflineQuery:
                                        full_feature_names=full_feature_names)
 
 
-def query(sql: str, groups: Mapping[str, TableSource] | Iterable[TableSource], *,
-          storage_options: Mapping[str, Any] | None = None) -> pa.Table:
+def query(sql: str, groups: Mapping[str, TableSource] | Iterable[TableSource], *, tables: Any = None,
+          as_of_commit: Any = None) -> pa.Table:
     """One-shot :meth:`OfflineQuery.sql`."""
-    with OfflineQuery(groups, storage_options=storage_options) as q:
+    with OfflineQuery(groups, tables=tables, as_of_commit=as_of_commit) as q:
         return q.sql(sql)
 
 
-def snapshot(group: TableSource, as_of: Any = None, include_deleted: bool = False, *,
-             storage_options: Mapping[str, Any] | None = None) -> pa.Table:
+def snapshot(group: TableSource, as_of: Any = None, include_deleted: bool = False, *, tables: Any = None,
+             as_of_commit: Any = None) -> pa.Table:
     """One-shot :meth:`OfflineQuery.snapshot` of one group (a FeatureGroup or OfflineSource)."""
-    with OfflineQuery([group], storage_options=storage_options) as q:
+    with OfflineQuery([group], tables=tables, as_of_commit=as_of_commit) as q:
         return q.snapshot(group.name, as_of, include_deleted)
 
 

@@ -1,99 +1,142 @@
-"""Where one group's offline rows come from, and how DuckDB reads them.
+"""Where one group's offline rows come from: its Iceberg table, read through pyiceberg scans.
 
-A query never lists a table's directory itself: the catalog (``sinks.offline.catalog``) is
-the only correct list of live files (it hides compaction inputs/outputs in flight), so a
-source is a *frozen list of files* taken once per query — every statement of one query sees
-the same snapshot of the table even if compaction commits meanwhile.
+A source pins one snapshot of the table when it is made, so every statement of one query sees
+the same table even if the sink or a compaction commits meanwhile, and Iceberg's snapshots
+guarantee that set of files holds each row once. Reads go through pyiceberg (manifests, then
+the data files; schema evolution handled by field id) to Arrow, with event-time bounds pushed
+into the scan: days outside them are never opened, and Parquet statistics skip row groups.
+The rows come back in the view shape (``table_format.to_view_rows``): the event time exact to
+the nanosecond, a ``TIMESTAMP WITH TIME ZONE`` in SQL.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 # Columns every offline table has besides the group's features (see the offline writer).
 METADATA_COLUMNS = ("api_invocation_time", "write_time", "is_deleted",
                     "_kafka_topic", "_kafka_partition", "_kafka_offset")
 
-_HOUR_RE = re.compile(r"year=(\d{4})/month=(\d{1,2})/day=(\d{1,2})/hour=(\d{1,2})(?:/|$)")
-_HOUR_NS = 3600 * 1_000_000_000
-
 
 @dataclass(frozen=True)
 class OfflineSource:
-    """One group's offline table: its key columns, Arrow schema and live Parquet files.
+    """One group's offline table: its key columns, view schema, and the table at one snapshot.
 
-    ``filesystem`` is an fsspec filesystem (s3fs for ``s3://``); ``None`` or a local fsspec
-    filesystem means ``files`` are local paths, which DuckDB reads natively (fastest).
+    ``table`` is a pyiceberg Table (None: no table yet, which reads as empty) and ``snapshot_id``
+    the snapshot every read uses (None with a table: its current one when the source was made).
     """
 
     name: str
     record_identifier_name: str
     event_time_name: str
     schema: pa.Schema
-    files: tuple[str, ...] = ()
-    filesystem: Any = field(default=None, compare=False)
+    table: Any = field(default=None, compare=False)
+    snapshot_id: int | None = None
 
     @classmethod
-    def from_group(cls, group: Any, storage_options: Mapping[str, Any] | None = None) -> OfflineSource:
-        """Resolve a ``schemas.group.FeatureGroup``'s table: its schema and its live files now."""
-        # Imported here so the pure parts of this module load before those modules exist.
+    def from_group(cls, group: Any, tables: Any, *, as_of_commit: Any = None) -> OfflineSource:
+        """Resolve a ``schemas.group.FeatureGroup``'s table (``tables``: a catalog.OfflineTables)
+        at its current snapshot, or at the snapshot current at ``as_of_commit`` (time travel by
+        commit: an aware datetime, ISO-8601 text or epoch seconds)."""
+        # Imported here so the pure parts of this module load without pyiceberg's catalog.
         from schemas.ddl import offline_arrow_schema
-        from sinks.offline.catalog import list_live_files
-        from sinks.offline.fs import open_filesystem
+        from sinks.offline.query_errors import QueryError
 
-        if not group.offline_uri:
-            from sinks.offline.query_errors import QueryError
-
+        if not group.offline_enabled or not group.offline_uri:
             raise QueryError(f"feature group {group.name!r} has no offline store (offline_uri is None); "
                              f"only groups created with the offline store enabled can be queried")
-        fs, root = open_filesystem(group.offline_uri, dict(storage_options or {}))
-        files = tuple(list_live_files(fs, root))
+        table = tables.existing(group)
+        snapshot_id = None
+        if table is not None:
+            snap = table.current_snapshot()
+            if as_of_commit is not None:
+                snap = snapshot_as_of(table, group.name, as_of_commit)
+                if snap is None:
+                    table = None  # the table held nothing yet at that time
+            snapshot_id = None if snap is None else snap.snapshot_id
         return cls(name=group.name, record_identifier_name=group.record_identifier_name,
                    event_time_name=group.event_time_name, schema=offline_arrow_schema(group),
-                   files=files, filesystem=fs)
+                   table=table, snapshot_id=snapshot_id)
 
     @property
     def feature_names(self) -> list[str]:
         """Every feature of the group (identifier and event time included), in schema order."""
         return [n for n in self.schema.names if n not in METADATA_COLUMNS]
 
-    def files_up_to(self, as_of_ns: int | None) -> tuple[str, ...]:
-        """Files that may hold rows with event time <= ``as_of_ns``.
+    def _filter(self, upper_ns: int | None, lower_ns: int | None) -> Any:
+        """The scan's row filter on the microsecond event-time column. That column holds
+        floor(ns / 1000), so ``ns <= upper`` implies ``us <= floor(upper / 1000)`` (and likewise
+        for the lower bound): the filter keeps every qualifying row; the exact cut is on ns, later."""
+        from pyiceberg.expressions import AlwaysTrue, And, GreaterThanOrEqual, LessThanOrEqual
 
-        The Hive layout partitions by event-time hour, so a file under an hour that starts
-        after ``as_of`` cannot contain a qualifying row: skipping it saves opening it at all.
-        Paths without a recognisable partition are always kept (never wrong, only slower).
-        """
-        if as_of_ns is None:
-            return self.files
-        return tuple(f for f in self.files if (_hour_start_ns(f) or 0) <= as_of_ns)
+        expr: Any = AlwaysTrue()
+        if upper_ns is not None:
+            expr = And(expr, LessThanOrEqual(self.event_time_name, upper_ns // 1000))
+        if lower_ns is not None:
+            expr = And(expr, GreaterThanOrEqual(self.event_time_name, lower_ns // 1000))
+        return expr
+
+    def files(self, upper_ns: int | None = None, lower_ns: int | None = None) -> list[str]:
+        """The data files a read with these bounds opens (partition and column-statistics pruning)."""
+        if self.table is None or self.snapshot_id is None:
+            return []
+        scan = self.table.scan(row_filter=self._filter(upper_ns, lower_ns), snapshot_id=self.snapshot_id)
+        return [task.file.file_path for task in scan.plan_files()]
+
+    def rows(self, upper_ns: int | None = None, lower_ns: int | None = None) -> pa.Table:
+        """The rows with ``lower_ns <= event time <= upper_ns`` (None: unbounded), view-shaped;
+        the bounds are pushed into the scan (:meth:`_filter`), then applied exactly."""
+        if self.table is None or self.snapshot_id is None:
+            return self.schema.empty_table()
+        from sinks.offline.table_format import to_view_rows
+
+        et = self.event_time_name
+        scanned = self.table.scan(row_filter=self._filter(upper_ns, lower_ns), snapshot_id=self.snapshot_id).to_arrow()
+        rows = to_view_rows(scanned, self.schema, et)
+        if upper_ns is None and lower_ns is None:
+            return rows
+        ns = rows.column(et).cast(pa.int64())
+        keep = None
+        if upper_ns is not None:
+            keep = pc.less_equal(ns, upper_ns)
+        if lower_ns is not None:
+            low = pc.greater_equal(ns, lower_ns)
+            keep = low if keep is None else pc.and_(keep, low)
+        return rows.filter(keep)
 
 
-def _hour_start_ns(path: str) -> int | None:
-    m = _HOUR_RE.search(path.replace("\\", "/"))
-    if m is None:
-        return None
-    y, mo, d, h = (int(x) for x in m.groups())
+def snapshot_as_of(table: Any, group: str, when: Any) -> Any:
+    """The table's snapshot that was current at ``when`` (None: none yet)."""
+    from schemas.errors import ValidationError
+    from schemas.eventtime import format_iso, parse_event_time
+
     try:
-        t = datetime(y, mo, d, h, tzinfo=UTC)
-    except ValueError:
-        return None
-    return int(t.timestamp()) * 1_000_000_000
-
-
-def is_local(filesystem: Any) -> bool:
-    if filesystem is None:
-        return True
-    protocol = getattr(filesystem, "protocol", None)
-    protocols = (protocol,) if isinstance(protocol, str) else tuple(protocol or ())
-    return "file" in protocols or "local" in protocols
+        ns = parse_event_time(when, group=group, feature="as_of_commit")
+    except ValidationError as exc:
+        raise ValidationError(f"feature group {group!r}: as_of_commit {when!r} is not a time: {exc}",
+                              group=group, feature="as_of_commit", value=when) from None
+    ms = ns // 1_000_000
+    current = None
+    for entry in table.history():  # the snapshot log of the snapshots kept: (commit time, id), oldest first
+        if entry.timestamp_ms > ms:
+            break
+        current = entry
+    if current is not None:
+        return table.snapshot_by_id(current.snapshot_id)
+    kept = sorted(table.metadata.snapshots, key=lambda x: x.timestamp_ms)
+    if kept and (kept[0].sequence_number or 1) > 1:
+        # The oldest snapshot kept was not the table's first commit (sequence numbers count
+        # commits; expiry clears parent ids): the table held something before, now expired.
+        raise ValidationError(f"feature group {group!r}: as_of_commit {when!r} is before the oldest snapshot the "
+                              f"table keeps ({format_iso(kept[0].timestamp_ms * 1_000_000)}; older ones expired "
+                              "with the retention window)", group=group, feature="as_of_commit", value=when)
+    return None  # before the table's first commit: it held nothing
 
 
 def quote_ident(name: str) -> str:
@@ -101,22 +144,11 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _sql_string(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 class SourceRegistrar:
-    """Registers sources in one DuckDB connection and hands back SQL that reads them.
+    """Registers sources' rows in one DuckDB connection and hands back SQL that reads them."""
 
-    ``reader``: ``"auto"`` (DuckDB's native Parquet reader for local files, a pyarrow dataset
-    over the fsspec filesystem otherwise), ``"duckdb"`` or ``"arrow"`` (forced, for benchmarks).
-    """
-
-    def __init__(self, con: duckdb.DuckDBPyConnection, reader: str = "auto") -> None:
-        if reader not in ("auto", "duckdb", "arrow"):
-            raise ValueError(f"reader {reader!r} is not one of 'auto', 'duckdb', 'arrow'")
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
         self.con = con
-        self.reader = reader
         self._count = 0
         self._keep: list[Any] = []  # registered Arrow objects must outlive the connection's use
 
@@ -127,33 +159,24 @@ class SourceRegistrar:
         self._keep.append(obj)
         return name
 
-    def relation_sql(self, source: OfflineSource, files: Sequence[str] | None = None) -> str:
-        """A parenthesised SELECT with exactly ``source.schema``'s columns over ``files``.
+    def relation_sql(self, source: OfflineSource, upper_ns: int | None = None,
+                     lower_ns: int | None = None) -> str:
+        """A parenthesised SELECT with exactly ``source.schema``'s columns over its rows in bounds."""
+        return f"(SELECT * FROM {self._register(source.rows(upper_ns, lower_ns))})"
 
-        Older files may lack features added later by a group update: those columns read as
-        NULL of the right type instead of failing or silently disappearing.
-        """
-        files = source.files if files is None else tuple(files)
-        empty = self._register(source.schema.empty_table())
-        if not files:
-            return f"(SELECT * FROM {empty})"
-        use_duckdb = self.reader == "duckdb" or (self.reader == "auto" and is_local(source.filesystem))
-        if not use_duckdb:
-            return f"(SELECT * FROM {self._register(self._arrow_dataset(source, files))})"
-        file_list = "[" + ", ".join(_sql_string(str(f)) for f in files) + "]"
-        scan = f"read_parquet({file_list}, union_by_name = true)"
-        present = {row[0] for row in self.con.execute(f"DESCRIBE SELECT * FROM {scan}").fetchall()}
-        types = {row[0]: row[1] for row in self.con.execute(f"DESCRIBE SELECT * FROM {empty}").fetchall()}
-        cols = []
-        for name in source.schema.names:
-            q = quote_ident(name)
-            cols.append(q if name in present else f"CAST(NULL AS {types[name]}) AS {q}")
-        return f"(SELECT {', '.join(cols)} FROM {scan})"
 
-    @staticmethod
-    def _arrow_dataset(source: OfflineSource, files: Sequence[str]) -> Any:
-        import pyarrow.dataset as ds
-        from pyarrow.fs import FSSpecHandler, PyFileSystem
+def sources_from_groups(groups: Mapping[str, Any] | Any, tables: Any, *, as_of_commit: Any = None
+                        ) -> dict[str, OfflineSource]:
+    """name → OfflineSource for FeatureGroups (resolved through ``tables``) or ready sources."""
+    items = groups.items() if isinstance(groups, Mapping) else ((g.name, g) for g in groups)
+    out = {}
+    for name, src in items:
+        if not isinstance(src, OfflineSource):
+            if tables is None:
+                from sinks.offline.query_errors import QueryError
 
-        fs = None if source.filesystem is None else PyFileSystem(FSSpecHandler(source.filesystem))
-        return ds.dataset(list(files), filesystem=fs, format="parquet", schema=source.schema)
+                raise QueryError(f"feature group {name!r}: no Iceberg catalog given to find its table "
+                                 "(pass tables=OfflineTables.open(catalog_uri, prefix, storage_options))")
+            src = OfflineSource.from_group(src, tables, as_of_commit=as_of_commit)
+        out[name] = src
+    return out

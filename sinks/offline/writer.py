@@ -1,60 +1,71 @@
-"""OfflineWriter: the facade the offline sink's consumer loop drives. Independent of Kafka.
+"""OfflineWriter: the facade the offline sink's consumer loop (and replay) drives. Independent of Kafka.
 
-How the consumer must drive it (the exactly-once contract, see partition_writer.py)::
+How a consumer must drive it (the exactly-once contract, see partition_writer.py and
+table_commit.py)::
 
-    writer = OfflineWriter(fs, root, RotationPolicy())
-    consumer = Consumer({..., "enable.auto.commit": False, "auto.offset.reset": "earliest"})
-    # on_revoke / on_lost: writer.discard(topic, p) for each revoked partition (do NOT flush:
-    # the new owner restarts from the committed offset and rewrites the same file names).
+    writer = OfflineWriter(OfflineTables.open(catalog_uri, prefix, storage_options), RotationPolicy())
+    # on assignment: start each partition where the table says (None: from the beginning)
+    for tp in assigned: consumer.seek(writer.resume(group_of(tp), tp.topic, tp.partition) or BEGINNING)
     while running:
         msg = consumer.poll(0.5)
-        if msg is not None:
-            writer.add(group_of(msg.topic()), decode(msg), msg.topic(), msg.partition(), msg.offset())
+        writer.add(group_of(msg.topic()), decode(msg), msg.topic(), msg.partition(), msg.offset())
         for topic, p in writer.due():
-            result = writer.flush(topic, p)          # files durable when this returns
-            dead_letter(result.rejected)             # poison rows, if any
-            if result.next_offset is not None:       # synchronous: the next batch must start here
-                consumer.commit(offsets=[TopicPartition(topic, p, result.next_offset)],
-                                asynchronous=False)
-    # on shutdown: flush_all(), commit each, close.
+            writer.flush(topic, p)      # committed in the table, with its offsets, when it returns
+    # a flush refused with OffsetsMismatchError: the partition's buffer is gone; seek to
+    # writer.resume(...) again (another writer committed that range).
 
-If a commit fails, call ``discard`` for that partition and seek it back to the committed
-offset (or restart): never flush further batches on top of an uncommitted one.
+Committing the consumer group's offsets afterwards is only for lag monitoring: the table's
+offsets are where the sink resumes.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
 from schemas.group import FeatureGroup
 from schemas.messages import OFFLINE, DeleteMessage, PutMessage
-from schemas.names import offline_table_uri
-from sinks.offline.errors import OfflineLayoutError
-from sinks.offline.partition_writer import FlushResult, PartitionWriter
+from sinks.offline.catalog import OfflineTables
+from sinks.offline.errors import OfflineLayoutError, OfflineRowError
+from sinks.offline.partition_writer import FlushResult, PartitionWriter, Prepared, StageHook, flush_table
 from sinks.offline.rotation import RotationPolicy
+from sinks.offline.rows import Item
+from sinks.offline.table_commit import recorded_offsets
 
-
-def table_path_for(fs: Any, root_path: str, group: FeatureGroup) -> str:
-    """The fs path of ``group``'s table: its resolved offline_uri, else ``<root>/<group>-<epoch>``."""
-    if group.offline_uri:
-        return fs._strip_protocol(group.offline_uri).rstrip("/")
-    return offline_table_uri(root_path, group.name, group.creation_epoch)
+RejectedHook = Callable[[list[tuple[Item, OfflineRowError]]], None]
 
 
 class OfflineWriter:
-    """One PartitionWriter per (topic, Kafka partition), created on first use."""
+    """One PartitionWriter per (topic, Kafka partition), started where the table says."""
 
-    def __init__(self, fs: Any, root_path: str, policy: RotationPolicy | None = None, *,
+    def __init__(self, tables: OfflineTables, policy: RotationPolicy | None = None, *,
                  clock: Callable[[], float] = time.monotonic,
-                 wall_clock_ns: Callable[[], int] = time.time_ns) -> None:
-        self.fs = fs
-        self.root_path = root_path.rstrip("/")
+                 wall_clock_ns: Callable[[], int] = time.time_ns,
+                 stage_hook: StageHook | None = None) -> None:
+        self.tables = tables
         self.policy = policy or RotationPolicy()
         self._clock = clock
         self._wall_ns = wall_clock_ns
+        self._stage_hook = stage_hook
         self._writers: dict[tuple[str, int], PartitionWriter] = {}
+
+    def recorded(self, group: FeatureGroup, topic: str) -> dict[int, int]:
+        """Next offset per partition of ``topic`` that the group's table records."""
+        table = self.tables.existing(group) if group.offline_enabled else None
+        if table is None:
+            return {}
+        return {p: o for (t, p), o in recorded_offsets(table).items() if t == topic}
+
+    def resume(self, group: FeatureGroup, topic: str, partition: int) -> int | None:
+        """Forget the partition's buffer and return where its next batch starts: the next offset
+        the table records (None: the table holds nothing of it, start at the beginning)."""
+        start = self.recorded(group, topic).get(partition)
+        self._writers[(topic, partition)] = self._new_writer(group, topic, partition, start)
+        return start
+
+    def _new_writer(self, group: FeatureGroup, topic: str, partition: int, start: int | None) -> PartitionWriter:
+        return PartitionWriter(self.tables.table, group, topic, partition, start, self.policy, self._clock,
+                               self._wall_ns, self._stage_hook)
 
     def add(self, group: FeatureGroup, message: PutMessage | DeleteMessage, topic: str, partition: int,
             offset: int) -> bool:
@@ -73,9 +84,8 @@ class OfflineWriter:
         key = (topic, partition)
         writer = self._writers.get(key)
         if writer is None:
-            writer = PartitionWriter(self.fs, table_path_for(self.fs, self.root_path, group), group, topic,
-                                     partition, self.policy, self._clock, self._wall_ns)
-            self._writers[key] = writer
+            self.resume(group, topic, partition)
+            writer = self._writers[key]
         elif writer.group.name != group.name:
             raise OfflineLayoutError(f"topic {topic!r} carries feature group {writer.group.name!r}, but a "
                                      f"message at offset {offset} was added as group {group.name!r}")
@@ -83,22 +93,50 @@ class OfflineWriter:
         writer.add(group, message, offset, keep=keep)
         return keep
 
+    def skip(self, group: FeatureGroup, topic: str, partition: int, offset: int) -> None:
+        """A message that is no row (poison, dead-lettered): only its offset moves on."""
+        key = (topic, partition)
+        if key not in self._writers:
+            self.resume(group, topic, partition)
+        self._writers[key].skip(offset)
+
     def due(self) -> list[tuple[str, int]]:
         """(topic, partition) pairs whose buffers the rotation policy says to flush now."""
         now = self._clock()
         return [key for key, w in self._writers.items() if w.due(now) is not None]
 
-    def flush(self, topic: str, partition: int) -> FlushResult:
-        writer = self._writers.get((topic, partition))
-        if writer is None:
-            return FlushResult([], 0, None)
-        return writer.flush()
+    def flush(self, topic: str, partition: int, before_commit: RejectedHook | None = None) -> FlushResult:
+        return self.flush_many([(topic, partition)], before_commit)[(topic, partition)]
 
-    def flush_all(self) -> dict[tuple[str, int], FlushResult]:
-        return {key: w.flush() for key, w in list(self._writers.items())}
+    def flush_many(self, keys: list[tuple[str, int]], before_commit: RejectedHook | None = None
+                   ) -> dict[tuple[str, int], FlushResult]:
+        """Commit the batches of ``keys``: one upload and ONE snapshot per table (a table's
+        partitions share its commits, so commits grow with tables, not partitions).
+
+        Raises OffsetsMismatchError if a table refused a commit (every batch of that commit is
+        forgotten; other tables' commits of this call may have happened)."""
+        out: dict[tuple[str, int], FlushResult] = {}
+        by_table: dict[str, list[Prepared]] = {}
+        groups: dict[str, FeatureGroup] = {}
+        for key in keys:
+            writer = self._writers.get(key)
+            prepared = writer.prepare() if writer is not None and writer.group.offline_enabled else None
+            if prepared is None:
+                if writer is not None and not writer.group.offline_enabled:
+                    writer.discard()
+                out[key] = FlushResult([], 0, None)
+                continue
+            by_table.setdefault(writer.group.name, []).append(prepared)
+            if writer.group.version >= groups.get(writer.group.name, writer.group).version:
+                groups[writer.group.name] = writer.group
+        for name, prepared in by_table.items():
+            group = groups[name]
+            out.update(flush_table(prepared, lambda group=group: self.tables.table(group),
+                                   before_commit=before_commit, stage_hook=self._stage_hook))
+        return out
 
     def discard(self, topic: str, partition: int) -> None:
-        """Drop a partition's buffer (revoked, or its commit failed); redelivery brings the rows back."""
+        """Drop a partition's buffer (revoked, or its commit refused); redelivery brings the rows back."""
         writer = self._writers.pop((topic, partition), None)
         if writer is not None:
             writer.discard()

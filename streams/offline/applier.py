@@ -24,6 +24,7 @@ from streams.route import Poison, RawMessage, route
 
 log = logging.getLogger("featurestream.offline")
 OFFLINE_STORE = "OfflineStore"
+BEGINNING = -2  # confluent_kafka.OFFSET_BEGINNING: the table holds nothing of the partition yet
 
 
 class OfflineApplier:
@@ -49,16 +50,28 @@ class OfflineApplier:
             routed = route(batch, groups, prefix=self.prefix, store=OFFLINE_STORE)
         poison = list(routed.poison)
         by_coords = {(r.topic, r.partition, r.offset): r for r in batch}
+        # In offset order per partition: poison of a known offline group advances the table's
+        # offsets too (the writer skips it), so a restart does not dead-letter it again.
+        steps: list[tuple[str, int, int, Any, Any]] = []
         for name, items in routed.work.items():
             group = groups[name]
             topic = group_topic(self.prefix, name)
-            for msg, partition, offset in items:
-                try:
-                    self.writer.add(group, msg, topic, partition, offset)
-                except OfflineRowError as exc:  # e.g. an event time outside years 1-9999
-                    poison.append(Poison(by_coords[(topic, partition, offset)], str(exc)))
-                    continue
-                self._held.add((topic, partition))
+            steps += [(topic, partition, offset, group, msg) for msg, partition, offset in items]
+        for p in routed.poison:
+            name = group_from_topic(self.prefix, p.raw.topic)
+            group = groups.get(name) if name else None
+            if group is not None and group.offline_enabled:
+                steps.append((p.raw.topic, p.raw.partition, p.raw.offset, group, None))
+        for topic, partition, offset, group, msg in sorted(steps, key=lambda s: s[:3]):
+            if msg is None:
+                self.writer.skip(group, topic, partition, offset)
+                continue
+            try:
+                self.writer.add(group, msg, topic, partition, offset)
+            except OfflineRowError as exc:  # e.g. an event time outside years 1-9999
+                poison.append(Poison(by_coords[(topic, partition, offset)], str(exc)))
+                continue
+            self._held.add((topic, partition))
         self._dead_letter(poison)
 
     def _dead_letter(self, poison: list[Poison]) -> None:
@@ -71,6 +84,21 @@ class OfflineApplier:
             self.deadletters.send(poison)  # synchronous: durable before the offset is committed
         OFFLINE_METRICS.dead_lettered.inc(len(poison))
 
+    def resume(self, topic: str, partition: int) -> int | None:
+        """Where the partition's next batch starts: the next offset the group's table records,
+        BEGINNING if it records none; None for a topic without an offline table (an unknown or
+        online-only group: nothing there can be doubled, so the consumer group's offset does)."""
+        name = group_from_topic(self.prefix, topic)
+        group = self._groups.all().get(name) if name else None
+        if group is None and name:
+            group = self._groups.all(fresh=True).get(name)
+        self._held.discard((topic, partition))
+        if group is None or not group.offline_enabled:
+            self.writer.discard(topic, partition)
+            return None
+        start = self.writer.resume(group, topic, partition)
+        return BEGINNING if start is None else start
+
     def due(self) -> list[TP]:
         return self.writer.due()
 
@@ -82,25 +110,38 @@ class OfflineApplier:
         return sorted(self._held)
 
     def flush(self, topic: str, partition: int) -> FlushResult:
+        return self.flush_many([(topic, partition)])[(topic, partition)]
+
+    def flush_many(self, partitions: list[TP]) -> dict[TP, FlushResult]:
+        """Commit the partitions' batches, one snapshot per table (see OfflineWriter.flush_many)."""
         started = time.perf_counter()
-        result = self.writer.flush(topic, partition)
-        self._held.discard((topic, partition))
-        group = group_from_topic(self.prefix, topic) or ""
-        if result.files:
-            OFFLINE_METRICS.flush_seconds.observe(time.perf_counter() - started)
-            OFFLINE_METRICS.files_written.labels(group=group).inc(len(result.files))
-            OFFLINE_METRICS.rows_written.labels(group=group).inc(result.rows)
-        if result.rejected:
-            # The raw bytes are gone by now (only decoded messages are buffered): re-encode them
-            # in the wire format, which decodes to the same message.
-            poison = []
-            for (msg, t, p, offset), exc in result.rejected:
-                value, key, headers = _encoded(msg)
-                poison.append(Poison(RawMessage(t, p, offset, key, value, headers), str(exc)))
-            self._dead_letter(poison)
+        try:
+            results = self.writer.flush_many(list(partitions), before_commit=self._dead_letter_rejected)
+        finally:
+            self._held.difference_update(partitions)
+        elapsed = time.perf_counter() - started
+        for (topic, _), result in results.items():
+            group = group_from_topic(self.prefix, topic) or ""
+            if result.files:
+                OFFLINE_METRICS.flush_seconds.observe(elapsed)
+                OFFLINE_METRICS.files_written.labels(group=group).inc(len(result.files))
+            if result.rows:
+                OFFLINE_METRICS.rows_written.labels(group=group).inc(result.rows)
         if self._after_flush is not None:
-            self._after_flush(result)
-        return result
+            for result in results.values():
+                self._after_flush(result)
+        return results
+
+    def _dead_letter_rejected(self, rejected: list) -> None:
+        """Dead-letter rows a flush could not write, before their offsets are committed.
+
+        The raw bytes are gone by now (only decoded messages are buffered): re-encode them in
+        the wire format, which decodes to the same message."""
+        poison = []
+        for (msg, t, p, offset), exc in rejected:
+            value, key, headers = _encoded(msg)
+            poison.append(Poison(RawMessage(t, p, offset, key, value, headers), str(exc)))
+        self._dead_letter(poison)
 
     def discard(self, topic: str, partition: int) -> None:
         self.writer.discard(topic, partition)

@@ -9,28 +9,30 @@ and their names, is ``sinks/offline``; the wiring is ``streams/offline/worker.py
   seconds here), so a new feature group is consumed without a restart, and the internal
   topics (``<prefix>._registry``, ``._deadletter``) never match because group names cannot
   start with ``_``.
-- **Commit = the consumed position, only after it is durable.** Every consumed message is
-  either a row in the sink's buffer, a dead letter (published synchronously while it is
-  added) or skipped (offline store disabled / not targeted). So after ``sink.flush(tp)``
-  returns, everything below the partition's position is durable and the position is
-  committed synchronously, before the partition is flushed again. That keeps the writer's
-  rule "every batch starts at the committed offset" (see sinks/offline/partition_writer.py).
-  A partition that saw only skipped/poison messages has nothing to flush and is committed
-  directly (at most every ``idle_commit_s``), so the lag does not stick on it.
-- **Rebalance: discard, never flush, on revoke.** Flushing in on_revoke would be safe only if
-  the commit also completed before the revoke does; a commit during a rebalance can fail
-  (the generation is ending), and a flushed-but-uncommitted file is then rewritten by the new
-  owner under the same name anyway. Discarding is simpler and always correct: the new owner
-  restarts from the committed offset and produces the same file names; the price is
-  re-reading at most one rotation's worth of records. ``on_lost`` is treated the same way.
-  Messages of partitions no longer assigned (fetched before the revoke) are dropped.
-- **Failures rewind.** A failed commit or a sink error (S3 or the registry down) discards
-  the affected buffers and seeks those partitions back to their committed offsets, then
-  backs off; memory stays bounded and the retry is the ordinary redelivery path. If even
-  the seek fails the error is raised: a restart from the committed offsets is always safe.
-
-Not covered (as for Kafka Connect's S3 sink): a zombie process that lost its partitions but
-keeps writing; plain consumer groups have no fencing.
+- **Resume from the table, not the consumer group.** On assignment each partition starts at the
+  next offset its group's Iceberg table records (``PartitionSink.resume``); the table commits
+  that offset in the same snapshot as the rows (``sinks/offline/table_commit.py``). So lost or
+  reset consumer-group offsets, a recreated group or a crash between the table commit and the
+  group commit change nothing. Topics without an offline table (online-only or unknown groups)
+  start at the consumer group's offset: nothing of theirs can be doubled.
+- **Flush = commit to the table; then commit the consumer group.** After ``sink.flush(tp)``
+  returns, the rows and the partition's next offset are one Iceberg snapshot; the consumer
+  group's offset is committed afterwards for lag monitoring only. A partition that saw only
+  skipped/poison messages is flushed too (an offsets-only snapshot, at most every
+  ``idle_commit_s``).
+- **Rebalance: discard, never flush, on revoke.** The new owner resumes from the table; a flush
+  racing the revoke would be refused by the table anyway. Messages of partitions no longer
+  assigned (fetched before the revoke) are dropped.
+- **Failures rewind.** A refused commit (another writer committed that range: a zombie, a
+  replay), a failed commit or a sink error (S3, the catalog or the registry down) discards the
+  affected buffers and seeks those partitions back to where the table says, then backs off;
+  memory stays bounded and the retry is the ordinary redelivery path. If even the seek fails
+  the consumer resubscribes, which resumes from the table again.
+- **A table ahead of its topic** (the table records an offset past the partition's end: the
+  topic or the Kafka cluster was recreated) keeps the partition paused with an error saying so,
+  instead of silently skipping the new topic's first records.
+- **Fencing.** Plain consumer groups cannot fence a zombie that lost its partitions but keeps
+  writing; the table does: its commit is refused (see ``table_commit.py``).
 """
 
 from __future__ import annotations
@@ -70,6 +72,10 @@ class PartitionSink(Protocol):
     def add(self, batch: list[RawMessage]) -> None:
         """Buffer the rows of ``batch``; dead-letter its poison messages before returning."""
 
+    def resume(self, topic: str, partition: int) -> int | None:
+        """Forget the partition's buffer; the offset its next batch must start at (OFFSET_BEGINNING
+        if the table holds nothing of it), or None to start at the consumer group's offset."""
+
     def due(self) -> list[TP]:
         """Partitions whose buffers should be flushed now (rotation policy)."""
 
@@ -77,7 +83,8 @@ class PartitionSink(Protocol):
         """True if rows of this partition are buffered (not yet durable)."""
 
     def flush(self, topic: str, partition: int) -> None:
-        """Make every buffered row of the partition durable; raise if it could not."""
+        """Commit every buffered row of the partition, with its next offset, to its table; raise
+        if it could not (OffsetsMismatchError if another writer committed that range)."""
 
     def discard(self, topic: str, partition: int) -> None:
         """Forget the partition's buffered rows (they will be redelivered)."""
@@ -150,6 +157,8 @@ class SinkConsumer:
         self.health = health or WorkerHealth()
         self._lock = threading.Lock()      # guards _assigned (the compactor thread reads it)
         self._assigned: set[TP] = set()
+        self._unresumed: set[TP] = set()    # assigned but paused: their table did not answer yet
+        self._ahead: set[TP] = set()        # paused for good: the table is ahead of the topic
         self._position: dict[TP, int] = {}   # next offset after the last consumed message
         self._committed: dict[TP, int] = {}  # what we last committed (or learnt was committed)
         self._first: dict[TP, int] = {}      # first consumed offset, for the metric before any commit
@@ -193,15 +202,71 @@ class SinkConsumer:
             self.consumer.close()
 
     # -- rebalance callbacks (run inside consume(), on this thread) ---------------------------
-    def _on_assign(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        pending = []
+        for tp in partitions:
+            try:
+                start = self.sink.resume(tp.topic, tp.partition)
+            except (FeatureStoreError, OSError) as exc:
+                # The catalog or S3 is down: hold the partition paused until the table answers.
+                log.warning("%s[%d]: cannot read where the table resumes (%s); paused until it answers",
+                            tp.topic, tp.partition, exc)
+                pending.append(tp)
+                continue
+            if start is not None:
+                if start >= 0 and self._ahead_of_topic(consumer, tp, start):
+                    pending.append(tp)
+                    self._ahead.add((tp.topic, tp.partition))
+                tp.offset = start
+                self._committed.pop((tp.topic, tp.partition), None)
+        consumer.assign(partitions)  # with the offsets the tables record
+        if pending:
+            consumer.pause(pending)
         with self._lock:
             self._assigned |= {(tp.topic, tp.partition) for tp in partitions}
+            self._unresumed |= {(tp.topic, tp.partition) for tp in pending} - self._ahead
             self.health.joined(len(self._assigned))
-        log.info("assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing")
+        log.info("assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in partitions)
+                 or "nothing")
+
+    @staticmethod
+    def _ahead_of_topic(consumer: Any, tp: TopicPartition, start: int) -> bool:
+        """True if the table records an offset past the partition's end: the topic (or the whole
+        Kafka cluster) was recreated under the table. Consuming from there would skip the new
+        topic's records, so the partition stays paused until an operator decides (Iceberg's
+        Kafka Connect sink stalls silently in this case; this says so)."""
+        try:
+            _, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=10,
+                                                     cached=False)
+        except KafkaException:
+            return False  # unknown: the offset check at commit time still guards the table
+        if start <= high:
+            return False
+        log.error("%s[%d]: the table records offset %d but the partition ends at %d: the topic was recreated "
+                  "under the table (a new Kafka cluster?). Not consuming it: replaying would skip the new "
+                  "topic's first %d records. Move the table aside (or delete the group with --purge) and "
+                  "replay, then restart the sink.", tp.topic, tp.partition, start, high, start - high)
+        return True
+
+    def _resume_pending(self) -> None:
+        """Partitions whose table did not answer at assignment: try again, then let them go."""
+        for t, p in sorted(self._unresumed):
+            if (t, p) not in self._assigned:
+                self._unresumed.discard((t, p))
+                continue
+            try:
+                start = self.sink.resume(t, p)
+            except (FeatureStoreError, OSError):
+                return
+            self._unresumed.discard((t, p))
+            if start is not None:
+                self.consumer.seek(TopicPartition(t, p, start))
+            self.consumer.resume([TopicPartition(t, p)])
 
     def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
         revoked = [(tp.topic, tp.partition) for tp in partitions]
         for tp in revoked:
+            self._ahead.discard(tp)
             self.sink.discard(*tp)  # not flushed: see the module docstring
             self._position.pop(tp, None)
             self._committed.pop(tp, None)
@@ -219,6 +284,8 @@ class SinkConsumer:
     # -- the loop ----------------------------------------------------------------------------
     def step(self) -> None:
         """One poll + add + flush/commit round; failures rewind instead of escaping."""
+        if self._unresumed:
+            self._resume_pending()
         if self.greedy:
             first = self.consumer.poll(self.poll_timeout_s)
             msgs = [] if first is None else [first, *self.consumer.consume(num_messages=self.batch_size - 1,
@@ -288,9 +355,14 @@ class SinkConsumer:
     def _flush_and_commit(self, partitions: list[TP]) -> None:
         if not partitions:
             return
+        flush_many = getattr(self.sink, "flush_many", None)
+        if flush_many is not None:
+            flush_many(list(partitions))  # one table commit per table, when it returns
+        else:
+            for tp in partitions:
+                self.sink.flush(*tp)
         offsets = []
         for tp in partitions:
-            self.sink.flush(*tp)  # durable when it returns
             pos = self._position.get(tp)
             if pos is not None and pos != self._committed.get(tp):
                 offsets.append(TopicPartition(tp[0], tp[1], pos))
@@ -317,7 +389,7 @@ class SinkConsumer:
         self._stop.wait(self._backoff)
 
     def rewind(self, partitions: Iterable[TP]) -> None:
-        """Discard buffers and seek back to the committed offsets (redelivery restarts batches there)."""
+        """Discard buffers and seek back to where the tables say (redelivery restarts batches there)."""
         targets = sorted(tp for tp in set(partitions) if tp in self._assigned)
         for tp in set(partitions):
             self.sink.discard(*tp)
@@ -327,7 +399,15 @@ class SinkConsumer:
         if not targets:
             return
         try:
-            found = self.consumer.committed([TopicPartition(t, p) for t, p in targets], timeout=10)
+            from_group = []
+            for t, p in targets:
+                start = self.sink.resume(t, p)
+                if start is None:
+                    from_group.append((t, p))
+                else:
+                    self.consumer.seek(TopicPartition(t, p, start))
+            found = self.consumer.committed([TopicPartition(t, p) for t, p in from_group], timeout=10) \
+                if from_group else []
             for tp in found:
                 offset = tp.offset
                 if offset == OFFSET_INVALID or offset < 0:
@@ -335,10 +415,10 @@ class SinkConsumer:
                                                                     timeout=10, cached=False)
                 self.consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
                 self._committed[(tp.topic, tp.partition)] = offset
-        except KafkaException as exc:
-            # Typically a rebalance in progress. Let Kafka do the rewind: leaving and rejoining the
-            # group hands every partition back at its committed offset.
-            log.warning("seeking back failed (%s); resubscribing to restart from the committed offsets", exc)
+        except (KafkaException, FeatureStoreError, OSError) as exc:
+            # Typically a rebalance in progress, or the catalog down. Leaving and rejoining the
+            # group hands every partition back, resumed from the tables.
+            log.warning("seeking back failed (%s); resubscribing to restart from the tables' offsets", exc)
             self._resubscribe(exc)
 
     def _resubscribe(self, cause: BaseException) -> None:
@@ -346,6 +426,8 @@ class SinkConsumer:
             everything = set(self._assigned) | set(self._position)
             self._assigned.clear()  # nothing is consumed until the new assignment arrives
             self.health.left()
+            self._unresumed.clear()
+            self._ahead.clear()
         for tp in everything:
             self.sink.discard(*tp)
         self._position.clear()

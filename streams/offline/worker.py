@@ -1,9 +1,10 @@
 """The offline sink's main: ``featurestream sink`` runs :func:`run_sink`.
 
-Kafka → route → OfflineWriter (Parquet on S3 or a path), with dead letters, metrics and
-background compaction. The consume-and-commit loop is ``consumer.py``: offsets are committed
-only after the files they cover are durable. The apply step is ``applier.py``, compaction
-ownership ``compactor.py``.
+Kafka → route → OfflineWriter (an Apache Iceberg table per group, Parquet data files on S3 or a
+path, registered in a SQL catalog), with dead letters, metrics and background maintenance. The
+consume-and-commit loop is ``consumer.py``: it resumes from the Kafka offsets each table records,
+committed with the rows in one snapshot. The apply step is ``applier.py``, maintenance
+``compactor.py``.
 """
 
 from __future__ import annotations
@@ -18,21 +19,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.errors import ValidationError
-from sinks.offline.compaction import DEFAULT_TARGET_BYTES, STEPS
-from sinks.offline.fs import open_filesystem
-from sinks.offline.partition_writer import FlushResult
+from sinks.offline.catalog import OfflineTables
+from sinks.offline.maintenance import DEFAULT_RETENTION_S, DEFAULT_TARGET_BYTES, STEPS
+from sinks.offline.partition_writer import STAGES, FlushResult
 from sinks.offline.rotation import RotationPolicy
 from sinks.offline.writer import OfflineWriter
 from streams.deadletter import DeadLetters
 from streams.group_view import GroupView
 from streams.health import WorkerHealth
-from streams.lag import committed_offsets
 from streams.metrics import OFFLINE_METRICS
 from streams.metrics_server import serve_metrics
 from streams.offline.applier import OfflineApplier
 from streams.offline.compactor import BackgroundCompactor
 from streams.offline.consumer import (
-    TP,
     SinkConsumer,
     consumer_group_id,
     open_consumer,
@@ -51,57 +50,58 @@ class SinkSettings:
     policy: RotationPolicy = field(default_factory=RotationPolicy)
     compact_every_s: float = 300.0        # 0: no background compaction
     target_bytes: int = DEFAULT_TARGET_BYTES
-    input_grace_s: float = 60.0           # compacted inputs stay readable this long for open queries
+    retention_s: float = DEFAULT_RETENTION_S   # time travel by commit window; orphans older are removed
+    maintain_every_s: float = 3600.0      # snapshot expiry + orphan removal
     batch_size: int = 5000
     instance_id: str | None = None        # static group membership (fast restarts)
     session_timeout_ms: int = 6000
-    # Tests only: SIGKILL this process right after the named compaction step (compaction.STEPS),
+    # Tests only: SIGKILL this process right after the named compaction step (maintenance.STEPS),
     # to prove a crash at that exact point loses and doubles nothing.
     kill_at_compaction_step: str | None = None
-    # Tests only: SIGKILL after this many flushes wrote files, before their offsets are committed.
+    # Tests only: SIGKILL at ``kill_stage`` of the flush number ``kill_after_flushes`` (counting
+    # flushes that write rows): "before_upload", "after_upload" (files uploaded, not committed) or
+    # "after_commit" (committed to the table, not to the consumer group).
     kill_after_flushes: int | None = None
+    kill_stage: str = "after_commit"
+    # Tests only: a consumer group id other than "<prefix>-offline", so two sinks both believe
+    # they own every partition (a zombie); the table must refuse one of them.
+    consumer_group: str | None = None
 
 
-def run_sink(bootstrap: str, prefix: str, offline_uri: str, storage_options: Mapping[str, Any] | None = None,
-             settings: SinkSettings | None = None, *, metrics_port: int | None = None,
-             metrics_host: str = "127.0.0.1", on_metrics_port: Callable[[int], None] | None = None,
-             until: Callable[[], bool] | None = None, install_signal_handlers: bool = True) -> None:
+def run_sink(bootstrap: str, prefix: str, offline_uri: str, catalog_uri: str,
+             storage_options: Mapping[str, Any] | None = None, settings: SinkSettings | None = None, *,
+             metrics_port: int | None = None, metrics_host: str = "127.0.0.1",
+             on_metrics_port: Callable[[int], None] | None = None, until: Callable[[], bool] | None = None,
+             install_signal_handlers: bool = True) -> None:
     """Run the offline sink until SIGTERM/SIGINT (or ``until()``); flush and commit on the way out.
 
     ``metrics_port`` serves /metrics, /health and /ready (a free port if it is taken; the one
     bound is passed to ``on_metrics_port``).
     """
     settings = settings or SinkSettings()
-    fs, root = open_filesystem(offline_uri, dict(storage_options or {}))
+    tables = OfflineTables.open(catalog_uri, prefix, storage_options)
     registry = Registry(bootstrap, prefix=prefix, offline_base_uri=offline_uri)
     groups = GroupView(registry.refresh)
     groups.all(fresh=True)  # fail fast, with a clear error, if Kafka is not there
     deadletters = DeadLetters(Publisher(bootstrap), prefix, "offline")
-    applier = OfflineApplier(groups, OfflineWriter(fs, root, settings.policy), deadletters, prefix,
-                             after_flush=_kill_after_flushes(settings.kill_after_flushes))
-    group_id = consumer_group_id(prefix)
+    kill = _FlushKiller(settings.kill_after_flushes, settings.kill_stage)
+    writer = OfflineWriter(tables, settings.policy, stage_hook=kill.stage)
+    applier = OfflineApplier(groups, writer, deadletters, prefix, after_flush=kill.after_commit)
+    group_id = settings.consumer_group or consumer_group_id(prefix)
     consumer = open_consumer(bootstrap, group_id, instance_id=settings.instance_id,
                              session_timeout_ms=settings.session_timeout_ms)
     compactor: BackgroundCompactor | None = None
-    holder: dict[str, SinkConsumer] = {}
-
-    def on_revoked(revoked: list[TP]) -> None:
-        if compactor is not None:
-            compactor.wait_idle(revoked)
-
     health = WorkerHealth()
     sink = SinkConsumer(consumer, applier, subscription_pattern(prefix),
                         batch_size=settings.batch_size, add_chunk=min(1000, settings.policy.max_records),
-                        on_revoked=on_revoked, on_committed=lambda _: OFFLINE_METRICS.last_commit.set(time.time()),
-                        health=health)
-    holder["sink"] = sink
+                        on_committed=lambda _: OFFLINE_METRICS.last_commit.set(time.time()), health=health)
     OFFLINE_METRICS.uncommitted.set_function(lambda: sink.uncommitted_records)
     if settings.compact_every_s > 0:
         compactor = BackgroundCompactor(
-            fs, root, groups, prefix, sink.assignment,
-            lambda topics: committed_offsets(bootstrap, group_id, topics),
-            every_s=settings.compact_every_s, target_bytes=settings.target_bytes,
-            input_grace_s=settings.input_grace_s, hook=_kill_hook(settings.kill_at_compaction_step))
+            tables, groups, prefix, sink.assignment, every_s=settings.compact_every_s,
+            target_bytes=settings.target_bytes, retention_s=settings.retention_s,
+            maintain_every_s=settings.maintain_every_s, storage_options=storage_options,
+            hook=_kill_hook(settings.kill_at_compaction_step))
         compactor.start()
     if metrics_port:
         server = serve_metrics(metrics_port, metrics_host, ready=health.readiness, role="offline sink")
@@ -110,7 +110,8 @@ def run_sink(bootstrap: str, prefix: str, offline_uri: str, storage_options: Map
     if install_signal_handlers and threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: sink.stop())
-    log.info("offline sink: consumer group %r, pattern %r, writing under %r", group_id, sink.pattern, root)
+    log.info("offline sink: consumer group %r, pattern %r, tables under %r in namespace %r", group_id,
+             sink.pattern, offline_uri, prefix)
     try:
         sink.run(until=until)
     finally:
@@ -120,19 +121,31 @@ def run_sink(bootstrap: str, prefix: str, offline_uri: str, storage_options: Map
         deadletters.publisher.close()
 
 
-def _kill_after_flushes(n: int | None) -> Callable[[FlushResult], None] | None:
-    if n is None:
-        return None
-    seen = [0]
+class _FlushKiller:
+    """Test hook: SIGKILL at one stage of the n-th flush that writes rows (see SinkSettings)."""
 
-    def hook(result: FlushResult) -> None:
-        seen[0] += bool(result.files)
-        if seen[0] >= n:
-            log.warning("killing the sink after flush %d, before its commit (test hook)", seen[0])
-            os.kill(os.getpid(), signal.SIGKILL)
+    def __init__(self, n: int | None, stage: str) -> None:
+        if stage not in (*STAGES, "after_commit"):
+            raise ValidationError(f"kill_stage must be one of {', '.join((*STAGES, 'after_commit'))}; got {stage!r}")
+        self.n = n
+        self.kill_at = stage
+        self.seen = 0
 
-    return hook
+    def _kill(self, where: str) -> None:
+        log.warning("killing the sink at %s of flush %d (test hook)", where, self.seen)
+        os.kill(os.getpid(), signal.SIGKILL)
 
+    def stage(self, name: str) -> None:
+        if self.n is None:
+            return
+        if name == "before_upload":
+            self.seen += 1  # counts flushes (offsets-only flushes included: they commit too)
+        if name == self.kill_at and self.seen >= self.n:
+            self._kill(name)
+
+    def after_commit(self, result: FlushResult) -> None:
+        if self.n is not None and self.kill_at == "after_commit" and result.rows and self.seen >= self.n:
+            self._kill("after_commit (before the consumer-group commit)")
 
 def _kill_hook(step: str | None) -> Callable[[str], None] | None:
     if step is None:

@@ -43,6 +43,9 @@ class OnlineSink:
     def add(self, batch: list[RawMessage]) -> None:
         self.applier(batch)  # raises when Redis fails: the loop rewinds and retries
 
+    def resume(self, topic: str, partition: int) -> int | None:
+        return None  # start at the consumer group's committed offset: Redis keeps no offsets
+
     def due(self) -> list[TP]:
         return []
 

@@ -29,6 +29,8 @@ def test_sdk_and_cli_read_what_the_sink_wrote(store, stack, tmp_path, unique_nam
     rows = [customer(i % 20, second=i, age=i) for i in range(100)]
     assert store.ingest(g.name, rows, progress=False).published == 100
     store.delete_record(g.name, "c3", "2031-01-01T01:00:00Z")
+    before_sink = time.time()
+    time.sleep(0.01)
     sink = Proc(stack, ["sink", "--metrics-port", "0", "--max-age-s", "1"], tmp_path / "sink.log")
     try:
         wait_for(lambda: store.query(f'SELECT count(*) AS n FROM "{g.name}"').column("n")[0].as_py() == 101,
@@ -55,12 +57,31 @@ def test_sdk_and_cli_read_what_the_sink_wrote(store, stack, tmp_path, unique_nam
                           "ORDER BY age", "--format", "json"], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert [r["age"] for r in orjson.loads(out.stdout)] == [1, 21, 41, 61, 81]
+    # time travel by commit: before the sink's first commit the table held nothing
+    count = f'SELECT count(*) AS n FROM "{g.name}"'
+    then = subprocess.run([*run, "query", count, "--format", "json", "--as-of-commit", str(before_sink)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert then.returncode == 0, then.stderr
+    assert orjson.loads(then.stdout) == [{"n": 0}]
+    assert store.query(count, as_of_commit=time.time())["n"].to_pylist() == [101]
+    snap_then = subprocess.run([*run, "snapshot", g.name, "--as-of-commit", "2000-01-01T00:00:00Z", "--format", "json"],
+                               env=env, capture_output=True, text=True, timeout=120)
+    assert snap_then.returncode == 0 and orjson.loads(snap_then.stdout) == [], snap_then.stderr
     bad = subprocess.run([*run, "query", "SELEC nonsense"], env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "error" in bad.stderr.lower()
+    # engines read the Iceberg table through a catalog (never data/ directly); each block ends in a
+    # SELECT that parses in that engine's dialect and names the table featurestream wrote
     ddl = subprocess.run([*run, "ddl", g.name], env=env, capture_output=True, text=True, timeout=60)
     assert ddl.returncode == 0, ddl.stderr
-    parsed = sqlglot.parse_one(ddl.stdout, read="hive")
-    assert parsed.find(sqlglot.exp.PartitionedByProperty) is not None
+    selects = [line for line in ddl.stdout.splitlines() if line.startswith("SELECT")]
+    assert len(selects) == 3
+    for select, dialect in zip(selects, ("spark", "trino", "athena"), strict=True):
+        table = sqlglot.parse_one(select, read=dialect).find(sqlglot.exp.Table)
+        assert table is not None and table.name == g.name and table.db == stack.topic_prefix, (dialect, select)
+    jdbc = stack.catalog().replace("sqlite:///", "jdbc:sqlite:")
+    assert f"uri={jdbc}" in ddl.stdout and "jdbc.schema-version=V1" in ddl.stdout
+    assert store.offline_tables().existing(g).metadata_location in ddl.stdout  # what Glue registers
+    assert "year=" not in ddl.stdout
 
 
 def test_equal_event_times_from_two_producers_pick_one_version_everywhere(store, stack, tmp_path, unique_name):
@@ -120,3 +141,20 @@ def test_equal_event_times_from_two_producers_pick_one_version_everywhere(store,
     entity = pd.DataFrame({"customer_id": ids, "event_time": pd.to_datetime(["2031-01-02T00:00:00Z"] * len(ids))})
     pit = store.get_historical_features(entity, [f"{g.name}:age"]).to_pandas()
     assert dict(zip(pit["customer_id"], pit["age"], strict=True)) == want
+
+
+def test_purge_unregisters_the_table_and_deletes_its_files(store, stack, unique_name):
+    from sinks.offline.fs import open_filesystem
+
+    g = store.create_feature_group(customers_group(unique_name("purge"), partitions=1))
+    store.ingest(g.name, [customer(i, second=i) for i in range(50)], progress=False)
+    assert store.replay(g.name, target="offline", progress=False).rows_written == 50  # no sink needed
+    tables = store.offline_tables()
+    assert tables.existing(g) is not None
+    fs, root = open_filesystem(g.offline_uri, stack.storage_options())
+    assert fs.exists(root)
+    store.delete_feature_group(g.name, purge=True)
+    assert tables.existing(g) is None
+    assert tables.identifier(g) not in tables.catalog.list_tables(stack.topic_prefix)
+    fs.invalidate_cache()
+    assert not fs.exists(root)

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.integration
 CLI = [sys.executable, "-m", "featurestream.cli"]
 ENDPOINT_VARS = {"FEATURESTREAM_KAFKA_BOOTSTRAP", "FEATURESTREAM_REDIS_URL", "FEATURESTREAM_S3_ENDPOINT_URL",
                  "FEATURESTREAM_OFFLINE_URI", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                 "FEATURESTREAM_STATE_DIR"}
+                 "FEATURESTREAM_STATE_DIR", "FEATURESTREAM_CATALOG_URI"}
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -108,6 +108,8 @@ def test_up_prints_only_export_lines_and_is_quick_once_cached(launched: Launched
         "AWS_ACCESS_KEY_ID": launched.exports["AWS_ACCESS_KEY_ID"],
         "AWS_SECRET_ACCESS_KEY": launched.exports["AWS_SECRET_ACCESS_KEY"],
         "FEATURESTREAM_OFFLINE_URI": "s3://featurestream/offline",
+        # the embedded Iceberg catalog: a SQLite file in the state dir
+        "FEATURESTREAM_CATALOG_URI": f"sqlite:///{Path(launched.state_dir).resolve()}/iceberg-catalog.db",
     }
     assert "ready" in launched.stderr  # progress goes to stderr, never stdout
     assert launched.seconds < 60, f"up took {launched.seconds:.1f} s with a warm cache"

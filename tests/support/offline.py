@@ -1,7 +1,7 @@
 """Shared builders for the offline writer/compaction tests (no tests here).
 
 A 10-feature group with scalars and collections, message factories, and helpers that read
-a table back through the catalog and return its (topic, partition, offset) coordinates.
+a table back through pyiceberg and return its (topic, partition, offset) coordinates.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from typing import Any
 from schemas.group import FeatureGroup
 from schemas.messages import BOTH_STORES, ONLINE, DeleteMessage, PutMessage
 from schemas.types import FeatureDefinition
-from sinks.offline.catalog import read_live_table
 
 HOUR_NS = 3_600 * 1_000_000_000
 T0 = 1_700_000_000 * 1_000_000_000  # 2023-11-14T22:13:20Z
@@ -61,11 +60,13 @@ def online_only(i: int) -> PutMessage:
     return put(i, stores=frozenset({ONLINE}))
 
 
-def live_coordinates(fs: Any, table_uri: str) -> Counter:
-    """Multiset of (topic, partition, offset) over all live rows: a count > 1 is a duplicate."""
-    t = read_live_table(fs, table_uri, columns=["_kafka_topic", "_kafka_partition", "_kafka_offset"])
-    if t.num_rows == 0:
+def table_coordinates(tables: Any, group: FeatureGroup) -> Counter:
+    """Multiset of (topic, partition, offset) over the rows of the group's table (current
+    snapshot, read through pyiceberg): a count > 1 is a duplicate."""
+    table = tables.existing(group)
+    if table is None or table.current_snapshot() is None:
         return Counter()
+    t = table.scan(selected_fields=("_kafka_topic", "_kafka_partition", "_kafka_offset")).to_arrow()
     return Counter(zip(t["_kafka_topic"].to_pylist(), t["_kafka_partition"].to_pylist(),
                        t["_kafka_offset"].to_pylist(), strict=True))
 
@@ -73,17 +74,14 @@ def live_coordinates(fs: Any, table_uri: str) -> Counter:
 TOPIC = "fs.customers"
 
 
-def write_small_files(fs: Any, root: str, group: FeatureGroup | None = None, *, partitions: int = 2,
-                      batches: int = 6, batch_size: int = 40, hours: int = 2, start: int = 0
-                      ) -> tuple[str, Counter, dict[tuple[str, int], int]]:
-    """Many small committed files: ``batches`` flushes per Kafka partition, rows spread over
-    ``hours`` event-time hours. Returns (table path, expected coordinates, committed offsets)."""
-    from sinks.offline.writer import OfflineWriter, table_path_for
+def write_small_files(tables: Any, group: FeatureGroup, *, partitions: int = 2, batches: int = 6,
+                      batch_size: int = 40, hours: int = 2, start: int = 0) -> Counter:
+    """Many small commits: ``batches`` flushes per Kafka partition, rows spread over ``hours``
+    event-time hours. Returns the expected coordinates."""
+    from sinks.offline.writer import OfflineWriter
 
-    group = group or make_group()
-    w = OfflineWriter(fs, root)
+    w = OfflineWriter(tables)
     expected: Counter = Counter()
-    committed: dict[tuple[str, int], int] = {}
     for p in range(partitions):
         offset = start
         for _ in range(batches):
@@ -93,23 +91,5 @@ def write_small_files(fs: Any, root: str, group: FeatureGroup | None = None, *, 
                 w.add(group, m, TOPIC, p, offset)
                 expected[(TOPIC, p, offset)] += 1
                 offset += 1
-            r = w.flush(TOPIC, p)
-            committed[(TOPIC, p)] = r.next_offset
-    return table_path_for(fs, root, group), expected, committed
-
-
-def file_stats(fs: Any, table: str) -> dict[str, list[int]]:
-    """Bytes of each live file, by hour partition."""
-    from sinks.offline.catalog import list_live_files, relative
-    from sinks.offline.layout import hour_partition_of
-
-    out: dict[str, list[int]] = {}
-    for p in list_live_files(fs, table):
-        out.setdefault(hour_partition_of(relative(table, p)), []).append(fs.size(p))
-    return out
-
-
-def print_stats(label: str, stats: dict[str, list[int]]) -> None:
-    for hour, sizes in sorted(stats.items()):
-        print(f"{label}: {hour}: {len(sizes)} files, bytes/file min {min(sizes)} "
-              f"mean {sum(sizes) // len(sizes)} max {max(sizes)}")
+            w.flush(TOPIC, p)
+    return expected

@@ -1,7 +1,8 @@
-"""Shared helpers for the offline query tests: a hand-built offline table on local disk.
+"""Shared helpers for the offline query tests: a hand-built offline Iceberg table on local disk.
 
-Rows are written as the offline writer lays them out (Hive partitions by event-time hour),
-one or more Parquet files per partition, so the queries read real files, not in-memory data.
+Rows are committed to a real Iceberg table (SQLite catalog, day partitions, the writer's table
+shape), one or more commits (so files) per partition, so the queries read real files through
+pyiceberg scans, not in-memory data.
 """
 
 from __future__ import annotations
@@ -10,22 +11,29 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
+from pyiceberg.exceptions import NoSuchTableError
+from pyiceberg.table import Table
 
-from schemas.names import partition_path
+from sinks.offline.catalog import TABLE_PROPERTIES, OfflineTables
 from sinks.offline.query_source import OfflineSource
+from sinks.offline.table_format import partition_spec, to_table_rows
+from sinks.offline.table_format import table_schema as iceberg_schema
 
 TS = pa.timestamp("ns", "UTC")
 META = [("api_invocation_time", TS), ("write_time", TS), ("is_deleted", pa.bool_()),
         ("_kafka_topic", pa.string()), ("_kafka_partition", pa.int32()), ("_kafka_offset", pa.int64())]
+NAMESPACE = "t"
 
 
-def table_schema(id_name: str, et_name: str, features: dict[str, pa.DataType],
-                 id_type: pa.DataType | None = None) -> pa.Schema:
-    """The documented offline table layout: features (event time as timestamp[ns, UTC]) + metadata."""
+def table_schema_of(id_name: str, et_name: str, features: dict[str, pa.DataType],
+                    id_type: pa.DataType | None = None) -> pa.Schema:
+    """The documented offline view layout: features (event time as timestamp[ns, UTC]) + metadata."""
     id_type = pa.string() if id_type is None else id_type
     fields = [(id_name, id_type), (et_name, TS), *features.items(), *META]
     return pa.schema(fields)
+
+
+table_schema = table_schema_of  # the name the tests import
 
 
 def row(id_: Any, et_ns: int, offset: int, *, deleted: bool = False, ait_ns: int | None = None,
@@ -37,34 +45,43 @@ def row(id_: Any, et_ns: int, offset: int, *, deleted: bool = False, ait_ns: int
             **({} if deleted else features)}
 
 
-def write_table(root: Path, schema: pa.Schema, rows: list[dict[str, Any]], *, files_per_partition: int = 1,
-                drop_columns: tuple[str, ...] = ()) -> tuple[str, ...]:
-    """Write ``rows`` under ``root/data/year=../month=../day=../hour=../`` and return the files."""
+def open_tables(tmp: Path, namespace: str = NAMESPACE) -> OfflineTables:
+    """The offline tables of a SQLite catalog in ``tmp`` (created on first use)."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    return OfflineTables.open(f"sqlite:///{tmp.resolve() / 'catalog.db'}", namespace)
+
+
+def write_table(tables: OfflineTables, name: str, schema: pa.Schema, rows: list[dict[str, Any]], *,
+                location: Path, files_per_partition: int = 1) -> Table:
+    """Commit ``rows`` to the table ``name`` (created at ``location`` if missing; columns of
+    ``schema`` it lacks are added, as a group update does): ``files_per_partition`` commits."""
     id_name, et_name = schema.names[0], schema.names[1]
-    by_part: dict[str, list[dict[str, Any]]] = {}
-    for r in rows:
-        by_part.setdefault(partition_path(r["__et"]), []).append(r)
-    files = []
-    for part, part_rows in sorted(by_part.items()):
-        d = root / "data" / part
-        d.mkdir(parents=True, exist_ok=True)
-        for k in range(files_per_partition):
-            chunk = part_rows[k::files_per_partition]
-            if not chunk:
-                continue
-            cols = {}
-            for f in schema:
-                if f.name in drop_columns:
-                    continue
-                key = {id_name: "__id", et_name: "__et"}.get(f.name, f.name)
-                cols[f.name] = pa.array([r.get(key) for r in chunk], f.type)
-            path = d / f"t+00000+{chunk[0]['_kafka_offset']:020d}-{k}.parquet"
-            pq.write_table(pa.table(cols), path)
-            files.append(str(path))
-    return tuple(files)
+    ident = (tables.namespace, name)
+    tables.catalog.create_namespace_if_not_exists(tables.namespace)
+    ice = iceberg_schema(schema, et_name)
+    try:
+        table = tables.catalog.load_table(ident)
+        with table.update_schema() as update:
+            update.union_by_name(ice)
+    except NoSuchTableError:
+        table = tables.catalog.create_table(ident, ice, location=str(location),
+                                            partition_spec=partition_spec(ice, et_name),
+                                            properties=TABLE_PROPERTIES)
+    for k in range(files_per_partition):
+        chunk = rows[k::files_per_partition]
+        if not chunk:
+            continue
+        cols = {}
+        for f in schema:
+            key = {id_name: "__id", et_name: "__et"}.get(f.name, f.name)
+            cols[f.name] = pa.array([r.get(key) for r in chunk], f.type)
+        table.append(to_table_rows(pa.table(cols, schema=schema), et_name))
+    return table
 
 
 def make_source(tmp: Path, name: str, schema: pa.Schema, rows: list[dict[str, Any]], **kw: Any) -> OfflineSource:
-    files = write_table(tmp / name, schema, rows, **kw)
+    tables = open_tables(tmp)
+    table = write_table(tables, name, schema, rows, location=tmp / name, **kw)
+    snap = table.current_snapshot()
     return OfflineSource(name=name, record_identifier_name=schema.names[0], event_time_name=schema.names[1],
-                         schema=schema, files=files)
+                         schema=schema, table=table, snapshot_id=None if snap is None else snap.snapshot_id)

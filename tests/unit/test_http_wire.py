@@ -158,6 +158,19 @@ def test_create_keeps_unused_fields_and_describe_shows_them():
     assert d["RoleArn"] == CREATE["RoleArn"] and d["FeatureDefinitions"] == CREATE["FeatureDefinitions"]
 
 
+def test_table_format_is_iceberg_and_glue_gets_a_clear_answer():
+    offline = CREATE["OfflineStoreConfig"]
+    for asked in (None, "Iceberg"):
+        body = {**CREATE, "OfflineStoreConfig": {**offline, **({"TableFormat": asked} if asked else {})}}
+        g = FeatureGroup.from_dict(orjson.loads(orjson.dumps(control.group_from_create(body).to_dict())))
+        assert control.describe(g, "us-east-1")["OfflineStoreConfig"]["TableFormat"] == "Iceberg"
+    with pytest.raises(ApiError, match="TableFormat 'Glue'.*not supported.*Apache Iceberg") as info:
+        control.group_from_create({**CREATE, "OfflineStoreConfig": {**offline, "TableFormat": "Glue"}})
+    assert info.value.status == 400
+    with pytest.raises(ApiError, match="must be 'Iceberg'"):
+        control.group_from_create({**CREATE, "OfflineStoreConfig": {**offline, "TableFormat": "Delta"}})
+
+
 def test_create_without_any_store_or_with_bad_fields_is_a_validation_error():
     body = {k: v for k, v in CREATE.items() if k not in ("OnlineStoreConfig", "OfflineStoreConfig")}
     with pytest.raises(DefinitionError, match="enable the online store"):

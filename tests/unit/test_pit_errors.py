@@ -23,7 +23,7 @@ INT_SCHEMA = table_schema("store_id", "event_time", {"age": pa.int64()}, id_type
 def q(tmp_path):
     src = make_source(tmp_path, "customers", SCHEMA, [row("a", T0, 0, age=1, score=0.5)])
     stores = make_source(tmp_path, "stores", INT_SCHEMA, [row(7, T0, 0, age=70)])
-    empty = OfflineSource("fresh", "customer_id", "event_time", SCHEMA, ())
+    empty = OfflineSource("fresh", "customer_id", "event_time", SCHEMA)
     with OfflineQuery([src, stores, empty]) as q:
         yield q
 

@@ -14,7 +14,7 @@ from schemas.ordering import latest_order_sql
 from sinks.offline.query import OfflineQuery, latest_rows_sql, query, snapshot
 from sinks.offline.query_errors import QueryError, UnknownGroupError, UnknownTableError
 from sinks.offline.query_source import OfflineSource
-from tests.support.query_fixtures import make_source, row, table_schema
+from tests.support.query_fixtures import make_source, open_tables, row, table_schema, write_table
 
 S = 1_000_000_000
 T0 = 1_633_176_000 * S  # 2021-10-02T12:00:00Z
@@ -143,9 +143,12 @@ def test_group_names_with_dash_and_one_shot_helpers(tmp_path):
 
 
 def test_features_missing_from_older_files_read_as_null(tmp_path):
-    old = make_source(tmp_path / "old", "customers", SCHEMA, ROWS[:2], drop_columns=("tags",))
-    new = make_source(tmp_path / "new", "customers", SCHEMA, ROWS[8:9])
-    src = OfflineSource("customers", "customer_id", "event_time", SCHEMA, old.files + new.files)
+    tables = open_tables(tmp_path)
+    old_schema = pa.schema([f for f in SCHEMA if f.name != "tags"])
+    write_table(tables, "customers", old_schema, ROWS[:2], location=tmp_path / "customers")
+    table = write_table(tables, "customers", SCHEMA, ROWS[8:9], location=tmp_path / "customers")  # tags added
+    src = OfflineSource("customers", "customer_id", "event_time", SCHEMA, table,
+                        table.current_snapshot().snapshot_id)
     with OfflineQuery([src]) as q:
         t = q.sql("SELECT customer_id, tags FROM customers ORDER BY _kafka_offset")
     assert t["tags"].to_pylist() == [None, None, ["a", "b"]]
@@ -153,21 +156,23 @@ def test_features_missing_from_older_files_read_as_null(tmp_path):
 
 
 def test_group_without_files_is_empty_with_its_schema():
-    src = OfflineSource("fresh", "customer_id", "event_time", SCHEMA, ())
+    src = OfflineSource("fresh", "customer_id", "event_time", SCHEMA)
     with OfflineQuery([src]) as q:
         assert q.sql("SELECT * FROM fresh").schema == SCHEMA
         assert q.sql("SELECT * FROM fresh").num_rows == 0
         assert q.snapshot("fresh", as_of="2021-10-02T12:00:00Z").schema == SCHEMA
 
 
-def test_files_up_to_prunes_by_hour_partition(tmp_path):
-    src = make_source(tmp_path, "customers", SCHEMA, ROWS)
-    assert len(src.files) == 4  # hours 12, 13, 14, 15
-    assert len(src.files_up_to(T0 + H - 1)) == 1
-    assert len(src.files_up_to(T0 + H)) == 2
-    assert src.files_up_to(None) == src.files
-    odd = OfflineSource("x", "customer_id", "event_time", SCHEMA, ("/no/partition/here.parquet",))
-    assert odd.files_up_to(0) == odd.files  # unknown layout: never pruned
+def test_event_time_bounds_are_pushed_into_the_scan(tmp_path):
+    day = 24 * H
+    rows = [row("a", T0 + d * day, d, age=d) for d in range(4)]  # four day partitions
+    src = make_source(tmp_path, "customers", SCHEMA, rows)
+    assert len(src.files()) == 4
+    assert len(src.files(upper_ns=T0 + day - 1)) == 1
+    assert len(src.files(upper_ns=T0 + day)) == 2
+    assert len(src.files(lower_ns=T0 + 3 * day, upper_ns=T0 + 3 * day)) == 1
+    assert src.rows(upper_ns=T0 + day)["age"].to_pylist() == [0, 1]
+    assert src.rows(lower_ns=T0 + 1, upper_ns=T0 + 2 * day)["age"].to_pylist() == [1, 2]
 
 
 # ---------------------------------------------------------------- bad input
@@ -207,22 +212,21 @@ def test_snapshot_bad_as_of(q, as_of):
         q.snapshot("customers", as_of=as_of)
 
 
-def test_reader_must_be_known(tmp_path):
-    src = OfflineSource("fresh", "customer_id", "event_time", SCHEMA, ())
-    with pytest.raises(ValueError, match="reader 'spark'"):
-        OfflineQuery([src], reader="spark")
+def _one_data_file(tmp_path):
+    files = sorted((tmp_path / "gone").rglob("*.parquet"))
+    assert len(files) == 1
+    return files[0]
 
 
 def test_missing_file_is_a_clear_error(tmp_path):
-    src = OfflineSource("gone", "customer_id", "event_time", SCHEMA, (str(tmp_path / "nope.parquet"),))
-    with pytest.raises(QueryError, match="'gone'.*nope.parquet"):
-        OfflineQuery([src])
+    src = make_source(tmp_path, "gone", SCHEMA, ROWS[:2])
+    _one_data_file(tmp_path).unlink()
+    with pytest.raises(QueryError, match="'gone'.*parquet"), OfflineQuery([src]) as q:
+        q.sql("SELECT * FROM gone")
 
 
 def test_garbage_file_is_a_clear_error(tmp_path):
-    bad = tmp_path / "data" / "year=2021" / "month=10" / "day=02" / "hour=12" / "x.parquet"
-    bad.parent.mkdir(parents=True)
-    bad.write_bytes(b"\x00garbage, not parquet" * 10)
-    src = OfflineSource("junk", "customer_id", "event_time", SCHEMA, (str(bad),))
-    with pytest.raises(QueryError, match="junk.*x.parquet"):
-        OfflineQuery([src])
+    src = make_source(tmp_path, "gone", SCHEMA, ROWS[:2])
+    _one_data_file(tmp_path).write_bytes(b"\x00garbage, not parquet" * 10)
+    with pytest.raises(QueryError, match="'gone'"), OfflineQuery([src]) as q:
+        q.sql("SELECT * FROM gone")

@@ -1,8 +1,9 @@
-"""The offline sink's consumer loop (streams/sink_consumer.py) against an in-memory consumer.
+"""The offline sink's consumer loop (streams/offline/consumer.py) against an in-memory consumer.
 
-No Kafka here: the fake stands in for confluent_kafka.Consumer's few calls the loop makes, so
-the commit rules (commit only after flush, the consumed position, rewinds) are checked exactly.
-The real consumer is exercised in tests/integration/test_sink.py.
+No Kafka here: the fake stands in for confluent_kafka.Consumer's few calls the loop makes, and
+the fake sink for the table (its recorded offsets), so the rules (resume where the table says,
+commit the group only after the table, rewinds) are checked exactly. The real consumer is
+exercised in tests/integration/test_sink.py.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class FakeConsumer:
         self.unsubscribed = False
         self.callbacks: dict = {}
         self.cluster_topics = {T: None, "fs._registry": None}
+        self.assigned: list[tuple[str, int, int]] = []
+        self.paused: set[tuple[str, int]] = set()
 
     def subscribe(self, topics, on_assign=None, on_revoke=None, on_lost=None):
         self.callbacks = {"assign": on_assign, "revoke": on_revoke}
@@ -76,23 +79,47 @@ class FakeConsumer:
     def list_topics(self, timeout):
         return type("ClusterMetadata", (), {"topics": dict(self.cluster_topics)})()
 
+    def assign(self, partitions):
+        self.assigned = [(tp.topic, tp.partition, tp.offset) for tp in partitions]
+
+    def pause(self, partitions):
+        self.paused |= {(tp.topic, tp.partition) for tp in partitions}
+
+    def resume(self, partitions):
+        self.paused -= {(tp.topic, tp.partition) for tp in partitions}
+
     def close(self):
         pass
 
 
 class FakeSink:
-    """Buffers offsets; rows whose value is b'poison' are 'dead-lettered' (not held)."""
+    """Buffers offsets; rows whose value is b'poison' are 'dead-lettered' (not held). ``table``
+    is what the table records (next offset per partition), moved by every flush."""
 
     def __init__(self, due_at: int = 3) -> None:
         self.buf: dict[tuple[str, int], list[int]] = {}
+        self.table: dict[tuple[str, int], int] = {}
+        self.seen: dict[tuple[str, int], int] = {}
+        self.refuse_with: int | None = None  # a zombie: another writer committed up to this offset
+        self.table_down = False
         self.durable: list[tuple[str, int, int]] = []
         self.dead: list[int] = []
         self.due_at = due_at
         self.fail_flush = False
         self.log: list[str] = []
 
+    def resume(self, topic, partition):
+        if self.table_down:
+            from sinks.offline.errors import OfflineStorageError
+
+            raise OfflineStorageError("catalog down")
+        self.buf.pop((topic, partition), None)
+        self.seen.pop((topic, partition), None)
+        return self.table.get((topic, partition))  # None: no table, the group's offset decides
+
     def add(self, batch):
         for r in batch:
+            self.seen[(r.topic, r.partition)] = r.offset + 1
             if r.value == b"poison":
                 self.dead.append(r.offset)
             else:
@@ -109,8 +136,16 @@ class FakeSink:
             from schemas.errors import ServiceUnavailableError
 
             raise ServiceUnavailableError("S3 down")
+        if self.refuse_with is not None:
+            from sinks.offline.errors import OffsetsMismatchError
+
+            self.table[(topic, partition)] = self.refuse_with
+            self.buf.pop((topic, partition), None)
+            raise OffsetsMismatchError("refused", recorded={(topic, partition): self.refuse_with})
         self.log.append(f"flush {partition}")
         self.durable += [(topic, partition, o) for o in self.buf.pop((topic, partition), [])]
+        if (topic, partition) in self.seen:
+            self.table[(topic, partition)] = self.seen[(topic, partition)]
 
     def discard(self, topic, partition):
         self.log.append(f"discard {partition}")
@@ -169,18 +204,56 @@ def test_revoke_discards_and_drops_late_messages() -> None:
     assert s.durable == [] and c.commits == []
 
 
-def test_failed_commit_rewinds_to_the_committed_offset() -> None:
+def test_failed_group_commit_rewinds_to_where_the_table_says() -> None:
     sc, c, s = loop()
     c.broker_committed[(T, 0)] = 10
     c.batches = [[Msg(T, 0, 10), Msg(T, 0, 11), Msg(T, 0, 12)]]
     c.fail_commit = True
     sc.step()
-    assert (T, 0, 10) in c.seeks and "discard 0" in s.log
-    # redelivery after the seek starts the batch again at 10 and commits normally
+    # the table holds 10..12 already (the flush committed them); the group's 10 is stale
+    assert s.table[(T, 0)] == 13 and (T, 0, 13) in c.seeks and (T, 0, 10) not in c.seeks
     c.fail_commit = False
-    c.batches = [[Msg(T, 0, 10), Msg(T, 0, 11), Msg(T, 0, 12)]]
+    c.batches = [[Msg(T, 0, 13), Msg(T, 0, 14), Msg(T, 0, 15)]]
     sc.step()
-    assert c.commits[-1] == [(T, 0, 13)]
+    assert c.commits[-1] == [(T, 0, 16)]
+    assert [o for _, _, o in s.durable] == [10, 11, 12, 13, 14, 15]
+
+
+def test_assignment_starts_where_the_table_says_not_the_group() -> None:
+    c, s = FakeConsumer(), FakeSink()
+    s.table[(T, 0)] = 42
+    c.broker_committed[(T, 0)] = 7  # stale, lost or reset: ignored
+    sc = SinkConsumer(c, s, subscription_pattern("fs"), idle_commit_s=0.0, backoff_max_s=0.0)
+    sc.start()
+    c.callbacks["assign"](c, [TopicPartition(T, 0), TopicPartition(T, 1)])
+    assert c.assigned == [(T, 0, 42), (T, 1, -1001)]  # partition 1: no table record, the group's offset
+
+
+def test_refused_commit_rewinds_to_the_table_and_commits_nothing() -> None:
+    sc, c, s = loop()
+    s.refuse_with = 50  # a zombie's view: another sink committed up to 50 meanwhile
+    c.batches = [[Msg(T, 0, 0), Msg(T, 0, 1), Msg(T, 0, 2)]]
+    sc.step()
+    assert c.commits == [] and (T, 0, 50) in c.seeks and s.durable == []
+    s.refuse_with = None
+    c.batches = [[Msg(T, 0, 50), Msg(T, 0, 51), Msg(T, 0, 52)]]
+    sc.step()
+    assert c.commits == [[(T, 0, 53)]] and s.table[(T, 0)] == 53
+
+
+def test_a_table_that_does_not_answer_at_assignment_keeps_the_partition_paused() -> None:
+    c, s = FakeConsumer(), FakeSink()
+    s.table[(T, 0)] = 9
+    s.table_down = True
+    sc = SinkConsumer(c, s, subscription_pattern("fs"), idle_commit_s=0.0, backoff_max_s=0.0)
+    sc.start()
+    c.callbacks["assign"](c, [TopicPartition(T, 0)])
+    assert (T, 0) in c.paused
+    sc.step()
+    assert (T, 0) in c.paused  # still down
+    s.table_down = False
+    sc.step()
+    assert (T, 0) not in c.paused and (T, 0, 9) in c.seeks
 
 
 def test_storage_failure_rewinds_without_committing() -> None:
@@ -264,3 +337,18 @@ def test_uncommitted_records_count_what_is_consumed_and_not_yet_committed() -> N
     c.batches = [[Msg(T, 0, 12)]]
     sc.step()  # partition 0 reached due_at and was committed; partition 1 still holds one
     assert sc.committed()[(T, 0)] == 13 and sc.uncommitted_records == 1
+
+
+def test_a_table_ahead_of_its_topic_keeps_the_partition_paused_and_says_why(caplog) -> None:
+    """The Kafka cluster was recreated: the table records 150 but the partition ends at 100.
+    Consuming from 150 would silently skip the new topic's first records."""
+    c, s = FakeConsumer(), FakeSink()
+    s.table[(T, 0)] = 150  # the fake's partitions end at 100
+    s.table[(T, 1)] = 40
+    sc = SinkConsumer(c, s, subscription_pattern("fs"), idle_commit_s=0.0, backoff_max_s=0.0)
+    sc.start()
+    c.callbacks["assign"](c, [TopicPartition(T, 0), TopicPartition(T, 1)])
+    assert (T, 0) in c.paused and (T, 1) not in c.paused
+    assert "records offset 150 but the partition ends at 100" in caplog.text
+    sc.step()
+    assert (T, 0) in c.paused  # not resumed by the retry of unanswered tables

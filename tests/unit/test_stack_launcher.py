@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -28,9 +29,14 @@ def test_up_starts_nothing_when_the_environment_names_every_endpoint(tmp_path: P
         "FEATURESTREAM_S3_ENDPOINT_URL": "https://s3.example",
         "AWS_ACCESS_KEY_ID": "AK", "AWS_SECRET_ACCESS_KEY": "SK",
         "FEATURESTREAM_OFFLINE_URI": DEFAULT_OFFLINE_URI,
+        # the embedded Iceberg catalog lives in the state dir; `up` exports its URI
+        "FEATURESTREAM_CATALOG_URI": f"sqlite:///{tmp_path.resolve()}/iceberg-catalog.db",
     }
     assert len(said) == 3 and all("from the environment" in line for line in said)
     assert not (tmp_path / "run").exists()
+    shared = up(replace(cfg, catalog_uri="postgresql+psycopg2://u:p@db.example/fs"),
+                layout=StackLayout(tmp_path, tmp_path / "cache"), search_path=str(tmp_path))
+    assert shared.exports()["FEATURESTREAM_CATALOG_URI"] == "postgresql+psycopg2://u:p@db.example/fs"
 
 
 def test_up_without_java_fails_before_starting_anything(tmp_path: Path) -> None:
