@@ -179,7 +179,8 @@ def test_kafka_redis_and_s3_killed_mid_stream_lose_and_duplicate_nothing(chaos_s
                 return store.query(f'SELECT _kafka_partition AS p, _kafka_offset AS o, id, n, x, s '
                                    f'FROM "{g.name}"').to_pylist()
 
-            wait_for(lambda: len(offline_rows()) >= ROWS, timeout_s=600, interval_s=5,
+            count = f'SELECT count(*) AS n FROM "{g.name}"'
+            wait_for(lambda: store.query(count).column("n")[0].as_py() >= ROWS, timeout_s=600, interval_s=5,
                      what=f"the sink to write every row\n{workers[1].tail()}")
             print(f"chaos: offline store complete {time.monotonic() - t0:.0f} s after the start", flush=True)
             got = offline_rows()
