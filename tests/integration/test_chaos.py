@@ -126,8 +126,14 @@ def test_kafka_redis_and_s3_killed_mid_stream_lose_and_duplicate_nothing(chaos_s
         topic = store.registry.topic_of(g.name)
         data = tmp_path / "input.jsonl"
         rows = write_input(data)
-        workers = [Proc(cfg, ["process", "--metrics-port", "0", "--log-level", "warning"], tmp_path / "p.log"),
-                   Proc(cfg, ["sink", "--metrics-port", "0", "--max-age-s", "2"], tmp_path / "sink.log")]
+        ports = [free_port(), free_port()]
+        workers = [Proc(cfg, ["process", "--metrics-port", str(ports[0]), "--log-level", "warning"], tmp_path / "p.log"),
+                   Proc(cfg, ["sink", "--metrics-port", str(ports[1]), "--max-age-s", "2"], tmp_path / "sink.log")]
+        # The faults must hit a running pipeline: a worker still starting when Kafka goes away fails
+        # its first contact within seconds, by design (a wrong address must be reported fast).
+        for port, w in zip(ports, workers, strict=True):
+            wait_for(lambda port=port: _ready(port), timeout_s=120, interval_s=0.5,
+                     what=f"worker on metrics port {port} to be ready\n{w.tail()}")
         rejects = tmp_path / "rejects.jsonl"
         env = {**os.environ, **cfg.to_env()}
         t0 = time.monotonic()
@@ -197,6 +203,17 @@ def test_kafka_redis_and_s3_killed_mid_stream_lose_and_duplicate_nothing(chaos_s
             for w in workers:
                 w.stop()
         print(f"\nchaos faults (service, seconds down incl. restart, seconds in `up`): {faults}")
+
+
+def _ready(port: int) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 def _topic_size(cfg: Config, topic: str) -> int:
