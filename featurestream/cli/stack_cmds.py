@@ -125,17 +125,21 @@ def _online_store_state(config: Config) -> str:
     return f"ready (epoch {marker.removeprefix(READY)})"
 
 
-def _scrape_gauge(url: str, name: str) -> float | None:
+def _metric_families(url: str) -> list | None:
+    """The Prometheus metric families a worker serves at ``url``/metrics (None if it does not answer)."""
     import urllib.request
 
     from prometheus_client.parser import text_string_to_metric_families
 
     try:
         with urllib.request.urlopen(f"{url}/metrics", timeout=1) as resp:
-            text = resp.read().decode()
+            return list(text_string_to_metric_families(resp.read().decode()))
     except OSError:
         return None
-    for family in text_string_to_metric_families(text):
+
+
+def _scrape_gauge(url: str, name: str) -> float | None:
+    for family in _metric_families(url) or ():
         for sample in family.samples:
             if sample.name == name:
                 return sample.value
@@ -183,17 +187,11 @@ def _ready(url: str) -> str:
 
 def _scrape_counters(url: str, prefix: str) -> str | None:
     """One line of a processor's/sink's counters from its /metrics, if it answers (None if not)."""
-    import urllib.request
-
-    from prometheus_client.parser import text_string_to_metric_families
-
-    try:
-        with urllib.request.urlopen(f"{url}/metrics", timeout=1) as resp:
-            text = resp.read().decode()
-    except OSError:
+    families = _metric_families(url)
+    if families is None:
         return None
     totals: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
+    for family in families:
         if not family.name.startswith(prefix):
             continue
         for sample in family.samples:
