@@ -1,68 +1,165 @@
-"""Benchmark: the offline sink, topic → durable Parquet on the S3 server, vs raw pyarrow.
+"""Benchmark: the offline sink, topic → committed Apache Iceberg snapshot, against baselines in the same run.
 
-Publishes N records of the 10-feature bench group once, then, per repeat (median reported):
+Each phase uses its own topic prefix (so a sink already running on the stack never sees the
+benchmark's topics, and the sink subprocess of (b) sees only its own), and its own Iceberg
+namespace; groups, tables and files are deleted at the end.
 
-  sink      a fresh consumer group runs the real sink loop (SinkConsumer + OfflineApplier +
-            OfflineWriter: decode, validate, rows → Arrow, Parquet, atomic PUT, synchronous
-            commit) from the earliest offset until every offset is committed; rows/s.
-  baseline  raw pyarrow writing the same rows, already an Arrow table, as Parquet to the same
-            S3 server (pyarrow.fs.S3FileSystem), split into as many files as the sink wrote.
+  (a) throughput  publishes --records records of the 10-feature bench group once, then, per repeat
+                  (median reported):
+                  sink      the real sink code path in this process: SinkConsumer + OfflineApplier +
+                            OfflineWriter over OfflineTables (route: decode + schema check, rows →
+                            Arrow, Parquet upload, one Iceberg commit per flush with the Kafka offsets
+                            in the snapshot, then the consumer-group commit), fresh consumer group, fresh
+                            table, sink default rotation; clock from subscribe until every offset is in a
+                            committed snapshot.
+                  raw       (baseline a) plain confluent-kafka consume of the same topic, JSON decode into
+                            columns, one ``pa.Table`` in the table's schema, one pyiceberg ``append`` to a
+                            fresh table of the same schema, partition spec and properties.
+                  pq        (baseline b) ``pq.write_table`` of the same rows (the baseline's Arrow table)
+                            to the same S3 server, as many files as the sink wrote.
+  (b) freshness   `featurestream sink` as a subprocess at its default settings; --fresh-rate records/s
+                  for --fresh-seconds; ~--samples-per-s records a second carry their index, and a
+                  reader polls ``FeatureStore.query`` until it sees each: publish-to-queryable p50/p99.
+  (c) backfill    --backfill-records records with event times spread over --backfill-days days, written
+                  by the real sink path (default rotation; and, with --small-max-records, again with
+                  small rotations, which leaves many files); then ``count(*)`` time through
+                  ``FeatureStore.query`` and the number of data files, as the sink left the table and
+                  after one compaction pass (``compact_table``, 128 MB target); for the small-rotation
+                  table also at a few earlier commits (time travel by commit: fewer files and rows).
+                  Draws bench/out/offline_files.png: count(*) time against data files (rows labelled).
 
-Then files per hour partition and bytes per file, before and after compact_table (target
-128 MB). Usage (after `eval "$(featurestream up)"`):
+Usage (after `eval "$(featurestream up)"`; loopback only, bounded in count and time):
 
-  .venv/bin/python bench/offline_sink.py [--records 500000] [--repeat 3] [--max-records 100000]
+  .venv/bin/python bench/offline_sink.py [--records 500000] [--repeat 3] [--only throughput freshness backfill]
 """
 
+# ruff: noqa: E402  (the sys.path fix below must run before the imports)
 from __future__ import annotations
 
-import argparse
-import secrets
-import statistics
 import sys
-import time
-from collections import defaultdict
-from dataclasses import replace
 from pathlib import Path
 
 # Benchmarks import bench._common and tests.integration.helpers: run with the repository
 # root on sys.path instead of this folder.
 _HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
+sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
-import pyarrow as pa  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
-from pyarrow import fs as pafs  # noqa: E402
+import argparse
+import os
+import random
+import secrets
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
 
-from bench._common import customer, customers_group, load_average, median, unique_name  # noqa: E402
-from featurestream.config import Config  # noqa: E402
-from featurestream.sdk import FeatureStore  # noqa: E402
-from sinks.offline import layout  # noqa: E402
-from sinks.offline.catalog import list_live_files, read_live_table  # noqa: E402
-from sinks.offline.compaction import compact_table  # noqa: E402
-from sinks.offline.fs import open_filesystem  # noqa: E402
-from sinks.offline.rotation import RotationPolicy  # noqa: E402
-from sinks.offline.writer import OfflineWriter, table_path_for  # noqa: E402
-from streams.group_view import GroupView  # noqa: E402
-from streams.lag import committed_offsets  # noqa: E402
-from streams.offline.applier import OfflineApplier  # noqa: E402
-from streams.offline.consumer import SinkConsumer, open_consumer  # noqa: E402
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+from confluent_kafka import Consumer, TopicPartition
+from pyarrow import fs as pafs
+from pyiceberg.exceptions import NoSuchNamespaceError
+
+from bench._common import customer, customers_group, load_average, median, percentile
+from featurestream.config import ENV_TOPIC_PREFIX, Config
+from featurestream.sdk import FeatureStore
+from schemas.eventtime import format_iso
+from schemas.group import FeatureGroup
+from schemas.validate import compile_validator
+from schemas.wire import encode
+from sinks.offline.catalog import OfflineTables
+from sinks.offline.fs import open_filesystem
+from sinks.offline.maintenance import DEFAULT_TARGET_BYTES, compact_table
+from sinks.offline.rotation import RotationPolicy
+from sinks.offline.writer import OfflineWriter
+from streams.group_view import GroupView
+from streams.offline.applier import OfflineApplier
+from streams.offline.consumer import SinkConsumer, open_consumer
+
+OUT = _HERE / "out"
+DAY_NS = 86_400 * 10**9
+BACKFILL_T0_NS = 1_924_992_000 * 10**9  # 2031-01-01T00:00:00Z, the bench group's usual dates
 
 
-def publish(store: FeatureStore, group: str, n: int) -> float:
-    started = time.perf_counter()
-    chunk = 50_000
-    for start in range(0, n, chunk):
-        rows = [customer(i % 100_000, second=i % 3600) for i in range(start, min(n, start + chunk))]
-        store.ingest(group, rows, progress=False)
-    return time.perf_counter() - started
+# -- plumbing ------------------------------------------------------------------------------------
+
+@dataclass
+class Phase:
+    """One phase's topic prefix, store and Iceberg namespace (= the prefix); removed by close()."""
+
+    config: Config
+    prefix: str
+    store: FeatureStore
+    roots: list[str]          # extra table locations this phase made (deleted at the end)
+    namespaces: list[str]     # extra catalog namespaces this phase made (dropped at the end)
+
+    @classmethod
+    def open(cls, config: Config, kind: str) -> Phase:
+        prefix = f"benchoff{os.getpid()}{kind}{secrets.token_hex(2)}"
+        cfg = replace(config, topic_prefix=prefix)
+        return cls(cfg, prefix, FeatureStore(cfg), [], [])
+
+    def scratch_tables(self, tag: str) -> tuple[OfflineTables, str]:
+        """A fresh namespace and location for a table of this phase's group (one per repeat: a table
+        records the offsets it holds, so a second run into the same table would write nothing)."""
+        ns = f"{self.prefix}_{tag}"
+        root = f"{self.config.offline_uri}/{ns}"
+        self.namespaces.append(ns)
+        self.roots.append(root)
+        return OfflineTables.open(self.config.catalog(), ns, self.config.storage_options()), root
+
+    def close(self, groups: list[str]) -> None:
+        for name in groups:
+            try:
+                self.store.delete_feature_group(name, purge=True)
+            except Exception as exc:  # never hide the figures behind a cleanup error
+                print(f"  (cleanup: could not delete group {name}: {exc})")
+        try:
+            catalog = OfflineTables.open(self.config.catalog(), self.prefix, self.config.storage_options()).catalog
+            for ns in [*self.namespaces, self.prefix]:
+                try:
+                    for ident in catalog.list_tables(ns):
+                        catalog.drop_table(ident)
+                    catalog.drop_namespace(ns)
+                except NoSuchNamespaceError:
+                    continue  # never created (no table was written under it)
+            for root in self.roots:
+                rfs, path = open_filesystem(root, self.config.storage_options())
+                if rfs.exists(path):
+                    rfs.rm(path, recursive=True)
+        except Exception as exc:
+            print(f"  (cleanup: scratch tables: {exc})")
+        self.store.close()
+        self._drop_kafka_leftovers()
+
+    def _drop_kafka_leftovers(self) -> None:
+        """The prefix's internal topics (registry, dead letters) and the consumer groups this phase
+        made: the prefix is unique to this run, so everything under it is ours."""
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.config.kafka_bootstrap, "log_level": 3})
+        try:
+            topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(f"{self.prefix}.")]
+            if topics:
+                for f in admin.delete_topics(topics, operation_timeout=30).values():
+                    f.result(timeout=30)
+            found = admin.list_consumer_groups(request_timeout=10).result(timeout=15).valid
+            ids = [g.group_id for g in found if g.group_id.startswith(f"{self.prefix}-")]
+            if ids:
+                for f in admin.delete_consumer_groups(ids, request_timeout=10).values():
+                    f.result(timeout=15)
+        except Exception as exc:
+            print(f"  (cleanup: Kafka topics/consumer groups of {self.prefix}: {exc})")
 
 
-def ends_of(store: FeatureStore, topic: str) -> dict[tuple[str, int], int]:
-    from confluent_kafka import Consumer, TopicPartition
-
-    c = Consumer({"bootstrap.servers": store.config.kafka_bootstrap, "group.id": "bench-ends"})
+def end_offsets(config: Config, topic: str) -> dict[tuple[str, int], int]:
+    c = Consumer({"bootstrap.servers": config.kafka_bootstrap, "group.id": "bench-offline-ends"})
     try:
         parts = c.list_topics(topic=topic, timeout=10).topics[topic].partitions
         return {(topic, p): c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
@@ -70,112 +167,478 @@ def ends_of(store: FeatureStore, topic: str) -> dict[tuple[str, int], int]:
         c.close()
 
 
-def run_sink_once(config: Config, store: FeatureStore, topic: str, root_uri: str, policy: RotationPolicy,
-                  ends: dict) -> tuple[float, str]:
-    fs, root = open_filesystem(root_uri, config.storage_options())
-    # Each repeat writes its own table under ``root`` (not the group's registered location),
-    # so runs do not overwrite each other's files.
-    groups = GroupView(lambda: {n: replace(g, offline_uri=None) for n, g in store.registry.refresh().items()})
+def relocated(store: FeatureStore, root: str) -> GroupView:
+    """The registry's groups with their offline location moved under ``root``."""
+    def load() -> dict[str, FeatureGroup]:
+        return {n: replace(g, offline_uri=f"{root}/{n}") for n, g in store.registry.refresh().items()}
+    return GroupView(load)
 
-    applier = OfflineApplier(groups, OfflineWriter(fs, root, policy), None, config.topic_prefix)
-    group_id = f"bench-offline-{secrets.token_hex(4)}"
-    consumer = open_consumer(config.kafka_bootstrap, group_id)
-    sink = SinkConsumer(consumer, applier, topic, add_chunk=min(1000, policy.max_records))
+
+def run_sink(phase: Phase, topic: str, ends: dict[tuple[str, int], int], tables: OfflineTables, groups: GroupView,
+             policy: RotationPolicy, batch_size: int, timeout_s: float) -> float:
+    """The sink's own consume → route → write → commit loop (as ``streams/offline/worker.run_sink``
+    wires it, minus dead letters, metrics and background compaction), from the beginning of
+    ``topic`` until every offset is in a committed snapshot; returns the seconds it took."""
+    applier = OfflineApplier(groups, OfflineWriter(tables, policy), None, phase.prefix)
+    consumer = open_consumer(phase.config.kafka_bootstrap, f"{phase.prefix}-bench-{secrets.token_hex(3)}")
+    # A plain topic name is a literal subscription: only this topic is consumed.
+    sink = SinkConsumer(consumer, applier, topic, batch_size=batch_size, add_chunk=min(1000, policy.max_records))
     started = time.perf_counter()
-    # Consume to the end, then run()'s drain flushes and commits the rest: the clock stops when
-    # every offset is committed (not when the age rotation would have fired).
-    sink.run(until=lambda: all(sink.consumed().get(tp, -1) >= end for tp, end in ends.items()))
+    give_up = started + timeout_s
+    # Consume to the end; then run()'s drain flushes every buffer, which commits it to the table:
+    # the clock stops when the last snapshot is committed, not when age rotation would fire.
+    sink.run(until=lambda: time.perf_counter() > give_up
+             or all(sink.consumed().get(tp, -1) >= end for tp, end in ends.items()))
     seconds = time.perf_counter() - started
-    committed = committed_offsets(config.kafka_bootstrap, group_id, [topic])
-    assert all(committed.get(tp, -1) >= end for tp, end in ends.items()), f"not all committed: {committed}"
-    g = replace(store.describe_feature_group(topic.split(".", 1)[1]), offline_uri=None)
-    return seconds, table_path_for(fs, root, g)
+    if time.perf_counter() > give_up:
+        raise SystemExit(f"the sink did not consume {sum(ends.values()):,} records within {timeout_s:.0f} s")
+    return seconds
 
 
-def baseline_once(config: Config, table: pa.Table, root: str, files: int) -> float:
+def table_stats(tables: OfflineTables, group: FeatureGroup) -> tuple[int, int]:
+    """(rows, live data files) of the group's table at its current snapshot."""
+    table = tables.existing(group)
+    if table is None or table.current_snapshot() is None:
+        return 0, 0
+    rows = int(table.current_snapshot().summary["total-records"])
+    return rows, len(list(table.scan().plan_files()))
+
+
+# -- (a) throughput ------------------------------------------------------------------------------
+
+def raw_baseline(phase: Phase, topic: str, ends: dict[tuple[str, int], int], group: FeatureGroup,
+                 tables: OfflineTables, timeout_s: float) -> tuple[float, pa.Table]:
+    """Baseline (a): confluent-kafka consume → columns → ``pa.Table`` → one pyiceberg append.
+
+    Same work a minimal hand-written sink must do (decode the JSON value, split the event time
+    into the table's microsecond timestamp and exact nanoseconds, add the Kafka coordinates),
+    without validation, dead letters, offsets in the snapshot or per-partition batching."""
+    features = [f.name for f in group.features if f.name != group.event_time_name]
+    c = Consumer({"bootstrap.servers": phase.config.kafka_bootstrap, "group.id": f"{phase.prefix}-raw-"
+                  f"{secrets.token_hex(3)}", "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                  "fetch.max.bytes": 52_428_800})
+    loads = orjson.loads
+    write_us = time.time_ns() // 1000
+    started = time.perf_counter()
+    give_up = started + timeout_s
+    seen: dict[tuple[str, int], int] = {}
+    # Created inside the clock, as the sink creates its table at its first flush.
+    table = tables.table(group)
+    arrow_schema = table.schema().as_arrow()
+    cols: dict[str, list[Any]] = {n: [] for n in arrow_schema.names}
+    c.subscribe([topic])
+    try:
+        while any(seen.get(tp, 0) < end for tp, end in ends.items()):
+            if time.perf_counter() > give_up:
+                raise SystemExit(f"the raw consumer did not reach the end of {topic} within {timeout_s:.0f} s")
+            for m in c.consume(5000, timeout=0.2):
+                if m.error():
+                    continue
+                obj = loads(m.value())
+                rec = obj.get("record") or {}
+                for n in features:
+                    cols[n].append(rec.get(n))
+                ns = obj["event_time_ns"]
+                cols[group.event_time_name].append(ns // 1000)
+                cols["_event_time_ns"].append(ns)
+                api = dict(m.headers() or ()).get("fs-api-invocation-time")
+                cols["api_invocation_time"].append(int(api) // 1000 if api else None)
+                cols["write_time"].append(write_us)
+                cols["is_deleted"].append(obj["op"] == "delete")
+                cols["_kafka_topic"].append(m.topic())
+                cols["_kafka_partition"].append(m.partition())
+                cols["_kafka_offset"].append(m.offset())
+                seen[(m.topic(), m.partition())] = m.offset() + 1
+        rows = pa.table({n: pa.array(cols[n], type=arrow_schema.field(n).type) for n in arrow_schema.names},
+                        schema=arrow_schema)
+        table.append(rows)
+    finally:
+        c.close()
+    return time.perf_counter() - started, rows
+
+
+def pq_baseline(config: Config, rows: pa.Table, root: str, files: int) -> float:
+    """Baseline (b): ``pq.write_table`` of ``rows`` to the same S3 server, split into ``files`` files."""
     endpoint = config.s3_endpoint_url or ""
     s3 = pafs.S3FileSystem(endpoint_override=endpoint.split("://", 1)[-1], scheme=endpoint.split("://", 1)[0],
                            access_key=config.aws_access_key_id, secret_key=config.aws_secret_access_key)
-    step = -(-table.num_rows // max(1, files))
+    _, base = open_filesystem(root, config.storage_options())
+    step = -(-rows.num_rows // max(1, files))
     started = time.perf_counter()
-    for i, start in enumerate(range(0, table.num_rows, step)):
-        pq.write_table(table.slice(start, step), f"{root}/part-{i:05d}.parquet", filesystem=s3)
+    for i, start in enumerate(range(0, rows.num_rows, step)):
+        pq.write_table(rows.slice(start, step), f"{base}/pq-baseline/part-{i:05d}.parquet", filesystem=s3)
     return time.perf_counter() - started
 
 
-def layout_stats(fs, table: str) -> tuple[float, float, int]:
-    """(median files per hour partition, median bytes per file, live files)."""
-    per_hour: dict[str, int] = defaultdict(int)
-    sizes = []
-    files = list_live_files(fs, table)
-    for p in files:
-        per_hour[layout.hour_partition_of(p)] += 1
-        sizes.append(fs.size(p))
-    return statistics.median(per_hour.values()), statistics.median(sizes), len(files)
+def publish(store: FeatureStore, group: str, rows: Callable[[int], dict], n: int) -> float:
+    started = time.perf_counter()
+    chunk = 50_000
+    for start in range(0, n, chunk):
+        store.ingest(group, [rows(i) for i in range(start, min(n, start + chunk))], progress=False)
+    return time.perf_counter() - started
+
+
+def throughput(config: Config, args: argparse.Namespace) -> None:
+    phase = Phase.open(config, "t")
+    groups: list[str] = []
+    try:
+        g = phase.store.create_feature_group(customers_group("offsink", partitions=args.partitions))
+        groups.append(g.name)
+        topic = phase.store.registry.topic_of(g.name)
+        pub_s = publish(phase.store, g.name, lambda i: customer(i % 100_000, second=i % 3600), args.records)
+        ends = end_offsets(phase.config, topic)
+        total = sum(ends.values())
+        print(f"(a) published {total:,} records in {pub_s:.1f} s ({total / pub_s:,.0f}/s, the ingest stage); "
+              f"{load_average()}", flush=True)
+        policy = RotationPolicy(**{k: v for k, v in (("max_records", args.max_records),
+                                                      ("max_bytes", args.max_bytes)) if v})
+        sink_s, raw_s, pq_s = [], [], []
+        for r in range(args.repeat):
+            tables, root = phase.scratch_tables(f"s{r}")
+            seconds = run_sink(phase, topic, ends, tables, relocated(phase.store, root), policy, args.batch_size,
+                               args.timeout)
+            rows, files = table_stats(tables, replace(g, offline_uri=f"{root}/{g.name}"))
+            if rows != total:
+                raise SystemExit(f"the sink's table holds {rows:,} rows, expected {total:,}")
+            raw_tables, raw_root = phase.scratch_tables(f"a{r}")
+            raw_g = replace(g, offline_uri=f"{raw_root}/{g.name}")
+            r_s, arrow_rows = raw_baseline(phase, topic, ends, raw_g, raw_tables, args.timeout)
+            raw_rows, raw_files = table_stats(raw_tables, raw_g)
+            if raw_rows != total:
+                raise SystemExit(f"the raw baseline's table holds {raw_rows:,} rows, expected {total:,}")
+            p_s = pq_baseline(phase.config, arrow_rows, raw_root, files)
+            del arrow_rows
+            sink_s.append(seconds)
+            raw_s.append(r_s)
+            pq_s.append(p_s)
+            print(f"  run {r + 1}: sink {seconds:.2f} s ({total / seconds:,.0f} rows/s, {files} data files), "
+                  f"raw consume+append {r_s:.2f} s ({total / r_s:,.0f} rows/s, {raw_files} files), "
+                  f"pq.write_table {p_s:.2f} s ({total / p_s:,.0f} rows/s); {load_average()}", flush=True)
+        s, a, b = total / median(sink_s), total / median(raw_s), total / median(pq_s)
+        ok = s >= 100_000 and s / a >= 0.5
+        print(f"RESULT (a) throughput  sink {s:>10,.0f} rows/s   raw consume+pa.Table+iceberg append {a:>10,.0f} rows/s"
+              f"   ratio {s / a:.2f}   (median of {args.repeat} x {total:,}; goal >= 100,000 rows/s and >= 0.5: "
+              f"{'met' if ok else 'missed'})")
+        print(f"RESULT (a) pq baseline pq.write_table of the same rows to the same S3 {b:>10,.0f} rows/s   "
+              f"sink/pq {s / b:.3f} ({b / s:.1f}x slower)")
+        print(f"RESULT (a) stages      ingest {total / pub_s:,.0f} records/s (1 run) vs sink {s:,.0f} rows/s: the sink "
+              f"is {'not ' if s >= total / pub_s else ''}the slower stage")
+    finally:
+        phase.close(groups)
+
+
+# -- (b) freshness -------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class SinkProcess:
+    """`featurestream sink` (default settings) in a subprocess with the phase's topic prefix."""
+
+    def __init__(self, phase: Phase, log_dir: Path) -> None:
+        self.port = free_port()
+        self.log_path = log_dir / f"sink-{phase.prefix}.log"
+        self._log = self.log_path.open("wb")
+        env = {**os.environ, ENV_TOPIC_PREFIX: phase.prefix}
+        self.proc = subprocess.Popen([sys.executable, "-m", "featurestream.cli", "sink", "--metrics-port",
+                                      str(self.port), "--log-level", "warning"], env=env, stdout=self._log,
+                                     stderr=subprocess.STDOUT, cwd=str(_HERE.parent))
+
+    def wait_ready(self, timeout_s: float) -> float:
+        started = time.perf_counter()
+        while time.perf_counter() - started < timeout_s:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"the sink exited with status {self.proc.returncode}; see {self.log_path}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/ready", timeout=2) as resp:
+                    if resp.status == 200:
+                        return time.perf_counter() - started
+            except (OSError, urllib.error.HTTPError):
+                pass
+            time.sleep(0.2)
+        raise SystemExit(f"the sink was not ready within {timeout_s:.0f} s; see {self.log_path}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self._log.close()
+
+
+def freshness(config: Config, args: argparse.Namespace) -> None:
+    phase = Phase.open(config, "f")
+    groups: list[str] = []
+    sink: SinkProcess | None = None
+    try:
+        g = phase.store.create_feature_group(customers_group("offfresh", partitions=args.partitions))
+        groups.append(g.name)
+        topic = phase.store.registry.topic_of(g.name)
+        log_dir = Path(os.environ.get("TMPDIR", "/tmp"))
+        sink = SinkProcess(phase, log_dir)
+        ready_s = sink.wait_ready(args.timeout)
+        total = int(args.fresh_rate * args.fresh_seconds)
+        sample_every = max(1, int(args.fresh_rate // args.samples_per_s))
+        # Validated and encoded before the clock starts, so the load generator stays light;
+        # ``visits`` = the record's index, which the reader looks for.
+        validator = compile_validator(g)
+        encoded = []
+        for k in range(total):
+            rec = customer(k % 10_000, second=k % 3600)
+            rec["visits"] = k
+            encoded.append(encode(validator.validate(rec, api_invocation_time_ns=time.time_ns())))
+        sent: dict[int, int] = {}   # sample index -> send time (ns)
+        seen: set[int] = set()
+        latencies: list[float] = []
+        query_s: list[float] = []
+        lock = threading.Lock()
+        done_publishing = threading.Event()
+        quote = '"' + g.name.replace('"', '""') + '"'
+
+        def reader() -> None:
+            # Bounded: the default age rotation is 60 s, so everything is committed well before this.
+            give_up = time.monotonic() + args.fresh_seconds + args.fresh_wait
+            while time.monotonic() < give_up:
+                with lock:
+                    pending = sorted(k for k in sent if k not in seen)
+                if done_publishing.is_set() and not pending:
+                    return
+                if pending:
+                    t = time.monotonic()
+                    got = phase.store.query(f"SELECT visits FROM {quote} WHERE visits >= {pending[0]}")
+                    now = time.time_ns()  # the poll's end: a conservative arrival time
+                    query_s.append(time.monotonic() - t)
+                    there = set(got.column("visits").to_pylist())
+                    with lock:
+                        for k in pending:
+                            if k in there:
+                                seen.add(k)
+                                latencies.append((now - sent[k]) / 1e9)
+                time.sleep(args.poll_s)
+
+        thread = threading.Thread(target=reader, daemon=True)
+        thread.start()
+        futures = []
+        t0 = time.perf_counter()
+        for k in range(total):
+            due = t0 + k / args.fresh_rate
+            now = time.perf_counter()
+            if due > now:
+                time.sleep(max(due - now, 0.001))
+            key, value, headers = encoded[k]
+            stamp = time.time_ns()
+            futures.append(phase.store.publisher.publish(topic, key, value, headers))
+            if k % sample_every == 0:
+                with lock:
+                    sent[k] = stamp
+        elapsed = time.perf_counter() - t0
+        for f in futures:
+            f.result(timeout=60)
+        done_publishing.set()
+        thread.join(timeout=args.fresh_seconds + args.fresh_wait + 30)
+        lat = sorted(latencies)
+        lost = len(sent) - len(lat)
+        p50, p99 = percentile(lat, 50), percentile(lat, 99)
+        print(f"(b) sink ready after {ready_s:.1f} s; {total:,} records at {total / elapsed:,.0f}/s for {elapsed:.0f} s; "
+              f"reader polled every {args.poll_s} s, query p50 {percentile(sorted(query_s), 50):.2f} s; {load_average()}")
+        print(f"RESULT (b) freshness   publish-to-queryable (sink defaults) at {total / elapsed:,.0f} records/s: "
+              f"p50 {p50:.1f} s  p99 {p99:.1f} s  max {lat[-1] if lat else float('nan'):.1f} s over {len(lat)} samples"
+              f"{f', {lost} not queryable within the wait' if lost else ''} (goal p99 <= 60 s: "
+              f"{'met' if lat and p99 <= 60 and not lost else 'missed'})")
+    finally:
+        if sink is not None:
+            sink.stop()
+        phase.close(groups)
+
+
+# -- (c) backfill: files and count(*) --------------------------------------------------------------
+
+def count_star(store: FeatureStore, name: str, repeat: int = 3, as_of_commit: float | None = None
+               ) -> tuple[float, int]:
+    """Median seconds of ``SELECT count(*)`` through FeatureStore.query (at the snapshot current at
+    ``as_of_commit``, epoch seconds, if given: time travel by commit), and its answer."""
+    quote = '"' + name.replace('"', '""') + '"'
+    times, n = [], -1
+    for _ in range(repeat):
+        t = time.perf_counter()
+        got = store.query(f"SELECT count(*) AS n FROM {quote}", as_of_commit=as_of_commit)
+        times.append(time.perf_counter() - t)
+        n = int(got.column("n")[0].as_py())
+    return median(times), n
+
+
+@dataclass(frozen=True)
+class Point:
+    """One count(*) measurement: which table state, its data files and rows, the seconds it took."""
+
+    series: str
+    files: int
+    rows: int
+    seconds: float
+
+
+def history_points(store: FeatureStore, tables: OfflineTables, group: FeatureGroup, how_many: int,
+                   series: str) -> list[Point]:
+    """count(*) at earlier snapshots of the table (time travel by commit), for the curve between
+    an empty table and the current one: files and rows both grow with the snapshots."""
+    table = tables.existing(group)
+    if table is None or how_many <= 0:
+        return []
+    history = table.history()[:-1]  # the current snapshot is measured by the caller
+    picks = sorted({history[round(k * (len(history) - 1) / max(1, how_many - 1))] for k in range(how_many)}
+                   if history else [], key=lambda e: e.timestamp_ms)
+    out = []
+    for entry in picks:
+        snap = table.snapshot_by_id(entry.snapshot_id)
+        files = len(list(table.scan(snapshot_id=entry.snapshot_id).plan_files()))
+        # The last millisecond of that commit: the snapshot current then is this one (or a later
+        # one committed in the same millisecond; its file count is what we report, so re-read it).
+        seconds, n = count_star(store, group.name, repeat=1, as_of_commit=(entry.timestamp_ms + 0.999) / 1000)
+        rows = int(snap.summary["total-records"])
+        if n != rows:
+            continue  # another snapshot shares the millisecond: skip the point rather than mislabel it
+        out.append(Point(series, files, rows, seconds))
+    return out
+
+
+def backfill(config: Config, args: argparse.Namespace) -> None:
+    phase = Phase.open(config, "b")
+    groups: list[str] = []
+    points: list[Point] = []
+    try:
+        span_s = args.backfill_days * DAY_NS // 10**9
+
+        def rows_of(seed: int) -> Callable[[int], dict]:
+            rng = random.Random(seed)  # the same records for every run
+
+            def row(i: int) -> dict:
+                rec = customer(i % 20_000)
+                rec["event_time"] = format_iso(BACKFILL_T0_NS + rng.randrange(span_s) * 10**9)
+                return rec
+            return row
+
+        runs = [("default rotation", RotationPolicy())]
+        if args.small_max_records:
+            runs.append((f"rotation at {args.small_max_records:,} records",
+                         RotationPolicy(max_records=args.small_max_records)))
+        for label, policy in runs:
+            g = phase.store.create_feature_group(customers_group(f"offfill{len(groups)}",
+                                                                 partitions=args.backfill_partitions))
+            groups.append(g.name)
+            topic = phase.store.registry.topic_of(g.name)
+            publish(phase.store, g.name, rows_of(11), args.backfill_records)
+            ends = end_offsets(phase.config, topic)
+            total = sum(ends.values())
+            # The group's own table (namespace = the prefix, its registered location), so count(*)
+            # goes through FeatureStore.query exactly as a user's would; purge deletes it.
+            tables = phase.store.offline_tables()
+            g = phase.store.describe_feature_group(g.name)
+            sink_s = run_sink(phase, topic, ends, tables, GroupView(phase.store.registry.refresh), policy,
+                              args.batch_size, args.timeout)
+            rows, files = table_stats(tables, g)
+            before_s, n = count_star(phase.store, g.name, args.count_repeat)
+            if policy != RotationPolicy():
+                points += history_points(phase.store, tables, g, args.history_points, f"{label}, earlier commits")
+            t = time.perf_counter()
+            results = compact_table(lambda g=g, tables=tables: tables.table(g), target_bytes=DEFAULT_TARGET_BYTES)
+            compact_s = time.perf_counter() - t
+            _, files_after = table_stats(tables, g)
+            after_s, n_after = count_star(phase.store, g.name, args.count_repeat)
+            if n != total or n_after != total:
+                raise SystemExit(f"count(*) said {n:,} then {n_after:,}, expected {total:,}")
+            points += [Point(f"{label}, as the sink left it", files, rows, before_s),
+                       Point(f"{label}, after one compaction pass", files_after, rows, after_s)]
+            print(f"(c) {total:,} records over {args.backfill_days} days, {args.backfill_partitions} Kafka partitions, "
+                  f"{label}: sink {sink_s:.1f} s; compaction {compact_s:.1f} s ({len(results)} rewrites); "
+                  f"{load_average()}")
+            # The goal is about what the sink leaves at its defaults; the small rotation shows the cost of files.
+            goal = (f"goal count(*) <= 2 s: {'met' if before_s <= 2 else 'missed'}" if policy == RotationPolicy()
+                    else "many small files on purpose")
+            print(f"RESULT (c) backfill    {label}: as the sink left it {files:>5} data files, count(*) {before_s:6.2f} s"
+                  f"   after one compaction pass {files_after:>5} files, count(*) {after_s:6.2f} s   (rows {rows:,}; "
+                  f"{goal})")
+        for p in points:
+            if "earlier commits" in p.series:
+                print(f"  count(*) at an earlier commit ({p.series}): {p.files:>5} files, {p.rows:>8,} rows, "
+                      f"{p.seconds:6.2f} s")
+        plot(points)
+    finally:
+        phase.close(groups)
+
+
+def plot(points: list[Point]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    OUT.mkdir(exist_ok=True)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    markers = iter("os^vD<>")
+    for series in dict.fromkeys(p.series for p in points):
+        mine = sorted((p for p in points if p.series == series), key=lambda p: p.files)
+        ax.plot([p.files for p in mine], [p.seconds for p in mine], next(markers, "o"),
+                linestyle="-" if len(mine) > 1 else "none", label=series)
+        for p in mine:
+            ax.annotate(f"{p.rows:,} rows", (p.files, p.seconds), textcoords="offset points", xytext=(4, 4),
+                        fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("data files in the Iceberg table (log)")
+    ax.set_ylabel("count(*) through FeatureStore.query (s)")
+    ax.set_title("Offline backfill over 28 days: count(*) time vs data files")
+    ax.axhline(2.0, linestyle="--", linewidth=0.8, color="grey", label="goal: 2 s")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = OUT / "offline_files.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(f"  drew {path}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", nargs="+", choices=["throughput", "freshness", "backfill"],
+                    default=["throughput", "freshness", "backfill"])
     ap.add_argument("--records", type=int, default=500_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--partitions", type=int, default=3)
-    ap.add_argument("--max-records", type=int, default=100_000, help="sink rotation (records per file)")
-    ap.add_argument("--max-age-s", type=float, default=60.0)
+    ap.add_argument("--batch-size", type=int, default=5000, help="consume batch (the sink's default)")
+    ap.add_argument("--max-records", type=int, default=0, help="sink rotation in records (0: the sink's default)")
+    ap.add_argument("--max-bytes", type=int, default=0, help="sink rotation in bytes (0: the sink's default)")
+    ap.add_argument("--fresh-rate", type=float, default=500.0)
+    ap.add_argument("--fresh-seconds", type=float, default=30.0)
+    ap.add_argument("--samples-per-s", type=float, default=5.0)
+    ap.add_argument("--poll-s", type=float, default=0.5, help="the freshness reader's pause between queries")
+    ap.add_argument("--fresh-wait", type=float, default=120.0, help="how long after publishing to wait for rows")
+    ap.add_argument("--backfill-records", type=int, default=120_000)
+    ap.add_argument("--backfill-days", type=int, default=28)
+    ap.add_argument("--backfill-partitions", type=int, default=6)
+    ap.add_argument("--small-max-records", type=int, default=2000,
+                    help="also backfill with this rotation, for many small files (0: skip)")
+    ap.add_argument("--history-points", type=int, default=4,
+                    help="count(*) at this many earlier commits of the small-rotation table (time travel)")
+    ap.add_argument("--count-repeat", type=int, default=3, help="count(*) timings per table state (median)")
+    ap.add_argument("--timeout", type=float, default=600.0, help="bound on each consume-to-the-end")
     args = ap.parse_args()
     config = Config.from_env()
     config.require("kafka_bootstrap")
     offline = config.require("offline_uri")
     if not offline.startswith("s3://"):
         sys.exit("bench/offline_sink.py measures the S3 server: FEATURESTREAM_OFFLINE_URI must be s3://...")
-    policy = RotationPolicy(max_records=args.max_records, max_age_s=args.max_age_s)
-    print(f"offline sink benchmark: {args.records} records, {args.partitions} partitions, rotation "
-          f"{args.max_records} records/{args.max_age_s:.0f} s, {load_average()}")
-    with FeatureStore(config) as store:
-        g = store.create_feature_group(customers_group(unique_name("offsink"), partitions=args.partitions))
-        topic = store.registry.topic_of(g.name)
-        try:
-            pub_s = publish(store, g.name, args.records)
-            ends = ends_of(store, topic)
-            total = sum(ends.values())
-            print(f"published {total} records in {pub_s:.1f} s ({total / pub_s:,.0f}/s)")
-            sink_s, base_s = [], []
-            fs = table = None
-            roots = []
-            for r in range(args.repeat):
-                root_uri = f"{offline}/bench-{secrets.token_hex(4)}"
-                roots.append(root_uri)
-                seconds, table = run_sink_once(config, store, topic, root_uri, policy, ends)
-                fs, _ = open_filesystem(root_uri, config.storage_options())
-                rows = read_live_table(fs, table)
-                assert rows.num_rows == total, f"sink wrote {rows.num_rows} rows, expected {total}"
-                n_files = len(list_live_files(fs, table))
-                bucket_root = fs._strip_protocol(root_uri)
-                b = baseline_once(config, rows, f"{bucket_root}/baseline", n_files)
-                sink_s.append(seconds)
-                base_s.append(b)
-                print(f"  run {r + 1}: sink {seconds:.2f} s ({total / seconds:,.0f} rows/s, {n_files} files), "
-                      f"raw pyarrow {b:.2f} s ({total / b:,.0f} rows/s)")
-            s, b = median(sink_s), median(base_s)
-            print(f"sink      {total / s:>12,.0f} rows/s   (median of {args.repeat}, topic → durable Parquet, "
-                  "committed)")
-            print(f"raw arrow {total / b:>12,.0f} rows/s   (the same rows as an Arrow table → Parquet, same "
-                  "server)")
-            print(f"ratio     {s / b:>12.1f}x slower than raw pyarrow writing")
-            assert fs is not None and table is not None
-            fph, bpf, n = layout_stats(fs, table)
-            print(f"before compaction: {fph:.0f} files per hour partition, {bpf / 1e6:.2f} MB per file ({n} files)")
-            started = time.perf_counter()
-            compact_table(fs, table, ends)
-            c_s = time.perf_counter() - started
-            fph, bpf, n = layout_stats(fs, table)
-            print(f"after compaction:  {fph:.0f} files per hour partition, {bpf / 1e6:.2f} MB per file ({n} files; "
-                  f"compaction took {c_s:.1f} s)")
-        finally:
-            store.delete_feature_group(g.name)
-            for root_uri in locals().get("roots", []):
-                rfs, rroot = open_filesystem(root_uri, config.storage_options())
-                if rfs.exists(rroot):
-                    rfs.rm(rroot, recursive=True)
+    print(f"offline sink benchmark: {', '.join(args.only)}; catalog {config.catalog().split('://', 1)[0]}; "
+          f"{load_average()}", flush=True)
+    if "throughput" in args.only:
+        throughput(config, args)
+    if "freshness" in args.only:
+        freshness(config, args)
+    if "backfill" in args.only:
+        backfill(config, args)
 
 
 if __name__ == "__main__":
