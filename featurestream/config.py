@@ -121,8 +121,12 @@ class Config:
         return embedded_catalog_uri(self.state_dir)
 
     def storage_options(self) -> dict[str, object]:
-        """fsspec/s3fs options for the offline store (empty for a local path)."""
-        if not self.offline_uri or not self.offline_uri.startswith("s3://"):
+        """fsspec/s3fs options for the offline store's S3 server (empty when none is configured).
+
+        Given whenever S3 is configured, even when this process writes new tables to a local path:
+        the catalog it shares may hold other groups' tables on S3, and a sink resumes every table
+        it is assigned (without them, pyiceberg would look for AWS itself)."""
+        if not (self.s3_endpoint_url or self.aws_access_key_id):
             return {}
         opts: dict[str, object] = {}
         if self.s3_endpoint_url:

@@ -118,8 +118,9 @@ class OfflineTables:
         except NoSuchTableError:
             return None
         except Exception as exc:  # noqa: BLE001 - driver/IO errors: name the table
+            hint = " (is the S3 server up and FEATURESTREAM_S3_ENDPOINT_URL right?)" if isinstance(exc, OSError) else ""
             raise OfflineStorageError(f"feature group {group.name!r}: cannot load its Iceberg table "
-                                      f"{'.'.join(self.identifier(group))}: {type(exc).__name__}: {exc}") from exc
+                                      f"{'.'.join(self.identifier(group))}: {type(exc).__name__}: {exc}{hint}") from exc
         if group.offline_uri and _norm(table.location()) != _norm(group.offline_uri):
             return None
         return table

@@ -52,7 +52,7 @@ def open_filesystem(uri: str, storage_options: dict[str, Any] | None = None) -> 
                                  "prefix or a local path")
     else:
         protocol = "file"
-        opts.setdefault("auto_mkdir", True)
+        opts = {"auto_mkdir": True}  # S3 options (given for the catalog's other tables) mean nothing here
     try:
         fs = fsspec.filesystem(protocol, **opts)
     except (TypeError, ValueError, ImportError) as exc:

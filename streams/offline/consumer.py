@@ -204,7 +204,13 @@ class SinkConsumer:
     # -- rebalance callbacks (run inside consume(), on this thread) ---------------------------
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         pending = []
+        storage_down = False
         for tp in partitions:
+            if storage_down:
+                # One table already failed to answer: the catalog or S3 is down for all of them, and
+                # trying each in turn would hold the rebalance for minutes. Retried one per poll.
+                pending.append(tp)
+                continue
             try:
                 start = self.sink.resume(tp.topic, tp.partition)
             except (FeatureStoreError, OSError) as exc:
@@ -212,6 +218,7 @@ class SinkConsumer:
                 log.warning("%s[%d]: cannot read where the table resumes (%s); paused until it answers",
                             tp.topic, tp.partition, exc)
                 pending.append(tp)
+                storage_down = True
                 continue
             if start is not None:
                 if start >= 0 and self._ahead_of_topic(consumer, tp, start):
