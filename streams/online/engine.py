@@ -21,6 +21,7 @@ import signal
 import threading
 from collections.abc import Callable
 
+from streams.gc_tuning import settle_heap
 from streams.health import WorkerHealth
 from streams.offline.consumer import TP, SinkConsumer, open_consumer, subscription_pattern
 from streams.online.applier import OnlineApplier
@@ -71,4 +72,7 @@ def run_engine(bootstrap: str, prefix: str, applier: OnlineApplier, *, batch_siz
             signal.signal(sig, lambda *_: loop.stop())
     log.info("online processor (confluent engine): consumer group %r, pattern %r", online_group_id(prefix),
              loop.pattern)
+    # As the faust engine does: start-up is over, keep full GC passes over long-lived objects (the
+    # registry view, clients, compiled validators) off the per-batch path.
+    settle_heap()
     loop.run(until=until)
