@@ -27,8 +27,9 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from schemas.errors import ServiceUnavailableError
 from schemas.wire import H_API_TIME
 
-# Records carry the producer's send time (CreateTime), at or after the ingest's invocation time;
-# the scan starts this much earlier so a clock step back on the writing host cannot hide any.
+# Records carry the broker's append time (LogAppendTime; the producer's send time on older topics), at or
+# after the ingest's invocation time; the scan starts this much earlier so that clock skew between the
+# writing host and the broker cannot hide any.
 CLOCK_SLACK_MS = 5 * 60 * 1000
 
 

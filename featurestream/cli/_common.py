@@ -12,6 +12,25 @@ from featurestream.config import Config
 from featurestream.sdk import FeatureStore
 
 
+def add_metrics_flags(parser: argparse.ArgumentParser, default_port: int) -> None:
+    """--metrics-port and --metrics-host of the long-running workers (processor, sink)."""
+    parser.add_argument("--metrics-port", type=int, default=default_port,
+                        help=f"port of /metrics, /health and /ready ({default_port}; 0: off); if it is taken, a "
+                             "free port is used and the log names it")
+    parser.add_argument("--metrics-host", default="127.0.0.1",
+                        help="address the metrics port listens on (127.0.0.1; 0.0.0.0 in a container, so that "
+                             "Prometheus and Kubernetes probes reach it)")
+
+
+def metrics_port_from_args(args: argparse.Namespace) -> int | None:
+    """The --metrics-port to serve on (None: off); a usage error names the flag and the valid range."""
+    from featurestream.cli import CliError
+
+    if args.metrics_port and not 0 < args.metrics_port < 65536:
+        raise CliError(f"--metrics-port must be 1-65535 (or 0: off); got {args.metrics_port}", status=2)
+    return args.metrics_port or None
+
+
 def add_delivery_timeout(parser: argparse.ArgumentParser) -> None:
     """The --delivery-timeout flag of every command that publishes (Config.delivery_timeout_s)."""
     parser.add_argument("--delivery-timeout", type=float, metavar="SECONDS", dest="delivery_timeout_s",

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from featurestream.cli import CliError
-from featurestream.cli._common import print_json, store_from_args
+from featurestream.cli._common import add_metrics_flags, metrics_port_from_args, print_json, store_from_args
 from featurestream.config import Config
 from schemas.eventtime import parse_event_time
 
@@ -22,12 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="confluent (default): confluent-kafka's consumer driving the apply step in-process; "
                            "faust: the faust-streaming app, apply step in a child process. Every processor of "
                            "one deployment must use the same engine (their partition assignors differ)")
-    proc.add_argument("--metrics-port", type=int, default=9108,
-                      help="port of /metrics, /health and /ready (9108; 0: off); if it is taken, a free port "
-                           "is used and the log names it")
-    proc.add_argument("--metrics-host", default="127.0.0.1",
-                      help="address the metrics port listens on (127.0.0.1; 0.0.0.0 in a container, so that "
-                           "Prometheus and Kubernetes probes reach it)")
+    add_metrics_flags(proc, 9108)
     proc.add_argument("--batch-size", type=int, default=1000, help="records per Redis round trip (1000)")
     proc.add_argument("--batch-wait-ms", type=float, default=5.0,
                       help="faust engine: longest wait to fill a batch before applying it (5 ms); the confluent "
@@ -73,12 +68,11 @@ def _process(args: argparse.Namespace) -> int:
     from featurestream.stack.workers import announce
     from streams.online.worker import run_processor
 
-    if args.metrics_port and not 0 < args.metrics_port < 65536:
-        raise CliError(f"--metrics-port must be 1-65535 (or 0: off); got {args.metrics_port}", status=2)
+    metrics_port = metrics_port_from_args(args)
     config = Config.from_env(catalog_uri=getattr(args, "catalog_uri", None))
     print("featurestream: online processor starting (Ctrl-C stops it)", file=sys.stderr)
     run_processor(config.require("kafka_bootstrap"), config.require("redis_url"), config.topic_prefix,
-                  engine=args.engine, offline_uri=config.offline_uri, metrics_port=args.metrics_port or None,
+                  engine=args.engine, offline_uri=config.offline_uri, metrics_port=metrics_port,
                   metrics_host=args.metrics_host,
                   on_metrics_port=lambda port: announce(config.state_dir, "processor", args.metrics_host, port),
                   batch_size=args.batch_size,

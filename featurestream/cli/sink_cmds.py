@@ -7,6 +7,7 @@ import logging
 import sys
 
 from featurestream.cli import CliError
+from featurestream.cli._common import add_metrics_flags, metrics_port_from_args
 from featurestream.config import Config
 from sinks.offline.errors import OfflineLayoutError
 
@@ -22,11 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "kill -9), lost consumer-group offsets or a zombie sink leave every record exactly once. "
                     "Small files are compacted in the background. Run several for more throughput; Kafka shares "
                     "the partitions among them.")
-    sink.add_argument("--metrics-port", type=int, default=9109,
-                      help="port of /metrics, /health and /ready (9109; 0: off); if it is taken, a free port "
-                           "is used and the log names it")
-    sink.add_argument("--metrics-host", default="127.0.0.1",
-                      help="address the metrics port listens on (127.0.0.1; 0.0.0.0 in a container)")
+    add_metrics_flags(sink, 9109)
     sink.add_argument("--max-age-s", type=float, default=60.0,
                       help="close a file at most this many seconds after its first record (60: rows are "
                            "queryable within a minute)")
@@ -104,13 +101,12 @@ def _sink(args: argparse.Namespace) -> int:
     from streams.offline.worker import run_sink
 
     settings = settings_from_args(args)
-    if args.metrics_port and not 0 < args.metrics_port < 65536:
-        raise CliError(f"--metrics-port must be 1-65535 (or 0: off); got {args.metrics_port}", status=2)
+    metrics_port = metrics_port_from_args(args)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     print("featurestream: offline sink starting (Ctrl-C stops it after a final flush)", file=sys.stderr)
     config = Config.from_env(catalog_uri=getattr(args, "catalog_uri", None))
     run_sink(config.require("kafka_bootstrap"), config.topic_prefix, config.require("offline_uri"),
              config.catalog(), config.storage_options(), settings,  # type: ignore[arg-type]
-             metrics_port=args.metrics_port or None, metrics_host=args.metrics_host,
+             metrics_port=metrics_port, metrics_host=args.metrics_host,
              on_metrics_port=lambda port: announce(config.state_dir, "sink", args.metrics_host, port))
     return 0
