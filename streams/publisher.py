@@ -108,6 +108,32 @@ class Publisher:
     def publish(self, topic: str, key: bytes, value: bytes, headers: Headers | None = None) -> Future:
         """Queue one record; the future resolves to (partition, offset) once the broker acknowledged."""
         self.check_topic(topic)
+        future, on_delivery = self._delivery_future(topic, key)
+
+        self._produce(topic, key, value, headers, on_delivery)
+        return future
+
+    def try_publish(self, topic: str, key: bytes, value: bytes, headers: Headers | None = None) -> Future | None:
+        """``publish`` if it can be done without waiting, else None (and nothing was queued).
+
+        For callers on an event loop: waiting happens when the topic was not checked yet (a
+        broker round trip) or when the producer's queue is full (a broker away); they hand
+        those calls to a thread instead.
+        """
+        if topic not in self._known_topics:
+            return None
+        future, on_delivery = self._delivery_future(topic, key)
+
+        try:
+            self._direct.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
+        except BufferError:
+            return None
+        except KafkaException as exc:
+            raise PublishError(f"could not publish to {topic!r}: {exc}") from exc
+        return future
+
+    def _delivery_future(self, topic: str, key: bytes) -> tuple[Future, Callable[[KafkaError | None, Message], None]]:
+        """A future for one record and the delivery callback that resolves it."""
         future: Future = Future()
         bootstrap, timeout_s = self.bootstrap, self.timeout_s
 
@@ -117,8 +143,7 @@ class Publisher:
             else:
                 future.set_result((msg.partition(), msg.offset()))
 
-        self._produce(topic, key, value, headers, on_delivery)
-        return future
+        return future, on_delivery
 
     def publish_sync(self, topic: str, key: bytes, value: bytes, headers: Headers | None = None,
                      *, timeout_s: float | None = None) -> tuple[int, int]:

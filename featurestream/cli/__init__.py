@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "featurestream: a Kafka-native feature store. Apps publish feature records to one "
             "Kafka topic per feature group; a stream processor keeps the latest record per key "
-            "in Redis; a sink writes the full history as Parquet on S3. Endpoints come from "
+            "in Redis; a sink writes the full history as Apache Iceberg tables (Parquet) on S3. Endpoints come from "
             "FEATURESTREAM_KAFKA_BOOTSTRAP, FEATURESTREAM_REDIS_URL, FEATURESTREAM_S3_ENDPOINT_URL "
             "and FEATURESTREAM_OFFLINE_URI; `eval \"$(featurestream up)\"` starts a local stack "
             "and sets them."

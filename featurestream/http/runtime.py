@@ -61,15 +61,21 @@ def _expiration(value: Any) -> bool:
     return value == "Enabled"
 
 
+class _WouldWait(Exception):  # noqa: N818 - a signal, not an error: "do this in the thread pool"
+    """An inline write needs something that waits (a registry read, a topic check, a full queue)."""
+
+
 class RuntimeApi:
     """PutRecord, GetRecord, BatchGetRecord, DeleteRecord, BatchWriteRecord."""
 
     def __init__(self, store: FeatureStore, groups: GroupView, executor: Executor, *,
-                 max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES, inline_reads: bool = True) -> None:
+                 max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES, inline_reads: bool = True,
+                 inline_writes: bool = True) -> None:
         self.store = store
         self.groups = groups
         self.executor = executor
         self.inline_reads = inline_reads
+        self.inline_writes = inline_writes
         self._batch_get = BoundedBatchGet(store, groups, max_response_bytes)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -93,8 +99,8 @@ class RuntimeApi:
                                           f"the record within {timeout:g} s; it was not delivered") from None
 
     # ---------------------------------------------------------------- writes
-    def _validate_put(self, name: str, record_items: Any, target_stores: Any, ttl: Any) -> tuple[FeatureGroup,
-                                                                                                  Message]:
+    def _validate_put(self, name: str, record_items: Any, target_stores: Any, ttl: Any, *,
+                      may_wait: bool = True) -> tuple[FeatureGroup, Message]:
         group = self._group(name)
         for attempt in (0, 1):
             stores = None if target_stores is None else string_list(target_stores, "TargetStores", max_items=2)
@@ -109,27 +115,49 @@ class RuntimeApi:
                 # ago (by another worker): re-read the definition once before refusing.
                 if attempt or exc.feature is None or group.has_feature(exc.feature):
                     raise
+                if not may_wait:
+                    raise _WouldWait from None
                 newer = self.groups.get(name, fresh=True)
                 if newer is None or newer.version == group.version:
                     raise
                 group = newer
         raise AssertionError("unreachable")
 
-    def _publish(self, group: FeatureGroup, msg: Message) -> Future:
+    def _publish(self, group: FeatureGroup, msg: Message, *, may_wait: bool = True) -> Future:
         key, value, headers = encode(msg)
-        future = self.store.publisher.publish(self.store.registry.topic_of(group.name), key, value, headers)
-        self.store.publisher.flush(0)  # send now rather than after linger.ms: one caller waits on it
+        topic = self.store.registry.topic_of(group.name)
+        publisher = self.store.publisher
+        if may_wait:
+            future = publisher.publish(topic, key, value, headers)
+        else:
+            maybe = publisher.try_publish(topic, key, value, headers)
+            if maybe is None:
+                raise _WouldWait
+            future = maybe
+        publisher.flush(0)  # send now rather than after linger.ms: one caller waits on it
         return future
 
-    def _prepare_put(self, name: str, body: dict[str, Any]) -> Future:
-        group, msg = self._validate_put(name, body.get("Record"), body.get("TargetStores"), body.get("TtlDuration"))
-        return self._publish(group, msg)
+    async def _write(self, prepare: Callable[..., Future], name: str, arg: Any) -> Future:
+        """Validate and queue one write on the event loop when nothing in it waits (a known group, a
+        checked topic, room in the producer's queue): the hop to the thread pool and back cost more
+        than the work itself (~20 µs). Otherwise, or when it turns out to wait, in the pool."""
+        if self.inline_writes and name in self.groups:
+            try:
+                return prepare(name, arg, may_wait=False)
+            except _WouldWait:
+                pass  # nothing was queued: do it again where waiting is allowed
+        return await self._run(prepare, name, arg)
+
+    def _prepare_put(self, name: str, body: dict[str, Any], *, may_wait: bool = True) -> Future:
+        group, msg = self._validate_put(name, body.get("Record"), body.get("TargetStores"), body.get("TtlDuration"),
+                                        may_wait=may_wait)
+        return self._publish(group, msg, may_wait=may_wait)
 
     async def put_record(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
-        await self._acked(await self._run(self._prepare_put, name, body))
+        await self._acked(await self._write(self._prepare_put, name, body))
         return {}
 
-    def _prepare_delete(self, name: str, query: dict[str, list[str]]) -> Future:
+    def _prepare_delete(self, name: str, query: dict[str, list[str]], *, may_wait: bool = True) -> Future:
         rid = _one(query, "RecordIdentifierValueAsString", required=True)
         event_time = _one(query, "EventTime", required=True)
         mode = _one(query, "DeletionMode") or SOFT_DELETE
@@ -137,10 +165,10 @@ class RuntimeApi:
         stores = query.get("TargetStores")
         msg = validate_delete(group, rid, event_time_from_wire(group, event_time or ""), mode=mode,
                               target_stores=stores, api_invocation_time_ns=time.time_ns())
-        return self._publish(group, msg)
+        return self._publish(group, msg, may_wait=may_wait)
 
     async def delete_record(self, name: str, query: dict[str, list[str]]) -> dict[str, Any]:
-        await self._acked(await self._run(self._prepare_delete, name, query))
+        await self._acked(await self._write(self._prepare_delete, name, query))
         return {}
 
     def _prepare_batch_write(self, body: dict[str, Any]) -> tuple[list[dict[str, Any]],

@@ -28,30 +28,32 @@ _CODE_TO_STATUS: dict[int, WriteStatus] = {
     6: WriteStatus.REJECTED,
 }
 CODE_CORRUPT = 7  # stored meta fields are not ours; reported as REJECTED with a reason
+CODE_FOREIGN = 8  # the key is not a hash (WRONGTYPE): not ours either; REJECTED with Redis's words
 
 
 def _text(value: object) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def parse_script_reply(reply: object) -> tuple[int, str, str]:
-    """``[code, stored_et, stored_seq]`` from Redis → ``(code, stored_et, stored_seq)`` as text.
+def parse_script_replies(reply: object, count: int) -> list[tuple[int, str, str]]:
+    """The script's flat reply ``[code, stored_et, stored_seq] * count`` → one tuple per record, as text.
 
     Raises ValueError on anything else: the script on the server is not ours.
     """
-    if not isinstance(reply, list | tuple) or len(reply) != 3 or not isinstance(reply[0], int):
-        raise ValueError(f"unexpected reply from the write_if_newer script: {reply!r:.200}")
-    return reply[0], _text(reply[1]), _text(reply[2])
+    if not isinstance(reply, list | tuple) or len(reply) != 3 * count \
+            or not all(isinstance(code, int) for code in reply[0::3]):
+        raise ValueError(f"unexpected reply from the write_if_newer script for {count} records: {reply!r:.200}")
+    return [(reply[k], _text(reply[k + 1]), _text(reply[k + 2])) for k in range(0, len(reply), 3)]
 
 
 def status_of(code: int) -> WriteStatus:
     """The status of a script reply code (the corrupt code counts as REJECTED)."""
-    if code == CODE_CORRUPT:
+    if code in (CODE_CORRUPT, CODE_FOREIGN):
         return WriteStatus.REJECTED
     try:
         return _CODE_TO_STATUS[code]
     except KeyError:
-        raise ValueError(f"unknown write_if_newer status code {code!r}; valid codes are 1-7") from None
+        raise ValueError(f"unknown write_if_newer status code {code!r}; valid codes are 1-8") from None
 
 
 def rejection_reason(group: str, record_id: str, op: str, event_time_ns: int, code: int,

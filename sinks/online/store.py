@@ -17,6 +17,7 @@ from typing import Any
 
 import redis
 import redis.cluster
+from redis.crc import key_slot
 from redis.exceptions import NoScriptError, RedisClusterException
 
 from schemas.errors import RecordValidationError, ServiceUnavailableError
@@ -31,11 +32,13 @@ from sinks.online.connect import DEFAULT_TIMEOUT_S, RedisClient, connect, redact
 from sinks.online.errors import CorruptRecordError
 from sinks.online.expiry import expires_at_ns, is_expired, ns_to_expire_ms
 from sinks.online.results import BatchGetResult, BatchResult, FoundRecord, RecordError
-from sinks.online.status import WriteStatus, parse_script_reply, rejection_reason, status_of
+from sinks.online.status import CODE_FOREIGN, WriteStatus, parse_script_replies, rejection_reason, status_of
 
 MAX_IDS_PER_GROUP = 100  # BatchGetRecord's limit in the reference service
 _META_FIELDS = ("__et", "__exp", "__del")
 _WIPE_CHUNK = 500
+# Records per script call: about a millisecond of Redis time, during which it serves nothing else.
+SCRIPT_BATCH = 500
 _SERVICE_ERRORS = (redis.ConnectionError, redis.TimeoutError, RedisClusterException)
 
 
@@ -124,20 +127,25 @@ class OnlineStore:
 
     def _run_script(self, group: FeatureGroup, pending: list[tuple[int, Message, str, list[Any]]],
                     result: BatchResult) -> None:
+        """Run write_if_newer.lua over ``pending``: one EVALSHA per chunk of records (per hash slot
+        on a cluster), all chunks in one pipelined round trip."""
         for _attempt in range(2):
+            chunks = self._script_chunks(pending)
             pipe = self._client.pipeline(transaction=False)
-            for _i, _message, key, args in pending:
+            for chunk in chunks:
+                keys = [key for _i, _m, key, _a in chunk]
+                argv = [arg for _i, _m, _k, args in chunk for arg in args]
                 # execute_command, not pipe.evalsha(): redis-py's cluster pipeline blocks the
-                # evalsha method, yet routes a raw EVALSHA by its key's slot like any command.
-                pipe.execute_command("EVALSHA", self._sha, 1, key, *args)
+                # evalsha method, yet routes a raw EVALSHA by its keys' slot like any command.
+                pipe.execute_command("EVALSHA", self._sha, len(keys), *keys, *argv)
             with self._service(f"write {len(pending)} records of feature group {group.name!r}"):
                 replies = pipe.execute(raise_on_error=False)
-            missing_script = []
-            for entry, reply in zip(pending, replies, strict=True):
+            missing_script: list[tuple[int, Message, str, list[Any]]] = []
+            for chunk, reply in zip(chunks, replies, strict=True):
                 if isinstance(reply, NoScriptError):
-                    missing_script.append(entry)
+                    missing_script += chunk
                     continue
-                self._record_reply(group, entry, reply, result)
+                self._record_replies(group, chunk, reply, result)
             if not missing_script:
                 return
             # The script cache is empty after a restart/failover: load it (on every primary
@@ -149,28 +157,49 @@ class OnlineStore:
             f"Redis at {self._where} keeps answering NOSCRIPT for the write_if_newer script even "
             f"after SCRIPT LOAD; is a proxy routing commands to different servers?")
 
-    def _record_reply(self, group: FeatureGroup, entry: tuple[int, Message, str, list[Any]],
-                      reply: Any, result: BatchResult) -> None:
-        i, message, key, _args = entry
+    def _script_chunks(self, pending: list[tuple[int, Message, str, list[Any]]]
+                       ) -> list[list[tuple[int, Message, str, list[Any]]]]:
+        """Split ``pending`` into script calls: on a cluster the keys of one call must share a hash
+        slot; everywhere a call is bounded, because Redis serves nothing else while it runs."""
+        if self._cluster:
+            by_slot: dict[int, list[tuple[int, Message, str, list[Any]]]] = {}
+            for entry in pending:
+                by_slot.setdefault(key_slot(entry[2].encode("utf-8")), []).append(entry)
+            groups: list[list[tuple[int, Message, str, list[Any]]]] = list(by_slot.values())
+        else:
+            groups = [pending]
+        return [g[i:i + SCRIPT_BATCH] for g in groups for i in range(0, len(g), SCRIPT_BATCH)]
+
+    def _record_replies(self, group: FeatureGroup, chunk: list[tuple[int, Message, str, list[Any]]],
+                        reply: Any, result: BatchResult) -> None:
         if isinstance(reply, _SERVICE_ERRORS):
             raise ServiceUnavailableError(
-                f"Redis at {self._where} failed while writing record {message.id!r} of feature group "
+                f"Redis at {self._where} failed while writing {len(chunk)} records of feature group "
                 f"{group.name!r} ({reply})") from reply
         if isinstance(reply, Exception):
-            # e.g. WRONGTYPE: the key holds a non-hash value someone else wrote.
-            result.statuses[i] = WriteStatus.REJECTED
-            result.rejected.append((message.id, (
-                f"feature group {group.name!r}, record {message.id!r}: Redis refused the write to key "
-                f"{key!r} ({reply}); the key holds data not written by featurestream: delete it or "
-                f"wipe and replay the group")))
+            # The server refused the whole call (e.g. OOM under maxmemory): every record of it is
+            # refused with the server's words, as a per-record call would have been.
+            for i, message, key, _args in chunk:
+                result.statuses[i] = WriteStatus.REJECTED
+                result.rejected.append((message.id, (
+                    f"feature group {group.name!r}, record {message.id!r}: Redis refused the write to "
+                    f"key {key!r} ({reply})")))
             return
-        code, stored_et, stored_seq = parse_script_reply(reply)
-        status = status_of(code)
-        result.statuses[i] = status
-        reason = rejection_reason(group.name, message.id, _op_name(message), message.event_time_ns,
-                                  code, stored_et, stored_seq)
-        if reason is not None:
-            result.rejected.append((message.id, reason))
+        for (i, message, key, _args), (code, stored_et, stored_seq) in zip(
+                chunk, parse_script_replies(reply, len(chunk)), strict=True):
+            status = status_of(code)
+            result.statuses[i] = status
+            if code == CODE_FOREIGN:
+                # e.g. WRONGTYPE: the key holds a non-hash value someone else wrote.
+                result.rejected.append((message.id, (
+                    f"feature group {group.name!r}, record {message.id!r}: Redis refused the write to key "
+                    f"{key!r} ({stored_et}); the key holds data not written by featurestream: delete it "
+                    f"or wipe and replay the group")))
+                continue
+            reason = rejection_reason(group.name, message.id, _op_name(message), message.event_time_ns,
+                                      code, stored_et, stored_seq)
+            if reason is not None:
+                result.rejected.append((message.id, reason))
 
     # ------------------------------------------------------------------ reads
 
@@ -379,7 +408,7 @@ def write_script_args(group: FeatureGroup, message: Message, partition: int, off
         expires = expires_at_ns(et, ttl, group_ttl)
     elif message.mode in (SOFT_DELETE, HARD_DELETE):
         op = "soft" if message.mode == SOFT_DELETE else "hard"
-        fields = []
+        fields = [""]  # the script's 9th argument is the put's fields; a delete has none
         # A soft-delete tombstone only needs to outlive the records it hides: the group TTL.
         expires = expires_at_ns(et, None, group_ttl) if op == "soft" else None
     else:

@@ -1,28 +1,32 @@
--- featurestream: apply one put or delete to one record hash, only if it is newer.
+-- featurestream: apply puts and deletes to record hashes, each only if it is newer.
 --
 -- Runs atomically inside Redis, so concurrent writers (several stream workers, a replay
 -- next to the live stream) can never interleave a read-compare-write: this is what makes
 -- the online store correct under duplicates, replays and out-of-order arrival.
 --
--- KEYS[1]  the record's hash (see sinks/online/README.md for the layout)
--- ARGV[1]  op: "put" | "soft" (soft delete) | "hard" (hard delete)
--- ARGV[2]  event time, integer nanoseconds since the epoch, canonical decimal (may be negative)
--- ARGV[3]  Kafka partition, ARGV[4] Kafka offset: canonical decimals (the write order)
---          ARGV[2..4] are the version key of schemas/ordering.py (script_args), compared in
---          that order: that module, not this script, defines which record wins.
--- ARGV[5]  "1" if the message's expires-at is already in the past (decided by the caller's clock)
--- ARGV[6]  expires-at in ns ("" if no TTL applies), ARGV[7] the same in ms for PEXPIREAT
--- ARGV[8]  schema version of the group the message was validated against
--- ARGV[9]  put only: a JSON array [name, value, name, value, ...] whose values are the
---          fields' stored text (itself JSON). One argument instead of one per field, because
---          packing arguments is the client's main cost on a batch.
+-- One call applies a batch of records (one is a batch too): a call per record made the
+-- client's packing and reply parsing the processor's largest cost. On Redis Cluster every key
+-- of one call must hash to the same slot; the caller groups them (sinks/online/store.py).
 --
--- Returns {code, stored __et or "", stored __seq or ""}; codes are mirrored in status.py.
-local APPLIED, STALE, DUPLICATE, EXPIRED, DELETED, REJECTED, CORRUPT = 1, 2, 3, 4, 5, 6, 7
-
-local key = KEYS[1]
-local op, et, part, off = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local expired, exp_ns, exp_ms, version = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+-- KEYS[i]  record i's hash (see sinks/online/README.md for the layout), i = 1..#KEYS
+-- ARGV     9 per record; record i's are ARGV[9*(i-1) + 1 .. 9*(i-1) + 9]:
+--   1  op: "put" | "soft" (soft delete) | "hard" (hard delete)
+--   2  event time, integer nanoseconds since the epoch, canonical decimal (may be negative)
+--   3  Kafka partition, 4 Kafka offset: canonical decimals (the write order)
+--      2..4 are the version key of schemas/ordering.py (script_args), compared in that
+--      order: that module, not this script, defines which record wins.
+--   5  "1" if the message's expires-at is already in the past (decided by the caller's clock)
+--   6  expires-at in ns ("" if no TTL applies), 7 the same in ms for PEXPIREAT
+--   8  schema version of the group the message was validated against
+--   9  put: a JSON array [name, value, name, value, ...] whose values are the fields' stored
+--      text (itself JSON). One argument instead of one per field, because packing arguments
+--      is the client's main cost on a batch. "" for deletes.
+--
+-- Returns a flat list, 3 per record: code, stored __et or "", stored __seq or "". Codes are
+-- mirrored in status.py. A key that is not a hash answers FOREIGN with Redis's error text in
+-- place of __et, and the rest of the batch is still applied.
+local APPLIED, STALE, DUPLICATE, EXPIRED, DELETED, REJECTED, CORRUPT, FOREIGN = 1, 2, 3, 4, 5, 6, 7, 8
+local STRIDE = 9
 
 -- Lua numbers are doubles: a 19-digit nanosecond time does not fit exactly, so integers are
 -- compared as canonical decimal strings (sign, then length, then digits).
@@ -47,81 +51,90 @@ local function cmp_dec(a, b)
   return r
 end
 
-local cur = redis.call("HMGET", key, "__et", "__seq")
-local cur_et, cur_seq = cur[1], cur[2]
-if cur_et then
-  local p, o
-  if cur_seq then p, o = string.match(cur_seq, "^(%d+):(%d+)$") end
-  if not canonical(cur_et) or not p or not canonical(p) or not canonical(o) then
-    -- Someone else wrote this hash: refuse to guess, the caller reports it.
-    return {CORRUPT, tostring(cur_et), tostring(cur_seq)}
-  end
-  local c = cmp_dec(et, cur_et)
-  if c == 0 then c = cmp_dec(part, p) end
-  if c == 0 then c = cmp_dec(off, o) end
-  if c == 0 then return {DUPLICATE, cur_et, cur_seq} end
-  if c < 0 then
-    if op == "hard" then return {REJECTED, cur_et, cur_seq} end
-    return {STALE, cur_et, cur_seq}
-  end
-else
-  cur_et, cur_seq = "", ""
-end
-
-local seq = part .. ":" .. off
-
-local function set_expiry()
-  if exp_ms ~= "" then
-    redis.call("HSET", key, "__exp", exp_ns)
-    redis.call("PEXPIREAT", key, exp_ms)
-  end
-end
-
-if op == "put" then
-  if expired == "1" then
-    if cur_et ~= "" then
-      -- The newest record is already expired: hide the older one (never resurrect it) with
-      -- a tombstone that lives as long as the older record would have.
-      local pttl = redis.call("PTTL", key)
-      redis.call("DEL", key)
-      redis.call("HSET", key, "__et", et, "__seq", seq, "__del", "expired", "__v", version)
-      if pttl > 0 then redis.call("PEXPIRE", key, pttl) end
+-- Apply one record; returns code, stored __et, stored __seq.
+local function apply_one(key, op, et, part, off, expired, exp_ns, exp_ms, version, blob)
+  local cur = redis.pcall("HMGET", key, "__et", "__seq")
+  if cur.err then return FOREIGN, cur.err, "" end
+  local cur_et, cur_seq = cur[1], cur[2]
+  if cur_et then
+    local p, o
+    if cur_seq then p, o = string.match(cur_seq, "^(%d+):(%d+)$") end
+    if not canonical(cur_et) or not p or not canonical(p) or not canonical(o) then
+      -- Someone else wrote this hash: refuse to guess, the caller reports it.
+      return CORRUPT, tostring(cur_et), tostring(cur_seq)
     end
-    return {EXPIRED, cur_et, cur_seq}
+    local c = cmp_dec(et, cur_et)
+    if c == 0 then c = cmp_dec(part, p) end
+    if c == 0 then c = cmp_dec(off, o) end
+    if c == 0 then return DUPLICATE, cur_et, cur_seq end
+    if c < 0 then
+      if op == "hard" then return REJECTED, cur_et, cur_seq end
+      return STALE, cur_et, cur_seq
+    end
+  else
+    cur_et, cur_seq = "", ""
   end
-  -- A put is a full overwrite: features not given become null (absent).
-  redis.call("DEL", key)
-  -- cjson.decode is exact here: every element is a string (numbers were encoded by the caller).
-  -- Meta fields ride in the same HSET as the features: one call per put is the script's cost.
-  local fields = cjson.decode(ARGV[9] or "[]")
-  local n = #fields
-  fields[n + 1], fields[n + 2], fields[n + 3], fields[n + 4] = "__et", et, "__seq", seq
-  fields[n + 5], fields[n + 6] = "__v", version
-  n = n + 6
-  if exp_ms ~= "" then
-    fields[n + 1], fields[n + 2] = "__exp", exp_ns
-    n = n + 2
+
+  local seq = part .. ":" .. off
+
+  if op == "put" then
+    if expired == "1" then
+      if cur_et ~= "" then
+        -- The newest record is already expired: hide the older one (never resurrect it) with
+        -- a tombstone that lives as long as the older record would have.
+        local pttl = redis.call("PTTL", key)
+        redis.call("DEL", key)
+        redis.call("HSET", key, "__et", et, "__seq", seq, "__del", "expired", "__v", version)
+        if pttl > 0 then redis.call("PEXPIRE", key, pttl) end
+      end
+      return EXPIRED, cur_et, cur_seq
+    end
+    -- A put is a full overwrite: features not given become null (absent).
+    redis.call("DEL", key)
+    -- cjson.decode is exact here: every element is a string (numbers were encoded by the caller).
+    -- Meta fields ride in the same HSET as the features: one call per put is the script's cost.
+    local fields = cjson.decode(blob)
+    local n = #fields
+    fields[n + 1], fields[n + 2], fields[n + 3], fields[n + 4] = "__et", et, "__seq", seq
+    fields[n + 5], fields[n + 6] = "__v", version
+    n = n + 6
+    if exp_ms ~= "" then
+      fields[n + 1], fields[n + 2] = "__exp", exp_ns
+      n = n + 2
+    end
+    -- HSET in chunks: unpack() of thousands of values would overflow Lua's C stack.
+    local i = 1
+    while i <= n do
+      local j = math.min(i + 999, n)
+      redis.call("HSET", key, unpack(fields, i, j))
+      i = j + 1
+    end
+    if exp_ms ~= "" then redis.call("PEXPIREAT", key, exp_ms) end
+    return APPLIED, cur_et, cur_seq
+  elseif op == "soft" then
+    redis.call("DEL", key)
+    if expired ~= "1" then
+      -- Keep a tombstone so that older puts arriving later are still rejected.
+      redis.call("HSET", key, "__et", et, "__seq", seq, "__del", "1", "__v", version)
+      if exp_ms ~= "" then
+        redis.call("HSET", key, "__exp", exp_ns)
+        redis.call("PEXPIREAT", key, exp_ms)
+      end
+    end
+    return DELETED, cur_et, cur_seq
+  elseif op == "hard" then
+    -- Removed entirely: an older put may be accepted again afterwards (SageMaker semantics).
+    redis.call("DEL", key)
+    return DELETED, cur_et, cur_seq
   end
-  -- HSET in chunks: unpack() of thousands of values would overflow Lua's C stack.
-  local i = 1
-  while i <= n do
-    local j = math.min(i + 999, n)
-    redis.call("HSET", key, unpack(fields, i, j))
-    i = j + 1
-  end
-  if exp_ms ~= "" then redis.call("PEXPIREAT", key, exp_ms) end
-  return {APPLIED, cur_et, cur_seq}
-elseif op == "soft" then
-  redis.call("DEL", key)
-  if expired ~= "1" then
-    -- Keep a tombstone so that older puts arriving later are still rejected.
-    redis.call("HSET", key, "__et", et, "__seq", seq, "__del", "1", "__v", version)
-    set_expiry()
-  end
-  return {DELETED, cur_et, cur_seq}
-elseif op == "hard" then
-  -- Removed entirely: an older put may be accepted again afterwards (SageMaker semantics).
-  redis.call("DEL", key)
-  return {DELETED, cur_et, cur_seq}
+  error("featurestream write_if_newer: unknown op " .. tostring(op))
 end
-return redis.error_reply("featurestream write_if_newer: unknown op " .. tostring(op))
+
+local reply = {}
+for i = 1, #KEYS do
+  local b = STRIDE * (i - 1)
+  local code, cur_et, cur_seq = apply_one(KEYS[i], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4],
+    ARGV[b + 5], ARGV[b + 6], ARGV[b + 7], ARGV[b + 8], ARGV[b + 9])
+  reply[3 * i - 2], reply[3 * i - 1], reply[3 * i] = code, cur_et, cur_seq
+end
+return reply

@@ -33,8 +33,9 @@ def test_record_ttl_and_already_expired_flag():
 def test_soft_delete_gets_group_ttl_hard_delete_none():
     soft = write_script_args(G, DeleteMessage("c1", ET, "x", "SoftDelete"), 0, 1, ET)
     hard = write_script_args(G, DeleteMessage("c1", ET, "x", "HardDelete"), 0, 1, ET)
-    assert soft[0] == "soft" and int(soft[5]) == ET + 3600 * S and len(soft) == 8
-    assert hard[0] == "hard" and hard[5] == hard[6] == "" and len(hard) == 8
+    # 9 arguments per record whatever the op (the script reads records at a fixed stride); no fields.
+    assert soft[0] == "soft" and int(soft[5]) == ET + 3600 * S and len(soft) == 9 and soft[8] == ""
+    assert hard[0] == "hard" and hard[5] == hard[6] == "" and len(hard) == 9 and hard[8] == ""
 
 
 def test_no_group_ttl_means_no_expiry_args():

@@ -2,32 +2,40 @@
 
 import pytest
 
-from sinks.online.status import CODE_CORRUPT, WriteStatus, parse_script_reply, rejection_reason, status_of
+from sinks.online.status import (
+    CODE_CORRUPT,
+    CODE_FOREIGN,
+    WriteStatus,
+    parse_script_replies,
+    rejection_reason,
+    status_of,
+)
 
 
 @pytest.mark.parametrize("code,status", [
     (1, WriteStatus.APPLIED), (2, WriteStatus.STALE), (3, WriteStatus.DUPLICATE),
     (4, WriteStatus.EXPIRED), (5, WriteStatus.DELETED), (6, WriteStatus.REJECTED),
-    (CODE_CORRUPT, WriteStatus.REJECTED),
+    (CODE_CORRUPT, WriteStatus.REJECTED), (CODE_FOREIGN, WriteStatus.REJECTED),
 ])
 def test_codes_map_to_statuses(code, status):
     assert status_of(code) is status
 
 
-@pytest.mark.parametrize("code", [0, 8, -1])
+@pytest.mark.parametrize("code", [0, 9, -1])
 def test_unknown_code_is_an_error(code):
-    with pytest.raises(ValueError, match="valid codes are 1-7"):
+    with pytest.raises(ValueError, match="valid codes are 1-8"):
         status_of(code)
 
 
-def test_reply_parsing_decodes_bytes():
-    assert parse_script_reply([2, b"123", b"0:5"]) == (2, "123", "0:5")
+def test_reply_parsing_decodes_bytes_one_tuple_per_record():
+    assert parse_script_replies([2, b"123", b"0:5", 1, b"", b""], 2) == [(2, "123", "0:5"), (1, "", "")]
 
 
-@pytest.mark.parametrize("reply", [None, b"OK", [1, b"x"], ["1", b"", b""], [1, 2, 3, 4]])
-def test_garbage_reply_is_an_error(reply):
+@pytest.mark.parametrize("reply,count", [(None, 1), (b"OK", 1), ([1, b"x"], 1), (["1", b"", b""], 1),
+                                         ([1, 2, 3, 4], 1), ([1, b"", b""], 2), ([1, b"", b"", "2", b"", b""], 2)])
+def test_garbage_reply_is_an_error(reply, count):
     with pytest.raises(ValueError, match="unexpected reply"):
-        parse_script_reply(reply)
+        parse_script_replies(reply, count)
 
 
 def test_hard_delete_rejection_names_group_record_and_times():
