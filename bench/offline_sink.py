@@ -402,7 +402,7 @@ def freshness(config: Config, args: argparse.Namespace) -> None:
         quote = '"' + g.name.replace('"', '""') + '"'
 
         def reader() -> None:
-            # Bounded: the default age rotation is 60 s, so everything is committed well before this.
+            # Bounded: the default age rotation is 50 s, so everything is committed well before this.
             give_up = time.monotonic() + args.fresh_seconds + args.fresh_wait
             while time.monotonic() < give_up:
                 with lock:

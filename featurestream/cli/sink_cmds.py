@@ -10,6 +10,7 @@ from featurestream.cli import CliError
 from featurestream.cli._common import add_metrics_flags, metrics_port_from_args
 from featurestream.config import Config
 from sinks.offline.errors import OfflineLayoutError
+from sinks.offline.rotation import DEFAULT_MAX_AGE_S, RotationPolicy
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,9 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "Small files are compacted in the background. Run several for more throughput; Kafka shares "
                     "the partitions among them.")
     add_metrics_flags(sink, 9109)
-    sink.add_argument("--max-age-s", type=float, default=60.0,
-                      help="close a file at most this many seconds after its first record (60: rows are "
-                           "queryable within a minute)")
+    sink.add_argument("--max-age-s", type=float, default=DEFAULT_MAX_AGE_S,
+                      help="close a file at most this many seconds after its first record (50: with the commit, "
+                           "rows are queryable within a minute at the 99th percentile)")
     sink.add_argument("--max-records", type=int, default=500_000, help="close a file at this many records (500000)")
     sink.add_argument("--max-bytes", type=int, default=64 * 1024 * 1024,
                       help="close a file at about this many buffered bytes (64 MiB)")
@@ -51,7 +52,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> object:
     """SinkSettings from the flags; a bad value is a usage error naming the flag and what is valid."""
-    from sinks.offline.rotation import RotationPolicy
     from streams.offline.worker import SinkSettings
 
     try:
