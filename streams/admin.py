@@ -15,20 +15,20 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from schemas.errors import ServiceUnavailableError
 from streams.contact import has_answered, mark_answered
+from streams.kafka_client import KafkaTarget, confluent_conf
 
 
-def admin_client(bootstrap: str, *, timeout_s: float = 10.0) -> AdminClient:
+def admin_client(bootstrap: KafkaTarget, *, timeout_s: float = 10.0) -> AdminClient:
     """An AdminClient whose socket-level waits are bounded by ``timeout_s``."""
-    return AdminClient({
-        "bootstrap.servers": bootstrap,
+    return AdminClient(confluent_conf(bootstrap, {
         "socket.timeout.ms": int(timeout_s * 1000),
         # Without this librdkafka logs connection refusals forever to stderr when a broker
         # is down; the caller already gets a typed error.
         "log_level": 0,
-    })
+    }))
 
 
-def wait_for_broker(bootstrap: str, *, timeout_s: float = 10.0) -> None:
+def wait_for_broker(bootstrap: KafkaTarget, *, timeout_s: float = 10.0) -> None:
     """Return once a metadata request answers, or raise ServiceUnavailableError."""
     admin = admin_client(bootstrap, timeout_s=timeout_s)
     deadline = time.monotonic() + timeout_s
@@ -46,12 +46,12 @@ def wait_for_broker(bootstrap: str, *, timeout_s: float = 10.0) -> None:
     )
 
 
-def _since(bootstrap: str) -> str:
+def _since(bootstrap: KafkaTarget) -> str:
     return ("it answered this process before, so it went away" if has_answered(bootstrap)
             else "it has not answered since this process started")
 
 
-def topic_exists(admin: AdminClient, topic: str, *, timeout_s: float = 10.0, bootstrap: str | None = None) -> bool:
+def topic_exists(admin: AdminClient, topic: str, *, timeout_s: float = 10.0, bootstrap: KafkaTarget | None = None) -> bool:
     """Whether ``topic`` exists; waits up to ``timeout_s`` for the broker (``bootstrap`` names it in
     errors and in the process's memory of brokers that answered, streams.contact)."""
     deadline = time.monotonic() + timeout_s
