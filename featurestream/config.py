@@ -29,7 +29,7 @@ CATALOG_FILE = "iceberg-catalog.db"
 # (FEATURESTREAM_KAFKA_SECURITY_PROTOCOL for the protocol). Named settings rather than a
 # librdkafka properties file: they are checked before any client starts, errors name the variable,
 # and they map onto both client libraries (librdkafka for confluent-kafka, aiokafka for faust).
-ENV_KAFKA_SECURITY = {f.name: "FEATURESTREAM_KAFKA_" + ("SECURITY_PROTOCOL" if f.name == "protocol" else f.name.upper())
+KAFKA_SECURITY_ENV = {f.name: "FEATURESTREAM_KAFKA_" + ("SECURITY_PROTOCOL" if f.name == "protocol" else f.name.upper())
                       for f in fields(KafkaSecurity)}
 
 DEFAULT_STATE_DIR = Path.home() / ".featurestream"
@@ -108,7 +108,7 @@ class Config:
                  (ENV_CATALOG_URI, self.catalog_uri),
                  # secrets too: a child must authenticate as this process does (never printed: see
                  # KafkaSecurity.describe)
-                 *((var, getattr(self.kafka_security, name)) for name, var in ENV_KAFKA_SECURITY.items()
+                 *((var, getattr(self.kafka_security, name)) for name, var in KAFKA_SECURITY_ENV.items()
                    if self.kafka_security != PLAINTEXT))
         return {name: str(value) for name, value in pairs if value}
 
@@ -166,12 +166,12 @@ class ConfigError(RuntimeError):
 
 def kafka_security_from_env(get: Callable[[str], str | None]) -> KafkaSecurity:
     """The Kafka security settings from FEATURESTREAM_KAFKA_* variables; a ConfigError names the one at fault."""
-    values = {name: get(var) for name, var in ENV_KAFKA_SECURITY.items()}
+    values = {name: get(var) for name, var in KAFKA_SECURITY_ENV.items()}
     values["protocol"] = values["protocol"] or "PLAINTEXT"
     try:
         return KafkaSecurity(**values)
     except KafkaSecurityError as exc:
-        raise ConfigError(f"{ENV_KAFKA_SECURITY.get(exc.setting, exc.setting)}: {exc}") from None
+        raise ConfigError(f"{KAFKA_SECURITY_ENV.get(exc.setting, exc.setting)}: {exc}") from None
 
 
 def _seconds(text: str | None, name: str, default: float) -> float:

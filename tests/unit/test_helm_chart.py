@@ -161,7 +161,7 @@ def test_env_comes_from_the_configmap_and_the_secret_with_variables_featurestrea
         values: tuple[Path, ...]) -> None:
     docs = render(*values)
     (configmap,) = by_kind(docs, "ConfigMap").values()
-    known = {getattr(fs_config, n) for n in dir(fs_config) if n.startswith("ENV_")}
+    known = {getattr(fs_config, n) for n in dir(fs_config) if n.startswith("ENV_")} | set(fs_config.KAFKA_SECURITY_ENV.values())
     # Not read by Config: AWS's own region variable, HOME, and the catalog URI the SPEC's Iceberg
     # offline store will read (values.yaml says so).
     extra = {"AWS_DEFAULT_REGION", "HOME", "FEATURESTREAM_OFFLINE_CATALOG_URI"}
