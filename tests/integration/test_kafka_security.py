@@ -8,11 +8,17 @@ the CLI's status — reaches the broker only through Config's Kafka security set
 
 from __future__ import annotations
 
+import base64
+import json
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import pytest
 
@@ -21,6 +27,7 @@ from featurestream.sdk import FeatureStore
 from schemas.errors import ServiceUnavailableError
 from streams.admin import KafkaAuthenticationError
 from streams.kafka_client import KafkaConnection, KafkaSecurity
+from streams.online.faust_auth import unsecured_jwt
 from tests.integration.helpers import customer, customers_group
 from tests.integration.procs import Proc, stack_env
 from tests.support.secure_servers import SecureBroker, TlsRedis, secure_broker, tls_redis
@@ -91,9 +98,58 @@ def test_whole_flow_over_sasl_ssl_and_tls_redis(stack, broker, redis_tls, unique
             p.stop()
 
 
+@pytest.fixture(scope="module")
+def token_endpoint() -> Iterator[tuple[str, list[str]]]:
+    """A local OAuth 2 token endpoint (client credentials grant, client "fs" / "fs-secret") handing out
+    unsigned JWTs, which the broker's unsecured validator accepts; and the clients it served."""
+    served: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            body = parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
+            basic = "Basic " + base64.b64encode(b"fs:fs-secret").decode()
+            if self.headers.get("Authorization") != basic or body.get("grant_type") != ["client_credentials"]:
+                self.send_response(401)
+                self.end_headers()
+                return
+            # librdkafka's libcurl sends no User-Agent; the faust engine's provider is urllib's
+            served.append("aiokafka" if self.headers.get("User-Agent", "").startswith("Python-urllib") else "librdkafka")
+            answer = json.dumps({"access_token": unsecured_jwt("oidc-client"), "token_type": "bearer",
+                                 "expires_in": 3600}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/token", served
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+OAUTH_SETTINGS = {
+    "unsecured-jwt": {},
+    "oidc": {"oauthbearer_method": "oidc", "oauthbearer_principal": None, "oauthbearer_client_id": "fs",
+             "oauthbearer_client_secret": "fs-secret"},
+}
+
+
 @pytest.mark.timeout(180)
-def test_oauthbearer_round_trip_with_confluent_kafka_and_faust(stack, broker, redis_tls, unique_name, tmp_path):
-    config = _config(stack, broker, redis_tls, "OAUTHBEARER")
+@pytest.mark.parametrize("method", OAUTH_SETTINGS)
+def test_oauthbearer_round_trip_with_confluent_kafka_and_faust(stack, broker, redis_tls, token_endpoint,
+                                                              unique_name, tmp_path, method):
+    url, served = token_endpoint
+    settings = OAUTH_SETTINGS[method] | ({"oauthbearer_token_endpoint_url": url} if method == "oidc" else {})
+    config = _config(stack, broker, redis_tls, "OAUTHBEARER", **settings)
+    served.clear()
     with FeatureStore(config) as store:
         g = store.create_feature_group(customers_group(unique_name("oauth"), partitions=1))
         store.put_record(g.name, customer(1, age=41))  # confluent-kafka producer
@@ -105,6 +161,8 @@ def test_oauthbearer_round_trip_with_confluent_kafka_and_faust(stack, broker, re
                      what=f"the faust processor over OAUTHBEARER to serve c1 ({proc.tail(10)})")
         finally:
             proc.stop()
+    if method == "oidc":  # both clients fetched tokens: librdkafka (libcurl) and the faust engine's
+        assert set(served) == {"librdkafka", "aiokafka"}, served
 
 
 # ---------------------------------------------------------------------------------------- bad input
