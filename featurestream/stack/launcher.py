@@ -281,8 +281,11 @@ def status(config: Config) -> list[ServiceStatus]:
         if external and _is_external(config, service, record):
             info = {"endpoint": external, "access_key": config.aws_access_key_id or "",
                     "secret_key": config.aws_secret_access_key or ""}
+            # how Kafka is reached (never a secret), so a refused login is easy to place
+            detail = (f"({config.kafka_security.describe()})"
+                      if service == "kafka" and config.kafka_security != PLAINTEXT else "")
             result.append(ServiceStatus(service, "external", external, None,
-                                        _answers(service, info, config.kafka_security)))
+                                        _answers(service, info, config.kafka_security), detail))
         elif record is None:
             result.append(ServiceStatus(service, "stopped", None, None, False))
         elif not procs.is_running(record):

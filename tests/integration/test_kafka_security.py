@@ -91,6 +91,7 @@ def test_whole_flow_over_sasl_ssl_and_tls_redis(stack, broker, redis_tls, unique
                                 capture_output=True, text=True, timeout=60)
         kafka_line = next(line for line in status.stdout.splitlines() if line.startswith("kafka"))
         assert "answers" in kafka_line and "does not" not in kafka_line, status.stdout + status.stderr
+        assert f"(SASL_SSL, {mechanism} as " in kafka_line, kafka_line
         assert g.name in status.stdout, status.stdout + status.stderr
         assert broker.security(mechanism).sasl_password not in status.stdout + status.stderr
     finally:
