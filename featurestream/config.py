@@ -7,11 +7,12 @@ its values down to ``streams/`` and ``sinks/`` as plain arguments.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from streams.contact import DEFAULT_DELIVERY_TIMEOUT_S
+from streams.kafka_client import PLAINTEXT, KafkaConnection, KafkaSecurity, KafkaSecurityError
 
 ENV_KAFKA = "FEATURESTREAM_KAFKA_BOOTSTRAP"
 ENV_REDIS = "FEATURESTREAM_REDIS_URL"
@@ -24,6 +25,12 @@ ENV_TOPIC_PREFIX = "FEATURESTREAM_TOPIC_PREFIX"
 ENV_DELIVERY_TIMEOUT = "FEATURESTREAM_DELIVERY_TIMEOUT"
 ENV_CATALOG_URI = "FEATURESTREAM_CATALOG_URI"
 CATALOG_FILE = "iceberg-catalog.db"
+# Kafka TLS and SASL, one variable per KafkaSecurity field: FEATURESTREAM_KAFKA_<FIELD>
+# (FEATURESTREAM_KAFKA_SECURITY_PROTOCOL for the protocol). Named settings rather than a
+# librdkafka properties file: they are checked before any client starts, errors name the variable,
+# and they map onto both client libraries (librdkafka for confluent-kafka, aiokafka for faust).
+KAFKA_SECURITY_ENV = {f.name: "FEATURESTREAM_KAFKA_" + ("SECURITY_PROTOCOL" if f.name == "protocol" else f.name.upper())
+                      for f in fields(KafkaSecurity)}
 
 DEFAULT_STATE_DIR = Path.home() / ".featurestream"
 
@@ -53,6 +60,8 @@ class Config:
     # The Iceberg catalog of the offline tables: an SQLAlchemy URL (sqlite:////path/file.db,
     # postgresql+psycopg2://user:pw@host/db). None: the embedded SQLite file in the state dir.
     catalog_uri: str | None = None
+    # TLS and SASL for every Kafka client (confluent-kafka and the faust engine's aiokafka).
+    kafka_security: KafkaSecurity = PLAINTEXT
 
     def __post_init__(self) -> None:
         timeout = self.delivery_timeout_s
@@ -82,6 +91,7 @@ class Config:
             topic_prefix=get(ENV_TOPIC_PREFIX) or "featurestream",
             delivery_timeout_s=_seconds(get(ENV_DELIVERY_TIMEOUT), ENV_DELIVERY_TIMEOUT, DEFAULT_DELIVERY_TIMEOUT_S),
             catalog_uri=get(ENV_CATALOG_URI),
+            kafka_security=kafka_security_from_env(get),
         )
         clean = {k: v for k, v in overrides.items() if v is not None}
         return replace(cfg, **clean) if clean else cfg
@@ -95,8 +105,16 @@ class Config:
                  # only when changed: children then follow the same default as this process
                  (ENV_DELIVERY_TIMEOUT, None if self.delivery_timeout_s == DEFAULT_DELIVERY_TIMEOUT_S
                   else repr(float(self.delivery_timeout_s))),
-                 (ENV_CATALOG_URI, self.catalog_uri))
-        return {name: value for name, value in pairs if value}
+                 (ENV_CATALOG_URI, self.catalog_uri),
+                 # secrets too: a child must authenticate as this process does (never printed: see
+                 # KafkaSecurity.describe)
+                 *((var, getattr(self.kafka_security, name)) for name, var in KAFKA_SECURITY_ENV.items()
+                   if self.kafka_security != PLAINTEXT))
+        return {name: str(value) for name, value in pairs if value}
+
+    def kafka(self) -> KafkaConnection:
+        """The brokers and how to reach them, for every Kafka client; a ConfigError when unset."""
+        return KafkaConnection(self.require("kafka_bootstrap"), self.kafka_security)
 
     def require(self, attr: str) -> str:
         """Return a configured endpoint or raise a ConfigError naming the variable to set."""
@@ -144,6 +162,16 @@ def embedded_catalog_uri(state_dir: Path) -> str:
 
 class ConfigError(RuntimeError):
     """A required setting is missing or malformed."""
+
+
+def kafka_security_from_env(get: Callable[[str], str | None]) -> KafkaSecurity:
+    """The Kafka security settings from FEATURESTREAM_KAFKA_* variables; a ConfigError names the one at fault."""
+    values = {name: get(var) for name, var in KAFKA_SECURITY_ENV.items()}
+    values["protocol"] = values["protocol"] or "PLAINTEXT"
+    try:
+        return KafkaSecurity(**values)
+    except KafkaSecurityError as exc:
+        raise ConfigError(f"{KAFKA_SECURITY_ENV.get(exc.setting, exc.setting)}: {exc}") from None
 
 
 def _seconds(text: str | None, name: str, default: float) -> float:

@@ -56,7 +56,7 @@ class FeatureStore:
     # -- clients (lazy) --------------------------------------------------------------------------
     @cached_property
     def registry(self) -> Registry:
-        return Registry(self.config.require("kafka_bootstrap"), prefix=self.config.topic_prefix,
+        return Registry(self.config.kafka(), prefix=self.config.topic_prefix,
                         offline_base_uri=self.config.offline_uri, timeout_s=self.timeout_s)
 
     @cached_property
@@ -65,7 +65,7 @@ class FeatureStore:
 
     @cached_property
     def publisher(self) -> Publisher:
-        return Publisher(self.config.require("kafka_bootstrap"), timeout_s=self.timeout_s)
+        return Publisher(self.config.kafka(), timeout_s=self.timeout_s)
 
     @cached_property
     def online(self) -> Any:
@@ -214,7 +214,7 @@ class FeatureStore:
         epoch milliseconds. With ``consumer_group`` offsets are committed and partitions shared.
         """
         g = self._group(group)
-        return read_stream(self.config.require("kafka_bootstrap"), self.registry.topic_of(g.name),
+        return read_stream(self.config.kafka(), self.registry.topic_of(g.name),
                            start=_start_position(start), group_id=consumer_group, max_records=max_records,
                            idle_timeout_s=idle_timeout_s)
 
@@ -256,11 +256,11 @@ class FeatureStore:
         g = self.describe_feature_group(group)
         cfg = self.config
         if target == "online":
-            return replay.replay_online(cfg.require("kafka_bootstrap"), cfg.require("redis_url"), cfg.topic_prefix,
+            return replay.replay_online(cfg.kafka(), cfg.require("redis_url"), cfg.topic_prefix,
                                         g, offline_uri=cfg.offline_uri, from_ms=from_ms, to_ms=to_ms,
                                         progress=progress)
         if target == "offline":
-            return replay.replay_offline(cfg.require("kafka_bootstrap"), cfg.topic_prefix, self.offline_tables(),
+            return replay.replay_offline(cfg.kafka(), cfg.topic_prefix, self.offline_tables(),
                                          g, from_ms=from_ms, to_ms=to_ms, progress=progress)
         raise ValueError(f"target must be 'online' or 'offline', not {target!r}")
 
@@ -269,7 +269,7 @@ class FeatureStore:
         from streams.replay import rebuild_online
 
         cfg = self.config
-        return rebuild_online(cfg.require("kafka_bootstrap"), cfg.require("redis_url"), cfg.topic_prefix,
+        return rebuild_online(cfg.kafka(), cfg.require("redis_url"), cfg.topic_prefix,
                               self.describe_feature_group(group), offline_uri=cfg.offline_uri, progress=progress)
 
     # -- online reads ----------------------------------------------------------------------------

@@ -15,24 +15,50 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from schemas.errors import ServiceUnavailableError
 from streams.contact import has_answered, mark_answered
+from streams.kafka_client import KafkaTarget, confluent_conf, connection
 
 
-def admin_client(bootstrap: str, *, timeout_s: float = 10.0) -> AdminClient:
+class KafkaAuthenticationError(ServiceUnavailableError):
+    """The broker refused this client's SASL credentials (retrying would not help)."""
+
+
+class BrokerErrors:
+    """librdkafka's ``error_cb``: keeps the last connection-level error. It says why a broker does not
+    answer (credentials refused, a TLS handshake that failed, plaintext spoken to a TLS listener)
+    better than the timeout that follows it."""
+
+    def __init__(self) -> None:
+        self.last: KafkaError | None = None
+        self.authentication: KafkaError | None = None
+
+    def __call__(self, err: KafkaError) -> None:
+        if err.code() == KafkaError._AUTHENTICATION:
+            self.authentication = err
+        self.last = err
+
+
+def admin_client(bootstrap: KafkaTarget, *, timeout_s: float = 10.0,
+                 error_cb: BrokerErrors | None = None) -> AdminClient:
     """An AdminClient whose socket-level waits are bounded by ``timeout_s``."""
-    return AdminClient({
-        "bootstrap.servers": bootstrap,
+    conf = confluent_conf(bootstrap, {
         "socket.timeout.ms": int(timeout_s * 1000),
         # Without this librdkafka logs connection refusals forever to stderr when a broker
         # is down; the caller already gets a typed error.
         "log_level": 0,
     })
+    if error_cb is not None:
+        conf["error_cb"] = error_cb
+    return AdminClient(conf)
 
 
-def wait_for_broker(bootstrap: str, *, timeout_s: float = 10.0) -> None:
-    """Return once a metadata request answers, or raise ServiceUnavailableError."""
-    admin = admin_client(bootstrap, timeout_s=timeout_s)
+def wait_for_broker(bootstrap: KafkaTarget, *, timeout_s: float = 10.0) -> None:
+    """Return once a metadata request answers, or raise ServiceUnavailableError
+    (KafkaAuthenticationError, at once, when the broker refuses the credentials)."""
+    errors = BrokerErrors()
+    admin = admin_client(bootstrap, timeout_s=timeout_s, error_cb=errors)
+    security = connection(bootstrap).security.describe()
     deadline = time.monotonic() + timeout_s
-    last: Exception | None = None
+    last: object = None
     while time.monotonic() < deadline:
         try:
             admin.list_topics(timeout=max(0.5, min(2.0, deadline - time.monotonic())))
@@ -40,18 +66,26 @@ def wait_for_broker(bootstrap: str, *, timeout_s: float = 10.0) -> None:
             return
         except KafkaException as exc:
             last = exc
+        admin.poll(0)  # serves error_cb
+        if errors.authentication is not None:
+            raise KafkaAuthenticationError(
+                f"Kafka at {bootstrap} refused this client's credentials ({security}): authentication failed: "
+                f"{errors.authentication.str()}. Check the SASL mechanism, username and password.")
+    if errors.last is not None:
+        last = errors.last.str()
     raise ServiceUnavailableError(
-        f"Kafka at {bootstrap} did not answer a metadata request within {timeout_s:g} s "
-        f"({last}); {_since(bootstrap)}. Is the broker running? (`featurestream status`)"
+        f"Kafka at {bootstrap} ({security}) did not answer a metadata request within {timeout_s:g} s "
+        f"({last}); {_since(bootstrap)}. Is the broker running, and does it speak this security protocol? "
+        "(`featurestream status`)"
     )
 
 
-def _since(bootstrap: str) -> str:
+def _since(bootstrap: KafkaTarget) -> str:
     return ("it answered this process before, so it went away" if has_answered(bootstrap)
             else "it has not answered since this process started")
 
 
-def topic_exists(admin: AdminClient, topic: str, *, timeout_s: float = 10.0, bootstrap: str | None = None) -> bool:
+def topic_exists(admin: AdminClient, topic: str, *, timeout_s: float = 10.0, bootstrap: KafkaTarget | None = None) -> bool:
     """Whether ``topic`` exists; waits up to ``timeout_s`` for the broker (``bootstrap`` names it in
     errors and in the process's memory of brokers that answered, streams.contact)."""
     deadline = time.monotonic() + timeout_s

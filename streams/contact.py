@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import threading
 
+from streams.kafka_client import KafkaTarget
+
 # Kafka's Java producer default for delivery.timeout.ms; featurestream.config's default too.
 DEFAULT_DELIVERY_TIMEOUT_S = 120.0
 # Long enough for a loaded machine to answer a metadata request, short enough to be "at once"
@@ -24,18 +26,18 @@ _answered: set[str] = set()
 _lock = threading.Lock()
 
 
-def mark_answered(bootstrap: str) -> None:
+def mark_answered(bootstrap: KafkaTarget) -> None:
     """Remember that the broker(s) at ``bootstrap`` answered this process."""
     with _lock:
-        _answered.add(bootstrap)
+        _answered.add(str(bootstrap))  # a connection and its bootstrap string are one broker set
 
 
-def has_answered(bootstrap: str) -> bool:
+def has_answered(bootstrap: KafkaTarget) -> bool:
     with _lock:
-        return bootstrap in _answered
+        return str(bootstrap) in _answered
 
 
-def wait_budget(bootstrap: str, delivery_timeout_s: float) -> float:
+def wait_budget(bootstrap: KafkaTarget, delivery_timeout_s: float) -> float:
     """How long a call may wait for ``bootstrap``: the delivery timeout once it has answered
     this process, else the short first-contact timeout (never more than the delivery timeout)."""
     if has_answered(bootstrap):

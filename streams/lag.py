@@ -8,11 +8,12 @@ from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaExcepti
 
 from schemas.errors import ServiceUnavailableError
 from streams.admin import admin_client
+from streams.kafka_client import KafkaTarget, confluent_conf
 
 TP = tuple[str, int]
 
 
-def committed_offsets(bootstrap: str, group_id: str, topics: Iterable[str], *,
+def committed_offsets(bootstrap: KafkaTarget, group_id: str, topics: Iterable[str], *,
                       timeout_s: float = 10.0) -> dict[TP, int]:
     """Committed next-offsets of ``group_id`` per (topic, partition); partitions never committed are absent."""
     admin = admin_client(bootstrap, timeout_s=timeout_s)
@@ -34,7 +35,7 @@ def committed_offsets(bootstrap: str, group_id: str, topics: Iterable[str], *,
             if tp.error is None and tp.offset >= 0}
 
 
-def consumer_lag(bootstrap: str, group_id: str, topics: Iterable[str], *, timeout_s: float = 10.0,
+def consumer_lag(bootstrap: KafkaTarget, group_id: str, topics: Iterable[str], *, timeout_s: float = 10.0,
                  ) -> dict[str, int]:
     """Records not yet committed by ``group_id``, per topic (a partition never committed counts whole)."""
     topics = list(topics)
@@ -44,8 +45,8 @@ def consumer_lag(bootstrap: str, group_id: str, topics: Iterable[str], *, timeou
         md = admin.list_topics(timeout=timeout_s)
     except KafkaException as exc:
         raise ServiceUnavailableError(f"Kafka at {bootstrap} did not answer: {exc}") from exc
-    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{group_id}-lag-probe",
-                      "enable.auto.commit": False, "log_level": 0})
+    probe = Consumer(confluent_conf(bootstrap, {"group.id": f"{group_id}-lag-probe",
+                                                 "enable.auto.commit": False, "log_level": 0}))
     try:
         lag: dict[str, int] = {}
         for topic in topics:

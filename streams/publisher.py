@@ -26,6 +26,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from schemas.errors import FeatureStoreError, ServiceUnavailableError
 from streams.admin import admin_client, topic_exists
 from streams.contact import DEFAULT_DELIVERY_TIMEOUT_S, mark_answered, wait_budget
+from streams.kafka_client import KafkaTarget, confluent_conf
 
 Headers = Sequence[tuple[str, bytes]]
 
@@ -42,9 +43,8 @@ class TopicMissingError(FeatureStoreError):
     """The group's topic does not exist on the broker (deleted behind the registry's back?)."""
 
 
-def producer_config(bootstrap: str, *, timeout_s: float, linger_ms: int = 5) -> dict[str, object]:
-    return {
-        "bootstrap.servers": bootstrap,
+def producer_config(bootstrap: KafkaTarget, *, timeout_s: float, linger_ms: int = 5) -> dict[str, object]:
+    return confluent_conf(bootstrap, {
         "enable.idempotence": True,  # implies acks=all, retries, in-flight <= 5 with ordering kept
         "acks": "all",
         "partitioner": "murmur2_random",
@@ -62,7 +62,7 @@ def producer_config(bootstrap: str, *, timeout_s: float, linger_ms: int = 5) -> 
         # found within a second, not ten.
         "reconnect.backoff.max.ms": 1000,
         "log_level": 0,
-    }
+    })
 
 
 class Publisher:
@@ -71,7 +71,7 @@ class Publisher:
     ``timeout_s`` is the delivery timeout (featurestream.config passes it down).
     """
 
-    def __init__(self, bootstrap: str, *, timeout_s: float = DEFAULT_DELIVERY_TIMEOUT_S, linger_ms: int = 5) -> None:
+    def __init__(self, bootstrap: KafkaTarget, *, timeout_s: float = DEFAULT_DELIVERY_TIMEOUT_S, linger_ms: int = 5) -> None:
         self.bootstrap = bootstrap
         self.timeout_s = timeout_s
         # Two producers: bulk ingest (publish_many) batches with linger.ms, while single records
@@ -239,7 +239,7 @@ class PublishBatch:
     (when the batch stopped early) were never queued.
     """
 
-    def __init__(self, bootstrap: str, topic: str, timeout_s: float = DEFAULT_DELIVERY_TIMEOUT_S,
+    def __init__(self, bootstrap: KafkaTarget, topic: str, timeout_s: float = DEFAULT_DELIVERY_TIMEOUT_S,
                  abort: threading.Event | None = None) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
@@ -312,7 +312,7 @@ class PublishBatch:
             raise self.first_error
 
 
-def _delivery_error(topic: str, err: KafkaError, bootstrap: str, timeout_s: float,
+def _delivery_error(topic: str, err: KafkaError, bootstrap: KafkaTarget, timeout_s: float,
                     key: bytes | None = None) -> PublishError | ServiceUnavailableError:
     record = "a record" if key is None else f"the record with key {key[:80]!r}"
     if err.code() in (KafkaError._MSG_TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,

@@ -32,6 +32,7 @@ from schemas.ttl import Ttl
 from schemas.types import FeatureDefinition
 from streams.admin import admin_client, delete_topic, ensure_topic, wait_for_broker
 from streams.contact import mark_answered, wait_budget
+from streams.kafka_client import KafkaTarget, confluent_conf
 
 
 class Registry:
@@ -42,7 +43,7 @@ class Registry:
     few seconds (streams.contact).
     """
 
-    def __init__(self, bootstrap: str, *, prefix: str = "featurestream", offline_base_uri: str | None = None,
+    def __init__(self, bootstrap: KafkaTarget, *, prefix: str = "featurestream", offline_base_uri: str | None = None,
                  timeout_s: float = 10.0, topic_delete_grace_s: float = 15.0) -> None:
         self.bootstrap = bootstrap
         self.topic_delete_grace_s = topic_delete_grace_s
@@ -69,13 +70,12 @@ class Registry:
             # Keep tombstones long enough for every reader to see a delete.
             "delete.retention.ms": str(7 * 24 * 3600 * 1000),
         })
-        conf = {
-            "bootstrap.servers": self.bootstrap,
+        conf = confluent_conf(self.bootstrap, {
             "group.id": "featurestream-registry-reader",  # required by librdkafka; never committed
             "enable.auto.commit": False,
             "enable.partition.eof": False,
             "log_level": 0,
-        }
+        })
         # Every read asks for the end offset first, through a consumer that never fetches:
         # librdkafka answers that question only after the fetch long-poll on the same connection
         # returns. The reading consumer then long-polls at librdkafka's default 500 ms (a new
@@ -85,13 +85,12 @@ class Registry:
         self._offsets = Consumer(conf)
         self._consumer = Consumer(conf)
         self._consumer.assign([TopicPartition(self.topic, 0, 0)])
-        self._producer = Producer({
-            "bootstrap.servers": self.bootstrap,
+        self._producer = Producer(confluent_conf(self.bootstrap, {
             "enable.idempotence": True,
             "acks": "all",
             "message.timeout.ms": int(self.timeout_s * 1000),
             "log_level": 0,
-        })
+        }))
         self._ready = True
 
     def close(self) -> None:

@@ -31,6 +31,7 @@ from sinks.offline.rotation import RotationPolicy
 from sinks.offline.writer import OfflineWriter
 from sinks.online.store import OnlineStore
 from streams.group_view import GroupView
+from streams.kafka_client import KafkaTarget, confluent_conf
 from streams.offline.applier import OfflineApplier
 from streams.online.applier import make_online_applier
 from streams.publisher import TopicMissingError
@@ -45,7 +46,7 @@ class ReplayResult:
     cancelled: bool = False
 
 
-def replay_topic(bootstrap: str, topic: str, apply_batch: Callable[[list[RawMessage]], object], *,
+def replay_topic(bootstrap: KafkaTarget, topic: str, apply_batch: Callable[[list[RawMessage]], object], *,
                  from_ms: int | None = None, to_ms: int | None = None, batch_size: int = 2000,
                  progress: bool = True, timeout_s: float = 10.0,
                  on_progress: Callable[[int, int], None] | None = None,
@@ -60,9 +61,9 @@ def replay_topic(bootstrap: str, topic: str, apply_batch: Callable[[list[RawMess
     found from ``from_ms``, and returns the start offsets to use instead.
     """
     started = time.perf_counter()
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"featurestream-replay-{time.time_ns()}",
-                         "enable.auto.commit": False, "enable.partition.eof": False, "log_level": 0,
-                         "fetch.max.bytes": 52_428_800})
+    consumer = Consumer(confluent_conf(bootstrap, {
+        "group.id": f"featurestream-replay-{time.time_ns()}", "enable.auto.commit": False,
+        "enable.partition.eof": False, "log_level": 0, "fetch.max.bytes": 52_428_800}))
     result = ReplayResult(topic)
     bar = None
     try:
@@ -139,7 +140,7 @@ def replay_topic(bootstrap: str, topic: str, apply_batch: Callable[[list[RawMess
 
 
 # -- online ------------------------------------------------------------------------------------
-def replay_online(bootstrap: str, redis_url: str, prefix: str, group: FeatureGroup, *,
+def replay_online(bootstrap: KafkaTarget, redis_url: str, prefix: str, group: FeatureGroup, *,
                   offline_uri: str | None = None, from_ms: int | None = None, to_ms: int | None = None,
                   progress: bool = True) -> ReplayResult:
     """Re-apply ``group``'s topic to the online store; write-if-newer makes it idempotent."""
@@ -152,7 +153,7 @@ def replay_online(bootstrap: str, redis_url: str, prefix: str, group: FeatureGro
         applier.deadletters.publisher.close()
 
 
-def rebuild_online(bootstrap: str, redis_url: str, prefix: str, group: FeatureGroup, *,
+def rebuild_online(bootstrap: KafkaTarget, redis_url: str, prefix: str, group: FeatureGroup, *,
                    offline_uri: str | None = None, progress: bool = True) -> tuple[int, ReplayResult]:
     """Wipe ``group``'s online keys, then replay its whole topic; returns (keys removed, replay)."""
     store = OnlineStore.from_url(redis_url, prefix)
@@ -176,7 +177,7 @@ class OfflineReplayResult(ReplayResult):
     poison: int = 0
 
 
-def replay_offline(bootstrap: str, prefix: str, tables: OfflineTables, group: FeatureGroup, *,
+def replay_offline(bootstrap: KafkaTarget, prefix: str, tables: OfflineTables, group: FeatureGroup, *,
                    from_ms: int | None = None, to_ms: int | None = None, progress: bool = True,
                    policy: RotationPolicy | None = None, max_rounds: int = 10) -> OfflineReplayResult:
     """Fill ``group``'s offline table from its topic: what is missing, exactly once.
@@ -209,7 +210,7 @@ def replay_offline(bootstrap: str, prefix: str, tables: OfflineTables, group: Fe
     return result
 
 
-def _replay_offline_round(bootstrap: str, prefix: str, tables: OfflineTables, g: FeatureGroup, topic: str,
+def _replay_offline_round(bootstrap: KafkaTarget, prefix: str, tables: OfflineTables, g: FeatureGroup, topic: str,
                           result: OfflineReplayResult, *, from_ms: int | None, to_ms: int | None,
                           progress: bool, policy: RotationPolicy | None) -> set[int]:
     writer = OfflineWriter(tables, policy or RotationPolicy(max_records=200_000, max_age_s=1e9))

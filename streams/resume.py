@@ -26,6 +26,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from schemas.errors import ServiceUnavailableError
 from schemas.wire import H_API_TIME
+from streams.kafka_client import KafkaTarget, confluent_conf
 
 # Records carry the broker's append time (LogAppendTime; the producer's send time on older topics), at or
 # after the ingest's invocation time; the scan starts this much earlier so that clock skew between the
@@ -38,12 +39,13 @@ def record_digest(key: bytes, value: bytes) -> bytes:
     return hashlib.blake2b(len(key).to_bytes(4, "big") + key + value, digest_size=16).digest()
 
 
-def published_by(bootstrap: str, topic: str, api_invocation_time_ns: int, *, timeout_s: float) -> Counter[bytes]:
+def published_by(bootstrap: KafkaTarget, topic: str, api_invocation_time_ns: int, *, timeout_s: float) -> Counter[bytes]:
     """Digests (``record_digest``) of the records on ``topic`` written by the ingest call with this
     invocation time, up to the topic's current end, counted."""
     header = str(api_invocation_time_ns).encode()
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "featurestream-ingest-resume",
-                         "enable.auto.commit": False, "enable.partition.eof": False, "log_level": 0})
+    consumer = Consumer(confluent_conf(bootstrap, {"group.id": "featurestream-ingest-resume",
+                                                   "enable.auto.commit": False, "enable.partition.eof": False,
+                                                   "log_level": 0}))
     deadline = time.monotonic() + timeout_s
     try:
         try:

@@ -16,6 +16,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaExcepti
 from schemas.errors import ServiceUnavailableError, WireFormatError
 from schemas.messages import Message
 from schemas.wire import decode
+from streams.kafka_client import KafkaTarget, confluent_conf
 from streams.publisher import TopicMissingError
 
 
@@ -30,7 +31,7 @@ class StreamRecord:
     error: str | None = None  # set (and message None) for bytes that are not a featurestream record
 
 
-def read_stream(bootstrap: str, topic: str, *, start: str | int = "end", group_id: str | None = None,
+def read_stream(bootstrap: KafkaTarget, topic: str, *, start: str | int = "end", group_id: str | None = None,
                 max_records: int | None = None, idle_timeout_s: float | None = None,
                 timeout_s: float = 10.0) -> Iterator[StreamRecord]:
     """Yield records of ``topic``.
@@ -39,14 +40,13 @@ def read_stream(bootstrap: str, topic: str, *, start: str | int = "end", group_i
     milliseconds (the first record whose broker timestamp is at or after it).
     ``idle_timeout_s``: stop after that long without a record (None: follow forever).
     """
-    conf = {
-        "bootstrap.servers": bootstrap,
+    conf = confluent_conf(bootstrap, {
         "group.id": group_id or "featurestream-tail",
         "enable.auto.commit": group_id is not None,
         "auto.offset.reset": "earliest" if start == "beginning" else "latest",
         "enable.partition.eof": False,
         "log_level": 0,
-    }
+    })
     consumer = Consumer(conf)
     try:
         try:

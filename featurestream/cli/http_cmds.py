@@ -97,7 +97,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         config = config_from_args(args)
-        config.require("kafka_bootstrap")
+        config.kafka()
         config.require("redis_url")
     except ConfigError as exc:
         raise CliError(str(exc), 2) from None

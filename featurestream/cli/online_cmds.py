@@ -71,7 +71,7 @@ def _process(args: argparse.Namespace) -> int:
     metrics_port = metrics_port_from_args(args)
     config = Config.from_env(catalog_uri=getattr(args, "catalog_uri", None))
     print("featurestream: online processor starting (Ctrl-C stops it)", file=sys.stderr)
-    run_processor(config.require("kafka_bootstrap"), config.require("redis_url"), config.topic_prefix,
+    run_processor(config.kafka(), config.require("redis_url"), config.topic_prefix,
                   engine=args.engine, offline_uri=config.offline_uri, metrics_port=metrics_port,
                   metrics_host=args.metrics_host,
                   on_metrics_port=lambda port: announce(config.state_dir, "processor", args.metrics_host, port),

@@ -105,7 +105,7 @@ def _sink(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     print("featurestream: offline sink starting (Ctrl-C stops it after a final flush)", file=sys.stderr)
     config = Config.from_env(catalog_uri=getattr(args, "catalog_uri", None))
-    run_sink(config.require("kafka_bootstrap"), config.topic_prefix, config.require("offline_uri"),
+    run_sink(config.kafka(), config.topic_prefix, config.require("offline_uri"),
              config.catalog(), config.storage_options(), settings,  # type: ignore[arg-type]
              metrics_port=metrics_port, metrics_host=args.metrics_host,
              on_metrics_port=lambda port: announce(config.state_dir, "sink", args.metrics_host, port))

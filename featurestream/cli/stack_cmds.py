@@ -80,15 +80,15 @@ def _print_pipeline_status(config: Config) -> None:
     from streams.registry import Registry
 
     try:
-        registry = Registry(config.kafka_bootstrap or "", prefix=config.topic_prefix, timeout_s=5)
+        registry = Registry(config.kafka(), prefix=config.topic_prefix, timeout_s=5)
         groups = registry.list()
         registry.close()
         if not groups:
             print("feature groups: none")
             return
         topics = {registry.topic_of(g.name): g for g in groups}
-        online = consumer_lag(config.kafka_bootstrap or "", f"{config.topic_prefix}-online", topics, timeout_s=5)
-        offline = consumer_lag(config.kafka_bootstrap or "", f"{config.topic_prefix}-offline", topics, timeout_s=5)
+        online = consumer_lag(config.kafka(), f"{config.topic_prefix}-online", topics, timeout_s=5)
+        offline = consumer_lag(config.kafka(), f"{config.topic_prefix}-offline", topics, timeout_s=5)
     except FeatureStoreError as exc:
         print(f"feature groups: cannot read ({exc})")
         return

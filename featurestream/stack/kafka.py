@@ -7,9 +7,11 @@ import logging
 import shutil
 import subprocess
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from featurestream.stack.errors import StackError, ToolMissingError
+from streams.kafka_client import KafkaTarget, confluent_conf
 
 KAFKA_VERSION = "4.1.1"  # keep equal to <kafka.version> in deploy/local/pom.xml
 JVM_HEAP = ["-Xms256m", "-Xmx768m"]  # two cores and other tenants: keep the broker modest
@@ -22,8 +24,43 @@ _quiet.addHandler(logging.NullHandler())
 _quiet.propagate = False
 
 
-def render_server_properties(kafka_port: int, controller_port: int, log_dir: Path, node_id: int = 1) -> str:
-    """The broker's server.properties: one node that is its own controller, loopback only."""
+@dataclass(frozen=True)
+class SaslSslListener:
+    """A second client listener, SASL_SSL with PLAIN, SCRAM-SHA-512 and OAUTHBEARER, beside the
+    plaintext one (which stays the inter-broker listener). PEM files: Kafka 4 reads them directly
+    (``ssl.keystore.type=PEM``), so no Java keystore is needed: ``keystore`` holds the broker's
+    unencrypted PKCS#8 key and its certificate chain, ``ca`` the certificates clients are checked by.
+
+    PLAIN users are the ``plain_users`` below (name → password); SCRAM users are written into the
+    metadata log when the storage is formatted (:func:`format_storage` ``scram_users``). OAUTHBEARER
+    uses Kafka's default unsecured validator: unsigned JWTs (development and tests only)."""
+
+    port: int
+    keystore: Path
+    ca: Path
+    plain_users: tuple[tuple[str, str], ...] = ()
+
+    def properties(self) -> dict[str, str]:
+        users = " ".join(f'user_{name}="{password}"' for name, password in self.plain_users)
+        return {
+            "sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-512,OAUTHBEARER",
+            "listener.name.sasl_ssl.plain.sasl.jaas.config":
+                f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config":
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            "listener.name.sasl_ssl.oauthbearer.sasl.jaas.config":
+                "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required;",
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(self.keystore),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(self.ca),
+        }
+
+
+def render_server_properties(kafka_port: int, controller_port: int, log_dir: Path, node_id: int = 1,
+                             sasl_ssl: SaslSslListener | None = None) -> str:
+    """The broker's server.properties: one node that is its own controller, loopback only; with
+    ``sasl_ssl``, a SASL_SSL client listener as well."""
     for name, port in (("kafka", kafka_port), ("controller", controller_port)):
         if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
             raise ValueError(f"{name} port must be an integer in 1..65535, got {port!r}")
@@ -53,6 +90,12 @@ def render_server_properties(kafka_port: int, controller_port: int, log_dir: Pat
         # The registry creates topics explicitly, with their partitions and cleanup policy.
         "auto.create.topics.enable": "false",
     }
+    if sasl_ssl is not None:
+        secure = f"SASL_SSL://127.0.0.1:{sasl_ssl.port}"
+        settings["listeners"] += f",{secure}"
+        settings["advertised.listeners"] += f",{secure}"
+        settings["listener.security.protocol.map"] += ",SASL_SSL:SASL_SSL"
+        settings.update(sasl_ssl.properties())
     return "".join(f"{k}={v}\n" for k, v in settings.items())
 
 
@@ -110,13 +153,17 @@ def find_java(search_path: str | None = None) -> str:
     return java
 
 
-def format_storage(java: str, libs_dir: Path, properties: Path, log_dir: Path) -> None:
-    """Format the KRaft metadata log once; an already formatted dir is kept (data survives)."""
+def format_storage(java: str, libs_dir: Path, properties: Path, log_dir: Path,
+                   scram_users: tuple[tuple[str, str], ...] = ()) -> None:
+    """Format the KRaft metadata log once; an already formatted dir is kept (data survives).
+    ``scram_users`` (name, password) get SCRAM-SHA-512 credentials in the new log."""
     if (log_dir / "meta.properties").is_file():
         return
+    scram = [arg for name, password in scram_users
+             for arg in ("--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]")]
     result = subprocess.run(
         [java, *JVM_HEAP, "-cp", f"{libs_dir}/*", "kafka.tools.StorageTool", "format",
-         "-t", new_cluster_id(), "-c", str(properties)],
+         "-t", new_cluster_id(), "-c", str(properties), *scram],
         stdin=subprocess.DEVNULL, capture_output=True, text=True,
     )
     if result.returncode != 0:
@@ -128,12 +175,13 @@ def broker_argv(java: str, libs_dir: Path, properties: Path) -> list[str]:
     return [java, *JVM_HEAP, "-cp", f"{libs_dir}/*", "kafka.Kafka", str(properties)]
 
 
-def kafka_answers(bootstrap: str, timeout: float = 3.0) -> bool:
-    """True when a broker at ``bootstrap`` returns cluster metadata within ``timeout``."""
+def kafka_answers(bootstrap: KafkaTarget, timeout: float = 3.0) -> bool:
+    """True when a broker at ``bootstrap`` (with its TLS/SASL settings) returns cluster metadata within
+    ``timeout``."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": _quiet})
+    admin = AdminClient(confluent_conf(bootstrap, {"logger": _quiet}))
     try:
         metadata = admin.list_topics(timeout=timeout)
     except KafkaException:

@@ -30,6 +30,7 @@ from featurestream.stack.layout import SERVICES, StackLayout, StackPorts
 from featurestream.stack.ports import port_is_free, port_owner
 from featurestream.stack.redis_server import find_redis_server, redis_answers, redis_argv
 from featurestream.stack.s3_server import S3Server, bucket_of, ensure_bucket, find_s3_server, s3_answers
+from streams.kafka_client import PLAINTEXT, KafkaConnection, KafkaSecurity
 
 DEFAULT_OFFLINE_URI = "s3://featurestream/offline"
 READY_TIMEOUT = {"kafka": 90.0, "redis": 15.0, "s3": 30.0}
@@ -104,9 +105,9 @@ def _is_external(config: Config, service: str, record: procs.ProcessRecord | Non
     return bool(configured) and (record is None or record.info.get("endpoint") != configured)
 
 
-def _answers(service: str, info: dict[str, str]) -> bool:
+def _answers(service: str, info: dict[str, str], kafka_security: KafkaSecurity = PLAINTEXT) -> bool:
     if service == "kafka":
-        return kafka.kafka_answers(info["endpoint"])
+        return kafka.kafka_answers(KafkaConnection(info["endpoint"], kafka_security))
     if service == "redis":
         return redis_answers(info["endpoint"])
     return s3_answers(info["endpoint"], info.get("access_key"), info.get("secret_key"))
@@ -280,7 +281,11 @@ def status(config: Config) -> list[ServiceStatus]:
         if external and _is_external(config, service, record):
             info = {"endpoint": external, "access_key": config.aws_access_key_id or "",
                     "secret_key": config.aws_secret_access_key or ""}
-            result.append(ServiceStatus(service, "external", external, None, _answers(service, info)))
+            # how Kafka is reached (never a secret), so a refused login is easy to place
+            detail = (f"({config.kafka_security.describe()})"
+                      if service == "kafka" and config.kafka_security != PLAINTEXT else "")
+            result.append(ServiceStatus(service, "external", external, None,
+                                        _answers(service, info, config.kafka_security), detail))
         elif record is None:
             result.append(ServiceStatus(service, "stopped", None, None, False))
         elif not procs.is_running(record):
@@ -289,5 +294,5 @@ def status(config: Config) -> list[ServiceStatus]:
         else:
             detail = f"({record.info['kind']})" if "kind" in record.info else ""
             result.append(ServiceStatus(service, "running", record.info["endpoint"], record.pid,
-                                        _answers(service, record.info), detail))
+                                        _answers(service, record.info, config.kafka_security), detail))
     return result

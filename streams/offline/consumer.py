@@ -54,6 +54,7 @@ from confluent_kafka import (
 
 from schemas.errors import FeatureStoreError, ServiceUnavailableError
 from streams.health import WorkerHealth
+from streams.kafka_client import KafkaTarget, confluent_conf
 from streams.route import RawMessage, raw_from_confluent
 
 log = logging.getLogger("featurestream.sink")
@@ -100,10 +101,9 @@ def subscription_pattern(prefix: str) -> str:
     return f"^{escaped}\\.[A-Za-z0-9]"
 
 
-def consumer_config(bootstrap: str, group_id: str, *, metadata_refresh_ms: int = 2000,
+def consumer_config(bootstrap: KafkaTarget, group_id: str, *, metadata_refresh_ms: int = 2000,
                     session_timeout_ms: int = 6000, instance_id: str | None = None) -> dict[str, object]:
-    config: dict[str, object] = {
-        "bootstrap.servers": bootstrap,
+    config: dict[str, object] = confluent_conf(bootstrap, {
         "group.id": group_id,
         "enable.auto.commit": False,        # commits only after files are durable
         "enable.auto.offset.store": False,  # we commit explicit offsets, never the stored position
@@ -118,7 +118,7 @@ def consumer_config(bootstrap: str, group_id: str, *, metadata_refresh_ms: int =
         "max.poll.interval.ms": 600_000,
         "fetch.max.bytes": 52_428_800,
         "log_level": 3,
-    }
+    })
     if instance_id:
         # Static membership: a restarted sink with the same id gets its partitions back at once,
         # and a second process with the same id is fenced by the broker.
@@ -126,7 +126,7 @@ def consumer_config(bootstrap: str, group_id: str, *, metadata_refresh_ms: int =
     return config
 
 
-def open_consumer(bootstrap: str, group_id: str, **options: Any) -> Consumer:
+def open_consumer(bootstrap: KafkaTarget, group_id: str, **options: Any) -> Consumer:
     """A confluent-kafka Consumer configured by :func:`consumer_config` (not yet subscribed)."""
     return Consumer(consumer_config(bootstrap, group_id, **options))
 

@@ -27,6 +27,7 @@ from sinks.offline.writer import OfflineWriter
 from streams.deadletter import DeadLetters
 from streams.group_view import GroupView
 from streams.health import WorkerHealth
+from streams.kafka_client import KafkaTarget
 from streams.metrics import OFFLINE_METRICS
 from streams.metrics_server import serve_metrics
 from streams.offline.applier import OfflineApplier
@@ -68,7 +69,7 @@ class SinkSettings:
     consumer_group: str | None = None
 
 
-def run_sink(bootstrap: str, prefix: str, offline_uri: str, catalog_uri: str,
+def run_sink(bootstrap: KafkaTarget, prefix: str, offline_uri: str, catalog_uri: str,
              storage_options: Mapping[str, Any] | None = None, settings: SinkSettings | None = None, *,
              metrics_port: int | None = None, metrics_host: str = "127.0.0.1",
              on_metrics_port: Callable[[int], None] | None = None, until: Callable[[], bool] | None = None,

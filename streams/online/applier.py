@@ -16,6 +16,7 @@ from sinks.online.status import WriteStatus
 from sinks.online.store import OnlineStore
 from streams.deadletter import DeadLetters
 from streams.group_view import GroupView
+from streams.kafka_client import KafkaTarget
 from streams.metrics import ONLINE_METRICS
 from streams.publisher import Publisher
 from streams.registry import Registry
@@ -92,7 +93,7 @@ def record_metrics(summary: ApplySummary) -> None:
     ONLINE_METRICS.batch_seconds.observe(summary.seconds)
 
 
-def make_online_applier(bootstrap: str, redis_url: str, prefix: str, *, offline_uri: str | None = None,
+def make_online_applier(bootstrap: KafkaTarget, redis_url: str, prefix: str, *, offline_uri: str | None = None,
                         stage: str = "online") -> OnlineApplier:
     """An applier with its own registry view, Redis client and dead-letter producer."""
     registry = Registry(bootstrap, prefix=prefix, offline_base_uri=offline_uri)

@@ -33,6 +33,7 @@ import sys
 from collections.abc import Sequence
 
 from streams.gc_tuning import settle_heap
+from streams.kafka_client import KafkaTarget
 from streams.online.applier import ApplySummary, make_online_applier, record_metrics
 from streams.route import RawMessage
 
@@ -48,7 +49,7 @@ class ApplyProcessError(RuntimeError):
 class ApplierProcess:
     """An async callable that applies a batch in the child process, one batch at a time."""
 
-    def __init__(self, bootstrap: str, redis_url: str, prefix: str, *, offline_uri: str | None = None) -> None:
+    def __init__(self, bootstrap: KafkaTarget, redis_url: str, prefix: str, *, offline_uri: str | None = None) -> None:
         # The keyword arguments of make_online_applier, sent to each new child first.
         self._settings = {"bootstrap": bootstrap, "redis_url": redis_url, "prefix": prefix,
                           "offline_uri": offline_uri}

@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 from streams.gc_tuning import settle_heap
 from streams.health import WorkerHealth
+from streams.kafka_client import KafkaTarget
 from streams.offline.consumer import TP, SinkConsumer, open_consumer, subscription_pattern
 from streams.online.applier import OnlineApplier
 from streams.route import RawMessage
@@ -60,7 +61,7 @@ class OnlineSink:
         return None
 
 
-def run_engine(bootstrap: str, prefix: str, applier: OnlineApplier, *, batch_size: int = 1000,
+def run_engine(bootstrap: KafkaTarget, prefix: str, applier: OnlineApplier, *, batch_size: int = 1000,
                session_timeout_ms: int = 10_000, until: Callable[[], bool] | None = None,
                install_signal_handlers: bool = True, health: WorkerHealth | None = None) -> None:
     """Consume every group topic of ``prefix`` into the online store until SIGTERM/SIGINT (or ``until()``)."""

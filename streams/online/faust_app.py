@@ -33,7 +33,9 @@ import faust
 from schemas.names import registry_topic
 from streams.gc_tuning import settle_heap
 from streams.health import WorkerHealth
+from streams.kafka_client import KafkaTarget, connection
 from streams.online import faust_adapter
+from streams.online.faust_auth import faust_credentials
 from streams.route import RawMessage
 
 log = logging.getLogger("featurestream.processor")
@@ -43,7 +45,7 @@ ApplyBatch = Callable[[list[RawMessage]], Awaitable[Any]]
 ListTopics = Callable[[], Iterable[str]]
 
 
-def build_online_app(*, bootstrap: str, prefix: str, apply_batch: ApplyBatch, list_topics: ListTopics,
+def build_online_app(*, bootstrap: KafkaTarget, prefix: str, apply_batch: ApplyBatch, list_topics: ListTopics,
                      app_id: str | None = None, batch_size: int = 1000, batch_within_s: float = 0.005,
                      registry_poll_s: float = 2.0, commit_interval_s: float = 1.0,
                      retry_backoff_s: float = 0.5, session_timeout_s: float = 10.0,
@@ -53,10 +55,13 @@ def build_online_app(*, bootstrap: str, prefix: str, apply_batch: ApplyBatch, li
     ``registry_poll_s``). ``health`` learns of rebalances, loop passes and apply failures
     (what ``/ready`` reports)."""
     faust_adapter.require_compat()  # a faust upgrade that broke the adapter stops here, by name
+    kafka = connection(bootstrap)
     health = health or WorkerHealth()
     app = faust.App(
         app_id or f"{prefix}-online",
-        broker=[f"kafka://{b.strip()}" for b in bootstrap.split(",")],
+        broker=[f"kafka://{server}" for server in kafka.servers],
+        # TLS and SASL as every confluent-kafka client has them (aiokafka takes faust's credentials)
+        broker_credentials=faust_credentials(kafka.security),
         value_serializer="raw",
         key_serializer="raw",
         store="memory://",

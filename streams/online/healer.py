@@ -27,6 +27,7 @@ from typing import Any
 from sinks.online.epoch import READY, EpochMarker
 from sinks.online.eviction import SAFE_POLICY, evicted_keys, eviction_policy
 from streams.group_view import GroupView
+from streams.kafka_client import KafkaTarget
 from streams.metrics import ONLINE_METRICS
 from streams.replay import replay_topic
 from streams.route import RawMessage
@@ -39,7 +40,7 @@ ApplyBatch = Callable[[list[RawMessage]], Any]
 class OnlineHealer:
     """Watches the epoch marker from a daemon thread and rebuilds the online store when it is lost."""
 
-    def __init__(self, marker: EpochMarker, groups: GroupView, bootstrap: str, topic_of: Callable[[str], str],
+    def __init__(self, marker: EpochMarker, groups: GroupView, bootstrap: KafkaTarget, topic_of: Callable[[str], str],
                  apply_batch: ApplyBatch, *, check_every_s: float = 2.0, lease_s: float = 15.0,
                  live_path_replays_all: Callable[[], bool] | None = None) -> None:
         self.marker = marker

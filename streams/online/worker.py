@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from sinks.online.epoch import EpochMarker
 from streams.group_view import GroupView
 from streams.health import WorkerHealth
+from streams.kafka_client import KafkaTarget
 from streams.lag import committed_offsets
 from streams.metrics_server import serve_metrics
 from streams.online.applier import ApplySummary, make_online_applier
@@ -27,7 +28,7 @@ from streams.route import RawMessage
 ENGINES = ("confluent", "faust")
 
 
-def run_processor(bootstrap: str, redis_url: str, prefix: str, *, engine: str = "confluent",
+def run_processor(bootstrap: KafkaTarget, redis_url: str, prefix: str, *, engine: str = "confluent",
                   offline_uri: str | None = None, metrics_port: int | None = None, metrics_host: str = "127.0.0.1",
                   on_metrics_port: Callable[[int], None] | None = None, batch_size: int = 1000,
                   batch_within_s: float = 0.005, apply_in_thread: bool = False, log_level: str = "info",
@@ -72,7 +73,7 @@ def run_processor(bootstrap: str, redis_url: str, prefix: str, *, engine: str = 
         healer.stop()
 
 
-def _run_faust(bootstrap: str, redis_url: str, prefix: str, registry: Registry, groups: GroupView,
+def _run_faust(bootstrap: KafkaTarget, redis_url: str, prefix: str, registry: Registry, groups: GroupView,
                health: WorkerHealth, *, offline_uri: str | None, batch_size: int, batch_within_s: float,
                apply_in_thread: bool, log_level: str) -> None:
     import faust

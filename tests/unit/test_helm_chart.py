@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "featurestream"
 EXAMPLES = ROOT / "deploy" / "helm" / "examples"
 PRODUCTION = CHART / "values-production.yaml"
+KAFKA_SASL_SSL = CHART / "values-kafka-sasl-ssl.yaml"
 KUBE_VERSIONS = ("1.25.0", "1.37.0")  # oldest with every API used here (policy/v1, autoscaling/v2) .. newest
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "Kafka", "KafkaNodePool", "KafkaTopic"}
 ROLES = {"processor": "process", "sink": "sink", "api": "serve"}
@@ -65,7 +66,7 @@ def deployments(docs: tuple[dict, ...]) -> dict[str, dict]:
     return {d["metadata"]["labels"]["app.kubernetes.io/component"]: d for d in by_kind(docs, "Deployment").values()}
 
 
-VALUE_SETS = {"default": (), "production": (PRODUCTION,)}
+VALUE_SETS = {"default": (), "production": (PRODUCTION,), "production-kafka-sasl-ssl": (PRODUCTION, KAFKA_SASL_SSL)}
 
 
 # --------------------------------------------------------------------------- lint and validate
@@ -162,6 +163,7 @@ def test_env_comes_from_the_configmap_and_the_secret_with_variables_featurestrea
     docs = render(*values)
     (configmap,) = by_kind(docs, "ConfigMap").values()
     known = {getattr(fs_config, n) for n in dir(fs_config) if n.startswith("ENV_")}
+    known |= set(fs_config.KAFKA_SECURITY_ENV.values())
     # Not read by Config: AWS's own region variable, HOME, and the catalog URI the SPEC's Iceberg
     # offline store will read (values.yaml says so).
     extra = {"AWS_DEFAULT_REGION", "HOME", "FEATURESTREAM_OFFLINE_CATALOG_URI"}
@@ -261,3 +263,31 @@ def test_alert_rules_name_metrics_that_exist() -> None:
                                            "FeaturestreamOnlineRebuild", "FeaturestreamSinkCommitStale"}
     named = {m for a in alerts for m in re.findall(r"\bfeaturestream_[a-z_]+", a["expr"])}
     assert named and named <= ours, named - ours
+
+
+def test_kafka_sasl_ssl_values_reach_config_and_mount_the_ca(tmp_path: Path) -> None:
+    """The ConfigMap's Kafka settings plus the Secret's password build the KafkaSecurity they describe,
+    and every role mounts the CA Secret where FEATURESTREAM_KAFKA_SSL_CA_LOCATION points."""
+    docs = render(PRODUCTION, KAFKA_SASL_SSL)
+    (configmap,) = by_kind(docs, "ConfigMap").values()
+    ca_path = configmap["data"]["FEATURESTREAM_KAFKA_SSL_CA_LOCATION"]
+    assert ca_path == "/etc/featurestream/kafka-tls/ca.crt"
+    local_ca = tmp_path / "ca.crt"
+    local_ca.write_text("pem")
+    env = {**configmap["data"], "FEATURESTREAM_KAFKA_SSL_CA_LOCATION": str(local_ca),
+           "FEATURESTREAM_KAFKA_SASL_PASSWORD": "from-the-existing-secret"}
+    security = fs_config.Config.from_env(env).kafka().security
+    assert (security.protocol, security.sasl_mechanism, security.sasl_username) == (
+        "SASL_SSL", "SCRAM-SHA-512", "featurestream")
+    for role, dep in deployments(docs).items():
+        spec = dep["spec"]["template"]["spec"]
+        (container,) = spec["containers"]
+        mount = next(m for m in container["volumeMounts"] if m["name"] == "kafka-tls")
+        assert mount["readOnly"] and ca_path.startswith(mount["mountPath"] + "/"), role
+        volume = next(v for v in spec["volumes"] if v["name"] == "kafka-tls")
+        assert volume["secret"]["secretName"] == "featurestream-kafka-cluster-ca-cert", role
+    default = render()
+    (plain,) = by_kind(default, "ConfigMap").values()
+    assert not any(k.startswith("FEATURESTREAM_KAFKA_S") for k in plain["data"])  # PLAINTEXT: nothing added
+    (secret,) = by_kind(default, "Secret").values()
+    assert "FEATURESTREAM_KAFKA_SASL_PASSWORD" not in secret["stringData"]

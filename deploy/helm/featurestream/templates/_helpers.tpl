@@ -125,6 +125,11 @@ spec:
           mountPath: /etc/featurestream/api-keys
           readOnly: true
         {{- end }}
+        {{- if $root.Values.kafka.security.tlsSecret }}
+        - name: kafka-tls
+          mountPath: /etc/featurestream/kafka-tls
+          readOnly: true
+        {{- end }}
   volumes:
     - name: tmp
       emptyDir:
@@ -136,6 +141,11 @@ spec:
         items:
           - key: {{ $role.credentialsSecret.key }}
             path: {{ $role.credentialsSecret.key }}
+    {{- end }}
+    {{- with $root.Values.kafka.security.tlsSecret }}
+    - name: kafka-tls
+      secret:
+        secretName: {{ . }}
     {{- end }}
   {{- with $role.nodeSelector }}
   nodeSelector:
