@@ -123,7 +123,6 @@ class Publisher:
         if topic not in self._known_topics:
             return None
         future, on_delivery = self._delivery_future(topic, key)
-
         try:
             self._direct.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
         except BufferError:
