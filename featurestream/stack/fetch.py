@@ -1,5 +1,5 @@
-"""Fetch and build what the local stack and the tests run, once: Kafka jars (Maven), versitygw
-and helm (Go).
+"""Fetch and build what the local stack and the tests run, once: Kafka jars and Spark's Iceberg
+jars (Maven), versitygw and helm (Go).
 
 `make setup` runs ``python -m featurestream.stack.fetch`` so that `make test` and
 `featurestream up` find everything cached; `up` calls :func:`fetch` too and it is a
@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from featurestream.stack import kafka
+from featurestream.stack import kafka, spark_jars
 from featurestream.stack.errors import StackError
 from featurestream.stack.helm import HELM_VERSION, find_helm
 from featurestream.stack.layout import DEFAULT_CACHE_DIR, StackLayout
@@ -21,17 +21,21 @@ from featurestream.stack.s3_server import find_s3_server
 
 
 def fetch(cache_dir: Path = DEFAULT_CACHE_DIR, *, search_path: str | None = None) -> dict[str, str]:
-    """Ensure the Kafka jars, an S3 server and helm are available; what was found, per item."""
+    """Ensure the Kafka jars, Spark's Iceberg jars, an S3 server and helm are available; what was
+    found, per item."""
     layout = StackLayout(state_dir=cache_dir, cache_dir=cache_dir)
     libs = layout.kafka_libs(kafka.KAFKA_VERSION)
     kafka.find_java(search_path)  # Maven itself needs Java: say so plainly, before running it
     downloaded = kafka.fetch_jars(libs, search_path=search_path)
+    # Spark's jars serve the interop test and users reading the tables from Spark (README).
+    spark = spark_jars.fetch(cache_dir, search_path=search_path)
     s3 = find_s3_server(layout.bin_dir, search_path=search_path)
     # helm only renders the chart in tests (tests/unit/test_helm_chart.py); without Go those
     # tests fail and say why, but the local stack itself does not need it.
     helm = find_helm(layout.bin_dir, search_path=search_path, build=True)
     return {
         "kafka": f"{'fetched' if downloaded else 'cached'} Kafka {kafka.KAFKA_VERSION} jars in {libs}",
+        "spark": f"{'fetched' if spark else 'cached'} Spark's Iceberg jars in {spark_jars.jars_dir(cache_dir)}",
         "s3": f"{s3.kind} at {s3.binary}",
         "helm": helm or f"not available: install Go to build helm {HELM_VERSION} (needed by the chart tests)",
     }

@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from featurestream.stack import maven
 from featurestream.stack.errors import StackError, ToolMissingError
 from streams.kafka_client import KafkaTarget, confluent_conf
 
@@ -113,33 +114,9 @@ def jars_present(libs_dir: Path, version: str = KAFKA_VERSION) -> bool:
 
 def fetch_jars(libs_dir: Path, *, pom: Path = POM_PATH, search_path: str | None = None) -> bool:
     """Download the broker's jars with Maven unless cached; True when it downloaded."""
-    if jars_present(libs_dir):
-        return False
-    mvn = shutil.which("mvn", path=search_path)
-    if mvn is None:
-        raise ToolMissingError(
-            "kafka: `mvn` (Apache Maven) was not found on PATH; it fetches the Kafka jars from "
-            "Maven Central. Install it (Debian: apt-get install maven) or set "
-            "FEATURESTREAM_KAFKA_BOOTSTRAP to an existing broker."
-        )
-    if not pom.is_file():
-        raise StackError(f"kafka: {pom} is missing; it lists the Kafka jars to fetch (deploy/local/pom.xml "
-                         "in the featurestream source tree)")
-    # Download into a sibling dir and rename: a half-finished fetch is never taken for a cache.
-    partial = libs_dir.with_name(libs_dir.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.parent.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(
-        [mvn, "-q", "-B", "-f", str(pom), "dependency:copy-dependencies", f"-DoutputDirectory={partial}"],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True,
-    )
-    if result.returncode != 0 or not jars_present(partial):
-        output = (result.stdout + result.stderr).strip().splitlines()[-20:]
-        raise StackError(f"kafka: fetching the Kafka {KAFKA_VERSION} jars with Maven failed "
-                         f"(exit {result.returncode}):\n" + "\n".join(output))
-    shutil.rmtree(libs_dir, ignore_errors=True)
-    partial.rename(libs_dir)
-    return True
+    return maven.copy_dependencies(pom, libs_dir, complete=jars_present, what=f"kafka {KAFKA_VERSION}",
+                                   if_missing=" or set FEATURESTREAM_KAFKA_BOOTSTRAP to an existing broker",
+                                   search_path=search_path)
 
 
 def find_java(search_path: str | None = None) -> str:
