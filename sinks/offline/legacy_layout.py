@@ -40,6 +40,14 @@ class LegacyTable:
     dead: int  # files on disk that were not live (merged inputs, uncommitted outputs)
 
 
+def is_legacy_path(relative_path: str) -> bool:
+    """True for a path (relative to the table's location) of the old layout: its data files and
+    manifests. Orphan removal keeps them: they are no snapshot's, but until migrated they are the
+    group's only copy of those rows (and afterwards the operator's to delete)."""
+    rel = relative_path.lstrip("/")
+    return rel.startswith(f"{MANIFEST_DIR}/") or (rel.startswith(f"{DATA_DIR}/") and HOUR_DIR.search(rel) is not None)
+
+
 def _relative(root: str, path: str) -> str:
     return path[len(root) + 1:] if path.startswith(root + "/") else path
 

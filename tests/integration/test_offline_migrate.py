@@ -13,6 +13,7 @@ import pytest
 
 from schemas.wire import decode
 from sinks.offline.rows import rows_to_table
+from sinks.offline.writer import OfflineWriter
 from tests.integration.helpers import customer, customers_group, read_topic
 from tests.integration.procs import Proc, stack_env
 from tests.support.legacy_layout import write_legacy_table
@@ -88,6 +89,20 @@ def test_migrate_bad_input_says_what_is_wrong(store, stack, unique_name):
     off = store.create_feature_group(customers_group(unique_name("nooffline"), offline=False))
     no_offline = _migrate(stack, off.name)
     assert no_offline.returncode != 0 and "no offline store" in no_offline.stderr, no_offline.stderr
+    # an Iceberg table a sink already wrote to: migrating would mix two histories
+    mixed = store.create_feature_group(customers_group(unique_name("mixed"), partitions=1))
+    topic = store.registry.topic_of(mixed.name)
+    store.ingest(mixed.name, [customer(i) for i in range(10)], progress=False)
+    items = [(decode(m.key(), m.value(), m.headers()), topic, m.partition(), m.offset())
+             for m in read_topic(stack, topic)]
+    write_legacy_table(mixed, items[:5], stack.storage_options(), batch=2)
+    writer = OfflineWriter(store.offline_tables())
+    for msg, t, p, o in items[5:]:
+        writer.add(mixed, msg, t, p, o)
+    writer.flush(topic, 0)
+    refused = _migrate(stack, mixed.name)
+    assert refused.returncode != 0 and "already holds rows" in refused.stderr, refused.stderr
+    assert table_coordinates(store.offline_tables(), mixed).total() == 5  # unchanged
     missing = subprocess.run([sys.executable, "-m", "featurestream.cli", "offline", "migrate"],
                              env=stack_env(stack), capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and "group" in missing.stderr
