@@ -45,9 +45,9 @@ postgresql:
 		echo "postgresql: not installed (needs root for apt-get); the Postgres catalog tests will fail"; \
 	fi
 
-# Kafka jars (Maven Central), the S3 server (versitygw built with Go) and helm (built with Go,
-# for the chart tests), cached under
-# ~/.featurestream/cache; a no-op when cached.
+# Kafka jars and Spark's Iceberg jars (Maven Central; the latter for the Spark interop test and
+# README's "Read from Spark"), the S3 server (versitygw built with Go) and helm (built with Go,
+# for the chart tests), cached under ~/.featurestream/cache; a no-op when cached.
 fetch: $(STAMP)
 	$(PY) -m featurestream.stack.fetch
 

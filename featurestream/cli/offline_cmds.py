@@ -1,4 +1,4 @@
-"""`featurestream query | snapshot | ddl`: the offline store (Iceberg tables) from the shell."""
+"""`featurestream query | snapshot | ddl | offline migrate`: the offline store (Iceberg tables) from the shell."""
 
 from __future__ import annotations
 
@@ -43,6 +43,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     ddl.add_argument("group")
     ddl.set_defaults(func=_ddl)
 
+    offline = sub.add_parser("offline", help="offline store administration (migrate a pre-Iceberg table)",
+                             description="Administration of the offline store's Iceberg tables.")
+    osub = offline.add_subparsers(dest="offline_command", metavar="ACTION")
+    osub.required = True
+    mig = osub.add_parser(
+        "migrate", help="bring a group's pre-Iceberg offline table into its Iceberg table (rewrites the rows)",
+        description="Bring a group's offline table in the layout before Iceberg (data/year=/month=/day=/hour=/"
+                    "*.parquet with compaction manifests in _manifests/) into its Apache Iceberg table. The rows "
+                    "are REWRITTEN, not registered: the old files store timestamps as Parquet INT64 nanoseconds, "
+                    "which an Iceberg v2 table cannot hold (and Spark cannot read), and lack the exact "
+                    "_event_time_ns column. Every live row is read, converted (event time to microseconds plus "
+                    "the exact _event_time_ns), rows with the same Kafka (topic, partition, offset) kept once, "
+                    "and appended in ONE commit that records the next Kafka offset of every partition, so the "
+                    "sink resumes right after the migrated rows. Run it before starting the new sink. "
+                    "Idempotent: a second run finds the migration's commit and changes nothing; a run killed "
+                    "midway committed nothing and is simply run again. The old files are left in place.")
+    mig.add_argument("group")
+    mig.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    mig.add_argument("--kill-after-upload", action="store_true", help=argparse.SUPPRESS)  # crash tests only
+    mig.set_defaults(func=_migrate)
+
 
 def _query(args: argparse.Namespace) -> int:
     with store_from_args(args) as store:
@@ -61,6 +82,35 @@ def _snapshot(args: argparse.Namespace) -> int:
 def _ddl(args: argparse.Namespace) -> int:
     with store_from_args(args) as store:
         print(store.ddl(args.group))
+    return 0
+
+
+def _kill_self(step: str) -> None:
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from sinks.offline.migrate import migrate
+
+    def progress(line: str) -> None:
+        if not args.quiet:
+            print(f"migrate: {line}", file=sys.stderr, flush=True)
+
+    with store_from_args(args) as store:
+        group = store.describe_feature_group(args.group)
+        result = migrate(group, store.offline_tables(), store.config.storage_options(), progress=progress,
+                         hook=_kill_self if args.kill_after_upload else None)
+    offsets = ", ".join(f"{t}[{p}]={o}" for (t, p), o in sorted(result.offsets.items()))
+    if result.already_done:
+        print(f"{args.group}: already migrated (snapshot {result.snapshot_id}: {result.rows} rows from "
+              f"{result.files} files); nothing to do. The table records offsets {offsets}")
+    else:
+        print(f"{args.group}: migrated {result.rows} rows from {result.files} files (rewritten as Iceberg data "
+              f"files; {result.duplicates} duplicate rows dropped) in snapshot {result.snapshot_id}; the sink "
+              f"resumes at {offsets}")
     return 0
 
 

@@ -14,6 +14,7 @@ keeping time travel by commit within the window; within it, snapshots older than
 thinned to one an hour (see :func:`snapshots_to_expire` for why). Orphan removal then deletes files under the
 table's location that no remaining snapshot references and that are older than the window:
 inputs of old compactions, files of expired snapshots, uploads of crashed or refused commits.
+Files of the pre-Iceberg layout under the same location are never removed (``legacy_layout``).
 The age threshold matters: a file uploaded but not yet committed is unreferenced too, so the
 window must be longer than any upload-to-commit delay (seconds).
 """
@@ -35,6 +36,7 @@ from pyiceberg.table import FileScanTask, Table
 
 from sinks.offline.errors import OfflineStorageError
 from sinks.offline.fs import STORAGE_EXCEPTIONS, open_filesystem, storage_errors
+from sinks.offline.legacy_layout import is_legacy_path
 from sinks.offline.table_commit import delete_files, offsets_property, recorded_offsets
 from sinks.offline.table_files import write_data_files
 
@@ -235,9 +237,12 @@ def remove_orphans(table: Table, storage_options: Mapping[str, Any] | None = Non
         except FileNotFoundError:
             return []
     gone = []
+    base = _bare(root)
     for path, info in found.items():
         if _bare(path) in refs or info.get("type") == "directory":
             continue
+        if is_legacy_path(_bare(path).removeprefix(base)):
+            continue  # the pre-Iceberg layout's files: data until `featurestream offline migrate` ran
         if now - _mtime(info) < older_than_s:
             continue  # maybe an upload whose commit is on its way
         try:

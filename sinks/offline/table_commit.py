@@ -88,12 +88,14 @@ def delete_files(table: Table, paths: Iterable[str]) -> None:
 
 
 def commit_append(reload: Callable[[], Table], data_files: list[Any], advances: list[Advance], *,
-                  attempts: int = 30, first: Table | None = None) -> Table:
+                  attempts: int = 30, first: Table | None = None,
+                  properties: Mapping[str, str] | None = None) -> Table:
     """Commit ``data_files`` and advance the offsets in one snapshot, if the table agrees.
 
     ``reload`` returns the table with fresh metadata (``first``: one loaded a moment ago, used
     for the first attempt). Raises OffsetsMismatchError (after deleting ``data_files``) when the
     table records other start offsets than ``advances``.
+    Extra snapshot summary ``properties`` go into the same snapshot (the migration's marker).
     """
     delay = 0.05
     for attempt in range(attempts):
@@ -116,7 +118,8 @@ def commit_append(reload: Callable[[], Table], data_files: list[Any], advances: 
             tx = table.transaction()
             # merge_append: manifests are merged once there are many (commit.manifest-merge.*), so
             # a table with a commit a minute does not grow a manifest list a mile long.
-            with tx.update_snapshot(snapshot_properties=offsets_property(new)).merge_append() as append:
+            props = {**(properties or {}), **offsets_property(new)}
+            with tx.update_snapshot(snapshot_properties=props).merge_append() as append:
                 for f in data_files:
                     append.append_data_file(f)
             return tx.commit_transaction()

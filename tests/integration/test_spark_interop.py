@@ -182,7 +182,7 @@ def _ancestors(table, snapshot_id: int) -> set[int]:
 
 
 # The module's Spark session starts (and warms up) within this test's time when it runs first.
-@pytest.mark.timeout(480)
+@pytest.mark.timeout(600)
 def test_spark_reads_what_featurestream_reads_while_the_sink_writes_and_compacts(spark, stack, tmp_path,
                                                                                   unique_name, request):
     with FeatureStore(stack) as store:

@@ -4,6 +4,7 @@ snapshot expiry and orphan-file removal with a retention window."""
 from __future__ import annotations
 
 import glob
+import os
 import time
 from collections import Counter
 
@@ -114,6 +115,23 @@ def test_an_uploaded_but_uncommitted_file_is_an_orphan_only_after_the_window(env
     gone = remove_orphans(tables.existing(g), None, older_than_s=60, now=time.time() + 120)
     assert paths <= set(gone) and not (paths & files_on_disk(g))
     assert table_coordinates(tables, g).total() == 2 * 6 * 40  # the table never held the stray rows
+
+
+def test_orphan_removal_keeps_the_pre_iceberg_layout(env) -> None:
+    """Files of the old layout at the table's location are no snapshot's, but until migrated they
+    are the only copy of their rows: orphan removal must never delete them."""
+    tables, g, _ = env
+    root = tables.existing(g).location().removeprefix("file://")
+    old = [f"{root}/data/year=2023/month=11/day=14/hour=22/fs.customers+00000+{0:020d}.parquet",
+           f"{root}/_manifests/{'a' * 32}.json"]
+    stray = f"{root}/data/stray.parquet"
+    for path in (*old, stray):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as fh:
+            fh.write(b"x")
+    gone = remove_orphans(tables.existing(g), None, older_than_s=60, now=time.time() + 120)
+    assert all(os.path.exists(p) for p in old) and not (set(old) & {p.removeprefix("file://") for p in gone})
+    assert not os.path.exists(stray)
 
 
 def test_offsets_are_recorded_per_partition(env) -> None:
