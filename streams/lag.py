@@ -34,9 +34,10 @@ def committed_offsets(bootstrap: str, group_id: str, topics: Iterable[str], *,
             if tp.error is None and tp.offset >= 0}
 
 
-def consumer_lag(bootstrap: str, group_id: str, topics: Iterable[str], *, timeout_s: float = 10.0,
-                 ) -> dict[str, int]:
-    """Records not yet committed by ``group_id``, per topic (a partition never committed counts whole)."""
+def partition_lag(bootstrap: str, group_id: str, topics: Iterable[str], *, timeout_s: float = 10.0,
+                  ) -> dict[TP, int]:
+    """Records not yet committed by ``group_id``, per (topic, partition) of ``topics`` (a partition
+    never committed counts whole, from its low watermark)."""
     topics = list(topics)
     committed = committed_offsets(bootstrap, group_id, topics, timeout_s=timeout_s)
     admin = admin_client(bootstrap, timeout_s=timeout_s)
@@ -47,14 +48,22 @@ def consumer_lag(bootstrap: str, group_id: str, topics: Iterable[str], *, timeou
     probe = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{group_id}-lag-probe",
                       "enable.auto.commit": False, "log_level": 0})
     try:
-        lag: dict[str, int] = {}
+        lag: dict[TP, int] = {}
         for topic in topics:
             if topic not in md.topics:
                 continue
             for p in md.topics[topic].partitions:
                 low, high = probe.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s, cached=False)
-                start = committed.get((topic, p), low)
-                lag[topic] = lag.get(topic, 0) + max(0, high - start)
+                lag[(topic, p)] = max(0, high - committed.get((topic, p), low))
         return lag
     finally:
         probe.close()
+
+
+def consumer_lag(bootstrap: str, group_id: str, topics: Iterable[str], *, timeout_s: float = 10.0,
+                 ) -> dict[str, int]:
+    """Records not yet committed by ``group_id``, per topic (a partition never committed counts whole)."""
+    lag: dict[str, int] = {}
+    for (topic, _), n in partition_lag(bootstrap, group_id, topics, timeout_s=timeout_s).items():
+        lag[topic] = lag.get(topic, 0) + n
+    return lag
