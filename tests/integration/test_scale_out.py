@@ -48,7 +48,7 @@ from tests.support.wait import wait_for
 pytestmark = [pytest.mark.integration, pytest.mark.scale]
 
 ROWS = 200_000            # records published during the test (the probe's markers come on top)
-RATE = 800                # records/s: 200k take 250 s, longer than the 14 rolls (~210 s on this 2-core machine)
+RATE = 700                # records/s: 200k take ~290 s, spread over which the 14 rolls run (~10-20 s each here)
 IDS = 20_000
 PARTITIONS = 6
 PROCESSORS, SINKS, APIS = 3, 2, 2
@@ -227,6 +227,11 @@ class FreshnessProbe(threading.Thread):
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             self.failed.append(exc)
 
+    def caught_up(self, age_s: float) -> bool:
+        """True when every marker published more than ``age_s`` ago is readable."""
+        now = time.monotonic()
+        return all(now - at < age_s for _, _, at in self.unread)
+
     def _acked(self, future) -> None:
         if future.exception() is not None:
             self.failed.append(future.exception())
@@ -281,15 +286,20 @@ def run_roll(cfg: Config, tmp_path: Path, group_name: str, label: str) -> None:
             publisher.start()
             probe.start()
             reader.start()
-            wait_for(lambda: publisher.published >= 10_000 or publisher.failed, timeout_s=120,
-                     what="the publisher to get going")
-            for how in ("SIGTERM", "kill -9"):
-                for w in workers:
-                    start = time.monotonic()
-                    w.roll(how)
-                    windows.append((how, w.name, start, time.monotonic()))
-                    print(f"[{label}] {how} {w.name}: back and ready in {windows[-1][3] - start:.1f} s "
-                          f"({publisher.published:,} published)", flush=True)
+            rolls = [(how, w) for how in ("SIGTERM", "kill -9") for w in workers]
+            spacing_s = ROWS / RATE / (len(rolls) + 1)
+            for k, (how, w) in enumerate(rolls, start=1):
+                # Pacing, not waiting on a condition: the rolls are spread over the publishing time...
+                time.sleep(max(0.0, t0 + k * spacing_s - time.monotonic()))
+                # ...and each starts once the pipeline is over the previous one (no marker older than 1 s
+                # unread), so the pause a roll shows is its own, not a chain of back-to-back rolls.
+                wait_for(lambda: probe.caught_up(1.0) or probe.failed, timeout_s=120, interval_s=0.1,
+                         what="the pipeline to recover from the previous roll")
+                start = time.monotonic()
+                w.roll(how)
+                windows.append((how, w.name, start, time.monotonic()))
+                print(f"[{label}] {how} {w.name}: back and ready in {windows[-1][3] - start:.1f} s "
+                      f"({publisher.published:,} published)", flush=True)
             rolls_done = time.monotonic() - t0
             publishing_during_rolls = publisher.is_alive()
             publisher.join(timeout=max(1.0, ROWS / RATE * 3 - (time.monotonic() - t0)))
