@@ -291,15 +291,18 @@ def run_roll(cfg: Config, tmp_path: Path, group_name: str, label: str) -> None:
             for k, (how, w) in enumerate(rolls, start=1):
                 # Pacing, not waiting on a condition: the rolls are spread over the publishing time...
                 time.sleep(max(0.0, t0 + k * spacing_s - time.monotonic()))
-                # ...and each starts once the pipeline is over the previous one (no marker older than 1 s
-                # unread), so the pause a roll shows is its own, not a chain of back-to-back rolls.
-                wait_for(lambda: probe.caught_up(1.0) or probe.failed, timeout_s=120, interval_s=0.1,
-                         what="the pipeline to recover from the previous roll")
+                # ...and each starts once the pipeline is over the previous one (below), so the pause a
+                # roll shows is its own, not a chain of back-to-back rolls.
                 start = time.monotonic()
                 w.roll(how)
+                ready = time.monotonic()
+                # The roll's window lasts until the pipeline is over it: a restarted worker is ready once
+                # it joined, but the partitions it (or the rebalance) held back may still be catching up.
+                wait_for(lambda: probe.caught_up(1.0) or probe.failed, timeout_s=120, interval_s=0.1,
+                         what=f"the pipeline to recover from the {how} of {w.name}")
                 windows.append((how, w.name, start, time.monotonic()))
-                print(f"[{label}] {how} {w.name}: back and ready in {windows[-1][3] - start:.1f} s "
-                      f"({publisher.published:,} published)", flush=True)
+                print(f"[{label}] {how} {w.name}: ready again after {ready - start:.1f} s, pipeline recovered "
+                      f"after {windows[-1][3] - start:.1f} s ({publisher.published:,} published)", flush=True)
             rolls_done = time.monotonic() - t0
             publishing_during_rolls = publisher.is_alive()
             publisher.join(timeout=max(1.0, ROWS / RATE * 3 - (time.monotonic() - t0)))
@@ -372,8 +375,9 @@ def _report(label: str, probe: FreshnessProbe, reader: HttpReader, windows: list
         for kind in ("processor", "sink", "api"):
             name = f"  {how} of a {kind}:"
             print(f"  {name:<26}{percentiles([d for at, d in lat if within(at, how, kind)])}")
-    print(f"[{label}] each roll: seconds until the restarted worker was ready; markers published meanwhile, the "
-          "slowest one's publish-to-readable; GetRecord calls to that server meanwhile:")
+    print(f"[{label}] each roll: seconds from the signal until the pipeline recovered (no marker older than 1 s "
+          "unread); markers published meanwhile, the slowest one's publish-to-readable; GetRecord calls to that "
+          "server meanwhile:")
     for how, name, s, e in windows:
         during = [d for at, d in lat if s <= at <= e]
         calls = Counter(o for at, api, o in reader.calls if api == name and s <= at <= e)
