@@ -35,9 +35,10 @@ def committed_offsets(bootstrap: KafkaTarget, group_id: str, topics: Iterable[st
             if tp.error is None and tp.offset >= 0}
 
 
-def consumer_lag(bootstrap: KafkaTarget, group_id: str, topics: Iterable[str], *, timeout_s: float = 10.0,
-                 ) -> dict[str, int]:
-    """Records not yet committed by ``group_id``, per topic (a partition never committed counts whole)."""
+def partition_lag(bootstrap: KafkaTarget, group_id: str, topics: Iterable[str], *, timeout_s: float = 10.0,
+                  ) -> dict[TP, int]:
+    """Records not yet committed by ``group_id``, per (topic, partition) of ``topics`` (a partition
+    never committed counts whole, from its low watermark)."""
     topics = list(topics)
     committed = committed_offsets(bootstrap, group_id, topics, timeout_s=timeout_s)
     admin = admin_client(bootstrap, timeout_s=timeout_s)
@@ -48,14 +49,14 @@ def consumer_lag(bootstrap: KafkaTarget, group_id: str, topics: Iterable[str], *
     probe = Consumer(confluent_conf(bootstrap, {"group.id": f"{group_id}-lag-probe",
                                                  "enable.auto.commit": False, "log_level": 0}))
     try:
-        lag: dict[str, int] = {}
+        lag: dict[TP, int] = {}
         for topic in topics:
             if topic not in md.topics:
                 continue
             for p in md.topics[topic].partitions:
                 low, high = probe.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s, cached=False)
-                start = committed.get((topic, p), low)
-                lag[topic] = lag.get(topic, 0) + max(0, high - start)
+                lag[(topic, p)] = max(0, high - committed.get((topic, p), low))
         return lag
     finally:
         probe.close()
+

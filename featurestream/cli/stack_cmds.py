@@ -74,32 +74,64 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _print_pipeline_status(config: Config) -> None:
-    """Per feature group: records behind in the online and offline consumer groups."""
+    """Per feature group: records behind in the online and offline consumer groups; then, per
+    consumer group, which worker holds which partitions."""
     from schemas.errors import FeatureStoreError
-    from streams.lag import consumer_lag
+    from streams.lag import partition_lag
     from streams.registry import Registry
 
+    bootstrap = config.kafka()  # address and security settings
+    consumer_groups = (f"{config.topic_prefix}-online", f"{config.topic_prefix}-offline")
     try:
-        registry = Registry(config.kafka(), prefix=config.topic_prefix, timeout_s=5)
+        registry = Registry(bootstrap, prefix=config.topic_prefix, timeout_s=5)
         groups = registry.list()
         registry.close()
         if not groups:
             print("feature groups: none")
             return
         topics = {registry.topic_of(g.name): g for g in groups}
-        online = consumer_lag(config.kafka(), f"{config.topic_prefix}-online", topics, timeout_s=5)
-        offline = consumer_lag(config.kafka(), f"{config.topic_prefix}-offline", topics, timeout_s=5)
+        lags = {cg: partition_lag(bootstrap, cg, topics, timeout_s=5) for cg in consumer_groups}
     except FeatureStoreError as exc:
         print(f"feature groups: cannot read ({exc})")
         return
+    totals = {cg: _per_topic(lag) for cg, lag in lags.items()}
     print(f"{'GROUP':<32} {'ONLINE LAG':>11} {'OFFLINE LAG':>12}")
     for topic, g in sorted(topics.items()):
-        on = str(online.get(topic, 0)) if g.online_enabled else "-"
-        off = str(offline.get(topic, 0)) if g.offline_enabled else "-"
+        on = str(totals[consumer_groups[0]].get(topic, 0)) if g.online_enabled else "-"
+        off = str(totals[consumer_groups[1]].get(topic, 0)) if g.offline_enabled else "-"
         print(f"{g.name:<32} {on:>11} {off:>12}")
     print("(lag = records not yet committed by the processor / sink consumer groups)")
+    wanted = {consumer_groups[0]: {t for t, g in topics.items() if g.online_enabled},
+              consumer_groups[1]: {t for t, g in topics.items() if g.offline_enabled}}
+    _print_assignments(config, lags, {t: g.name for t, g in topics.items()}, wanted)
     if config.redis_url:
         print(f"online store: {_online_store_state(config)}")
+
+
+def _per_topic(lag: dict[tuple[str, int], int]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for (topic, _), n in lag.items():
+        out[topic] = out.get(topic, 0) + n
+    return out
+
+
+def _print_assignments(config: Config, lags: dict[str, dict[tuple[str, int], int]], names: dict[str, str],
+                       wanted: dict[str, set[str]]) -> None:
+    """Each member of the processor and sink consumer groups with the partitions it holds."""
+    from featurestream.cli.assignments import format_assignments
+    from schemas.errors import FeatureStoreError
+    from streams.group_members import describe_groups
+
+    try:
+        described = describe_groups(config.kafka(), list(lags), timeout_s=5)
+    except FeatureStoreError as exc:
+        print(f"consumer groups: cannot describe ({exc})")
+        return
+    for group_id, group in described.items():
+        lag = lags[group_id]
+        every = {tp for tp in lag if tp[0] in wanted[group_id]}
+        for line in format_assignments(group, lag, names, every):
+            print(line)
 
 
 def _online_store_state(config: Config) -> str:

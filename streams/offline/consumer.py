@@ -102,7 +102,8 @@ def subscription_pattern(prefix: str) -> str:
 
 
 def consumer_config(bootstrap: KafkaTarget, group_id: str, *, metadata_refresh_ms: int = 2000,
-                    session_timeout_ms: int = 6000, instance_id: str | None = None) -> dict[str, object]:
+                    session_timeout_ms: int = 6000, instance_id: str | None = None,
+                    client_id: str | None = None) -> dict[str, object]:
     config: dict[str, object] = confluent_conf(bootstrap, {
         "group.id": group_id,
         "enable.auto.commit": False,        # commits only after files are durable
@@ -119,6 +120,9 @@ def consumer_config(bootstrap: KafkaTarget, group_id: str, *, metadata_refresh_m
         "fetch.max.bytes": 52_428_800,
         "log_level": 3,
     })
+    if client_id:
+        # Names the worker in the group's member list (streams/client_id.py; `featurestream status`).
+        config["client.id"] = client_id
     if instance_id:
         # Static membership: a restarted sink with the same id gets its partitions back at once,
         # and a second process with the same id is fenced by the broker.

@@ -24,6 +24,7 @@ from sinks.offline.maintenance import DEFAULT_RETENTION_S, DEFAULT_TARGET_BYTES,
 from sinks.offline.partition_writer import STAGES, FlushResult
 from sinks.offline.rotation import RotationPolicy
 from sinks.offline.writer import OfflineWriter
+from streams.client_id import worker_client_id
 from streams.deadletter import DeadLetters
 from streams.group_view import GroupView
 from streams.health import WorkerHealth
@@ -90,7 +91,7 @@ def run_sink(bootstrap: KafkaTarget, prefix: str, offline_uri: str, catalog_uri:
     applier = OfflineApplier(groups, writer, deadletters, prefix, after_flush=kill.after_commit)
     group_id = settings.consumer_group or consumer_group_id(prefix)
     consumer = open_consumer(bootstrap, group_id, instance_id=settings.instance_id,
-                             session_timeout_ms=settings.session_timeout_ms)
+                             session_timeout_ms=settings.session_timeout_ms, client_id=worker_client_id("sink"))
     compactor: BackgroundCompactor | None = None
     health = WorkerHealth()
     sink = SinkConsumer(consumer, applier, subscription_pattern(prefix),

@@ -21,6 +21,7 @@ import signal
 import threading
 from collections.abc import Callable
 
+from streams.client_id import worker_client_id
 from streams.gc_tuning import settle_heap
 from streams.health import WorkerHealth
 from streams.kafka_client import KafkaTarget
@@ -65,7 +66,8 @@ def run_engine(bootstrap: KafkaTarget, prefix: str, applier: OnlineApplier, *, b
                session_timeout_ms: int = 10_000, until: Callable[[], bool] | None = None,
                install_signal_handlers: bool = True, health: WorkerHealth | None = None) -> None:
     """Consume every group topic of ``prefix`` into the online store until SIGTERM/SIGINT (or ``until()``)."""
-    consumer = open_consumer(bootstrap, online_group_id(prefix), session_timeout_ms=session_timeout_ms)
+    consumer = open_consumer(bootstrap, online_group_id(prefix), session_timeout_ms=session_timeout_ms,
+                             client_id=worker_client_id("processor"))
     loop = SinkConsumer(consumer, OnlineSink(applier), subscription_pattern(prefix), batch_size=batch_size,
                         add_chunk=batch_size, poll_timeout_s=0.5, idle_commit_s=1.0, greedy=True, health=health)
     if install_signal_handlers and threading.current_thread() is threading.main_thread():

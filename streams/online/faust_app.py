@@ -31,6 +31,7 @@ from typing import Any
 import faust
 
 from schemas.names import registry_topic
+from streams.client_id import worker_client_id
 from streams.gc_tuning import settle_heap
 from streams.health import WorkerHealth
 from streams.kafka_client import KafkaTarget, connection
@@ -77,6 +78,9 @@ def build_online_app(*, bootstrap: KafkaTarget, prefix: str, apply_batch: ApplyB
         broker_session_timeout=session_timeout_s,
         broker_heartbeat_interval=max(0.5, session_timeout_s / 10),
         broker_rebalance_timeout=max(20.0, session_timeout_s * 2),
+        # Names this worker in the group's member list (streams/client_id.py; `featurestream status`),
+        # instead of faust's "faust-<version>" shared by every processor.
+        broker_client_id=worker_client_id("processor"),
     )
     # Before anything touches app.topics: the conductor binds to the transport's consumer.
     faust_adapter.install(app)

@@ -6,6 +6,8 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from featurestream.config import Config
@@ -61,3 +63,12 @@ def child_pids(pid: int) -> list[int]:
     except OSError:
         pass
     return out
+
+
+def worker_ready(port: int) -> bool:
+    """Whether the processor or sink serving metrics on ``port`` answers /ready with 200."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False

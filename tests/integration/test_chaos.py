@@ -30,8 +30,8 @@ from featurestream.stack.exports import parse_exports
 from featurestream.stack.ports import free_port
 from schemas.group import FeatureGroup
 from schemas.types import FeatureDefinition, ScalarType
-from tests.integration.procs import Proc
-from tests.support.online_oracle import expected_online_state, topic_records
+from tests.integration.procs import Proc, worker_ready
+from tests.support.online_oracle import expected_online_state, online_state, topic_records
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
@@ -132,7 +132,7 @@ def test_kafka_redis_and_s3_killed_mid_stream_lose_and_duplicate_nothing(chaos_s
         # The faults must hit a running pipeline: a worker still starting when Kafka goes away fails
         # its first contact within seconds, by design (a wrong address must be reported fast).
         for port, w in zip(ports, workers, strict=True):
-            wait_for(lambda port=port: _ready(port), timeout_s=120, interval_s=0.5,
+            wait_for(lambda port=port: worker_ready(port), timeout_s=120, interval_s=0.5,
                      what=f"worker on metrics port {port} to be ready\n{w.tail()}")
         rejects = tmp_path / "rejects.jsonl"
         env = {**os.environ, **cfg.to_env()}
@@ -165,17 +165,7 @@ def test_kafka_redis_and_s3_killed_mid_stream_lose_and_duplicate_nothing(chaos_s
             assert len(expected) == len({r["id"] for r in rows})
 
             ids = sorted(expected)
-
-            def online_matches() -> bool:
-                found: dict[str, dict | None] = dict.fromkeys(ids)
-                for i in range(0, len(ids), 100):  # BatchGetRecord's limit per group
-                    got = store.online.batch_get([(g, ids[i:i + 100], None)])
-                    if got.errors:
-                        return False  # Redis still coming back
-                    found.update({r.record_id: r.record for r in got.records})
-                return found == expected
-
-            wait_for(online_matches, timeout_s=600, interval_s=2,
+            wait_for(lambda: online_state(store, g, ids) == expected, timeout_s=600, interval_s=2,
                      what=f"the online store to equal the topic's latest per id\n{workers[0].tail()}")
             print(f"chaos: online store equal to the topic {time.monotonic() - t0:.0f} s after the start", flush=True)
             # 3. Offline: every topic record exactly once, with exact values.
@@ -203,17 +193,6 @@ def test_kafka_redis_and_s3_killed_mid_stream_lose_and_duplicate_nothing(chaos_s
             for w in workers:
                 w.stop()
         print(f"\nchaos faults (service, seconds down incl. restart, seconds in `up`): {faults}")
-
-
-def _ready(port: int) -> bool:
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as resp:
-            return resp.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 def _topic_size(cfg: Config, topic: str) -> int:

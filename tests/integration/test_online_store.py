@@ -26,6 +26,7 @@ from schemas.ordering import version_key, wins
 from schemas.ttl import Ttl
 from schemas.types import FeatureDefinition as F
 from sinks.online import CorruptRecordError, OnlineStore, WriteStatus, connect
+from tests.support.redis_cluster import redis_cluster
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
@@ -475,57 +476,8 @@ def _percentiles(samples: list[float]) -> tuple[float, float]:
 @pytest.fixture(scope="module")
 def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A throw-away 3-node Redis Cluster on loopback (real redis-server processes)."""
-    import shutil
-    import subprocess
-
-    from featurestream.stack.ports import free_port
-
-    server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
-    if not server or not cli:
-        pytest.skip("redis-server/redis-cli not on PATH: cannot start a Redis Cluster")
-    ports: list[int] = []
-    while len(ports) < 3:
-        port = free_port()
-        # Each node also listens on port + 10000 (the cluster bus): that one must be free too.
-        if port <= 55_000 and port not in ports and _port_free(port + 10_000):
-            ports.append(port)
-    procs = []
-    try:
-        for port in ports:
-            d = tmp_path_factory.mktemp(f"cluster{port}")
-            procs.append(subprocess.Popen(
-                [server, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-                 "--cluster-config-file", str(d / "nodes.conf"), "--save", "", "--appendonly", "no",
-                 "--dir", str(d)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        for port in ports:
-            wait_for(lambda p=port: _pings(p), timeout_s=10.0, what=f"redis-server on port {port} to answer")
-        subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
-                        "--cluster-replicas", "0", "--cluster-yes"], check=True, timeout=60,
-                       capture_output=True)
-        wait_for(lambda: all(redis.Redis(host="127.0.0.1", port=p).cluster("info").get("cluster_state") == "ok"
-                             for p in ports), timeout_s=20.0, what="the cluster to cover all slots")
-        yield f"redis+cluster://127.0.0.1:{ports[0]}"
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=10)
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _pings(port: int) -> bool:
-    try:
-        return bool(redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5).ping())
-    except redis.ConnectionError:
-        return False
+    with redis_cluster(tmp_path_factory.mktemp("redis-cluster")) as url:
+        yield url
 
 
 def test_redis_cluster_writes_reads_reload_and_wipe(redis_cluster_url, topic_prefix, make_group):

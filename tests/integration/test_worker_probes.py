@@ -97,3 +97,65 @@ def test_workers_of_a_fresh_install_with_no_feature_group_are_ready(stack, tmp_p
     finally:
         for p in started:
             p.stop()
+
+
+def _holdings(status_out: str, consumer_group: str, group_name: str) -> dict[str, set[int]]:
+    """From `featurestream status`'s text: each member of ``consumer_group`` (its label up to the
+    member id) → the partitions of feature group ``group_name`` it holds."""
+    held: dict[str, set[int]] = {}
+    member = None
+    inside = False
+    for line in status_out.splitlines():
+        if line.startswith("consumer group "):
+            inside = line.startswith(f"consumer group {consumer_group} (")
+            member = None
+        elif inside and line.startswith("  ") and not line.startswith("    ") and ": member " in line:
+            member = line.strip().split(": member ")[0]
+            held[member] = set()
+        elif inside and member and line.startswith(f"    {group_name}: partitions "):
+            parts = line.split(": partitions ", 1)[1].split(", ")
+            held[member] |= {int(p.split(" ")[0]) for p in parts}
+    return held
+
+
+@pytest.mark.parametrize("engine", ["confluent", "faust"])
+def test_status_shows_which_worker_holds_which_partitions(stack, tmp_path, unique_name, engine):
+    from dataclasses import replace
+
+    from featurestream.sdk import FeatureStore
+
+    prefix = unique_name("assign")
+    cfg = replace(stack, topic_prefix=prefix)
+    with FeatureStore(cfg) as store:
+        g = store.create_feature_group(customers_group(unique_name("held"), partitions=4))
+    started = [Proc(cfg, ["process", "--engine", engine, "--metrics-port", str(free_port())], tmp_path / f"p{i}.log")
+               for i in range(2)]
+    started.append(Proc(cfg, ["sink", "--metrics-port", str(free_port())], tmp_path / "s.log"))
+    try:
+        def status_out() -> str:
+            out = subprocess.run([sys.executable, "-m", "featurestream.cli", "status"], env=stack_env(cfg),
+                                 capture_output=True, text=True, timeout=60)
+            return out.stdout
+
+        def settled() -> tuple[str, dict, dict] | None:
+            assert all(p.alive() for p in started), "\n".join(p.tail() for p in started)
+            out = status_out()
+            online, offline = _holdings(out, f"{prefix}-online", g.name), _holdings(out, f"{prefix}-offline", g.name)
+            if len(online) == 2 and all(online.values()) and sum(map(len, online.values())) == 4 and offline:
+                return out, online, offline
+            return None
+
+        out, online, offline = wait_for(settled, timeout_s=120, interval_s=1,
+                                        what=f"status to show two processors sharing the 4 partitions ({engine})")
+        first, second = online.values()
+        assert first.isdisjoint(second) and first | second == {0, 1, 2, 3}, out
+        shown = {int(label.split(" pid ")[1].split(" ")[0]) for label in online}
+        assert shown == {started[0].popen.pid, started[1].popen.pid}, out
+        assert all(label.startswith("processor pid ") for label in online), out
+        assert list(offline.values()) == [{0, 1, 2, 3}], out
+        (sink_label,) = offline
+        assert sink_label.startswith(f"sink pid {started[2].popen.pid} on "), out
+        assert "(lag " in out and "unassigned" not in out, out
+    finally:
+        for p in started:
+            p.stop()

@@ -34,3 +34,16 @@ def expected_online_state(stack, topic: str) -> dict[str, dict | None]:
         else:
             out[rid] = None
     return out
+
+
+def online_state(store, group, ids: list[str]) -> dict[str, dict | None] | None:
+    """What the online store serves for each of ``ids`` (None for an id it has no record of), read
+    with BatchGetRecord 100 ids at a time; None as a whole while any read reports an error (a Redis
+    still coming back). Compare it with :func:`expected_online_state`."""
+    found: dict[str, dict | None] = dict.fromkeys(ids)
+    for i in range(0, len(ids), 100):  # BatchGetRecord's limit per group
+        got = store.online.batch_get([(group, ids[i:i + 100], None)])
+        if got.errors:
+            return None
+        found.update({r.record_id: r.record for r in got.records})
+    return found
