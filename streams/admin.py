@@ -85,7 +85,8 @@ def _since(bootstrap: KafkaTarget) -> str:
             else "it has not answered since this process started")
 
 
-def topic_exists(admin: AdminClient, topic: str, *, timeout_s: float = 10.0, bootstrap: KafkaTarget | None = None) -> bool:
+def topic_exists(admin: AdminClient, topic: str, *, timeout_s: float = 10.0,
+                 bootstrap: KafkaTarget | None = None) -> bool:
     """Whether ``topic`` exists; waits up to ``timeout_s`` for the broker (``bootstrap`` names it in
     errors and in the process's memory of brokers that answered, streams.contact)."""
     deadline = time.monotonic() + timeout_s
