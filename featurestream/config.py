@@ -29,7 +29,8 @@ CATALOG_FILE = "iceberg-catalog.db"
 # (FEATURESTREAM_KAFKA_SECURITY_PROTOCOL for the protocol). Named settings rather than a
 # librdkafka properties file: they are checked before any client starts, errors name the variable,
 # and they map onto both client libraries (librdkafka for confluent-kafka, aiokafka for faust).
-KAFKA_SECURITY_ENV = {f.name: "FEATURESTREAM_KAFKA_" + ("SECURITY_PROTOCOL" if f.name == "protocol" else f.name.upper())
+KAFKA_SECURITY_ENV = {f.name: "FEATURESTREAM_KAFKA_" + ("SECURITY_PROTOCOL" if f.name == "protocol"
+                                                         else f.name.upper())
                       for f in fields(KafkaSecurity)}
 
 DEFAULT_STATE_DIR = Path.home() / ".featurestream"

@@ -24,17 +24,19 @@ class KafkaAuthenticationError(ServiceUnavailableError):
 
 class BrokerErrors:
     """librdkafka's ``error_cb``: keeps the last connection-level error. It says why a broker does not
-    answer (credentials refused, a TLS handshake that failed, plaintext spoken to a TLS listener)
-    better than the timeout that follows it."""
+    answer (credentials refused, a TLS handshake that failed) better than the timeout that follows
+    it. (Plaintext spoken to a TLS listener gets no reason from librdkafka: just "brokers are down".)"""
 
     def __init__(self) -> None:
-        self.last: KafkaError | None = None
+        self.last: str | None = None
         self.authentication: KafkaError | None = None
 
     def __call__(self, err: KafkaError) -> None:
         if err.code() == KafkaError._AUTHENTICATION:
             self.authentication = err
-        self.last = err
+        # "1/1 brokers are down" follows every failed connection and would hide the reason for it
+        if err.code() != KafkaError._ALL_BROKERS_DOWN or self.last is None:
+            self.last = err.str()
 
 
 def admin_client(bootstrap: KafkaTarget, *, timeout_s: float = 10.0,
@@ -72,7 +74,7 @@ def wait_for_broker(bootstrap: KafkaTarget, *, timeout_s: float = 10.0) -> None:
                 f"Kafka at {bootstrap} refused this client's credentials ({security}): authentication failed: "
                 f"{errors.authentication.str()}. Check the SASL mechanism, username and password.")
     if errors.last is not None:
-        last = errors.last.str()
+        last = errors.last
     raise ServiceUnavailableError(
         f"Kafka at {bootstrap} ({security}) did not answer a metadata request within {timeout_s:g} s "
         f"({last}); {_since(bootstrap)}. Is the broker running, and does it speak this security protocol? "
@@ -85,7 +87,8 @@ def _since(bootstrap: KafkaTarget) -> str:
             else "it has not answered since this process started")
 
 
-def topic_exists(admin: AdminClient, topic: str, *, timeout_s: float = 10.0, bootstrap: KafkaTarget | None = None) -> bool:
+def topic_exists(admin: AdminClient, topic: str, *, timeout_s: float = 10.0,
+                 bootstrap: KafkaTarget | None = None) -> bool:
     """Whether ``topic`` exists; waits up to ``timeout_s`` for the broker (``bootstrap`` names it in
     errors and in the process's memory of brokers that answered, streams.contact)."""
     deadline = time.monotonic() + timeout_s

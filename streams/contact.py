@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 
-from streams.kafka_client import KafkaTarget
+from streams.kafka_client import KafkaConnection, KafkaTarget, connection
 
 # Kafka's Java producer default for delivery.timeout.ms; featurestream.config's default too.
 DEFAULT_DELIVERY_TIMEOUT_S = 120.0
@@ -22,19 +22,20 @@ DEFAULT_DELIVERY_TIMEOUT_S = 120.0
 # for someone who typed a wrong address.
 FIRST_CONTACT_TIMEOUT_S = 5.0
 
-_answered: set[str] = set()
+_answered: set[KafkaConnection] = set()
 _lock = threading.Lock()
 
 
 def mark_answered(bootstrap: KafkaTarget) -> None:
     """Remember that the broker(s) at ``bootstrap`` answered this process."""
     with _lock:
-        _answered.add(str(bootstrap))  # a connection and its bootstrap string are one broker set
+        # by address and security settings: the same brokers with another login or protocol have not answered
+        _answered.add(connection(bootstrap))
 
 
 def has_answered(bootstrap: KafkaTarget) -> bool:
     with _lock:
-        return str(bootstrap) in _answered
+        return connection(bootstrap) in _answered
 
 
 def wait_budget(bootstrap: KafkaTarget, delivery_timeout_s: float) -> float:

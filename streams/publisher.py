@@ -71,7 +71,8 @@ class Publisher:
     ``timeout_s`` is the delivery timeout (featurestream.config passes it down).
     """
 
-    def __init__(self, bootstrap: KafkaTarget, *, timeout_s: float = DEFAULT_DELIVERY_TIMEOUT_S, linger_ms: int = 5) -> None:
+    def __init__(self, bootstrap: KafkaTarget, *, timeout_s: float = DEFAULT_DELIVERY_TIMEOUT_S,
+                 linger_ms: int = 5) -> None:
         self.bootstrap = bootstrap
         self.timeout_s = timeout_s
         # Two producers: bulk ingest (publish_many) batches with linger.ms, while single records

@@ -39,7 +39,8 @@ def record_digest(key: bytes, value: bytes) -> bytes:
     return hashlib.blake2b(len(key).to_bytes(4, "big") + key + value, digest_size=16).digest()
 
 
-def published_by(bootstrap: KafkaTarget, topic: str, api_invocation_time_ns: int, *, timeout_s: float) -> Counter[bytes]:
+def published_by(bootstrap: KafkaTarget, topic: str, api_invocation_time_ns: int, *,
+                 timeout_s: float) -> Counter[bytes]:
     """Digests (``record_digest``) of the records on ``topic`` written by the ingest call with this
     invocation time, up to the topic's current end, counted."""
     header = str(api_invocation_time_ns).encode()

@@ -49,8 +49,10 @@ class ApplyProcessError(RuntimeError):
 class ApplierProcess:
     """An async callable that applies a batch in the child process, one batch at a time."""
 
-    def __init__(self, bootstrap: KafkaTarget, redis_url: str, prefix: str, *, offline_uri: str | None = None) -> None:
-        # The keyword arguments of make_online_applier, sent to each new child first.
+    def __init__(self, bootstrap: KafkaTarget, redis_url: str, prefix: str, *,
+                 offline_uri: str | None = None) -> None:
+        # The keyword arguments of make_online_applier, sent to each new child first (``bootstrap``, a
+        # KafkaConnection, carries the Kafka TLS/SASL settings: the child reads no environment).
         self._settings = {"bootstrap": bootstrap, "redis_url": redis_url, "prefix": prefix,
                           "offline_uri": offline_uri}
         self._proc: subprocess.Popen[bytes] | None = None

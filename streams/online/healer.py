@@ -40,8 +40,8 @@ ApplyBatch = Callable[[list[RawMessage]], Any]
 class OnlineHealer:
     """Watches the epoch marker from a daemon thread and rebuilds the online store when it is lost."""
 
-    def __init__(self, marker: EpochMarker, groups: GroupView, bootstrap: KafkaTarget, topic_of: Callable[[str], str],
-                 apply_batch: ApplyBatch, *, check_every_s: float = 2.0, lease_s: float = 15.0,
+    def __init__(self, marker: EpochMarker, groups: GroupView, bootstrap: KafkaTarget,
+                 topic_of: Callable[[str], str], apply_batch: ApplyBatch, *, check_every_s: float = 2.0, lease_s: float = 15.0,
                  live_path_replays_all: Callable[[], bool] | None = None) -> None:
         self.marker = marker
         self.groups = groups

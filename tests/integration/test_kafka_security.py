@@ -186,13 +186,15 @@ def test_wrong_password_is_an_authentication_error_at_once(stack, broker, mechan
 
 def test_plaintext_client_on_the_sasl_ssl_listener_is_refused_in_bounded_time(stack, broker):
     error, took = _refused(KafkaConnection(broker.sasl_ssl), stack)
-    assert "PLAINTEXT" in str(error) and "security protocol" in str(error), error
+    # librdkafka gives no reason here (the broker drops the connection), so the message names the
+    # protocol this client used and asks the question
+    assert "(PLAINTEXT)" in str(error) and "does it speak this security protocol" in str(error), error
     assert took < 15, f"took {took:.1f} s"
 
 
 def test_a_ca_that_did_not_sign_the_broker_fails_the_tls_handshake(stack, broker):
     error, took = _refused(broker.connection("PLAIN", ssl_ca_location=str(broker.tls.other_ca)), stack)
-    assert "certificate verify failed" in str(error).lower() or "ssl" in str(error).lower(), error
+    assert "certificate verify failed" in str(error), error
     assert took < 15, f"took {took:.1f} s"
 
 

@@ -179,3 +179,16 @@ def test_broker_properties_with_a_sasl_ssl_listener(tmp_path):
     assert 'user_alice="pw"' in props["listener.name.sasl_ssl.plain.sasl.jaas.config"]
     assert props["ssl.keystore.type"] == props["ssl.truststore.type"] == "PEM"
     assert "sasl.enabled.mechanisms" not in render_server_properties(9092, 9094, tmp_path / "log")
+
+
+def test_brokers_that_answered_are_remembered_with_their_security_settings(ca):
+    from streams.contact import has_answered, mark_answered
+
+    secure = KafkaConnection("answered.example:9093", scram(ca))
+    mark_answered(secure)
+    assert has_answered(KafkaConnection("answered.example:9093", scram(ca)))
+    # the same address spoken to in plaintext (or with another login) has not answered: first-contact wait
+    assert not has_answered("answered.example:9093")
+    assert not has_answered(KafkaConnection("answered.example:9093", scram(ca, sasl_password="other")))
+    mark_answered("plain.example:9092")
+    assert has_answered(KafkaConnection("plain.example:9092"))
