@@ -59,7 +59,8 @@ class Config:
     # delivered. A broker that never answered this process is reported after a few seconds.
     delivery_timeout_s: float = DEFAULT_DELIVERY_TIMEOUT_S
     # The Iceberg catalog of the offline tables: an SQLAlchemy URL (sqlite:////path/file.db,
-    # postgresql+psycopg2://user:pw@host/db). None: the embedded SQLite file in the state dir.
+    # postgresql+psycopg2://user:pw@host/db), or rest+https://..., glue://?..., hive+thrift://...
+    # (sinks/offline/catalog.py). None: the embedded SQLite file in the state dir.
     catalog_uri: str | None = None
     # TLS and SASL for every Kafka client (confluent-kafka and the faust engine's aiokafka).
     kafka_security: KafkaSecurity = PLAINTEXT

@@ -47,9 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"featurestream {__version__}")
     parser.add_argument("--catalog-uri", default=None,
-                        help="Iceberg catalog of the offline tables, an SQLAlchemy URL (sqlite:////path/catalog.db, "
-                             "postgresql+psycopg2://user:pw@host/db); default FEATURESTREAM_CATALOG_URI, else the "
-                             "SQLite file in the state dir")
+                        help="Iceberg catalog of the offline tables: an SQLAlchemy URL (sqlite:////path/catalog.db, "
+                             "postgresql+psycopg2://user:pw@host/db) for pyiceberg's SQL catalog, or "
+                             "rest+https://host/path?warehouse=..., glue://?glue.region=..., hive+thrift://host:9083 "
+                             "(query parameters are the catalog's properties); default FEATURESTREAM_CATALOG_URI, "
+                             "else the SQLite file in the state dir")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)

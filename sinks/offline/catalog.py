@@ -1,8 +1,8 @@
 """The Iceberg catalog that registers every group's offline table.
 
 pyiceberg's SQL catalog: a SQLite file (the embedded default, in the state dir) or a Postgres
-database (several hosts). A commit is a compare-and-swap of the table's metadata location in
-that database, which is what makes a table's snapshot, and the Kafka offsets recorded in it,
+database (several hosts); or, by URI scheme, a REST, Glue or Hive catalog (``open_catalog``).
+A commit is a compare-and-swap of the table's metadata location in that database, which is what makes a table's snapshot, and the Kafka offsets recorded in it,
 the one truth every writer checks against.
 
 Tables are named ``<namespace>.<group>`` (the namespace is the topic prefix) and live at the
@@ -59,34 +59,85 @@ def io_properties(storage_options: Mapping[str, Any] | None) -> dict[str, str]:
     return props
 
 
-def open_catalog(uri: str, storage_options: Mapping[str, Any] | None = None) -> Catalog:
-    """The SQL catalog at ``uri`` (``sqlite:////path/catalog.db`` or ``postgresql+psycopg2://...``)."""
+# Catalogs other than the SQL one, by URI scheme: "<type>+<scheme>://..." hands "<scheme>://..." to
+# pyiceberg's catalog of that type; the query string carries its other properties. A commit must
+# still be a compare-and-swap (REST: the server checks the snapshot the commit was based on; Glue:
+# the table version; Hive: the metastore lock), which is all table_commit.py relies on.
+_OTHER_CATALOGS = {"rest": "rest", "glue": "glue", "hive": "hive"}
+
+
+def catalog_properties(uri: str) -> dict[str, str]:
+    """pyiceberg catalog properties for ``uri`` (pure; see :func:`open_catalog` for the forms)."""
     if not isinstance(uri, str) or "://" not in uri:
         raise OfflineLayoutError(f"Iceberg catalog URI must be an SQLAlchemy URL like sqlite:////var/lib/"
-                                 f"featurestream/catalog.db or postgresql+psycopg2://user:pw@host/db; got {uri!r}")
-    from pyiceberg.catalog.sql import SqlCatalog
+                                 f"featurestream/catalog.db or postgresql+psycopg2://user:pw@host/db, or "
+                                 f"rest+https://host/path, glue://, hive+thrift://host:9083; got {uri!r}")
+    scheme, _, rest = uri.partition("://")
+    kind, plus, inner = scheme.partition("+")
+    if kind not in _OTHER_CATALOGS:
+        return {"type": "sql", "uri": uri}
+    from urllib.parse import parse_qsl
 
-    if uri.startswith("sqlite:///"):
+    location, _, query = rest.partition("?")
+    props = {"type": _OTHER_CATALOGS[kind]}
+    for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=False):
+        props[key] = value
+    if kind == "glue":
+        if plus or location.strip("/"):
+            raise OfflineLayoutError(f"a Glue catalog URI is glue:// with properties in the query string "
+                                     f"(glue://?glue.region=eu-west-1); got {redact(uri)}")
+        return props
+    if not plus or not location:
+        raise OfflineLayoutError(f"a {kind} catalog URI names its server: {kind}+https://host/path or "
+                                 f"{kind}+http://host:port{'' if kind == 'rest' else ' (hive+thrift://host:9083)'}; "
+                                 f"got {redact(uri)}")
+    props["uri"] = f"{inner}://{location}"
+    return props
+
+
+def open_catalog(uri: str, storage_options: Mapping[str, Any] | None = None) -> Catalog:
+    """The Iceberg catalog at ``uri``.
+
+    - ``sqlite:////path/catalog.db`` or ``postgresql+psycopg2://user:pw@host/db``: pyiceberg's SQL catalog
+      (the embedded default, and the shared one for several hosts);
+    - ``rest+https://host/path?warehouse=...&credential=...``: a REST catalog (Polaris, Nessie, Gravitino, ...);
+    - ``glue://?glue.region=eu-west-1``: AWS Glue;
+    - ``hive+thrift://host:9083``: a Hive metastore.
+
+    Query-string parameters become the catalog's properties (pyiceberg's names); S3 settings come from
+    featurestream's own (``io_properties``) unless the query string names them.
+    """
+    props = catalog_properties(uri)
+    if props["type"] == "sql" and uri.startswith("sqlite:///"):
         import os
 
         path = uri.removeprefix("sqlite:///")
         if path and os.path.dirname(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
     try:
-        return SqlCatalog(CATALOG_NAME, uri=uri, **io_properties(storage_options))
-    except Exception as exc:  # noqa: BLE001 - SQLAlchemy and drivers raise many types; name the URI
+        if props["type"] == "sql":
+            from pyiceberg.catalog.sql import SqlCatalog
+
+            return SqlCatalog(CATALOG_NAME, uri=uri, **io_properties(storage_options))
+        from pyiceberg.catalog import load_catalog
+
+        return load_catalog(CATALOG_NAME, **{**io_properties(storage_options), **props})
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy, drivers and HTTP clients raise many types; name the URI
         raise OfflineStorageError(f"cannot open the Iceberg catalog at {redact(uri)}: "
                                   f"{type(exc).__name__}: {exc}") from exc
 
 
 def redact(uri: str) -> str:
-    """The URI without its password (for error messages and logs)."""
-    scheme, sep, rest = uri.partition("://")
+    """The URI without its password or query string (a REST catalog's credential rides there),
+    for error messages and logs."""
+    base, q, _query = uri.partition("?")
+    hidden = "?..." if q else ""
+    scheme, sep, rest = base.partition("://")
     if not sep or "@" not in rest:
-        return uri
+        return base + hidden
     creds, at, host = rest.rpartition("@")
     user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
+    return f"{scheme}://{user}:***@{host}{hidden}"
 
 
 class OfflineTables:

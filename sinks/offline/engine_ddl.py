@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from schemas.group import FeatureGroup
-from sinks.offline.catalog import CATALOG_NAME, io_properties
+from sinks.offline.catalog import CATALOG_NAME, catalog_properties, io_properties
 
 # Keep equal to deploy/spark/pom.xml, whose jars `make setup` fetches for the interop test
 # (tests/unit/test_spark_jars.py checks they agree): what is printed here is what was tested.
@@ -65,20 +65,30 @@ def spark_catalog_conf(catalog_uri: str, warehouse: str, storage_options: Mappin
     the cache every query sees the latest commit, as featurestream's own queries do. Secrets (the S3
     keys, the database password) are placeholders unless ``with_secrets``.
     """
-    url, user, secret = jdbc_url(catalog_uri)
     c = f"spark.sql.catalog.{CATALOG_NAME}"
-    conf = {
-        c: "org.apache.iceberg.spark.SparkCatalog",
-        f"{c}.catalog-impl": "org.apache.iceberg.jdbc.JdbcCatalog",
-        f"{c}.uri": url,
-        f"{c}.jdbc.schema-version": "V1",
-        f"{c}.warehouse": warehouse,
-        f"{c}.cache-enabled": "false",
-    }
-    if user:
-        conf[f"{c}.jdbc.user"] = user
-    if secret:
-        conf[f"{c}.jdbc.password"] = (urlsplit(catalog_uri).password or "") if with_secrets else PASSWORD_PLACEHOLDER
+    props = catalog_properties(catalog_uri)
+    if props["type"] != "sql":
+        # REST, Glue or Hive: Spark's Iceberg catalog of the same type, with the same properties
+        # (secrets among them, e.g. a REST credential, as placeholders unless with_secrets).
+        conf = {c: "org.apache.iceberg.spark.SparkCatalog", f"{c}.warehouse": warehouse, f"{c}.cache-enabled": "false"}
+        for key, value in props.items():
+            hidden = any(word in key for word in ("credential", "token", "secret", "password"))
+            conf[f"{c}.{key}"] = value if with_secrets or not hidden else PASSWORD_PLACEHOLDER
+    else:
+        url, user, secret = jdbc_url(catalog_uri)
+        conf = {
+            c: "org.apache.iceberg.spark.SparkCatalog",
+            f"{c}.catalog-impl": "org.apache.iceberg.jdbc.JdbcCatalog",
+            f"{c}.uri": url,
+            f"{c}.jdbc.schema-version": "V1",
+            f"{c}.warehouse": warehouse,
+            f"{c}.cache-enabled": "false",
+        }
+        if user:
+            conf[f"{c}.jdbc.user"] = user
+        if secret:
+            conf[f"{c}.jdbc.password"] = ((urlsplit(catalog_uri).password or "") if with_secrets
+                                          else PASSWORD_PLACEHOLDER)
     s3 = io_properties(storage_options) if storage_options else {}
     if s3.get("s3.endpoint"):
         conf |= {f"{c}.io-impl": "org.apache.iceberg.aws.s3.S3FileIO", f"{c}.s3.endpoint": s3["s3.endpoint"],
