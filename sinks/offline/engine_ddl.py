@@ -152,7 +152,7 @@ def _athena(group: FeatureGroup, namespace: str, metadata_location: str | None) 
         f"--   aws glue create-database --database-input '{{\"Name\": \"{namespace}\"}}'",
         f"--   aws glue create-table --database-name {namespace} --table-input '{glue}'",
         "-- (Glue keeps that metadata file: later commits are not seen until it is updated to the new one;",
-        "--  sinks writing through Glue as their catalog is not supported yet.)",
+        "--  or run the sinks with Glue as their catalog, FEATURESTREAM_CATALOG_URI=glue://?glue.region=..., untested here.)",
         f'SELECT * FROM "{namespace}"."{group.name}";',
     ])
 
