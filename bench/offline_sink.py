@@ -48,7 +48,6 @@ import argparse
 import os
 import random
 import secrets
-import signal
 import socket
 import subprocess
 import threading
@@ -81,6 +80,7 @@ from sinks.offline.writer import OfflineWriter
 from streams.group_view import GroupView
 from streams.offline.applier import OfflineApplier
 from streams.offline.consumer import SinkConsumer, open_consumer
+from tests.integration.procs import terminate
 
 OUT = _HERE / "out"
 DAY_NS = 86_400 * 10**9
@@ -362,13 +362,7 @@ class SinkProcess:
         raise SystemExit(f"the sink was not ready within {timeout_s:.0f} s; see {self.log_path}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        terminate(self.proc, grace_s=60)
         self._log.close()
 
 

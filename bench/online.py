@@ -66,7 +66,7 @@ from schemas.eventtime import format_iso
 from schemas.names import online_key
 from schemas.validate import compile_validator
 from schemas.wire import encode
-from tests.integration.procs import child_pids
+from tests.integration.procs import child_pids, terminate
 
 GROUP = "customers"
 # 19 digits like time.time_ns() until 2286: replaced in place by the send time (see freshness).
@@ -131,13 +131,7 @@ class Processor:
         return sum(rss_mb(pid) for pid in self.pids())
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        terminate(self.proc, grace_s=20)
         self._log.close()
 
 

@@ -35,12 +35,7 @@ class Proc:
         self.popen.wait(timeout=30)
 
     def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        terminate(self.popen, grace_s=30)
         self._out.close()
 
     def alive(self) -> bool:
@@ -52,6 +47,17 @@ class Proc:
 
     def tail(self, n: int = 40) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+
+
+def terminate(popen: subprocess.Popen, *, grace_s: float) -> None:
+    """SIGTERM (the worker drains and commits), then SIGKILL if it is not gone within ``grace_s``."""
+    if popen.poll() is None:
+        popen.send_signal(signal.SIGTERM)
+        try:
+            popen.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            popen.kill()
+            popen.wait(timeout=30)
 
 
 def child_pids(pid: int) -> list[int]:
