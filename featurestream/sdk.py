@@ -144,7 +144,7 @@ class FeatureStore:
             msg = self._validator(group).validate(record, target_stores=target_stores,
                                                   ttl_seconds=_ttl_seconds(ttl),
                                                   api_invocation_time_ns=time.time_ns())
-        return self.registry.topic_of(group.name), encode(msg), msg
+        return self.registry.topic_of(group.name), encode(msg, group.name), msg
 
     def put_record(self, group: str, record: Mapping[str, Any], target_stores: Sequence[str] | None = None,
                    ttl: Any = None, *, wait_online: bool = False, wait_timeout_s: float = 10.0) -> tuple[int, int]:
@@ -174,7 +174,7 @@ class FeatureStore:
                                         f"not {mode!r}", group=group)
         msg = validate_delete(g, record_id, event_time, mode=_DELETE_MODES[mode], target_stores=target_stores,
                               api_invocation_time_ns=time.time_ns())
-        key, value, headers = encode(msg)
+        key, value, headers = encode(msg, g.name)
         return self.publisher.publish_sync(self.registry.topic_of(g.name), key, value, headers)
 
     def ingest(self, group: str, data: object, *, max_workers: int | None = None, progress: bool = True,

@@ -15,15 +15,20 @@ from typing import Any
 from schemas.errors import RecordValidationError
 
 NS = 1_000_000_000
-# Accepted range: 1970-01-01T00:00:00Z (inclusive) .. 10000-01-01T00:00:00Z (exclusive).
+# Accepted range: 1970-01-01T00:00:00Z (inclusive) .. 2262-04-11T23:47:16.854775807Z (inclusive).
+# The upper end is the last instant a signed 64-bit count of nanoseconds holds: the online store
+# orders versions by that integer, the wire format carries it, and Arrow's timestamp[ns] ends
+# there too. The door checks this same range, so no accepted record is refused by a worker.
 MIN_NS = 0
-MAX_SECONDS = 253_402_300_800  # 10000-01-01T00:00:00Z
-MAX_NS = MAX_SECONDS * NS
+MAX_NS = 2**63  # exclusive
+MAX_TEXT = "2262-04-11T23:47:16.854775807Z"
+# Longest plain decimal text of whole seconds worth parsing (int() of 10,000 digits would raise).
+_MAX_WHOLE_DIGITS = 12
 
 ACCEPTED_FORMATS = (
     "an ISO-8601 UTC timestamp like '2021-10-02T12:00:00Z' or '2021-10-02T12:00:00.123456789Z' "
     "(an explicit offset like '+02:00' is converted to UTC), or epoch seconds as a number "
-    "like 1633176000 or 1633176000.123, between 1970-01-01 and 9999-12-31"
+    "like 1633176000 or 1633176000.123, from 1970-01-01T00:00:00Z to 2262-04-11T23:47:16.854775807Z"
 )
 
 _ISO_RE = re.compile(
@@ -38,7 +43,10 @@ _PAD = "000000000"
 
 
 def _show(value: object) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an int past Python's 4,300-digit text limit
+        return f"an integer of {value.bit_length()} bits"  # type: ignore[attr-defined]
     return text if len(text) <= 80 else f"{text[:80]}... ({len(text)} chars)"
 
 
@@ -53,8 +61,11 @@ def _fail(value: object, why: str, group: str | None, feature: str | None) -> Re
 
 
 def _check_range(ns: int, value: object, group: str | None, feature: str | None) -> int:
-    if not MIN_NS <= ns < MAX_NS:
-        raise _fail(value, "out of range", group, feature)
+    if ns < MIN_NS:
+        raise _fail(value, "out of range: before 1970-01-01T00:00:00Z", group, feature)
+    if ns >= MAX_NS:
+        raise _fail(value, f"out of range: after {MAX_TEXT}, the last time a signed 64-bit count of "
+                    "nanoseconds holds", group, feature)
     return ns
 
 
@@ -73,11 +84,12 @@ def iso_to_ns(text: str, *, group: str | None = None, feature: str | None = None
             sec = text[17:19]
             rest = text[19:-1]
             if sec.isascii() and sec.isdigit() and sec < "60":
+                # Range-checked here too: the minute of the last valid instant is cached like any.
                 if not rest:
-                    return (base + int(sec)) * NS
+                    return _check_range((base + int(sec)) * NS, text, group, feature)
                 frac = rest[1:]
                 if rest[0] == "." and 0 < len(frac) <= 9 and frac.isascii() and frac.isdigit():
-                    return (base + int(sec)) * NS + int((frac + _PAD)[:9])
+                    return _check_range((base + int(sec)) * NS + int((frac + _PAD)[:9]), text, group, feature)
     ns = _iso_to_ns_full(text, group, feature)
     if text[-1:] == "Z" and text[10:11] == "T" and text[16:17] == ":":
         if len(_PREFIX_SECONDS) >= _PREFIX_CACHE_MAX:
@@ -146,6 +158,8 @@ def seconds_to_ns(value: Any, *, group: str | None = None, feature: str | None =
             whole = whole[1:]
         if not whole and not frac:
             raise _fail(value, "not a number of seconds", group, feature)
+        if len(whole.lstrip("0")) > _MAX_WHOLE_DIGITS:
+            return _check_range(MAX_NS * (-1 if negative else 1), value, group, feature)
         ns = int(whole or "0") * NS + int((frac + _PAD)[:9])
         if len(frac) > 9 and int(frac[9]) >= 5:  # round half up beyond nanoseconds
             ns += 1

@@ -16,6 +16,11 @@ MAX_FEATURES = 2500
 MAX_RECORD_BYTES = 350 * 1024
 MAX_VALUE_BYTES = 350 * 1024
 MAX_RECORD_ID_BYTES = 2 * 1024
+# A record's Kafka message (key + JSON value + headers) may not pass the producer's
+# message.max.bytes (librdkafka's default, set explicitly in streams.publisher). A record within
+# MAX_RECORD_BYTES can still encode larger (JSON escapes, quotes and commas of long lists), so the
+# door checks the encoded size too, and refuses past it with a validation error naming it.
+MAX_MESSAGE_BYTES = 1_000_000
 MAX_VECTOR_DIMENSION = 8192
 MAX_NAME_LENGTH = 64
 

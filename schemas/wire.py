@@ -15,6 +15,7 @@ import orjson
 from schemas.errors import RecordValidationError, WireFormatError
 from schemas.group import FeatureGroup
 from schemas.messages import BOTH_STORES, HARD_DELETE, OFFLINE, ONLINE, SOFT_DELETE, DeleteMessage, PutMessage
+from schemas.names import MAX_MESSAGE_BYTES
 from schemas.validate import compile_validator
 
 FORMAT = "json/1"
@@ -30,6 +31,10 @@ _STORES_JSON: dict[frozenset[str], list[str]] = {
 }
 _VALID_STORES = (ONLINE, OFFLINE)
 _INT64_MAX = 2**63 - 1
+# librdkafka counts a message's wire size as key + value + headers plus a record's framing
+# (varints, attributes: under 64 bytes) and each header's own varints; counted generously here.
+_FRAMING_BYTES = 64
+_HEADER_FRAMING_BYTES = 10
 _dumps = orjson.dumps
 
 
@@ -54,9 +59,34 @@ def encode_headers(msg: PutMessage | DeleteMessage) -> list[tuple[str, bytes]]:
             (H_API_TIME, str(msg.api_invocation_time_ns).encode())]
 
 
-def encode(msg: PutMessage | DeleteMessage) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
-    """(key, value, headers) to produce. Key = record identifier text, so one id -> one partition."""
-    return msg.id.encode("utf-8"), encode_value(msg), encode_headers(msg)
+def encode(msg: PutMessage | DeleteMessage, group: str | None = None) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    """(key, value, headers) to produce. Key = record identifier text, so one id -> one partition.
+
+    Raises RecordValidationError when the message would pass Kafka's message size limit."""
+    key, value, headers = msg.id.encode("utf-8"), encode_value(msg), encode_headers(msg)
+    check_message_size(key, value, headers, record_id=msg.id, group=group)
+    return key, value, headers
+
+
+def message_size(key: bytes, value: bytes, headers: list[tuple[str, bytes]] | None) -> int:
+    """The size Kafka's producer counts for a message, rounded up (see _FRAMING_BYTES)."""
+    size = _FRAMING_BYTES + len(key) + len(value)
+    for name, data in headers or ():
+        size += _HEADER_FRAMING_BYTES + len(name) + len(data)
+    return size
+
+
+def check_message_size(key: bytes, value: bytes, headers: list[tuple[str, bytes]] | None, *,
+                       record_id: str, group: str | None = None) -> None:
+    """RecordValidationError naming the limit when a message is larger than MAX_MESSAGE_BYTES."""
+    size = message_size(key, value, headers)
+    if size > MAX_MESSAGE_BYTES:
+        where = f"feature group {group!r}, " if group else ""
+        raise RecordValidationError(
+            f"{where}record {record_id!r:.80}: its Kafka message would be {size:,} bytes, over the "
+            f"{MAX_MESSAGE_BYTES:,}-byte message size limit (the record's values fit their own limits, but "
+            "its JSON encoding does not fit one Kafka message: shorten its longest values or lists)",
+            group=group, value=size)
 
 
 # ---------------------------------------------------------------- decoding

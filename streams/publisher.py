@@ -24,6 +24,7 @@ from functools import partial
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from schemas.errors import FeatureStoreError, ServiceUnavailableError
+from schemas.names import MAX_MESSAGE_BYTES
 from streams.admin import admin_client, topic_exists
 from streams.contact import DEFAULT_DELIVERY_TIMEOUT_S, mark_answered, wait_budget
 from streams.kafka_client import KafkaTarget, confluent_conf
@@ -51,6 +52,9 @@ def producer_config(bootstrap: KafkaTarget, *, timeout_s: float, linger_ms: int 
         "compression.type": "lz4",
         "linger.ms": linger_ms,
         "batch.size": 1_000_000,
+        # The largest message the door lets through (schemas.wire.check_message_size): explicit, so
+        # the door's limit and the producer's cannot drift apart.
+        "message.max.bytes": MAX_MESSAGE_BYTES,
         "queue.buffering.max.messages": 500_000,
         "queue.buffering.max.kbytes": 1_048_576,
         # The delivery timeout: a record the broker has not acknowledged this long after it was

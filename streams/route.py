@@ -1,8 +1,17 @@
 """Sorting a batch of raw topic messages into per-group work and poison messages.
 
 Pure: given the raw messages and the known groups, it decides. The processor and the sink
-call it, then hand each group's list to their store, and the poison list to the dead-letter
-publisher. Nothing here raises on bad data: bad data is the poison list.
+call it (through :func:`route_batch`, which asks the registry once when the view is behind),
+then hand each group's list to their store, and the poison list to the dead-letter publisher.
+Nothing here raises on bad data: bad data is the poison list.
+
+**One judgement.** Every message carries the version of its group that the door validated it
+against (header ``fs-schema-version``). A worker whose view is older than that version has not
+seen a change yet (a feature added, the TTL changed a moment ago): it never judges the message by
+its older view, it fetches the newer one first. Versions only add features, so a message is
+then checked against a definition that has every feature it may carry. What is left for the
+dead-letter topic is what never passed a door: bytes that are not a featurestream message, a
+topic without a group (deleted under its records), or a version the registry never had.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from schemas.group import FeatureGroup
 from schemas.messages import Message
 from schemas.names import group_from_topic
 from schemas.wire import check_against_group, decode
+from streams.group_view import GroupView
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +60,36 @@ class Routed:
     poison: list[Poison] = field(default_factory=list)
     skipped: int = 0  # valid, but not for this store (disabled store, target_stores)
     unknown_groups: set[str] = field(default_factory=set)
+    # Groups with messages stamped with a newer version than ``groups`` holds: left out of ``work``
+    # and ``poison`` alike, to be routed again once the registry was asked (route_batch).
+    behind: set[str] = field(default_factory=set)
+
+    @property
+    def complete(self) -> bool:
+        """Every message was judged: nothing waits on a newer definition or an unknown group."""
+        return not self.behind and not self.unknown_groups
+
+
+def route_batch(batch: Sequence[RawMessage], view: GroupView, *, prefix: str,
+                store: str) -> tuple[Routed, Mapping[str, FeatureGroup]]:
+    """Route ``batch`` with ``view``'s groups; if some message names a group or a group version the
+    view does not have yet, catch up with the registry (waiting for it: a ServiceUnavailableError
+    leaves the batch to be retried, never dead-lettered) and judge the whole batch again."""
+    groups = view.all()
+    routed = route(batch, groups, prefix=prefix, store=store)
+    if not routed.complete:
+        groups = view.all(fresh=True)
+        routed = route(batch, groups, prefix=prefix, store=store, final=True)
+    return routed, groups
 
 
 def route(batch: Sequence[RawMessage], groups: Mapping[str, FeatureGroup], *, prefix: str,
-          store: str) -> Routed:
-    """Decode and sort ``batch`` for ``store`` ("OnlineStore" or "OfflineStore")."""
+          store: str, final: bool = False) -> Routed:
+    """Decode and sort ``batch`` for ``store`` ("OnlineStore" or "OfflineStore").
+
+    ``final``: ``groups`` is the registry's latest, so a message stamped with a newer version than
+    it holds names a version the registry never had (poison). Otherwise such a message is left out
+    and its group named in ``behind``."""
     out = Routed()
     for raw in batch:
         name = group_from_topic(prefix, raw.topic)
@@ -68,7 +103,17 @@ def route(batch: Sequence[RawMessage], groups: Mapping[str, FeatureGroup], *, pr
                                           "definition in the registry"))
             continue
         try:
-            msg = check_against_group(group, decode(raw.key, raw.value, raw.headers))
+            decoded = decode(raw.key, raw.value, raw.headers)
+            if decoded.schema_version > group.version:
+                if not final:
+                    out.behind.add(name)
+                    continue
+                raise WireFormatError(
+                    f"the message names version {decoded.schema_version} of feature group {name!r} "
+                    f"(header fs-schema-version), but the registry's latest is version {group.version}: "
+                    "it was not written through a featurestream door for this group (or the group was "
+                    "deleted and created again)")
+            msg = check_against_group(group, decoded)
         except (WireFormatError, RecordValidationError) as exc:
             out.poison.append(Poison(raw, str(exc)))
             continue

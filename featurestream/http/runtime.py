@@ -124,7 +124,7 @@ class RuntimeApi:
         raise AssertionError("unreachable")
 
     def _publish(self, group: FeatureGroup, msg: Message, *, may_wait: bool = True) -> Future:
-        key, value, headers = encode(msg)
+        key, value, headers = encode(msg, group.name)
         topic = self.store.registry.topic_of(group.name)
         publisher = self.store.publisher
         if may_wait:

@@ -20,7 +20,7 @@ from streams.deadletter import DeadLetters
 from streams.group_view import GroupView
 from streams.metrics import OFFLINE_METRICS
 from streams.offline.consumer import TP
-from streams.route import Poison, RawMessage, route
+from streams.route import Poison, RawMessage, route_batch
 
 log = logging.getLogger("featurestream.offline")
 OFFLINE_STORE = "OfflineStore"
@@ -42,12 +42,7 @@ class OfflineApplier:
         self.poison_count = 0
 
     def add(self, batch: list[RawMessage]) -> None:
-        groups = self._groups.all()
-        routed = route(batch, groups, prefix=self.prefix, store=OFFLINE_STORE)
-        if routed.unknown_groups:
-            # A group created a moment ago may not be in the view yet: look once more.
-            groups = self._groups.all(fresh=True)
-            routed = route(batch, groups, prefix=self.prefix, store=OFFLINE_STORE)
+        routed, groups = route_batch(batch, self._groups, prefix=self.prefix, store=OFFLINE_STORE)
         poison = list(routed.poison)
         by_coords = {(r.topic, r.partition, r.offset): r for r in batch}
         # In offset order per partition: poison of a known offline group advances the table's

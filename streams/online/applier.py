@@ -20,7 +20,7 @@ from streams.kafka_client import KafkaTarget
 from streams.metrics import ONLINE_METRICS
 from streams.publisher import Publisher
 from streams.registry import Registry
-from streams.route import Poison, RawMessage, route
+from streams.route import Poison, RawMessage, route_batch
 
 log = logging.getLogger("featurestream.online")
 
@@ -44,12 +44,7 @@ class OnlineApplier:
         """Apply ``batch``; the outcome comes back as counts (picklable: see apply_child)."""
         started = time.perf_counter()
         summary = ApplySummary()
-        groups = self.groups.all()
-        routed = route(batch, groups, prefix=self.prefix, store="OnlineStore")
-        if routed.unknown_groups:
-            # A group created a moment ago may not be in our view yet: look once more.
-            groups = self.groups.all(fresh=True)
-            routed = route(batch, groups, prefix=self.prefix, store="OnlineStore")
+        routed, groups = route_batch(batch, self.groups, prefix=self.prefix, store="OnlineStore")
         poison = list(routed.poison)
         for name, items in routed.work.items():
             # route checked every message against its group: skip the store's second round of checks.

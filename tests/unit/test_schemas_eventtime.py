@@ -21,7 +21,8 @@ T0 = 1633176000 * 10**9  # 2021-10-02T12:00:00Z
     ("2021-10-02T07:30:00-0430", T0),
     ("2021-10-02t12:00:00z", T0),
     ("1970-01-01T00:00:00Z", 0),
-    ("9999-12-31T23:59:59.999999999Z", 253402300800 * 10**9 - 1),
+    ("2262-04-11T23:47:16.854775807Z", 2**63 - 1),  # the last instant int64 nanoseconds hold
+    ("9223372036.854775807", 2**63 - 1),
     (1633176000, T0),
     (1633176000.123, T0 + 123_000_000),  # exact, not float * 1e9 noise
     (1633176000.5, T0 + 500_000_000),
@@ -76,6 +77,14 @@ def test_cached_and_uncached_parse_agree():
     (-1, "out of range"),
     (-0.5, "out of range"),
     (253402300800, "out of range"),
+    ("2262-04-11T23:47:16.854775808Z", "after 2262-04-11T23:47:16.854775807Z"),
+    ("2500-01-01T00:00:00Z", "after 2262-04-11"),
+    ("9999-12-31T23:59:59Z", "after 2262-04-11"),
+    ("9223372036.854775808", "after 2262-04-11"),
+    (9223372037, "after 2262-04-11"),
+    ("1" * 10_000, "after 2262-04-11"),  # a 10,000-digit epoch: refused, not a crash
+    ("-" + "1" * 10_000, "before 1970"),
+    ("1" * 10_000 + ".5", "after 2262-04-11"),
     (10**30, "out of range"),
     (1e300, "out of range"),
     ("1e400", "out of range"),
@@ -106,3 +115,9 @@ def test_parse_event_time_rejects(value, match):
 def test_format_iso(ns, text):
     assert format_iso(ns) == text
     assert parse_event_time(text) == ns
+
+
+def test_an_enormous_integer_epoch_is_refused_by_name():
+    # repr() of an int past 4,300 digits raises ValueError: the message must not.
+    with pytest.raises(RecordValidationError, match="an integer of 33220 bits.*after 2262-04-11"):
+        parse_event_time(10**10_000, group="customers", feature="event_time")

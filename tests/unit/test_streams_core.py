@@ -14,9 +14,10 @@ from schemas.messages import PutMessage
 from schemas.types import FeatureDefinition, ScalarType
 from schemas.validate import compile_validator
 from schemas.wire import decode, encode
+from streams.group_view import GroupView
 from streams.ingest import encode_chunk
 from streams.registry import Registry
-from streams.route import RawMessage, route
+from streams.route import RawMessage, route, route_batch
 from streams.rowsource import iter_chunks
 
 
@@ -147,6 +148,40 @@ def test_route_skips_groups_whose_store_is_disabled() -> None:
     routed = route([_raw("p.customers", value, 0, key, headers)], {"customers": g}, prefix="p",
                    store="OnlineStore")
     assert routed.work == {} and routed.skipped == 1
+
+
+def _with_w(g: FeatureGroup) -> FeatureGroup:
+    return g.with_added_features([FeatureDefinition("w", ScalarType.INTEGRAL)])
+
+
+def test_a_message_of_a_newer_version_waits_for_it_and_is_never_dead_lettered() -> None:
+    v1 = _group()
+    v2 = _with_w(v1)
+    new = encode(compile_validator(v2).validate({**ROWS[0], "w": 7}))
+    old = encode(compile_validator(v1).validate(ROWS[1]))
+    batch = [_raw("p.customers", new[1], 0, new[0], new[2]), _raw("p.customers", old[1], 1, old[0], old[2])]
+    # A view still at version 1 judges nothing of the group: it names the group as behind.
+    first = route(batch, {"customers": v1}, prefix="p", store="OnlineStore")
+    assert first.behind == {"customers"} and not first.poison and not first.complete
+    for store in ("OnlineStore", "OfflineStore"):
+        # the registry answers version 1 first, then (asked again) version 2
+        view = GroupView(iter([{"customers": v1}, {"customers": v2}]).__next__, max_age_s=3600)
+        routed, groups = route_batch(batch, view, prefix="p", store=store)
+        assert groups["customers"].version == 2 and routed.complete and not routed.poison
+        got = [(m.id, m.record["w"], m.schema_version) for m, _, _ in routed.work["customers"]]
+        # the older message is checked against the newer definition: its new feature is null
+        assert got == [("c1", 7, 2), ("c2", None, 1)]
+
+
+def test_a_version_the_registry_never_had_is_dead_lettered_with_the_reason() -> None:
+    v1 = _group()
+    forged = encode(compile_validator(_with_w(v1)).validate({**ROWS[0], "w": 7}))
+    view = GroupView(lambda: {"customers": v1}, max_age_s=3600)
+    routed, _ = route_batch([_raw("p.customers", forged[1], 0, forged[0], forged[2])], view, prefix="p",
+                            store="OnlineStore")
+    assert routed.work == {} and len(routed.poison) == 1
+    assert "version 2 of feature group 'customers'" in routed.poison[0].reason
+    assert "registry's latest is version 1" in routed.poison[0].reason
 
 
 def test_registry_fold_is_compare_and_set() -> None:
