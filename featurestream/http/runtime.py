@@ -9,6 +9,7 @@ asyncio future, so a slow broker holds no thread.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
@@ -37,6 +38,7 @@ from streams.group_view import GroupView
 from streams.publisher import REPORT_GRACE_S
 
 T = TypeVar("T")
+log = logging.getLogger("featurestream.http")
 MAX_BATCH_WRITE_ENTRIES = 25
 _EXPIRATION = ("Enabled", "Disabled")
 
@@ -124,7 +126,11 @@ class RuntimeApi:
         raise AssertionError("unreachable")
 
     def _publish(self, group: FeatureGroup, msg: Message, *, may_wait: bool = True) -> Future:
-        key, value, headers = encode(msg, group.name)
+        return self._publish_encoded(group, encode(msg, group.name), may_wait=may_wait)
+
+    def _publish_encoded(self, group: FeatureGroup, encoded: tuple[bytes, bytes, list[tuple[str, bytes]]], *,
+                         may_wait: bool = True) -> Future:
+        key, value, headers = encoded
         topic = self.store.registry.topic_of(group.name)
         publisher = self.store.publisher
         if may_wait:
@@ -171,42 +177,60 @@ class RuntimeApi:
         await self._acked(await self._write(self._prepare_delete, name, query))
         return {}
 
-    def _prepare_batch_write(self, body: dict[str, Any]) -> tuple[list[dict[str, Any]],
+    def _prepare_batch_write(self, body: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
                                                                  list[tuple[dict[str, Any], Future]]]:
+        """Validate and encode every entry, then publish the valid ones: a refusal found in any
+        entry is known before anything is published, and every entry ends in ``Errors``, in
+        ``UnprocessedEntries`` or acknowledged (never a 500 after a partial publish)."""
         entries = body.get("Entries")
         if not isinstance(entries, list) or not 1 <= len(entries) <= MAX_BATCH_WRITE_ENTRIES:
             raise ApiError.validation(f"Entries must be a list of 1 to {MAX_BATCH_WRITE_ENTRIES} entries; got "
                                       f"{len(entries) if isinstance(entries, list) else type(entries).__name__}")
+        if not all(isinstance(entry, dict) for entry in entries):
+            n = next(n for n, entry in enumerate(entries) if not isinstance(entry, dict))
+            raise ApiError.validation(f"Entries[{n}] must be an object with FeatureGroupName and Record")
         default_ttl = body.get("TtlDuration")
         errors: list[dict[str, Any]] = []
-        sent: list[tuple[dict[str, Any], Future]] = []
+        ready: list[tuple[dict[str, Any], FeatureGroup, tuple[bytes, bytes, list[tuple[str, bytes]]]]] = []
         for n, entry in enumerate(entries):
-            if not isinstance(entry, dict):
-                raise ApiError.validation(f"Entries[{n}] must be an object with FeatureGroupName and Record")
             try:
                 name = group_name(entry.get("FeatureGroupName"), f"Entries[{n}].FeatureGroupName")
                 ttl = entry.get("TtlDuration", default_ttl)
                 group, msg = self._validate_put(name, entry.get("Record"), entry.get("TargetStores"), ttl)
-                sent.append((entry, self._publish(group, msg)))
+                ready.append((entry, group, encode(msg, group.name)))
             except (ApiError, FeatureStoreError) as exc:
-                if isinstance(exc, ServiceUnavailableError):
-                    log_unavailable(backend_of(exc), exc, "BatchWriteRecord")
-                err = from_exception(exc)
-                errors.append({"Entry": entry, "ErrorCode": err.code_for("runtime"), "ErrorMessage": str(err)})
-        return errors, sent
+                errors.append(self._entry_error(entry, exc))
+        sent: list[tuple[dict[str, Any], Future]] = []
+        unprocessed: list[dict[str, Any]] = []
+        for entry, group, encoded in ready:
+            try:
+                sent.append((entry, self._publish_encoded(group, encoded)))
+            except ServiceUnavailableError as exc:
+                log_unavailable(backend_of(exc), exc, "BatchWriteRecord")
+                unprocessed.append(entry)  # the caller may retry these as they are
+            except Exception as exc:  # noqa: BLE001 - reported per entry: others may be published already
+                errors.append(self._entry_error(entry, exc))
+        return errors, unprocessed, sent
+
+    @staticmethod
+    def _entry_error(entry: dict[str, Any], exc: BaseException) -> dict[str, Any]:
+        if isinstance(exc, ServiceUnavailableError):
+            log_unavailable(backend_of(exc), exc, "BatchWriteRecord")
+        elif not isinstance(exc, ApiError | FeatureStoreError):
+            log.error("BatchWriteRecord: publishing an entry failed", exc_info=exc)
+        err = from_exception(exc)
+        return {"Entry": entry, "ErrorCode": err.code_for("runtime"), "ErrorMessage": str(err)}
 
     async def batch_write_record(self, body: dict[str, Any]) -> dict[str, Any]:
-        errors, sent = await self._run(self._prepare_batch_write, body)
-        unprocessed = []
+        errors, unprocessed, sent = await self._run(self._prepare_batch_write, body)
         for entry, future in sent:
             try:
                 await self._acked(future)
             except ServiceUnavailableError as exc:
                 log_unavailable(backend_of(exc), exc, "BatchWriteRecord")
                 unprocessed.append(entry)  # the caller may retry these as they are
-            except FeatureStoreError as exc:
-                err = from_exception(exc)
-                errors.append({"Entry": entry, "ErrorCode": err.code_for("runtime"), "ErrorMessage": str(err)})
+            except Exception as exc:  # noqa: BLE001 - one entry's failure; the others were published
+                errors.append(self._entry_error(entry, exc))
         return {"Errors": errors, "UnprocessedEntries": unprocessed}
 
     # ---------------------------------------------------------------- reads

@@ -91,3 +91,18 @@ def _end_offset(consumer, tp) -> int:
             raise
 
     return wait_for(end, timeout_s=30, interval_s=0.2, what=f"a leader for {tp.topic}[{tp.partition}]")[0]
+
+
+def dead_letters(stack, source_topic: str, stage: str | None = None) -> list[tuple[str, str]]:
+    """(stage, reason) of every dead letter of ``source_topic`` (optionally of one stage), read with
+    plain confluent-kafka from the dead-letter topic; empty when it does not exist."""
+    from schemas.names import deadletter_topic
+
+    out = []
+    for m in read_topic(stack, deadletter_topic(stack.topic_prefix)):
+        h = {k: v for k, v in m.headers() or []}
+        if h.get("fs-dlq-source-topic") != source_topic.encode():
+            continue
+        if stage is None or h.get("fs-dlq-stage") == stage.encode():
+            out.append((h["fs-dlq-stage"].decode(), h["fs-dlq-reason"].decode(errors="replace")))
+    return out

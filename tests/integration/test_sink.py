@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from featurestream.config import Config
 from featurestream.sdk import FeatureStore
@@ -26,7 +26,7 @@ from sinks.offline.table_commit import recorded_offsets
 from streams.admin import admin_client, ensure_topic
 from streams.lag import committed_offsets
 from streams.offline.consumer import consumer_group_id
-from tests.integration.helpers import customer, customers_group, read_topic
+from tests.integration.helpers import customer, customers_group, dead_letters, read_topic
 from tests.integration.procs import Proc
 from tests.support.offline import table_coordinates
 from tests.support.wait import wait_for
@@ -72,33 +72,6 @@ def _data_files(tables: OfflineTables, g) -> int:
     return 0 if table is None or table.current_snapshot() is None else len(list(table.scan().plan_files()))
 
 
-def _dead_letters(stack: Config, source_topic: str) -> list:
-    topic = f"{stack.topic_prefix}._deadletter"
-    c = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": "t-sink-dlq", "enable.auto.commit": False})
-    try:
-        md = c.list_topics(topic=topic, timeout=10)
-        if topic not in md.topics or md.topics[topic].error is not None:
-            return []
-        high = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)[1]
-        if not high:
-            return []
-        c.assign([TopicPartition(topic, 0, 0)])
-        out = []
-        deadline = time.monotonic() + 30
-        seen = -1
-        while seen + 1 < high and time.monotonic() < deadline:
-            for m in c.consume(1000, timeout=0.5):
-                if m.error():
-                    continue
-                seen = m.offset()
-                h = {k: v for k, v in m.headers() or []}
-                if h.get("fs-dlq-source-topic") == source_topic.encode() and h.get("fs-dlq-stage") == b"offline":
-                    out.append((m, h))
-        return out
-    finally:
-        c.close()
-
-
 def _lag(stack: Config, topic: str) -> int:
     ends = _topic_coords(stack, topic)
     committed = committed_offsets(stack.kafka_bootstrap, consumer_group_id(stack.topic_prefix), [topic])
@@ -138,11 +111,11 @@ def test_every_record_once_historic_deletes_poison_and_new_groups(store, stack, 
     store.put_record(late.name, customer(7))
     wait_for(lambda: table_coordinates(tables, late).total() == 1, timeout_s=60, what="the new group's row")
     # poison went to the dead-letter topic (stage offline) and the offsets moved past it
-    dls = wait_for(lambda: (d := _dead_letters(stack, topic)) and len(d) >= 2 and d, timeout_s=30,
+    dls = wait_for(lambda: (d := dead_letters(stack, topic, "offline")) and len(d) >= 2 and d, timeout_s=30,
                    what="two offline dead letters")
-    reasons = " | ".join(h["fs-dlq-reason"].decode() for _, h in dls)
+    reasons = " | ".join(reason for _, reason in dls)
     assert "JSON" in reasons and "age" in reasons, reasons
-    assert wait_for(lambda: _dead_letters(stack, unknown), timeout_s=30, what="unknown-group dead letter")
+    assert wait_for(lambda: dead_letters(stack, unknown, "offline"), timeout_s=30, what="unknown-group dead letter")
     for t in (topic, store.registry.topic_of(off.name), unknown):
         wait_for(lambda t=t: _lag(stack, t) == 0, timeout_s=30, what=f"offsets of {t} committed past everything")
     # historic and deleted rows are all there, and the table records where the topic ends

@@ -1,0 +1,177 @@
+"""An acknowledged write is applied by every store it targets (issue 17's proof).
+
+With the processor and the sink running, the control plane changes the group (a feature added,
+the TTL changed) and records are published at once, from every door: the SDK, the CLI and HTTP
+PutRecord/BatchWriteRecord (boto3). Every record must reach the online store and the offline
+table, with exact values, and nothing may be dead-lettered. Ground truth is the topic, read
+independently with plain confluent-kafka.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import Counter
+
+import orjson
+import pytest
+
+from featurestream.sdk import FeatureStore
+from schemas.eventtime import parse_event_time
+from tests.integration.helpers import customer, customers_group, dead_letters, read_topic
+from tests.integration.procs import Proc, stack_env, worker_ready
+from tests.support.http_api import boto_clients, server_env, start_server, stop_server
+from tests.support.offline import table_coordinates
+from tests.support.online_oracle import expected_online_state, online_state
+from tests.support.wait import wait_for
+
+pytestmark = pytest.mark.integration
+NS = 1_000_000_000
+
+
+@pytest.fixture(params=["confluent", "faust"])
+def engine(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def workers(stack, tmp_path, engine):
+    started: list[Proc] = []
+
+    def start(kind: str) -> Proc:
+        args = (["process", "--engine", engine] if kind == "process"
+                else ["sink", "--max-age-s", "3"])
+        proc = Proc(stack, [*args, "--metrics-port", str(_port()), "--log-level", "info"],
+                    tmp_path / f"{kind}-{len(started)}.log")
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+def _port() -> int:
+    from featurestream.stack.ports import free_port
+
+    return free_port()
+
+
+def _metrics_port(proc: Proc) -> int:
+    return int(proc.popen.args[proc.popen.args.index("--metrics-port") + 1])
+
+
+@pytest.fixture
+def http(stack, tmp_path):
+    env = server_env(stack)
+    server, url = start_server(env, tmp_path)
+    yield {"url": url, "key": env["AWS_ACCESS_KEY_ID"], "secret": env["AWS_SECRET_ACCESS_KEY"]}
+    stop_server(server)
+
+
+def _cli(stack, *args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "featurestream.cli", *args], env=stack_env(stack),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"featurestream {' '.join(args)} failed: {done.stderr}"
+    return done.stdout
+
+
+def _wire(record: dict) -> list[dict]:
+    out = []
+    for name, value in record.items():
+        if isinstance(value, list):
+            out.append({"FeatureName": name, "ValueAsStringList": [repr(v) if isinstance(v, float) else str(v)
+                                                                  for v in value]})
+        else:
+            out.append({"FeatureName": name, "ValueAsString": repr(value) if isinstance(value, float)
+                        else str(value)})
+    return out
+
+
+def _publish_from_every_door(store: FeatureStore, stack, http_api: dict, group: str, second: int,
+                             extra: dict) -> None:
+    """Ten records, two per door, half of them using ``extra`` (the features just added)."""
+    _, runtime = boto_clients(http_api)
+    rows = [{**customer(i, second=second), **(extra if i % 2 == 0 else {})} for i in range(10)]
+    store.put_record(group, rows[0])
+    store.put_record(group, rows[1])
+    _cli(stack, "put", group, orjson.dumps(rows[2]).decode())
+    _cli(stack, "put", group, orjson.dumps(rows[3]).decode())
+    runtime.put_record(FeatureGroupName=group, Record=_wire(rows[4]))
+    runtime.put_record(FeatureGroupName=group, Record=_wire(rows[5]))
+    answer = runtime.batch_write_record(Entries=[{"FeatureGroupName": group, "Record": _wire(r)} for r in rows[6:8]])
+    assert answer["Errors"] == [] and answer["UnprocessedEntries"] == [], answer
+    assert store.ingest(group, rows[8:], progress=False).published == 2
+
+
+def _offline_matches_topic(store: FeatureStore, stack, group) -> bool:
+    topic = store.registry.topic_of(group.name)
+    messages = read_topic(stack, topic)
+    expected = Counter((topic, m.partition(), m.offset()) for m in messages)
+    tables = store.offline_tables()
+    if table_coordinates(tables, group) != expected:
+        return False
+    # Values too: each row's features equal its message's record, exactly.
+    rows = tables.existing(group).scan().to_arrow().to_pylist()
+    by_coords = {(r["_kafka_partition"], r["_kafka_offset"]): r for r in rows}
+    for m in messages:
+        record = orjson.loads(m.value())["record"]
+        row = by_coords[(m.partition(), m.offset())]
+        for name, value in record.items():
+            if name != "event_time":
+                assert row[name] == value, (name, row[name], value)
+    return True
+
+
+def _settled(store: FeatureStore, stack, group) -> bool:
+    expected = expected_online_state(stack, store.registry.topic_of(group.name))
+    latest = store.groups.get(group.name, fresh=True)  # reads every feature, the ones just added too
+    return online_state(store, latest, sorted(expected)) == expected
+
+
+def test_writes_right_after_a_control_plane_change_reach_every_store(store, stack, workers, http, unique_name,
+                                                                     tmp_path, engine):
+    g = store.create_feature_group(customers_group(unique_name("acked"), partitions=3))
+    first = workers("process")
+    sink = workers("sink")
+    wait_for(lambda: worker_ready(_metrics_port(first)) and worker_ready(_metrics_port(sink)), timeout_s=90,
+             what="the processor and the sink to be ready")
+    store.put_record(g.name, customer(99), wait_online=True, wait_timeout_s=60)
+    # Warm every worker's view of the group: the change below must reach views that are not empty.
+    _publish_from_every_door(store, stack, http, g.name, 1, {})
+    wait_for(lambda: _settled(store, stack, g), timeout_s=90, what="the first records online")
+
+    # 1. A feature added with the CLI, then writes at once from every door, with and without it.
+    added = tmp_path / "added.json"
+    added.write_text(orjson.dumps([{"FeatureName": "w", "FeatureType": "Integral"},
+                                   {"FeatureName": "note", "FeatureType": "String"}]).decode())
+    _cli(stack, "group", "update", g.name, "--add", str(added))
+    _publish_from_every_door(store, stack, http, g.name, 2, {"w": 2**63 - 1, "note": "added \u00e9"})
+
+    # 2. The TTL changed, then writes at once: they expire by the new TTL.
+    _cli(stack, "group", "update", g.name, "--ttl", "30000d")
+    _publish_from_every_door(store, stack, http, g.name, 3, {"w": -(2**63)})
+
+    # 3. A second processor that starts after the change, and a third change while both run.
+    second = workers("process")
+    wait_for(lambda: worker_ready(_metrics_port(second)), timeout_s=90, what="the second processor to be ready")
+    more = tmp_path / "more.json"
+    more.write_text(orjson.dumps([{"FeatureName": "late", "FeatureType": "Fractional"}]).decode())
+    _cli(stack, "group", "update", g.name, "--add", str(more))
+    _publish_from_every_door(store, stack, http, g.name, 4, {"late": 0.1, "w": 7})
+
+    group = store.describe_feature_group(g.name)
+    assert group.version == 4
+    wait_for(lambda: _settled(store, stack, group), timeout_s=120, what="every record online")
+    wait_for(lambda: _offline_matches_topic(store, stack, group), timeout_s=180,
+             what="every record in the offline table, once, with its values")
+    expected = expected_online_state(stack, store.registry.topic_of(g.name))
+    assert expected["c0"]["late"] == 0.1 and expected["c0"]["w"] == 7
+    got = store.get_record(g.name, "c1", with_expires_at=True)
+    ttl_ns = 30000 * 86400 * NS
+    assert got["ExpiresAt"] is not None
+    assert parse_event_time(got["ExpiresAt"]) == parse_event_time(customer(1, second=4)["event_time"]) + ttl_ns
+    topic = store.registry.topic_of(g.name)
+    assert dead_letters(stack, topic) == [], "an acknowledged record was dead-lettered"
+    for proc in (first, second, sink):
+        assert proc.alive(), proc.tail()
