@@ -152,12 +152,13 @@ def test_writes_right_after_a_control_plane_change_reach_every_store(store, stac
     _cli(stack, "group", "update", g.name, "--ttl", "30000d")
     _publish_from_every_door(store, stack, http, g.name, 3, {"w": -(2**63)})
 
-    # 3. A second processor that starts after the change, and a third change while both run.
+    # 3. A second processor that starts after the change, and a third change while both run, made
+    # the way the SageMaker SDKs make it (UpdateFeatureGroup's FeatureAdditions, over HTTP).
     second = workers("process")
     wait_for(lambda: worker_ready(_metrics_port(second)), timeout_s=90, what="the second processor to be ready")
-    more = tmp_path / "more.json"
-    more.write_text(orjson.dumps([{"FeatureName": "late", "FeatureType": "Fractional"}]).decode())
-    _cli(stack, "group", "update", g.name, "--add", str(more))
+    control, _ = boto_clients(http)
+    control.update_feature_group(FeatureGroupName=g.name,
+                                 FeatureAdditions=[{"FeatureName": "late", "FeatureType": "Fractional"}])
     _publish_from_every_door(store, stack, http, g.name, 4, {"late": 0.1, "w": 7})
 
     group = store.describe_feature_group(g.name)
