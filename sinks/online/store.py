@@ -32,7 +32,14 @@ from sinks.online.connect import DEFAULT_TIMEOUT_S, RedisClient, connect, redact
 from sinks.online.errors import CorruptRecordError
 from sinks.online.expiry import expires_at_ns, is_expired, ns_to_expire_ms
 from sinks.online.results import BatchGetResult, BatchResult, FoundRecord, RecordError
-from sinks.online.status import CODE_FOREIGN, WriteStatus, parse_script_replies, rejection_reason, status_of
+from sinks.online.status import (
+    CODE_FAILED,
+    CODE_FOREIGN,
+    WriteStatus,
+    parse_script_replies,
+    rejection_reason,
+    status_of,
+)
 
 MAX_IDS_PER_GROUP = 100  # BatchGetRecord's limit in the reference service
 _META_FIELDS = ("__et", "__exp", "__del")
@@ -177,8 +184,9 @@ class OnlineStore:
                 f"Redis at {self._where} failed while writing {len(chunk)} records of feature group "
                 f"{group.name!r} ({reply})") from reply
         if isinstance(reply, Exception):
-            # The server refused the whole call (e.g. OOM under maxmemory): every record of it is
-            # refused with the server's words, as a per-record call would have been.
+            # The server refused the whole call (the script did not run, or raised outside a write):
+            # every record of it is refused with the server's words. A write Redis refuses inside the
+            # script (OOM, MISCONF) fails only its record: CODE_FAILED below.
             for i, message, key, _args in chunk:
                 result.statuses[i] = WriteStatus.REJECTED
                 result.rejected.append((message.id, (
@@ -195,6 +203,13 @@ class OnlineStore:
                     f"feature group {group.name!r}, record {message.id!r}: Redis refused the write to key "
                     f"{key!r} ({stored_et}); the key holds data not written by featurestream: delete it "
                     f"or wipe and replay the group")))
+                continue
+            if code == CODE_FAILED:
+                # Redis refused a write of this record alone (the script goes on with the rest): it did
+                # not land, and only it is reported, with Redis's words.
+                result.rejected.append((message.id, (
+                    f"feature group {group.name!r}, record {message.id!r}: Redis refused the write to key "
+                    f"{key!r} ({stored_et}); the rest of its batch was applied")))
                 continue
             reason = rejection_reason(group.name, message.id, _op_name(message), message.event_time_ns,
                                       code, stored_et, stored_seq)
