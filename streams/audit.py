@@ -182,9 +182,9 @@ class Auditor:
         return fold
 
     def audit(self, names: Sequence[str] | None = None, *, sample: int = 100, every_id: bool = False,
-              rows: int = 20) -> list[GroupReport]:
+              rows: int = 20, offline: bool = True) -> list[GroupReport]:
         """Audit ``names`` (default: every group): ``sample`` ids online (all with ``every_id``), every
-        offset offline plus ``rows`` rows by value."""
+        offset offline plus ``rows`` rows by value (``offline`` False: the online store only)."""
         known = self.groups.all(fresh=True)
         if names:
             missing = [n for n in names if n not in known]
@@ -192,16 +192,16 @@ class Auditor:
                 raise RecordValidationError(f"no feature group {', '.join(repr(n) for n in missing)}; known "
                                             f"groups: {', '.join(sorted(known)) or 'none'}", value=missing)
         chosen = [known[n] for n in (names or sorted(known))]
-        return [self.audit_group(g, sample=sample, every_id=every_id, rows=rows) for g in chosen]
+        return [self.audit_group(g, sample=sample, every_id=every_id, rows=rows, offline=offline) for g in chosen]
 
     def audit_group(self, group: FeatureGroup, *, sample: int = 100, every_id: bool = False,
-                    rows: int = 20) -> GroupReport:
+                    rows: int = 20, offline: bool = True) -> GroupReport:
         report = GroupReport(group.name)
         fold = self.fold_of(group)
         fold.advance(group)
         if group.online_enabled and self.store is not None:
             report.online = self._audit_online(group, fold, sample, every_id)
-        if group.offline_enabled and self.tables is not None:
+        if offline and group.offline_enabled and self.tables is not None:
             report.offline = self._audit_offline(group, fold, rows)
         return report
 

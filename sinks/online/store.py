@@ -47,6 +47,8 @@ _WIPE_CHUNK = 500
 # Records per script call: about a millisecond of Redis time, during which it serves nothing else.
 SCRIPT_BATCH = 500
 _SERVICE_ERRORS = (redis.ConnectionError, redis.TimeoutError, RedisClusterException)
+_FORGET_VERSION = ("if redis.call('HGET', KEYS[1], '__seq') == ARGV[1] then return redis.call('DEL', KEYS[1]) "
+                   "end return 0")
 
 
 def _load_script() -> str:
@@ -215,6 +217,14 @@ class OnlineStore:
                                       code, stored_et, stored_seq)
             if reason is not None:
                 result.rejected.append((message.id, reason))
+
+    def forget_version(self, group: FeatureGroup, record_id: str, partition: int, offset: int) -> bool:
+        """Delete the record of ``record_id`` only if it holds the version written at (``partition``,
+        ``offset``): a stored value that differs from its own version's message (altered behind our back)
+        cannot be replaced by write-if-newer, which sees a duplicate. Atomic; True if deleted."""
+        key = online_key(self._prefix, group.name, _check_record_id(group, record_id))
+        with self._service(f"reset record {record_id!r} of feature group {group.name!r}"):
+            return bool(self._client.eval(_FORGET_VERSION, 1, key, f"{partition}:{offset}"))
 
     # ------------------------------------------------------------------ reads
 
