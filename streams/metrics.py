@@ -72,3 +72,29 @@ OFFLINE_METRICS = OfflineMetrics(
     uncommitted=Gauge("featurestream_offline_uncommitted_records", "Records this sink consumed and has not "
                       "committed yet: buffered for the next file, or being flushed"),
 )
+
+
+@dataclass(frozen=True)
+class ParityMetrics:
+    checked: Counter
+    mismatches: Counter
+    in_flight: Counter
+    healed: Counter
+    audits: Counter
+    last_audit: Gauge
+
+
+PARITY_METRICS = ParityMetrics(
+    checked=Counter("featurestream_parity_checked", "Ids (online) and offsets (offline) the auditor compared "
+                    "with the topic", ["store", "group"]),
+    mismatches=Counter("featurestream_parity_mismatch", "Real differences between a store and the topic found by "
+                       "the auditor (online: ids; offline: runs of missing, doubled or unexpected offsets, and rows "
+                       "that differ)", ["store", "group"]),
+    in_flight=Counter("featurestream_parity_in_flight", "Records the auditor found newer than the consumer's "
+                      "committed position (online) or the table's recorded position (offline): not judged",
+                      ["store", "group"]),
+    healed=Counter("featurestream_parity_healed", "Online mismatches the auditor repaired, by how (key: the id's "
+                   "latest version re-applied; group: the group's topic replayed)", ["group", "how"]),
+    audits=Counter("featurestream_parity_audits", "Audit passes, by outcome (ok, mismatch, failed)", ["outcome"]),
+    last_audit=Gauge("featurestream_parity_last_audit_timestamp_seconds", "Unix time the last audit pass ended"),
+)

@@ -29,6 +29,7 @@ _CODE_TO_STATUS: dict[int, WriteStatus] = {
 }
 CODE_CORRUPT = 7  # stored meta fields are not ours; reported as REJECTED with a reason
 CODE_FOREIGN = 8  # the key is not a hash (WRONGTYPE): not ours either; REJECTED with Redis's words
+CODE_FAILED = 9   # Redis refused a write of this record (OOM, MISCONF...): it did not land; REJECTED with Redis's words
 
 
 def _text(value: object) -> str:
@@ -48,12 +49,12 @@ def parse_script_replies(reply: object, count: int) -> list[tuple[int, str, str]
 
 def status_of(code: int) -> WriteStatus:
     """The status of a script reply code (the corrupt code counts as REJECTED)."""
-    if code in (CODE_CORRUPT, CODE_FOREIGN):
+    if code in (CODE_CORRUPT, CODE_FOREIGN, CODE_FAILED):
         return WriteStatus.REJECTED
     try:
         return _CODE_TO_STATUS[code]
     except KeyError:
-        raise ValueError(f"unknown write_if_newer status code {code!r}; valid codes are 1-8") from None
+        raise ValueError(f"unknown write_if_newer status code {code!r}; valid codes are 1-9") from None
 
 
 def rejection_reason(group: str, record_id: str, op: str, event_time_ns: int, code: int,

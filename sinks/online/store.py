@@ -32,7 +32,14 @@ from sinks.online.connect import DEFAULT_TIMEOUT_S, RedisClient, connect, redact
 from sinks.online.errors import CorruptRecordError
 from sinks.online.expiry import expires_at_ns, is_expired, ns_to_expire_ms
 from sinks.online.results import BatchGetResult, BatchResult, FoundRecord, RecordError
-from sinks.online.status import CODE_FOREIGN, WriteStatus, parse_script_replies, rejection_reason, status_of
+from sinks.online.status import (
+    CODE_FAILED,
+    CODE_FOREIGN,
+    WriteStatus,
+    parse_script_replies,
+    rejection_reason,
+    status_of,
+)
 
 MAX_IDS_PER_GROUP = 100  # BatchGetRecord's limit in the reference service
 _META_FIELDS = ("__et", "__exp", "__del")
@@ -40,6 +47,8 @@ _WIPE_CHUNK = 500
 # Records per script call: about a millisecond of Redis time, during which it serves nothing else.
 SCRIPT_BATCH = 500
 _SERVICE_ERRORS = (redis.ConnectionError, redis.TimeoutError, RedisClusterException)
+_FORGET_VERSION = ("if redis.call('HGET', KEYS[1], '__seq') == ARGV[1] then return redis.call('DEL', KEYS[1]) "
+                   "end return 0")
 
 
 def _load_script() -> str:
@@ -177,8 +186,9 @@ class OnlineStore:
                 f"Redis at {self._where} failed while writing {len(chunk)} records of feature group "
                 f"{group.name!r} ({reply})") from reply
         if isinstance(reply, Exception):
-            # The server refused the whole call (e.g. OOM under maxmemory): every record of it is
-            # refused with the server's words, as a per-record call would have been.
+            # The server refused the whole call (the script did not run, or raised outside a write):
+            # every record of it is refused with the server's words. A write Redis refuses inside the
+            # script (OOM, MISCONF) fails only its record: CODE_FAILED below.
             for i, message, key, _args in chunk:
                 result.statuses[i] = WriteStatus.REJECTED
                 result.rejected.append((message.id, (
@@ -196,10 +206,25 @@ class OnlineStore:
                     f"{key!r} ({stored_et}); the key holds data not written by featurestream: delete it "
                     f"or wipe and replay the group")))
                 continue
+            if code == CODE_FAILED:
+                # Redis refused a write of this record alone (the script goes on with the rest): it did
+                # not land, and only it is reported, with Redis's words.
+                result.rejected.append((message.id, (
+                    f"feature group {group.name!r}, record {message.id!r}: Redis refused the write to key "
+                    f"{key!r} ({stored_et}); the rest of its batch was applied")))
+                continue
             reason = rejection_reason(group.name, message.id, _op_name(message), message.event_time_ns,
                                       code, stored_et, stored_seq)
             if reason is not None:
                 result.rejected.append((message.id, reason))
+
+    def forget_version(self, group: FeatureGroup, record_id: str, partition: int, offset: int) -> bool:
+        """Delete the record of ``record_id`` only if it holds the version written at (``partition``,
+        ``offset``): a stored value that differs from its own version's message (altered behind our back)
+        cannot be replaced by write-if-newer, which sees a duplicate. Atomic; True if deleted."""
+        key = online_key(self._prefix, group.name, _check_record_id(group, record_id))
+        with self._service(f"reset record {record_id!r} of feature group {group.name!r}"):
+            return bool(self._client.eval(_FORGET_VERSION, 1, key, f"{partition}:{offset}"))
 
     # ------------------------------------------------------------------ reads
 

@@ -25,8 +25,34 @@
 -- Returns a flat list, 3 per record: code, stored __et or "", stored __seq or "". Codes are
 -- mirrored in status.py. A key that is not a hash answers FOREIGN with Redis's error text in
 -- place of __et, and the rest of the batch is still applied.
-local APPLIED, STALE, DUPLICATE, EXPIRED, DELETED, REJECTED, CORRUPT, FOREIGN = 1, 2, 3, 4, 5, 6, 7, 8
+--
+-- Every write goes through redis.pcall: a write Redis refuses (OOM under maxmemory with
+-- noeviction, MISCONF, ...) fails only its own record, which answers FAILED with Redis's error
+-- text in place of __et, and the rest of the batch is still applied. (With redis.call the first
+-- refusal aborted the script after earlier records had landed, and the caller could not tell
+-- which.) Redis scripts are not rolled back, so every record's outcome must be reported.
+local APPLIED, STALE, DUPLICATE, EXPIRED, DELETED, REJECTED, CORRUPT, FOREIGN, FAILED = 1, 2, 3, 4, 5, 6, 7, 8, 9
 local STRIDE = 9
+
+-- A write that raises a Lua error carrying Redis's reason when Redis refuses it; the loop at the
+-- bottom catches it and reports the record FAILED.
+local dirty = false
+local function w(...)
+  local r = redis.pcall(...)
+  if type(r) == "table" and r.err then error({fs_refused = r.err}) end
+  dirty = true
+  return r
+end
+
+-- Redis checks maxmemory (noeviction) only at a script's first write command, and only if that
+-- command may grow memory: once any write ran, every later one is let through. Our writes start
+-- with a DEL (which never grows memory), so without this probe a full Redis would accept every
+-- record beyond maxmemory. Before the first write of the call that adds data, a one-field HSET on
+-- the record's own key (removed by the DEL that follows) asks Redis: refused, this record FAILED
+-- with Redis's OOM error and nothing changed; let through, the rest of the call goes on.
+local function may_grow(key)
+  if not dirty then w("HSET", key, "__probe", "1") end
+end
 
 -- Lua numbers are doubles: a 19-digit nanosecond time does not fit exactly, so integers are
 -- compared as canonical decimal strings (sign, then length, then digits).
@@ -83,14 +109,16 @@ local function apply_one(key, op, et, part, off, expired, exp_ns, exp_ms, versio
         -- The newest record is already expired: hide the older one (never resurrect it) with
         -- a tombstone that lives as long as the older record would have.
         local pttl = redis.call("PTTL", key)
-        redis.call("DEL", key)
-        redis.call("HSET", key, "__et", et, "__seq", seq, "__del", "expired", "__v", version)
-        if pttl > 0 then redis.call("PEXPIRE", key, pttl) end
+        may_grow(key)
+        w("DEL", key)
+        w("HSET", key, "__et", et, "__seq", seq, "__del", "expired", "__v", version)
+        if pttl > 0 then w("PEXPIRE", key, pttl) end
       end
       return EXPIRED, cur_et, cur_seq
     end
     -- A put is a full overwrite: features not given become null (absent).
-    redis.call("DEL", key)
+    may_grow(key)
+    w("DEL", key)
     -- cjson.decode is exact here: every element is a string (numbers were encoded by the caller).
     -- Meta fields ride in the same HSET as the features: one call per put is the script's cost.
     local fields = cjson.decode(blob)
@@ -106,25 +134,26 @@ local function apply_one(key, op, et, part, off, expired, exp_ns, exp_ms, versio
     local i = 1
     while i <= n do
       local j = math.min(i + 999, n)
-      redis.call("HSET", key, unpack(fields, i, j))
+      w("HSET", key, unpack(fields, i, j))
       i = j + 1
     end
-    if exp_ms ~= "" then redis.call("PEXPIREAT", key, exp_ms) end
+    if exp_ms ~= "" then w("PEXPIREAT", key, exp_ms) end
     return APPLIED, cur_et, cur_seq
   elseif op == "soft" then
-    redis.call("DEL", key)
+    if expired ~= "1" then may_grow(key) end
+    w("DEL", key)
     if expired ~= "1" then
       -- Keep a tombstone so that older puts arriving later are still rejected.
-      redis.call("HSET", key, "__et", et, "__seq", seq, "__del", "1", "__v", version)
+      w("HSET", key, "__et", et, "__seq", seq, "__del", "1", "__v", version)
       if exp_ms ~= "" then
-        redis.call("HSET", key, "__exp", exp_ns)
-        redis.call("PEXPIREAT", key, exp_ms)
+        w("HSET", key, "__exp", exp_ns)
+        w("PEXPIREAT", key, exp_ms)
       end
     end
     return DELETED, cur_et, cur_seq
   elseif op == "hard" then
     -- Removed entirely: an older put may be accepted again afterwards (SageMaker semantics).
-    redis.call("DEL", key)
+    w("DEL", key)
     return DELETED, cur_et, cur_seq
   end
   error("featurestream write_if_newer: unknown op " .. tostring(op))
@@ -133,8 +162,13 @@ end
 local reply = {}
 for i = 1, #KEYS do
   local b = STRIDE * (i - 1)
-  local code, cur_et, cur_seq = apply_one(KEYS[i], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4],
-    ARGV[b + 5], ARGV[b + 6], ARGV[b + 7], ARGV[b + 8], ARGV[b + 9])
+  local ok, code, cur_et, cur_seq = pcall(apply_one, KEYS[i], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3],
+    ARGV[b + 4], ARGV[b + 5], ARGV[b + 6], ARGV[b + 7], ARGV[b + 8], ARGV[b + 9])
+  if not ok then
+    local reason = code
+    if type(reason) == "table" then reason = reason.fs_refused or reason.err end
+    code, cur_et, cur_seq = FAILED, tostring(reason), ""
+  end
   reply[3 * i - 2], reply[3 * i - 1], reply[3 * i] = code, cur_et, cur_seq
 end
 return reply

@@ -4,6 +4,7 @@ import pytest
 
 from sinks.online.status import (
     CODE_CORRUPT,
+    CODE_FAILED,
     CODE_FOREIGN,
     WriteStatus,
     parse_script_replies,
@@ -15,15 +16,15 @@ from sinks.online.status import (
 @pytest.mark.parametrize("code,status", [
     (1, WriteStatus.APPLIED), (2, WriteStatus.STALE), (3, WriteStatus.DUPLICATE),
     (4, WriteStatus.EXPIRED), (5, WriteStatus.DELETED), (6, WriteStatus.REJECTED),
-    (CODE_CORRUPT, WriteStatus.REJECTED), (CODE_FOREIGN, WriteStatus.REJECTED),
+    (CODE_CORRUPT, WriteStatus.REJECTED), (CODE_FOREIGN, WriteStatus.REJECTED), (CODE_FAILED, WriteStatus.REJECTED),
 ])
 def test_codes_map_to_statuses(code, status):
     assert status_of(code) is status
 
 
-@pytest.mark.parametrize("code", [0, 9, -1])
+@pytest.mark.parametrize("code", [0, 10, -1])
 def test_unknown_code_is_an_error(code):
-    with pytest.raises(ValueError, match="valid codes are 1-8"):
+    with pytest.raises(ValueError, match="valid codes are 1-9"):
         status_of(code)
 
 

@@ -1,0 +1,119 @@
+"""The continuous auditor on the real stack: no false alarms while records flow; a silent online loss (keys
+deleted behind the processor's back, the epoch marker kept, as a failover to a replica that missed the last
+writes leaves it) is found, counted, logged and healed; a data file removed from the offline table behind
+the sink's back is named by its offsets. Ground truth from the topic alone."""
+
+from __future__ import annotations
+
+import random
+import re
+import urllib.request
+
+import pytest
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+from pyiceberg.exceptions import CommitFailedException
+
+from featurestream.sdk import FeatureStore
+from featurestream.stack.ports import free_port
+from schemas.names import online_key
+from tests.integration.helpers import customer, customers_group
+from tests.integration.procs import Proc
+from tests.integration.test_audit import delete_one_data_file, offline_expected, table_positions
+from tests.support.online_oracle import expected_online_state, online_state
+from tests.support.wait import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def metric(port: int, name: str, **labels: str) -> float:
+    """The sum of the samples of ``name`` whose labels include ``labels`` (0 if none)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return sum(s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+def missing_offsets_logged(log: str, group: str) -> set[tuple[int, int]]:
+    out = set()
+    for p, ranges in re.findall(rf"offline {re.escape(group)}: partition (\d+): missing offsets ([\d, -]+)", log):
+        for part in ranges.split(","):
+            a, _, b = part.strip().partition("-")
+            out.update((int(p), o) for o in range(int(a), int(b or a) + 1))
+    return out
+
+
+def test_the_auditor_finds_counts_and_heals_a_silent_loss_and_names_lost_offline_offsets(stack, tmp_path, unique_name):
+    with FeatureStore(stack) as store:
+        g = store.create_feature_group(customers_group(unique_name("parity"), partitions=3))
+        topic = store.registry.topic_of(g.name)
+        rng = random.Random(7)
+
+        def batch(n: int, hour: int) -> list[dict]:
+            return [customer(rng.randrange(300), second=hour * 3600 + rng.randrange(3600)) for _ in range(n)]
+
+        store.ingest(g.name, batch(2000, 0), progress=False)
+        port = free_port()
+        procs = [Proc(stack, ["process", "--metrics-port", "0", "--log-level", "warning"], tmp_path / "p.log"),
+                 Proc(stack, ["sink", "--metrics-port", "0", "--max-age-s", "1", "--compact-every-s", "0"],
+                      tmp_path / "s.log"),
+                 Proc(stack, ["auditor", "--interval-s", "2", "--sample", "100", "--rows", "10",
+                              "--metrics-port", str(port)], tmp_path / "a.log")]
+        auditor = procs[2]
+        checked = "featurestream_parity_checked_total"
+        mismatches = "featurestream_parity_mismatch_total"
+        try:
+            # 1. No false alarms while records are published and applied under the auditor's eyes.
+            for hour in range(1, 5):
+                store.ingest(g.name, batch(500, hour), progress=False)
+            expected = expected_online_state(stack, topic)
+            wait_for(lambda: online_state(store, g, list(expected)) == expected, timeout_s=180,
+                     what=f"the processor to apply every record\n{procs[0].tail()}")
+            want_offline = offline_expected(stack, topic)
+            wait_for(lambda: sorted(table_positions(store, g)) == sorted(want_offline), timeout_s=180,
+                     what=f"the sink to write every record once\n{procs[1].tail()}")
+            seen = metric(port, checked, store="online", group=g.name)
+            wait_for(lambda: metric(port, checked, store="online", group=g.name) >= seen + 300, timeout_s=120,
+                     what=f"three more audits\n{auditor.tail()}")
+            assert metric(port, mismatches, group=g.name) == 0, auditor.tail()  # other tests' groups may differ
+            assert metric(port, "featurestream_parity_checked_total", store="offline", group=g.name) > 0
+
+            # 2. A silent online loss: recently applied keys deleted behind the processor's back.
+            fresh = [customer(i, second=9 * 3600 + i) for i in range(20)]
+            store.ingest(g.name, fresh, progress=False)
+            expected = expected_online_state(stack, topic)
+            wait_for(lambda: online_state(store, g, list(expected)) == expected, timeout_s=120,
+                     what=f"the fresh records to be applied\n{procs[0].tail()}")
+            client = redis.Redis.from_url(stack.redis_url)
+            dropped = [f"c{i}" for i in range(0, 20, 2)][:8]
+            assert client.delete(*(online_key(stack.topic_prefix, g.name, rid) for rid in dropped)) == 8
+            wait_for(lambda: metric(port, mismatches, store="online", group=g.name) >= 8, timeout_s=180,
+                     what=f"the auditor to find the 8 lost records\n{auditor.tail()}")
+            wait_for(lambda: online_state(store, g, list(expected)) == expected, timeout_s=120,
+                     what=f"the online store to be healed\n{auditor.tail()}")
+            before = metric(port, checked, store="online", group=g.name)
+            wait_for(lambda: metric(port, checked, store="online", group=g.name) >= before + 200, timeout_s=60,
+                     what="two audits after the repair")
+            assert metric(port, mismatches, store="online", group=g.name) == 8, auditor.tail()
+            assert metric(port, "featurestream_parity_healed_total", group=g.name) >= 8
+            log = auditor.log.read_text(errors="replace")
+            for rid in dropped:
+                line = next((x for x in log.splitlines() if f"record {rid!r}: value" in x), None)
+                assert line is not None, f"no mismatch logged for {rid}\n{auditor.tail()}"
+                assert "the store has None" in line and f"'customer_id': {rid!r}" in line, line
+
+            # 3. The offline table loses one data file behind the sink's back.
+            def drop_file() -> list[tuple[int, int]] | None:
+                try:
+                    return delete_one_data_file(store, g)
+                except CommitFailedException:
+                    return None  # the sink committed meanwhile: again
+            lost = wait_for(drop_file, timeout_s=60, what="one data file to be removed")
+            wait_for(lambda: metric(port, mismatches, store="offline", group=g.name) >= 1, timeout_s=120,
+                     what=f"the auditor to notice the lost rows\n{auditor.tail()}")
+            named = missing_offsets_logged(auditor.log.read_text(errors="replace"), g.name)
+            assert named == set(lost), (sorted(named), sorted(lost))
+            assert auditor.alive(), auditor.tail()
+        finally:
+            for p in procs:
+                p.stop()
