@@ -117,6 +117,7 @@ def iso_ms(ms: int) -> str:
 
 
 _RELATIVE = re.compile(r"([0-9]+)\s*(s|m|h|d|w)")
+_NUMBER = re.compile(r"[+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?")
 _UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 7 * 86_400_000}
 
 
@@ -138,6 +139,9 @@ def parse_since(value: str | datetime | int, now_ms: int) -> int:
     rel = _RELATIVE.fullmatch(text)
     if rel is not None:
         return now_ms - int(rel.group(1)) * _UNIT_MS[rel.group(2)]
+    if _NUMBER.fullmatch(text):
+        raise SinceError(f"since {value!r} is a number without a unit; write a duration like {text}m or {text}h, "
+                         "or an ISO-8601 UTC time like 2026-10-02T12:00:00Z", value=value)
     try:
         return parse_event_time(text) // 1_000_000
     except ValidationError:
