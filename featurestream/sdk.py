@@ -18,10 +18,11 @@ from functools import cached_property
 from typing import Any
 
 from featurestream.config import Config
-from schemas.errors import RecordValidationError, ServiceUnavailableError
+from schemas.errors import GroupNotFoundError, RecordValidationError, ServiceUnavailableError
 from schemas.eventtime import parse_event_time
 from schemas.group import FeatureGroup
 from schemas.messages import HARD_DELETE, SOFT_DELETE, Message
+from schemas.names import validate_name
 from schemas.ordering import version_key
 from schemas.validate import compile_validator, validate_delete
 from schemas.wire import encode
@@ -271,6 +272,43 @@ class FeatureStore:
         cfg = self.config
         return rebuild_online(cfg.kafka(), cfg.require("redis_url"), cfg.topic_prefix,
                               self.describe_feature_group(group), offline_uri=cfg.offline_uri, progress=progress)
+
+    # -- dead letters ----------------------------------------------------------------------------
+    def dead_letters(self, group: str | None = None, *, since: str | datetime | int | None = None,
+                     progress: bool = True) -> list[Any]:
+        """The dead letters (``streams.deadletter_records.DeadLetter``), oldest first, of ``group`` or
+        of every group, parked at or after ``since`` (ISO-8601 text, relative text like ``1h``/``30m``/
+        ``7d``, an aware datetime or epoch milliseconds). Empty when nothing was ever dead-lettered.
+        GroupNotFoundError for a group that is neither registered nor named by any dead letter."""
+        from streams.deadletter_records import parse_since
+        from streams.redrive import list_dead_letters
+
+        since_ms = None if since is None else parse_since(since, time.time_ns() // 1_000_000)
+        self._check_group_name(group)
+        found = list_dead_letters(self.config.kafka(), self.config.topic_prefix, group=group, since_ms=since_ms,
+                                  progress=progress) or []
+        if group is not None and not found and self.registry.get(group) is None:
+            raise GroupNotFoundError(group)
+        return found
+
+    def redrive(self, group: str | None = None, *, dry_run: bool = False, progress: bool = True) -> Any:
+        """Re-publish the dead letters (of ``group``, or all) that now pass validation against their
+        group's current definition; a ``streams.redrive.RedriveReport`` says per dead letter what
+        happened. Running it again re-publishes nothing already redriven (see streams/redrive_plan.py).
+        ``dry_run``: report the same, publish nothing."""
+        from streams.redrive import RedriveReport, redrive
+
+        self._check_group_name(group)
+        report = redrive(self.config.kafka(), self.config.topic_prefix, self.publisher, self.registry.get,
+                         group=group, dry_run=dry_run, progress=progress) or RedriveReport(dry_run=dry_run)
+        if group is not None and not report.outcomes and self.registry.get(group) is None:
+            raise GroupNotFoundError(group)
+        return report
+
+    @staticmethod
+    def _check_group_name(group: str | None) -> None:
+        if group is not None:
+            validate_name(group)
 
     # -- online reads ----------------------------------------------------------------------------
     def get_record(self, group: str, record_id: Any, features: Sequence[str] | None = None, *,

@@ -81,6 +81,12 @@ def deadletter_topic(prefix: str) -> str:
     return f"{prefix}._deadletter"
 
 
+def redriven_topic(prefix: str) -> str:
+    """The compacted topic where ``deadletter redrive`` records what it re-published (key: the
+    dead letter's source record and store, see streams/redrive_plan.py)."""
+    return f"{prefix}._deadletter-redriven"
+
+
 def group_from_topic(prefix: str, topic: str) -> str | None:
     """The group whose topic is ``topic``, or None for internal/foreign topics.
 

@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "featurestream.cli.offline_cmds",
     "featurestream.cli.http_cmds",
     "featurestream.cli.sink_cmds",
+    "featurestream.cli.deadletter_cmds",
     "featurestream.cli.audit_cmds",
 ]
 
