@@ -119,6 +119,7 @@ def _serve(args: argparse.Namespace) -> int:
                              ("--redis-timeout", args.redis_timeout, MIN_REDIS_TIMEOUT_S)):
         if value < low or (flag == "--port" and value > 65535):
             raise CliError(f"{flag} must be at least {low}" + (" and at most 65535" if flag == "--port" else "")
+                           + (" (--max-body-bytes)" if flag == "--max-body-in-flight-bytes" else "")
                            + f"; got {value}", 2)
     from featurestream.config import ConfigError
 

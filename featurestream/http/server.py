@@ -81,6 +81,8 @@ def serve(config: Config, *, host: str, port: int, credentials: Mapping[str, Acc
     sock = open_socket(host, port)
     bound = sock.getsockname()[1]
     auth = "SigV4 authentication ON" if credentials is not None else "AUTHENTICATION OFF"
+    if credentials is not None and regions is not None:
+        auth += f" for {', '.join(sorted(regions))}"
     announce(f"featurestream: serving the SageMaker Feature Store API on http://{host}:{bound} "
              f"({workers} worker{'s' if workers > 1 else ''}, {auth})")
     if workers <= 1:
