@@ -41,8 +41,11 @@ class FeatureStore:
     """Publish, consume and read features. Thread-safe for publishing and reading."""
 
     def __init__(self, config: Config | None = None, *, timeout_s: float | None = None,
-                 group_cache_s: float = 1.0) -> None:
+                 group_cache_s: float = 1.0, redis_timeout_s: float | None = None) -> None:
         self.config = config or Config.from_env()
+        # The online store's socket timeout (None: sinks.online.connect's default); the HTTP API
+        # sets a short one (--redis-timeout).
+        self.redis_timeout_s = redis_timeout_s
         # The delivery timeout (Config.delivery_timeout_s unless given here): how long publishing
         # and registry reads wait out a broker that answered before and is now away. A broker
         # that never answered this process is reported within a few seconds (streams.contact).
@@ -72,7 +75,10 @@ class FeatureStore:
     def online(self) -> Any:
         from sinks.online.store import OnlineStore
 
-        return OnlineStore.from_url(self.config.require("redis_url"), self.config.topic_prefix)
+        url = self.config.require("redis_url")
+        if self.redis_timeout_s is None:
+            return OnlineStore.from_url(url, self.config.topic_prefix)
+        return OnlineStore.from_url(url, self.config.topic_prefix, timeout_s=self.redis_timeout_s)
 
     def close(self) -> None:
         if "online" in self.__dict__:

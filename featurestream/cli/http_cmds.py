@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from typing import TYPE_CHECKING
 
@@ -12,9 +13,12 @@ from featurestream.config import Config
 from featurestream.http.limits import (
     DEFAULT_BODY_TIMEOUT_S,
     DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_BODY_IN_FLIGHT_BYTES,
     DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_REDIS_TIMEOUT_S,
     MIN_BODY_TIMEOUT_S,
     MIN_MAX_RESPONSE_BYTES,
+    MIN_REDIS_TIMEOUT_S,
     Limits,
 )
 
@@ -53,6 +57,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--body-timeout", type=float, default=DEFAULT_BODY_TIMEOUT_S, metavar="SECONDS",
                        help="time a client has to send its whole request body (30); after it, 408 and the "
                             "connection is closed")
+    serve.add_argument("--max-body-in-flight-bytes", type=int, default=DEFAULT_MAX_BODY_IN_FLIGHT_BYTES,
+                       help="bytes of request bodies one worker receives at once (16 MiB; at least "
+                            "--max-body-bytes); a request beyond it is answered 503 ThrottlingException, which "
+                            "the AWS SDKs retry")
+    serve.add_argument("--regions", metavar="REGION[,REGION...]",
+                       help="the regions requests may be signed for (default: any); others are refused with "
+                            "InvalidSignatureException")
+    serve.add_argument("--redis-timeout", type=float, default=DEFAULT_REDIS_TIMEOUT_S, metavar="SECONDS",
+                       help="socket timeout of the server's Redis reads (1); a Redis that stops answering fails "
+                            "reads with ServiceUnavailable after about twice this")
     add_delivery_timeout(serve)
     serve.set_defaults(func=_serve)
 
@@ -83,15 +97,29 @@ def _announce_keys(keys: dict[str, AccessKey]) -> None:
         print(f"featurestream: access key {key}: {access.permissions.describe()}", file=sys.stderr, flush=True)
 
 
+def _regions(text: str | None) -> frozenset[str] | None:
+    """--regions: a comma-separated list of region names (None: any region)."""
+    if text is None:
+        return None
+    regions = frozenset(r.strip() for r in text.split(",") if r.strip())
+    bad = sorted(r for r in regions if not re.fullmatch(r"[a-z0-9-]{1,40}", r))
+    if not regions or bad:
+        raise CliError(f"--regions must be region names separated by commas (us-east-1,eu-west-1); got {text!r}", 2)
+    return regions
+
+
 def _serve(args: argparse.Namespace) -> int:
     from featurestream.http.server import serve
 
     for flag, value, low in (("--port", args.port, 0), ("--workers", args.workers, 1), ("--threads", args.threads, 1),
                              ("--max-body-bytes", args.max_body_bytes, 1024),
                              ("--max-response-bytes", args.max_response_bytes, MIN_MAX_RESPONSE_BYTES),
-                             ("--body-timeout", args.body_timeout, MIN_BODY_TIMEOUT_S)):
+                             ("--body-timeout", args.body_timeout, MIN_BODY_TIMEOUT_S),
+                             ("--max-body-in-flight-bytes", args.max_body_in_flight_bytes, args.max_body_bytes),
+                             ("--redis-timeout", args.redis_timeout, MIN_REDIS_TIMEOUT_S)):
         if value < low or (flag == "--port" and value > 65535):
             raise CliError(f"{flag} must be at least {low}" + (" and at most 65535" if flag == "--port" else "")
+                           + (" (--max-body-bytes)" if flag == "--max-body-in-flight-bytes" else "")
                            + f"; got {value}", 2)
     from featurestream.config import ConfigError
 
@@ -110,9 +138,10 @@ def _serve(args: argparse.Namespace) -> int:
         credentials = _credentials(config, args.credentials)
         _announce_keys(credentials)
     limits = Limits(max_body_bytes=args.max_body_bytes, max_response_bytes=args.max_response_bytes,
-                    body_timeout_s=args.body_timeout)
+                    body_timeout_s=args.body_timeout, max_body_in_flight_bytes=args.max_body_in_flight_bytes,
+                    redis_timeout_s=args.redis_timeout)
     try:
         return serve(config, host=args.host, port=args.port, credentials=credentials, workers=args.workers,
-                     threads=args.threads, limits=limits)
+                     threads=args.threads, limits=limits, regions=_regions(args.regions))
     except OSError as exc:
         raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None

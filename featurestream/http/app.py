@@ -1,10 +1,13 @@
 """The aiohttp application: one handler that bounds, authenticates, authorizes, routes and answers.
 
-Order matters for safety: the body is bounded (in size and time) before it is read, the
-signature is checked before it is parsed, the key's permissions before any group is looked up,
-and names are validated before anything touches Kafka, Redis or S3. Every failure becomes the
-error an AWS SDK expects (see ``errors.py``), never a traceback; a client that leaves mid-request
-is counted as ``status="499"`` and logged at debug level only, since nothing failed on our side.
+Order matters for safety: the Authorization header is checked (form, known key, date, scope,
+region) before the body is read; the body is bounded (in size, in time, and in bytes held by the
+worker at once) and must not be compressed; the signature is checked before the body is parsed,
+the key's permissions before any group is looked up, and names are validated before anything
+touches Kafka, Redis or S3. Every failure becomes the error an AWS SDK expects (see ``errors.py``),
+never a traceback to the client; an InternalFailure is logged once, at ERROR, with its traceback.
+A client that leaves mid-request is counted as ``status="499"`` and logged at debug level only,
+since nothing failed on our side.
 """
 
 from __future__ import annotations
@@ -25,19 +28,21 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from featurestream.http import control
 from featurestream.http.authorize import authorize, readable
-from featurestream.http.body import ClientClosed, client_gone, read_body
+from featurestream.http.body import ClientClosed, client_gone, declared_size, read_body, refuse_encoded
+from featurestream.http.body_budget import BodyBudget
 from featurestream.http.credentials import AccessKey
-from featurestream.http.errors import CONTROL, RUNTIME, ApiError, backend_of, from_exception
+from featurestream.http.errors import CONTROL, INTERNAL_FAILURE, RUNTIME, ApiError, backend_of, from_exception
 from featurestream.http.limits import Limits
 from featurestream.http.metrics import CLIENT_CLOSED, HttpMetrics
 from featurestream.http.permissions import Permissions
+from featurestream.http.protocol import drop_server_header
 from featurestream.http.quiet_log import log_unavailable
 from featurestream.http.readiness import Readiness
 from featurestream.http.records import group_arn, group_name
 from featurestream.http.runtime import RuntimeApi
-from featurestream.http.sigv4 import AuthError, SignedRequest, verify
+from featurestream.http.sigv4 import AuthError, Credential, SignedRequest, check_header, verify_signature
 from featurestream.sdk import FeatureStore
-from schemas.errors import FeatureStoreError, ServiceUnavailableError
+from schemas.errors import ServiceUnavailableError
 from sinks.online.connect import redact_url
 
 log = logging.getLogger("featurestream.http")
@@ -55,13 +60,19 @@ class Server:
     """State shared by the requests of one worker process."""
 
     def __init__(self, store: FeatureStore, *, credentials: Mapping[str, AccessKey] | None,
-                 limits: Limits | None = None, threads: int = 32, metrics: HttpMetrics | None = None) -> None:
+                 limits: Limits | None = None, threads: int = 32, metrics: HttpMetrics | None = None,
+                 regions: frozenset[str] | None = None) -> None:
         self.store = store
         self.credentials = credentials  # None: authentication switched off (--no-auth)
+        self.regions = regions  # the regions a request may be signed for; None: any
         self.limits = limits or Limits()
+        self.budget = BodyBudget(self.limits.max_body_in_flight_bytes)
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="featurestream-http")
+        # Redis reads get threads of their own: a Redis that stops answering holds these, never the
+        # ones the control plane, the registry and /ready need.
+        self.reads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="featurestream-http-redis")
         self.groups = store.groups
-        self.runtime = RuntimeApi(store, self.groups, self.executor,
+        self.runtime = RuntimeApi(store, self.groups, self.executor, reads=self.reads,
                                   max_response_bytes=self.limits.max_response_bytes)
         self.metrics = metrics or HttpMetrics()
         config = store.config
@@ -71,6 +82,7 @@ class Server:
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.reads.shutdown(wait=False, cancel_futures=True)
         self.store.close()
 
     # ------------------------------------------------------------------ entry
@@ -83,9 +95,16 @@ class Server:
         protocol = CONTROL if target is not None else RUNTIME
         operation = operation_of(request.method, path, target)
         request_id = str(uuid.uuid4())
+        reservation = None
         try:
+            headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers]
+            credential = self._check_header(headers, query)  # before a byte of the body is read
+            refuse_encoded(request)
+            size = declared_size(request, self.limits)
+            # A body over --max-body-bytes reserves nothing: read_body refuses it (413) unread.
+            reservation = self.budget.reserve(size if size <= self.limits.max_body_bytes else 0)
             body = await read_body(request, self.limits)
-            region, permissions = self._authenticate(request, path, query, body)
+            region, permissions = self._verify(request.method, path, query, headers, body, credential)
             result = await self._dispatch(operation, request.method, path, query, target, body, region, permissions)
             response = web.Response(body=orjson.dumps(result), status=200,
                                     content_type="application/json" if protocol == RUNTIME else _JSON)
@@ -93,13 +112,11 @@ class Server:
             return self._client_closed(request, path, operation, started, str(exc))
         except AuthError as exc:
             response = self._error(protocol, ApiError(exc.code, str(exc), exc.status))
-        except (ApiError, FeatureStoreError) as exc:
-            if isinstance(exc, ServiceUnavailableError):
-                log_unavailable(backend_of(exc), exc, operation)
-            response = self._error(protocol, from_exception(exc))
         except Exception as exc:  # never a traceback to the client; the log keeps it
-            log.exception("unexpected error in %s %s (request %s)", request.method, path[:200], request_id)
-            response = self._error(protocol, from_exception(exc))
+            response = self._error(protocol, self._failure(exc, request.method, path, operation, request_id))
+        finally:
+            if reservation is not None:
+                reservation.release()
         if response.status == 408:
             response.force_close()  # the rest of that body would be read as the next request
         if client_gone(request):  # it left while we worked: nobody reads this answer
@@ -119,13 +136,31 @@ class Server:
         return web.Response(body=err.body(protocol), status=err.status, headers={"x-amzn-ErrorType": code},
                             content_type="application/json" if protocol == RUNTIME else _JSON)
 
-    def _authenticate(self, request: web.Request, path: str, query: str, body: bytes) -> tuple[str, Permissions]:
-        """The region signed for and what the signing key may do."""
+    def _failure(self, exc: Exception, method: str, path: str, operation: str, request_id: str) -> ApiError:
+        """The answer to a request that raised ``exc``. A backend that is down is logged quietly
+        (once per cause and period); anything answered InternalFailure is logged here, once, at
+        ERROR with its traceback and the request id the client was given."""
+        if isinstance(exc, ServiceUnavailableError):
+            log_unavailable(backend_of(exc), exc, operation)
+        err = from_exception(exc)
+        if err.code != INTERNAL_FAILURE:
+            return err
+        log.error("InternalFailure in %s %s (%s, request %s): %s: %s", method, path[:200], operation, request_id,
+                  type(exc).__name__, str(exc)[:1000], exc_info=exc)
+        return ApiError(INTERNAL_FAILURE, f"{err} (request {request_id})", err.status)
+
+    def _check_header(self, headers: list[tuple[str, str]], query: str) -> Credential | None:
+        """The Authorization header's cheap checks (None when authentication is off); AuthError."""
         if self.credentials is None:
+            return None
+        return check_header(headers, query, self._secret_of, datetime.now(UTC), regions=self.regions)
+
+    def _verify(self, method: str, path: str, query: str, headers: list[tuple[str, str]], body: bytes,
+                credential: Credential | None) -> tuple[str, Permissions]:
+        """The signature over the body: the region signed for and what the signing key may do."""
+        if self.credentials is None or credential is None:
             return DEFAULT_REGION, Permissions.everything()
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers]
-        signed = SignedRequest(request.method, path, query, headers, body)
-        verified = verify(signed, self._secret_of, datetime.now(UTC))
+        verified = verify_signature(SignedRequest(method, path, query, headers, body), credential)
         return verified.region, self.credentials[verified.access_key].permissions
 
     def _secret_of(self, access_key: str) -> str | None:
@@ -258,10 +293,15 @@ def _query(query: str) -> dict[str, list[str]]:
 
 
 def build_app(server: Server) -> web.Application:
-    """The aiohttp application around ``server``; ``client_max_size`` bounds chunked bodies too."""
+    """The aiohttp application around ``server``; ``client_max_size`` bounds chunked bodies too. Serve it
+    with ``protocol.run`` (or ``protocol.AwsAppRunner``), which shapes aiohttp's own errors."""
+    # auto_decompress off: a compressed body is refused (refuse_encoded), never inflated, not even
+    # while aiohttp reads and drops the rest of a refused body.
     app = web.Application(client_max_size=server.limits.max_body_bytes,
-                          handler_args={"max_field_size": 16384, "lingering_time": LINGERING_S})
+                          handler_args={"max_field_size": 16384, "lingering_time": LINGERING_S,
+                                        "auto_decompress": False})
     app.router.add_route("*", "/{tail:.*}", server.handle)
+    app.on_response_prepare.append(drop_server_header)
 
     async def _close(_app: web.Application) -> None:
         server.close()

@@ -18,6 +18,8 @@ from aiohttp import web
 from featurestream.http.errors import ApiError
 from featurestream.http.limits import Limits
 
+_IDENTITY = ("", "identity")
+
 
 class ClientClosed(Exception):
     """The client closed its connection before its request was read or answered."""
@@ -37,8 +39,28 @@ async def read_body(request: web.Request, limits: Limits) -> bytes:
         raise ApiError("RequestTimeout", f"the request body did not arrive within {limits.body_timeout_s:g} s "
                        f"(Content-Length {length if length is not None else 'not given'}); the connection "
                        "is closed", 408) from None
+    except web.RequestPayloadError as exc:  # a bad chunk size, a body shorter than its length at EOF...
+        raise ApiError.validation(f"the request body is malformed: {' '.join(str(exc).split())[:200]}") from None
     except ConnectionError as exc:  # aiohttp's "Connection lost" (ConnectionResetError) and its kin
         raise ClientClosed(str(exc) or type(exc).__name__) from None
+
+
+def refuse_encoded(request: web.Request) -> None:
+    """ApiError 400 for a compressed body (``Content-Encoding: gzip``, ``deflate``, ``br``...), before
+    reading it. The SageMaker SDKs never compress requests, and aiohttp would inflate the body while
+    reading it: a few KB of gzip can become gigabytes, past every bound set on the bytes sent."""
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in _IDENTITY:
+        raise ApiError.validation(f"Content-Encoding {encoding[:40]!r} is not accepted: send the request body "
+                                  "uncompressed (the AWS SDKs do)")
+
+
+def declared_size(request: web.Request, limits: Limits) -> int:
+    """The bytes this request's body may take: its Content-Length, the largest body accepted when it
+    is chunked (its size is unknown until it has arrived), 0 when it has none."""
+    if request.content_length is not None:
+        return request.content_length
+    return limits.max_body_bytes if request.body_exists else 0
 
 
 def client_gone(request: web.Request) -> bool:
@@ -47,4 +69,4 @@ def client_gone(request: web.Request) -> bool:
     return transport is None or transport.is_closing()
 
 
-__all__ = ["ClientClosed", "client_gone", "read_body"]
+__all__ = ["ClientClosed", "client_gone", "declared_size", "read_body", "refuse_encoded"]

@@ -3,7 +3,11 @@ SageMaker.<Operation>``), mapped onto featurestream's registry.
 
 Fields the reference requires or offers that featurestream has no use for (RoleArn, the S3
 location and KMS keys, throughput, tags...) are accepted and kept under
-``FeatureGroup.extra["sagemaker"]``, and shown again by DescribeFeatureGroup.
+``FeatureGroup.extra["sagemaker"]``, and shown again by DescribeFeatureGroup. What is kept is
+bounded: it is stored with the group's definition in the registry topic, read by every process,
+so a request could otherwise grow every process's memory and reach Kafka's message size limit.
+Tags follow the reference's own limits; the other kept fields together, as JSON, at most
+``MAX_KEPT_BYTES``.
 """
 
 from __future__ import annotations
@@ -28,6 +32,12 @@ _CREATE_MAPPED = {"FeatureGroupName", "RecordIdentifierFeatureName", "EventTimeF
 _ONLINE_MAPPED = {"EnableOnlineStore", "TtlDuration"}
 _LIST_SORT = {"Name", "FeatureGroupStatus", "OfflineStoreStatus", "CreationTime"}
 DEFAULT_MAX_RESULTS = 10  # the reference's default page size
+MAX_TAGS = 50  # the reference's limits on Tags
+MAX_TAG_KEY_CHARS = 128
+MAX_TAG_VALUE_CHARS = 256
+# Fields kept but unused, Tags aside, as JSON. The reference's own (RoleArn, OfflineStoreConfig with its
+# S3 and KMS settings and DataCatalogConfig, ThroughputConfig...) take under 8 KB at their maxima.
+MAX_KEPT_BYTES = 16 * 1024
 MAX_RESULTS = 100
 
 
@@ -82,9 +92,47 @@ def group_from_create(body: dict[str, Any]) -> FeatureGroup:
     online_rest = {k: v for k, v in (online or {}).items() if k not in _ONLINE_MAPPED}
     if online_rest:
         kept["OnlineStoreConfig"] = online_rest
+    _check_kept(kept)
     return FeatureGroup(name=name, record_identifier_name=rid, event_time_name=et, features=tuple(features),
                         online_enabled=enable_online, offline_enabled=offline is not None, ttl=ttl,
                         description=description, extra={EXTRA_KEY: kept} if kept else {})
+
+
+def _check_tags(tags: Any) -> None:
+    if not isinstance(tags, list):
+        raise ApiError.validation(f"Tags must be a list of {{\"Key\": ..., \"Value\": ...}}; got "
+                                  f"{type(tags).__name__}")
+    if len(tags) > MAX_TAGS:
+        raise ApiError.validation(f"Tags has {len(tags)} tags; at most {MAX_TAGS} are allowed")
+    for n, tag in enumerate(tags):
+        if not isinstance(tag, dict) or set(tag) - {"Key", "Value"} or not isinstance(tag.get("Key"), str) \
+                or not isinstance(tag.get("Value", ""), str):
+            raise ApiError.validation(f"Tags[{n}] must be {{\"Key\": string, \"Value\": string}}; got "
+                                      f"{str(tag)[:80]}")
+        if not 1 <= len(tag["Key"]) <= MAX_TAG_KEY_CHARS:
+            raise ApiError.validation(f"Tags[{n}].Key is {len(tag['Key'])} characters; a tag key has 1 to "
+                                      f"{MAX_TAG_KEY_CHARS}")
+        if len(tag.get("Value", "")) > MAX_TAG_VALUE_CHARS:
+            raise ApiError.validation(f"Tags[{n}].Value is {len(tag['Value'])} characters; a tag value has at "
+                                      f"most {MAX_TAG_VALUE_CHARS}")
+
+
+def _check_kept(kept: dict[str, Any]) -> None:
+    """ApiError 400 when the fields kept but unused pass their bounds (see the module's docstring)."""
+    if kept.get("Tags") is not None:
+        _check_tags(kept["Tags"])
+    rest = {k: v for k, v in kept.items() if k != "Tags"}
+    try:
+        size = len(orjson.dumps(rest))
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes (254 levels)
+        raise ApiError.validation("the fields featurestream keeps without using are nested too deeply; "
+                                  f"they must fit in {MAX_KEPT_BYTES} bytes of JSON") from None
+    if size > MAX_KEPT_BYTES:
+        largest = sorted(rest, key=lambda k: len(orjson.dumps(rest[k])), reverse=True)[:3]
+        names = ", ".join(k[:64] for k in largest)
+        raise ApiError.validation(f"the fields featurestream keeps without using ({names}...) take {size} bytes "
+                                  f"as JSON; at most {MAX_KEPT_BYTES} are allowed "
+                                  "(Tags aside, which have their own limits)")
 
 
 def describe(group: FeatureGroup, region: str) -> dict[str, Any]:

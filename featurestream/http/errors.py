@@ -27,6 +27,7 @@ RUNTIME = "runtime"
 CONTROL = "control"
 _VALIDATION = {RUNTIME: "ValidationError", CONTROL: "ValidationException"}
 MAX_MESSAGE_CHARS = 2048  # the Message shape's max in both models
+INTERNAL_FAILURE = "InternalFailure"  # a failure of ours: logged with its traceback (app.py, protocol.py)
 
 
 class ApiError(Exception):
@@ -73,7 +74,7 @@ def from_exception(exc: BaseException) -> ApiError:
     if isinstance(exc, ServiceUnavailableError):
         return ApiError("ServiceUnavailable", f"Service Unavailable: {backend_of(exc)} is unavailable; retry "
                         "later (the server log has the details)", 503)
-    return ApiError("InternalFailure", f"internal error ({type(exc).__name__}); the server log has the details",
+    return ApiError(INTERNAL_FAILURE, f"internal error ({type(exc).__name__}); the server log has the details",
                     500)
 
 

@@ -1,9 +1,11 @@
 """The runtime operations of SageMaker Feature Store over featurestream's SDK pieces.
 
 Puts and deletes pass the same validator and the same Kafka publisher as
-``FeatureStore.put_record``; reads go to the same online store. Blocking calls (Redis,
-registry) run in the server's thread pool; a put waits for Kafka's acknowledgement as an
-asyncio future, so a slow broker holds no thread.
+``FeatureStore.put_record``; reads go to the same online store. Blocking calls run in thread
+pools, never on the event loop: Redis reads in their own (``reads``), so that a Redis that stops
+answering holds only those threads, each for the server's Redis timeout; the registry in the
+server's. A put waits for Kafka's acknowledgement as an asyncio future, so a slow broker holds
+no thread.
 """
 
 from __future__ import annotations
@@ -71,17 +73,20 @@ class RuntimeApi:
     """PutRecord, GetRecord, BatchGetRecord, DeleteRecord, BatchWriteRecord."""
 
     def __init__(self, store: FeatureStore, groups: GroupView, executor: Executor, *,
-                 max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES, inline_reads: bool = True,
+                 reads: Executor | None = None, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
                  inline_writes: bool = True) -> None:
         self.store = store
         self.groups = groups
         self.executor = executor
-        self.inline_reads = inline_reads
+        self.reads = reads or executor
         self.inline_writes = inline_writes
         self._batch_get = BoundedBatchGet(store, groups, max_response_bytes)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.reads, fn, *args)
 
     def _group(self, name: str) -> FeatureGroup:
         group = self.groups.get(name)
@@ -251,12 +256,11 @@ class RuntimeApi:
         return out
 
     async def get_record(self, name: str, query: dict[str, list[str]]) -> dict[str, Any]:
-        if self.inline_reads and name in self.groups:
-            # One Redis round trip (~0.1 ms on a LAN) costs less inline than a hop to the
-            # thread pool and back; its worst case is bounded by the Redis socket timeout.
-            return self._get(name, query)
-        return await self._run(self._get, name, query)
+        # Never inline on the event loop, although one Redis round trip costs less than the hop to a
+        # thread: a Redis that stops answering (SIGSTOP, a full network buffer) would then stop the
+        # whole worker, health probes and Kafka writes included, for the socket timeout per read.
+        return await self._read(self._get, name, query)
 
     async def batch_get_record(self, body: dict[str, Any]) -> dict[str, Any]:
         with_exp = _expiration(body.get("ExpirationTimeResponse"))
-        return await self._run(self._batch_get, body, with_exp)
+        return await self._read(self._batch_get, body, with_exp)

@@ -39,7 +39,7 @@ def _enable_multiprocess_metrics(directory: str) -> None:
 
 
 def run_worker(config: Config, sock: socket.socket, *, credentials: Mapping[str, AccessKey] | None, threads: int,
-               limits: Limits, metrics_dir: str | None = None) -> None:
+               limits: Limits, metrics_dir: str | None = None, regions: frozenset[str] | None = None) -> None:
     """Serve on ``sock`` until SIGTERM/SIGINT (blocking)."""
     if metrics_dir:
         _enable_multiprocess_metrics(metrics_dir)
@@ -49,10 +49,11 @@ def run_worker(config: Config, sock: socket.socket, *, credentials: Mapping[str,
 
     from featurestream.http.app import Server, build_app
     from featurestream.http.metrics import HttpMetrics
+    from featurestream.http.protocol import run
     from featurestream.sdk import FeatureStore
 
-    server = Server(FeatureStore(config), credentials=credentials, limits=limits, threads=threads,
-                    metrics=HttpMetrics(metrics_dir))
+    server = Server(FeatureStore(config, redis_timeout_s=limits.redis_timeout_s), credentials=credentials,
+                    limits=limits, threads=threads, metrics=HttpMetrics(metrics_dir), regions=regions)
     app = build_app(server)
 
     async def _warm_up(_app: web.Application) -> None:
@@ -69,21 +70,23 @@ def run_worker(config: Config, sock: socket.socket, *, credentials: Mapping[str,
         loop.run_in_executor(server.executor, touch)
 
     app.on_startup.append(_warm_up)
-    web.run_app(app, sock=sock, print=None, access_log=None, handle_signals=True, shutdown_timeout=5.0)
+    run(app, sock, shutdown_timeout=5.0, access_log=None)
 
 
 def serve(config: Config, *, host: str, port: int, credentials: Mapping[str, AccessKey] | None, workers: int = 2,
-          threads: int = 32, limits: Limits | None = None,
+          threads: int = 32, limits: Limits | None = None, regions: frozenset[str] | None = None,
           announce: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)) -> int:
     """Bind ``host:port``, start ``workers`` processes, supervise them; returns the exit status."""
     limits = limits or Limits()
     sock = open_socket(host, port)
     bound = sock.getsockname()[1]
     auth = "SigV4 authentication ON" if credentials is not None else "AUTHENTICATION OFF"
+    if credentials is not None and regions is not None:
+        auth += f" for {', '.join(sorted(regions))}"
     announce(f"featurestream: serving the SageMaker Feature Store API on http://{host}:{bound} "
              f"({workers} worker{'s' if workers > 1 else ''}, {auth})")
     if workers <= 1:
-        run_worker(config, sock, credentials=credentials, threads=threads, limits=limits)
+        run_worker(config, sock, credentials=credentials, threads=threads, limits=limits, regions=regions)
         return 0
     metrics_dir = tempfile.mkdtemp(prefix="featurestream-http-metrics-")
     children: dict[int, int] = {}
@@ -97,7 +100,7 @@ def serve(config: Config, *, host: str, port: int, credentials: Mapping[str, Acc
             status = 0
             try:
                 run_worker(config, sock, credentials=credentials, threads=threads, limits=limits,
-                           metrics_dir=metrics_dir)
+                           metrics_dir=metrics_dir, regions=regions)
             except BaseException:  # noqa: B036 - a worker must never return into the parent's code
                 import traceback
 

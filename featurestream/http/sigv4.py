@@ -127,19 +127,36 @@ class Verified:
     region: str
 
 
-def verify(req: SignedRequest, secret_of: Callable[[str], str | None] | Mapping[str, str],
-           now: datetime) -> Verified:
-    """Check ``req``'s Authorization header; return who signed it or raise AuthError.
+@dataclass(frozen=True)
+class Credential:
+    """What the Authorization header and X-Amz-Date claim, checked as far as they can be without the
+    body: well formed, a known access key, a date within the window, the scope (date, service, an
+    accepted region). Only :func:`verify_signature` proves the caller holds the secret."""
 
-    ``secret_of`` maps an access key id to its secret (None/missing: unknown key).
-    Codes follow AWS JSON services: MissingAuthenticationTokenException (no signature at all),
-    IncompleteSignatureException (malformed), UnrecognizedClientException (unknown key),
-    InvalidSignatureException (wrong signature or a date off by more than 15 minutes).
+    access_key: str
+    secret: str
+    date: str
+    amz_date: str
+    region: str
+    service: str
+    signed_headers: tuple[str, ...]
+    signature: str
+
+
+def check_header(headers: Sequence[tuple[str, str]], query: str,
+                 secret_of: Callable[[str], str | None] | Mapping[str, str], now: datetime, *,
+                 regions: frozenset[str] | None = None) -> Credential:
+    """The cheap checks of a request's signature, done before its body is read; AuthError if one fails.
+
+    ``regions``: the regions a request may be signed for (None: any). Codes follow AWS JSON
+    services: MissingAuthenticationTokenException (no signature at all), IncompleteSignatureException
+    (malformed, or a payload left unsigned), UnrecognizedClientException (unknown key),
+    InvalidSignatureException (a date off by more than 15 minutes, a scope that does not match).
     """
     lookup = secret_of.get if isinstance(secret_of, Mapping) else secret_of
-    auth = _header(req.headers, "authorization")
+    auth = _header(headers, "authorization")
     if not auth:
-        if "X-Amz-Signature=" in req.query or "X-Amz-Credential=" in req.query:
+        if "X-Amz-Signature=" in query or "X-Amz-Credential=" in query:
             raise AuthError("IncompleteSignatureException",
                             "Presigned (query string) requests are not supported; sign the Authorization "
                             "header (every AWS SDK does by default).")
@@ -163,11 +180,15 @@ def verify(req: SignedRequest, secret_of: Callable[[str], str | None] | Mapping[
     if service != SERVICE:
         raise AuthError("InvalidSignatureException",
                         f"Credential should be scoped to correct service: '{SERVICE}'.")
+    if regions is not None and region not in regions:
+        raise AuthError("InvalidSignatureException",
+                        f"Credential should be scoped to a valid region, not {region[:40]!r}; this server "
+                        f"accepts {', '.join(sorted(regions))}.")
     signed = m.group("signed").split(";")
     if signed != sorted(signed) or any(s != s.lower() for s in signed) or "host" not in signed:
         raise AuthError("IncompleteSignatureException",
                         "SignedHeaders must be lower-case, sorted, separated by ';' and include 'host'.")
-    amz_date = _header(req.headers, "x-amz-date")
+    amz_date = _header(headers, "x-amz-date")
     if amz_date is None:
         raise AuthError("IncompleteSignatureException",
                         "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' "
@@ -192,35 +213,60 @@ def verify(req: SignedRequest, secret_of: Callable[[str], str | None] | Mapping[
     secret = lookup(access_key)
     if not secret:
         raise AuthError("UnrecognizedClientException", "The security token included in the request is invalid.")
+    if _header(headers, "x-amz-content-sha256") == UNSIGNED_PAYLOAD:
+        # The signature would then cover no byte of the body: anyone who saw one signed request
+        # could replay its headers with a body of their own for 15 minutes.
+        raise AuthError("IncompleteSignatureException",
+                        f"x-amz-content-sha256: {UNSIGNED_PAYLOAD} is not accepted: featurestream verifies the "
+                        "SHA-256 of every request body; sign the payload (the AWS SDKs do for this service).",
+                        400)
+    return Credential(access_key, secret, date, amz_date, region, service, tuple(signed), m.group("sig").lower())
+
+
+def verify_signature(req: SignedRequest, credential: Credential) -> Verified:
+    """The expensive half: hash the body and check the signature; AuthError if it does not match."""
+    payload_hash = _sha256(req.body)
     declared = _header(req.headers, "x-amz-content-sha256")
-    payload_hash = UNSIGNED_PAYLOAD if declared == UNSIGNED_PAYLOAD else _sha256(req.body)
-    if declared not in (None, UNSIGNED_PAYLOAD, payload_hash):
+    if declared not in (None, payload_hash):
         raise AuthError("InvalidSignatureException",
                         "The provided 'x-amz-content-sha256' header does not match what was computed.")
-    scope = f"{date}/{region}/{service}/aws4_request"
-    canonical = canonical_request(req, signed, payload_hash)
-    to_sign = string_to_sign(amz_date, scope, canonical)
-    expected = hmac.new(signing_key(secret, date, region, service), to_sign.encode("utf-8"),
+    c = credential
+    scope = f"{c.date}/{c.region}/{c.service}/aws4_request"
+    canonical = canonical_request(req, c.signed_headers, payload_hash)
+    to_sign = string_to_sign(c.amz_date, scope, canonical)
+    expected = hmac.new(signing_key(c.secret, c.date, c.region, c.service), to_sign.encode("utf-8"),
                         hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, m.group("sig").lower()):
+    if not hmac.compare_digest(expected, c.signature):
         raise AuthError("InvalidSignatureException",
                         "The request signature we calculated does not match the signature you provided. "
                         "Check your AWS Secret Access Key and signing method. Consult the service "
                         "documentation for details.")
-    return Verified(access_key, region)
+    return Verified(c.access_key, c.region)
+
+
+def verify(req: SignedRequest, secret_of: Callable[[str], str | None] | Mapping[str, str],
+           now: datetime, *, regions: frozenset[str] | None = None) -> Verified:
+    """Both halves at once (:func:`check_header`, then :func:`verify_signature`): who signed ``req``,
+    or AuthError."""
+    return verify_signature(req, check_header(req.headers, req.query, secret_of, now, regions=regions))
 
 
 def sign(method: str, url_path: str, query: str, headers: dict[str, str], body: bytes, *, access_key: str,
-         secret: str, region: str, now: datetime) -> dict[str, str]:
+         secret: str, region: str, now: datetime, unsigned_payload: bool = False) -> dict[str, str]:
     """Sign a request the SDK way (for featurestream's own load generator and tests); returns the
-    headers to send: ``headers`` plus X-Amz-Date and Authorization. ``headers`` must hold Host."""
+    headers to send: ``headers`` plus X-Amz-Date and Authorization. ``headers`` must hold Host.
+    ``unsigned_payload``: sign ``x-amz-content-sha256: UNSIGNED-PAYLOAD`` instead of the body's hash
+    (as S3 clients may; this server refuses it)."""
     amz_date = now.strftime(_AMZ_DATE)
     out = dict(headers)
     out["X-Amz-Date"] = amz_date
+    if unsigned_payload:
+        out["X-Amz-Content-SHA256"] = UNSIGNED_PAYLOAD
     signed = sorted({k.lower() for k in out})
     req = SignedRequest(method, url_path, query, list(out.items()), body)
     scope = f"{amz_date[:8]}/{region}/{SERVICE}/aws4_request"
-    to_sign = string_to_sign(amz_date, scope, canonical_request(req, signed, _sha256(body)))
+    payload_hash = UNSIGNED_PAYLOAD if unsigned_payload else _sha256(body)
+    to_sign = string_to_sign(amz_date, scope, canonical_request(req, signed, payload_hash))
     sig = hmac.new(signing_key(secret, amz_date[:8], region, SERVICE), to_sign.encode("utf-8"),
                    hashlib.sha256).hexdigest()
     out["Authorization"] = (f"{ALGORITHM} Credential={access_key}/{scope}, SignedHeaders={';'.join(signed)}, "

@@ -7,13 +7,17 @@ refused calls are made with unmodified boto3, the rest over raw sockets.
 
 from __future__ import annotations
 
+import gzip
 import json
+import os
 import re
+import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
@@ -245,9 +249,13 @@ def _connect(api) -> socket.socket:
 
 
 def test_a_body_shorter_than_its_content_length_is_answered_408_and_closed(api):
+    # Signed by a known key, so that the header passes and the body is waited for (the signature
+    # itself, over a body that never comes, is never checked).
+    headers = sign("POST", "/BatchGetRecord", "", {"Host": "x", "Content-Length": "1000"}, b"",
+                   access_key=api["key"], secret=api["secret"], region="us-east-1", now=datetime.now(UTC))
     with _connect(api) as s:
         started = time.monotonic()
-        s.sendall(b"POST /BatchGetRecord HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"Identifiers\"")
+        s.sendall(_head("POST", "/BatchGetRecord", headers) + b'{"Identifiers"')
         received = b""
         while chunk := s.recv(4096):  # returns b"" once the server closes; the socket times out at 30 s
             received += chunk
@@ -259,9 +267,12 @@ def test_a_body_shorter_than_its_content_length_is_answered_408_and_closed(api):
 
 def test_clients_that_leave_mid_request_are_counted_apart_and_leave_no_traceback(api):
     before = _metrics(api)
+    # signed by a known key: the header passes and the body is being read when the client leaves
+    headers = sign("PUT", "/FeatureGroup/x", "", {"Host": "x", "Content-Length": "500"}, b"",
+                   access_key=api["key"], secret=api["secret"], region="us-east-1", now=datetime.now(UTC))
     for n in range(20):
         with _connect(api) as s:
-            s.sendall(b"PUT /FeatureGroup/x HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n" + b"{" * (n + 1))
+            s.sendall(_head("PUT", "/FeatureGroup/x", headers) + b"{" * (n + 1))
         # closed with the body unfinished
     wait_for(lambda: _counter(_metrics(api), "499") - _counter(before, "499") >= 20, timeout_s=30,
              what="20 more requests counted as status 499")
@@ -343,3 +354,225 @@ def test_a_client_that_leaves_while_the_server_works_is_counted_499_not_503(stac
         silent.close()
     log = next(tmp_path.glob("serve-*.log")).read_text()
     assert "Traceback" not in log and "unexpected error" not in log
+
+
+# ---------------------------------------------------------------------- before the body
+
+MiB = 1024 * 1024
+
+
+def _answer(s: socket.socket, timeout_s: float) -> tuple[int, dict, bytes] | None:
+    """The HTTP answer on ``s`` (status, lower-case headers, body), or None if none came within ``timeout_s``."""
+    s.settimeout(timeout_s)
+    data = b""
+    try:
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = dict((k.strip().lower(), v.strip()) for k, _, v in (line.partition(":") for line in lines[1:]))
+        while len(body) < int(headers.get("content-length", 0)):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+    except TimeoutError:
+        return None
+    return (int(lines[0].split()[1]), headers, body) if data else None
+
+
+def _head(method: str, path: str, headers: dict) -> bytes:
+    return (f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode()
+
+
+def test_signatures_are_checked_and_body_bytes_capped_before_any_body_is_read(stack, tmp_path):
+    env = server_env(stack)
+    body_timeout = 20
+    proc, url = start_server(env, tmp_path, "--workers", "1", "--max-body-in-flight-bytes", str(4 * MiB),
+                             "--body-timeout", str(body_timeout), "--regions", "us-east-1,eu-central-1")
+    api = {"url": url, "key": env["AWS_ACCESS_KEY_ID"], "secret": env["AWS_SECRET_ACCESS_KEY"]}
+    host = url.removeprefix("http://")
+    big = {"Host": host, "Content-Type": "application/json", "Content-Length": str(2 * MiB)}
+
+    def signed(**kw) -> dict:
+        args = dict(access_key=api["key"], secret=api["secret"], region="us-east-1", now=datetime.now(UTC)) | kw
+        return sign("POST", "/BatchWriteRecord", "", big, b"", **args)  # not this body: a forged signature
+
+    try:
+        # Refused from the Authorization header alone, at once: the body would take 20 s to time out.
+        for headers, code, words in [
+            (big, "MissingAuthenticationTokenException", "Missing Authentication Token"),
+            (signed(access_key="AKIDNOBODY"), "UnrecognizedClientException", "security token"),
+            (signed(region="ap-south-1"), "InvalidSignatureException", "valid region, not 'ap-south-1'"),
+            (signed(now=datetime.now(UTC).replace(year=2020)), "InvalidSignatureException", "Signature expired"),
+            ({**signed(), "Authorization": "AWS4-HMAC-SHA256 Credential=x"}, "IncompleteSignatureException",
+             "requires 'Credential'"),
+        ]:
+            with _connect(api) as s:
+                started = time.monotonic()
+                s.sendall(_head("POST", "/BatchWriteRecord", headers) + b"{" * 65536)  # half sent, at most
+                got = _answer(s, 10)
+            assert got is not None and time.monotonic() - started < 10, (code, "no answer before the body")
+            status, got_headers, body = got
+            assert (status, got_headers["x-amzn-errortype"]) == (403, code) and words in body.decode(), body
+
+        # 150 clients with a known key and a well-formed header (only the body can disprove the
+        # signature), each announcing 2 MiB: the worker receives two bodies at once (4 MiB) and
+        # refuses the others before reading them, instead of holding 300 MiB.
+        clients = [_connect(api) for _ in range(150)]
+        try:
+            for s in clients:
+                s.sendall(_head("POST", "/BatchWriteRecord", signed()))
+            answers = [_answer(s, 1.0 if n < 2 else 10) for n, s in enumerate(clients)]
+            assert answers[:2] == [None, None]  # admitted: waiting for their bodies
+            for status, headers, body in answers[2:]:
+                assert (status, headers["x-amzn-errortype"]) == (503, "ThrottlingException"), body
+                assert b"--max-body-in-flight-bytes" in body
+            # The admitted bodies arrive; their signatures do not match them, and the bytes are given back.
+            for s in clients[:2]:
+                s.sendall(b" " * (2 * MiB))
+                status, headers, body = _answer(s, 30)
+                assert (status, headers["x-amzn-errortype"]) == (403, "InvalidSignatureException"), body
+        finally:
+            for s in clients:
+                s.close()
+        sm, _ = boto_clients(api)
+        assert "FeatureGroupSummaries" in sm.list_feature_groups(MaxResults=1)
+        status, _, _ = raw_request(api, "POST", "/BatchWriteRecord", b" " * (2 * MiB - 16) + b'{"Entries": []}')
+        assert status == 400  # a full-size body is received again (and refused only for what it says)
+    finally:
+        stop_server(proc)
+
+
+# ---------------------------------------------------------------------- a Redis that stops answering
+
+def _redis_pid(stack) -> int:
+    from featurestream.stack import procs
+    from featurestream.stack.layout import StackLayout
+
+    record = procs.PidFiles(StackLayout(stack.state_dir).run_dir).read("redis")
+    if record is None:
+        pytest.skip("the Redis server is not one this session started (FEATURESTREAM_REDIS_URL given)")
+    return record.pid
+
+
+def _bytes_redis_has_not_read_from(pid: int, redis_port: int) -> int:
+    """Bytes that process ``pid`` sent to Redis and Redis has not read yet (its sockets' receive
+    queues, from /proc/net/tcp): a stopped Redis leaves a command there."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    rows = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as fh:
+            for line in fh.readlines()[1:]:
+                f = line.split()
+                rows.append((int(f[1].rsplit(":", 1)[1], 16), int(f[2].rsplit(":", 1)[1], 16),
+                             int(f[4].split(":")[1], 16), f[9]))  # local port, remote port, rx_queue, inode
+    ours = {local for local, remote, _, inode in rows if inode in inodes and remote == redis_port}
+    return sum(rx for local, remote, rx, _ in rows if local == redis_port and remote in ours)
+
+
+def test_a_stalled_redis_blocks_neither_probes_nor_the_control_plane_nor_puts(stack, tmp_path, unique_name):
+    env = server_env(stack)
+    # A long Redis timeout, so that the GetRecord below stays stuck while the rest is asked.
+    proc, url = start_server(env, tmp_path, "--workers", "1", "--redis-timeout", "10")
+    api = {"url": url, "key": env["AWS_ACCESS_KEY_ID"], "secret": env["AWS_SECRET_ACCESS_KEY"]}
+    sm, rt = boto_clients(api)
+    group = unique_name("stall")
+    _group(sm, group, "age")
+    assert rt.get_record(FeatureGroupName=group, RecordIdentifierValueAsString="c1") is not None  # group known
+    pid = _redis_pid(stack)
+    pool = ThreadPoolExecutor(2)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        stuck = pool.submit(raw_request, api, "GET", f"/FeatureGroup/{group}",
+                            query="RecordIdentifierValueAsString=c1")
+        redis_port = int(stack.redis_url.rsplit(":", 1)[1].split("/")[0])
+        wait_for(lambda: _bytes_redis_has_not_read_from(proc.pid, redis_port), timeout_s=10,
+                 what="the GetRecord's command sent to the stopped Redis")
+
+        def within(seconds: float, call, *args, **kwargs):
+            started = time.monotonic()
+            result = call(*args, **kwargs)
+            elapsed = time.monotonic() - started
+            assert elapsed < seconds, f"{getattr(call, '__name__', call)} took {elapsed:.1f} s"
+            return result
+
+        assert not stuck.done()
+        assert within(2, raw_request, api, "GET", "/health", signed=False)[0] == 200
+        assert within(2, sm.describe_feature_group, FeatureGroupName=group)["FeatureGroupName"] == group
+        assert within(2, sm.list_feature_groups, NameContains=group)["FeatureGroupSummaries"]
+        within(3, rt.put_record, FeatureGroupName=group, Record=_record("c2", age="7"))  # to Kafka
+        status, _, body = within(8, raw_request, api, "GET", "/ready", signed=False)  # its Redis check times out at 5 s
+        assert status == 503 and json.loads(body)["redis"] == "unavailable" and json.loads(body)["kafka"] == "ok"
+        assert not stuck.done(), "the GetRecord was not waiting on Redis after all"
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        pool.shutdown(wait=True)
+    try:
+        status, _, _ = stuck.result(timeout=30)
+        assert status in (200, 503)  # answered once Redis is back (or its read timed out), never a 500
+    finally:
+        sm.delete_feature_group(FeatureGroupName=group)
+        stop_server(proc)
+
+
+# ---------------------------------------------------------------------- what the wire gets back
+
+def test_compressed_and_unsigned_bodies_and_malformed_requests_get_aws_errors_and_no_server_header(api):
+    log_before = api["log"].read_text()
+    seen: list[tuple[int, dict, bytes]] = []
+
+    def expect(got, status: int, code: str, words: str) -> None:
+        seen.append(got)
+        assert got is not None, (code, "no answer")
+        got_status, headers, body = got
+        headers = {k.lower(): v for k, v in headers.items()}
+        answer = json.loads(body)
+        assert (got_status, headers.get("x-amzn-errortype"), answer["__type"]) == (status, code, code), body
+        assert words in answer["message"], answer
+
+    record = json.dumps({"Record": _record("c1")}).encode()
+    for encoding, packed in (("gzip", gzip.compress(record)), ("deflate", zlib.compress(record)),
+                             ("br", b"\x0b\x02\x80" + record)):  # the SDKs never compress a request
+        expect(raw_request(api, "PUT", "/FeatureGroup/anything", packed,
+                           headers={"Content-Encoding": encoding, "Content-Type": "application/json"}),
+               400, "ValidationError", f"Content-Encoding '{encoding}' is not accepted")
+
+    host = api["url"].removeprefix("http://")
+    unsigned = sign("PUT", "/FeatureGroup/anything", "", {"Host": host}, record, access_key=api["key"],
+                    secret=api["secret"], region="us-east-1", now=datetime.now(UTC), unsigned_payload=True)
+    expect(raw_request(api, "PUT", "/FeatureGroup/anything", record, headers=unsigned, signed=False),
+           400, "IncompleteSignatureException", "x-amz-content-sha256: UNSIGNED-PAYLOAD is not accepted")
+
+    # aiohttp's own refusals, before any handler of ours runs, in the same shape.
+    forged = sign("POST", "/BatchWriteRecord", "", {"Host": host, "Transfer-Encoding": "chunked"}, b"",
+                  access_key=api["key"], secret=api["secret"], region="us-east-1", now=datetime.now(UTC))
+    for raw, status, words in [
+        (b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n", 400, "LineTooLong"),
+        (b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(200)) + b"\r\n",
+         400, "Too many headers"),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: twelve\r\n\r\n", 400, "Content-Length"),
+        (b"GET /health HTTP/1.1 and more\r\nHost: x\r\n\r\n", 400, "HTTP request is malformed"),
+        (_head("POST", "/BatchWriteRecord", forged) + b"zz\r\n{}\r\n0\r\n\r\n", 400, "chunk size"),
+    ]:
+        with _connect(api) as s:
+            s.sendall(raw)
+            expect(_answer(s, 10), status, "ValidationError", words)
+
+    ok = [raw_request(api, "GET", "/health", signed=False), raw_request(api, "GET", "/ready", signed=False),
+          raw_request(api, "POST", "/", b"{}", headers={"X-Amz-Target": "SageMaker.ListFeatureGroups",
+                                                     "Content-Type": "application/x-amz-json-1.1"})]
+    assert [status for status, _, _ in ok] == [200, 200, 200]
+    assert [h for _, h, _ in ok + seen if "server" in {k.lower() for k in h}] == []  # no software, no version
+    new_log = api["log"].read_text()[len(log_before):]
+    assert "Traceback" not in new_log and "Error handling request" not in new_log, new_log[-3000:]

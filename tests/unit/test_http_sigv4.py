@@ -15,8 +15,10 @@ from featurestream.http.sigv4 import (
     SignedRequest,
     canonical_path,
     canonical_query,
+    check_header,
     sign,
     verify,
+    verify_signature,
 )
 
 KEYS = {"AKIDEXAMPLE": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "other": "s3cr3t"}
@@ -162,6 +164,32 @@ def test_presigned_query_requests_are_refused_clearly():
 def test_content_sha256_header_must_match_the_body():
     req = botocore_signed("PUT", "http://h/FeatureGroup/g", b"{}", headers={"X-Amz-Content-SHA256": "0" * 64})
     assert _code(req) == "InvalidSignatureException"
+
+
+def test_the_header_checks_need_no_body_and_the_signature_check_needs_it():
+    body = b'{"Record": []}'
+    req = botocore_signed("PUT", "http://h/FeatureGroup/g", body)
+    credential = check_header(req.headers, req.query, KEYS, NOW)  # no body given: none needed
+    assert (credential.access_key, credential.region) == ("AKIDEXAMPLE", "us-east-1")
+    assert verify_signature(req, credential).access_key == "AKIDEXAMPLE"
+    tampered = SignedRequest(req.method, req.path, req.query, req.headers, b'{"Record": [1]}')
+    with pytest.raises(AuthError, match="signature we calculated does not match"):
+        verify_signature(tampered, credential)
+
+
+def test_accepted_regions_and_unsigned_payloads():
+    req = botocore_signed("GET", URL, region="eu-west-1")
+    assert verify(req, KEYS, NOW, regions=None).region == "eu-west-1"  # default: any region
+    assert verify(req, KEYS, NOW, regions=frozenset({"eu-west-1", "us-east-1"})).region == "eu-west-1"
+    with pytest.raises(AuthError, match="scoped to a valid region, not 'eu-west-1'.*accepts us-east-1") as info:
+        check_header(req.headers, req.query, KEYS, NOW, regions=frozenset({"us-east-1"}))
+    assert info.value.code == "InvalidSignatureException"
+    # A request whose signature covers no byte of its body is refused, however well it is signed.
+    headers = sign("PUT", "/FeatureGroup/g", "", {"Host": "h"}, b"{}", access_key="AKIDEXAMPLE",
+                   secret=KEYS["AKIDEXAMPLE"], region="us-east-1", now=NOW, unsigned_payload=True)
+    with pytest.raises(AuthError, match="x-amz-content-sha256: UNSIGNED-PAYLOAD is not accepted") as info:
+        check_header(list(headers.items()), "", KEYS, NOW)
+    assert (info.value.code, info.value.status) == ("IncompleteSignatureException", 400)
 
 
 def test_canonical_forms():

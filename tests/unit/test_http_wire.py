@@ -188,6 +188,31 @@ def test_create_without_any_store_or_with_bad_fields_is_a_validation_error():
         control.group_from_create({**CREATE, "OfflineStoreConfig": "s3://x"})
 
 
+def test_create_bounds_the_tags_and_unknown_fields_it_keeps_naming_the_limit():
+    # At the limits: 50 tags of the longest key and value, and 16 KB of unknown fields, are kept.
+    tags = [{"Key": f"{i:02d}".ljust(control.MAX_TAG_KEY_CHARS, "k"), "Value": "v" * control.MAX_TAG_VALUE_CHARS}
+            for i in range(control.MAX_TAGS)]
+    filler = "x" * (control.MAX_KEPT_BYTES - len(orjson.dumps({**CREATE, "Tags": None, "Extra": ""})) - 200)
+    kept = control.group_from_create({**CREATE, "Tags": tags, "Extra": filler}).extra["sagemaker"]
+    assert kept["Tags"] == tags and kept["Extra"] == filler
+
+    over = [
+        ({"Tags": [*tags, {"Key": "one-more", "Value": ""}]}, "Tags has 51 tags; at most 50"),
+        ({"Tags": [{"Key": "k" * 129, "Value": ""}]}, r"Tags\[0\].Key is 129 characters; a tag key has 1 to 128"),
+        ({"Tags": [{"Key": "k", "Value": "v" * 257}]}, r"Tags\[0\].Value is 257 characters; .* at most 256"),
+        ({"Tags": "k=v"}, "Tags must be a list"),
+        # The probe's request: one unknown field of a megabyte, and many small ones.
+        ({"Junk": "x" * 1_000_000}, r"\(Junk, .*\) take 10\d{5} bytes as JSON; at most 16384 are allowed"),
+        ({f"Field{i}": "y" * 100 for i in range(200)}, "at most 16384 are allowed"),
+        ({"OnlineStoreConfig": {**CREATE["OnlineStoreConfig"], "Junk": ["z" * 1000] * 20}},
+         r"\(OnlineStoreConfig, .*at most 16384"),
+    ]
+    for extra, message in over:
+        with pytest.raises(ApiError, match=message) as info:
+            control.group_from_create({**CREATE, **extra})
+        assert info.value.status == 400 and info.value.code_for("control") == "ValidationException"
+
+
 def _groups(n: int) -> list[FeatureGroup]:
     base = control.group_from_create(CREATE)
     from dataclasses import replace
