@@ -33,7 +33,7 @@ from featurestream.http.records import (
 from featurestream.sdk import FeatureStore
 from schemas.errors import FeatureStoreError, RecordValidationError, ServiceUnavailableError
 from schemas.group import FeatureGroup
-from schemas.messages import SOFT_DELETE, Message
+from schemas.messages import HARD_DELETE, SOFT_DELETE, Message
 from schemas.validate import compile_validator, validate_delete
 from schemas.wire import encode
 from streams.group_view import GroupView
@@ -176,6 +176,10 @@ class RuntimeApi:
         stores = query.get("TargetStores")
         msg = validate_delete(group, rid, event_time_from_wire(group, event_time or ""), mode=mode,
                               target_stores=stores, api_invocation_time_ns=time.time_ns())
+        if msg.mode == HARD_DELETE:
+            if not may_wait:
+                raise _WouldWait  # the check reads Redis: never on the event loop
+            self.store.check_hard_delete(group, msg)
         return self._publish(group, msg, may_wait=may_wait)
 
     async def delete_record(self, name: str, query: dict[str, list[str]]) -> dict[str, Any]:

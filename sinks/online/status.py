@@ -10,11 +10,11 @@ from enum import StrEnum
 
 class WriteStatus(StrEnum):
     APPLIED = "applied"      # the put is now the online record
-    STALE = "stale"          # older than the stored record (historic): offline only
+    STALE = "stale"          # older than the stored record (a historic put or delete): offline only
     DUPLICATE = "duplicate"  # same (event time, partition, offset) as stored: a redelivery
     EXPIRED = "expired"      # newest, but its expires-at has passed: nothing served for it
     DELETED = "deleted"      # a newer soft/hard delete removed the record
-    REJECTED = "rejected"    # refused (hard delete not newer, bad value, corrupt stored hash)
+    REJECTED = "rejected"    # refused (bad value, corrupt stored hash, a write Redis refused)
     SKIPPED = "skipped"      # not for the online store (target_stores, group online disabled)
 
 
@@ -65,8 +65,4 @@ def rejection_reason(group: str, record_id: str, op: str, event_time_ns: int, co
                 f"corrupt metadata (__et={stored_et!r}, __seq={stored_seq!r}; expected decimal "
                 f"nanoseconds and '<partition>:<offset>'); it was not written by featurestream. "
                 f"Delete the key or wipe and replay the group")
-    if status_of(code) is WriteStatus.REJECTED:
-        return (f"feature group {group!r}, record {record_id!r}: {op} at event time "
-                f"{event_time_ns} ns is not newer than the stored record (event time {stored_et} ns, "
-                f"write order {stored_seq}); a HardDelete must be newer than the record it deletes")
     return None

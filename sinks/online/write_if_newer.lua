@@ -94,7 +94,10 @@ local function apply_one(key, op, et, part, off, expired, exp_ns, exp_ms, versio
     if c == 0 then c = cmp_dec(off, o) end
     if c == 0 then return DUPLICATE, cur_et, cur_seq end
     if c < 0 then
-      if op == "hard" then return REJECTED, cur_et, cur_seq end
+      -- A put, soft or hard delete older than the stored record is historic: the offline store
+      -- keeps it, the online record stays. (A hard delete used to be refused here and so
+      -- dead-lettered; the door now refuses one it can see is older, and the dead-letter topic
+      -- is only for what never passed a door.)
       return STALE, cur_et, cur_seq
     end
   else

@@ -172,3 +172,23 @@ def test_every_record_is_refused_at_the_door_or_applied_by_every_store(times, st
              what="every accepted record offline, once")
     assert dead_letters(stack, topic) == []
     assert all(p.alive() for p in pipeline), [p.tail() for p in pipeline]
+
+
+def test_a_hard_delete_older_than_the_online_record_is_refused_at_the_door(store, stack, http, pipeline,
+                                                                          unique_name):
+    g = store.create_feature_group(customers_group(unique_name("hard"), partitions=1))
+    store.put_record(g.name, customer(1, second=30), wait_online=True, wait_timeout_s=60)
+    older = "2031-01-01T00:00:10Z"
+    with pytest.raises(RecordValidationError, match="HardDelete at event time 2031-01-01T00:00:10Z is older"):
+        store.delete_record(g.name, "c1", older, mode="hard")
+    _, runtime = boto_clients(http)
+    code, message, status = error_of(runtime.delete_record, FeatureGroupName=g.name,
+                                     RecordIdentifierValueAsString="c1", EventTime=older, DeletionMode="HardDelete")
+    assert (code, status) == ("ValidationError", 400) and "older than the online record" in message
+    # A soft delete that is older is historic (kept offline), as the reference does: accepted.
+    runtime.delete_record(FeatureGroupName=g.name, RecordIdentifierValueAsString="c1", EventTime=older)
+    # A newer hard delete is accepted and applied.
+    runtime.delete_record(FeatureGroupName=g.name, RecordIdentifierValueAsString="c1",
+                          EventTime="2031-01-01T00:00:40Z", DeletionMode="HardDelete")
+    wait_for(lambda: store.get_record(g.name, "c1") is None, timeout_s=60, what="the hard delete applied")
+    assert dead_letters(stack, store.registry.topic_of(g.name)) == []

@@ -39,12 +39,6 @@ def test_garbage_reply_is_an_error(reply, count):
         parse_script_replies(reply, count)
 
 
-def test_hard_delete_rejection_names_group_record_and_times():
-    reason = rejection_reason("customers", "c-1", "HardDelete", 5, 6, "9", "0:3")
-    assert "customers" in reason and "'c-1'" in reason and "5 ns" in reason and "event time 9" in reason
-    assert "0:3" in reason
-
-
 def test_corrupt_meta_reason_says_what_was_expected():
     reason = rejection_reason("customers", "c-1", "put", 5, CODE_CORRUPT, "junk", "None")
     assert "corrupt metadata" in reason and "'junk'" in reason and "<partition>:<offset>" in reason
