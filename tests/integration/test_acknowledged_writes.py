@@ -20,7 +20,7 @@ from featurestream.sdk import FeatureStore
 from schemas.eventtime import parse_event_time
 from tests.integration.helpers import customer, customers_group, dead_letters, read_topic
 from tests.integration.procs import Proc, stack_env, worker_ready
-from tests.support.http_api import boto_clients, server_env, start_server, stop_server
+from tests.support.http_api import boto_clients, server_env, start_server, stop_server, wire_record
 from tests.support.offline import table_coordinates
 from tests.support.online_oracle import expected_online_state, online_state
 from tests.support.wait import wait_for
@@ -76,18 +76,6 @@ def _cli(stack, *args: str) -> str:
     return done.stdout
 
 
-def _wire(record: dict) -> list[dict]:
-    out = []
-    for name, value in record.items():
-        if isinstance(value, list):
-            out.append({"FeatureName": name, "ValueAsStringList": [repr(v) if isinstance(v, float) else str(v)
-                                                                  for v in value]})
-        else:
-            out.append({"FeatureName": name, "ValueAsString": repr(value) if isinstance(value, float)
-                        else str(value)})
-    return out
-
-
 def _publish_from_every_door(store: FeatureStore, stack, http_api: dict, group: str, second: int,
                              extra: dict) -> None:
     """Ten records, two per door, half of them using ``extra`` (the features just added)."""
@@ -97,9 +85,9 @@ def _publish_from_every_door(store: FeatureStore, stack, http_api: dict, group: 
     store.put_record(group, rows[1])
     _cli(stack, "put", group, orjson.dumps(rows[2]).decode())
     _cli(stack, "put", group, orjson.dumps(rows[3]).decode())
-    runtime.put_record(FeatureGroupName=group, Record=_wire(rows[4]))
-    runtime.put_record(FeatureGroupName=group, Record=_wire(rows[5]))
-    answer = runtime.batch_write_record(Entries=[{"FeatureGroupName": group, "Record": _wire(r)} for r in rows[6:8]])
+    runtime.put_record(FeatureGroupName=group, Record=wire_record(rows[4]))
+    runtime.put_record(FeatureGroupName=group, Record=wire_record(rows[5]))
+    answer = runtime.batch_write_record(Entries=[{"FeatureGroupName": group, "Record": wire_record(r)} for r in rows[6:8]])
     assert answer["Errors"] == [] and answer["UnprocessedEntries"] == [], answer
     assert store.ingest(group, rows[8:], progress=False).published == 2
 

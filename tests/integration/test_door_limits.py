@@ -17,7 +17,7 @@ from schemas.errors import RecordValidationError
 from schemas.eventtime import format_iso
 from tests.integration.helpers import customer, customers_group, dead_letters, read_topic
 from tests.integration.procs import Proc
-from tests.support.http_api import boto_clients, error_of, server_env, start_server, stop_server
+from tests.support.http_api import boto_clients, error_of, server_env, start_server, stop_server, wire_record
 from tests.support.offline import table_coordinates
 from tests.support.wait import wait_for
 
@@ -44,22 +44,12 @@ def http(stack, tmp_path_factory):
     stop_server(server)
 
 
-def _wire(record: dict) -> list[dict]:
-    out = []
-    for name, value in record.items():
-        if isinstance(value, list):
-            out.append({"FeatureName": name, "ValueAsStringList": [str(v) for v in value]})
-        else:
-            out.append({"FeatureName": name, "ValueAsString": str(value)})
-    return out
-
-
 @pytest.mark.parametrize(("event_time", "named"), OUT_OF_RANGE)
 def test_put_record_refuses_an_event_time_the_stores_cannot_hold(store, http, unique_name, event_time, named):
     g = store.create_feature_group(customers_group(unique_name("range"), partitions=1))
     _, runtime = boto_clients(http)
     code, message, status = error_of(runtime.put_record, FeatureGroupName=g.name,
-                                     Record=_wire({**customer(1), "event_time": event_time}))
+                                     Record=wire_record({**customer(1), "event_time": event_time}))
     assert (code, status) == ("ValidationError", 400) and named in message, message
     with pytest.raises(RecordValidationError, match=named):
         store.put_record(g.name, {**customer(1), "event_time": event_time})
@@ -71,9 +61,9 @@ def test_batch_write_with_one_bad_entry_publishes_the_good_one_and_reports_the_b
     _, runtime = boto_clients(http)
     good = customer(1)
     answer = runtime.batch_write_record(Entries=[
-        {"FeatureGroupName": g.name, "Record": _wire(good)},
-        {"FeatureGroupName": g.name, "Record": _wire({**customer(2), "event_time": "2500-01-01T00:00:00Z"})},
-        {"FeatureGroupName": g.name, "Record": _wire({**customer(3), "city": HUGE_WHEN_ENCODED})},
+        {"FeatureGroupName": g.name, "Record": wire_record(good)},
+        {"FeatureGroupName": g.name, "Record": wire_record({**customer(2), "event_time": "2500-01-01T00:00:00Z"})},
+        {"FeatureGroupName": g.name, "Record": wire_record({**customer(3), "city": HUGE_WHEN_ENCODED})},
     ])
     assert answer["ResponseMetadata"]["HTTPStatusCode"] == 200
     assert answer["UnprocessedEntries"] == []
@@ -89,7 +79,7 @@ def test_a_record_too_large_for_one_kafka_message_is_refused_at_every_door(store
     g = store.create_feature_group(customers_group(unique_name("size"), partitions=1))
     big = {**customer(1), "city": HUGE_WHEN_ENCODED}
     _, runtime = boto_clients(http)
-    code, message, status = error_of(runtime.put_record, FeatureGroupName=g.name, Record=_wire(big))
+    code, message, status = error_of(runtime.put_record, FeatureGroupName=g.name, Record=wire_record(big))
     assert (code, status) == ("ValidationError", 400), message
     assert "1,000,000-byte message size limit" in message
     with pytest.raises(RecordValidationError, match="message size limit"):
@@ -147,7 +137,7 @@ def test_every_record_is_refused_at_the_door_or_applied_by_every_store(times, st
             assert "event time" in str(exc), exc
             sdk = False
         try:
-            runtime.put_record(FeatureGroupName=g.name, Record=_wire(row))
+            runtime.put_record(FeatureGroupName=g.name, Record=wire_record(row))
             via_http = True
         except ClientError as exc:
             err = exc.response["Error"]

@@ -93,3 +93,18 @@ def raw_request(api: dict, method: str, path: str, body: bytes = b"", query: str
             return resp.status, dict(resp.headers), resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, dict(exc.headers), exc.read()
+
+
+def wire_record(record: dict) -> list[dict]:
+    """A record in SageMaker's wire form: every value as text (a float by its shortest exact repr),
+    collections as ValueAsStringList."""
+    def text(value) -> str:
+        return repr(value) if isinstance(value, float) else str(value)
+
+    out = []
+    for name, value in record.items():
+        if isinstance(value, list):
+            out.append({"FeatureName": name, "ValueAsStringList": [text(v) for v in value]})
+        else:
+            out.append({"FeatureName": name, "ValueAsString": text(value)})
+    return out
