@@ -139,6 +139,12 @@ class OfflineQuery:
             raise QueryError(f"cannot read the offline table of group {group!r}: {type(exc).__name__}: {exc}") \
                 from None
 
+    @property
+    def reads(self) -> dict[str, str]:
+        """How each group's rows were last read: ``"duckdb"`` (DuckDB read the data files) or
+        ``"pyiceberg"`` (Arrow from pyiceberg: asked for, or the table has delete files, ...)."""
+        return dict(self._registrar.reads)
+
     def register_arrow(self, table: pa.Table) -> str:
         """Make an Arrow table readable by this connection's SQL; returns its (internal) name."""
         return self._registrar._register(table)

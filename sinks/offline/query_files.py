@@ -21,10 +21,16 @@ It reads what pyiceberg would:
   Parquet, a table with a name mapping (files without field ids) or a column type not mapped here
   is :class:`NotDirectlyReadable`, and the caller reads that source through pyiceberg instead.
 
-S3: DuckDB's own S3 client (the httpfs extension) is not used (it is downloaded on demand);
-``s3://`` paths go through an fsspec filesystem registered with the connection, an
-``ArrowFSWrapper`` over pyarrow's C++ S3 client built from the table's FileIO properties
-(measured faster than s3fs here; see ``docs/architecture.md``).
+Where the bytes come from. Local files: DuckDB's ``read_parquet`` with the field-id map, all in
+DuckDB. ``s3://`` files: DuckDB's own S3 client (the httpfs extension) is downloaded on demand,
+which cannot happen here, so the files are a ``pyarrow.dataset`` over pyarrow's C++ S3 client (set
+up as pyiceberg's FileIO is: endpoint, keys, region, timeouts), registered with DuckDB, which pushes
+its projection and filters into the Arrow scan. A dataset matches columns by name, which reads what
+field ids would as long as no field id ever had another name in the table's schemas; featurestream
+only adds columns, so that holds, and a table where it does not falls back to pyiceberg. The other
+way, an fsspec filesystem registered with DuckDB (``register_filesystem``), was measured slower with
+s3fs, and returned corrupt bytes under DuckDB's threads with pyarrow's S3 behind fsspec's
+``ArrowFSWrapper`` (its file objects seek and read separately, which threads sharing one race).
 """
 
 from __future__ import annotations
@@ -49,8 +55,15 @@ class FilePlan:
     paths: tuple[str, ...]
     field_ids: tuple[int | None, ...]  # per view column, in view order (the event time's: None)
     field_types: Mapping[int, str]  # field id → DuckDB type its Iceberg type reads as
+    field_names: Mapping[int, str]  # field id → its name in the scan's schema
+    arrow_schema: Any  # pyarrow schema of the fields read, as pyiceberg maps their types
+    names_stable: bool  # no field id ever had another name (so matching by name = by id)
     event_time_index: int  # the view column that is the event time, read from _event_time_ns
     event_time_ns_id: int
+
+    @property
+    def on_s3(self) -> bool:
+        return any(p.startswith("s3://") for p in self.paths)
 
 
 def duckdb_type(iceberg_type: Any) -> str:
@@ -121,22 +134,64 @@ def plan_file_read(table: Any, snapshot_id: int, row_filter: Any, view_names: li
             types[field.field_id] = duckdb_type(field.field_type)
     et_id = by_name[EVENT_TIME_NS].field_id
     types[et_id] = "BIGINT"
-    return FilePlan(tuple(paths), tuple(ids), types, view_names.index(event_time_name), et_id)
+    from pyiceberg.io.pyarrow import schema_to_pyarrow
+
+    read = schema.select(*(f.name for f in schema.fields if f.field_id in types))
+    names = {f.field_id: f.name for f in read.fields}
+    return FilePlan(tuple(paths), tuple(ids), types, names, schema_to_pyarrow(read, include_field_ids=False),
+                    _names_stable(table), view_names.index(event_time_name), et_id)
+
+
+def _names_stable(table: Any) -> bool:
+    """True if, over every schema the table has had, each field id kept one name and each name one id."""
+    id_name: dict[int, str] = {}
+    name_id: dict[str, int] = {}
+    for schema in table.metadata.schemas:
+        for f in schema.fields:
+            if id_name.setdefault(f.field_id, f.name) != f.name or name_id.setdefault(f.name, f.field_id) != f.field_id:
+                return False
+    return True
+
+
+def read_parquet_source(plan: FilePlan) -> tuple[str, dict[int, str]]:
+    """``read_parquet`` of the plan's (local) files with columns bound by field id: the FROM
+    item, and the column each field id reads as."""
+    fields = ", ".join(f"{fid}: {{name: {_literal(f'__c{fid}')}, type: {_literal(t)}, default_value: NULL}}"
+                       for fid, t in sorted(plan.field_types.items()))
+    files = ", ".join(_literal(p) for p in plan.paths)
+    return (f"read_parquet([{files}], schema=MAP {{{fields}}})",
+            {fid: f"__c{fid}" for fid in plan.field_types})
+
+
+def s3_dataset(plan: FilePlan, io_properties: Mapping[str, str]) -> tuple[Any, dict[int, str]]:
+    """A pyarrow dataset of the plan's ``s3://`` files over pyarrow's S3 client, with the plan's
+    fields (files that predate one read it as nulls), and the column each field id reads as."""
+    if not plan.names_stable:
+        raise NotDirectlyReadable("a field id had another name in an older schema (a rename); a dataset "
+                                  "matches columns by name")
+    import pyarrow.dataset as ds
+    from pyiceberg.io.pyarrow import PyArrowFileIO
+
+    fs = PyArrowFileIO(dict(io_properties)).fs_by_scheme("s3", None)
+    dataset = ds.dataset([p[len("s3://"):] for p in plan.paths], schema=plan.arrow_schema, format="parquet",
+                         filesystem=fs)
+    return dataset, {fid: _quote(name) for fid, name in plan.field_names.items()}
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def files_relation_sql(plan: FilePlan, columns: list[tuple[str, str]], upper_ns: int | None,
-                       lower_ns: int | None) -> str:
-    """A parenthesised SELECT over ``plan``'s files with the view's ``columns`` ((quoted SQL name,
-    DuckDB type) in view order) and the rows with ``lower_ns <= event time <= upper_ns``.
-    ``plan.paths`` must not be empty (``read_parquet`` of no files is an error)."""
-    fields = ", ".join(f"{fid}: {{name: {_literal(f'__c{fid}')}, type: {_literal(t)}, default_value: NULL}}"
-                       for fid, t in sorted(plan.field_types.items()))
-    files = ", ".join(_literal(p) for p in plan.paths)
-    et_ns = f"__c{plan.event_time_ns_id}"
+def files_relation_sql(plan: FilePlan, columns: list[tuple[str, str]], from_sql: str, refs: Mapping[int, str],
+                       upper_ns: int | None, lower_ns: int | None) -> str:
+    """A parenthesised SELECT over ``from_sql`` (the plan's files, ``refs`` naming the column of
+    each field id) with the view's ``columns`` ((quoted SQL name, DuckDB type) in view order) and
+    the rows with ``lower_ns <= event time <= upper_ns``."""
+    et_ns = refs[plan.event_time_ns_id]
     selects = []
     for i, ((name, typ), fid) in enumerate(zip(columns, plan.field_ids, strict=True)):
         if i == plan.event_time_index:
@@ -144,24 +199,12 @@ def files_relation_sql(plan: FilePlan, columns: list[tuple[str, str]], upper_ns:
         elif fid is None:
             value = "NULL"
         else:
-            value = f"__c{fid}"
+            value = refs[fid]
         selects.append(f"CAST({value} AS {typ}) AS {name}")
     where = []
     if upper_ns is not None:
         where.append(f"{et_ns} <= {int(upper_ns)}")
     if lower_ns is not None:
         where.append(f"{et_ns} >= {int(lower_ns)}")
-    sql = f"(SELECT {', '.join(selects)} FROM read_parquet([{files}], schema=MAP {{{fields}}})"
+    sql = f"(SELECT {', '.join(selects)} FROM {from_sql}"
     return sql + (f" WHERE {' AND '.join(where)})" if where else ")")
-
-
-def s3_filesystem(io_properties: Mapping[str, str]) -> Any:
-    """An fsspec filesystem for ``s3://`` paths, for ``DuckDBPyConnection.register_filesystem``:
-    pyarrow's C++ S3 client configured as pyiceberg's FileIO is (endpoint, keys, region, timeouts)."""
-    from fsspec.implementations.arrow import ArrowFSWrapper
-    from pyiceberg.io.pyarrow import PyArrowFileIO
-
-    class _S3(ArrowFSWrapper):
-        protocol = "s3"
-
-    return _S3(PyArrowFileIO(dict(io_properties)).fs_by_scheme("s3", None))

@@ -167,9 +167,9 @@ class SourceRegistrar:
         self.scan = scan
         self._count = 0
         self._keep: list[Any] = []  # registered Arrow objects must outlive the connection's use
-        self._s3: dict[str, str] | None = None  # the S3 settings of the filesystem registered
         self._view_types: dict[pa.Schema, list[str]] = {}
         self._file_groups: dict[str, str] = {}  # data file handed to DuckDB → its group
+        self.reads: dict[str, str] = {}  # group → how its last relation reads: "duckdb" or "pyiceberg"
 
     def group_of_file_in(self, message: str) -> str | None:
         """The group of a data file that ``message`` (a DuckDB error) names, if any."""
@@ -189,36 +189,35 @@ class SourceRegistrar:
             from sinks.offline.query_files import NotDirectlyReadable
 
             try:
-                return self._files_sql(source, upper_ns, lower_ns)
+                sql = self._files_sql(source, upper_ns, lower_ns)
+                self.reads[source.name] = "duckdb"
+                return sql
             except NotDirectlyReadable as why:
                 log.info("group %r: reading its table through pyiceberg: %s", source.name, why)
+        self.reads[source.name] = "pyiceberg"
         return f"(SELECT * FROM {self._register(source.rows(upper_ns, lower_ns))})"
 
     def _files_sql(self, source: OfflineSource, upper_ns: int | None, lower_ns: int | None) -> str:
-        from sinks.offline.query_files import files_relation_sql, plan_file_read
+        from sinks.offline.query_files import (
+            files_relation_sql,
+            plan_file_read,
+            read_parquet_source,
+            s3_dataset,
+        )
 
         names = source.schema.names
         plan = plan_file_read(source.table, source.snapshot_id, source.row_filter(upper_ns, lower_ns), names,
                               source.event_time_name)
         if not plan.paths:
             return f"(SELECT * FROM {self._register(source.schema.empty_table())})"
-        if any(p.startswith("s3://") for p in plan.paths):
-            self._use_s3(source.table.io.properties)
+        if plan.on_s3:
+            dataset, refs = s3_dataset(plan, source.table.io.properties)
+            from_sql = self._register(dataset)
+        else:
+            from_sql, refs = read_parquet_source(plan)
         self._file_groups.update(dict.fromkeys(plan.paths, source.name))
         columns = list(zip([quote_ident(n) for n in names], self._duckdb_types(source.schema), strict=True))
-        return files_relation_sql(plan, columns, upper_ns, lower_ns)
-
-    def _use_s3(self, io_properties: Mapping[str, str]) -> None:
-        """Register an S3 filesystem with the connection, once; sources on other S3 settings
-        (another endpoint or keys) are read through pyiceberg."""
-        from sinks.offline.query_files import NotDirectlyReadable, s3_filesystem
-
-        settings = {k: str(v) for k, v in io_properties.items() if k.startswith("s3.")}
-        if self._s3 is None:
-            self.con.register_filesystem(s3_filesystem(settings))
-            self._s3 = settings
-        elif settings != self._s3:
-            raise NotDirectlyReadable("its S3 settings differ from another group's in this query")
+        return files_relation_sql(plan, columns, from_sql, refs, upper_ns, lower_ns)
 
     def _duckdb_types(self, schema: pa.Schema) -> list[str]:
         """The DuckDB type of each column of ``schema`` as a registered Arrow table has it."""
