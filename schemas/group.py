@@ -13,8 +13,8 @@ from typing import Any
 from schemas.errors import DefinitionError, RecordValidationError
 from schemas.names import (
     MAX_FEATURES,
-    PARTITION_COLUMNS,
     RESERVED_FEATURE_NAMES,
+    partition_field_name,
     validate_name,
 )
 from schemas.ttl import Ttl
@@ -85,12 +85,12 @@ class FeatureGroup:
                     f"feature group {name!r}: feature name {f.name!r} is reserved (the offline store "
                     f"adds {', '.join(sorted(RESERVED_FEATURE_NAMES))}); rename the feature",
                     group=name, feature=f.name, value=f.name)
-            if self.offline_enabled and low in PARTITION_COLUMNS:
+            if self.offline_enabled and low == partition_field_name(self.event_time_name).lower():
                 raise DefinitionError(
-                    f"feature group {name!r}: feature name {f.name!r} clashes with the offline table's "
-                    f"partition columns ({', '.join(PARTITION_COLUMNS)}); rename it (e.g. "
-                    f"{f.name}_of_event) or disable the offline store", group=name, feature=f.name,
-                    value=f.name)
+                    f"feature group {name!r}: feature name {f.name!r} is the name of the offline table's "
+                    f"partition field, day({self.event_time_name}) (Iceberg forbids a column named like it); "
+                    f"rename it (e.g. {f.name}_value) or disable the offline store", group=name,
+                    feature=f.name, value=f.name)
             if low in seen:
                 same = "twice" if seen[low] == f.name else f"twice ({seen[low]!r} and {f.name!r}: " \
                     "SQL engines treat column names case-insensitively)"

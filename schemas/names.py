@@ -7,7 +7,6 @@ language can reproduce them from docs/wire-format.md.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
 
 from schemas.errors import DefinitionError
 
@@ -26,9 +25,6 @@ MAX_NAME_LENGTH = 64
 
 # Columns the offline store adds to every row; a feature may not take one of these names.
 RESERVED_FEATURE_NAMES: frozenset[str] = frozenset({"write_time", "api_invocation_time", "is_deleted"})
-# Hive-style partition columns of the offline table. Hive/Spark/Athena refuse a table whose
-# data column repeats a partition column, so a group with an offline store cannot use them.
-PARTITION_COLUMNS: tuple[str, ...] = ("year", "month", "day", "hour")
 
 _NAME_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_-]{0,62}[A-Za-z0-9])?")
 _NAME_RULE = ("1-64 characters, starting and ending with a letter or digit, with only letters, "
@@ -140,25 +136,9 @@ def offline_table_uri(offline_uri: str, group: str, creation_epoch: int) -> str:
     return f"{offline_uri.rstrip('/')}/{group}-{int(creation_epoch)}"
 
 
-def offline_data_uri(table_uri: str) -> str:
-    """Where the Parquet files (and the Hive partitions) of a table live: ``<table>/data``."""
-    table_uri = table_uri.rstrip("/")
-    return table_uri if table_uri.endswith("/data") else f"{table_uri}/data"
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def partition_path(event_time_ns: int) -> str:
-    """Hive partition of a row by its event time, UTC: ``year=YYYY/month=MM/day=DD/hour=HH``."""
-    # timedelta arithmetic is exact for any int (float seconds would round far from 1970).
-    t = _EPOCH + timedelta(seconds=event_time_ns // 1_000_000_000)
-    return f"year={t.year:04d}/month={t.month:02d}/day={t.day:02d}/hour={t.hour:02d}"
-
-
-def data_file_name(topic: str, partition: int, first_offset: int) -> str:
-    """Deterministic file name from Kafka coordinates: a retried write overwrites, never duplicates.
-
-    Zero padding makes lexical order equal offset order, as in Kafka Connect's S3 sink.
-    """
-    return f"{topic}+{int(partition):05d}+{int(first_offset):020d}.parquet"
+def partition_field_name(event_time_name: str) -> str:
+    """Name of the offline table's partition field, ``day(<event time>)``. Iceberg refuses a
+    partition field named like a column (pyiceberg raises "Cannot create partition with a name that
+    exists in schema", at creation and when an update adds the column), so a group with an offline
+    store cannot have a feature of this name (compared case-insensitively, as SQL engines do)."""
+    return f"{event_time_name}_day"

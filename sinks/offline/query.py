@@ -70,17 +70,27 @@ class OfflineQuery:
     tables. A group's rows are scanned when a statement first needs them: plain SQL scans the
     groups it is given; ``snapshot`` and the point-in-time join scan only the event-time range
     they need (pushed down to the table scan). ``threads`` caps DuckDB's worker threads.
+
+    ``scan``: ``"duckdb"`` (default) has DuckDB read the snapshot's data files itself, the file
+    list from pyiceberg's scan planning (``query_files.py``); ``"pyiceberg"`` has pyiceberg read
+    the rows into Arrow first (the previous path, and the fallback for tables with delete files).
+    Both give the same answers.
     """
 
     def __init__(self, groups: Mapping[str, TableSource] | Iterable[TableSource], *,
-                 tables: Any = None, as_of_commit: Any = None, threads: int | None = None) -> None:
+                 tables: Any = None, as_of_commit: Any = None, threads: int | None = None,
+                 scan: str = "duckdb") -> None:
         self.sources: dict[str, OfflineSource] = sources_from_groups(groups, tables, as_of_commit=as_of_commit)
         self.con = duckdb.connect()
         # UTC: TIMESTAMP literals and timestamptz output must not depend on the host's zone.
         self.con.execute("SET TimeZone = 'UTC'")
         if threads is not None:
             self.con.execute(f"SET threads = {int(threads)}")
-        self._registrar = SourceRegistrar(self.con)
+        try:
+            self._registrar = SourceRegistrar(self.con, scan=scan)
+        except QueryError:
+            self.con.close()
+            raise
         self._views_ready = False
 
     def _ensure_views(self) -> None:
@@ -129,6 +139,12 @@ class OfflineQuery:
             raise QueryError(f"cannot read the offline table of group {group!r}: {type(exc).__name__}: {exc}") \
                 from None
 
+    @property
+    def reads(self) -> dict[str, str]:
+        """How each group's rows were last read: ``"duckdb"`` (DuckDB read the data files) or
+        ``"pyiceberg"`` (Arrow from pyiceberg: asked for, or the table has delete files, ...)."""
+        return dict(self._registrar.reads)
+
     def register_arrow(self, table: pa.Table) -> str:
         """Make an Arrow table readable by this connection's SQL; returns its (internal) name."""
         return self._registrar._register(table)
@@ -152,6 +168,10 @@ class OfflineQuery:
                 raise UnknownTableError(m.group(1).strip('"'), self.sources, sql=sql) from None
             raise QueryError(f"query failed: {exc}", sql=sql) from None
         except duckdb.Error as exc:
+            group = self._registrar.group_of_file_in(str(exc))  # DuckDB read a data file itself
+            if group is not None:
+                raise QueryError(f"cannot read the offline table of group {group!r}: {type(exc).__name__}: {exc}",
+                                 sql=sql) from None
             raise QueryError(f"query failed: {exc} (groups: {', '.join(sorted(self.sources))})",
                              sql=sql) from None
 

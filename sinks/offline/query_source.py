@@ -11,6 +11,7 @@ the nanosecond, a ``TIMESTAMP WITH TIME ZONE`` in SQL.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
+
+log = logging.getLogger("featurestream.offline.query")
 
 # Columns every offline table has besides the group's features (see the offline writer).
 METADATA_COLUMNS = ("api_invocation_time", "write_time", "is_deleted",
@@ -69,7 +72,7 @@ class OfflineSource:
         """Every feature of the group (identifier and event time included), in schema order."""
         return [n for n in self.schema.names if n not in METADATA_COLUMNS]
 
-    def _filter(self, upper_ns: int | None, lower_ns: int | None) -> Any:
+    def row_filter(self, upper_ns: int | None, lower_ns: int | None) -> Any:
         """The scan's row filter on the microsecond event-time column. That column holds
         floor(ns / 1000), so ``ns <= upper`` implies ``us <= floor(upper / 1000)`` (and likewise
         for the lower bound): the filter keeps every qualifying row; the exact cut is on ns, later."""
@@ -86,18 +89,18 @@ class OfflineSource:
         """The data files a read with these bounds opens (partition and column-statistics pruning)."""
         if self.table is None or self.snapshot_id is None:
             return []
-        scan = self.table.scan(row_filter=self._filter(upper_ns, lower_ns), snapshot_id=self.snapshot_id)
+        scan = self.table.scan(row_filter=self.row_filter(upper_ns, lower_ns), snapshot_id=self.snapshot_id)
         return [task.file.file_path for task in scan.plan_files()]
 
     def rows(self, upper_ns: int | None = None, lower_ns: int | None = None) -> pa.Table:
         """The rows with ``lower_ns <= event time <= upper_ns`` (None: unbounded), view-shaped;
-        the bounds are pushed into the scan (:meth:`_filter`), then applied exactly."""
+        the bounds are pushed into the scan (:meth:`row_filter`), then applied exactly."""
         if self.table is None or self.snapshot_id is None:
             return self.schema.empty_table()
         from sinks.offline.table_format import to_view_rows
 
         et = self.event_time_name
-        scanned = self.table.scan(row_filter=self._filter(upper_ns, lower_ns), snapshot_id=self.snapshot_id).to_arrow()
+        scanned = self.table.scan(row_filter=self.row_filter(upper_ns, lower_ns), snapshot_id=self.snapshot_id).to_arrow()
         rows = to_view_rows(scanned, self.schema, et)
         if upper_ns is None and lower_ns is None:
             return rows
@@ -144,13 +147,33 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-class SourceRegistrar:
-    """Registers sources' rows in one DuckDB connection and hands back SQL that reads them."""
+SCANS = ("duckdb", "pyiceberg")
 
-    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+
+class SourceRegistrar:
+    """Hands back SQL that reads sources' rows in one DuckDB connection.
+
+    ``scan="duckdb"``: DuckDB reads the pinned snapshot's data files itself (``query_files``);
+    a source it cannot read that way (delete files, ...) falls back to pyiceberg, logged.
+    ``scan="pyiceberg"``: pyiceberg reads the rows to Arrow, which is registered with DuckDB.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, *, scan: str = "duckdb") -> None:
+        if scan not in SCANS:
+            from sinks.offline.query_errors import QueryError
+
+            raise QueryError(f"scan must be one of {SCANS}, got {scan!r}")
         self.con = con
+        self.scan = scan
         self._count = 0
         self._keep: list[Any] = []  # registered Arrow objects must outlive the connection's use
+        self._view_types: dict[pa.Schema, list[str]] = {}
+        self._file_groups: dict[str, str] = {}  # data file handed to DuckDB → its group
+        self.reads: dict[str, str] = {}  # group → how its last relation reads: "duckdb" or "pyiceberg"
+
+    def group_of_file_in(self, message: str) -> str | None:
+        """The group of a data file that ``message`` (a DuckDB error) names, if any."""
+        return next((g for path, g in self._file_groups.items() if path in message), None)
 
     def _register(self, obj: Any) -> str:
         self._count += 1
@@ -162,7 +185,47 @@ class SourceRegistrar:
     def relation_sql(self, source: OfflineSource, upper_ns: int | None = None,
                      lower_ns: int | None = None) -> str:
         """A parenthesised SELECT with exactly ``source.schema``'s columns over its rows in bounds."""
+        if self.scan == "duckdb" and source.table is not None and source.snapshot_id is not None:
+            from sinks.offline.query_files import NotDirectlyReadable
+
+            try:
+                sql = self._files_sql(source, upper_ns, lower_ns)
+                self.reads[source.name] = "duckdb"
+                return sql
+            except NotDirectlyReadable as why:
+                log.info("group %r: reading its table through pyiceberg: %s", source.name, why)
+        self.reads[source.name] = "pyiceberg"
         return f"(SELECT * FROM {self._register(source.rows(upper_ns, lower_ns))})"
+
+    def _files_sql(self, source: OfflineSource, upper_ns: int | None, lower_ns: int | None) -> str:
+        from sinks.offline.query_files import (
+            files_relation_sql,
+            plan_file_read,
+            read_parquet_source,
+            s3_dataset,
+        )
+
+        names = source.schema.names
+        plan = plan_file_read(source.table, source.snapshot_id, source.row_filter(upper_ns, lower_ns), names,
+                              source.event_time_name)
+        if not plan.paths:
+            return f"(SELECT * FROM {self._register(source.schema.empty_table())})"
+        if plan.on_s3:
+            dataset, refs = s3_dataset(plan, source.table.io.properties)
+            from_sql = self._register(dataset)
+        else:
+            from_sql, refs = read_parquet_source(plan)
+        self._file_groups.update(dict.fromkeys(plan.paths, source.name))
+        columns = list(zip([quote_ident(n) for n in names], self._duckdb_types(source.schema), strict=True))
+        return files_relation_sql(plan, columns, from_sql, refs, upper_ns, lower_ns)
+
+    def _duckdb_types(self, schema: pa.Schema) -> list[str]:
+        """The DuckDB type of each column of ``schema`` as a registered Arrow table has it."""
+        if schema not in self._view_types:
+            name = self._register(schema.empty_table())
+            described = self.con.sql(f"DESCRIBE SELECT * FROM {name}").fetchall()
+            self._view_types[schema] = [row[1] for row in described]
+        return self._view_types[schema]
 
 
 def sources_from_groups(groups: Mapping[str, Any] | Any, tables: Any, *, as_of_commit: Any = None

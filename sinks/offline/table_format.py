@@ -42,6 +42,7 @@ from pyiceberg.types import (
     TimestamptzType,
 )
 
+from schemas.names import partition_field_name
 from sinks.offline.errors import OfflineLayoutError
 
 EVENT_TIME_NS = "_event_time_ns"
@@ -105,7 +106,7 @@ def partition_spec(schema: Schema, event_time_name: str) -> PartitionSpec:
     """``day(event_time)``: see the module docstring for why a day."""
     source = schema.find_field(event_time_name)
     return PartitionSpec(PartitionField(source_id=source.field_id, field_id=PARTITION_FIELD_ID,
-                                        transform=DayTransform(), name=f"{event_time_name}_day"))
+                                        transform=DayTransform(), name=partition_field_name(event_time_name)))
 
 
 def _floor_us(ns: pa.ChunkedArray | pa.Array) -> pa.Array:

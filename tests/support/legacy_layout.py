@@ -15,6 +15,7 @@ import json
 import time
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -23,11 +24,23 @@ import pyarrow.parquet as pq
 
 from schemas.group import FeatureGroup
 from schemas.messages import DeleteMessage, PutMessage
-from schemas.names import data_file_name, partition_path
 from sinks.offline.fs import open_filesystem
 from sinks.offline.rows import rows_to_table
 
 Item = tuple[PutMessage | DeleteMessage, str, int, int]
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def partition_path(event_time_ns: int) -> str:
+    """The old layout's Hive partition of a row by its event time, UTC: ``year=YYYY/month=MM/day=DD/hour=HH``."""
+    # timedelta arithmetic is exact for any int (float seconds would round far from 1970).
+    t = _EPOCH + timedelta(seconds=event_time_ns // 1_000_000_000)
+    return f"year={t.year:04d}/month={t.month:02d}/day={t.day:02d}/hour={t.hour:02d}"
+
+
+def data_file_name(topic: str, partition: int, first_offset: int) -> str:
+    """The old sink's file name from Kafka coordinates (zero padded: lexical order = offset order)."""
+    return f"{topic}+{int(partition):05d}+{int(first_offset):020d}.parquet"
 
 
 def _write(fs: Any, path: str, rows: pa.Table) -> None:

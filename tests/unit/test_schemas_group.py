@@ -44,7 +44,7 @@ def test_from_dict_rejects(bad, match):
     (dict(features=()), "no features"),
     (dict(features=[F("id", "String"), F("et", "String"), F("write_time", "String")]), "reserved"),
     (dict(features=[F("id", "String"), F("et", "String"), F("Is_Deleted", "String")]), "reserved"),
-    (dict(features=[F("id", "String"), F("et", "String"), F("hour", "Integral")]), "partition columns"),
+    (dict(features=[F("id", "String"), F("et", "String"), F("ET_day", "Integral")]), "partition field, day\\(et\\)"),
     (dict(features=[F("id", "String"), F("et", "String"), F("et", "String")]), "defined twice"),
     (dict(features=[F("id", "String"), F("et", "String"), F("ET", "String")]), "case-insensitively"),
     (dict(record_identifier_name="nope"), "record identifier 'nope' is not one of its features"),
@@ -75,9 +75,15 @@ def test_invalid_groups(kw, match):
     assert exc.value.group in (None, kw.get("name", "customers"))
 
 
-def test_partition_names_allowed_without_offline_store():
-    g = make(offline_enabled=False, features=(F("id", "String"), F("et", "String"), F("hour", "Integral")))
-    assert g.feature("hour").type == "Integral"
+def test_partition_field_name_allowed_without_offline_store():
+    g = make(offline_enabled=False, features=(F("id", "String"), F("et", "String"), F("et_day", "Integral")))
+    assert g.feature("et_day").type == "Integral"
+
+
+def test_hive_partition_names_are_ordinary_features():
+    """The tables are Iceberg, partitioned by a hidden day(event time): year/month/day/hour are free."""
+    g = make(features=(F("id", "String"), F("et", "String"), *(F(n, "Integral") for n in ("year", "month", "day", "hour"))))
+    assert [f.name for f in g.features][2:] == ["year", "month", "day", "hour"]
 
 
 def test_feature_count_limit():

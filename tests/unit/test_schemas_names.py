@@ -2,15 +2,13 @@ import pytest
 
 from schemas.errors import DefinitionError
 from schemas.names import (
-    data_file_name,
     deadletter_topic,
     group_from_topic,
     group_topic,
-    offline_data_uri,
     offline_table_uri,
     online_key,
     online_key_pattern,
-    partition_path,
+    partition_field_name,
     record_id_from_key,
     registry_topic,
     validate_name,
@@ -65,17 +63,4 @@ def test_online_key_pattern_escapes_glob():
 
 def test_offline_layout():
     assert offline_table_uri("s3://b/off/", "customers", 1633176000) == "s3://b/off/customers-1633176000"
-    assert offline_data_uri("s3://b/off/customers-1") == "s3://b/off/customers-1/data"
-    assert offline_data_uri("s3://b/off/customers-1/data/") == "s3://b/off/customers-1/data"
-    assert partition_path(1633176000123456789) == "year=2021/month=10/day=02/hour=12"
-    assert partition_path(0) == "year=1970/month=01/day=01/hour=00"
-    # last nanosecond of an hour stays in it
-    assert partition_path(1633179599999999999) == "year=2021/month=10/day=02/hour=12"
-    assert partition_path(253402300799 * 10**9) == "year=9999/month=12/day=31/hour=23"
-
-
-def test_data_file_name_is_deterministic_and_sorts_by_offset():
-    a = data_file_name("fs.customers", 1, 99)
-    assert a == "fs.customers+00001+00000000000000000099.parquet"
-    assert a == data_file_name("fs.customers", 1, 99)
-    assert data_file_name("t", 0, 100) > data_file_name("t", 0, 99)
+    assert partition_field_name("event_time") == "event_time_day"
