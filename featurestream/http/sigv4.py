@@ -22,6 +22,7 @@ from urllib.parse import quote, unquote
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 SERVICE = "sagemaker"  # both boto3 clients (runtime and control plane) sign with this name
+SERVICES = (SERVICE, "athena")  # ... and the Athena-compatible API's clients with this one
 MAX_SKEW = timedelta(minutes=15)
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 _AMZ_DATE = "%Y%m%dT%H%M%SZ"
@@ -160,9 +161,9 @@ def verify(req: SignedRequest, secret_of: Callable[[str], str | None] | Mapping[
                         f"Credential should be 'ACCESS_KEY/YYYYMMDD/REGION/SERVICE/aws4_request'; got "
                         f"{m.group('cred')[:120]!r}")
     access_key, date, region, service, _ = cred
-    if service != SERVICE:
+    if service not in SERVICES:
         raise AuthError("InvalidSignatureException",
-                        f"Credential should be scoped to correct service: '{SERVICE}'.")
+                        f"Credential should be scoped to correct service: '{SERVICE}' (or 'athena').")
     signed = m.group("signed").split(";")
     if signed != sorted(signed) or any(s != s.lower() for s in signed) or "host" not in signed:
         raise AuthError("IncompleteSignatureException",
