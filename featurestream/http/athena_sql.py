@@ -68,8 +68,9 @@ def parse(query: str, default_database: str | None) -> ParsedQuery:
         raise AthenaSqlError(f"send exactly one statement per query; got {len(trees)}")
     tree = trees[0]
     if not isinstance(tree, _QUERY_TYPES):
-        raise AthenaSqlError(f"only queries (SELECT, WITH) are answered here; a {tree.key.upper()} statement is not "
-                             "(the offline tables are written by featurestream's sink, not by SQL)")
+        first = text.split(None, 1)[0][:40]
+        raise AthenaSqlError(f"only queries (SELECT, WITH) are answered here; a statement starting {first!r} is "
+                             "not one (the offline tables are written by featurestream's sink, not by SQL)")
     for node in tree.find_all(exp.Version):
         raise AthenaSqlError(f"Iceberg time travel ({node.sql(dialect='trino')[:60]}) is not translated; use "
                              "`featurestream query --as-of-commit`, or filter on the event time")
