@@ -10,8 +10,8 @@
   result as a PutRecord, so the same write-if-newer rule decides: without the event-time feature
   in ``Features`` the record keeps its event time, and an equal event time is won by the later
   write, so the update applies; with an event time older than the stored one it is history (the
-  offline store gets it, the online record stays). Updating a record that does not exist online
-  needs the identifier and event time among ``Features`` (it is then a put). Two updates of one
+  offline store gets it, the online record stays). A record that does not exist online (or is
+  deleted or expired) answers ResourceNotFound, as SageMaker does. Two updates of one
   record at the same moment can each miss the other's features (read, then write; no
   ``ConflictException`` is raised).
 """
@@ -107,10 +107,9 @@ class RecordsV2:
                                           f"{group.record_identifier_name!r} out of Features")
             base = [] if current is None else [f for f in record_to_wire(current)
                                                if f["FeatureName"] not in listed]
-            if current is None and group.event_time_name not in listed:
-                raise ApiError.validation(f"feature group {group.name!r} has no record {rid!r} online; an "
-                                          f"UpdateRecord that creates it must list the event time feature "
-                                          f"{group.event_time_name!r}")
+            if current is None:  # as SageMaker: the record must exist online (PutRecord creates it)
+                raise ApiError.not_found(f"Resource Not Found: feature group {group.name!r} has no record {rid!r} "
+                                         "online; UpdateRecord changes an existing record, PutRecord creates one")
             ident = {"FeatureName": group.record_identifier_name, "ValueAsString": rid_text}
             record = [ident, *[f for f in base if f["FeatureName"] != group.record_identifier_name], *features]
             put = {"Record": record}

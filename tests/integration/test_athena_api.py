@@ -287,7 +287,7 @@ def test_update_status_list_and_update_records_and_delete_at_once(api, unique_na
         {"customer_id": "5", "EventTime": "100.5", "City": "c5", "tier": "platinum"}
     code, message, _ = error_of(rt.update_record, FeatureGroupName=name, RecordIdentifierValueAsString="99",
                                 Features=[{"FeatureName": "tier", "ValueAsString": "x"}])
-    assert code == "ValidationError" and "EventTime" in message
+    assert code == "ResourceNotFound" and "'99'" in message
 
     # DeleteFeatureGroup answers at once; describe shows Deleting, then the group is gone
     started = time.perf_counter()

@@ -12,8 +12,8 @@ import time
 
 import boto3
 import pandas as pd
-from botocore.exceptions import ClientError
 import sagemaker
+from botocore.exceptions import ClientError
 from sagemaker.feature_store.feature_definition import FeatureDefinition, FeatureTypeEnum
 from sagemaker.feature_store.feature_group import FeatureGroup
 from sagemaker.feature_store.feature_store import FeatureStore
