@@ -8,9 +8,9 @@ PY := $(VENV)/bin/python
 # Re-install only when pyproject.toml changed since the last install.
 STAMP := $(VENV)/.installed-from-pyproject
 
-.PHONY: setup venv redis-server postgresql fetch test lint demo unit integration bench-setup
+.PHONY: setup venv redis-server postgresql fetch sdk-venvs test lint demo unit integration bench-setup
 
-setup: venv redis-server postgresql fetch
+setup: venv redis-server postgresql fetch sdk-venvs
 
 venv: $(STAMP)
 
@@ -50,6 +50,19 @@ postgresql:
 # for the chart tests), cached under ~/.featurestream/cache; a no-op when cached.
 fetch: $(STAMP)
 	$(PY) -m featurestream.stack.fetch
+
+# The SageMaker Python SDKs v2 and v3, each in its own venv (both are the `sagemaker` package, and v2
+# needs pandas<3), for tests/integration/test_sdk_notebooks.py, which runs the notebook flow with each
+# venv's python. Pinned in tests/sdk/requirements-v*.txt; rebuilt only when that file changes.
+SDK_CACHE := $(HOME)/.featurestream/cache
+
+sdk-venvs: $(SDK_CACHE)/sdk-v2/.installed $(SDK_CACHE)/sdk-v3/.installed
+
+$(SDK_CACHE)/sdk-%/.installed: tests/sdk/requirements-%.txt
+	rm -rf $(SDK_CACHE)/sdk-$*
+	$(PYTHON) -m venv $(SDK_CACHE)/sdk-$*
+	$(SDK_CACHE)/sdk-$*/bin/python -m pip install -q --disable-pip-version-check -r $<
+	cp $< $@
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

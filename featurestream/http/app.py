@@ -26,11 +26,12 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from featurestream.http import control
+from featurestream.http import athena, control
 from featurestream.http.authorize import authorize, readable
 from featurestream.http.body import ClientClosed, client_gone, declared_size, read_body, refuse_encoded
 from featurestream.http.body_budget import BodyBudget
 from featurestream.http.credentials import AccessKey
+from featurestream.http.doors import Doors
 from featurestream.http.errors import CONTROL, INTERNAL_FAILURE, RUNTIME, ApiError, backend_of, from_exception
 from featurestream.http.limits import Limits
 from featurestream.http.metrics import CLIENT_CLOSED, HttpMetrics
@@ -75,12 +76,14 @@ class Server:
         self.runtime = RuntimeApi(store, self.groups, self.executor, reads=self.reads,
                                   max_response_bytes=self.limits.max_response_bytes)
         self.metrics = metrics or HttpMetrics()
+        self.doors = Doors(store, self.executor, self.runtime, self._run)  # Athena, ListRecords/UpdateRecord, update and delete status (doors.py)
         config = store.config
         self.readiness = Readiness(
             {"kafka": (self.check_kafka, f"Kafka at {config.kafka_bootstrap}"),
              "redis": (self.check_redis, f"Redis at {redact_url(config.redis_url or '')}")}, self._run)
 
     def close(self) -> None:
+        self.doors.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.reads.shutdown(wait=False, cancel_futures=True)
         self.store.close()
@@ -174,6 +177,8 @@ class Server:
         if target is not None:
             if method != "POST" or path != "/":
                 raise ApiError("UnknownOperationException", f"{target[:80]} must be sent as POST /", 404)
+            if target.startswith("AmazonAthena."):
+                return await self.doors.athena(operation, target, _json_object(body), permissions)
             if operation not in control.OPERATIONS:
                 raise ApiError("UnknownOperationException",
                                f"operation {target[:80]!r} is not supported; featurestream serves "
@@ -190,6 +195,10 @@ class Server:
             if operation == "PutRecord":
                 return await self.runtime.put_record(name, _json_object(body))
             return await self.runtime.delete_record(name, _query(query))
+        if operation in ("ListRecords", "UpdateRecord"):
+            name = group_name(unquote(path.split("/")[2], errors="replace"))
+            authorize(permissions, operation, name, {})
+            return await self.doors.records(operation, name, _json_object(body))
         if operation in ("BatchGetRecord", "BatchWriteRecord"):
             payload = _json_object(body)
             authorize(permissions, operation, None, payload)
@@ -216,22 +225,14 @@ class Server:
             return control.list_page(visible, body, region)
         name = group_name(body.get("FeatureGroupName"))
         if op == "DescribeFeatureGroup":
-            return control.describe(registry.describe(name), region)
+            return self.doors.lifecycle.describe(registry.describe(name), region)
         if op == "UpdateFeatureGroup":
-            args = control.update_args(body)
-            registry.describe(name)  # ResourceNotFound before "nothing to change"
-            if args:
-                registry.update(name, **args)
-            self.groups.forget(name)
+            self.doors.lifecycle.update(name, control.update_args(body))
             return {"FeatureGroupArn": group_arn(name, region)}
         # DeleteFeatureGroup: like the reference, online data goes with the group; offline files stay.
-        registry.delete(name, on_purge=self._wipe_online)
-        self.groups.forget(name)
+        # It answers at once; the group shows Deleting until the delete is done (lifecycle.py).
+        self.doors.lifecycle.delete(name)
         return {}
-
-    def _wipe_online(self, group: Any) -> None:
-        if group.online_enabled:
-            self.store.online.wipe_group(group)
 
     # ------------------------------------------------------------------ open endpoints
     async def _open_endpoint(self, path: str) -> web.Response:
@@ -254,10 +255,14 @@ def operation_of(method: str, path: str, target: str | None) -> str:
     known before the request is read, so metrics and logs name it whatever happens next."""
     if target is not None:
         service, _, op = target.partition(".")
+        if service == "AmazonAthena":
+            return op if op in athena.OPERATIONS else "Unknown"
         return op if service == "SageMaker" and op in control.OPERATIONS else "Unknown"
     parts = path.split("/")
     if len(parts) == 3 and parts[1] == "FeatureGroup":
         return _RECORD_OPERATIONS.get(method, "Unknown")
+    if len(parts) == 4 and parts[1] == "FeatureGroup" and method == "POST":
+        return {"ListRecords": "ListRecords", "Record": "UpdateRecord"}.get(parts[3], "Unknown")
     if method == "POST" and path in ("/BatchGetRecord", "/BatchWriteRecord"):
         return path[1:]
     return "Unknown"

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from featurestream.http import data_catalog
 from featurestream.http.errors import ApiError
 from featurestream.http.records import group_arn, group_name, parse_ttl
 from schemas.errors import DefinitionError
@@ -163,6 +164,7 @@ def describe(group: FeatureGroup, region: str) -> dict[str, Any]:
         s3["ResolvedOutputS3Uri"] = group.offline_uri
         offline["S3StorageConfig"] = s3
         offline["TableFormat"] = "Iceberg"  # whatever was asked (Iceberg or nothing): what it is
+        offline.update(data_catalog.describe_fields(group))
         out["OfflineStoreConfig"] = offline
     for key in ("RoleArn", "ThroughputConfig"):
         if key in kept:

@@ -55,6 +55,8 @@ class ApiError(Exception):
         return cls("AccessForbidden", message, 403)
 
     def code_for(self, protocol: str) -> str:
+        if self.code == "AccessForbidden" and protocol == CONTROL:
+            return "AccessDeniedException"  # the name SageMaker's (and Athena's) JSON 1.1 APIs answer with
         return self.code or _VALIDATION[protocol]
 
     def body(self, protocol: str) -> bytes:

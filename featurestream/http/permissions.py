@@ -29,6 +29,7 @@ OPERATION_ACTIONS: Mapping[str, Action] = {
     "PutRecord": Action.WRITE, "DeleteRecord": Action.WRITE, "BatchWriteRecord": Action.WRITE,
     "CreateFeatureGroup": Action.ADMIN, "UpdateFeatureGroup": Action.ADMIN, "DeleteFeatureGroup": Action.ADMIN,
     "DescribeFeatureGroup": Action.READ, "ListFeatureGroups": Action.READ,
+    "ListRecords": Action.READ, "UpdateRecord": Action.WRITE,
 }
 
 # A pattern is a group name with '*' wildcards: the name characters and '*', nothing else, so a

@@ -22,6 +22,7 @@ from urllib.parse import quote, unquote
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 SERVICE = "sagemaker"  # both boto3 clients (runtime and control plane) sign with this name
+SERVICES = (SERVICE, "athena")  # ... and the Athena-compatible API's clients with this one
 MAX_SKEW = timedelta(minutes=15)
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 _AMZ_DATE = "%Y%m%dT%H%M%SZ"
@@ -177,9 +178,9 @@ def check_header(headers: Sequence[tuple[str, str]], query: str,
                         f"Credential should be 'ACCESS_KEY/YYYYMMDD/REGION/SERVICE/aws4_request'; got "
                         f"{m.group('cred')[:120]!r}")
     access_key, date, region, service, _ = cred
-    if service != SERVICE:
+    if service not in SERVICES:
         raise AuthError("InvalidSignatureException",
-                        f"Credential should be scoped to correct service: '{SERVICE}'.")
+                        f"Credential should be scoped to correct service: '{SERVICE}' (or 'athena').")
     if regions is not None and region not in regions:
         raise AuthError("InvalidSignatureException",
                         f"Credential should be scoped to a valid region, not {region[:40]!r}; this server "

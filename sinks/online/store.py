@@ -24,7 +24,7 @@ from schemas.errors import RecordValidationError, ServiceUnavailableError
 from schemas.eventtime import format_iso
 from schemas.group import FeatureGroup
 from schemas.messages import HARD_DELETE, ONLINE, SOFT_DELETE, DeleteMessage, Message, PutMessage
-from schemas.names import MAX_RECORD_ID_BYTES, online_key, online_key_pattern
+from schemas.names import MAX_RECORD_ID_BYTES, online_key, online_key_pattern, record_id_from_key
 from schemas.ordering import script_args
 from schemas.types import INT64_MAX, INT64_MIN
 from sinks.online.codec import decode_record, encode_features, pack_checked_features, pack_fields
@@ -320,6 +320,30 @@ class OnlineStore:
         if names is None:
             return client.hgetall(key)
         return client.hmget(key, [*_META_FIELDS, *names])
+
+    def record_ids(self, group: FeatureGroup, *, include_deleted: bool = False,
+                   now_ns: int | None = None) -> list[str]:
+        """Every identifier with a record online, sorted (SCAN over the group's keys: O(records)).
+
+        Expired records are left out; soft-deleted ones (a delete marker online) unless
+        ``include_deleted``. Hard-deleted records have no key, so they are never listed."""
+        _check_group(group)
+        now = time.time_ns() if now_ns is None else now_ns
+        found: list[str] = []
+        with self._service(f"list records of feature group {group.name!r}"):
+            keys = list(self._client.scan_iter(match=online_key_pattern(self._prefix, group.name), count=1000))
+            for chunk in _chunks(iter(keys), _WIPE_CHUNK):
+                pipe = self._client.pipeline(transaction=False)
+                for key in chunk:
+                    pipe.hmget(key, ["__exp", "__del"])
+                for key, (exp, deleted) in zip(chunk, pipe.execute(), strict=True):
+                    rid = record_id_from_key(self._prefix, group.name, key)
+                    if rid is None or (exp is not None and int(exp) <= now):
+                        continue
+                    if deleted is not None and not include_deleted:
+                        continue
+                    found.append(rid)
+        return sorted(found)
 
     # ------------------------------------------------------------------ admin
 

@@ -1,0 +1,89 @@
+"""A feature group's status across updates and deletes, as SageMaker reports it.
+
+- UpdateFeatureGroup: DescribeFeatureGroup shows ``LastUpdateStatus`` ``InProgress`` while the
+  change is being written to the registry, ``Successful`` once it is (the answer to the update
+  comes after that, and from then on every worker judges writes by the new version). A group
+  never updated has no ``LastUpdateStatus``, as in SageMaker.
+- DeleteFeatureGroup answers at once; the group shows ``FeatureGroupStatus: Deleting`` while the
+  delete runs in the background (its online records wiped, its registry entry removed, its topic
+  deleted once the processors let go of it), then describing it answers ResourceNotFound.
+
+Both marks are Redis keys (``<prefix>:__updating:<group>``, ``<prefix>:__deleting:<group>``) so
+every `serve` worker reports the same status. They expire on their own: a server that stops in
+the middle of a delete leaves the group ``Created`` after :data:`MARK_TTL_S`, to be deleted again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Any
+
+from featurestream.http import control
+from schemas.group import FeatureGroup
+
+log = logging.getLogger("featurestream.http.lifecycle")
+MARK_TTL_S = 600
+
+
+class Lifecycle:
+    """Updates and deletes of feature groups, and the status they show meanwhile."""
+
+    def __init__(self, registry: Any, redis: Callable[[], Any], prefix: str, executor: Executor,
+                 on_purge: Callable[[FeatureGroup], None], forget: Callable[[str], None]) -> None:
+        self.registry = registry
+        self.redis = redis  # called when first needed: the online store connects lazily
+        self.prefix = prefix
+        self.executor = executor
+        self.on_purge = on_purge
+        self.forget = forget
+
+    def _mark(self, kind: str, name: str) -> str:
+        return f"{self.prefix}:__{kind}:{name}"
+
+    def describe(self, group: FeatureGroup, region: str) -> dict[str, Any]:
+        out = control.describe(group, region)
+        pipe = self.redis().pipeline(transaction=False)
+        pipe.exists(self._mark("deleting", group.name))
+        pipe.exists(self._mark("updating", group.name))
+        deleting, updating = pipe.execute()
+        if deleting:
+            out["FeatureGroupStatus"] = "Deleting"
+        if updating:
+            out["LastUpdateStatus"] = {"Status": "InProgress"}
+        elif group.version > 1:
+            out["LastUpdateStatus"] = {"Status": "Successful"}
+        return out
+
+    def update(self, name: str, args: dict[str, Any]) -> None:
+        self.registry.describe(name)  # ResourceNotFound before "nothing to change"
+        if not args:
+            return
+        mark = self._mark("updating", name)
+        self.redis().set(mark, "1", ex=MARK_TTL_S)
+        try:
+            self.registry.update(name, **args)
+        finally:
+            self.redis().delete(mark)
+            self.forget(name)
+
+    def delete(self, name: str) -> None:
+        """Mark the group Deleting and delete it in the background (ResourceNotFound if unknown)."""
+        self.registry.describe(name)
+        mark = self._mark("deleting", name)
+        if not self.redis().set(mark, "1", ex=MARK_TTL_S, nx=True):
+            return  # a delete of it is already running
+        self.executor.submit(self._delete, name, mark)
+
+    def _delete(self, name: str, mark: str) -> None:
+        try:
+            self.registry.delete(name, on_purge=self.on_purge)
+        except Exception:  # noqa: BLE001 - background: the group stays, describe shows it Created again
+            log.exception("deleting feature group %r failed; it is kept, delete it again", name)
+        finally:
+            self.forget(name)
+            self.redis().delete(mark)
+
+
+__all__ = ["MARK_TTL_S", "Lifecycle"]
