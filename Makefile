@@ -53,16 +53,19 @@ fetch: $(STAMP)
 
 # The SageMaker Python SDKs v2 and v3, each in its own venv (both are the `sagemaker` package, and v2
 # needs pandas<3), for tests/integration/test_sdk_notebooks.py, which runs the notebook flow with each
-# venv's python. Pinned in tests/sdk/requirements-v*.txt; rebuilt only when that file changes.
+# venv's python. Pinned in tests/sdk/requirements-v*.txt; rebuilt only when that file's *content*
+# changes (a fresh clone has new mtimes, and a rebuild costs minutes).
 SDK_CACHE := $(HOME)/.featurestream/cache
 
-sdk-venvs: $(SDK_CACHE)/sdk-v2/.installed $(SDK_CACHE)/sdk-v3/.installed
-
-$(SDK_CACHE)/sdk-%/.installed: tests/sdk/requirements-%.txt
-	rm -rf $(SDK_CACHE)/sdk-$*
-	$(PYTHON) -m venv $(SDK_CACHE)/sdk-$*
-	$(SDK_CACHE)/sdk-$*/bin/python -m pip install -q --disable-pip-version-check -r $<
-	cp $< $@
+sdk-venvs:
+	@for v in v2 v3; do \
+		dir=$(SDK_CACHE)/sdk-$$v; req=tests/sdk/requirements-$$v.txt; \
+		if cmp -s $$req $$dir/.installed && test -x $$dir/bin/python; then echo "sdk-$$v: cached"; continue; fi; \
+		echo "sdk-$$v: installing $$req"; \
+		rm -rf $$dir && $(PYTHON) -m venv $$dir \
+		&& $$dir/bin/python -m pip install -q --disable-pip-version-check -r $$req \
+		&& cp $$req $$dir/.installed || exit 1; \
+	done
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
