@@ -11,7 +11,8 @@ from featurestream.http.credentials import AccessKey, CredentialsError, parse_cr
 from featurestream.http.errors import ApiError
 from featurestream.http.permissions import OPERATION_ACTIONS, Action, PatternError, Permissions
 
-RUNTIME_OPERATIONS = ("GetRecord", "BatchGetRecord", "PutRecord", "DeleteRecord", "BatchWriteRecord")
+RUNTIME_OPERATIONS = ("GetRecord", "BatchGetRecord", "PutRecord", "DeleteRecord", "BatchWriteRecord", "ListRecords",
+                      "UpdateRecord")
 _KEY = "aws_access_key_id = {k}\naws_secret_access_key = s-{k}\n"
 
 
@@ -22,9 +23,9 @@ def _file(**sections: str) -> str:
 def test_every_operation_the_server_answers_needs_one_action():
     assert set(OPERATION_ACTIONS) == set(control.OPERATIONS) | set(RUNTIME_OPERATIONS)
     assert {op for op, a in OPERATION_ACTIONS.items() if a is Action.READ} == {
-        "GetRecord", "BatchGetRecord", "DescribeFeatureGroup", "ListFeatureGroups"}
+        "GetRecord", "BatchGetRecord", "ListRecords", "DescribeFeatureGroup", "ListFeatureGroups"}
     assert {op for op, a in OPERATION_ACTIONS.items() if a is Action.WRITE} == {
-        "PutRecord", "DeleteRecord", "BatchWriteRecord"}
+        "PutRecord", "DeleteRecord", "BatchWriteRecord", "UpdateRecord"}
     assert {op for op, a in OPERATION_ACTIONS.items() if a is Action.ADMIN} == {
         "CreateFeatureGroup", "UpdateFeatureGroup", "DeleteFeatureGroup"}
 
@@ -85,8 +86,9 @@ def _refused(permissions: Permissions, operation: str, group: str | None, body: 
     with pytest.raises(ApiError) as info:
         authorize(permissions, operation, group, body or {})
     err = info.value
+    # SageMaker's runtime API says AccessForbidden, its control plane (JSON 1.1) AccessDeniedException
     assert (err.status, err.code_for("runtime"), err.code_for("control")) == (403, "AccessForbidden",
-                                                                            "AccessForbidden")
+                                                                            "AccessDeniedException")
     assert orjson.loads(err.body("runtime"))["__type"] == "AccessForbidden"
     return str(err)
 
