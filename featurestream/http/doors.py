@@ -17,6 +17,8 @@ from featurestream.http.runtime import RuntimeApi
 from featurestream.http.runtime_v2 import RecordsV2
 from featurestream.sdk import FeatureStore
 
+MARKS_TIMEOUT_S = 0.5
+
 
 class Doors:
     """Built by ``app.Server`` from its store, thread pool, runtime API and its way to run blocking calls."""
@@ -26,8 +28,19 @@ class Doors:
         self.store = store
         self.athena_api = AthenaApi(store, run_blocking)
         self.records_v2 = RecordsV2(runtime)
-        self.lifecycle = Lifecycle(store.registry, lambda: store.online.client, store.config.topic_prefix,
+        self.lifecycle = Lifecycle(store.registry, self._marks_client, store.config.topic_prefix,
                                    executor, self._wipe_online, runtime.groups.forget)
+        self._marks: Any = None
+
+    def _marks_client(self) -> Any:
+        """A Redis client of its own for the status marks, with a short timeout: a stalled Redis
+        must not hold DescribeFeatureGroup for the read timeout of the record reads."""
+        if self._marks is None:
+            from sinks.online.connect import connect
+
+            self._marks = connect(self.store.config.require("redis_url"), timeout_s=MARKS_TIMEOUT_S,
+                                  check=False)
+        return self._marks
 
     def _wipe_online(self, group: Any) -> None:
         if group.online_enabled:
@@ -35,6 +48,8 @@ class Doors:
 
     def close(self) -> None:
         self.athena_api.close()
+        if self._marks is not None:
+            self._marks.close()
 
     async def athena(self, operation: str, target: str, body: dict[str, Any],
                      permissions: Permissions) -> dict[str, Any]:

@@ -11,6 +11,10 @@
 Both marks are Redis keys (``<prefix>:__updating:<group>``, ``<prefix>:__deleting:<group>``) so
 every `serve` worker reports the same status. They expire on their own: a server that stops in
 the middle of a delete leaves the group ``Created`` after :data:`MARK_TTL_S`, to be deleted again.
+
+The marks are a courtesy, never a dependency: the control plane keeps answering while Redis is
+away or stalled (the registry is in Kafka). Then describe shows what the registry says, an update
+goes ahead unmarked, and a delete runs before its answer, as it did before marks existed.
 """
 
 from __future__ import annotations
@@ -20,11 +24,14 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
+import redis
+
 from featurestream.http import control
 from schemas.group import FeatureGroup
 
 log = logging.getLogger("featurestream.http.lifecycle")
 MARK_TTL_S = 600
+_UNAVAILABLE = object()
 
 
 class Lifecycle:
@@ -42,12 +49,25 @@ class Lifecycle:
     def _mark(self, kind: str, name: str) -> str:
         return f"{self.prefix}:__{kind}:{name}"
 
+    def _marks(self, call: Callable[[Any], Any], what: str) -> Any:
+        """``call(redis client)``, or _UNAVAILABLE when Redis does not answer (logged once per call)."""
+        try:
+            return call(self.redis())
+        except (redis.RedisError, OSError) as exc:
+            log.warning("group status marks unavailable (%s): %s; answering from the registry", what, exc)
+            return _UNAVAILABLE
+
     def describe(self, group: FeatureGroup, region: str) -> dict[str, Any]:
         out = control.describe(group, region)
-        pipe = self.redis().pipeline(transaction=False)
-        pipe.exists(self._mark("deleting", group.name))
-        pipe.exists(self._mark("updating", group.name))
-        deleting, updating = pipe.execute()
+
+        def read(client: Any) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            pipe.exists(self._mark("deleting", group.name))
+            pipe.exists(self._mark("updating", group.name))
+            return pipe.execute()
+
+        marks = self._marks(read, f"describe {group.name!r}")
+        deleting, updating = (0, 0) if marks is _UNAVAILABLE else marks
         if deleting:
             out["FeatureGroupStatus"] = "Deleting"
         if updating:
@@ -61,18 +81,22 @@ class Lifecycle:
         if not args:
             return
         mark = self._mark("updating", name)
-        self.redis().set(mark, "1", ex=MARK_TTL_S)
+        self._marks(lambda client: client.set(mark, "1", ex=MARK_TTL_S), f"update {name!r}")
         try:
             self.registry.update(name, **args)
         finally:
-            self.redis().delete(mark)
+            self._marks(lambda client: client.delete(mark), f"update {name!r}")
             self.forget(name)
 
     def delete(self, name: str) -> None:
         """Mark the group Deleting and delete it in the background (ResourceNotFound if unknown)."""
         self.registry.describe(name)
         mark = self._mark("deleting", name)
-        if not self.redis().set(mark, "1", ex=MARK_TTL_S, nx=True):
+        marked = self._marks(lambda client: client.set(mark, "1", ex=MARK_TTL_S, nx=True), f"delete {name!r}")
+        if marked is _UNAVAILABLE:
+            self._delete(name, mark)  # no mark to show Deleting with: answer once it is done
+            return
+        if not marked:
             return  # a delete of it is already running
         self.executor.submit(self._delete, name, mark)
 
@@ -83,7 +107,7 @@ class Lifecycle:
             log.exception("deleting feature group %r failed; it is kept, delete it again", name)
         finally:
             self.forget(name)
-            self.redis().delete(mark)
+            self._marks(lambda client: client.delete(mark), f"delete {name!r}")
 
 
 __all__ = ["MARK_TTL_S", "Lifecycle"]
