@@ -36,14 +36,14 @@ def _up(args: argparse.Namespace) -> int:
 
     try:
         ports = StackPorts(kafka=args.kafka_port, controller=args.controller_port, redis=args.redis_port,
-                           s3=args.s3_port)
+                           s3=args.s3_port, kafka_sasl=args.kafka_sasl_port)
     except ValueError as exc:
         from featurestream.cli import CliError
 
         raise CliError(str(exc), status=2) from exc
     config = _config(args)
     layout = StackLayout(config.state_dir, args.cache_dir.expanduser())
-    endpoints = up(config, ports=ports, layout=layout, say=_say)
+    endpoints = up(config, ports=ports, layout=layout, say=_say, kafka_security=args.kafka_security)
     sys.stdout.write(format_exports(endpoints.exports()))
     sys.stdout.flush()
     return 0
@@ -270,6 +270,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="KRaft controller port (%(default)s)")
     up.add_argument("--redis-port", type=int, default=defaults.redis, help="Redis port (%(default)s)")
     up.add_argument("--s3-port", type=int, default=defaults.s3, help="S3 server port (%(default)s)")
+    up.add_argument("--kafka-security", choices=["plaintext", "sasl_ssl"], default=None,
+                    help="sasl_ssl: Kafka also listens with SASL_SSL on --kafka-sasl-port (a throw-away CA and a "
+                         "user 'featurestream' made in the state dir; SCRAM-SHA-512 or PLAIN), and the exports "
+                         "point clients there with FEATURESTREAM_KAFKA_* settings. Default: as the running "
+                         "broker is, else plaintext")
+    up.add_argument("--kafka-sasl-port", type=int, default=defaults.kafka_sasl,
+                    help="Kafka's SASL_SSL port with --kafka-security sasl_ssl (%(default)s)")
     up.set_defaults(func=_up)
 
     down = subparsers.add_parser("down", help="stop the processes `up` started",
