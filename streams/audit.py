@@ -7,7 +7,8 @@ sound:
 - **online**: the consumer group's committed offsets C are read first, then the store, then the
   topic to its end E. The store then shows some prefix of the topic between C and E, so an id
   whose versions all lie below C must equal the topic's latest; an id with a version at or after C
-  is *in flight* when it differs. While the epoch marker is not ``ready`` (a rebuild under way) the
+  is *in flight* when it differs. While the epoch marker is not ``ready`` (a rebuild under way), or
+  when it is not the same before and after the store is read (Redis lost its data meanwhile), the
   store is not judged at all.
 - **offline**: the table's current snapshot gives the rows and, in the same snapshot, the recorded
   next offset R per partition; the topic is then read to its end. Every offset below R must be in
@@ -219,6 +220,10 @@ class Auditor:
         ids = fold.sample(sample, self.rng, every=every_id)
         now = time.time_ns()
         got = self.read_online(group, ids, now)
+        after = EpochMarker(self.store.client, self.prefix).read()
+        if after != marker:  # Redis lost its data (and maybe came back empty) while we read it
+            rep.note = f"online store changed epoch during the audit ({marker!r} -> {after!r}); not judged"
+            return rep
         fold.advance(group)          # the store shows a prefix of the topic up to here
         self.deadletters.catch_up()
         for rid in ids:

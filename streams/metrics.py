@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from streams.freshness import FRESHNESS, FreshnessHistogram
+
 
 @dataclass(frozen=True)
 class OnlineMetrics:
@@ -98,3 +100,8 @@ PARITY_METRICS = ParityMetrics(
     audits=Counter("featurestream_parity_audits", "Audit passes, by outcome (ok, mismatch, failed)", ["outcome"]),
     last_audit=Gauge("featurestream_parity_last_audit_timestamp_seconds", "Unix time the last audit pass ended"),
 )
+
+
+# featurestream_freshness_seconds{store, group}: fed by the online apply step and the offline sink
+# with whole batches' bucket counts (streams/freshness.py).
+FRESHNESS_METRIC: FreshnessHistogram = FRESHNESS

@@ -214,7 +214,7 @@ def _replay_offline_round(bootstrap: KafkaTarget, prefix: str, tables: OfflineTa
                           result: OfflineReplayResult, *, from_ms: int | None, to_ms: int | None,
                           progress: bool, policy: RotationPolicy | None) -> set[int]:
     writer = OfflineWriter(tables, policy or RotationPolicy(max_records=200_000, max_age_s=1e9))
-    applier = OfflineApplier(GroupView(lambda: {g.name: g}), writer, None, prefix)
+    applier = OfflineApplier(GroupView(lambda: {g.name: g}), writer, None, prefix, freshness=False)
     refused: set[int] = set()
     partitions: list[int] = []
     first_round = result.records == 0 and not result.refused

@@ -36,14 +36,14 @@ def _up(args: argparse.Namespace) -> int:
 
     try:
         ports = StackPorts(kafka=args.kafka_port, controller=args.controller_port, redis=args.redis_port,
-                           s3=args.s3_port)
+                           s3=args.s3_port, kafka_sasl=args.kafka_sasl_port)
     except ValueError as exc:
         from featurestream.cli import CliError
 
         raise CliError(str(exc), status=2) from exc
     config = _config(args)
     layout = StackLayout(config.state_dir, args.cache_dir.expanduser())
-    endpoints = up(config, ports=ports, layout=layout, say=_say)
+    endpoints = up(config, ports=ports, layout=layout, say=_say, kafka_security=args.kafka_security)
     sys.stdout.write(format_exports(endpoints.exports()))
     sys.stdout.flush()
     return 0
@@ -67,15 +67,24 @@ def _status(args: argparse.Namespace) -> int:
         print(st.line())
     kafka_ok = any(st.answers for st in statuses if "kafka" in st.line().lower())
     if config.kafka_bootstrap and kafka_ok:
-        _print_pipeline_status(config)
-        _print_workers(config)  # even with no feature group yet; workers need Kafka to be of use
+        urls = _worker_urls(config)
+        families = {url: _metric_families(url) for _, url in urls}
+        _print_pipeline_status(config, _freshness([f for f in families.values() if f is not None]))
+        _print_workers(urls, families)  # even with no feature group yet; workers need Kafka to be of use
     # Non-zero when something configured or started does not answer, so scripts can wait on it.
     return 0 if all(st.answers for st in statuses if st.state != "stopped") else 1
 
 
-def _print_pipeline_status(config: Config) -> None:
-    """Per feature group: records behind in the online and offline consumer groups; then, per
-    consumer group, which worker holds which partitions."""
+def _freshness(per_worker: list[list]) -> dict:
+    from featurestream.cli.freshness_status import freshness_by_group
+
+    return freshness_by_group(f for families in per_worker for f in families)
+
+
+def _print_pipeline_status(config: Config, freshness: dict) -> None:
+    """Per feature group: records behind in the online and offline consumer groups, and the
+    publish-to-applied latency (p50/p99) the workers of this host measured; then, per consumer
+    group, which worker holds which partitions."""
     from schemas.errors import FeatureStoreError
     from streams.lag import partition_lag
     from streams.registry import Registry
@@ -95,12 +104,16 @@ def _print_pipeline_status(config: Config) -> None:
         print(f"feature groups: cannot read ({exc})")
         return
     totals = {cg: _per_topic(lag) for cg, lag in lags.items()}
-    print(f"{'GROUP':<32} {'ONLINE LAG':>11} {'OFFLINE LAG':>12}")
+    print(f"{'GROUP':<32} {'ONLINE LAG':>11} {'OFFLINE LAG':>12} {'ONLINE p50/p99':>17} {'OFFLINE p50/p99':>17}")
     for topic, g in sorted(topics.items()):
         on = str(totals[consumer_groups[0]].get(topic, 0)) if g.online_enabled else "-"
         off = str(totals[consumer_groups[1]].get(topic, 0)) if g.offline_enabled else "-"
-        print(f"{g.name:<32} {on:>11} {off:>12}")
-    print("(lag = records not yet committed by the processor / sink consumer groups)")
+        fresh_on, fresh_off = (freshness.get((s, g.name)) for s in ("online", "offline"))
+        on_f = fresh_on.text() if fresh_on is not None and g.online_enabled else "-"
+        off_f = fresh_off.text() if fresh_off is not None and g.offline_enabled else "-"
+        print(f"{g.name:<32} {on:>11} {off:>12} {on_f:>17} {off_f:>17}")
+    print("(lag = records not yet committed by the processor / sink consumer groups; p50/p99 = time from "
+          "the door to the store, measured by this host's workers since they started; - = none measured)")
     wanted = {consumer_groups[0]: {t for t, g in topics.items() if g.online_enabled},
               consumer_groups[1]: {t for t, g in topics.items() if g.offline_enabled}}
     _print_assignments(config, lags, {t: g.name for t, g in topics.items()}, wanted)
@@ -178,23 +191,30 @@ def _scrape_gauge(url: str, name: str) -> float | None:
     return None
 
 
-_PREFIXES = {"processor": "featurestream_online_", "sink": "featurestream_offline_"}
+_PREFIXES = {"processor": "featurestream_online_", "sink": "featurestream_offline_",
+             "auditor": "featurestream_parity_"}
+_DEFAULT_PORTS = (("processor", 9108), ("sink", 9109), ("auditor", 9110))
 
 
-def _print_workers(config: Config) -> None:
-    """Each processor and sink of this host: where its metrics are, whether it is ready, its counters.
+def _worker_urls(config: Config) -> dict[tuple[str, str], str]:
+    """(role, metrics URL) -> who, for each processor, sink and auditor of this host.
 
     Workers announce their port in the state dir (a taken default port moves to a free one);
     the default ports are asked too, for workers started with another state dir."""
     from featurestream.stack.workers import running_workers
 
     urls = {(w.role, w.url): f"pid {w.pid}" for w in running_workers(config.state_dir)}
-    for role, port in (("processor", 9108), ("sink", 9109)):
+    for role, port in _DEFAULT_PORTS:
         url = f"http://127.0.0.1:{port}"
         if not any(u == url for _, u in urls):
             urls[(role, url)] = "default port"
+    return urls
+
+
+def _print_workers(urls: dict[tuple[str, str], str], families: dict[str, list | None]) -> None:
+    """Each worker of ``urls``: where its metrics are, whether it is ready, its counters."""
     for (role, url), who in sorted(urls.items()):
-        summary = _scrape_counters(url, _PREFIXES[role])
+        summary = _scrape_counters(families.get(url), _PREFIXES.get(role, f"featurestream_{role}_"))
         if summary is None:
             continue
         print(f"{role} ({who}, metrics on {url.removeprefix('http://')}, {_ready(url)}): {summary}")
@@ -217,9 +237,8 @@ def _ready(url: str) -> str:
         return "not answering /ready"
 
 
-def _scrape_counters(url: str, prefix: str) -> str | None:
-    """One line of a processor's/sink's counters from its /metrics, if it answers (None if not)."""
-    families = _metric_families(url)
+def _scrape_counters(families: list | None, prefix: str) -> str | None:
+    """One line of a worker's counters from its /metrics families (None: it did not answer)."""
     if families is None:
         return None
     totals: dict[str, float] = {}
@@ -251,6 +270,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="KRaft controller port (%(default)s)")
     up.add_argument("--redis-port", type=int, default=defaults.redis, help="Redis port (%(default)s)")
     up.add_argument("--s3-port", type=int, default=defaults.s3, help="S3 server port (%(default)s)")
+    up.add_argument("--kafka-security", choices=["plaintext", "sasl_ssl"], default=None,
+                    help="sasl_ssl: Kafka also listens with SASL_SSL on --kafka-sasl-port (a throw-away CA and a "
+                         "user 'featurestream' made in the state dir; SCRAM-SHA-512 or PLAIN), and the exports "
+                         "point clients there with FEATURESTREAM_KAFKA_* settings. Default: as the running "
+                         "broker is, else plaintext")
+    up.add_argument("--kafka-sasl-port", type=int, default=defaults.kafka_sasl,
+                    help="Kafka's SASL_SSL port with --kafka-security sasl_ssl (%(default)s)")
     up.set_defaults(func=_up)
 
     down = subparsers.add_parser("down", help="stop the processes `up` started",

@@ -72,6 +72,9 @@ class Server:
         # Redis reads get threads of their own: a Redis that stops answering holds these, never the
         # ones the control plane, the registry and /ready need.
         self.reads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="featurestream-http-redis")
+        # /ready's checks too, one thread per backend (readiness runs one check per backend at a time):
+        # probes during an outage hold these two, never a thread a request needs.
+        self.probes = ThreadPoolExecutor(max_workers=2, thread_name_prefix="featurestream-http-ready")
         self.groups = store.groups
         self.runtime = RuntimeApi(store, self.groups, self.executor, reads=self.reads,
                                   max_response_bytes=self.limits.max_response_bytes)
@@ -80,12 +83,13 @@ class Server:
         config = store.config
         self.readiness = Readiness(
             {"kafka": (self.check_kafka, f"Kafka at {config.kafka_bootstrap}"),
-             "redis": (self.check_redis, f"Redis at {redact_url(config.redis_url or '')}")}, self._run)
+             "redis": (self.check_redis, f"Redis at {redact_url(config.redis_url or '')}")}, self._probe)
 
     def close(self) -> None:
         self.doors.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.reads.shutdown(wait=False, cancel_futures=True)
+        self.probes.shutdown(wait=False, cancel_futures=True)
         self.store.close()
 
     # ------------------------------------------------------------------ entry
@@ -212,6 +216,9 @@ class Server:
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def _probe(self, fn: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.probes, fn)
 
     def _control(self, op: str, body: dict[str, Any], region: str, permissions: Permissions) -> dict[str, Any]:
         registry = self.store.registry

@@ -5,7 +5,9 @@
   to the server log, once per cause and period (``quiet_log``);
 - one check per backend runs at a time and every caller waits on it: a flood of probes while a
   backend is down must not pile blocked calls into the worker's thread pool (a Kafka check holds
-  the registry's lock for its whole timeout, and requests need that lock too).
+  the registry's lock for its whole timeout, and requests need that lock too);
+- the checks run on threads of their own (``app.Server.probes``, one per backend), so a check
+  stuck on a stalled Redis never holds a thread the control plane or a request needs.
 """
 
 from __future__ import annotations

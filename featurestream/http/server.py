@@ -2,7 +2,8 @@
 
 Each worker is a full asyncio server (aiohttp) with its own Kafka producer, registry reader
 and Redis pool; the kernel spreads connections over the workers, so both cores serve
-requests. The parent only supervises: a worker that dies is replaced, SIGTERM/SIGINT stop all.
+requests. The parent only supervises: a worker that dies is replaced, SIGTERM/SIGINT stop all,
+and a parent killed outright takes its workers with it (``parent_death.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Callable, Mapping
 from featurestream.config import Config
 from featurestream.http.credentials import AccessKey
 from featurestream.http.limits import Limits
+from featurestream.http.parent_death import die_with_parent
 
 RESTART_BACKOFF_S = 1.0
 
@@ -92,11 +94,14 @@ def serve(config: Config, *, host: str, port: int, credentials: Mapping[str, Acc
     children: dict[int, int] = {}
     stopping = False
 
+    parent = os.getpid()
+
     def spawn(slot: int) -> None:
         pid = os.fork()
         if pid == 0:  # child
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            die_with_parent(parent)  # a parent killed with kill -9 leaves no worker serving
             status = 0
             try:
                 run_worker(config, sock, credentials=credentials, threads=threads, limits=limits,

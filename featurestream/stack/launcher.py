@@ -21,15 +21,17 @@ from featurestream.config import (
     ENV_REDIS,
     ENV_S3,
     ENV_SECRET_KEY,
+    KAFKA_SECURITY_ENV,
     Config,
     embedded_catalog_uri,
 )
 from featurestream.stack import kafka, procs
-from featurestream.stack.errors import PortInUseError, ServerStartError
+from featurestream.stack.errors import PortInUseError, ServerStartError, StackError
 from featurestream.stack.layout import SERVICES, StackLayout, StackPorts
 from featurestream.stack.ports import port_is_free, port_owner
 from featurestream.stack.redis_server import find_redis_server, redis_answers, redis_argv
 from featurestream.stack.s3_server import S3Server, bucket_of, ensure_bucket, find_s3_server, s3_answers
+from featurestream.stack.secure_kafka import MODES, USER, SecureKafkaFiles, client_security
 from streams.kafka_client import PLAINTEXT, KafkaConnection, KafkaSecurity
 
 DEFAULT_OFFLINE_URI = "s3://featurestream/offline"
@@ -58,6 +60,8 @@ class Endpoints:
     # The Iceberg catalog of the offline tables (the embedded SQLite file in the state dir unless
     # the Config names one).
     catalog_uri: str | None = None
+    # How clients reach the Kafka `up` started (SASL_SSL with --kafka-security sasl_ssl).
+    kafka_security: KafkaSecurity = PLAINTEXT
 
     def exports(self) -> dict[str, str]:
         """Variable → value, in a stable order; credentials only when known."""
@@ -66,7 +70,9 @@ class Endpoints:
             (ENV_ACCESS_KEY, self.aws_access_key_id), (ENV_SECRET_KEY, self.aws_secret_access_key),
             (ENV_OFFLINE_URI, self.offline_uri), (ENV_CATALOG_URI, self.catalog_uri),
         ]
-        return {name: value for name, value in pairs if value is not None}
+        if self.kafka_security != PLAINTEXT:
+            pairs += [(var, getattr(self.kafka_security, name)) for name, var in KAFKA_SECURITY_ENV.items()]
+        return {name: str(value) for name, value in pairs if value is not None}
 
     def apply(self, config: Config) -> Config:
         """``config`` with these endpoints filled in (what code in the same process uses)."""
@@ -105,9 +111,16 @@ def _is_external(config: Config, service: str, record: procs.ProcessRecord | Non
     return bool(configured) and (record is None or record.info.get("endpoint") != configured)
 
 
+def _kafka_security(info: dict[str, str], fallback: KafkaSecurity = PLAINTEXT) -> KafkaSecurity:
+    """How to reach a Kafka that `up` started: its pid file says whether it listens with SASL_SSL."""
+    if info.get("security") == "sasl_ssl":
+        return client_security(info["ca"], info["password_file"], info["mechanism"])
+    return fallback
+
+
 def _answers(service: str, info: dict[str, str], kafka_security: KafkaSecurity = PLAINTEXT) -> bool:
     if service == "kafka":
-        return kafka.kafka_answers(KafkaConnection(info["endpoint"], kafka_security))
+        return kafka.kafka_answers(KafkaConnection(info["endpoint"], _kafka_security(info, kafka_security)))
     if service == "redis":
         return redis_answers(info["endpoint"])
     return s3_answers(info["endpoint"], info.get("access_key"), info.get("secret_key"))
@@ -128,7 +141,7 @@ def _wait_ready(record: procs.ProcessRecord, deadline: float) -> None:
 
 
 def _owner_service(port_name: str) -> str:
-    return "kafka" if port_name == "controller" else port_name
+    return "kafka" if port_name in ("controller", "kafka-sasl") else port_name
 
 
 def _wait_released(ports: dict[str, int], timeout_s: float = RELEASE_WAIT_S) -> bool:
@@ -149,12 +162,15 @@ def _check_ports(wanted: dict[str, int]) -> None:
 
 
 def up(config: Config, *, ports: StackPorts | None = None, layout: StackLayout | None = None,
-       search_path: str | None = None, say: Say = _silent) -> Endpoints:
+       search_path: str | None = None, say: Say = _silent, kafka_security: str | None = None) -> Endpoints:
     """Start what is missing of the local stack and return the endpoints to export.
 
     ``search_path`` replaces PATH when looking for java, mvn, go and the server binaries
-    (None: the process's PATH).
+    (None: the process's PATH). ``kafka_security``: "plaintext" or "sasl_ssl" (a SASL_SSL client
+    listener on ``ports.kafka_sasl``, see secure_kafka.py); None: as the running broker is, else plaintext.
     """
+    if kafka_security is not None and kafka_security not in MODES:
+        raise ValueError(f"kafka_security must be one of {', '.join(MODES)}; got {kafka_security!r}")
     ports = ports or StackPorts()
     layout = layout or StackLayout(config.state_dir)
     pidfiles = procs.PidFiles(layout.run_dir)
@@ -168,6 +184,10 @@ def up(config: Config, *, ports: StackPorts | None = None, layout: StackLayout |
             say(f"{service}: using {_configured(config, service)} from the environment")
             continue
         if record is not None and procs.is_running(record):
+            running_mode = record.info.get("security", "plaintext")
+            if service == "kafka" and kafka_security is not None and running_mode != kafka_security:
+                raise StackError(f"kafka: already running (pid {record.pid}) with {running_mode}, not "
+                                 f"{kafka_security}; stop it first (`featurestream down`)")
             say(f"{service}: already running (pid {record.pid}) at {record.info['endpoint']}")
             running[service] = record
             continue
@@ -180,8 +200,11 @@ def up(config: Config, *, ports: StackPorts | None = None, layout: StackLayout |
     java = kafka.find_java(search_path) if "kafka" in to_start else ""
     redis_bin = find_redis_server(search_path) if "redis" in to_start else ""
     wanted_ports: dict[str, int] = {}
+    secure = kafka_security == "sasl_ssl"
     if "kafka" in to_start:
         wanted_ports.update(kafka=ports.kafka, controller=ports.controller)
+        if secure:
+            wanted_ports["kafka-sasl"] = ports.kafka_sasl
     if "redis" in to_start:
         wanted_ports["redis"] = ports.redis
     if "s3" in to_start:
@@ -197,7 +220,7 @@ def up(config: Config, *, ports: StackPorts | None = None, layout: StackLayout |
     started: list[procs.ProcessRecord] = []
     try:
         for service in to_start:
-            record = _start(service, layout, ports, java=java, redis_bin=redis_bin, s3=s3)
+            record = _start(service, layout, ports, java=java, redis_bin=redis_bin, s3=s3, secure=secure)
             pidfiles.write(record)
             started.append(record)
             say(f"{service}: started pid {record.pid}, log {record.log_path}")
@@ -227,21 +250,17 @@ def up(config: Config, *, ports: StackPorts | None = None, layout: StackLayout |
         aws_secret_access_key=s3_info.get("secret_key", config.aws_secret_access_key),
         offline_uri=offline_uri,
         catalog_uri=config.catalog_uri or embedded_catalog_uri(layout.state_dir),
+        kafka_security=_kafka_security(running["kafka"].info) if "kafka" in running else config.kafka_security,
     )
 
 
 def _start(service: str, layout: StackLayout, ports: StackPorts, *, java: str, redis_bin: str,
-           s3: S3Server | None) -> procs.ProcessRecord:
+           s3: S3Server | None, secure: bool = False) -> procs.ProcessRecord:
     data = layout.data_dir(service)
     data.mkdir(parents=True, exist_ok=True)
     log = layout.log_path(service)
     if service == "kafka":
-        libs = layout.kafka_libs(kafka.KAFKA_VERSION)
-        props = data / "server.properties"
-        props.write_text(kafka.render_server_properties(ports.kafka, ports.controller, data / "log"))
-        kafka.format_storage(java, libs, props, data / "log")
-        return procs.spawn("kafka", kafka.broker_argv(java, libs, props), cwd=data, log_path=log,
-                           info={"endpoint": f"127.0.0.1:{ports.kafka}", "controller_port": str(ports.controller)})
+        return _start_kafka(layout, ports, java, secure)
     if service == "redis":
         return procs.spawn("redis", redis_argv(redis_bin, ports.redis, data), cwd=data, log_path=log,
                            info={"endpoint": f"redis://127.0.0.1:{ports.redis}/0"})
@@ -251,6 +270,29 @@ def _start(service: str, layout: StackLayout, ports: StackPorts, *, java: str, r
     return procs.spawn("s3", s3.argv(ports.s3, data), cwd=data, log_path=log,
                        info={"endpoint": f"http://127.0.0.1:{ports.s3}", "access_key": key,
                              "secret_key": secret, "kind": s3.kind})
+
+
+def _start_kafka(layout: StackLayout, ports: StackPorts, java: str, secure: bool) -> procs.ProcessRecord:
+    data = layout.data_dir("kafka")
+    libs = layout.kafka_libs(kafka.KAFKA_VERSION)
+    props = data / "server.properties"
+    info = {"endpoint": f"127.0.0.1:{ports.kafka}", "controller_port": str(ports.controller)}
+    listener, scram = None, ()
+    mechanism = "PLAIN"
+    if secure:
+        files = SecureKafkaFiles(data)
+        password = files.prepare()
+        listener = files.listener(ports.kafka_sasl, password)
+        scram = ((USER, password),)
+        if not (data / "log" / "meta.properties").is_file():
+            mechanism = "SCRAM-SHA-512"  # its credentials go into the new metadata log below
+        info = {"endpoint": f"127.0.0.1:{ports.kafka_sasl}", "plaintext_endpoint": f"127.0.0.1:{ports.kafka}",
+                "controller_port": str(ports.controller), "security": "sasl_ssl", "mechanism": mechanism,
+                "ca": str(files.ca), "password_file": str(files.password_file)}
+    props.write_text(kafka.render_server_properties(ports.kafka, ports.controller, data / "log", sasl_ssl=listener))
+    kafka.format_storage(java, libs, props, data / "log", scram_users=scram)
+    return procs.spawn("kafka", kafka.broker_argv(java, libs, props), cwd=data, log_path=layout.log_path("kafka"),
+                       info=info)
 
 
 def down(state_dir: Path, *, say: Say = _silent) -> list[str]:

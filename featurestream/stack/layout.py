@@ -23,9 +23,11 @@ class StackPorts:
     controller: int = 19093
     redis: int = 16379
     s3: int = 19000
+    kafka_sasl: int = 19094  # the SASL_SSL client listener (`up --kafka-security sasl_ssl` only)
 
     def __post_init__(self) -> None:
-        values = {"kafka": self.kafka, "controller": self.controller, "redis": self.redis, "s3": self.s3}
+        values = {"kafka": self.kafka, "controller": self.controller, "redis": self.redis, "s3": self.s3,
+                  "kafka-sasl": self.kafka_sasl}
         for name, port in values.items():
             if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
                 raise ValueError(f"--{name}-port must be an integer in 1..65535, got {port!r}")

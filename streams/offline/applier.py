@@ -17,6 +17,7 @@ from sinks.offline.errors import OfflineRowError
 from sinks.offline.partition_writer import FlushResult
 from sinks.offline.writer import OfflineWriter
 from streams.deadletter import DeadLetters
+from streams.freshness import FRESHNESS, count_batch, header_time_ns
 from streams.group_view import GroupView
 from streams.metrics import OFFLINE_METRICS
 from streams.offline.consumer import TP
@@ -32,7 +33,7 @@ class OfflineApplier:
 
     def __init__(self, groups: GroupView, writer: OfflineWriter,
                  deadletters: DeadLetters | None, prefix: str, *,
-                 after_flush: Callable[[FlushResult], None] | None = None) -> None:
+                 after_flush: Callable[[FlushResult], None] | None = None, freshness: bool = True) -> None:
         self._groups = groups
         self._after_flush = after_flush  # tests crash the process here: files durable, offsets not committed
         self.writer = writer
@@ -40,6 +41,9 @@ class OfflineApplier:
         self.prefix = prefix
         self._held: set[TP] = set()  # partitions with rows added since their last flush
         self.poison_count = 0
+        # fs-api-invocation-time of the rows added per partition since its last flush, observed as
+        # freshness when the flush commits them (False: a replay, whose records are old by design).
+        self._api_times: dict[TP, list[int]] | None = {} if freshness else None
 
     def add(self, batch: list[RawMessage]) -> None:
         routed, groups = route_batch(batch, self._groups, prefix=self.prefix, store=OFFLINE_STORE)
@@ -67,6 +71,9 @@ class OfflineApplier:
                 poison.append(Poison(by_coords[(topic, partition, offset)], str(exc)))
                 continue
             self._held.add((topic, partition))
+            if self._api_times is not None:
+                raw = by_coords[(topic, partition, offset)]
+                self._api_times.setdefault((topic, partition), []).append(header_time_ns(raw.headers))
         self._dead_letter(poison)
 
     def _dead_letter(self, poison: list[Poison]) -> None:
@@ -87,6 +94,7 @@ class OfflineApplier:
         group = self._groups.all().get(name) if name else None
         if group is None and name:
             group = self._groups.all(fresh=True).get(name)
+        self._forget_times(topic, partition)
         self._held.discard((topic, partition))
         if group is None or not group.offline_enabled:
             self.writer.discard(topic, partition)
@@ -122,6 +130,7 @@ class OfflineApplier:
                 OFFLINE_METRICS.files_written.labels(group=group).inc(len(result.files))
             if result.rows:
                 OFFLINE_METRICS.rows_written.labels(group=group).inc(result.rows)
+        self._observe_freshness(results)
         if self._after_flush is not None:
             for result in results.values():
                 self._after_flush(result)
@@ -141,6 +150,25 @@ class OfflineApplier:
     def discard(self, topic: str, partition: int) -> None:
         self.writer.discard(topic, partition)
         self._held.discard((topic, partition))
+        self._forget_times(topic, partition)
+
+    def _forget_times(self, topic: str, partition: int) -> None:
+        if self._api_times is not None:
+            self._api_times.pop((topic, partition), None)
+
+    def _observe_freshness(self, results: dict[TP, FlushResult]) -> None:
+        """Each committed row's publish-to-committed latency, one histogram addition per partition.
+        (Rows the flush rejected are dead-lettered and not committed; they are rare and counted too.)"""
+        if self._api_times is None:
+            return
+        now = time.time_ns()
+        for (topic, partition), result in results.items():
+            times = self._api_times.pop((topic, partition), None)
+            if not times or not result.rows:
+                continue
+            counts = count_batch(times, now)
+            if counts is not None:
+                FRESHNESS.add("offline", group_from_topic(self.prefix, topic) or "", counts)
 
 
 def _encoded(msg: Any) -> tuple[bytes, bytes | None, list[tuple[str, bytes]]]:

@@ -15,6 +15,7 @@ from schemas.names import group_topic
 from sinks.online.status import WriteStatus
 from sinks.online.store import OnlineStore
 from streams.deadletter import DeadLetters
+from streams.freshness import FRESHNESS, BucketCounts, count_batch
 from streams.group_view import GroupView
 from streams.kafka_client import KafkaTarget
 from streams.metrics import ONLINE_METRICS
@@ -28,11 +29,13 @@ log = logging.getLogger("featurestream.online")
 class OnlineApplier:
     """Applies raw batches to Redis: route, write-if-newer, dead-letter the poison. Thread-safe."""
 
-    def __init__(self, groups: GroupView, prefix: str, store: OnlineStore, deadletters: DeadLetters) -> None:
+    def __init__(self, groups: GroupView, prefix: str, store: OnlineStore, deadletters: DeadLetters, *,
+                 freshness: bool = False) -> None:
         self.groups = groups
         self.prefix = prefix
         self.store = store
         self.deadletters = deadletters
+        self.freshness = freshness  # the live path only: a replay's or a rebuild's records are old by design
 
     def __call__(self, batch: Sequence[RawMessage]) -> ApplySummary:
         """Apply ``batch`` and count the outcome in this process's Prometheus metrics."""
@@ -49,6 +52,10 @@ class OnlineApplier:
         for name, items in routed.work.items():
             # route checked every message against its group: skip the store's second round of checks.
             result = self.store.apply_batch(groups[name], items, checked=True)
+            if self.freshness:
+                fresh = count_batch([m.api_invocation_time_ns for m, _, _ in items], time.time_ns())
+                if fresh is not None:
+                    summary.freshness[name] = fresh
             for status, n in result.counts.items():
                 summary.records[(name, status.value)] = summary.records.get((name, status.value), 0) + n
             if result.rejected:  # rare: index the raw messages only then (this is the hot path)
@@ -76,6 +83,7 @@ class ApplySummary:
     skipped: int = 0
     dead_lettered: int = 0
     seconds: float = 0.0
+    freshness: dict[str, BucketCounts] = field(default_factory=dict)  # group -> publish-to-applied latencies
 
 
 def record_metrics(summary: ApplySummary) -> None:
@@ -86,6 +94,8 @@ def record_metrics(summary: ApplySummary) -> None:
     if summary.dead_lettered:
         ONLINE_METRICS.dead_lettered.inc(summary.dead_lettered)
     ONLINE_METRICS.batch_seconds.observe(summary.seconds)
+    for group, counts in summary.freshness.items():
+        FRESHNESS.add("online", group, counts)
 
 
 def make_online_applier(bootstrap: KafkaTarget, redis_url: str, prefix: str, *, offline_uri: str | None = None,
@@ -94,4 +104,4 @@ def make_online_applier(bootstrap: KafkaTarget, redis_url: str, prefix: str, *, 
     registry = Registry(bootstrap, prefix=prefix, offline_base_uri=offline_uri)
     store = OnlineStore.from_url(redis_url, prefix)
     deadletters = DeadLetters(Publisher(bootstrap), prefix, stage)
-    return OnlineApplier(GroupView(registry.refresh), prefix, store, deadletters)
+    return OnlineApplier(GroupView(registry.refresh), prefix, store, deadletters, freshness=stage == "online")

@@ -30,6 +30,7 @@ from featurestream.stack.exports import parse_exports
 from featurestream.stack.ports import free_port
 from schemas.group import FeatureGroup
 from schemas.types import FeatureDefinition, ScalarType
+from tests.integration.auditor_watch import AuditorWatch
 from tests.integration.procs import Proc, worker_ready
 from tests.support.online_oracle import expected_online_state, online_state, topic_records
 from tests.support.wait import wait_for
@@ -134,6 +135,8 @@ def test_kafka_redis_and_s3_killed_mid_stream_lose_and_duplicate_nothing(chaos_s
         for port, w in zip(ports, workers, strict=True):
             wait_for(lambda port=port: worker_ready(port), timeout_s=120, interval_s=0.5,
                      what=f"worker on metrics port {port} to be ready\n{w.tail()}")
+        # Issue 20's "no false alarms": the continuous auditor watches the whole run, faults included.
+        auditor = AuditorWatch(cfg, tmp_path / "auditor.log", interval_s=5)
         rejects = tmp_path / "rejects.jsonl"
         env = {**os.environ, **cfg.to_env()}
         t0 = time.monotonic()
@@ -187,9 +190,18 @@ def test_kafka_redis_and_s3_killed_mid_stream_lose_and_duplicate_nothing(chaos_s
                 v = wanted[(r["p"], r["o"])]["record"]
                 assert (r["id"], r["n"], repr(r["x"]), r["s"]) == (v["id"], v["n"], repr(v["x"]), v["s"])
             assert all(w.alive() for w in workers), [w.tail() for w in workers]
+            # 4. The auditor, which ran through the faults, found no real mismatch, and counted what
+            # it saw in flight apart.
+            parity = auditor.final(g.name)
+            print(f"chaos: auditor: {parity.line()}", flush=True)
+            assert auditor.proc.alive(), auditor.proc.tail()
+            assert parity.mismatches == {"online": 0, "offline": 0}, f"{parity.line()}\n{auditor.proc.tail()}"
+            assert parity.checked["online"] > 0 and parity.checked["offline"] > 0, parity.line()
+            assert parity.in_flight["online"] + parity.in_flight["offline"] > 0, parity.line()
         finally:
             if ingest.poll() is None:
                 ingest.kill()
+            auditor.stop()
             for w in workers:
                 w.stop()
         print(f"\nchaos faults (service, seconds down incl. restart, seconds in `up`): {faults}")

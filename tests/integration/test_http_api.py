@@ -354,6 +354,46 @@ def test_no_auth_mode_warns_loudly_and_accepts_unsigned(stack, tmp_path):
     assert "AUTHENTICATION IS OFF" in log
 
 
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie (an orphan's exit status may wait for a reaper)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _port_closed(url: str) -> bool:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=1).close()
+        return False
+    except OSError:
+        return True
+
+
+def test_serve_workers_die_with_a_parent_killed_with_kill_9(stack, tmp_path):
+    import signal
+
+    from tests.integration.procs import child_pids
+
+    proc, url = _start_server(_env(stack), tmp_path, "--no-auth", "--workers", "2")
+    workers: list[int] = []
+    try:
+        workers = wait_for(lambda: len(c := child_pids(proc.pid)) == 2 and c, timeout_s=30,
+                           what="serve's two forked workers")
+        assert _health(url)
+        os.kill(proc.pid, signal.SIGKILL)  # the parent cannot stop its workers now
+        proc.wait(timeout=10)
+        wait_for(lambda: _port_closed(url), timeout_s=20, what=f"the port of {url} to close (workers {workers})")
+        wait_for(lambda: not any(_alive(w) for w in workers), timeout_s=20, what=f"workers {workers} to exit")
+    finally:
+        for pid in workers:  # left serving if the test failed
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        _stop(proc)
+
+
 def test_serve_refuses_to_start_without_keys_or_with_a_bad_credentials_file(stack, tmp_path):
     env = _env(stack, AWS_ACCESS_KEY_ID="", AWS_SECRET_ACCESS_KEY="")
     run = [sys.executable, "-m", "featurestream.cli", "serve", "--port", "0"]

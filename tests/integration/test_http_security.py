@@ -533,6 +533,45 @@ def test_a_stalled_redis_blocks_neither_probes_nor_the_control_plane_nor_puts(st
         stop_server(proc)
 
 
+def test_a_flood_of_ready_probes_during_a_redis_stall_leaves_the_control_plane_its_threads(stack, tmp_path,
+                                                                                           unique_name):
+    """One request thread (--threads 1) and a Redis read timeout longer than the test's deadlines: were
+    /ready's Redis check run on the request threads, the control-plane call below would wait for it."""
+    env = server_env(stack)
+    proc, url = start_server(env, tmp_path, "--workers", "1", "--threads", "1", "--redis-timeout", "30")
+    api = {"url": url, "key": env["AWS_ACCESS_KEY_ID"], "secret": env["AWS_SECRET_ACCESS_KEY"]}
+    sm, _ = boto_clients(api)
+    group = unique_name("probes")
+    _group(sm, group, "age")
+    pid = _redis_pid(stack)
+    redis_port = int(stack.redis_url.rsplit(":", 1)[1].split("/")[0])
+    pool = ThreadPoolExecutor(40)
+    try:
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            probes = [pool.submit(raw_request, api, "GET", "/ready", signed=False) for _ in range(40)]
+            wait_for(lambda: _bytes_redis_has_not_read_from(proc.pid, redis_port), timeout_s=10,
+                     what="/ready's PING sent to the stopped Redis")
+            started = time.monotonic()
+            described = sm.describe_feature_group(FeatureGroupName=group)
+            elapsed = time.monotonic() - started
+            assert described["FeatureGroupName"] == group
+            assert elapsed < 3, f"DescribeFeatureGroup took {elapsed:.1f} s behind the /ready probes"
+            assert not all(p.done() for p in probes), "the probes were not waiting on Redis after all"
+            answers = [p.result(timeout=30) for p in probes]
+            for status, _, body in answers:
+                assert status == 503 and json.loads(body) == {"status": "not ready", "kafka": "ok",
+                                                              "redis": "unavailable"}, body
+        finally:
+            os.kill(pid, signal.SIGCONT)
+            pool.shutdown(wait=True)
+        wait_for(lambda: raw_request(api, "GET", "/ready", signed=False)[0] == 200, timeout_s=60,
+                 what="/ready to answer 200 once Redis runs again")
+        sm.delete_feature_group(FeatureGroupName=group)
+    finally:
+        stop_server(proc)
+
+
 # ---------------------------------------------------------------------- what the wire gets back
 
 def test_compressed_and_unsigned_bodies_and_malformed_requests_get_aws_errors_and_no_server_header(api):

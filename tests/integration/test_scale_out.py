@@ -38,6 +38,7 @@ from featurestream.config import Config
 from featurestream.sdk import FeatureStore
 from featurestream.stack.ports import free_port
 from schemas.group import FeatureGroup
+from tests.integration.auditor_watch import AuditorWatch
 from tests.integration.helpers import customer, customers_group
 from tests.integration.procs import Proc, stack_env, worker_ready
 from tests.support.http_api import healthy, server_env
@@ -279,6 +280,8 @@ def run_roll(cfg: Config, tmp_path: Path, group_name: str, label: str) -> None:
                             cfg.aws_access_key_id or "featurestream",
                             cfg.aws_secret_access_key or "featurestream-local-secret")
         windows: list[tuple[str, str, float, float]] = []
+        # Issue 20's "no false alarms": the continuous auditor watches the rolls (it is not rolled itself).
+        auditor = AuditorWatch(cfg, tmp_path / "auditor.log", interval_s=10)
         try:
             for w in workers:
                 w.start()
@@ -350,7 +353,14 @@ def run_roll(cfg: Config, tmp_path: Path, group_name: str, label: str) -> None:
                   f"{time.monotonic() - t0:.0f} s after publishing began", flush=True)
             for w in workers:
                 assert w.proc is not None and w.proc.alive(), f"{w.name} died:\n{w.proc and w.proc.tail()}"
+            parity = auditor.final(g.name)
+            print(f"[{label}] auditor: {parity.line()}", flush=True)
+            assert auditor.proc.alive(), auditor.proc.tail()
+            assert parity.mismatches == {"online": 0, "offline": 0}, f"{parity.line()}\n{auditor.proc.tail()}"
+            assert parity.checked["online"] > 0 and parity.checked["offline"] > 0, parity.line()
+            assert parity.in_flight["online"] + parity.in_flight["offline"] > 0, parity.line()
         finally:
+            auditor.stop()
             publisher.rolls_done.set()
             probe.stop_event.set()
             reader.stop_event.set()

@@ -18,8 +18,8 @@ from featurestream.stack import kafka
 from featurestream.stack.layout import StackLayout
 from featurestream.stack.ports import free_port
 from featurestream.stack.redis_server import find_redis_server, redis_argv
+from featurestream.stack.tls import TlsFiles, make_tls_files
 from streams.kafka_client import KafkaConnection, KafkaSecurity
-from tests.support.tls import TlsFiles, make_tls_files
 from tests.support.wait import wait_for
 
 PLAIN_USER = ("alice", "alice-secret")

@@ -249,20 +249,18 @@ def test_production_values_use_an_existing_secret_a_service_monitor_and_api_keys
 
 
 def test_alert_rules_name_metrics_that_exist() -> None:
-    import re
+    from tests.support.exported_metrics import FEATURESTREAM_METRIC, exported_metric_names
 
-    from prometheus_client import REGISTRY
-
-    import streams.metrics  # noqa: F401 - registers featurestream's metrics
-
-    ours = {s.name for family in REGISTRY.collect() for s in family.samples}
-    ours |= {f.name + "_total" for f in REGISTRY.collect() if f.type == "counter"}
+    ours = exported_metric_names()
     (rules,) = [d for d in yaml.safe_load_all((EXAMPLES / "prometheus-rules.yaml").read_text()) if d]
     alerts = [r for g in rules["spec"]["groups"] for r in g["rules"]]
     assert {a["alert"] for a in alerts} >= {"FeaturestreamOnlineLagHigh", "FeaturestreamDeadLetters",
-                                           "FeaturestreamOnlineRebuild", "FeaturestreamSinkCommitStale"}
-    named = {m for a in alerts for m in re.findall(r"\bfeaturestream_[a-z_]+", a["expr"])}
+                                           "FeaturestreamOnlineRebuild", "FeaturestreamSinkCommitStale",
+                                           "FeaturestreamOnlineFreshnessSlow", "FeaturestreamOfflineFreshnessSlow",
+                                           "FeaturestreamParityMismatch", "FeaturestreamAuditorStale"}
+    named = {m for a in alerts for m in FEATURESTREAM_METRIC.findall(a["expr"])}
     assert named and named <= ours, named - ours
+    assert {"featurestream_freshness_seconds_bucket", "featurestream_parity_mismatch_total"} <= named
 
 
 def test_kafka_sasl_ssl_values_reach_config_and_mount_the_ca(tmp_path: Path) -> None:
