@@ -74,7 +74,7 @@ MUTATIONS = ["none", "none", "none", "delete", "garbage", "string_for_int", "int
              "no_headers", "key_mismatch", "online_only", "extra_field", "duplicate_key", "newline", "bad_utf8",
              "event_time_mismatch", "offset_iso", "set_duplicate", "null_element", "vector_dim", "float_for_int",
              "int_for_float", "bool", "empty", "tombstone", "delete_numeric_time", "delete_no_mode", "ttl",
-             "bad_ttl", "log_append", "big_int_for_float", "two_objects"]
+             "bad_ttl", "log_append", "big_int_for_float", "two_objects", "negative_zero"]
 
 
 def _message(draw: Any, group: FeatureGroup, offset: int) -> tuple[bytes | None, bytes | None, Any, bool, int]:
@@ -102,10 +102,11 @@ def _message(draw: Any, group: FeatureGroup, offset: int) -> tuple[bytes | None,
     elif mutation == "int_for_string":
         r["s"] = 42
         value = dumps(obj)
-    elif mutation in ("nan", "infinity", "huge_int", "huge_float", "big_int_for_float") and r is not None:
+    elif mutation in ("nan", "infinity", "huge_int", "huge_float", "big_int_for_float", "negative_zero") \
+            and r is not None:
         field, text = {"nan": ("f", b"NaN"), "infinity": ("f", b"-Infinity"), "huge_int": ("i", b"9223372036854775808"),
-                       "huge_float": ("f", b"1e400"), "big_int_for_float": ("f", b"123456789012345678901234567890")
-                       }[mutation]
+                       "huge_float": ("f", b"1e400"), "big_int_for_float": ("f", b"123456789012345678901234567890"),
+                       "negative_zero": ("f", draw(st.sampled_from([b"-0", b"-0.0", b"0E400"])))}[mutation]
         r[field] = 1234567  # a marker, replaced in the text
         value = dumps(obj).replace(f'"{field}":1234567'.encode(), f'"{field}":'.encode() + text)
     elif mutation == "unknown_feature":
