@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -187,7 +188,7 @@ def route_columns(batch: Sequence[RawMessage], groups: Mapping[str, FeatureGroup
                 _judge(raw, name, None, out, store=store, final=final)
                 poison_at.append(i)
             continue
-        cols = decode_batch(group, [r.key for r in raws], [r.value for r in raws], [r.headers for r in raws])
+        cols = decode_batch(group, list(map(_KEY, raws)), list(map(_VALUE, raws)), list(map(_HEADERS, raws)))
         for j in np.flatnonzero(~cols.fast):
             before = len(out.poison)
             _judge(raws[j], name, group, out, store=store, final=final)
@@ -206,14 +207,17 @@ def route_columns(batch: Sequence[RawMessage], groups: Mapping[str, FeatureGroup
             if broker.any():
                 stamped = np.fromiter((r.timestamp_ms for r in chosen), dtype=np.int64, count=len(chosen))
                 api = np.where(broker, stamped * 1_000_000, api)
-        out.rows[name] = GroupRows(
-            group, topic, cols, rows,
-            np.fromiter((r.partition for r in chosen), dtype=np.int64, count=len(chosen)),
-            np.fromiter((r.offset for r in chosen), dtype=np.int64, count=len(chosen)), api)
+        out.rows[name] = GroupRows(group, topic, cols, rows,
+                                   np.fromiter(map(_PARTITION, chosen), dtype=np.int64, count=len(chosen)),
+                                   np.fromiter(map(_OFFSET, chosen), dtype=np.int64, count=len(chosen)), api)
     if len(poison_at) == len(out.poison) and poison_at != sorted(poison_at):
         order = sorted(range(len(poison_at)), key=poison_at.__getitem__)
         out.poison = [out.poison[k] for k in order]
     return out
+
+
+_KEY, _VALUE, _HEADERS = attrgetter("key"), attrgetter("value"), attrgetter("headers")
+_PARTITION, _OFFSET = attrgetter("partition"), attrgetter("offset")
 
 
 def route_batch_columns(batch: Sequence[RawMessage], view: GroupView, *, prefix: str,
