@@ -36,7 +36,7 @@ def _group(name: str, *, id_type: str = "String", et_type: str = "String", versi
         FeatureDefinition("i", "Integral"), FeatureDefinition("f", "Fractional"), FeatureDefinition("s", "String"),
         FeatureDefinition("ls", "String", "List"), FeatureDefinition("si", "Integral", "Set"),
         FeatureDefinition("sf", "Fractional", "Set"), FeatureDefinition("lf", "Fractional", "List"),
-        FeatureDefinition("v", "Fractional", "Vector", 3),
+        FeatureDefinition("v", "Fractional", "Vector", 3), FeatureDefinition("ss", "String", "Set"),
     ]
     g = FeatureGroup(name=name, record_identifier_name="rid", event_time_name="et", features=feats,
                      offline_uri=f"{tempfile.gettempdir()}/fs-diff/{name}")
@@ -63,6 +63,7 @@ def record(draw: Any, group: FeatureGroup) -> dict[str, Any]:
                         ("si", st.lists(ints, max_size=3, unique=True)),
                         ("sf", st.lists(floats, max_size=3, unique_by=lambda x: x + 0.0)),
                         ("lf", st.lists(floats, max_size=3)), ("v", st.lists(floats, min_size=3, max_size=3)),
+                        ("ss", st.lists(texts, max_size=3, unique=True)),
                         ("added", ints)):
         if draw(st.booleans()):
             rec[name] = draw(strat)
@@ -74,7 +75,7 @@ MUTATIONS = ["none", "none", "none", "delete", "garbage", "string_for_int", "int
              "no_headers", "key_mismatch", "online_only", "extra_field", "duplicate_key", "newline", "bad_utf8",
              "event_time_mismatch", "offset_iso", "set_duplicate", "null_element", "vector_dim", "float_for_int",
              "int_for_float", "bool", "empty", "tombstone", "delete_numeric_time", "delete_no_mode", "ttl",
-             "bad_ttl", "log_append", "big_int_for_float", "two_objects", "negative_zero"]
+             "bad_ttl", "log_append", "big_int_for_float", "two_objects", "negative_zero", "delete_id_text"]
 
 
 def _message(draw: Any, group: FeatureGroup, offset: int) -> tuple[bytes | None, bytes | None, Any, bool, int]:
@@ -139,7 +140,9 @@ def _message(draw: Any, group: FeatureGroup, offset: int) -> tuple[bytes | None,
         r["et"] = r["et"][:-1] + "+00:00"
         value = dumps(obj)
     elif mutation == "set_duplicate" and r is not None:
-        r["sf"] = [0.0, -0.0]
+        field, dup = draw(st.sampled_from([("sf", [0.0, -0.0]), ("sf", [2.5, 1.0, 2.5]), ("si", [7, 7]),
+                                           ("ss", ["é", "x", "é"]), ("ss", ["a", "A"])]))
+        r[field] = dup
         value = dumps(obj)
     elif mutation == "null_element" and r is not None:
         r["ls"] = ["a", None]
@@ -151,7 +154,7 @@ def _message(draw: Any, group: FeatureGroup, offset: int) -> tuple[bytes | None,
         r["i"] = 7.0
         value = dumps(obj)
     elif mutation == "int_for_float" and r is not None:
-        r["f"] = draw(st.integers(-(2**70), 2**70))
+        r["f"] = draw(st.integers(-(2**63), 2**64 - 1))  # orjson writes up to 64 bits; beyond: big_int_for_float
         value = dumps(obj)
     elif mutation == "bool" and r is not None:
         r["i"] = True
@@ -162,6 +165,10 @@ def _message(draw: Any, group: FeatureGroup, offset: int) -> tuple[bytes | None,
         value = None
     elif mutation == "delete_numeric_time":
         obj["event_time"] = obj["event_time_ns"] // 10**9
+        value = dumps(obj)
+    elif mutation == "delete_id_text":
+        obj["id"] = draw(st.sampled_from(["007", "+7", "-0", " 7", "7", "-9223372036854775808", "9223372036854775808"]))
+        key = obj["id"].encode()
         value = dumps(obj)
     elif mutation == "delete_no_mode":
         obj.pop("mode", None)
