@@ -22,8 +22,9 @@ and pinned by tests/unit/test_batch_decode.py):
 - Arrow's reader refuses a JSON type that differs from the schema's (a number for a String
   feature, ``"42"`` or ``42.0`` for an Integral one, ``true`` anywhere), an integer beyond int64
   (it never becomes a double), a duplicate key, a lone surrogate, a control character and an
-  unknown field (nested too). A refused batch is split in halves until the refused rows are
-  isolated (:func:`_parse`); those rows are not fast.
+  unknown field (nested too). A refused batch is cut at the row the error names, or split in
+  halves when it names none, until the refused rows are isolated (:func:`_parse`); those rows are
+  not fast.
 - It parses doubles correctly rounded, as orjson does (a hypothesis test compares them bit for
   bit), but accepts ``NaN``/``Infinity`` where orjson refuses the whole value: every double is
   checked finite, and a delete (whose record orjson would parse and ignore) is fast only without
@@ -59,6 +60,7 @@ per-record path.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -91,6 +93,7 @@ _MAX_SECONDS, _MAX_FRACTION = 9_223_372_036, 854_775_807
 _DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
 # A refused chunk this small is not split further: its rows all go per record.
 _MIN_SPLIT = 1
+_ROW_HINT = re.compile(r" in row ([0-9]+)$")
 
 
 def record_type(group: FeatureGroup) -> pa.StructType:
@@ -177,27 +180,52 @@ def _read(plan: _Compiled, lines: Sequence[bytes]) -> pa.StructArray:
 
 
 def _parse(plan: _Compiled, lines: list[bytes], refused: np.ndarray) -> pa.StructArray:
-    """All rows in one call; a refused batch is split until the refused rows are isolated."""
+    """All rows in one call; a refused batch is cut at the row the error names (or halved when it
+    names none) until its refused rows are isolated.
+
+    A call costs about 0.15 ms however few its rows, as much as judging a dozen rows per record, so
+    the cutting is worth it only while refused rows are sparse: after ``1 + 2·log2(n) + n/64``
+    calls, what is still unparsed goes per record whole (a poison storm costs at most a few µs a row more than
+    the per-record path; a lone bad row costs a few calls)."""
+    n = len(lines)
+    if n == 0:
+        return pa.array([], plan.envelope)
     parts: list[pa.Array] = []
+    budget = 1 + 2 * n.bit_length() + n // 64  # calls: enough to halve down to one row, and some
+
+    def refuse(lo: int, hi: int) -> None:
+        refused[lo:hi] = True
+        parts.append(pa.nulls(hi - lo, plan.envelope))
 
     def go(lo: int, hi: int) -> None:
+        nonlocal budget
+        if lo >= hi:
+            return
+        if budget <= 0:
+            refuse(lo, hi)
+            return
+        budget -= 1
         try:
             parts.append(_read(plan, lines[lo:hi]))
             return
-        except (pa.ArrowException, _Refused):
-            pass
+        except (pa.ArrowException, _Refused) as exc:
+            hint = _ROW_HINT.search(str(exc))
         if hi - lo <= _MIN_SPLIT:
-            refused[lo:hi] = True
-            parts.append(pa.nulls(hi - lo, plan.envelope))
+            refuse(lo, hi)
             return
-        mid = (lo + hi) // 2
+        # A parse error names its row (the chunk is one block): the rows before it parsed. Marking
+        # that row refused is safe even if the hint were wrong (it only goes per record).
+        bad = lo + int(hint.group(1)) if hint is not None else -1
+        if lo <= bad < hi:
+            go(lo, bad)
+            refuse(bad, bad + 1)
+            go(bad + 1, hi)
+            return
+        mid = (lo + hi) // 2  # a conversion error names no row: halve
         go(lo, mid)
         go(mid, hi)
 
-    if lines:
-        go(0, len(lines))
-    if not parts:
-        return pa.array([], plan.envelope)
+    go(0, n)
     return parts[0] if len(parts) == 1 else pa.concat_arrays(parts)
 
 

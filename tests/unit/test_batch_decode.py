@@ -166,3 +166,24 @@ def test_lists_with_nulls_or_non_finite_elements_are_not_proven() -> None:
     cols = _decode(*rows)
     assert cols.fast.tolist() == [False, False, True]
     assert cols.record.field("lf")[2].as_py() == [1.0, 2.5]
+
+
+@pytest.mark.parametrize(("bad_rows", "max_calls"), [
+    ([], 1),                      # one call for the batch
+    ([700], 3),                   # a lone bad row: the batch, the rows before it, the rows after
+    (list(range(0, 1000, 3)), 1 + 2 * 10 + 1000 // 64),  # a poison storm: bounded, the rest per record
+])
+def test_reader_calls_are_bounded_however_many_rows_are_bad(monkeypatch, bad_rows, max_calls) -> None:
+    import schemas.batch as batch
+
+    calls = []
+    real = batch._read
+    monkeypatch.setattr(batch, "_read", lambda plan, lines: calls.append(len(lines)) or real(plan, lines))
+    msgs = [BASE] * 1000
+    for i in bad_rows:
+        msgs[i] = (BASE[0], b"garbage", BASE[2])
+    cols = _decode(*msgs)
+    assert len(calls) <= max_calls
+    assert not cols.fast[bad_rows].any()
+    if len(bad_rows) <= 1:
+        assert cols.fast.sum() == 1000 - len(bad_rows)
