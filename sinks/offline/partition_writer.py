@@ -75,7 +75,9 @@ class PartitionWriter:
 
     def _reset(self) -> None:
         self._items: list[Item] = []        # messages that went the per-record way
-        self._chunks: list[ColumnRows] = []  # rows the batch decode proved (schemas/batch.py)
+        # rows the batch decode proved (schemas/batch.py), view-shaped; their source columns are
+        # not kept (only the sampled size estimate needs them, at add time)
+        self._chunks: list[pa.Table] = []
         self._rows = 0                       # both together
         self._row_bytes = 0  # sampled estimate of one row's size, see add()
         self._bytes = 0
@@ -143,7 +145,7 @@ class PartitionWriter:
             self.group = group
         if not keep:
             return
-        self._chunks.append(chunk)
+        self._chunks.append(chunk.rows)
         self._account(len(chunk), chunk.estimate_bytes)
 
     def _account(self, k: int, estimate: Callable[[int], int]) -> None:
@@ -194,7 +196,7 @@ class PartitionWriter:
                 items = items[:bad[0]] + items[bad[0] + 1:]
         if self._chunks:
             schema = offline_arrow_schema(self.group)
-            views += [conformed(c.rows, schema, write_ns) for c in self._chunks]
+            views += [conformed(rows, schema, write_ns) for rows in self._chunks]
         table_rows = None
         if views:
             view = pa.concat_tables(views) if len(views) > 1 else views[0]
