@@ -15,6 +15,8 @@ namespace; groups, tables and files are deleted at the end.
                   raw       (baseline a) plain confluent-kafka consume of the same topic, JSON decode into
                             columns, one ``pa.Table`` in the table's schema, one pyiceberg ``append`` to a
                             fresh table of the same schema, partition spec and properties.
+                  rawjson   (baseline c, issue 18) consume, ONE ``pyarrow.json.read_json`` of the batch
+                            joined by newlines, columns to the table's schema, ONE pyiceberg ``append``.
                   pq        (baseline b) ``pq.write_table`` of the same rows (the baseline's Arrow table)
                             to the same S3 server, as many files as the sink wrote.
   (b) freshness   `featurestream sink` as a subprocess at its default settings; --fresh-rate records/s
@@ -257,6 +259,83 @@ def raw_baseline(phase: Phase, topic: str, ends: dict[tuple[str, int], int], gro
     return time.perf_counter() - started, rows
 
 
+def json_rows(values: list[bytes], topics: list[str], partitions: list[int], offsets: list[int],
+              group: FeatureGroup, arrow_schema: pa.Schema) -> pa.Table:
+    """Baseline (c)'s conversion: one ``read_json`` of the values joined by newlines, to ``arrow_schema``."""
+    import pyarrow.compute as pc
+    import pyarrow.json as pj
+
+    from schemas.batch import envelope_type
+
+    parse = pj.ParseOptions(explicit_schema=pa.schema(list(envelope_type(group))), unexpected_field_behavior="ignore")
+    buf = b"\n".join(values) + b"\n"
+    parsed = pj.read_json(pa.BufferReader(buf), read_options=pj.ReadOptions(block_size=max(len(buf) + 1, 1 << 20)),
+                          parse_options=parse)
+    record = parsed.column("record").combine_chunks()
+    ns = parsed.column("event_time_ns").combine_chunks()
+    write_us = pa.scalar(time.time_ns() // 1000, pa.int64())
+    cols = {}
+    for f in arrow_schema:
+        if f.name == group.event_time_name:
+            cols[f.name] = pc.divide(ns, 1000).cast(f.type)
+        elif f.name == "_event_time_ns":
+            cols[f.name] = ns
+        elif f.name == "api_invocation_time":
+            cols[f.name] = pa.nulls(len(ns), f.type)  # a header: the hand-written sink skips it
+        elif f.name == "write_time":
+            cols[f.name] = pa.repeat(write_us, len(ns)).cast(f.type)
+        elif f.name == "is_deleted":
+            cols[f.name] = pc.equal(parsed.column("op"), "delete").combine_chunks()
+        elif f.name == "_kafka_topic":
+            cols[f.name] = pa.array(topics, f.type)
+        elif f.name == "_kafka_partition":
+            cols[f.name] = pa.array(partitions, f.type)
+        elif f.name == "_kafka_offset":
+            cols[f.name] = pa.array(offsets, f.type)
+        else:
+            cols[f.name] = record.field(f.name).cast(f.type)
+    return pa.Table.from_pydict(cols, schema=arrow_schema)
+
+
+def raw_json_baseline(phase: Phase, topic: str, ends: dict[tuple[str, int], int], group: FeatureGroup,
+                      tables: OfflineTables, timeout_s: float) -> float:
+    """Baseline (c), issue 18's: consume, ONE pyarrow JSON parse of the batch, ONE pyiceberg append.
+
+    The fastest way to do the sink's job by hand: the values joined by newlines are NDJSON, parsed
+    by ``pyarrow.json.read_json`` with the group's record schema (``schemas.batch.envelope_type``);
+    the columns become the table's (microsecond event time, exact nanoseconds, the Kafka
+    coordinates); one append. No validation, dead letters, offsets in the snapshot or batching."""
+    c = Consumer({"bootstrap.servers": phase.config.kafka_bootstrap, "group.id": f"{phase.prefix}-rawjson-"
+                  f"{secrets.token_hex(3)}", "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                  "fetch.max.bytes": 52_428_800})
+    started = time.perf_counter()
+    give_up = started + timeout_s
+    seen: dict[tuple[str, int], int] = {}
+    table = tables.table(group)
+    arrow_schema = table.schema().as_arrow()
+    values: list[bytes] = []
+    topics: list[str] = []
+    partitions: list[int] = []
+    offsets: list[int] = []
+    c.subscribe([topic])
+    try:
+        while any(seen.get(tp, 0) < end for tp, end in ends.items()):
+            if time.perf_counter() > give_up:
+                raise SystemExit(f"the raw JSON consumer did not reach the end of {topic} within {timeout_s:.0f} s")
+            for m in c.consume(5000, timeout=0.2):
+                if m.error():
+                    continue
+                values.append(m.value())
+                topics.append(m.topic())
+                partitions.append(m.partition())
+                offsets.append(m.offset())
+                seen[(m.topic(), m.partition())] = m.offset() + 1
+        table.append(json_rows(values, topics, partitions, offsets, group, arrow_schema))
+    finally:
+        c.close()
+    return time.perf_counter() - started
+
+
 def pq_baseline(config: Config, rows: pa.Table, root: str, files: int) -> float:
     """Baseline (b): ``pq.write_table`` of ``rows`` to the same S3 server, split into ``files`` files."""
     endpoint = config.s3_endpoint_url or ""
@@ -292,7 +371,10 @@ def throughput(config: Config, args: argparse.Namespace) -> None:
               f"{load_average()}", flush=True)
         policy = RotationPolicy(**{k: v for k, v in (("max_records", args.max_records),
                                                       ("max_bytes", args.max_bytes)) if v})
-        sink_s, raw_s, pq_s = [], [], []
+        sink_s: list[float] = []
+        raw_s: list[float] = []
+        pq_s: list[float] = []
+        json_s: list[float] = []
         for r in range(args.repeat):
             tables, root = phase.scratch_tables(f"s{r}")
             seconds = run_sink(phase, topic, ends, tables, relocated(phase.store, root), policy, args.batch_size,
@@ -308,17 +390,29 @@ def throughput(config: Config, args: argparse.Namespace) -> None:
                 raise SystemExit(f"the raw baseline's table holds {raw_rows:,} rows, expected {total:,}")
             p_s = pq_baseline(phase.config, arrow_rows, raw_root, files)
             del arrow_rows
+            json_tables, json_root = phase.scratch_tables(f"j{r}")
+            json_g = replace(g, offline_uri=f"{json_root}/{g.name}")
+            j_s = raw_json_baseline(phase, topic, ends, json_g, json_tables, args.timeout)
+            json_rows, _ = table_stats(json_tables, json_g)
+            if json_rows != total:
+                raise SystemExit(f"the raw JSON baseline's table holds {json_rows:,} rows, expected {total:,}")
             sink_s.append(seconds)
             raw_s.append(r_s)
             pq_s.append(p_s)
+            json_s.append(j_s)
             print(f"  run {r + 1}: sink {seconds:.2f} s ({total / seconds:,.0f} rows/s, {files} data files), "
                   f"raw consume+append {r_s:.2f} s ({total / r_s:,.0f} rows/s, {raw_files} files), "
+                  f"raw consume+JSON parse+append {j_s:.2f} s ({total / j_s:,.0f} rows/s), "
                   f"pq.write_table {p_s:.2f} s ({total / p_s:,.0f} rows/s); {load_average()}", flush=True)
         s, a, b = total / median(sink_s), total / median(raw_s), total / median(pq_s)
+        j = total / median(json_s)
         ok = s >= 100_000 and s / a >= 0.5
         print(f"RESULT (a) throughput  sink {s:>10,.0f} rows/s   raw consume+pa.Table+iceberg append {a:>10,.0f} rows/s"
               f"   ratio {s / a:.2f}   (median of {args.repeat} x {total:,}; goal >= 100,000 rows/s and >= 0.5: "
               f"{'met' if ok else 'missed'})")
+        print(f"RESULT (a) json baseline sink {s:>10,.0f} rows/s   raw consume+one pyarrow JSON parse+iceberg append "
+              f"{j:>10,.0f} rows/s   ratio {s / j:.2f}   (median of {args.repeat} x {total:,}; issue 18 goal >= 0.5: "
+              f"{'met' if s / j >= 0.5 else 'missed'})")
         print(f"RESULT (a) pq baseline pq.write_table of the same rows to the same S3 {b:>10,.0f} rows/s   "
               f"sink/pq {s / b:.3f} ({b / s:.1f}x slower)")
         print(f"RESULT (a) stages      ingest {total / pub_s:,.0f} records/s (1 run) vs sink {s:,.0f} rows/s: the sink "

@@ -24,14 +24,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyiceberg.table import Table
 
+from schemas.ddl import offline_arrow_schema
 from schemas.group import FeatureGroup
 from schemas.messages import DeleteMessage, PutMessage
+from sinks.offline.columns import ColumnRows, conformed
 from sinks.offline.errors import OfflineLayoutError, OfflineRowError, OffsetsMismatchError
 from sinks.offline.rotation import RotationPolicy, rotation_reason
-from sinks.offline.rows import Item, estimate_row_bytes, rows_to_table
+from sinks.offline.rows import KAFKA_OFFSET, Item, estimate_row_bytes, rows_to_table
 from sinks.offline.table_commit import Advance, commit_append
 from sinks.offline.table_files import write_data_files
 from sinks.offline.table_format import to_table_rows
@@ -70,7 +74,11 @@ class PartitionWriter:
         self._reset()
 
     def _reset(self) -> None:
-        self._items: list[Item] = []
+        self._items: list[Item] = []        # messages that went the per-record way
+        # rows the batch decode proved (schemas/batch.py), view-shaped; their source columns are
+        # not kept (only the sampled size estimate needs them, at add time)
+        self._chunks: list[pa.Table] = []
+        self._rows = 0                       # both together
         self._row_bytes = 0  # sampled estimate of one row's size, see add()
         self._bytes = 0
         self._first_seen_at: float | None = None
@@ -79,7 +87,7 @@ class PartitionWriter:
 
     @property
     def buffered_rows(self) -> int:
-        return len(self._items)
+        return self._rows
 
     def skip(self, offset: int) -> None:
         """Only advance the offset (a poison message, dead-lettered by the caller)."""
@@ -119,15 +127,45 @@ class PartitionWriter:
                                   f"@{offset}: event_time_ns {ns} is outside years 1-9999", group=group.name,
                                   value=ns, topic=self.topic, partition=self.partition, offset=offset)
         self._items.append((message, self.topic, self.partition, offset))
-        # Walking every record to size it costs more than converting it; sample 1 row in 256.
-        if len(self._items) % 256 == 1:
-            self._row_bytes = estimate_row_bytes(message)
-        self._bytes += self._row_bytes
+        self._account(1, lambda _: estimate_row_bytes(message))
+
+    def add_rows(self, group: FeatureGroup, chunk: ColumnRows, *, keep: bool = True) -> None:
+        """Buffer rows the batch decode proved valid (``keep=False``: only advance the offsets).
+
+        Their event times are int64 nanoseconds >= 0, inside years 1-9999 by construction."""
+        offsets = chunk.offsets
+        if not len(offsets):
+            return
+        if len(offsets) > 1 and not bool((np.diff(offsets) > 0).all()):
+            raise OfflineLayoutError(f"feature group {group.name!r}: the offsets of a chunk of "
+                                     f"{self.topic}[{self.partition}] must increase; got {offsets[:10]!r}...")
+        self._advance(group, int(offsets[0]))
+        self._last_offset = int(offsets[-1])
+        if group.version > self.group.version:
+            self.group = group
+        if not keep:
+            return
+        self._chunks.append(chunk.rows)
+        self._account(len(chunk), chunk.estimate_bytes)
+
+    def _account(self, k: int, estimate: Callable[[int], int]) -> None:
+        """Count ``k`` new rows. Walking every record to size it costs more than converting it: the
+        size of 1 row in 256 (the 1st, 257th... of the buffer) stands for the rows up to the next."""
+        n = self._rows
+        pos = 1
+        j = (1 - n) % 256 or 256  # the chunk's first row j with (n + j) % 256 == 1
+        while j <= k:
+            self._bytes += (j - pos) * self._row_bytes
+            self._row_bytes = estimate(j - 1)
+            pos = j
+            j += 256
+        self._bytes += (k + 1 - pos) * self._row_bytes
+        self._rows = n + k
 
     def due(self, now: float | None = None) -> str | None:
         """Why this partition should be flushed now, or None."""
         now = self._clock() if now is None else now
-        seen = 0 if self._first_offset is None else max(len(self._items), 1)
+        seen = 0 if self._first_offset is None else max(self._rows, 1)
         return rotation_reason(self.policy, seen, self._bytes, self._first_seen_at, now)
 
     def discard(self) -> None:
@@ -144,11 +182,11 @@ class PartitionWriter:
         assert self._last_offset is not None
         items = list(self._items)
         rejected: list[tuple[Item, OfflineRowError]] = []
-        table_rows = None
+        views: list[pa.Table] = []
+        write_ns = self._wall_ns()
         while items:
             try:
-                view = rows_to_table(self.group, items, self._wall_ns(), check_coordinates=False)
-                table_rows = to_table_rows(view, self.group.event_time_name)
+                views.append(rows_to_table(self.group, items, write_ns, check_coordinates=False))
                 break
             except OfflineRowError as exc:
                 bad = [i for i, it in enumerate(items) if it[3] == exc.offset]
@@ -156,7 +194,16 @@ class PartitionWriter:
                     raise
                 rejected.append((items[bad[0]], exc))
                 items = items[:bad[0]] + items[bad[0] + 1:]
-        return Prepared(self, table_rows if items else None, rejected,
+        if self._chunks:
+            schema = offline_arrow_schema(self.group)
+            views += [conformed(rows, schema, write_ns) for rows in self._chunks]
+        table_rows = None
+        if views:
+            view = pa.concat_tables(views) if len(views) > 1 else views[0]
+            if items and self._chunks:  # both ways in one batch: back to offset order
+                view = view.take(pc.sort_indices(view.column(KAFKA_OFFSET)))
+            table_rows = to_table_rows(view, self.group.event_time_name)
+        return Prepared(self, table_rows, rejected,
                         Advance(self.topic, self.partition, self.start, self._last_offset + 1))
 
     def committed(self, advance: Advance) -> None:

@@ -238,8 +238,13 @@ def estimate_row_bytes(msg: PutMessage | DeleteMessage) -> int:
     """
     if isinstance(msg, DeleteMessage):
         return 64 + len(msg.id)
+    return estimate_record_bytes(msg.record)
+
+
+def estimate_record_bytes(record: dict[str, Any]) -> int:
+    """:func:`estimate_row_bytes` of a put's record (the batch path samples its rows with it too)."""
     size = 64
-    for v in msg.record.values():
+    for v in record.values():
         if isinstance(v, str):
             size += len(v) + 4
         elif isinstance(v, (list, tuple)):

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from schemas.group import FeatureGroup
 from schemas.messages import OFFLINE, DeleteMessage, PutMessage
 from sinks.offline.catalog import OfflineTables
+from sinks.offline.columns import ColumnRows
 from sinks.offline.errors import OfflineLayoutError, OfflineRowError
 from sinks.offline.partition_writer import FlushResult, PartitionWriter, Prepared, StageHook, flush_table
 from sinks.offline.rotation import RotationPolicy
@@ -81,6 +82,27 @@ class OfflineWriter:
         if not isinstance(topic, str) or not topic or type(partition) is not int or partition < 0:
             raise OfflineLayoutError(f"feature group {group.name!r}: Kafka topic must be a non-empty "
                                      f"string and partition a non-negative int; got {topic!r}, {partition!r}")
+        writer = self._writer_for(group, topic, partition, offset)
+        keep = group.offline_enabled and OFFLINE in message.target_stores
+        writer.add(group, message, offset, keep=keep)
+        return keep
+
+    def add_rows(self, group: FeatureGroup, topic: str, partition: int, chunk: ColumnRows) -> bool:
+        """Buffer rows the batch decode proved valid (the batch path's :meth:`add`), all of one
+        partition, in offset order; True if they become rows, False if they only advance the offset."""
+        if not isinstance(group, FeatureGroup):
+            raise OfflineLayoutError(f"add_rows() needs the rows' FeatureGroup; got {type(group).__name__} "
+                                     f"{group!r:.100} for {topic!r}[{partition!r}]")
+        if not isinstance(topic, str) or not topic or type(partition) is not int or partition < 0:
+            raise OfflineLayoutError(f"feature group {group.name!r}: Kafka topic must be a non-empty "
+                                     f"string and partition a non-negative int; got {topic!r}, {partition!r}")
+        writer = self._writer_for(group, topic, partition, int(chunk.offsets[0]) if len(chunk) else -1)
+        # The router passes only rows that target the offline store.
+        keep = group.offline_enabled
+        writer.add_rows(group, chunk, keep=keep)
+        return keep
+
+    def _writer_for(self, group: FeatureGroup, topic: str, partition: int, offset: int) -> PartitionWriter:
         key = (topic, partition)
         writer = self._writers.get(key)
         if writer is None:
@@ -89,9 +111,7 @@ class OfflineWriter:
         elif writer.group.name != group.name:
             raise OfflineLayoutError(f"topic {topic!r} carries feature group {writer.group.name!r}, but a "
                                      f"message at offset {offset} was added as group {group.name!r}")
-        keep = group.offline_enabled and OFFLINE in message.target_stores
-        writer.add(group, message, offset, keep=keep)
-        return keep
+        return writer
 
     def skip(self, group: FeatureGroup, topic: str, partition: int, offset: int) -> None:
         """A message that is no row (poison, dead-lettered): only its offset moves on."""

@@ -11,8 +11,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
+from schemas.group import FeatureGroup
 from schemas.names import group_from_topic, group_topic
 from schemas.wire import encode
+from sinks.offline.columns import ColumnRows, view_rows
 from sinks.offline.errors import OfflineRowError
 from sinks.offline.partition_writer import FlushResult
 from sinks.offline.writer import OfflineWriter
@@ -21,7 +25,15 @@ from streams.freshness import FRESHNESS, count_batch, header_time_ns
 from streams.group_view import GroupView
 from streams.metrics import OFFLINE_METRICS
 from streams.offline.consumer import TP
-from streams.route import Poison, RawMessage, route_batch
+from streams.route import (
+    GroupRows,
+    Poison,
+    RawMessage,
+    Routed,
+    RoutedColumns,
+    route_batch,
+    route_batch_columns,
+)
 
 log = logging.getLogger("featurestream.offline")
 OFFLINE_STORE = "OfflineStore"
@@ -33,8 +45,13 @@ class OfflineApplier:
 
     def __init__(self, groups: GroupView, writer: OfflineWriter,
                  deadletters: DeadLetters | None, prefix: str, *,
-                 after_flush: Callable[[FlushResult], None] | None = None, freshness: bool = True) -> None:
+                 after_flush: Callable[[FlushResult], None] | None = None, freshness: bool = True,
+                 batch_decode: bool = True) -> None:
         self._groups = groups
+        # batch_decode: each topic's messages decoded in one call into columns (schemas/batch.py),
+        # only unproven rows judged one by one. False: every message judged one by one (the
+        # reference the differential test compares the batch path with).
+        self.batch_decode = batch_decode
         self._after_flush = after_flush  # tests crash the process here: files durable, offsets not committed
         self.writer = writer
         self.deadletters = deadletters
@@ -46,35 +63,60 @@ class OfflineApplier:
         self._api_times: dict[TP, list[int]] | None = {} if freshness else None
 
     def add(self, batch: list[RawMessage]) -> None:
-        routed, groups = route_batch(batch, self._groups, prefix=self.prefix, store=OFFLINE_STORE)
+        routed: Routed
+        if self.batch_decode:
+            routed, groups = route_batch_columns(batch, self._groups, prefix=self.prefix, store=OFFLINE_STORE)
+        else:
+            routed, groups = route_batch(batch, self._groups, prefix=self.prefix, store=OFFLINE_STORE)
         poison = list(routed.poison)
         by_coords = {(r.topic, r.partition, r.offset): r for r in batch}
         # In offset order per partition: poison of a known offline group advances the table's
         # offsets too (the writer skips it), so a restart does not dead-letter it again.
-        steps: list[tuple[str, int, int, Any, Any]] = []
+        steps: dict[TP, list[tuple[int, Any, Any]]] = {}
         for name, items in routed.work.items():
             group = groups[name]
             topic = group_topic(self.prefix, name)
-            steps += [(topic, partition, offset, group, msg) for msg, partition, offset in items]
+            for msg, partition, offset in items:
+                steps.setdefault((topic, partition), []).append((offset, group, msg))
         for p in routed.poison:
             name = group_from_topic(self.prefix, p.raw.topic)
             group = groups.get(name) if name else None
             if group is not None and group.offline_enabled:
-                steps.append((p.raw.topic, p.raw.partition, p.raw.offset, group, None))
-        for topic, partition, offset, group, msg in sorted(steps, key=lambda s: s[:3]):
-            if msg is None:
-                self.writer.skip(group, topic, partition, offset)
-                continue
-            try:
-                self.writer.add(group, msg, topic, partition, offset)
-            except OfflineRowError as exc:  # e.g. an event time outside years 1-9999
-                poison.append(Poison(by_coords[(topic, partition, offset)], str(exc)))
-                continue
-            self._held.add((topic, partition))
-            if self._api_times is not None:
-                raw = by_coords[(topic, partition, offset)]
-                self._api_times.setdefault((topic, partition), []).append(header_time_ns(raw.headers))
+                steps.setdefault((p.raw.topic, p.raw.partition), []).append((p.raw.offset, group, None))
+        blocks = _proven_blocks(routed.rows) if isinstance(routed, RoutedColumns) else {}
+        for tp in sorted(steps.keys() | blocks.keys()):
+            topic, partition = tp
+            todo = sorted(steps.get(tp, ()), key=lambda s: s[0])
+            block = blocks.get(tp)
+            # Proven rows go in as runs, cut where a per-record message or a skip sits between them.
+            cuts = np.searchsorted(block[1].offsets, [s[0] for s in todo]).tolist() if block else []
+            done = 0
+            for k, (offset, group, msg) in enumerate(todo):
+                if block is not None and cuts[k] > done:
+                    self._add_rows(block[0], topic, partition, block[1].slice(done, cuts[k]))
+                    done = cuts[k]
+                if msg is None:
+                    self.writer.skip(group, topic, partition, offset)
+                    continue
+                try:
+                    self.writer.add(group, msg, topic, partition, offset)
+                except OfflineRowError as exc:  # e.g. an event time outside years 1-9999
+                    poison.append(Poison(by_coords[(topic, partition, offset)], str(exc)))
+                    continue
+                self._held.add(tp)
+                if self._api_times is not None:
+                    raw = by_coords[(topic, partition, offset)]
+                    self._api_times.setdefault(tp, []).append(header_time_ns(raw.headers))
+            if block is not None and done < len(block[1]):
+                self._add_rows(block[0], topic, partition, block[1].slice(done, len(block[1])))
         self._dead_letter(poison)
+
+    def _add_rows(self, group: FeatureGroup, topic: str, partition: int, chunk: ColumnRows) -> None:
+        if self.writer.add_rows(group, topic, partition, chunk):
+            self._held.add((topic, partition))
+            if self._api_times is not None:  # the header's time, as header_time_ns reads it per message
+                times = chunk.source.api_invocation_time_ns[chunk.source_rows]
+                self._api_times.setdefault((topic, partition), []).extend(times.tolist())
 
     def _dead_letter(self, poison: list[Poison]) -> None:
         if not poison:
@@ -169,6 +211,21 @@ class OfflineApplier:
             counts = count_batch(times, now)
             if counts is not None:
                 FRESHNESS.add("offline", group_from_topic(self.prefix, topic) or "", counts)
+
+
+def _proven_blocks(rows: dict[str, GroupRows]) -> dict[TP, tuple[FeatureGroup, ColumnRows]]:
+    """The proven rows of each (topic, partition), in offset order, as offline rows."""
+    out: dict[TP, tuple[FeatureGroup, ColumnRows]] = {}
+    for sel in rows.values():
+        order = np.lexsort((sel.offsets, sel.partitions))
+        parts = sel.partitions[order]
+        table = view_rows(sel.columns, sel.rows[order], sel.topic, parts, sel.offsets[order],
+                          sel.api_invocation_time_ns[order])
+        chunk = ColumnRows(table, sel.offsets[order], sel.columns, sel.rows[order])
+        bounds = np.flatnonzero(np.diff(parts)) + 1
+        for start, stop in zip([0, *bounds.tolist()], [*bounds.tolist(), len(parts)], strict=True):
+            out[(sel.topic, int(parts[start]))] = (sel.group, chunk.slice(start, stop))
+    return out
 
 
 def _encoded(msg: Any) -> tuple[bytes, bytes | None, list[tuple[str, bytes]]]:
