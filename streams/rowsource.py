@@ -55,6 +55,10 @@ def iter_parts(data: object, chunk_size: int = 10_000) -> Iterator[tuple[int, An
     (measured in bench/publish.py's breakdown), and the conversion's CPU moves off the
     process that feeds the producer.
     """
+    own = getattr(data, "iter_parts", None)
+    if callable(own):  # a source that knows its best parts (streams.datafiles.FileRows: Parquet batches)
+        yield from own(chunk_size)
+        return
     mod = type(data).__module__
     if mod.startswith("pandas"):
         for start in range(0, len(data), chunk_size):  # type: ignore[arg-type]

@@ -196,3 +196,28 @@ def test_float_text_is_orjsons_shortest_form(values):
     from schemas.column_json import json_floats
 
     assert json_floats(pa.array(values)).to_pylist() == [orjson.dumps(v).decode() for v in values]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data())
+def test_a_parquet_file_in_bulk_equals_its_rows_one_by_one(data):
+    """Parquet ingest encodes its batches in bulk; rejections keep their row index (row = index + 1)."""
+    import tempfile
+    from pathlib import Path
+
+    from streams.datafiles import FileRows
+    from tests.support.values import write_parquet
+
+    group = data.draw(groups())
+    recs = data.draw(st.lists(mixed_record(group), min_size=1, max_size=10))
+    chunk = data.draw(st.integers(1, 6))
+    validator = compile_validator(group)
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = FileRows(write_parquet(Path(tmp) / "in.parquet", group, recs), group)
+        bulk = [encode_part(validator, start, part) for start, part in rows.iter_parts(chunk)]
+        one_by_one = [encode_rows(validator, (start, (), part)) for start, part in
+                      iter_parts(list(iter(rows)), chunk)]
+    assert [b.rows for b in bulk] == [r.rows for r in one_by_one]
+    for b, r in zip(bulk, one_by_one, strict=True):
+        assert_same(b, r)
+    assert all(rows.line_of(r.index) == r.index + 1 for b in bulk for r in b.rejects)
