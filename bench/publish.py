@@ -7,6 +7,9 @@ For a 10-feature mixed-type group (tests/integration/helpers.py's ``customers_gr
   raw            a plain confluent-kafka Producer with the same settings (idempotence, acks=all,
                  lz4, same linger/batch) producing the same pre-encoded (key, value, headers)
                  messages, with a delivery callback counting acks, then flush()
+  ingest_file    FeatureStore.ingest_file of an 11-feature CSV, JSON Lines and Parquet file (the
+                 10 features above and a 700-character text), ``--file-records`` rows each; the
+                 goal is 100,000 rows/s (issue 18)
 
 Runs are interleaved (raw, df, dicts, raw, df, ...) so load from other processes hits all of
 them alike; medians of ``--runs`` are printed with the ratio ingest/raw. Then it breaks the
@@ -47,6 +50,8 @@ from bench._common import (
 )
 from featurestream.config import Config
 from featurestream.sdk import FeatureStore
+from schemas.group import FeatureGroup
+from schemas.types import FeatureDefinition, ScalarType
 from schemas.validate import compile_validator
 from schemas.wire import encode, encode_headers, encode_value
 from streams.publisher import producer_config
@@ -100,6 +105,58 @@ def timed_ingest(fs: FeatureStore, group: str, data: object, expect: int, worker
         raise RuntimeError(f"ingest published {result.published} of {expect}, rejected {len(result.rejected)}: "
                            f"{result.rejected[:1]}")
     return seconds
+
+
+def file_group(name: str, partitions: int) -> FeatureGroup:
+    """customers_group plus an 11th feature, a long text (the shape of the README's file figures)."""
+    base = customers_group(name, partitions=partitions)
+    return FeatureGroup(name=name, record_identifier_name=base.record_identifier_name,
+                        event_time_name=base.event_time_name, partitions=partitions,
+                        features=(*base.features, FeatureDefinition("note", ScalarType.STRING)))
+
+
+def write_files(group: FeatureGroup, n: int, folder: Path) -> dict[str, Path]:
+    """The same ``n`` rows as CSV, JSON Lines and Parquet (written by the property tests' writers)."""
+    from tests.support.values import write_csv, write_jsonl, write_parquet
+
+    text = ("lorem ipsum, dolor \"sit\" amet " * 30)[:700]
+    rows = [{**customer(i, second=i % 3600), "note": text} for i in range(n)]
+    return {"csv": write_csv(folder / "rows.csv", group, rows), "jsonl": write_jsonl(folder / "rows.jsonl", rows),
+            "parquet": write_parquet(folder / "rows.parquet", group, rows)}
+
+
+def timed_file_ingest(fs: FeatureStore, group: str, path: Path, expect: int) -> float:
+    started = time.perf_counter()
+    result, _ = fs.ingest_file(group, str(path), progress=False)
+    seconds = time.perf_counter() - started
+    if result.published != expect or result.rejected:
+        raise RuntimeError(f"ingest_file published {result.published} of {expect}, rejected "
+                           f"{len(result.rejected)}: {result.rejected[:1]}")
+    return seconds
+
+
+def file_results(fs: FeatureStore, n: int, runs: int, partitions: int) -> None:
+    """RESULT lines of file ingest (CSV, JSON Lines, Parquet), medians of ``runs``, interleaved."""
+    import tempfile
+
+    name = unique_name("publish-files")
+    group = fs.create_feature_group(file_group(name, partitions))
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = write_files(group, n, Path(tmp))
+            seconds: dict[str, list[float]] = {fmt: [] for fmt in paths}
+            for run in range(runs):
+                for fmt, path in paths.items():
+                    seconds[fmt].append(timed_file_ingest(fs, name, path, n))
+                print(f"  files run {run + 1}: " + "  ".join(f"{fmt} {n / s[-1]:,.0f}" for fmt, s in seconds.items())
+                      + " rows/s")
+            for fmt, secs in seconds.items():
+                rate = n / median(secs)
+                verdict = "goal met" if rate >= 100_000 else "goal missed"
+                print(f"RESULT ingest_file({fmt}) {rate:>10,.0f} rows/s   11 features, {n:,} rows   "
+                      f"(goal: >= 100,000 rows/s: {verdict})")
+    finally:
+        fs.delete_feature_group(name)
 
 
 def breakdown(fs: FeatureStore, group_name: str, topic: str, rows: list[dict[str, Any]], df: Any,
@@ -166,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", default="auto", help="ingest max_workers: 'auto' (the SDK default) or N")
     parser.add_argument("--partitions", type=int, default=3)
     parser.add_argument("--no-breakdown", action="store_true")
+    parser.add_argument("--file-records", type=int, default=100_000,
+                        help="rows of each file for the ingest_file RESULT lines (0 skips them)")
     parser.add_argument("--state-dir", type=Path, default=None,
                         help="featurestream up's --state-dir, to find the broker pid for CPU accounting")
     args = parser.parse_args(argv)
@@ -207,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
                 verdict = "goal met" if rate >= 100_000 and rate / raw >= 0.5 else "goal missed"
                 print(f"RESULT {label:14s} {rate:>10,.0f} records/s   raw {raw:>10,.0f} records/s   "
                       f"ratio {rate / raw:.2f}  (goal: ratio >= 0.5 and >= 100,000/s: {verdict})")
+            if args.file_records > 0:
+                file_results(fs, args.file_records, args.runs, args.partitions)
             if not args.no_breakdown:
                 print("breakdown:")
                 breakdown(fs, name, topic, rows, df, workers, state_dir)

@@ -53,6 +53,16 @@ def encode_value(msg: PutMessage | DeleteMessage) -> bytes:
                    "target_stores": _stores_list(msg.target_stores)})
 
 
+def put_value_frame(target_stores: frozenset[str], ttl_seconds: int | None) -> tuple[bytes, bytes, bytes, bytes]:
+    """The constant texts of a put's value, for encoders that write many values at once
+    (``schemas.column_encoder``): ``head + id + between + event_time_ns + record_open + members + tail``
+    is byte for byte :func:`encode_value` of the same put, where ``members`` are ``"name":value``
+    joined by commas in the group's feature order (a differential test holds the two together)."""
+    tail = (b'},"target_stores":' + _dumps(_stores_list(target_stores)) + b',"ttl_seconds":'
+            + _dumps(ttl_seconds) + b"}")
+    return b'{"op":"put","id":', b',"event_time_ns":', b',"record":{', tail
+
+
 def encode_headers(msg: PutMessage | DeleteMessage) -> list[tuple[str, bytes]]:
     return [(H_FORMAT, _FORMAT_BYTES),
             (H_SCHEMA_VERSION, str(msg.schema_version).encode()),

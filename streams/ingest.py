@@ -25,35 +25,19 @@ from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from itertools import repeat
 from typing import Any
 
-from schemas.errors import ServiceUnavailableError, ValidationError
+from schemas.errors import ServiceUnavailableError
 from schemas.group import FeatureGroup
-from schemas.names import MAX_MESSAGE_BYTES
 from schemas.validate import compile_validator
-from schemas.wire import check_message_size, encode_headers, encode_value
+from streams.bulkencode import encode_part
+from streams.encoding import Encoded, EncodedChunk, Rejection, encode_rows
 from streams.publisher import PublishBatch, Publisher
 from streams.resume import published_by, record_digest
-from streams.rowsource import Chunk, RowError, count_rows, iter_parts, part_to_chunk
+from streams.rowsource import Chunk, count_rows, iter_parts
 
-Encoded = tuple[bytes, bytes, list[tuple[str, bytes]]]
-
-
-@dataclass(frozen=True)
-class Rejection:
-    """One row that was not published, and why."""
-
-    index: int
-    reason: str
-    feature: str | None = None
-    line: int | None = None  # set for rows read from a file: its line (CSV, JSON Lines) or row (Parquet)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {"index": self.index, "feature": self.feature, "reason": self.reason}
-        if self.line is not None:
-            out["line"] = self.line
-        return out
+__all__ = ["Encoded", "EncodedChunk", "IngestIncompleteError", "IngestResult", "Rejection", "encode_chunk",
+           "ingest"]
 
 
 @dataclass
@@ -112,26 +96,6 @@ class IngestIncompleteError(ServiceUnavailableError):
 
 # -- validation + encoding of one chunk (runs in the parent or in a worker process) ------------
 
-@dataclass
-class EncodedChunk:
-    """One chunk's outcome in the cheapest shape to pickle and to produce.
-
-    ``keys`` and ``values`` are parallel lists; every record of one ``ingest`` call shares its
-    headers (same schema version, same api_invocation_time), so they are built once per chunk
-    instead of once per record: that alone was ~3 µs of a ~15 µs per-record budget.
-    """
-
-    keys: list[bytes]
-    values: list[bytes]
-    headers: list[tuple[str, bytes]] | None
-    rejects: list[Rejection]
-    rows: int
-    indexes: list[int] = field(default_factory=list)  # the row index of each encoded record
-
-    def records(self) -> Iterator[Encoded]:
-        return zip(self.keys, self.values, repeat(self.headers))  # type: ignore[arg-type]
-
-
 _worker_validator = None
 
 
@@ -144,64 +108,16 @@ def _encode_part_in_worker(start: int, part: Any, options: dict[str, Any]) -> En
     assert _worker_validator is not None
     # The worker converts the raw slice itself (see rowsource.iter_parts): the parent only
     # pickles slices, unpickles bytes and produces.
-    return _encode_rows(_worker_validator, part_to_chunk(start, part), **options)
+    return encode_part(_worker_validator, start, part, **options)
 
 
 def encode_chunk(validator: Any, chunk: Chunk, *, target_stores: Iterable[str] | None = None,
                  ttl_seconds: int | None = None, api_invocation_time_ns: int = 0,
                  ) -> tuple[list[Encoded], list[Rejection]]:
     """Validate and encode one chunk; invalid rows become Rejections (never an exception)."""
-    done = _encode_rows(validator, chunk, target_stores=target_stores, ttl_seconds=ttl_seconds,
+    done = encode_rows(validator, chunk, target_stores=target_stores, ttl_seconds=ttl_seconds,
                         api_invocation_time_ns=api_invocation_time_ns)
     return list(done.records()), done.rejects
-
-
-# Below this value size a message cannot pass MAX_MESSAGE_BYTES (the key is at most 2 KiB, the
-# headers and framing a few hundred bytes), so the hot path skips the exact count.
-_SIZE_CHECK_FROM = MAX_MESSAGE_BYTES - 4096
-
-
-def _encode_rows(validator: Any, chunk: Chunk, *, target_stores: Iterable[str] | None = None,
-                 ttl_seconds: int | None = None, api_invocation_time_ns: int = 0) -> EncodedChunk:
-    start, names, rows = chunk
-    validate = validator.validate
-    keys: list[bytes] = []
-    values: list[bytes] = []
-    indexes: list[int] = []
-    rejects: list[Rejection] = []
-    headers: list[tuple[str, bytes]] | None = None
-    if names:
-        records: Iterable[Any] = (dict(zip(names, row, strict=True)) for row in rows)
-    else:
-        records = rows
-    for i, record in enumerate(records):
-        if names or type(record) is dict or isinstance(record, dict):
-            try:
-                msg = validate(record, target_stores=target_stores, ttl_seconds=ttl_seconds,
-                               api_invocation_time_ns=api_invocation_time_ns)
-            except ValidationError as exc:
-                rejects.append(Rejection(start + i, str(exc), exc.feature))
-                continue
-        elif isinstance(record, RowError):  # a file row that could not be read (streams.datafiles)
-            rejects.append(Rejection(start + i, record.reason, record.feature))
-            continue
-        else:
-            rejects.append(Rejection(start + i, f"row {start + i} is a {type(record).__name__}, expected a "
-                                                f"dict of feature name to value"))
-            continue
-        if headers is None:
-            headers = encode_headers(msg)  # same for every record of this call (see EncodedChunk)
-        key, value = msg.id.encode("utf-8"), encode_value(msg)
-        if len(value) > _SIZE_CHECK_FROM:  # rare: only a value near the limit can pass it
-            try:
-                check_message_size(key, value, headers, record_id=msg.id, group=validator.group.name)
-            except ValidationError as exc:
-                rejects.append(Rejection(start + i, str(exc), exc.feature))
-                continue
-        keys.append(key)
-        values.append(value)
-        indexes.append(start + i)
-    return EncodedChunk(keys, values, headers, rejects, len(rows), indexes)
 
 
 # -- the driver ----------------------------------------------------------------------------------
@@ -301,7 +217,7 @@ def _encoded_chunks(group: FeatureGroup, parts: Iterator[tuple[int, Any]], optio
     if workers <= 1:
         validator = compile_validator(group)
         for start, part in parts:
-            yield _encode_rows(validator, part_to_chunk(start, part), **options)
+            yield encode_part(validator, start, part, **options)
         return
     pool: Executor = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
                                          initargs=(group.to_dict(),))

@@ -55,6 +55,10 @@ def iter_parts(data: object, chunk_size: int = 10_000) -> Iterator[tuple[int, An
     (measured in bench/publish.py's breakdown), and the conversion's CPU moves off the
     process that feeds the producer.
     """
+    own = getattr(data, "iter_parts", None)
+    if callable(own):  # a source that knows its best parts (streams.datafiles.FileRows: Parquet batches)
+        yield from own(chunk_size)
+        return
     mod = type(data).__module__
     if mod.startswith("pandas"):
         for start in range(0, len(data), chunk_size):  # type: ignore[arg-type]
@@ -98,7 +102,7 @@ def _frame_chunk(start: int, part: Any) -> Chunk:
     for col in part.columns:
         s = part[col]
         if pd.api.types.is_datetime64_any_dtype(s.dtype):
-            columns.append(_datetimes_to_iso(s))
+            columns.append(datetimes_to_iso(s))
             continue
         values = s.tolist()
         # One vectorised NA test per column; the per-value pass runs only for columns that
@@ -110,7 +114,8 @@ def _frame_chunk(start: int, part: Any) -> Chunk:
     return start, names, list(zip(*columns, strict=True)) if columns else [() for _ in range(len(part))]
 
 
-def _datetimes_to_iso(s: Any) -> list[str | None]:
+def datetimes_to_iso(s: Any) -> list[str | None]:
+    """A pandas datetime Series as ISO-8601 UTC texts (None where missing)."""
     if getattr(s.dt, "tz", None) is None:
         s = s.dt.tz_localize("UTC")  # naive datetimes are taken as UTC, as schemas.infer documents
     # pandas may hold datetimes in s/ms/us/ns units: normalise to ns before taking integers.
@@ -119,16 +124,23 @@ def _datetimes_to_iso(s: Any) -> list[str | None]:
     return [None if m else format_iso(v) for v, m in zip(ns, mask, strict=True)]
 
 
-def _arrow_chunk(start: int, part: Any) -> Chunk:
+def timestamps_to_iso(col: Any) -> list[str | None]:
+    """An Arrow timestamp column as ISO-8601 UTC texts (None where null)."""
     import pyarrow as pa
     import pyarrow.compute as pc
+
+    ints = pc.cast(col, pa.timestamp("ns", tz=col.type.tz)).cast(pa.int64()).to_pylist()
+    return [None if v is None else format_iso(v) for v in ints]
+
+
+def _arrow_chunk(start: int, part: Any) -> Chunk:
+    import pyarrow as pa
 
     names = tuple(part.column_names)
     columns = []
     for col in part.columns:
         if pa.types.is_timestamp(col.type):
-            ints = pc.cast(col, pa.timestamp("ns", tz=col.type.tz)).cast(pa.int64()).to_pylist()
-            columns.append([None if v is None else format_iso(v) for v in ints])
+            columns.append(timestamps_to_iso(col))
         else:
             columns.append(col.to_pylist())
     return start, names, list(zip(*columns, strict=True)) if columns else [() for _ in range(part.num_rows)]

@@ -35,16 +35,23 @@ def check_parquet_columns(path: Path, group: FeatureGroup) -> None:
     _open(path, group)
 
 
-def parquet_records(path: Path, group: FeatureGroup) -> Iterator[tuple[int, Any, None]]:
-    """``(row number from 1, record, None)`` for every row of the file."""
+def parquet_batches(path: Path, group: FeatureGroup, batch_rows: int = BATCH_ROWS) -> Iterator[tuple[int, Any]]:
+    """``(index of its first row, Arrow record batch)`` for the whole file: what ingest encodes in bulk
+    (``streams.bulkencode``); row ``index`` is the file's row ``index + 1``."""
     pf = _open(path, group)
     start = 0
     try:
-        for batch in pf.iter_batches(batch_size=BATCH_ROWS):
-            _, names, rows = part_to_chunk(start, batch)
-            for i, row in enumerate(rows):
-                yield start + i + 1, dict(zip(names, row, strict=True)), None
+        for batch in pf.iter_batches(batch_size=batch_rows):
+            yield start, batch
             start += batch.num_rows
     except OSError as exc:  # a corrupt page: the rows before it are already read
         raise DataFileError(f"cannot read {str(path)!r} as parquet after row {start}: {exc}",
                             group=group.name) from exc
+
+
+def parquet_records(path: Path, group: FeatureGroup) -> Iterator[tuple[int, Any, None]]:
+    """``(row number from 1, record, None)`` for every row of the file."""
+    for start, batch in parquet_batches(path, group):
+        _, names, rows = part_to_chunk(start, batch)
+        for i, row in enumerate(rows):
+            yield start + i + 1, dict(zip(names, row, strict=True)), None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from bisect import bisect_right
 from collections.abc import Callable, Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from schemas.group import FeatureGroup
 from streams.datafiles.csvrows import check_csv_header, csv_records
 from streams.datafiles.formats import check_path, detect_format
 from streams.datafiles.jsonlrows import jsonl_records
-from streams.datafiles.parquetrows import check_parquet_columns, parquet_records
+from streams.datafiles.parquetrows import check_parquet_columns, parquet_batches, parquet_records
 
 _READERS: dict[str, Callable[[Path, FeatureGroup], Iterator[tuple[int, Any, Any]]]] = {
     "csv": csv_records, "jsonl": jsonl_records, "parquet": parquet_records}
@@ -57,6 +58,18 @@ class FileRows:
                 self._starts, self._offsets = starts, offsets
             yield record
         self._starts, self._offsets = starts, offsets
+
+    def iter_parts(self, chunk_size: int) -> Iterator[tuple[int, Any]]:
+        """``(first row index, part)`` for ``streams.rowsource.iter_parts``: a Parquet file as Arrow
+        batches (encoded in bulk, row ``i`` is row ``i + 1`` of the file), a text file as lists of records."""
+        if self.format == "parquet":
+            yield from parquet_batches(self.path, self.group, chunk_size)
+            return
+        rows = iter(self)
+        start = 0
+        while batch := list(islice(rows, chunk_size)):
+            yield start, batch
+            start += len(batch)
 
     def line_of(self, index: int) -> int:
         """The line (CSV, JSON Lines; from 1) or row (Parquet; from 1) where row ``index`` starts."""

@@ -1,0 +1,156 @@
+"""Vectorized checks over Arrow columns: which rows are provably valid without a Python object each.
+
+Each function answers, for every row of a column, "is this value certainly accepted by the per-record
+validator (``schemas.validate``) unchanged?". The answer is conservative: a row marked False is not
+necessarily invalid; it is only handed to the per-record validator, which accepts it (coercing it as it
+always did) or rejects it with the exact reason. So these checks never decide a rejection, and a check
+that is too strict costs speed, never correctness.
+
+Pure (Arrow and numpy only, no I/O), so that the ingest encoder and the columnar decode of Kafka batches
+can share the same rules: int64 range, finite doubles, UTF-8 sizes, vector dimensions, nulls in lists,
+duplicates in sets and the strict ISO-8601 event-time form with its range.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from schemas.eventtime import MAX_NS, NS
+
+# The one ISO-8601 form checked here ('Z', 'T', fraction of 1 to 9 digits); the other accepted forms
+# (offsets, lowercase, a space) go to the per-record parser.
+ISO_UTC_Z = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?Z$"
+# Decimal integers that surely fit int64 (18 digits); 19 digits may not, and go per record.
+INT_TEXT = r"^-?[0-9]{1,18}$"
+# Decimal numbers Python's float() and Arrow's cast both read (correctly rounded); "1.", ".5", "+1",
+# spaces, "inf" go per record.
+DECIMAL_TEXT = r"^-?[0-9]{1,400}(\.[0-9]{1,400})?([eE][+-]?[0-9]{1,5})?$"
+_MAX_SECONDS = MAX_NS // NS        # 9223372036
+_MAX_LAST_FRACTION = MAX_NS % NS - 1  # the last valid nanosecond of the last valid second
+_DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
+
+
+def valid_mask(arr: Any) -> np.ndarray:
+    """True where the value is not null."""
+    return np.asarray(pc.is_valid(arr).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _bool(arr: Any, null_as: bool) -> np.ndarray:
+    """A boolean Arrow array as numpy, nulls read as ``null_as``."""
+    return np.asarray(pc.fill_null(arr, null_as).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def matches(arr: Any, pattern: str) -> np.ndarray:
+    """True where the (string) value matches ``pattern``; False for nulls."""
+    return _bool(pc.match_substring_regex(arr, pattern), False)
+
+
+def finite(arr: Any) -> np.ndarray:
+    """True where a float64 value is finite or null (NaN and infinity are refused per record)."""
+    return _bool(pc.is_finite(arr), True)
+
+
+def utf8_bytes(arr: Any) -> np.ndarray:
+    """UTF-8 byte length of each string (0 for nulls)."""
+    return np.asarray(pc.fill_null(pc.binary_length(arr), 0).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def has_control_chars(arr: Any) -> np.ndarray:
+    """True where a string holds a character below U+0020 (JSON escapes it as \\uXXXX or \\n...)."""
+    return _bool(pc.match_substring_regex(arr, "[\\x00-\\x1f]"), False)
+
+
+def list_parts(arr: Any) -> tuple[Any, np.ndarray, np.ndarray]:
+    """(flattened values, lengths, parent row of each value) of a list array, aligned with its offsets.
+
+    Taken from the offsets, not ``flatten()``: that drops the values behind a null list, which would
+    misalign values and rows for an array built with non-empty null slots.
+    """
+    offsets = np.asarray(arr.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
+    first, last = int(offsets[0]), int(offsets[-1])
+    values = arr.values.slice(first, last - first)
+    lengths = np.diff(offsets)
+    parents = np.repeat(np.arange(len(arr), dtype=np.int64), lengths)
+    return values, lengths, parents
+
+
+def per_list(n: int, parents: np.ndarray, element_ok: np.ndarray) -> np.ndarray:
+    """True for each of ``n`` lists all of whose elements are ``element_ok``."""
+    out = np.ones(n, dtype=bool)
+    if len(element_ok) and not element_ok.all():
+        out[parents[~element_ok]] = False
+    return out
+
+
+def per_list_sum(n: int, parents: np.ndarray, element_values: np.ndarray) -> np.ndarray:
+    """Sum of ``element_values`` for each of ``n`` lists."""
+    if not len(element_values):
+        return np.zeros(n, dtype=np.int64)
+    return np.bincount(parents, weights=element_values, minlength=n).astype(np.int64)
+
+
+def no_duplicates(n: int, parents: np.ndarray, values: Any) -> np.ndarray:
+    """True for each of ``n`` lists whose ``values`` hold no value twice (a Set's rule).
+
+    Doubles compare as Python's set does only when neither 0.0 nor -0.0 is present (Python takes them as
+    equal): a list holding a zero is marked False and goes per record.
+    """
+    if not len(values):
+        return np.ones(n, dtype=bool)
+    counted = pa.table({"p": pa.array(parents), "v": values}).group_by(["p", "v"]).aggregate([("v", "count")])
+    dup = np.asarray(counted.filter(pc.greater(counted["v_count"], 1))["p"].to_numpy(), dtype=np.int64)
+    out = np.ones(n, dtype=bool)
+    out[dup] = False
+    if pa.types.is_floating(values.type):
+        out &= per_list(n, parents, ~_bool(pc.equal(values, 0.0), False))
+    return out
+
+
+def _days_from_civil(y: np.ndarray, m: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Days since 1970-01-01 of proleptic Gregorian dates (H. Hinnant's algorithm), vectorized."""
+    y = y - (m <= 2)
+    era = np.floor_divide(y, 400)
+    yoe = y - era * 400
+    mp = (m + 9) % 12
+    doy = (153 * mp + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+def iso_utc_to_ns(arr: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(nanoseconds since the epoch, ok) of ISO-8601 'Z' texts, exactly as ``schemas.eventtime`` parses
+    them; ok is False for nulls, other forms, impossible dates and times, and anything outside
+    1970-01-01T00:00:00Z .. 2262-04-11T23:47:16.854775807Z."""
+    n = len(arr)
+    ok = matches(arr, ISO_UTC_Z)
+    ns = np.zeros(n, dtype=np.int64)
+    if not ok.any():
+        return ns, ok
+    # Cast only the rows of the strict form: a cast of anything else would fail the whole column.
+    text = pc.if_else(pa.array(ok), arr, pa.scalar("1970-01-01T00:00:00Z", arr.type))
+
+    def part(start: int, stop: int) -> np.ndarray:
+        return pc.cast(pc.utf8_slice_codeunits(text, start, stop), pa.int64()).to_numpy(zero_copy_only=False)
+
+    y, mo, d, h, mi, s = part(0, 4), part(5, 7), part(8, 10), part(11, 13), part(14, 16), part(17, 19)
+    frac_text = pc.utf8_rpad(pc.utf8_slice_codeunits(text, 20, -1), 9, "0")
+    frac = pc.cast(frac_text, pa.int64()).to_numpy(zero_copy_only=False)
+    leap = ((y % 4 == 0) & (y % 100 != 0)) | (y % 400 == 0)
+    month_ok = (mo >= 1) & (mo <= 12)
+    dim = _DAYS_IN_MONTH[np.where(month_ok, mo, 1)] + ((mo == 2) & leap)
+    ok &= month_ok & (d >= 1) & (d <= dim) & (h <= 23) & (mi <= 59) & (s <= 59)
+    seconds = _days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s
+    ok &= (seconds >= 0) & ((seconds < _MAX_SECONDS) | ((seconds == _MAX_SECONDS) & (frac <= _MAX_LAST_FRACTION)))
+    safe = np.where(ok, seconds, 0)
+    ns = safe * NS + np.where(ok, frac, 0)
+    return ns, ok
+
+
+def epoch_int_seconds_to_ns(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(nanoseconds, ok) of whole epoch seconds held as int64: ok within the accepted range."""
+    ok = (values >= 0) & (values <= _MAX_SECONDS - 1)  # the last second is partial; leave it per record
+    return np.where(ok, values, 0) * NS, ok

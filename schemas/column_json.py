@@ -1,0 +1,84 @@
+"""JSON text of whole Arrow columns, byte for byte what orjson writes for each value.
+
+Each function returns a ``large_string`` array of JSON texts, one per row, null where the value is null
+(callers write ``null`` there). Rows a caller has not proven valid (``schemas.column_checks``) may hold
+any text: the caller drops them.
+
+- integers: Arrow's decimal cast (exact, and the same digits orjson writes);
+- doubles: orjson itself, over the column as one numpy array. Arrow's own float-to-string is not
+  orjson's shortest form (``1.6393574076896772e+10`` against ``16393574076.896772``), so it is not used;
+  a JSON array of numbers never holds a comma inside a number, so the array text splits into values;
+- strings: quotes and backslashes escaped with Arrow's replace; a string holding a control character
+  (which orjson writes as ``\\n``, ``\\u001f``...) is written by orjson itself, one value at a time (rare).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from schemas.column_checks import has_control_chars
+
+TEXT = pa.large_string()
+
+
+def lit(text: str) -> Any:
+    """A constant for ``pc.binary_join_element_wise``."""
+    return pa.scalar(text, TEXT)
+
+
+def concat(*parts: Any) -> Any:
+    """Element-wise concatenation of texts (arrays or constants); null where any part is null."""
+    return pc.binary_join_element_wise(*parts, lit(""))
+
+
+def json_ints(arr: Any) -> Any:
+    return pc.cast(pc.cast(arr, pa.int64()), TEXT)
+
+
+def json_floats(arr: Any) -> Any:
+    """orjson's text of every double (nulls come out null)."""
+    n = len(arr)
+    if n == 0:
+        return pa.array([], TEXT)
+    values = pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False)  # nulls become NaN
+    body = orjson.dumps(np.ascontiguousarray(values), option=orjson.OPT_SERIALIZE_NUMPY)[1:-1]
+    texts = pc.list_flatten(pc.split_pattern(pa.array([body.decode("ascii")], TEXT), ","))
+    return pc.if_else(pc.is_valid(arr), texts, pa.scalar(None, TEXT))
+
+
+def json_strings(arr: Any) -> Any:
+    arr = pc.cast(arr, TEXT)
+    escaped = pc.replace_substring(pc.replace_substring(arr, "\\", "\\\\"), '"', '\\"')
+    quoted = concat(lit('"'), escaped, lit('"'))
+    control = has_control_chars(arr)
+    if control.any():
+        where = np.flatnonzero(control)
+        by_orjson = [orjson.dumps(v).decode("utf-8") for v in arr.take(pa.array(where)).to_pylist()]
+        patch = np.full(len(arr), None, dtype=object)
+        patch[where] = by_orjson
+        quoted = pc.if_else(pa.array(control), pa.array(patch, TEXT), quoted)
+    return quoted
+
+
+def json_lists(arr: Any, element_texts: Any) -> Any:
+    """``[a,b,...]`` per list, from the JSON texts of its elements (``column_checks.list_parts`` order);
+    null lists stay null."""
+    offsets = pc.cast(arr.offsets, pa.int64())
+    offsets = pc.subtract(offsets, offsets[0])
+    lists = pa.LargeListArray.from_arrays(offsets, element_texts)
+    joined = pc.binary_join(lists, lit(","))
+    return pc.if_else(pc.is_valid(arr), concat(lit("["), joined, lit("]")), pa.scalar(None, TEXT))
+
+
+def element_texts(values: Any, scalar: str) -> Any:
+    """JSON texts of a list column's flattened elements, by the scalar kind ('str', 'int', 'float')."""
+    if scalar == "str":
+        return json_strings(values)
+    if scalar == "int":
+        return json_ints(values)
+    return json_floats(values)
