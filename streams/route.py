@@ -63,6 +63,10 @@ class Routed:
     # Groups with messages stamped with a newer version than ``groups`` holds: left out of ``work``
     # and ``poison`` alike, to be routed again once the registry was asked (route_batch).
     behind: set[str] = field(default_factory=set)
+    # Every valid put/delete of a group that aggregation groups aggregate, whatever its target
+    # stores: their events (streams/online/aggregate_step.py). Filled only when asked (route's
+    # ``aggregate_sources``), so the latest-value path pays nothing.
+    sources: dict[str, list[tuple[Message, int, int]]] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -76,15 +80,23 @@ def route_batch(batch: Sequence[RawMessage], view: GroupView, *, prefix: str,
     view does not have yet, catch up with the registry (waiting for it: a ServiceUnavailableError
     leaves the batch to be retried, never dead-lettered) and judge the whole batch again."""
     groups = view.all()
-    routed = route(batch, groups, prefix=prefix, store=store)
+    routed = route(batch, groups, prefix=prefix, store=store, aggregate_sources=_aggregated(groups, store))
     if not routed.complete:
         groups = view.all(fresh=True)
-        routed = route(batch, groups, prefix=prefix, store=store, final=True)
+        routed = route(batch, groups, prefix=prefix, store=store, final=True,
+                       aggregate_sources=_aggregated(groups, store))
     return routed, groups
 
 
+def _aggregated(groups: Mapping[str, FeatureGroup], store: str) -> frozenset[str]:
+    """The groups whose events some aggregation group folds (online only)."""
+    if store != "OnlineStore":
+        return frozenset()
+    return frozenset(g.aggregation.source for g in groups.values() if g.aggregation is not None)
+
+
 def route(batch: Sequence[RawMessage], groups: Mapping[str, FeatureGroup], *, prefix: str,
-          store: str, final: bool = False) -> Routed:
+          store: str, final: bool = False, aggregate_sources: frozenset[str] = frozenset()) -> Routed:
     """Decode and sort ``batch`` for ``store`` ("OnlineStore" or "OfflineStore").
 
     ``final``: ``groups`` is the registry's latest, so a message stamped with a newer version than
@@ -117,6 +129,8 @@ def route(batch: Sequence[RawMessage], groups: Mapping[str, FeatureGroup], *, pr
         except (WireFormatError, RecordValidationError) as exc:
             out.poison.append(Poison(raw, str(exc)))
             continue
+        if name in aggregate_sources:
+            out.sources.setdefault(name, []).append((msg, raw.partition, raw.offset))
         if not _store_enabled(group, store) or store not in msg.target_stores:
             out.skipped += 1
             continue
