@@ -169,7 +169,10 @@ class AggregateStore:
             if not exists:
                 out.append(None)
                 continue
-            out.append(self._record(group, plan, k, t, aggs, field_lists, raw, counts))
+            record = self._record(group, plan, k, t, aggs, field_lists, raw, counts)
+            if names is not None:  # like a plain group's read: only the features asked for
+                record = {n: record[n] for n in names if n in record}
+            out.append(record)
         return out
 
     def _record(self, group: FeatureGroup, plan: FoldPlan, k: str, t: int, aggs: list, field_lists: dict,

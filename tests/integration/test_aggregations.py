@@ -218,3 +218,76 @@ def test_parity_with_a_brute_force_oracle_through_kill_and_restart(store, stack,
     finally:
         for p in procs:
             p.stop()
+
+
+def test_read_at_every_door_and_read_only(store, stack, tmp_path, unique_name):
+    """CLI and JSON-file definitions; GetRecord/BatchGetRecord through boto3 and the CLI; PutRecord refused."""
+    import subprocess
+    import sys
+    import time
+
+    from tests.support.http_api import boto_clients, error_of, server_env, start_server, stop_server
+
+    src = store.create_feature_group(source_group(unique_name("tx")))
+    name = unique_name("card-stats")
+    env = server_env(stack)
+    cli = [sys.executable, "-m", "featurestream.cli"]
+    done = subprocess.run([*cli, "group", "create", name, "--aggregate", src.name, "--by", "card_id", "--features",
+                           "amount:sum,count,mean@10m,1h", "merchant:distinct@1h", "amount:last_n(3)"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    spec_file = tmp_path / "agg.json"
+    spec_file.write_text(orjson.dumps({"source": src.name, "by": "card_id", "features": ["qty:max@1h"],
+                                       "allowed_lateness_s": 3600}).decode())
+    other = unique_name("qty-stats")
+    done = subprocess.run([*cli, "group", "create", other, "--from-json", str(spec_file)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert store.describe_feature_group(other).aggregation.lateness_ns == 3600 * S
+    bad = subprocess.run([*cli, "group", "create", unique_name("bad"), "--aggregate", src.name, "--by", "card_id",
+                          "--features", "merchant:sum@1h"], env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "sum of 'merchant' needs an Integral or Fractional feature" in bad.stderr
+
+    proc = Proc(stack, ["process", "--metrics-port", "0", "--log-level", "warning"], tmp_path / "p.log")
+    server, url = start_server(env, tmp_path)
+    try:
+        now = time.time_ns()
+        records = [{"txn_id": f"x{i}", "event_time": format_iso(now - (i + 1) * MIN), "card_id": "c1",
+                    "amount": [1.25, 2.5, 4.0, 8.5][i], "qty": 10 * i, "merchant": ["a", "b", "a", "c"][i]}
+                   for i in range(4)]
+        for r in records:
+            store.put_record(src.name, r)
+        sm, runtime = boto_clients({"url": url, "key": env["AWS_ACCESS_KEY_ID"], "secret": env["AWS_SECRET_ACCESS_KEY"]})
+        want = {"card_id": "c1", "amount_sum_10m": "16.25", "amount_count_10m": "4", "amount_mean_10m": "4.0625",
+                "amount_sum_1h": "16.25", "amount_count_1h": "4", "amount_mean_1h": "4.0625",
+                "merchant_distinct_1h": "3", "amount_last3_lifetime": ["4.0", "2.5", "1.25"]}
+
+        def fetched() -> dict:
+            got = runtime.get_record(FeatureGroupName=name, RecordIdentifierValueAsString="c1").get("Record", [])
+            return {f["FeatureName"]: f.get("ValueAsString", f.get("ValueAsStringList")) for f in got}
+
+        got = wait_for(lambda: (lambda g: g if {k: g.get(k) for k in want} == want else None)(fetched()),
+                       timeout_s=60, what="GetRecord to serve the aggregates")
+        assert set(got) == {*want, "event_time"}
+        batch = runtime.batch_get_record(Identifiers=[
+            {"FeatureGroupName": name, "RecordIdentifiersValueAsString": ["c1", "nobody"],
+             "FeatureNames": ["amount_count_1h"]},
+            {"FeatureGroupName": other, "RecordIdentifiersValueAsString": ["c1"]}])
+        by_group = {r["FeatureGroupName"]: {f["FeatureName"]: f["ValueAsString"] for f in r["Record"]}
+                    for r in batch["Records"]}
+        assert by_group[name] == {"amount_count_1h": "4"}
+        assert by_group[other]["qty_max_1h"] == "30"
+        assert [u["RecordIdentifierValueAsString"] for u in batch["UnprocessedIdentifiers"]] == [] and \
+            [e["RecordIdentifierValueAsString"] for e in batch["Errors"]] == []
+        code, message, status = error_of(runtime.put_record, FeatureGroupName=name,
+                                         Record=[{"FeatureName": "card_id", "ValueAsString": "c1"}])
+        assert (code, status) == ("ValidationError", 400) and "aggregation group" in message \
+            and "read-only" in message
+        with pytest.raises(ValueError, match="read-only"):
+            store.put_record(name, {"card_id": "c1", "event_time": format_iso(now)})
+        shown = subprocess.run([*cli, "get", name, "c1"], env=env, capture_output=True, text=True,
+                               timeout=120)
+        assert shown.returncode == 0 and '"amount_count_1h": 4' in shown.stdout.replace(":4", ": 4"), shown
+    finally:
+        stop_server(server)
+        proc.stop()
