@@ -98,6 +98,38 @@ class FeatureStore:
     def create_feature_group(self, group: FeatureGroup) -> FeatureGroup:
         return self.registry.create(group)
 
+    def create_aggregation_group(self, name: str, source: str, by: str, features: Sequence[str] | Any, *,
+                                 allowed_lateness: Any = None, description: str = "") -> FeatureGroup:
+        """Create an aggregation group: ``features`` are texts like ``"amount:sum,mean@10m,1h"`` and
+        ``"amount:last_n(10)"`` (or Aggregate objects) over the events of group ``source``, keyed by its
+        feature ``by``. ``allowed_lateness``: seconds or text like ``"7d"`` (default 7 days)."""
+        from schemas.aggregation import DEFAULT_LATENESS_NS, Aggregate, AggregationSpec, parse_aggregates
+        from schemas.aggregation_group import aggregation_group
+
+        items = list(features)
+        texts = [f for f in items if isinstance(f, str)]
+        aggs = (*parse_aggregates(texts, group=name), *(f for f in items if isinstance(f, Aggregate)))
+        lateness = DEFAULT_LATENESS_NS if allowed_lateness is None else _ttl_seconds(allowed_lateness) * 10**9
+        spec = AggregationSpec(source, by, aggs, lateness)
+        return self.registry.create(aggregation_group(name, spec, self.registry.get(source), description=description))
+
+    def create_group_from_json(self, definition: Mapping[str, Any]) -> FeatureGroup:
+        """Create a group from its JSON form: ``FeatureGroup.to_dict()``'s, or for an aggregation group
+        ``{"name", "source", "by", "aggregates": [...] or "features": ["amount:sum@1h", ...],
+        "allowed_lateness_s"}``."""
+        from schemas.aggregation import AggregationSpec, parse_aggregates
+        from schemas.aggregation_group import aggregation_group
+
+        d = dict(definition)
+        if "source" in d:
+            name = d.get("name")
+            if isinstance(d.get("features"), list):
+                d["aggregates"] = [a.to_dict() for a in parse_aggregates(d.pop("features"), group=name)]
+            spec = AggregationSpec.from_dict(d, group=name)
+            return self.registry.create(aggregation_group(name, spec, self.registry.get(spec.source),
+                                                          description=d.get("description", "")))
+        return self.registry.create(FeatureGroup.from_dict(d))
+
     def describe_feature_group(self, name: str) -> FeatureGroup:
         return self.registry.describe(name)
 
@@ -112,7 +144,7 @@ class FeatureStore:
     def _purge(self, group: FeatureGroup) -> None:
         """Delete a group's online keys and offline files."""
         if group.online_enabled and self.config.redis_url:
-            self.online.wipe_group(group)
+            self.online.wipe_group(group)  # an aggregation group's keys share the pattern
         if group.offline_enabled and group.offline_uri:
             from sinks.offline.fs import open_filesystem
 

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from schemas.aggregation import AggregationSpec
 from schemas.errors import DefinitionError, RecordValidationError
 from schemas.names import (
     MAX_FEATURES,
@@ -63,6 +64,9 @@ class FeatureGroup:
     creation_time: float = 0.0  # epoch seconds
     version: int = 1
     extra: dict[str, Any] = field(default_factory=dict)  # accepted and kept (RoleArn, Tags, ...)
+    # Set on an aggregation group: its features are computed from a source group's events
+    # (schemas/aggregation_group.py builds one), and nothing may be written to it.
+    aggregation: AggregationSpec | None = None
 
     def __post_init__(self) -> None:
         name = validate_name(self.name, "feature group")
@@ -155,6 +159,10 @@ class FeatureGroup:
         if not isinstance(self.extra, dict) or not all(isinstance(k, str) for k in self.extra):
             raise DefinitionError(f"feature group {name!r}: extra must be a dict with string keys; got "
                                   f"{_short(self.extra)}", group=name, value=self.extra)
+        if isinstance(self.aggregation, dict):
+            object.__setattr__(self, "aggregation", AggregationSpec.from_dict(self.aggregation, group=name))
+        if self.aggregation is not None:
+            _check_aggregation(self, by_name)
         # Cached lookups; object.__setattr__ because the dataclass is frozen.
         object.__setattr__(self, "_by_name", by_name)
 
@@ -188,6 +196,11 @@ class FeatureGroup:
     @property
     def creation_epoch(self) -> int:
         return int(self.creation_time)
+
+    @property
+    def is_aggregation(self) -> bool:
+        """Whether this group's features are aggregates of another group's events (read-only)."""
+        return self.aggregation is not None
 
     @property
     def enabled_stores(self) -> frozenset[str]:
@@ -240,6 +253,8 @@ class FeatureGroup:
             "creation_time": self.creation_time,
             "version": self.version,
             "extra": dict(self.extra),
+            # Only on aggregation groups, so plain groups' registry entries keep their old form.
+            **({"aggregation": self.aggregation.to_dict()} if self.aggregation is not None else {}),
         }
 
     @classmethod
@@ -257,12 +272,38 @@ class FeatureGroup:
             kwargs["ttl"] = Ttl.from_api(d["ttl"])
         if kwargs.get("extra") is None:
             kwargs.pop("extra", None)
+        if d.get("aggregation") is not None:
+            kwargs["aggregation"] = AggregationSpec.from_dict(d["aggregation"], group=group)
         return cls(**kwargs)
 
 
 _FIELDS = ("name", "record_identifier_name", "event_time_name", "features", "online_enabled",
            "offline_enabled", "offline_uri", "ttl", "partitions", "replication_factor", "retention_ms",
            "description", "creation_time", "version", "extra")
+
+
+def _check_aggregation(group: FeatureGroup, by_name: dict[str, FeatureDefinition]) -> None:
+    """An aggregation group's own shape (its fit to the source is checked when it is built)."""
+    spec = group.aggregation
+    if not isinstance(spec, AggregationSpec):
+        raise DefinitionError(f"feature group {group.name!r}: aggregation must be an AggregationSpec or its "
+                              f"JSON form; got {_short(spec)}", group=group.name, value=spec)
+    if spec.source == group.name:
+        raise DefinitionError(f"feature group {group.name!r} cannot aggregate its own events", group=group.name,
+                              value=spec.source)
+    if spec.by != group.record_identifier_name:
+        raise DefinitionError(f"feature group {group.name!r}: its record identifier must be the aggregation key "
+                              f"{spec.by!r}; got {group.record_identifier_name!r}", group=group.name,
+                              value=group.record_identifier_name)
+    missing = [a.output_name for a in spec.aggregates if a.output_name not in by_name]
+    if missing:
+        raise DefinitionError(f"feature group {group.name!r}: aggregates {', '.join(missing)} have no feature "
+                              "definition (build aggregation groups with schemas.aggregation_group)",
+                              group=group.name, value=missing)
+    if group.offline_enabled or not group.online_enabled:
+        raise DefinitionError(f"feature group {group.name!r}: an aggregation group is served by the online store "
+                              "only (its point-in-time values come from the source's offline table)",
+                              group=group.name)
 
 
 def _names(feats: Iterable[FeatureDefinition], limit: int = 20) -> str:

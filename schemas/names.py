@@ -103,6 +103,14 @@ def online_key(prefix: str, group: str, record_id: str) -> str:
     return f"{prefix}:{group}:{record_id}"
 
 
+def aggregate_key(prefix: str, group: str, key: str) -> str:
+    """Redis key of one aggregation key's tiles. The hash tag holds the group and the key, so the
+    key's hash and its distinct-count sketches share a slot (one script touches them all) while the
+    keys of one group still spread over every slot: there is no group-wide tag. The group inside the
+    tag keeps it non-empty whatever the key's text is."""
+    return f"{prefix}:{group}:{{{group}:{key}}}"
+
+
 _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 
 

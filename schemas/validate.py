@@ -236,6 +236,12 @@ class RecordValidator:
                  "_default_stores", "_enabled", "_version", "_defs")
 
     def __init__(self, group: FeatureGroup) -> None:
+        if group.is_aggregation:
+            # Its features are computed from its source's events: every door refuses writes here.
+            raise RecordValidationError(
+                f"feature group {group.name!r} is an aggregation group over {group.aggregation.source!r}: it is "
+                f"read-only (its features are computed from the events of {group.aggregation.source!r}; write "
+                "those instead)", group=group.name, value=group.name)
         self.group = group
         self._names = frozenset(group.feature_names)
         self._order = group.feature_names

@@ -189,9 +189,18 @@ class Registry:
                 "FEATURESTREAM_OFFLINE_URI (s3://bucket/prefix or a local path) or create it with --no-offline",
                 group=group.name)
         final = _replace(group, creation_time=now, version=1, offline_uri=offline_uri)
-        # The topic first: a registered group must always have its topic.
-        ensure_topic(self._admin, self.topic_of(final.name), partitions=final.partitions,
-                     replication_factor=final.replication_factor, config=_topic_config(final))
+        if final.aggregation is not None:
+            # Checked against the source as it is now (a definition built elsewhere, or long ago).
+            from schemas.aggregation_group import aggregation_group
+
+            source = self.refresh().get(final.aggregation.source)
+            rebuilt = aggregation_group(final.name, final.aggregation, source, description=final.description)
+            final = _replace(rebuilt, creation_time=now, version=1)
+        else:
+            # The topic first: a registered group must always have its topic. An aggregation group
+            # has none: nothing is written to it, its source's topic is its input.
+            ensure_topic(self._admin, self.topic_of(final.name), partitions=final.partitions,
+                         replication_factor=final.replication_factor, config=_topic_config(final))
         self._write(final.name, final)
         won = self.refresh().get(final.name)
         if won is None or won.to_dict() != final.to_dict():
@@ -231,8 +240,9 @@ class Registry:
         if on_purge is not None:
             on_purge(group)
         self._write(name, None)
-        self._wait_until_unassigned(self.topic_of(name))
-        delete_topic(self._admin, self.topic_of(name))
+        if not group.is_aggregation:
+            self._wait_until_unassigned(self.topic_of(name))
+            delete_topic(self._admin, self.topic_of(name))
         self.refresh()
         return group
 

@@ -143,10 +143,13 @@ def replay_topic(bootstrap: KafkaTarget, topic: str, apply_batch: Callable[[list
 def replay_online(bootstrap: KafkaTarget, redis_url: str, prefix: str, group: FeatureGroup, *,
                   offline_uri: str | None = None, from_ms: int | None = None, to_ms: int | None = None,
                   progress: bool = True) -> ReplayResult:
-    """Re-apply ``group``'s topic to the online store; write-if-newer makes it idempotent."""
+    """Re-apply ``group``'s topic to the online store; write-if-newer makes it idempotent. For an
+    aggregation group, its source's topic: the fold skips what it already folded (per partition offset),
+    and the source's latest-value records are written if newer, so nothing counts twice."""
     applier = make_online_applier(bootstrap, redis_url, prefix, offline_uri=offline_uri, stage="replay-online")
+    topic = group_topic(prefix, group.aggregation.source if group.aggregation is not None else group.name)
     try:
-        return replay_topic(bootstrap, group_topic(prefix, group.name), applier, from_ms=from_ms, to_ms=to_ms,
+        return replay_topic(bootstrap, topic, applier, from_ms=from_ms, to_ms=to_ms,
                             progress=progress)
     finally:
         applier.store.close()

@@ -66,6 +66,10 @@ class Routed:
     # Groups with messages stamped with a newer version than ``groups`` holds: left out of ``work``
     # and ``poison`` alike, to be routed again once the registry was asked (route_batch).
     behind: set[str] = field(default_factory=set)
+    # Every valid put/delete of a group that aggregation groups aggregate, whatever its target
+    # stores: their events (streams/online/aggregate_step.py). Filled only when asked (route's
+    # ``aggregate_sources``), so the latest-value path pays nothing.
+    sources: dict[str, list[tuple[Message, int, int]]] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -79,15 +83,23 @@ def route_batch(batch: Sequence[RawMessage], view: GroupView, *, prefix: str,
     view does not have yet, catch up with the registry (waiting for it: a ServiceUnavailableError
     leaves the batch to be retried, never dead-lettered) and judge the whole batch again."""
     groups = view.all()
-    routed = route(batch, groups, prefix=prefix, store=store)
+    routed = route(batch, groups, prefix=prefix, store=store, aggregate_sources=_aggregated(groups, store))
     if not routed.complete:
         groups = view.all(fresh=True)
-        routed = route(batch, groups, prefix=prefix, store=store, final=True)
+        routed = route(batch, groups, prefix=prefix, store=store, final=True,
+                       aggregate_sources=_aggregated(groups, store))
     return routed, groups
 
 
+def _aggregated(groups: Mapping[str, FeatureGroup], store: str) -> frozenset[str]:
+    """The groups whose events some aggregation group folds (online only)."""
+    if store != "OnlineStore":
+        return frozenset()
+    return frozenset(g.aggregation.source for g in groups.values() if g.aggregation is not None)
+
+
 def route(batch: Sequence[RawMessage], groups: Mapping[str, FeatureGroup], *, prefix: str,
-          store: str, final: bool = False) -> Routed:
+          store: str, final: bool = False, aggregate_sources: frozenset[str] = frozenset()) -> Routed:
     """Decode and sort ``batch`` for ``store`` ("OnlineStore" or "OfflineStore"), one message at a time.
 
     ``final``: ``groups`` is the registry's latest, so a message stamped with a newer version than
@@ -99,12 +111,12 @@ def route(batch: Sequence[RawMessage], groups: Mapping[str, FeatureGroup], *, pr
         if name is None:
             out.skipped += 1  # internal topic (the registry placeholder subscription)
             continue
-        _judge(raw, name, groups.get(name), out, store=store, final=final)
+        _judge(raw, name, groups.get(name), out, store=store, final=final, aggregate_sources=aggregate_sources)
     return out
 
 
 def _judge(raw: RawMessage, name: str, group: FeatureGroup | None, out: Routed, *, store: str,
-           final: bool) -> None:
+           final: bool, aggregate_sources: frozenset[str] = frozenset()) -> None:
     """The per-record judgement of one message of group ``name``: into ``out``'s work, poison,
     skipped or behind. The batch path (route_columns) sends here every row it cannot prove."""
     if group is None:
@@ -127,6 +139,8 @@ def _judge(raw: RawMessage, name: str, group: FeatureGroup | None, out: Routed, 
     except (WireFormatError, RecordValidationError) as exc:
         out.poison.append(Poison(raw, str(exc)))
         return
+    if name in aggregate_sources:  # folded into its aggregation groups, whatever its target stores
+        out.sources.setdefault(name, []).append((msg, raw.partition, raw.offset))
     if not _store_enabled(group, store) or store not in msg.target_stores:
         out.skipped += 1
         return

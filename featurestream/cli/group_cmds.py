@@ -29,11 +29,22 @@ def register(sub: argparse._SubParsersAction) -> None:
                '"FeatureType": "String", "CollectionType": "List"}, {"FeatureName": "emb", "FeatureType": '
                '"Fractional", "CollectionType": "Vector", "CollectionConfig": {"VectorConfig": {"Dimension": 8}}}]')
     create.add_argument("name")
-    create.add_argument("--record-id", required=True, metavar="FEATURE", help="the record identifier feature")
-    create.add_argument("--event-time", required=True, metavar="FEATURE", help="the event time feature")
+    create.add_argument("--record-id", metavar="FEATURE", help="the record identifier feature")
+    create.add_argument("--event-time", metavar="FEATURE", help="the event time feature")
     src = create.add_mutually_exclusive_group(required=True)
     src.add_argument("--definitions", type=Path, metavar="FILE.json", help="feature definitions as JSON")
     src.add_argument("--infer-from", type=Path, metavar="DATAFILE", help="infer definitions from a data file")
+    src.add_argument("--aggregate", metavar="SOURCE",
+                     help="an aggregation group over the events of group SOURCE (with --by and --features)")
+    src.add_argument("--from-json", type=Path, metavar="GROUP.json",
+                     help='a whole definition as JSON; an aggregation group as {"source": ..., "by": ..., '
+                          '"features": ["amount:sum@1h", ...], "allowed_lateness_s": 604800}')
+    create.add_argument("--by", metavar="FEATURE", help="aggregation key: a String or Integral feature of SOURCE")
+    create.add_argument("--features", nargs="+", metavar="SPEC",
+                        help="aggregates: 'amount:sum,count,mean@10m,1h,7d' 'merchant:distinct@1d' "
+                             "'amount:last_n(10)' (no window: lifetime)")
+    create.add_argument("--allowed-lateness", metavar="DURATION",
+                        help="events later than this behind their key's latest are dead-lettered (default 7d)")
     create.add_argument("--no-online", action="store_true", help="disable the online (Redis) store")
     create.add_argument("--no-offline", action="store_true", help="disable the offline (Parquet) store")
     create.add_argument("--partitions", type=int, default=3, help="Kafka partitions of the group's topic (3)")
@@ -83,6 +94,11 @@ def _load_definitions(path: Path) -> list[FeatureDefinition]:
 
 
 def _create(args: argparse.Namespace) -> int:
+    if args.aggregate is not None or args.from_json is not None:
+        return _create_aggregation(args)
+    if not args.record_id or not args.event_time:
+        raise CliError("--record-id and --event-time are required (except with --aggregate or --from-json)",
+                       status=2)
     if args.definitions is not None:
         defs = _load_definitions(args.definitions)
     else:
@@ -96,6 +112,27 @@ def _create(args: argparse.Namespace) -> int:
     )
     with store_from_args(args) as store:
         created = store.create_feature_group(group)
+    print_json(created.to_dict())
+    return 0
+
+
+def _create_aggregation(args: argparse.Namespace) -> int:
+    with store_from_args(args) as store:
+        if args.from_json is not None:
+            try:
+                definition = orjson.loads(args.from_json.read_bytes())
+            except (FileNotFoundError, orjson.JSONDecodeError) as exc:
+                raise CliError(f"definition file {str(args.from_json)!r} cannot be read as JSON: {exc}",
+                               status=2) from exc
+            if not isinstance(definition, dict):
+                raise CliError(f"definition file {str(args.from_json)!r} must hold a JSON object", status=2)
+            created = store.create_group_from_json({"name": args.name, **definition})
+        else:
+            if not args.by or not args.features:
+                raise CliError("--aggregate needs --by FEATURE and --features SPEC...", status=2)
+            created = store.create_aggregation_group(args.name, args.aggregate, args.by, args.features,
+                                                     allowed_lateness=args.allowed_lateness,
+                                                     description=args.description)
     print_json(created.to_dict())
     return 0
 

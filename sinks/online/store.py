@@ -27,6 +27,7 @@ from schemas.messages import HARD_DELETE, ONLINE, SOFT_DELETE, DeleteMessage, Me
 from schemas.names import MAX_RECORD_ID_BYTES, online_key, online_key_pattern, record_id_from_key
 from schemas.ordering import script_args
 from schemas.types import INT64_MAX, INT64_MIN
+from sinks.online.aggregates import AggregateStore
 from sinks.online.codec import decode_record, encode_features, pack_checked_features, pack_fields
 from sinks.online.connect import DEFAULT_TIMEOUT_S, RedisClient, connect, redact_url
 from sinks.online.errors import CorruptRecordError
@@ -82,6 +83,7 @@ class OnlineStore:
         self._script = _load_script()
         # EVALSHA with a locally computed digest: the script is sent once (on NOSCRIPT), not per call.
         self._sha = hashlib.sha1(self._script.encode("utf-8")).hexdigest()
+        self._aggregates: AggregateStore | None = None
 
     @classmethod
     def from_url(cls, url: str, prefix: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> OnlineStore:
@@ -91,6 +93,13 @@ class OnlineStore:
     @property
     def client(self) -> RedisClient:
         return self._client
+
+    @property
+    def aggregates(self) -> AggregateStore:
+        """The tiles of aggregation groups, on the same client (reads of such groups go there)."""
+        if self._aggregates is None:
+            self._aggregates = AggregateStore(self._client, self._prefix, where=f"Redis at {self._where}")
+        return self._aggregates
 
     @property
     def prefix(self) -> str:
@@ -239,6 +248,9 @@ class OnlineStore:
         _check_group(group)
         rid = _check_record_id(group, record_id)
         names = _check_feature_names(group, features)
+        if group.is_aggregation:  # computed at read time from its tiles
+            found = self.aggregates.get_records(group, [rid], names, now_ns=now_ns)[0]
+            return _shape(None if found is None else (found, None), with_expires_at)
         key = online_key(self._prefix, group.name, rid)
         with self._service(f"read record {rid!r} of feature group {group.name!r}"):
             try:
@@ -287,6 +299,7 @@ class OnlineStore:
                 if rid not in seen:
                     seen.add(rid)
                     plan.append((group, rid, names))
+        plan = self._aggregate_reads(plan, result, now_ns)
         if not plan:
             return result
         pipe = self._client.pipeline(transaction=False)
@@ -314,6 +327,33 @@ class OnlineStore:
             else:
                 result.records.append(FoundRecord(group.name, rid, found[0]))
         return result
+
+    def _aggregate_reads(self, plan: list[tuple[FeatureGroup, str, tuple[str, ...] | None]], result: BatchGetResult,
+                         now_ns: int | None) -> list[tuple[FeatureGroup, str, tuple[str, ...] | None]]:
+        """Answer the aggregation groups of a batch_get plan (one round trip per group and feature
+        list); returns the rest of the plan."""
+        asked: dict[tuple[str, tuple[str, ...] | None], tuple[FeatureGroup, list[str]]] = {}
+        rest = []
+        for group, rid, names in plan:
+            if group.is_aggregation:
+                asked.setdefault((group.name, names), (group, []))[1].append(rid)
+            else:
+                rest.append((group, rid, names))
+        for (_name, names), (group, ids) in asked.items():
+            try:
+                found = self.aggregates.get_records(group, ids, names, now_ns=now_ns)
+            except ServiceUnavailableError:
+                result.unprocessed.extend((group.name, rid) for rid in ids)
+                continue
+            except CorruptRecordError as exc:
+                result.errors.extend(RecordError(group.name, rid, "CorruptRecord", str(exc)) for rid in ids)
+                continue
+            for rid, record in zip(ids, found, strict=True):
+                if record is None:
+                    result.missing.append((group.name, rid))
+                else:
+                    result.records.append(FoundRecord(group.name, rid, record))
+        return rest
 
     @staticmethod
     def _fetch(client: Any, key: str, names: tuple[str, ...] | None) -> Any:

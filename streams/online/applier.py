@@ -19,6 +19,7 @@ from streams.freshness import FRESHNESS, BucketCounts, count_batch
 from streams.group_view import GroupView
 from streams.kafka_client import KafkaTarget
 from streams.metrics import ONLINE_METRICS
+from streams.online.aggregate_step import AggregateStep
 from streams.publisher import Publisher
 from streams.registry import Registry
 from streams.route import Poison, RawMessage, route_batch
@@ -36,6 +37,7 @@ class OnlineApplier:
         self.store = store
         self.deadletters = deadletters
         self.freshness = freshness  # the live path only: a replay's or a rebuild's records are old by design
+        self.aggregate = AggregateStep(store.aggregates, prefix)
 
     def __call__(self, batch: Sequence[RawMessage]) -> ApplySummary:
         """Apply ``batch`` and count the outcome in this process's Prometheus metrics."""
@@ -67,6 +69,11 @@ class OnlineApplier:
                         log.warning("%s: record %r at %s/%d/%d not applied: %s", name, msg.id, topic, partition,
                                     offset, reason)
                         poison.append(Poison(by_coords[(topic, partition, offset)], reason))
+        if routed.sources:  # sources of aggregation groups: fold their events (aggregate_step.py)
+            counts, late = self.aggregate(routed.sources, groups, batch)
+            for key, n in counts.items():
+                summary.records[key] = summary.records.get(key, 0) + n
+            poison += late
         summary.skipped = routed.skipped
         if poison:
             self.deadletters.send(poison)

@@ -29,6 +29,7 @@ from sinks.online.eviction import SAFE_POLICY, evicted_keys, eviction_policy
 from streams.group_view import GroupView
 from streams.kafka_client import KafkaTarget
 from streams.metrics import ONLINE_METRICS
+from streams.online.aggregate_step import online_input_groups
 from streams.replay import replay_topic
 from streams.route import RawMessage
 
@@ -144,7 +145,7 @@ class OnlineHealer:
         ONLINE_METRICS.rebuilds.labels(outcome="started").inc()
         ONLINE_METRICS.rebuilding.set(1)
         try:
-            groups = [g for g in self.groups.all(fresh=True).values() if g.online_enabled]
+            groups = online_input_groups(self.groups.all(fresh=True))
             done_before = 0
             records = 0
             for g in sorted(groups, key=lambda g: g.name):

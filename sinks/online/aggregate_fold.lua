@@ -1,0 +1,235 @@
+-- featurestream: fold source events into one aggregation key's time tiles, exactly once.
+--
+-- Runs atomically inside Redis. One call folds a batch of events of ONE aggregation key (in
+-- the order of their source partition's offsets). The key's hash remembers, per source
+-- partition, the last offset it folded (field o|<partition>): an event at or below it is a
+-- redelivery (a processor killed and restarted, a replay next to the live stream) and changes
+-- nothing. So the result is exactly once in effect although Kafka delivers at least once.
+--
+-- KEYS[1]  the key's hash (sinks/online/aggregates.py documents the layout). Distinct-count
+--          sketches live in keys KEYS[1] .. "|" .. <field>, in the same hash slot (hash tag).
+-- ARGV[1]  call config, JSON: {"s": [[kind, feature, n], ...], "l": [level, ...], "ttl": ms or ""}
+--          kinds: "i" Integral numbers, "f" Fractional numbers, "n" count only (String),
+--                 "l" last n values, "d" distinct (HyperLogLog)
+-- ARGV[2..] one event each, JSON: [partition, offset, event time ns, event time + lateness ns,
+--          [tile index per level], [first tile index still read, per level],
+--          [value per state, "" if null], [square per state ("i" only), else ""]]
+--          All integers are canonical decimal strings: 19-digit nanosecond times do not fit a
+--          Lua number (a double), so they are compared as text (cmp_dec).
+-- Returns a flat list, 2 per event: code, detail. Codes: 1 folded, 3 duplicate (already
+-- folded), 10 too late (detail: the partition's latest event time for this key, ns).
+local FOLDED, DUPLICATE, LATE = 1, 3, 10
+local key = KEYS[1]
+local cfg = cjson.decode(ARGV[1])
+local states, levels, ttl = cfg.s, cfg.l, cfg.ttl
+
+local function cmp_dec(a, b)
+  local neg_a = string.sub(a, 1, 1) == "-"
+  local neg_b = string.sub(b, 1, 1) == "-"
+  if neg_a ~= neg_b then
+    if neg_a then return -1 end
+    return 1
+  end
+  local r = 0
+  if #a ~= #b then
+    if #a < #b then r = -1 else r = 1 end
+  elseif a ~= b then
+    if a < b then r = -1 else r = 1 end
+  end
+  if neg_a then r = -r end
+  return r
+end
+
+-- Exact integer sums (Integral sum and sum of squares) as decimal text: no overflow, no rounding.
+local function digits_rev(out)
+  local r = {}
+  for k = #out, 1, -1 do r[#r + 1] = out[k] end
+  local s = string.gsub(table.concat(r), "^0+", "")
+  if s == "" then return "0" end
+  return s
+end
+
+local function add_abs(a, b)
+  local out, carry, i, j = {}, 0, #a, #b
+  while i > 0 or j > 0 or carry > 0 do
+    local x = carry
+    if i > 0 then x = x + string.byte(a, i) - 48 end
+    if j > 0 then x = x + string.byte(b, j) - 48 end
+    if x >= 10 then x = x - 10; carry = 1 else carry = 0 end
+    out[#out + 1] = x
+    i = i - 1
+    j = j - 1
+  end
+  return digits_rev(out)
+end
+
+local function sub_abs(a, b) -- a >= b >= 0
+  local out, borrow, i, j = {}, 0, #a, #b
+  while i > 0 do
+    local x = string.byte(a, i) - 48 - borrow
+    if j > 0 then x = x - (string.byte(b, j) - 48) end
+    if x < 0 then x = x + 10; borrow = 1 else borrow = 0 end
+    out[#out + 1] = x
+    i = i - 1
+    j = j - 1
+  end
+  return digits_rev(out)
+end
+
+local function add_dec(a, b)
+  local na, nb = string.sub(a, 1, 1) == "-", string.sub(b, 1, 1) == "-"
+  local ma = na and string.sub(a, 2) or a
+  local mb = nb and string.sub(b, 2) or b
+  local r, neg
+  if na == nb then
+    r, neg = add_abs(ma, mb), na
+  else
+    local c = cmp_dec(ma, mb)
+    if c == 0 then return "0" end
+    if c > 0 then r, neg = sub_abs(ma, mb), na else r, neg = sub_abs(mb, ma), nb end
+  end
+  if neg and r ~= "0" then return "-" .. r end
+  return r
+end
+
+local function split(s)
+  local t = {}
+  for part in string.gmatch(s, "[^ ]+") do t[#t + 1] = part end
+  return t
+end
+
+local function fmt(x) return string.format("%.17g", x) end
+
+-- One event into one tile state (text in, text out); v is the value, sq its square ("i").
+local function fold_state(kind, n, cur, v, sq, et, part, off)
+  if kind == "n" then
+    return tostring((tonumber(cur) or 0) + 1)
+  elseif kind == "i" then
+    if not cur then return table.concat({"1", v, sq, v, v}, " ") end
+    local t = split(cur)
+    local mn, mx = t[4], t[5]
+    if cmp_dec(v, mn) < 0 then mn = v end
+    if cmp_dec(v, mx) > 0 then mx = v end
+    return table.concat({tostring(tonumber(t[1]) + 1), add_dec(t[2], v), add_dec(t[3], sq), mn, mx}, " ")
+  elseif kind == "f" then
+    local x = tonumber(v)
+    if not cur then return table.concat({"1", fmt(x), "0", fmt(x), "0", v, v}, " ") end
+    local t = split(cur)
+    local cnt, s, c, mean, m2 = tonumber(t[1]) + 1, tonumber(t[2]), tonumber(t[3]), tonumber(t[4]), tonumber(t[5])
+    -- Neumaier's compensated sum: the tile's sum is s + c, with the rounding error of s kept in c.
+    local total = s + x
+    if math.abs(s) >= math.abs(x) then c = c + ((s - total) + x) else c = c + ((x - total) + s) end
+    -- Welford's running mean and sum of squared deviations (for stddev).
+    local d = x - mean
+    mean = mean + d / cnt
+    m2 = m2 + d * (x - mean)
+    local mn, mx = t[6], t[7]
+    if x < tonumber(mn) then mn = v end
+    if x > tonumber(mx) then mx = v end
+    return table.concat({tostring(cnt), fmt(total), fmt(c), fmt(mean), fmt(m2), mn, mx}, " ")
+  elseif kind == "l" then
+    -- Ascending by (event time, partition, offset), the order of schemas/ordering.py; keep the last n.
+    local list = cur and cjson.decode(cur) or {}
+    local items = #list / 4
+    local pos = items + 1
+    while pos > 1 do
+      local b = 4 * (pos - 2)
+      local c = cmp_dec(et, list[b + 1])
+      if c == 0 then c = cmp_dec(part, list[b + 2]) end
+      if c == 0 then c = cmp_dec(off, list[b + 3]) end
+      if c >= 0 then break end
+      pos = pos - 1
+    end
+    if items >= n and pos == 1 then return cur end -- older than every kept value
+    local out = {}
+    for i = 1, items + 1 do
+      local src
+      if i < pos then src = i elseif i > pos then src = i - 1 end
+      if src then
+        for k = 1, 4 do out[#out + 1] = list[4 * (src - 1) + k] end
+      else
+        out[#out + 1], out[#out + 2], out[#out + 3], out[#out + 4] = et, part, off, v
+      end
+    end
+    while #out / 4 > n do
+      for _ = 1, 4 do table.remove(out, 1) end
+    end
+    return cjson.encode(out)
+  end
+  error("featurestream aggregate_fold: unknown state kind " .. tostring(kind))
+end
+
+-- Drop every tile below the first index still read, per level (only when a level's mark moved).
+local function prune(keep)
+  local fields = redis.call("HKEYS", key)
+  for _, f in ipairs(fields) do
+    local kind, level, idx = string.match(f, "^(%a)|[^|]+|(%a)|(%-?%d+)$")
+    if kind and keep[level] and tonumber(idx) < keep[level] then
+      redis.call("HDEL", key, f)
+      if kind == "d" then redis.call("DEL", key .. "|" .. f) end
+    end
+  end
+end
+
+local keep = {}
+for _, level in ipairs(levels) do
+  if level ~= "l" then keep[level] = tonumber(redis.call("HGET", key, "k|" .. level)) end
+end
+
+local reply = {}
+for e = 2, #ARGV do
+  local ev = cjson.decode(ARGV[e])
+  local part, off, et, et_late = ev[1], ev[2], ev[3], ev[4]
+  local code, detail = FOLDED, ""
+  local seen = redis.call("HGET", key, "o|" .. part)
+  if seen and tonumber(off) <= tonumber(seen) then
+    code = DUPLICATE
+  else
+    redis.call("HSET", key, "o|" .. part, off)
+    local latest = redis.call("HGET", key, "w|" .. part)
+    if latest and cmp_dec(et_late, latest) < 0 then
+      code, detail = LATE, latest
+      redis.call("HINCRBY", key, "late", 1)
+    else
+      if not latest or cmp_dec(et, latest) > 0 then redis.call("HSET", key, "w|" .. part, et) end
+      local moved = false
+      for li, level in ipairs(levels) do
+        if level ~= "l" then
+          local k = tonumber(ev[6][li])
+          if not keep[level] or k > keep[level] then
+            keep[level] = k
+            redis.call("HSET", key, "k|" .. level, ev[6][li])
+            moved = true
+          end
+        end
+      end
+      if moved then prune(keep) end
+      for si, st in ipairs(states) do
+        local kind, feature, n = st[1], st[2], st[3]
+        local v = ev[7][si]
+        if v ~= "" then
+          for li, level in ipairs(levels) do
+            local idx = ev[5][li]
+            if level == "l" or tonumber(idx) >= keep[level] then
+              local field = kind .. "|" .. feature .. "|" .. level .. "|" .. idx
+              if kind == "d" then
+                redis.call("HSET", key, field, "1")
+                local sketch = key .. "|" .. field
+                redis.call("PFADD", sketch, v)
+                if ttl ~= "" then redis.call("PEXPIRE", sketch, ttl) end
+              else
+                local cur = redis.call("HGET", key, field)
+                local new = fold_state(kind, n, cur or nil, v, ev[8][si], et, part, off)
+                if new ~= cur then redis.call("HSET", key, field, new) end
+              end
+            end
+          end
+        end
+      end
+    end
+  end
+  reply[#reply + 1] = code
+  reply[#reply + 1] = detail
+end
+if ttl ~= "" then redis.call("PEXPIRE", key, ttl) end
+return reply

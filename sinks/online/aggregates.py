@@ -1,0 +1,250 @@
+"""Aggregation groups in Redis: fold source events into time tiles (``aggregate_fold.lua``) and
+compute the aggregates at read time.
+
+Layout, per aggregation key (``schemas.names.aggregate_key``; hash tag = group + key, never a
+group-wide tag, so keys spread over a Redis Cluster):
+
+| hash field | value |
+| --- | --- |
+| ``o|<partition>`` | last source offset folded from that partition (redeliveries are no-ops) |
+| ``w|<partition>`` | latest event time (ns) folded from that partition (the lateness mark) |
+| ``k|<level>`` | first tile index of that level still read (older tiles are pruned) |
+| ``late`` | events refused as later than the allowed lateness (also dead-lettered) |
+| ``<kind>|<feature>|<level>|<index>`` | one tile's state (kinds: ``schemas/aggregate_values.py``) |
+| ``d|<feature>|<level>|<index>`` | ``1``: the tile's HyperLogLog is the key ``<hash key>|d|...`` |
+
+Without a lifetime aggregate the key (and each sketch) expires a day after the longest window's
+retention has passed since its last fold.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import orjson
+import redis
+from redis.exceptions import NoScriptError, RedisClusterException
+
+from schemas.aggregate_plan import FoldPlan, State
+from schemas.aggregate_values import (
+    KIND_COUNT,
+    KIND_DISTINCT,
+    KIND_INTEGRAL,
+    KIND_LAST,
+    LastItem,
+    NumericTile,
+    last_value,
+    numeric_value,
+)
+from schemas.aggregation import Function
+from schemas.errors import ServiceUnavailableError
+from schemas.eventtime import format_iso
+from schemas.group import FeatureGroup
+from schemas.messages import Message
+from schemas.names import aggregate_key, online_key_pattern
+from schemas.types import ScalarType
+from sinks.online.connect import RedisClient
+from sinks.online.errors import CorruptRecordError
+
+FOLDED, DUPLICATE, LATE = 1, 3, 10
+EVENTS_PER_CALL = 500  # bounds how long one script call holds Redis
+_SERVICE_ERRORS = (redis.ConnectionError, redis.TimeoutError, RedisClusterException)
+
+
+@dataclass
+class FoldResult:
+    """``counts``: folded / duplicate / late / ignored (a delete, or no key value); ``late``: the
+    items refused as too late, as (index in the batch, the reason)."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    late: list[tuple[int, str]] = field(default_factory=list)
+
+    def add(self, what: str, n: int = 1) -> None:
+        self.counts[what] = self.counts.get(what, 0) + n
+
+
+class AggregateStore:
+    def __init__(self, client: RedisClient, prefix: str, *, where: str = "Redis") -> None:
+        self._client = client
+        self._prefix = prefix
+        self._where = where
+        self._script = resources.files("sinks.online").joinpath("aggregate_fold.lua").read_text(encoding="utf-8")
+        self._sha = hashlib.sha1(self._script.encode("utf-8")).hexdigest()
+        self._plans: dict[tuple[str, int, float], FoldPlan] = {}
+
+    def plan(self, group: FeatureGroup) -> FoldPlan:
+        key = (group.name, group.version, group.creation_time)
+        found = self._plans.get(key)
+        if found is None:
+            found = self._plans[key] = FoldPlan.of(group)
+        return found
+
+    # ------------------------------------------------------------------ fold
+
+    def fold(self, group: FeatureGroup, items: Sequence[tuple[Message, int, int]]) -> FoldResult:
+        """Fold source messages ``(message, partition, offset)`` (each partition's in offset order)."""
+        plan = self.plan(group)
+        result = FoldResult()
+        by_key: dict[str, list[tuple[int, bytes]]] = {}
+        for i, (message, partition, offset) in enumerate(items):
+            k = plan.key_of(message)
+            if k is None:
+                result.add("ignored")
+                continue
+            by_key.setdefault(k, []).append((i, plan.event_arg(message, partition, offset)))  # type: ignore[arg-type]
+        if not by_key:
+            return result
+        config = plan.config_arg()
+        calls = [(k, events[j:j + EVENTS_PER_CALL]) for k, events in by_key.items()
+                 for j in range(0, len(events), EVENTS_PER_CALL)]
+        for _attempt in range(2):
+            pipe = self._client.pipeline(transaction=False)
+            for k, events in calls:
+                pipe.execute_command("EVALSHA", self._sha, 1, aggregate_key(self._prefix, group.name, k), config,
+                                     *(arg for _i, arg in events))
+            with self._service(f"fold {len(items)} events into aggregation group {group.name!r}"):
+                replies = pipe.execute(raise_on_error=False)
+            retry = []
+            for (k, events), reply in zip(calls, replies, strict=True):
+                if isinstance(reply, NoScriptError):
+                    retry.append((k, events))
+                    continue
+                if isinstance(reply, Exception):
+                    raise ServiceUnavailableError(f"{self._where} failed folding events of key {k!r} into "
+                                                  f"aggregation group {group.name!r}: {reply}") from reply
+                for (i, _arg), code, detail in zip(events, reply[0::2], reply[1::2], strict=True):
+                    if code == FOLDED:
+                        result.add("folded")
+                    elif code == DUPLICATE:
+                        result.add("duplicate")
+                    else:
+                        result.add("late")
+                        message = items[i][0]
+                        latest = int(detail)
+                        result.late.append((i, (
+                            f"aggregation group {group.name!r}, key {k!r}: event time "
+                            f"{format_iso(message.event_time_ns)} is more than the allowed lateness "
+                            f"({group.aggregation.lateness_ns // 1_000_000_000} s) behind the latest event time "  # type: ignore[union-attr]
+                            f"{format_iso(latest)} of this key in partition {items[i][1]}; not counted")))
+            if not retry:
+                return result
+            with self._service("load the aggregate_fold script"):
+                self._sha = self._client.script_load(self._script)
+            calls = retry
+        raise ServiceUnavailableError(f"{self._where} keeps answering NOSCRIPT for the aggregate_fold script")
+
+    # ------------------------------------------------------------------ reads
+
+    def get_records(self, group: FeatureGroup, keys: Sequence[str], names: Sequence[str] | None, *,
+                    now_ns: int | None = None) -> list[dict[str, Any] | None]:
+        """Each key's aggregates at ``now_ns`` (default: this machine's clock), in one round trip;
+        None for a key with no state. Count and sum of an empty window are 0; other empty ones absent."""
+        plan = self.plan(group)
+        t = time.time_ns() if now_ns is None else now_ns
+        aggs = plan.aggregates(names)
+        field_lists = {a.output_name: plan.fields_of(a, t) for a in aggs if a.function is not Function.DISTINCT}
+        fields = list(dict.fromkeys(f for fs in field_lists.values() for f in fs))
+        distinct = [a for a in aggs if a.function is Function.DISTINCT]
+        pipe = self._client.pipeline(transaction=False)
+        for k in keys:
+            hk = aggregate_key(self._prefix, group.name, k)
+            pipe.exists(hk)
+            if fields:
+                pipe.hmget(hk, fields)
+            for a in distinct:
+                pipe.pfcount(*(f"{hk}|{f}" for f in plan.fields_of(a, t)))
+        with self._service(f"read {len(keys)} keys of aggregation group {group.name!r}"):
+            replies = iter(pipe.execute())
+        out: list[dict[str, Any] | None] = []
+        for k in keys:
+            exists = next(replies)
+            raw = dict(zip(fields, next(replies), strict=True)) if fields else {}
+            counts = {a.output_name: next(replies) for a in distinct}
+            if not exists:
+                out.append(None)
+                continue
+            record = self._record(group, plan, k, t, aggs, field_lists, raw, counts)
+            if names is not None:  # like a plain group's read: only the features asked for
+                record = {n: record[n] for n in names if n in record}
+            out.append(record)
+        return out
+
+    def _record(self, group: FeatureGroup, plan: FoldPlan, k: str, t: int, aggs: list, field_lists: dict,
+                raw: dict, counts: dict) -> dict[str, Any]:
+        spec = group.aggregation
+        assert spec is not None
+        key_type = group.record_identifier.type
+        record: dict[str, Any] = {spec.by: int(k) if key_type is ScalarType.INTEGRAL else k,
+                                  group.event_time_name: format_iso(t) if group.event_time.type is ScalarType.STRING
+                                  else t / 1e9}
+        for a in aggs:
+            if a.function is Function.DISTINCT:
+                value: Any = counts[a.output_name]
+            else:
+                state = plan.state_of(a)
+                texts = [raw[f] for f in field_lists[a.output_name] if raw[f] is not None]
+                try:
+                    if state.kind == KIND_LAST:
+                        value = last_value(a, [_last_items(x) for x in texts])
+                    else:
+                        value = numeric_value(a, [_numeric_tile(state, x) for x in texts],
+                                              state.kind in (KIND_INTEGRAL, KIND_COUNT))
+                except (ValueError, TypeError, IndexError) as exc:
+                    raise CorruptRecordError(
+                        f"aggregation group {group.name!r}, key {k!r}: a tile of {a.output_name!r} is not in the "
+                        f"fold script's format ({exc}); wipe and rebuild the group", group=group.name,
+                        record_id=k) from exc
+            if value is not None:
+                record[a.output_name] = value
+        return record
+
+    def wipe_group(self, group: FeatureGroup | str) -> int:
+        """Remove every key of an aggregation group (SCAN + UNLINK on every node)."""
+        name = group.name if isinstance(group, FeatureGroup) else group
+        removed = 0
+        with self._service(f"wipe aggregation group {name!r}"):
+            keys = list(self._client.scan_iter(match=online_key_pattern(self._prefix, name), count=1000))
+            for i in range(0, len(keys), 500):
+                pipe = self._client.pipeline(transaction=False)
+                for key in keys[i:i + 500]:
+                    pipe.unlink(key)
+                removed += sum(pipe.execute())
+        return removed
+
+    def late_count(self, group: FeatureGroup, key: str) -> int:
+        """How many events of ``key`` were refused as too late (and dead-lettered)."""
+        with self._service(f"read key {key!r} of aggregation group {group.name!r}"):
+            return int(self._client.hget(aggregate_key(self._prefix, group.name, key), "late") or 0)
+
+    @contextmanager
+    def _service(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except _SERVICE_ERRORS as exc:
+            raise ServiceUnavailableError(f"{self._where} did not answer while trying to {action} ({exc})") from exc
+
+
+def _numeric_tile(state: State, raw: bytes) -> NumericTile:
+    parts = raw.decode().split(" ")
+    if state.kind == KIND_COUNT:
+        return NumericTile(int(parts[0]))
+    if state.kind == KIND_INTEGRAL:
+        n, s, q, low, high = parts
+        return NumericTile(int(n), int(s), 0.0, int(q), low=int(low), high=int(high))
+    n, s, c, mean, m2, low, high = parts
+    return NumericTile(int(n), float(s), float(c), 0, float(mean), float(m2), float(low), float(high))
+
+
+def _last_items(raw: bytes) -> list[LastItem]:
+    flat = orjson.loads(raw)
+    return [(int(flat[i]), int(flat[i + 1]), int(flat[i + 2]), orjson.loads(flat[i + 3]))
+            for i in range(0, len(flat), 4)]
+
+
+__all__ = ["KIND_DISTINCT", "AggregateStore", "FoldResult"]
