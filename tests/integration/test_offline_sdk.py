@@ -87,6 +87,16 @@ def test_sdk_and_cli_read_what_the_sink_wrote(store, stack, tmp_path, unique_nam
     assert "year=" not in ddl.stdout
 
 
+def _next_millisecond() -> None:
+    """Return once the clock has entered a new millisecond. The write just acknowledged was appended
+    by a broker on this machine's clock, so the next write gets a later LogAppendTime: the two
+    producers' versions of an id never share a millisecond, whatever the load (a loaded run once
+    left too few ids with distinct broker times to check the SPEC's query)."""
+    now = time.time_ns() // 1_000_000
+    while time.time_ns() // 1_000_000 == now:
+        pass
+
+
 def test_equal_event_times_from_two_producers_pick_one_version_everywhere(store, stack, tmp_path, unique_name):
     """Two producers write the same ids at the same event time; one's clock runs an hour ahead,
     so its api_invocation_time (had the client's clock been kept) would win the SPEC's tie-break
@@ -106,6 +116,7 @@ def test_equal_event_times_from_two_producers_pick_one_version_everywhere(store,
                     msg = validator.validate(rec, api_invocation_time_ns=time.time_ns() + (3600 * 10**9 if ahead
                                                                                           else 0))
                     (other if ahead else store).publisher.publish_sync(topic, *encode(msg))
+                    _next_millisecond()
     # Ground truth from the topic alone: the version key's winner per id, and the broker times.
     latest: dict[str, tuple] = {}
     for m in read_topic(stack, topic):
