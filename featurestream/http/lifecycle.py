@@ -94,7 +94,12 @@ class Lifecycle:
         mark = self._mark("deleting", name)
         marked = self._marks(lambda client: client.set(mark, "1", ex=MARK_TTL_S, nx=True), f"delete {name!r}")
         if marked is _UNAVAILABLE:
-            self._delete(name, mark)  # no mark to show Deleting with: answer once it is done
+            # No mark to show Deleting with: delete before answering, and let a failure reach the
+            # caller (Redis away means the online records cannot be wiped: 503, the group is kept).
+            try:
+                self.registry.delete(name, on_purge=self.on_purge)
+            finally:
+                self.forget(name)
             return
         if not marked:
             return  # a delete of it is already running
