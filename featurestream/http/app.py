@@ -232,7 +232,7 @@ class Server:
             return control.list_page(visible, body, region)
         name = group_name(body.get("FeatureGroupName"))
         if op == "DescribeFeatureGroup":
-            return self.doors.lifecycle.describe(registry.describe(name), region)
+            return self.doors.lifecycle.describe_by_name(registry, name, region)
         if op == "UpdateFeatureGroup":
             self.doors.lifecycle.update(name, control.update_args(body))
             return {"FeatureGroupArn": group_arn(name, region)}

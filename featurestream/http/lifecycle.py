@@ -24,9 +24,11 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
+import orjson
 import redis
 
 from featurestream.http import control
+from schemas.errors import GroupNotFoundError
 from schemas.group import FeatureGroup
 
 log = logging.getLogger("featurestream.http.lifecycle")
@@ -76,6 +78,25 @@ class Lifecycle:
             out["LastUpdateStatus"] = {"Status": "Successful"}
         return out
 
+    def describe_by_name(self, registry: Any, name: str, region: str) -> dict[str, Any]:
+        """DescribeFeatureGroup of ``name``. A group being deleted stays describable, as Deleting, until
+        the delete is done: its registry entry goes early in the delete (the processors let go of its
+        topic when they see it gone), so the definition is read back from the Deleting mark."""
+        try:
+            return self.describe(registry.describe(name), region)
+        except GroupNotFoundError:
+            mark = self._mark("deleting", name)
+            kept = self._marks(lambda client: client.get(mark), f"describe {name!r}")
+            if kept is None or kept is _UNAVAILABLE:
+                raise
+            try:
+                group = FeatureGroup.from_dict(orjson.loads(kept))
+            except (ValueError, TypeError, KeyError):
+                raise GroupNotFoundError(name) from None
+            out = control.describe(group, region)
+            out["FeatureGroupStatus"] = "Deleting"
+            return out
+
     def update(self, name: str, args: dict[str, Any]) -> None:
         self.registry.describe(name)  # ResourceNotFound before "nothing to change"
         if not args:
@@ -90,9 +111,10 @@ class Lifecycle:
 
     def delete(self, name: str) -> None:
         """Mark the group Deleting and delete it in the background (ResourceNotFound if unknown)."""
-        self.registry.describe(name)
+        group = self.registry.describe(name)
         mark = self._mark("deleting", name)
-        marked = self._marks(lambda client: client.set(mark, "1", ex=MARK_TTL_S, nx=True), f"delete {name!r}")
+        kept = orjson.dumps(group.to_dict())  # describe shows it Deleting from this until it is gone
+        marked = self._marks(lambda client: client.set(mark, kept, ex=MARK_TTL_S, nx=True), f"delete {name!r}")
         if marked is _UNAVAILABLE:
             # No mark to show Deleting with: delete before answering, and let a failure reach the
             # caller (Redis away means the online records cannot be wiped: 503, the group is kept).
