@@ -223,11 +223,11 @@ class RuntimeApi:
 
     @staticmethod
     def _entry_error(entry: dict[str, Any], exc: BaseException) -> dict[str, Any]:
+        err = from_exception(exc)
         if isinstance(exc, ServiceUnavailableError):
             log_unavailable(backend_of(exc), exc, "BatchWriteRecord")
-        elif not isinstance(exc, ApiError | FeatureStoreError):
-            log.error("BatchWriteRecord: publishing an entry failed", exc_info=exc)
-        err = from_exception(exc)
+        elif err.status >= 500:  # an InternalFailure: its cause goes to the log, as every 500's does
+            log.error("BatchWriteRecord: an entry failed: %s", err, exc_info=exc)
         return {"Entry": entry, "ErrorCode": err.code_for("runtime"), "ErrorMessage": str(err)}
 
     async def batch_write_record(self, body: dict[str, Any]) -> dict[str, Any]:
