@@ -23,22 +23,8 @@ local key = KEYS[1]
 local cfg = cjson.decode(ARGV[1])
 local states, levels, ttl = cfg.s, cfg.l, cfg.ttl
 
-local function cmp_dec(a, b)
-  local neg_a = string.sub(a, 1, 1) == "-"
-  local neg_b = string.sub(b, 1, 1) == "-"
-  if neg_a ~= neg_b then
-    if neg_a then return -1 end
-    return 1
-  end
-  local r = 0
-  if #a ~= #b then
-    if #a < #b then r = -1 else r = 1 end
-  elseif a ~= b then
-    if a < b then r = -1 else r = 1 end
-  end
-  if neg_a then r = -r end
-  return r
-end
+-- cmp_dec(a, b): compare canonical decimal integers; defined in decimal.lua, which the loader
+-- (sinks/online/lua.py) puts before this script.
 
 -- Exact integer sums (Integral sum and sum of squares) as decimal text: no overflow, no rounding.
 local function digits_rev(out)

@@ -24,7 +24,6 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 import orjson
@@ -51,6 +50,7 @@ from schemas.names import aggregate_key, online_key_pattern
 from schemas.types import ScalarType
 from sinks.online.connect import RedisClient
 from sinks.online.errors import CorruptRecordError
+from sinks.online.lua import load_script
 
 FOLDED, DUPLICATE, LATE = 1, 3, 10
 EVENTS_PER_CALL = 500  # bounds how long one script call holds Redis
@@ -74,7 +74,7 @@ class AggregateStore:
         self._client = client
         self._prefix = prefix
         self._where = where
-        self._script = resources.files("sinks.online").joinpath("aggregate_fold.lua").read_text(encoding="utf-8")
+        self._script = load_script("aggregate_fold.lua")
         self._sha = hashlib.sha1(self._script.encode("utf-8")).hexdigest()
         self._plans: dict[tuple[str, int, float], FoldPlan] = {}
 

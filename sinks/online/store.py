@@ -11,7 +11,6 @@ import hashlib
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from importlib import resources
 from itertools import islice
 from typing import Any
 
@@ -32,6 +31,7 @@ from sinks.online.codec import decode_record, encode_features, pack_checked_feat
 from sinks.online.connect import DEFAULT_TIMEOUT_S, RedisClient, connect, redact_url
 from sinks.online.errors import CorruptRecordError
 from sinks.online.expiry import expires_at_ns, is_expired, ns_to_expire_ms
+from sinks.online.lua import load_script
 from sinks.online.results import BatchGetResult, BatchResult, FoundRecord, RecordError
 from sinks.online.status import (
     CODE_FAILED,
@@ -53,7 +53,7 @@ _FORGET_VERSION = ("if redis.call('HGET', KEYS[1], '__seq') == ARGV[1] then retu
 
 
 def _load_script() -> str:
-    return resources.files("sinks.online").joinpath("write_if_newer.lua").read_text(encoding="utf-8")
+    return load_script("write_if_newer.lua")
 
 
 def _is_int(value: object) -> bool:

@@ -60,22 +60,8 @@ local function canonical(s)
   return s == "0" or string.match(s, "^%-?[1-9]%d*$") ~= nil
 end
 
-local function cmp_dec(a, b)
-  local neg_a = string.sub(a, 1, 1) == "-"
-  local neg_b = string.sub(b, 1, 1) == "-"
-  if neg_a ~= neg_b then
-    if neg_a then return -1 end
-    return 1
-  end
-  local r = 0
-  if #a ~= #b then
-    if #a < #b then r = -1 else r = 1 end
-  elseif a ~= b then
-    if a < b then r = -1 else r = 1 end
-  end
-  if neg_a then r = -r end
-  return r
-end
+-- cmp_dec(a, b): compare canonical decimal integers; defined in decimal.lua, which the loader
+-- (sinks/online/lua.py) puts before this script.
 
 -- Apply one record; returns code, stored __et, stored __seq.
 local function apply_one(key, op, et, part, off, expired, exp_ns, exp_ms, version, blob)
