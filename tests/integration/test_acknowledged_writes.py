@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from featurestream.sdk import FeatureStore
+from featurestream.stack.ports import free_port
 from schemas.eventtime import parse_event_time
 from tests.integration.helpers import customer, customers_group, dead_letters, read_topic
 from tests.integration.procs import Proc, stack_env, worker_ready
@@ -41,7 +42,7 @@ def workers(stack, tmp_path, engine):
     def start(kind: str) -> Proc:
         args = (["process", "--engine", engine] if kind == "process"
                 else ["sink", "--max-age-s", "3"])
-        proc = Proc(stack, [*args, "--metrics-port", str(_port()), "--log-level", "info"],
+        proc = Proc(stack, [*args, "--metrics-port", str(free_port()), "--log-level", "info"],
                     tmp_path / f"{kind}-{len(started)}.log")
         started.append(proc)
         return proc
@@ -49,12 +50,6 @@ def workers(stack, tmp_path, engine):
     yield start
     for proc in started:
         proc.stop()
-
-
-def _port() -> int:
-    from featurestream.stack.ports import free_port
-
-    return free_port()
 
 
 def _metrics_port(proc: Proc) -> int:
