@@ -78,13 +78,29 @@ def port_owner(port: int, proc: Path = Path("/proc")) -> str | None:
         return None
     targets = {f"socket:[{inode}]" for inode in inodes}
     for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            for fd in (entry / "fd").iterdir():
-                if os.readlink(fd) in targets:
-                    cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                    return f"pid {entry.name} ({cmd.strip()[:160]})"
-        except OSError:  # processes come and go, and others' fds may be unreadable
-            continue
+        if entry.name.isdigit() and _holds_socket(entry, targets):
+            try:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:  # it exited between the two reads
+                continue
+            return f"pid {entry.name} ({cmd.strip()[:160]})"
     return None
+
+
+def _holds_socket(process: Path, targets: set[str]) -> bool:
+    """True when one of ``process``'s fds is one of the ``targets`` sockets.
+
+    Each fd is read on its own: a thread of the same process may close an fd between the
+    listing and the readlink, and that must not hide the fds after it (CI saw exactly that).
+    """
+    try:
+        fds = list((process / "fd").iterdir())
+    except OSError:  # processes come and go, and others' fd tables are unreadable
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(fd) in targets:
+                return True
+        except OSError:
+            continue
+    return False

@@ -77,3 +77,22 @@ def test_bucket_of(uri: str, bucket: str) -> None:
 def test_bucket_of_rejects_non_s3_uris(uri: str) -> None:
     with pytest.raises(ValueError, match="s3://bucket/prefix"):
         bucket_of(uri)
+
+
+def test_port_owner_skips_fds_that_vanish_and_still_finds_the_listener(tmp_path) -> None:
+    # A process's fd that closes between the listing and the readlink (a regular file here,
+    # which readlink refuses the same way) must not hide the listening socket after it.
+    proc = tmp_path / "proc"
+    (proc / "net").mkdir(parents=True)
+    header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode"
+    row = "   0: 0100007F:4E20 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 777001"
+    (proc / "net" / "tcp").write_text(f"{header}\n{row}\n")
+    fd_dir = proc / "4242" / "fd"
+    fd_dir.mkdir(parents=True)
+    for n in range(40):
+        (fd_dir / str(n)).write_text("")  # readlink raises OSError(EINVAL) on these
+    (fd_dir / "99").symlink_to("socket:[777001]")
+    (proc / "4242" / "cmdline").write_bytes(b"kafka\0server\0")
+    (proc / "self").mkdir()  # non-numeric entries are skipped
+    assert port_owner(0x4E20, proc=proc) == "pid 4242 (kafka server)"
+    assert port_owner(0x4E21, proc=proc) is None
