@@ -72,7 +72,7 @@ lint: $(STAMP)
 
 test: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest -ra
+	$(VENV)/bin/pytest -ra --durations=25
 
 unit: $(STAMP)
 	$(VENV)/bin/pytest -ra tests/unit

@@ -17,11 +17,13 @@ import pytest
 import redis
 
 from featurestream.config import Config
+from schemas.aggregation import AggregationSpec, parse_aggregates
+from schemas.aggregation_group import aggregation_group
 from schemas.errors import RecordValidationError, ServiceUnavailableError
 from schemas.eventtime import format_iso
 from schemas.group import FeatureGroup
 from schemas.messages import OFFLINE, ONLINE, DeleteMessage, PutMessage
-from schemas.names import online_key
+from schemas.names import aggregate_key, online_key
 from schemas.ordering import version_key, wins
 from schemas.ttl import Ttl
 from schemas.types import FeatureDefinition as F
@@ -501,4 +503,46 @@ def test_redis_cluster_writes_reads_reload_and_wipe(redis_cluster_url, topic_pre
         assert len(got.records) == 99 and got.missing == [(g.name, "r2")]
         assert store.wipe_group(g) == 299 and store.get_record(g, "r5") is None
     finally:
+        store.close()
+
+
+def test_redis_cluster_folds_aggregates_once_spread_over_every_node(redis_cluster_url, topic_prefix, make_group):
+    """Issue 21: aggregation state is per key with no group-wide hash tag, so it spreads over a
+    Redis Cluster; redelivery is still not counted twice, and a flushed script is reloaded."""
+    source = make_group()
+    agg = aggregation_group(f"{source.name}-stats", AggregationSpec(
+        source.name, "cid", parse_aggregates(["age:sum,count,max@1h,lifetime", "age:last_n(3)"]),
+        lateness_ns=3 * 3600 * 10**9), source)
+    store = OnlineStore.from_url(redis_cluster_url, topic_prefix)
+    rng = random.Random(21)
+    minute, hour = 60 * 10**9, 3600 * 10**9
+    now = time.time_ns() // minute * minute  # a whole minute: a 1 h window read then is exactly (T - 1h, T]
+    # Event times within the last 2 h (inside the lateness), so some fall out of the 1 h window.
+    events = [(f"k{rng.randrange(90)}", now - rng.randrange(1, 2 * hour), rng.randrange(-10**15, 10**15))
+              for _ in range(600)]
+    items = [(put(k, et, age), i % 3, i // 3) for i, (k, et, age) in enumerate(events)]
+    try:
+        assert store.aggregates.fold(agg, items).counts == {"folded": 600}
+        assert store.aggregates.fold(agg, items).counts == {"duplicate": 600}  # redelivered: not again
+        nodes = {store.client.nodes_manager.get_node_from_slot(
+            store.client.keyslot(aggregate_key(store.prefix, agg.name, k))).name for k, _et, _a in events}
+        assert len(nodes) == 3
+        store.client.script_flush()  # every primary forgets the script: reload on NOSCRIPT
+        extra = (put("k1", now - 10**9, 7), 0, 10**6)
+        assert store.aggregates.fold(agg, [extra]).counts == {"folded": 1}
+        items.append(extra)
+        events.append(("k1", now - 10**9, 7))
+        for key in sorted({k for k, _et, _a in events}):
+            mine = [(et, p, o, a) for (k, et, a), (_m, p, o) in zip(events, items, strict=True) if k == key]
+            recent = [a for et, _p, _o, a in mine if now - hour < et <= now]
+            want = {"age_sum_1h": sum(recent), "age_count_1h": len(recent),
+                    "age_sum_lifetime": sum(a for *_x, a in mine), "age_count_lifetime": len(mine),
+                    "age_max_lifetime": max(a for *_x, a in mine),
+                    "age_last3_lifetime": [a for *_x, a in sorted(mine)][-3:]}
+            if recent:
+                want["age_max_1h"] = max(recent)
+            got = store.get_record(agg, key, now_ns=now)
+            assert {k: got.get(k) for k in want} == want and not set(got) - {*want, "cid", "et"}, key
+    finally:
+        store.aggregates.wipe_group(agg)
         store.close()
