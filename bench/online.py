@@ -47,7 +47,7 @@ import threading
 import time
 import urllib.request
 from collections import deque
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bench._common import (
@@ -353,100 +353,10 @@ def freshness(config: Config, args: argparse.Namespace, redis_client: Any, log_d
               flush=True)
         ids = 10_000
         group = fs.describe_feature_group(GROUP)
-        validator = compile_validator(group)
-        topic = fs.registry.topic_of(GROUP)
-        publish = fs.publisher.publish
-        total = int(args.rate * args.steady_seconds)
-        # ~200 latency samples a second, polled every 2 ms at most: the reader shares the 2 cores
-        # with the processor, and polling flat out would slow what it measures.
-        sample_every = max(1, args.rate // 200)
-        pending: deque[tuple[str, int]] = deque()
-        latencies: list[float] = []
-        stop = threading.Event()
-        lock = threading.Lock()
-
-        def reader() -> None:
-            while not stop.is_set() or pending:
-                with lock:
-                    todo = list(pending)[:100]
-                if not todo:
-                    time.sleep(0.001)
-                    continue
-                polled = time.monotonic()
-                # The store's BatchGetRecord with the group already resolved (see the publish
-                # side): one Redis round trip per poll, so the poll period stays ~1 ms.
-                got = fs.online.batch_get([(group, [i for i, _ in todo], ["visits"])])
-                now = time.time_ns()
-                done = set()
-                for rid, sent in todo:
-                    rec = got.record(GROUP, rid)
-                    if rec is not None and rec.get("visits", -1) >= sent:
-                        latencies.append((now - sent) / 1e6)
-                        done.add((rid, sent))
-                    elif now - sent > 10e9:
-                        done.add((rid, sent))  # counted as lost below
-                with lock:
-                    kept = [p for p in pending if p not in done]
-                    pending.clear()
-                    pending.extend(kept)
-                if stop.is_set() and time.monotonic() > stop_deadline[0]:
-                    return
-                time.sleep(max(0.0, polled + 0.002 - time.monotonic()))
-
-        # Records are validated and encoded before the clock starts, with a placeholder where
-        # the send time goes: validating and encoding 5,000 records/s in Python took 0.8 of the
-        # machine's 2 cores away from the processor being measured (sampled from /proc).
-        event_base_ns = 1_924_992_060 * 10**9  # 2031-01-01T00:01:00Z: newer than the warm-up record
-        encoded = []
-        for k in range(total):
-            rec = customer(k % ids)
-            rec["event_time"] = format_iso(event_base_ns + k * 10**9 // args.rate)  # strictly increasing
-            rec["visits"] = int(_SENT_PLACEHOLDER)
-            encoded.append(encode(validator.validate(rec, api_invocation_time_ns=int(_SENT_PLACEHOLDER))))
-            if _SENT_PLACEHOLDER not in encoded[-1][1]:
-                raise AssertionError("the placeholder did not survive encoding")
-        stop_deadline = [float("inf")]
-        thread = threading.Thread(target=reader, daemon=True)
-        thread.start()
-        rss = [proc.rss_mb()]
+        # 2031-01-01T00:01:00Z: newer than the warm-up record
+        run = steady_load(fs, proc, group, args.rate, args.steady_seconds, 1_924_992_060 * 10**9, ids)
+        total, elapsed, lat, lost, rss = run.total, run.elapsed, run.latencies, run.lost, run.rss
         rss_start = rss[0]
-        futures = []
-        t0 = time.perf_counter()
-        give_up = t0 + args.steady_seconds * 1.5 + 5  # bounded even if we cannot keep the rate
-        next_rss = t0 + 1.0
-        event_base_ns = 1_924_992_060 * 10**9  # 2031-01-01T00:01:00Z: newer than the warm-up record
-        for k in range(total):
-            due = t0 + k / args.rate
-            now = time.perf_counter()
-            if due > now:
-                # Sleep to the next whole millisecond and send what is due by then: one wake-up
-                # per millisecond rather than per record keeps the generator's CPU down.
-                time.sleep(max(due - now, 0.001))
-            elif now > give_up:
-                print(f"  (could only publish {k:,} of {total:,} records in time)")
-                total = k
-                break
-            if now > next_rss:
-                rss.append(proc.rss_mb())
-                next_rss += 1.0
-            key, value, headers = encoded[k]
-            sent = time.time_ns()
-            stamp = str(sent).encode()
-            # The send time goes into the pre-encoded message: same length as the placeholder.
-            futures.append(publish(topic, key, value.replace(_SENT_PLACEHOLDER, stamp),
-                                   [(n, stamp if v == _SENT_PLACEHOLDER else v) for n, v in headers]))
-            if k % sample_every == 0:
-                with lock:
-                    pending.append((f"c{k % ids}", sent))
-        elapsed = time.perf_counter() - t0
-        for f in futures:
-            f.result(timeout=60)
-        stop_deadline[0] = time.monotonic() + 15
-        stop.set()
-        thread.join(timeout=20)
-        rss.append(proc.rss_mb())
-        lat = sorted(latencies)
-        lost = total // sample_every - len(lat)
         p50, p99 = percentile(lat, 50), percentile(lat, 99)
         print(f"RESULT (b) freshness   {engine}: publish-to-readable at {total / elapsed:,.0f} records/s for {elapsed:.0f} s: "
               f"p50 {p50:.1f} ms  p99 {p99:.1f} ms  max {lat[-1] if lat else float('nan'):.1f} ms over {len(lat):,} "
@@ -457,6 +367,175 @@ def freshness(config: Config, args: argparse.Namespace, redis_client: Any, log_d
         proc.stop()  # reads are measured without the processor's catch-up competing for the CPU
         if with_reads:
             reads(fs, redis_client, prefix, ids, args.reads)
+    finally:
+        proc.stop()
+        teardown(fs, redis_client, prefix)
+
+
+@dataclass
+class SteadyRun:
+    """One steady load: records published, seconds it took, sorted latencies (ms), samples not
+    readable within 10 s, and the processor's RSS (MiB) sampled each second."""
+
+    total: int
+    elapsed: float
+    latencies: list[float]
+    lost: int
+    rss: list[float]
+
+
+def steady_load(fs: FeatureStore, proc: Processor, group: Any, rate: int, seconds: float, event_base_ns: int,
+                ids: int) -> SteadyRun:
+    """Publish ``rate`` records/s for ``seconds`` (event times from ``event_base_ns`` up, so each
+    load is newer than the one before) and measure publish-to-readable latency."""
+    validator = compile_validator(group)
+    topic = fs.registry.topic_of(GROUP)
+    publish = fs.publisher.publish
+    total = int(rate * seconds)
+    # ~200 latency samples a second, polled every 2 ms at most: the reader shares the 2 cores
+    # with the processor, and polling flat out would slow what it measures.
+    sample_every = max(1, rate // 200)
+    pending: deque[tuple[str, int]] = deque()
+    latencies: list[float] = []
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def reader() -> None:
+        while not stop.is_set() or pending:
+            with lock:
+                todo = list(pending)[:100]
+            if not todo:
+                time.sleep(0.001)
+                continue
+            polled = time.monotonic()
+            # The store's BatchGetRecord with the group already resolved (see the publish
+            # side): one Redis round trip per poll, so the poll period stays ~1 ms.
+            got = fs.online.batch_get([(group, [i for i, _ in todo], ["visits"])])
+            now = time.time_ns()
+            done = set()
+            for rid, sent in todo:
+                rec = got.record(GROUP, rid)
+                if rec is not None and rec.get("visits", -1) >= sent:
+                    latencies.append((now - sent) / 1e6)
+                    done.add((rid, sent))
+                elif now - sent > 10e9:
+                    done.add((rid, sent))  # counted as lost below
+            with lock:
+                kept = [p for p in pending if p not in done]
+                pending.clear()
+                pending.extend(kept)
+            if stop.is_set() and time.monotonic() > stop_deadline[0]:
+                return
+            time.sleep(max(0.0, polled + 0.002 - time.monotonic()))
+
+    # Records are validated and encoded before the clock starts, with a placeholder where
+    # the send time goes: validating and encoding 5,000 records/s in Python took 0.8 of the
+    # machine's 2 cores away from the processor being measured (sampled from /proc).
+    encoded = []
+    for k in range(total):
+        rec = customer(k % ids)
+        rec["event_time"] = format_iso(event_base_ns + k * 10**9 // rate)  # strictly increasing
+        rec["visits"] = int(_SENT_PLACEHOLDER)
+        encoded.append(encode(validator.validate(rec, api_invocation_time_ns=int(_SENT_PLACEHOLDER))))
+        if _SENT_PLACEHOLDER not in encoded[-1][1]:
+            raise AssertionError("the placeholder did not survive encoding")
+    stop_deadline = [float("inf")]
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    rss = [proc.rss_mb()]
+    futures = []
+    t0 = time.perf_counter()
+    give_up = t0 + seconds * 1.5 + 5  # bounded even if we cannot keep the rate
+    next_rss = t0 + 1.0
+    for k in range(total):
+        due = t0 + k / rate
+        now = time.perf_counter()
+        if due > now:
+            # Sleep to the next whole millisecond and send what is due by then: one wake-up
+            # per millisecond rather than per record keeps the generator's CPU down.
+            time.sleep(max(due - now, 0.001))
+        elif now > give_up:
+            print(f"  (could only publish {k:,} of {total:,} records in time)")
+            total = k
+            break
+        if now > next_rss:
+            rss.append(proc.rss_mb())
+            next_rss += 1.0
+        key, value, headers = encoded[k]
+        sent = time.time_ns()
+        stamp = str(sent).encode()
+        # The send time goes into the pre-encoded message: same length as the placeholder.
+        futures.append(publish(topic, key, value.replace(_SENT_PLACEHOLDER, stamp),
+                               [(n, stamp if v == _SENT_PLACEHOLDER else v) for n, v in headers]))
+        if k % sample_every == 0:
+            with lock:
+                pending.append((f"c{k % ids}", sent))
+    elapsed = time.perf_counter() - t0
+    for f in futures:
+        f.result(timeout=60)
+    stop_deadline[0] = time.monotonic() + 15
+    stop.set()
+    thread.join(timeout=20)
+    rss.append(proc.rss_mb())
+    lat = sorted(latencies)
+    return SteadyRun(total, elapsed, lat, total // sample_every - len(lat), rss)
+
+
+# -- (b2) the highest steady rate with p99 <= 100 ms -------------------------------------------
+
+def rate_search(config: Config, args: argparse.Namespace, redis_client: Any, log_dir: Path, engine: str) -> None:
+    """Steady loads of ``--search-seconds`` each against one processor: double the rate from
+    ``--rate`` while p99 <= 100 ms, then bisect between the last rate that held and the first that
+    did not. A rate holds when p99 <= 100 ms, every sample was readable, and the generator kept
+    at least 95% of the rate (otherwise the bound is the generator, and that is printed)."""
+    prefix = f"benchon{os.getpid()}s{engine}"
+    fs = setup_group(config, prefix, args.partitions)
+    proc = Processor(prefix, args.batch_size, log_dir, args.switch_interval, engine)
+    try:
+        deadline = time.monotonic() + args.timeout
+        while True:
+            try:
+                fs.put_record(GROUP, customer(0, second=1), wait_online=True, wait_timeout_s=5)
+                break
+            except Exception:
+                if time.monotonic() > deadline or proc.proc.poll() is not None:
+                    raise
+        group = fs.describe_feature_group(GROUP)
+        base = 1_924_992_060 * 10**9
+        steps: list[str] = []
+        good, bad = 0, 0
+
+        def holds(rate: int) -> bool:
+            nonlocal base
+            run = steady_load(fs, proc, group, rate, args.search_seconds, base, 10_000)
+            base += (int(args.search_seconds) + 10) * 10**9  # the next load's event times are newer
+            achieved = run.total / run.elapsed
+            p99 = percentile(run.latencies, 99)
+            ok = p99 <= 100 and run.lost == 0 and achieved >= 0.95 * rate
+            why = "" if ok else (" (generator fell behind)" if achieved < 0.95 * rate else "")
+            steps.append(f"{rate:,}/s: p99 {p99:.0f} ms at {achieved:,.0f}/s{why} {'held' if ok else 'failed'}")
+            print(f"  search {engine}: {steps[-1]}; {load_average()}", flush=True)
+            return ok
+
+        rate = args.rate
+        while rate <= args.search_max:
+            if not holds(rate):
+                bad = rate
+                break
+            good = rate
+            rate *= 2
+        for _ in range(args.search_bisections if bad else 0):
+            mid = (good + bad) // 2
+            if bad - good <= max(500, good // 20):
+                break
+            if holds(mid):
+                good = mid
+            else:
+                bad = mid
+        verdict = "met" if good >= 10_000 else "missed"
+        print(f"RESULT (b2) rate search {engine}: highest steady rate with p99 <= 100 ms: {good:,}/s "
+              f"(first failing: {f'{bad:,}/s' if bad else f'none up to {args.search_max:,}/s'}; "
+              f"{args.search_seconds:.0f} s per step; goal >= 10,000/s: {verdict}); {load_average()}")
     finally:
         proc.stop()
         teardown(fs, redis_client, prefix)
@@ -521,8 +600,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="experiment: run the processor with sys.setswitchinterval(S) (default: Python's 5 ms)")
     parser.add_argument("--engines", default="confluent,faust",
                         help="processor engines to measure side by side (comma-separated; default both)")
-    parser.add_argument("--only", choices=["throughput", "freshness"], help="run one phase ((c)/(d) ride on "
-                        "freshness)")
+    parser.add_argument("--only", choices=["throughput", "freshness", "search"],
+                        help="run one phase ((c)/(d) ride on freshness; search is (b2), the rate search)")
+    parser.add_argument("--search-seconds", type=float, default=15.0, help="(b2) duration of each steady step")
+    parser.add_argument("--search-max", type=int, default=40_000, help="(b2) highest rate tried")
+    parser.add_argument("--search-bisections", type=int, default=2, help="(b2) bisection steps after doubling")
     args = parser.parse_args(argv)
     args.engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     if not args.engines or set(args.engines) - {"confluent", "faust"}:
@@ -547,6 +629,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.only in (None, "freshness"):
                 for k, engine in enumerate(args.engines):
                     freshness(config, args, redis_client, Path(tmp), engine, with_reads=k == 0)
+            if args.only in (None, "search"):
+                for engine in args.engines:
+                    rate_search(config, args, redis_client, Path(tmp), engine)
         except BaseException:
             for log in Path(tmp).glob("*.log"):  # the processor's own words, before they are deleted
                 print(f"--- {log.name} (last lines)\n" + "\n".join(log.read_text().splitlines()[-20:]))
