@@ -31,7 +31,7 @@ PRODUCTION = CHART / "values-production.yaml"
 KAFKA_SASL_SSL = CHART / "values-kafka-sasl-ssl.yaml"
 KUBE_VERSIONS = ("1.25.0", "1.37.0")  # oldest with every API used here (policy/v1, autoscaling/v2) .. newest
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "Kafka", "KafkaNodePool", "KafkaTopic"}
-ROLES = {"processor": "process", "sink": "sink", "api": "serve"}
+ROLES = {"processor": "process", "sink": "sink", "api": "serve", "auditor": "auditor"}
 
 
 @cache
@@ -50,10 +50,12 @@ def run_helm(*args: str) -> str:
 
 
 @cache
-def render(*value_files: Path, release: str = "fs") -> tuple[dict, ...]:
+def render(*value_files: Path, release: str = "fs", sets: tuple[str, ...] = ()) -> tuple[dict, ...]:
     args = ["template", release, str(CHART), "--namespace", "features"]
     for f in value_files:
         args += ["-f", str(f)]
+    for s in sets:
+        args += ["--set", s]
     return tuple(doc for doc in yaml.safe_load_all(run_helm(*args)) if doc)
 
 
@@ -209,9 +211,13 @@ def test_default_replicas_grace_periods_pdbs_and_hpa() -> None:
     assert deps["sink"]["spec"]["replicas"] == 1
     assert "replicas" not in deps["api"]["spec"]  # the HPA owns it
     grace = {role: d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] for role, d in deps.items()}
-    assert grace == {"processor": 30, "sink": 60, "api": 30}
+    assert grace == {"processor": 30, "sink": 60, "api": 30, "auditor": 30}
+    # One auditor per deployment, never two at once (not even during an upgrade): a second one would
+    # read every topic again and count every mismatch twice.
+    assert deps["auditor"]["spec"]["replicas"] == 1
+    assert deps["auditor"]["spec"]["strategy"] == {"type": "Recreate"}
     pdbs = by_kind(docs, "PodDisruptionBudget")
-    assert len(pdbs) == 3
+    assert len(pdbs) == 3  # processor, sink, api: a PDB over one auditor replica would only block drains
     for pdb in pdbs.values():
         selected = [role for role, d in deps.items()
                     if pdb["spec"]["selector"]["matchLabels"].items() <= d["spec"]["template"]["metadata"]["labels"].items()]
@@ -237,7 +243,7 @@ def test_production_values_use_an_existing_secret_a_service_monitor_and_api_keys
     assert {e["port"] for e in monitor["spec"]["endpoints"]} == {"metrics", "http"}
     scraped = [s for s in by_kind(docs, "Service").values()
                if monitor["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()]
-    assert sorted(p["name"] for s in scraped for p in s["spec"]["ports"]) == ["http", "metrics", "metrics"]
+    assert sorted(p["name"] for s in scraped for p in s["spec"]["ports"]) == ["http", "metrics", "metrics", "metrics"]
     api = deps["api"]["spec"]["template"]["spec"]
     (container,) = api["containers"]
     args = build_parser().parse_args(container["args"])
@@ -289,3 +295,56 @@ def test_kafka_sasl_ssl_values_reach_config_and_mount_the_ca(tmp_path: Path) -> 
     assert not any(k.startswith("FEATURESTREAM_KAFKA_S") for k in plain["data"])  # PLAINTEXT: nothing added
     (secret,) = by_kind(default, "Secret").values()
     assert "FEATURESTREAM_KAFKA_SASL_PASSWORD" not in secret["stringData"]
+
+
+def _scraped_auditor(docs: tuple[dict, ...]) -> tuple[dict, object]:
+    """The auditor's Deployment and its parsed arguments; asserts Prometheus can scrape it the way it
+    scrapes the other workers (pod annotations, and a metrics Service a ServiceMonitor selects)."""
+    (auditor,) = [d for d in deployments(docs).values()
+                  if d["spec"]["template"]["spec"]["containers"][0]["args"][0] == "auditor"]
+    pod = auditor["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    args = build_parser().parse_args(container["args"])
+    port = {p["name"]: p["containerPort"] for p in container["ports"]}["metrics"]
+    assert (args.metrics_host, args.metrics_port) == ("0.0.0.0", port)
+    annotated = pod["metadata"]["annotations"].get("prometheus.io/port") == str(port)
+    monitors = by_kind(docs, "ServiceMonitor").values()
+    assert annotated or monitors, "nothing would scrape the auditor"
+    services = [s for s in by_kind(docs, "Service").values()
+                if s["metadata"]["labels"].get("featurestream.io/metrics") == "true"
+                and s["spec"]["selector"].items() <= pod["metadata"]["labels"].items()]
+    assert [p["name"] for s in services for p in s["spec"]["ports"]] == ["metrics"]
+    for monitor in monitors:
+        assert monitor["spec"]["selector"]["matchLabels"].items() <= services[0]["metadata"]["labels"].items()
+        assert "metrics" in {e["port"] for e in monitor["spec"]["endpoints"]}
+    return auditor, args
+
+
+@pytest.mark.parametrize("values", VALUE_SETS.values(), ids=VALUE_SETS.keys())
+def test_the_parity_alerts_have_a_source_in_the_chart(values: tuple[Path, ...]) -> None:
+    """Every featurestream_parity_* series the example alerts read is one only `featurestream auditor`
+    exports, and the chart runs one auditor, scraped like the other workers, at the CLI's defaults."""
+    from streams.metrics import PARITY_METRICS
+    from tests.support.exported_metrics import FEATURESTREAM_METRIC
+
+    (rules,) = [d for d in yaml.safe_load_all((EXAMPLES / "prometheus-rules.yaml").read_text()) if d]
+    named = {m for g in rules["spec"]["groups"] for r in g["rules"] for m in FEATURESTREAM_METRIC.findall(r["expr"])
+             if m.startswith("featurestream_parity_")}
+    parity = {family.name for m in vars(PARITY_METRICS).values() for family in m.describe()}
+    assert named and {n.removesuffix("_total") for n in named} <= parity, named
+    _auditor, args = _scraped_auditor(render(*values))
+    defaults = build_parser().parse_args(["auditor"])
+    for flag in ("interval_s", "sample", "rows", "offline_every", "no_heal", "heal_group_above"):
+        assert getattr(args, flag) == getattr(defaults, flag), flag
+
+
+def test_the_auditor_values_reach_its_arguments_and_it_can_be_disabled() -> None:
+    docs = render(sets=("auditor.intervalSeconds=10", "auditor.sample=500", "auditor.rows=5", "auditor.offlineEvery=4",
+                        "auditor.heal=false", "auditor.healGroupAbove=50", "auditor.metricsPort=9300"))
+    _auditor, args = _scraped_auditor(docs)
+    assert (args.interval_s, args.sample, args.rows, args.offline_every, args.no_heal, args.heal_group_above,
+            args.metrics_port) == (10.0, 500, 5, 4, True, 50, 9300)
+    off = render(sets=("auditor.enabled=false",))
+    assert "auditor" not in deployments(off)
+    assert not [s for s in by_kind(off, "Service") if "auditor" in s]
+    assert set(deployments(off)) == {"processor", "sink", "api"}

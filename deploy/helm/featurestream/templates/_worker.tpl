@@ -21,7 +21,15 @@ spec:
   template:
     {{- include "featurestream.podTemplate" (dict "root" .root "component" .component "role" .role "args" $args "port" .role.metricsPort "portName" "metrics") | nindent 4 }}
 ---
-# Headless: it exists so that a ServiceMonitor can find the pods' metrics port.
+{{ include "featurestream.metricsService" (dict "root" .root "component" .component "port" .role.metricsPort) }}
+{{- end -}}
+
+
+{{/*
+A headless Service that exists so a ServiceMonitor can find a worker's metrics port (/metrics,
+/health, /ready). Call with (dict "root" $ "component" "processor" "port" 9108).
+*/}}
+{{- define "featurestream.metricsService" -}}
 apiVersion: v1
 kind: Service
 metadata:
@@ -35,7 +43,7 @@ spec:
     {{- include "featurestream.selectorLabels" (dict "root" .root "component" .component) | nindent 4 }}
   ports:
     - name: metrics
-      port: {{ .role.metricsPort }}
+      port: {{ .port }}
       targetPort: metrics
       protocol: TCP
 {{- end -}}
