@@ -1,5 +1,8 @@
 """Benchmark: the parity auditor (`featurestream auditor`, issue 20), at its default settings.
 
+The bench group is online-only (as in bench/online.py): the offline check of each pass (which reads
+every table's three Kafka-position columns) is not part of these figures.
+
   (a) cost        --records records are published to a fresh group; `featurestream process` (a
                   subprocess, fresh consumer group; bench/online.py's Processor) applies them, once
                   with an auditor running on the same topic prefix and once without (two prefixes,
@@ -315,6 +318,8 @@ class Trial:
     still_lost: int
     healed: dict[str, float]
     audited_between: bool   # a pass ended between the first write and the loss
+    in_flight: float        # ids the auditor judged in flight (differing, version past the committed offset) meanwhile
+    passes: int             # audit passes during the trial
 
 
 def one_loss(fs: FeatureStore, writer: Writer, auditor: AuditorProc, redis_client: Any, prefix: str, ids: int,
@@ -326,6 +331,8 @@ def one_loss(fs: FeatureStore, writer: Writer, auditor: AuditorProc, redis_clien
     mism0 = auditor.metric("featurestream_parity_mismatch_total", store="online", group=GROUP)
     healed0 = {how: auditor.metric("featurestream_parity_healed_total", group=GROUP, how=how) for how in ("key", "group")}
     audited_between = auditor.passes() != passes0
+    flight0 = auditor.metric("featurestream_parity_in_flight_total", store="online", group=GROUP)
+    passes1 = auditor.passes()
     t0 = time.monotonic()
     deleted = redis_client.delete(*(online_key(prefix, GROUP, rid) for rid in victims))
     if deleted != lost:
@@ -344,10 +351,12 @@ def one_loss(fs: FeatureStore, writer: Writer, auditor: AuditorProc, redis_clien
         time.sleep(0.25)
     healed = {how: auditor.metric("featurestream_parity_healed_total", group=GROUP, how=how) - v
               for how, v in healed0.items()}
+    in_flight = auditor.metric("featurestream_parity_in_flight_total", store="online", group=GROUP) - flight0
+    passes = auditor.passes() - passes1
     if remaining:
         # Restore by hand so the next trial starts whole: newer versions of the ids still lost.
         writer.write([int(rid[1:]) for rid, v in read_visits(fs, writer.group, victims).items() if v != want[rid]])
-    return Trial(detect, repair, remaining, healed, audited_between)
+    return Trial(detect, repair, remaining, healed, audited_between, in_flight, passes)
 
 
 def loss(config: Config, args: argparse.Namespace, redis_client: Any, log_dir: Path) -> None:
@@ -364,6 +373,8 @@ def loss(config: Config, args: argparse.Namespace, redis_client: Any, log_dir: P
         auditor.wait_passes(auditor.passes() + 1, args.interval_s + args.timeout)
         shapes = [("quiet", 20, 8), ("busy", args.busy_writes, 8), ("busy-big", args.busy_writes, args.busy_writes // 2)]
         for name, writes, lost in shapes:
+            if name not in args.shapes:
+                continue
             if writes > args.ids or lost > writes:
                 print(f"  (shape {name} skipped: needs {writes} ids written of --ids {args.ids})")
                 continue
@@ -376,7 +387,8 @@ def loss(config: Config, args: argparse.Namespace, redis_client: Any, log_dir: P
                 trials.append(tr)
                 print(f"  {name} trial {k + 1}: detection {_s(tr.detect_s)}, repair {_s(tr.repair_s)}"
                       f"{f', {tr.still_lost} of {lost} still lost' if tr.still_lost else ''}; healed by key "
-                      f"{tr.healed['key']:.0f}, by group replay {tr.healed['group']:.0f}"
+                      f"{tr.healed['key']:.0f}, by group replay {tr.healed['group']:.0f}; {tr.passes} passes, "
+                      f"{tr.in_flight:.0f} ids judged in flight"
                       f"{'; a pass ran between the writes and the loss' if tr.audited_between else ''}; "
                       f"{load_average()}", flush=True)
             _loss_result(name, args, writes, lost, trials)
@@ -425,7 +437,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=300.0, help="bound on any one wait, seconds")
     parser.add_argument("--only", choices=["cost", "loss"])
+    parser.add_argument("--shapes", default="quiet,busy,busy-big", help="(b) loss shapes to run, comma-separated")
     args = parser.parse_args(argv)
+    args.shapes = [x.strip() for x in args.shapes.split(",") if x.strip()]
+    if not args.shapes or set(args.shapes) - {"quiet", "busy", "busy-big"}:
+        parser.error("--shapes takes quiet, busy and/or busy-big")
     if min(args.records, args.runs, args.ids, args.busy_writes, args.loss_runs, args.sample, args.batch_size) < 1 \
             or args.interval_s <= 0 or args.max_wait <= 0:
         parser.error("counts and durations must be positive")
