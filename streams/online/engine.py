@@ -1,5 +1,5 @@
-"""The online processor's confluent-kafka engine: the offline sink's consume-and-checkpoint loop
-(``streams/offline/consumer.py``) driving the online apply step, with no faust in between.
+"""The online processor's confluent-kafka engine: the consume-and-commit loop shared with the
+offline sink (``streams/consume_loop.py``) driving the online apply step, with no faust in between.
 
 Why a second engine: faust hands every event through asyncio machinery (tasks, events, acks)
 that costs tens of CPU-µs per record before the apply step starts, on a machine where the
@@ -22,10 +22,10 @@ import threading
 from collections.abc import Callable
 
 from streams.client_id import worker_client_id
+from streams.consume_loop import TP, ConsumeLoop, open_consumer, subscription_pattern
 from streams.gc_tuning import settle_heap
 from streams.health import WorkerHealth
 from streams.kafka_client import KafkaTarget
-from streams.offline.consumer import TP, SinkConsumer, open_consumer, subscription_pattern
 from streams.online.applier import OnlineApplier
 from streams.route import RawMessage
 
@@ -58,6 +58,9 @@ class OnlineSink:
     def flush(self, topic: str, partition: int) -> None:
         return None
 
+    def flush_many(self, partitions: list[TP]) -> None:
+        return None
+
     def discard(self, topic: str, partition: int) -> None:
         return None
 
@@ -68,8 +71,9 @@ def run_engine(bootstrap: KafkaTarget, prefix: str, applier: OnlineApplier, *, b
     """Consume every group topic of ``prefix`` into the online store until SIGTERM/SIGINT (or ``until()``)."""
     consumer = open_consumer(bootstrap, online_group_id(prefix), session_timeout_ms=session_timeout_ms,
                              client_id=worker_client_id("processor"))
-    loop = SinkConsumer(consumer, OnlineSink(applier), subscription_pattern(prefix), batch_size=batch_size,
-                        add_chunk=batch_size, poll_timeout_s=0.5, idle_commit_s=1.0, greedy=True, health=health)
+    loop = ConsumeLoop(consumer, OnlineSink(applier), subscription_pattern(prefix), role="online processor",
+                       logger=log, batch_size=batch_size, add_chunk=batch_size,
+                       poll_timeout_s=0.5, idle_commit_s=1.0, greedy=True, health=health)
     if install_signal_handlers and threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: loop.stop())
