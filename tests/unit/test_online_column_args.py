@@ -124,7 +124,7 @@ def test_a_batch_mixing_proven_and_per_record_rows_keeps_the_write_order() -> No
     bad = batch[4]
     obj = orjson.loads(bad.value)
     obj["record"]["et"] = obj["record"]["et"][:-1] + "+00:00"  # valid, but proven only per record
-    batch[4] = dataclasses.replace(bad, value=orjson.dumps(obj))
+    batch[4] = bad._replace(value=orjson.dumps(obj))
     routed, _ = route_batch_columns(batch, GroupView(lambda: dict(ONLINE_GROUPS)), prefix=PREFIX,
                                     store="OnlineStore")
     assert len(routed.work["a"]) == 1
