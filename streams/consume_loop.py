@@ -49,6 +49,7 @@ from typing import Any, Protocol
 
 from confluent_kafka import (
     OFFSET_INVALID,
+    TIMESTAMP_LOG_APPEND_TIME,
     Consumer,
     KafkaError,
     KafkaException,
@@ -58,7 +59,7 @@ from confluent_kafka import (
 from schemas.errors import FeatureStoreError, ServiceUnavailableError
 from streams.health import WorkerHealth
 from streams.kafka_client import KafkaTarget, confluent_conf
-from streams.route import RawMessage, raw_from_confluent
+from streams.route import RawMessage
 
 TP = tuple[str, int]
 _REGEX_SPECIAL = set("\\^$.|?*+()[]{}")
@@ -313,6 +314,7 @@ class ConsumeLoop:
         if not self.health.is_joined:
             self._check_nothing_to_consume()
         batch: list[RawMessage] = []
+        assigned, position = self._assigned, self._position
         for m in msgs:
             err = m.error()
             if err is not None:
@@ -322,19 +324,25 @@ class ConsumeLoop:
                     raise ConsumeLoopError(f"{self.role}: the Kafka consumer failed: {err}")
                 self._log.warning("consumer error: %s", err)
                 continue
-            tp = (m.topic(), m.partition())
-            if tp not in self._assigned:
+            topic, partition, offset = m.topic(), m.partition(), m.offset()
+            tp = (topic, partition)
+            if tp not in assigned:
                 continue  # fetched before a revoke: the new owner reads it again
-            if m.offset() < self._position.get(tp, -1):
+            if offset < position.get(tp, -1):
                 continue  # already consumed (a rewind races with prefetched data)
-            batch.append(raw_from_confluent(m))
+            # raw_from_confluent, inline: this loop runs once per message
+            kind, ts = m.timestamp()
+            batch.append(RawMessage(topic, partition, offset, m.key(), m.value(), m.headers(), ts,
+                                    kind == TIMESTAMP_LOG_APPEND_TIME))
         try:
             for start in range(0, len(batch), self.add_chunk):
                 chunk = batch[start:start + self.add_chunk]
                 self.sink.add(chunk)
                 for raw in chunk:
-                    self._position[(raw.topic, raw.partition)] = raw.offset + 1
-                    self._first.setdefault((raw.topic, raw.partition), raw.offset)
+                    tp = (raw.topic, raw.partition)
+                    position[tp] = raw.offset + 1
+                    if tp not in self._first:
+                        self._first[tp] = raw.offset
                 self._flush_and_commit(self._due())
             if not batch:
                 self._flush_and_commit(self._due())
