@@ -51,6 +51,7 @@ from sinks.online.script_calls import STRIDE, ScriptCalls
 
 _KIND = {ScalarType.STRING: "str", ScalarType.INTEGRAL: "int", ScalarType.FRACTIONAL: "float"}
 _EMPTY = lit("")
+_ESCAPED = r'[\\"\x00-\x1f]'  # what orjson escapes in a string (it writes other characters as they are)
 
 
 def column_script_calls(group: FeatureGroup, cols: BatchColumns, rows: np.ndarray, partitions: np.ndarray,
@@ -133,6 +134,11 @@ def _fields(group: FeatureGroup, record: pa.StructArray, is_delete: np.ndarray,
     pieces = []
     for fd in group.features:
         col = children[fd.name]
+        if fd.type is ScalarType.STRING and fd.collection is None and not _needs_escapes(col):
+            # the usual text: nothing to escape, so its JSON text is itself in quotes, and inside the
+            # array those quotes are escaped: ,"name","\"text\""
+            pieces.append(concat(lit(f',"{fd.name}","\\"'), pc.cast(col, TEXT), lit('\\""')))
+            continue
         if fd.name == group.event_time_name and fd.type is ScalarType.FRACTIONAL:
             text = pa.array(event_time_texts, TEXT)
         else:
@@ -145,6 +151,12 @@ def _fields(group: FeatureGroup, record: pa.StructArray, is_delete: np.ndarray,
     packed = concat(lit("["), pc.utf8_slice_codeunits(joined, 1), lit("]"))
     texts = pc.cast(packed, pa.large_binary()).to_numpy(zero_copy_only=False)
     return np.where(is_delete, "", texts)
+
+
+def _needs_escapes(col: Any) -> bool:
+    """Whether some text of ``col`` holds a character JSON escapes (quote, backslash, control)."""
+    found = pc.any(pc.match_substring_regex(col, _ESCAPED)).as_py()
+    return bool(found)
 
 
 def _json_texts(scalar: ScalarType, collection: bool, col: Any) -> Any:
