@@ -65,7 +65,7 @@ def _batch_path(batch: list[RawMessage]) -> tuple[dict[str, list[Any]], list[tup
     return calls, poison
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
 @given(batches())
 def test_batch_and_per_record_paths_give_the_same_script_arguments_and_dead_letters(batch: list[RawMessage]) -> None:
     calls_1, poison_1 = _per_record(batch)
