@@ -6,7 +6,7 @@ namespace; groups, tables and files are deleted at the end.
 
   (a) throughput  publishes --records records of the 10-feature bench group once, then, per repeat
                   (median reported):
-                  sink      the real sink code path in this process: SinkConsumer + OfflineApplier +
+                  sink      the real sink code path in this process: ConsumeLoop + OfflineApplier +
                             OfflineWriter over OfflineTables (route: decode + schema check, rows →
                             Arrow, Parquet upload, one Iceberg commit per flush with the Kafka offsets
                             in the snapshot, then the consumer-group commit), fresh consumer group, fresh
@@ -79,9 +79,9 @@ from sinks.offline.fs import open_filesystem
 from sinks.offline.maintenance import DEFAULT_TARGET_BYTES, compact_table
 from sinks.offline.rotation import RotationPolicy
 from sinks.offline.writer import OfflineWriter
+from streams.consume_loop import ConsumeLoop, open_consumer
 from streams.group_view import GroupView
 from streams.offline.applier import OfflineApplier
-from streams.offline.consumer import SinkConsumer, open_consumer
 from tests.integration.procs import terminate
 
 OUT = _HERE / "out"
@@ -184,7 +184,8 @@ def run_sink(phase: Phase, topic: str, ends: dict[tuple[str, int], int], tables:
     applier = OfflineApplier(groups, OfflineWriter(tables, policy), None, phase.prefix)
     consumer = open_consumer(phase.config.kafka_bootstrap, f"{phase.prefix}-bench-{secrets.token_hex(3)}")
     # A plain topic name is a literal subscription: only this topic is consumed.
-    sink = SinkConsumer(consumer, applier, topic, batch_size=batch_size, add_chunk=min(1000, policy.max_records))
+    sink = ConsumeLoop(consumer, applier, topic, role="offline sink", batch_size=batch_size,
+                       add_chunk=min(1000, policy.max_records))
     started = time.perf_counter()
     give_up = started + timeout_s
     # Consume to the end; then run()'s drain flushes every buffer, which commits it to the table:

@@ -47,6 +47,15 @@ def parse_script_replies(reply: object, count: int) -> list[tuple[int, str, str]
     return [(reply[k], _text(reply[k + 1]), _text(reply[k + 2])) for k in range(0, len(reply), 3)]
 
 
+def script_reply_codes(reply: object, count: int) -> list[int]:
+    """The codes of the script's flat reply, one per record (what a batch needs when nothing is
+    refused, without decoding the stored times); ValueError as :func:`parse_script_replies`."""
+    codes = reply[0::3] if isinstance(reply, list | tuple) and len(reply) == 3 * count else None
+    if codes is None or not all(type(code) is int for code in codes):
+        raise ValueError(f"unexpected reply from the write_if_newer script for {count} records: {reply!r:.200}")
+    return codes
+
+
 def status_of(code: int) -> WriteStatus:
     """The status of a script reply code (the corrupt code counts as REJECTED)."""
     if code in (CODE_CORRUPT, CODE_FOREIGN, CODE_FAILED):

@@ -33,12 +33,15 @@ from sinks.online.errors import CorruptRecordError
 from sinks.online.expiry import expires_at_ns, is_expired, ns_to_expire_ms
 from sinks.online.lua import load_script
 from sinks.online.results import BatchGetResult, BatchResult, FoundRecord, RecordError
+from sinks.online.script_calls import ScriptCalls
 from sinks.online.status import (
+    CODE_CORRUPT,
     CODE_FAILED,
     CODE_FOREIGN,
     WriteStatus,
     parse_script_replies,
     rejection_reason,
+    script_reply_codes,
     status_of,
 )
 
@@ -47,6 +50,7 @@ _META_FIELDS = ("__et", "__exp", "__del")
 _WIPE_CHUNK = 500
 # Records per script call: about a millisecond of Redis time, during which it serves nothing else.
 SCRIPT_BATCH = 500
+_STATUS_OF_CODE = {code: status_of(code) for code in range(1, CODE_CORRUPT)}
 _SERVICE_ERRORS = (redis.ConnectionError, redis.TimeoutError, RedisClusterException)
 _FORGET_VERSION = ("if redis.call('HGET', KEYS[1], '__seq') == ARGV[1] then return redis.call('DEL', KEYS[1]) "
                    "end return 0")
@@ -128,7 +132,8 @@ class OnlineStore:
             items = [_check_item(group, i, item) for i, item in enumerate(items)]
         now = time.time_ns() if now_ns is None else now_ns
         result = BatchResult(statuses=[WriteStatus.SKIPPED] * len(items))
-        pending: list[tuple[int, Message, str, list[Any]]] = []
+        calls = ScriptCalls([], [], [])
+        rows: list[int] = []
         for i, (message, partition, offset) in enumerate(items):
             if not group.online_enabled or ONLINE not in message.target_stores:
                 continue
@@ -138,32 +143,43 @@ class OnlineStore:
                 result.statuses[i] = WriteStatus.REJECTED
                 result.rejected.append((str(message.id), str(exc)))
                 continue
-            pending.append((i, message, online_key(self._prefix, group.name, message.id), args))
-        if pending:
-            self._run_script(group, pending, result)
+            calls.add(message.id, online_key(self._prefix, group.name, message.id), args)
+            rows.append(i)
+        if rows:
+            self._run_script(group, calls, rows, result)
         return result
 
-    def _run_script(self, group: FeatureGroup, pending: list[tuple[int, Message, str, list[Any]]],
-                    result: BatchResult) -> None:
-        """Run write_if_newer.lua over ``pending``: one EVALSHA per chunk of records (per hash slot
-        on a cluster), all chunks in one pipelined round trip."""
+    def apply_script_calls(self, group: FeatureGroup, calls: ScriptCalls) -> BatchResult:
+        """Run write_if_newer.lua over records whose arguments are already built (the online
+        processor builds them from a batch's columns: ``sinks/online/column_args.py``), in one
+        pipelined round trip; ``statuses[k]`` is record k's."""
+        _check_group(group)
+        n = len(calls)
+        result = BatchResult(statuses=[WriteStatus.SKIPPED] * n)
+        if n:
+            self._run_script(group, calls, list(range(n)), result)
+        return result
+
+    def _run_script(self, group: FeatureGroup, calls: ScriptCalls, rows: list[int], result: BatchResult) -> None:
+        """Run write_if_newer.lua over ``calls`` (record k's status goes to ``result.statuses[rows[k]]``):
+        one EVALSHA per chunk of records (per hash slot on a cluster), all chunks in one pipelined round trip."""
+        pending = list(range(len(calls)))
         for _attempt in range(2):
-            chunks = self._script_chunks(pending)
+            chunks = self._script_chunks(calls, pending)
             pipe = self._client.pipeline(transaction=False)
             for chunk in chunks:
-                keys = [key for _i, _m, key, _a in chunk]
-                argv = [arg for _i, _m, _k, args in chunk for arg in args]
+                keys, argv = calls.select(chunk)
                 # execute_command, not pipe.evalsha(): redis-py's cluster pipeline blocks the
                 # evalsha method, yet routes a raw EVALSHA by its keys' slot like any command.
                 pipe.execute_command("EVALSHA", self._sha, len(keys), *keys, *argv)
             with self._service(f"write {len(pending)} records of feature group {group.name!r}"):
                 replies = pipe.execute(raise_on_error=False)
-            missing_script: list[tuple[int, Message, str, list[Any]]] = []
+            missing_script: list[int] = []
             for chunk, reply in zip(chunks, replies, strict=True):
                 if isinstance(reply, NoScriptError):
                     missing_script += chunk
                     continue
-                self._record_replies(group, chunk, reply, result)
+                self._record_replies(group, calls, rows, chunk, reply, result)
             if not missing_script:
                 return
             # The script cache is empty after a restart/failover: load it (on every primary
@@ -175,57 +191,65 @@ class OnlineStore:
             f"Redis at {self._where} keeps answering NOSCRIPT for the write_if_newer script even "
             f"after SCRIPT LOAD; is a proxy routing commands to different servers?")
 
-    def _script_chunks(self, pending: list[tuple[int, Message, str, list[Any]]]
-                       ) -> list[list[tuple[int, Message, str, list[Any]]]]:
-        """Split ``pending`` into script calls: on a cluster the keys of one call must share a hash
-        slot; everywhere a call is bounded, because Redis serves nothing else while it runs."""
+    def _script_chunks(self, calls: ScriptCalls, pending: list[int]) -> list[list[int] | range]:
+        """Split ``pending`` (record positions in ``calls``) into script calls: on a cluster the keys of
+        one call must share a hash slot; everywhere a call is bounded, because Redis serves nothing
+        else while it runs."""
         if self._cluster:
-            by_slot: dict[int, list[tuple[int, Message, str, list[Any]]]] = {}
-            for entry in pending:
-                by_slot.setdefault(key_slot(entry[2].encode("utf-8")), []).append(entry)
-            groups: list[list[tuple[int, Message, str, list[Any]]]] = list(by_slot.values())
-        else:
-            groups = [pending]
-        return [g[i:i + SCRIPT_BATCH] for g in groups for i in range(0, len(g), SCRIPT_BATCH)]
+            by_slot: dict[int, list[int]] = {}
+            for k in pending:
+                by_slot.setdefault(key_slot(calls.keys[k].encode("utf-8")), []).append(k)
+            groups: list[list[int]] = list(by_slot.values())
+            return [g[i:i + SCRIPT_BATCH] for g in groups for i in range(0, len(g), SCRIPT_BATCH)]
+        if pending[-1] - pending[0] + 1 == len(pending):  # sorted and distinct: contiguous, the usual case
+            # ranges: their arguments are sliced without a Python step per record
+            lo, hi = pending[0], pending[-1] + 1
+            return [range(a, min(a + SCRIPT_BATCH, hi)) for a in range(lo, hi, SCRIPT_BATCH)]
+        return [pending[i:i + SCRIPT_BATCH] for i in range(0, len(pending), SCRIPT_BATCH)]
 
-    def _record_replies(self, group: FeatureGroup, chunk: list[tuple[int, Message, str, list[Any]]],
+    def _record_replies(self, group: FeatureGroup, calls: ScriptCalls, rows: list[int], chunk: list[int] | range,
                         reply: Any, result: BatchResult) -> None:
         if isinstance(reply, _SERVICE_ERRORS):
             raise ServiceUnavailableError(
                 f"Redis at {self._where} failed while writing {len(chunk)} records of feature group "
                 f"{group.name!r} ({reply})") from reply
+        statuses = result.statuses
         if isinstance(reply, Exception):
             # The server refused the whole call (the script did not run, or raised outside a write):
             # every record of it is refused with the server's words. A write Redis refuses inside the
             # script (OOM, MISCONF) fails only its record: CODE_FAILED below.
-            for i, message, key, _args in chunk:
-                result.statuses[i] = WriteStatus.REJECTED
-                result.rejected.append((message.id, (
-                    f"feature group {group.name!r}, record {message.id!r}: Redis refused the write to "
-                    f"key {key!r} ({reply})")))
+            for k in chunk:
+                statuses[rows[k]] = WriteStatus.REJECTED
+                result.rejected.append((calls.ids[k], (
+                    f"feature group {group.name!r}, record {calls.ids[k]!r}: Redis refused the write to "
+                    f"key {calls.keys[k]!r} ({reply})")))
             return
-        for (i, message, key, _args), (code, stored_et, stored_seq) in zip(
-                chunk, parse_script_replies(reply, len(chunk)), strict=True):
-            status = status_of(code)
-            result.statuses[i] = status
+        codes = script_reply_codes(reply, len(chunk))
+        for k, code in zip(chunk, codes, strict=True):
+            statuses[rows[k]] = _STATUS_OF_CODE.get(code) or status_of(code)
+        if all(code < CODE_CORRUPT for code in codes):
+            return  # the usual case: nothing to explain
+        for (k, code), (_code, stored_et, stored_seq) in zip(zip(chunk, codes, strict=True),
+                                                            parse_script_replies(reply, len(chunk)), strict=True):
+            rid, key = calls.ids[k], calls.keys[k]
             if code == CODE_FOREIGN:
                 # e.g. WRONGTYPE: the key holds a non-hash value someone else wrote.
-                result.rejected.append((message.id, (
-                    f"feature group {group.name!r}, record {message.id!r}: Redis refused the write to key "
+                result.rejected.append((rid, (
+                    f"feature group {group.name!r}, record {rid!r}: Redis refused the write to key "
                     f"{key!r} ({stored_et}); the key holds data not written by featurestream: delete it "
                     f"or wipe and replay the group")))
                 continue
             if code == CODE_FAILED:
                 # Redis refused a write of this record alone (the script goes on with the rest): it did
                 # not land, and only it is reported, with Redis's words.
-                result.rejected.append((message.id, (
-                    f"feature group {group.name!r}, record {message.id!r}: Redis refused the write to key "
+                result.rejected.append((rid, (
+                    f"feature group {group.name!r}, record {rid!r}: Redis refused the write to key "
                     f"{key!r} ({stored_et}); the rest of its batch was applied")))
                 continue
-            reason = rejection_reason(group.name, message.id, _op_name(message), message.event_time_ns,
-                                      code, stored_et, stored_seq)
+            op, et = calls.op_and_event_time(k)
+            reason = rejection_reason(group.name, rid, op, et, code, stored_et, stored_seq)
             if reason is not None:
-                result.rejected.append((message.id, reason))
+                result.rejected.append((rid, reason))
 
     def forget_version(self, group: FeatureGroup, record_id: str, partition: int, offset: int) -> bool:
         """Delete the record of ``record_id`` only if it holds the version written at (``partition``,
@@ -469,10 +493,6 @@ def _check_item(group: FeatureGroup, index: int, item: object) -> tuple[Message,
                 f"feature group {group.name!r}: batch item {index} (record {message.id!r}) has Kafka "
                 f"{what} {value!r}; expected a non-negative integer", group=group.name, value=value)
     return message, partition, offset
-
-
-def _op_name(message: Message) -> str:
-    return "put" if isinstance(message, PutMessage) else str(message.mode)
 
 
 def write_script_args(group: FeatureGroup, message: Message, partition: int, offset: int,

@@ -1,6 +1,6 @@
 """The offline apply step: route raw batches into the OfflineWriter, dead-letter the poison.
 
-Implements ``streams.offline.consumer.PartitionSink`` for the sink's consume-and-commit loop
+Implements ``streams.consume_loop.PartitionSink`` for the sink's consume-and-commit loop
 (``worker.py``), and is driven by ``streams/replay.py`` for offline replay.
 """
 
@@ -20,11 +20,11 @@ from sinks.offline.columns import ColumnRows, view_rows
 from sinks.offline.errors import OfflineRowError
 from sinks.offline.partition_writer import FlushResult
 from sinks.offline.writer import OfflineWriter
+from streams.consume_loop import TP
 from streams.deadletter import DeadLetters
 from streams.freshness import FRESHNESS, count_batch, header_time_ns
 from streams.group_view import GroupView
 from streams.metrics import OFFLINE_METRICS
-from streams.offline.consumer import TP
 from streams.route import (
     GroupRows,
     Poison,
@@ -41,7 +41,7 @@ BEGINNING = -2  # confluent_kafka.OFFSET_BEGINNING: the table holds nothing of t
 
 
 class OfflineApplier:
-    """Routes raw batches into the OfflineWriter; implements streams.offline.consumer.PartitionSink."""
+    """Routes raw batches into the OfflineWriter; implements streams.consume_loop.PartitionSink."""
 
     def __init__(self, groups: GroupView, writer: OfflineWriter,
                  deadletters: DeadLetters | None, prefix: str, *,

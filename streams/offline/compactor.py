@@ -27,9 +27,9 @@ from sinks.offline.maintenance import (
     remove_orphans,
 )
 from streams.backoff import Backoff
+from streams.consume_loop import TP
 from streams.group_view import GroupView
 from streams.metrics import OFFLINE_METRICS
-from streams.offline.consumer import TP
 
 log = logging.getLogger("featurestream.offline")
 # An upload whose commit is on its way is unreferenced too: never remove a file younger than this,

@@ -2,7 +2,7 @@
 
 Kafka → route → OfflineWriter (an Apache Iceberg table per group, Parquet data files on S3 or a
 path, registered in a SQL catalog), with dead letters, metrics and background maintenance. The
-consume-and-commit loop is ``consumer.py``: it resumes from the Kafka offsets each table records,
+consume-and-commit loop is ``streams/consume_loop.py``: it resumes from the Kafka offsets each table records,
 committed with the rows in one snapshot. The apply step is ``applier.py``, maintenance
 ``compactor.py``.
 """
@@ -25,6 +25,7 @@ from sinks.offline.partition_writer import STAGES, FlushResult
 from sinks.offline.rotation import RotationPolicy
 from sinks.offline.writer import OfflineWriter
 from streams.client_id import worker_client_id
+from streams.consume_loop import ConsumeLoop, open_consumer, subscription_pattern
 from streams.deadletter import DeadLetters
 from streams.group_view import GroupView
 from streams.health import WorkerHealth
@@ -33,12 +34,6 @@ from streams.metrics import OFFLINE_METRICS
 from streams.metrics_server import serve_metrics
 from streams.offline.applier import OfflineApplier
 from streams.offline.compactor import BackgroundCompactor
-from streams.offline.consumer import (
-    SinkConsumer,
-    consumer_group_id,
-    open_consumer,
-    subscription_pattern,
-)
 from streams.publisher import Publisher
 from streams.registry import Registry
 
@@ -70,6 +65,10 @@ class SinkSettings:
     consumer_group: str | None = None
 
 
+def consumer_group_id(prefix: str) -> str:
+    return f"{prefix}-offline"
+
+
 def run_sink(bootstrap: KafkaTarget, prefix: str, offline_uri: str, catalog_uri: str,
              storage_options: Mapping[str, Any] | None = None, settings: SinkSettings | None = None, *,
              metrics_port: int | None = None, metrics_host: str = "127.0.0.1",
@@ -94,9 +93,9 @@ def run_sink(bootstrap: KafkaTarget, prefix: str, offline_uri: str, catalog_uri:
                              session_timeout_ms=settings.session_timeout_ms, client_id=worker_client_id("sink"))
     compactor: BackgroundCompactor | None = None
     health = WorkerHealth()
-    sink = SinkConsumer(consumer, applier, subscription_pattern(prefix),
-                        batch_size=settings.batch_size, add_chunk=min(1000, settings.policy.max_records),
-                        on_committed=lambda _: OFFLINE_METRICS.last_commit.set(time.time()), health=health)
+    sink = ConsumeLoop(consumer, applier, subscription_pattern(prefix), role="offline sink", logger=log,
+                       batch_size=settings.batch_size, add_chunk=min(1000, settings.policy.max_records),
+                       on_committed=lambda _: OFFLINE_METRICS.last_commit.set(time.time()), health=health)
     OFFLINE_METRICS.uncommitted.set_function(lambda: sink.uncommitted_records)
     if settings.compact_every_s > 0:
         compactor = BackgroundCompactor(

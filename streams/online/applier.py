@@ -8,12 +8,21 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from schemas.names import group_topic
+import numpy as np
+import orjson
+
+from schemas.errors import RecordValidationError
+from schemas.group import FeatureGroup
+from schemas.messages import Message
+from schemas.names import group_topic, online_key
+from schemas.types import ScalarType
+from sinks.online.column_args import column_script_calls
+from sinks.online.script_calls import ScriptCalls
 from sinks.online.status import WriteStatus
-from sinks.online.store import OnlineStore
+from sinks.online.store import OnlineStore, write_script_args
 from streams.deadletter import DeadLetters
 from streams.freshness import FRESHNESS, BucketCounts, count_batch
 from streams.group_view import GroupView
@@ -22,13 +31,18 @@ from streams.metrics import ONLINE_METRICS
 from streams.online.aggregate_step import AggregateStep
 from streams.publisher import Publisher
 from streams.registry import Registry
-from streams.route import Poison, RawMessage, route_batch
+from streams.route import GroupRows, Poison, RawMessage, route_batch_columns
 
 log = logging.getLogger("featurestream.online")
 
 
 class OnlineApplier:
-    """Applies raw batches to Redis: route, write-if-newer, dead-letter the poison. Thread-safe."""
+    """Applies raw batches to Redis: route, write-if-newer, dead-letter the poison. Thread-safe.
+
+    One batch is two steps: :meth:`prepare` (decode the batch into columns, judge it, build every
+    Redis script argument: CPU only) and :meth:`execute` (the Redis round trips, the aggregation
+    fold, the dead letters). :meth:`apply` runs both; the default engine runs ``prepare`` of the
+    next batch while ``execute`` of this one waits on Redis (``streams/online/engine.py``)."""
 
     def __init__(self, groups: GroupView, prefix: str, store: OnlineStore, deadletters: DeadLetters, *,
                  freshness: bool = False) -> None:
@@ -47,39 +61,147 @@ class OnlineApplier:
 
     def apply(self, batch: Sequence[RawMessage]) -> ApplySummary:
         """Apply ``batch``; the outcome comes back as counts (picklable: see apply_child)."""
+        return self.execute(self.prepare(batch))
+
+    def prepare(self, batch: Sequence[RawMessage], *, now_ns: int | None = None) -> PreparedBatch:
+        """Judge ``batch`` (``fs-schema-version`` catch-up included: ``route_batch_columns``) and build
+        the script calls of every group, rows in batch order; nothing is written. ``now_ns`` decides
+        which puts are already expired (default: this machine's clock)."""
+        started = time.perf_counter()
+        routed, groups = route_batch_columns(batch, self.groups, prefix=self.prefix, store="OnlineStore")
+        now = time.time_ns() if now_ns is None else now_ns
+        # the raw message of a row judged per record (rare: index the batch only then)
+        by_coords = {(r.topic, r.partition, r.offset): r for r in batch} if routed.work else {}
+        writes = []
+        for name in dict.fromkeys([*routed.rows, *routed.work]):
+            writes.append(self._group_calls(groups[name], routed.rows.get(name), routed.work.get(name, []), now,
+                                            by_coords))
+        return PreparedBatch(batch, groups, writes, list(routed.poison), routed.sources, routed.skipped,
+                             time.perf_counter() - started)
+
+    def _group_calls(self, group: FeatureGroup, proven: GroupRows | None, slow: list[tuple[Message, int, int]],
+                     now: int, by_coords: Mapping[tuple[str, int, int], RawMessage]) -> GroupWrites:
+        """One group's script calls: the proven rows from the columns, the rest message by message
+        (rare), merged back into batch order (a hard delete and an older put of one key must meet
+        Redis in the order they were written)."""
+        calls = ScriptCalls([], [], [])
+        raws: list[RawMessage] = []
+        api: list[int] | np.ndarray = []
+        rejected: list[Poison] = []
+        if proven is not None:
+            texts = _event_time_texts(group, proven) if group.event_time.type is ScalarType.FRACTIONAL else None
+            calls = column_script_calls(group, proven.columns, proven.rows, proven.partitions, proven.offsets,
+                                        prefix=self.prefix, now_ns=now, event_time_texts=texts)
+            raws = [proven.raws[j] for j in proven.rows]
+            api = proven.api_invocation_time_ns
+        if not slow:
+            return GroupWrites(group, calls, raws, api, rejected)
+        topic = group_topic(self.prefix, group.name)
+        # each call's place in the topic's messages (batch order), to merge the two kinds back
+        index = {(r.partition, r.offset): j for j, r in enumerate(proven.raws)} if proven is not None else {}
+        entries = [(int(j), k) for k, j in enumerate(proven.rows)] if proven is not None else []
+        singles = ScriptCalls([], [], [])
+        single_raws: list[RawMessage] = []
+        single_api: list[int] = []
+        for msg, partition, offset in slow:
+            raw = by_coords[(topic, partition, offset)]
+            try:
+                args = write_script_args(group, msg, partition, offset, now, checked=True)
+            except RecordValidationError as exc:
+                log.warning("%s: record %r at %s/%d/%d not applied: %s", group.name, msg.id, topic, partition,
+                            offset, exc)
+                rejected.append(Poison(raw, str(exc)))
+                continue
+            entries.append((index.get((partition, offset), -1), len(calls) + len(singles)))
+            singles.add(msg.id, online_key(self.prefix, group.name, msg.id), args)
+            single_raws.append(raw)
+            single_api.append(msg.api_invocation_time_ns)
+        calls.extend(singles)
+        raws += single_raws
+        api_all = [*np.asarray(api, dtype=np.int64).tolist(), *single_api]
+        if proven is not None and len(singles):
+            order = [k for _j, k in sorted(entries)]
+            calls = calls.reorder(order)
+            raws = [raws[k] for k in order]
+            api_all = [api_all[k] for k in order]
+        return GroupWrites(group, calls, raws, api_all, rejected)
+
+    def execute(self, prepared: PreparedBatch) -> ApplySummary:
+        """Write ``prepared`` to Redis, fold its aggregation sources, dead-letter its poison; returns
+        once every write is confirmed (or raises: then nothing of the batch may be committed)."""
         started = time.perf_counter()
         summary = ApplySummary()
-        routed, groups = route_batch(batch, self.groups, prefix=self.prefix, store="OnlineStore")
-        poison = list(routed.poison)
-        for name, items in routed.work.items():
-            # route checked every message against its group: skip the store's second round of checks.
-            result = self.store.apply_batch(groups[name], items, checked=True)
+        poison = list(prepared.poison)
+        for w in prepared.writes:
+            name = w.group.name
+            poison += w.rejected
+            if w.rejected:
+                summary.records[(name, WriteStatus.REJECTED.value)] = len(w.rejected)
+            if not len(w.calls):
+                continue
+            result = self.store.apply_script_calls(w.group, w.calls)
             if self.freshness:
-                fresh = count_batch([m.api_invocation_time_ns for m, _, _ in items], time.time_ns())
+                fresh = count_batch(w.api_invocation_time_ns, time.time_ns())
                 if fresh is not None:
                     summary.freshness[name] = fresh
             for status, n in result.counts.items():
                 summary.records[(name, status.value)] = summary.records.get((name, status.value), 0) + n
-            if result.rejected:  # rare: index the raw messages only then (this is the hot path)
-                by_coords = {(r.topic, r.partition, r.offset): r for r in batch}
+            if result.rejected:  # rare
                 topic = group_topic(self.prefix, name)
-                for (msg, partition, offset), status in zip(items, result.statuses, strict=True):
+                for k, status in enumerate(result.statuses):
                     if status is WriteStatus.REJECTED:
-                        reason = next((r for rid, r in result.rejected if rid == msg.id), "rejected")
-                        log.warning("%s: record %r at %s/%d/%d not applied: %s", name, msg.id, topic, partition,
-                                    offset, reason)
-                        poison.append(Poison(by_coords[(topic, partition, offset)], reason))
-        if routed.sources:  # sources of aggregation groups: fold their events (aggregate_step.py)
-            counts, late = self.aggregate(routed.sources, groups, batch)
+                        rid = w.calls.ids[k]
+                        raw = w.raws[k]
+                        reason = next((r for i, r in result.rejected if i == rid), "rejected")
+                        log.warning("%s: record %r at %s/%d/%d not applied: %s", name, rid, topic, raw.partition,
+                                    raw.offset, reason)
+                        poison.append(Poison(raw, reason))
+        if prepared.sources:  # sources of aggregation groups: fold their events (aggregate_step.py)
+            counts, late = self.aggregate(prepared.sources, prepared.groups, prepared.batch)
             for key, n in counts.items():
                 summary.records[key] = summary.records.get(key, 0) + n
             poison += late
-        summary.skipped = routed.skipped
+        summary.skipped = prepared.skipped
         if poison:
             self.deadletters.send(poison)
             summary.dead_lettered = len(poison)
-        summary.seconds = time.perf_counter() - started
+        summary.seconds = prepared.seconds + time.perf_counter() - started
         return summary
+
+
+@dataclass
+class GroupWrites:
+    """One group's share of a prepared batch: script calls, and per call its raw message (for a
+    dead letter) and publish time (freshness); ``rejected``: refused before Redis."""
+
+    group: FeatureGroup
+    calls: ScriptCalls
+    raws: list[RawMessage]
+    api_invocation_time_ns: Sequence[int] | np.ndarray
+    rejected: list[Poison]
+
+
+@dataclass
+class PreparedBatch:
+    """A batch judged and turned into script calls (:meth:`OnlineApplier.prepare`), not yet written."""
+
+    batch: Sequence[RawMessage]
+    groups: Mapping[str, FeatureGroup]
+    writes: list[GroupWrites]
+    poison: list[Poison]
+    sources: Mapping[str, list[tuple[Message, int, int]]]
+    skipped: int
+    seconds: float
+
+
+def _event_time_texts(group: FeatureGroup, proven: GroupRows) -> list[str | None]:
+    """A Fractional event time's JSON text as each message gave it (the columns hold doubles, and the
+    validator keeps an integer as an integer): read from the messages, one per row."""
+    name = group.event_time_name
+    texts: list[str | None] = []
+    for j, delete in zip(proven.rows, proven.columns.is_delete[proven.rows], strict=True):
+        texts.append(None if delete else orjson.dumps(orjson.loads(proven.raws[j].value)["record"][name]).decode())
+    return texts
 
 
 @dataclass

@@ -25,7 +25,7 @@ from sinks.offline.partition_writer import STAGES
 from sinks.offline.table_commit import recorded_offsets
 from streams.admin import admin_client, ensure_topic
 from streams.lag import committed_offsets
-from streams.offline.consumer import consumer_group_id
+from streams.offline.worker import consumer_group_id
 from tests.integration.helpers import customer, customers_group, dead_letters, read_topic
 from tests.integration.procs import Proc
 from tests.support.offline import table_coordinates

@@ -1,4 +1,4 @@
-"""The offline sink's consumer loop (streams/offline/consumer.py) against an in-memory consumer.
+"""The consume-and-commit loop (streams/consume_loop.py) against an in-memory consumer.
 
 No Kafka here: the fake stands in for confluent_kafka.Consumer's few calls the loop makes, and
 the fake sink for the table (its recorded offsets), so the rules (resume where the table says,
@@ -13,7 +13,7 @@ import re
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from streams.offline.consumer import SinkConsumer, consumer_config, subscription_pattern
+from streams.consume_loop import ConsumeLoop, consumer_config, subscription_pattern
 
 T = "fs.customers"
 
@@ -147,14 +147,19 @@ class FakeSink:
         if (topic, partition) in self.seen:
             self.table[(topic, partition)] = self.seen[(topic, partition)]
 
+    def flush_many(self, partitions):
+        for tp in partitions:
+            self.flush(*tp)
+
     def discard(self, topic, partition):
         self.log.append(f"discard {partition}")
         self.buf.pop((topic, partition), None)
 
 
-def loop(due_at: int = 3, **kw) -> tuple[SinkConsumer, FakeConsumer, FakeSink]:
+def loop(due_at: int = 3, **kw) -> tuple[ConsumeLoop, FakeConsumer, FakeSink]:
     c, s = FakeConsumer(), FakeSink(due_at)
-    sc = SinkConsumer(c, s, subscription_pattern("fs"), idle_commit_s=0.0, backoff_max_s=0.0, **kw)
+    sc = ConsumeLoop(c, s, subscription_pattern("fs"), role="offline sink", idle_commit_s=0.0,
+                     backoff_max_s=0.0, **kw)
     sc.start()
     c.callbacks["assign"](c, [TopicPartition(T, 0), TopicPartition(T, 1)])
     return sc, c, s
@@ -223,7 +228,8 @@ def test_assignment_starts_where_the_table_says_not_the_group() -> None:
     c, s = FakeConsumer(), FakeSink()
     s.table[(T, 0)] = 42
     c.broker_committed[(T, 0)] = 7  # stale, lost or reset: ignored
-    sc = SinkConsumer(c, s, subscription_pattern("fs"), idle_commit_s=0.0, backoff_max_s=0.0)
+    sc = ConsumeLoop(c, s, subscription_pattern("fs"), role="offline sink", idle_commit_s=0.0,
+                     backoff_max_s=0.0)
     sc.start()
     c.callbacks["assign"](c, [TopicPartition(T, 0), TopicPartition(T, 1)])
     assert c.assigned == [(T, 0, 42), (T, 1, -1001)]  # partition 1: no table record, the group's offset
@@ -245,7 +251,8 @@ def test_a_table_that_does_not_answer_at_assignment_keeps_the_partition_paused()
     c, s = FakeConsumer(), FakeSink()
     s.table[(T, 0)] = 9
     s.table_down = True
-    sc = SinkConsumer(c, s, subscription_pattern("fs"), idle_commit_s=0.0, backoff_max_s=0.0)
+    sc = ConsumeLoop(c, s, subscription_pattern("fs"), role="offline sink", idle_commit_s=0.0,
+                     backoff_max_s=0.0)
     sc.start()
     c.callbacks["assign"](c, [TopicPartition(T, 0)])
     assert (T, 0) in c.paused
@@ -271,7 +278,7 @@ def test_consumer_errors_are_skipped_and_fatal_ones_raise() -> None:
     sc.step()
     fatal = KafkaError(KafkaError._FATAL, "fenced", fatal=True)
     c.batches = [[Msg(T, 0, 0, err=fatal)]]
-    with pytest.raises(Exception, match="offline sink consumer failed"):
+    with pytest.raises(Exception, match="offline sink: the Kafka consumer failed"):
         sc.step()
 
 
@@ -309,7 +316,7 @@ def test_ready_once_assigned_not_ready_while_rebalancing() -> None:
 def test_a_sink_with_no_group_topic_to_consume_is_ready() -> None:
     c, s = FakeConsumer(), FakeSink()
     c.cluster_topics = {"fs._registry": None, "fs._deadletter": None, "other.customers": None}
-    sc = SinkConsumer(c, s, subscription_pattern("fs"))
+    sc = ConsumeLoop(c, s, subscription_pattern("fs"), role="offline sink")
     sc.start()
     assert not sc.health.readiness().ready
     sc.step()  # librdkafka never calls on_assign when the pattern matches nothing
@@ -345,7 +352,8 @@ def test_a_table_ahead_of_its_topic_keeps_the_partition_paused_and_says_why(capl
     c, s = FakeConsumer(), FakeSink()
     s.table[(T, 0)] = 150  # the fake's partitions end at 100
     s.table[(T, 1)] = 40
-    sc = SinkConsumer(c, s, subscription_pattern("fs"), idle_commit_s=0.0, backoff_max_s=0.0)
+    sc = ConsumeLoop(c, s, subscription_pattern("fs"), role="offline sink", idle_commit_s=0.0,
+                     backoff_max_s=0.0)
     sc.start()
     c.callbacks["assign"](c, [TopicPartition(T, 0), TopicPartition(T, 1)])
     assert (T, 0) in c.paused and (T, 1) not in c.paused

@@ -1,38 +1,41 @@
-"""The offline sink's Kafka side: one confluent-kafka consumer, manual commits after durable files.
+"""The consume-and-commit loop: one confluent-kafka consumer, manual commits after the sink says
+the records are durable. The offline sink (``streams/offline/worker.py``, into Iceberg tables) and
+the online processor's default engine (``streams/online/engine.py``, into Redis) both run it; it
+logs as the worker that runs it (``role``).
 
-Consumer group ``<prefix>-offline``, independent of the online processor's, so a slow or
-failing S3 never delays online freshness. What this module decides (the writer side, files
-and their names, is ``sinks/offline``; the wiring is ``streams/offline/worker.py``):
+What this module decides (what "durable" means is the sink's, :class:`PartitionSink`):
 
 - **Subscription by regex** ``^<prefix>\\.[A-Za-z0-9]``: librdkafka matches it against the
   cluster's topics at every metadata refresh (``topic.metadata.refresh.interval.ms``, a few
   seconds here), so a new feature group is consumed without a restart, and the internal
   topics (``<prefix>._registry``, ``._deadletter``) never match because group names cannot
   start with ``_``.
-- **Resume from the table, not the consumer group.** On assignment each partition starts at the
-  next offset its group's Iceberg table records (``PartitionSink.resume``); the table commits
-  that offset in the same snapshot as the rows (``sinks/offline/table_commit.py``). So lost or
-  reset consumer-group offsets, a recreated group or a crash between the table commit and the
-  group commit change nothing. Topics without an offline table (online-only or unknown groups)
-  start at the consumer group's offset: nothing of theirs can be doubled.
-- **Flush = commit to the table; then commit the consumer group.** After ``sink.flush(tp)``
-  returns, the rows and the partition's next offset are one Iceberg snapshot; the consumer
-  group's offset is committed afterwards for lag monitoring only. A partition that saw only
-  skipped/poison messages is flushed too (an offsets-only snapshot, at most every
-  ``idle_commit_s``).
-- **Rebalance: discard, never flush, on revoke.** The new owner resumes from the table; a flush
-  racing the revoke would be refused by the table anyway. Messages of partitions no longer
-  assigned (fetched before the revoke) are dropped.
+- **Resume where the sink says.** On assignment each partition starts at the offset
+  ``PartitionSink.resume`` gives: the offline sink's Iceberg table records it in the same snapshot
+  as the rows (``sinks/offline/table_commit.py``), so lost or reset consumer-group offsets, a
+  recreated group or a crash between the table commit and the group commit change nothing. A sink
+  that keeps no offsets (the online store; topics without an offline table) answers None: the
+  partition starts at the consumer group's offset.
+- **Flush, then commit the consumer group.** After ``sink.flush_many`` returns, every record added
+  below the partition's position is durable in the sink (the offline sink: the rows and the next
+  offset are one Iceberg snapshot; the online sink: Redis confirmed the write). Only then is the
+  consumer group's offset committed. A partition that saw only skipped/poison messages is flushed
+  too (an offsets-only snapshot, at most every ``idle_commit_s``).
+- **Rebalance: discard, never flush, on revoke.** The new owner resumes from the sink's offsets (or
+  the last commit, which never passes an unapplied record); a flush racing the revoke would be
+  refused by the table anyway. Messages of partitions no longer assigned (fetched before the
+  revoke) are dropped.
 - **Failures rewind.** A refused commit (another writer committed that range: a zombie, a
-  replay), a failed commit or a sink error (S3, the catalog or the registry down) discards the
-  affected buffers and seeks those partitions back to where the table says, then backs off;
-  memory stays bounded and the retry is the ordinary redelivery path. If even the seek fails
-  the consumer resubscribes, which resumes from the table again.
-- **A table ahead of its topic** (the table records an offset past the partition's end: the
+  replay), a failed commit or a sink error (S3, the catalog, Redis or the registry down) discards
+  the affected buffers and seeks those partitions back to where the sink (or the last commit)
+  says, then backs off; memory stays bounded and the retry is the ordinary redelivery path. If
+  even the seek fails the consumer resubscribes, which resumes from the sink again.
+- **A table ahead of its topic** (the sink's resume offset is past the partition's end: the
   topic or the Kafka cluster was recreated) keeps the partition paused with an error saying so,
   instead of silently skipping the new topic's first records.
 - **Fencing.** Plain consumer groups cannot fence a zombie that lost its partitions but keeps
-  writing; the table does: its commit is refused (see ``table_commit.py``).
+  writing; the offline table does: its commit is refused (see ``table_commit.py``). The online
+  store needs none: its writes are idempotent and ordered inside Redis.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from typing import Any, Protocol
 
 from confluent_kafka import (
     OFFSET_INVALID,
+    TIMESTAMP_LOG_APPEND_TIME,
     Consumer,
     KafkaError,
     KafkaException,
@@ -55,20 +59,18 @@ from confluent_kafka import (
 from schemas.errors import FeatureStoreError, ServiceUnavailableError
 from streams.health import WorkerHealth
 from streams.kafka_client import KafkaTarget, confluent_conf
-from streams.route import RawMessage, raw_from_confluent
-
-log = logging.getLogger("featurestream.sink")
+from streams.route import RawMessage
 
 TP = tuple[str, int]
 _REGEX_SPECIAL = set("\\^$.|?*+()[]{}")
 
 
-class SinkConsumerError(FeatureStoreError):
-    """The sink cannot go on safely (a rewind after a failure failed); restart it."""
+class ConsumeLoopError(FeatureStoreError):
+    """The loop cannot go on safely (a rewind after a failure failed); restart it."""
 
 
 class PartitionSink(Protocol):
-    """What the consumer drives (streams.offline.applier.OfflineApplier implements it)."""
+    """What the loop drives (``streams.offline.applier.OfflineApplier``, ``streams.online.engine.OnlineSink``)."""
 
     def add(self, batch: list[RawMessage]) -> None:
         """Buffer the rows of ``batch``; dead-letter its poison messages before returning."""
@@ -87,12 +89,12 @@ class PartitionSink(Protocol):
         """Commit every buffered row of the partition, with its next offset, to its table; raise
         if it could not (OffsetsMismatchError if another writer committed that range)."""
 
+    def flush_many(self, partitions: list[TP]) -> object:
+        """:meth:`flush` of every partition of ``partitions`` at once (the offline sink: one table
+        commit per table); returns once all of them are durable, raises if any is not."""
+
     def discard(self, topic: str, partition: int) -> None:
         """Forget the partition's buffered rows (they will be redelivered)."""
-
-
-def consumer_group_id(prefix: str) -> str:
-    return f"{prefix}-offline"
 
 
 def subscription_pattern(prefix: str) -> str:
@@ -135,16 +137,21 @@ def open_consumer(bootstrap: KafkaTarget, group_id: str, **options: Any) -> Cons
     return Consumer(consumer_config(bootstrap, group_id, **options))
 
 
-class SinkConsumer:
-    """Poll → sink.add → flush what is due → commit synchronously. Single-threaded by design."""
+class ConsumeLoop:
+    """Poll → sink.add → flush what is due → commit synchronously. One thread drives it (a sink may
+    keep a thread of its own: its flush waits for it)."""
 
-    def __init__(self, consumer: Any, sink: PartitionSink, pattern: str, *, batch_size: int = 5000,
+    def __init__(self, consumer: Any, sink: PartitionSink, pattern: str, *, role: str,
+                 logger: logging.Logger | None = None, batch_size: int = 5000,
                  add_chunk: int = 1000, poll_timeout_s: float = 0.2, idle_commit_s: float = 1.0, backoff_max_s: float = 10.0,
                  on_revoked: Callable[[list[TP]], None] | None = None,
                  on_committed: Callable[[dict[TP, int]], None] | None = None, greedy: bool = False,
                  health: WorkerHealth | None = None) -> None:
         self.consumer = consumer
         self.sink = sink
+        # Who runs the loop, in its log lines and errors ("offline sink", "online processor").
+        self.role = role
+        self._log = logger or logging.getLogger("featurestream")
         self.pattern = pattern
         self.batch_size = batch_size
         # Rotation is checked between chunks, so a file overshoots max_records by < add_chunk.
@@ -219,8 +226,8 @@ class SinkConsumer:
                 start = self.sink.resume(tp.topic, tp.partition)
             except (FeatureStoreError, OSError) as exc:
                 # The catalog or S3 is down: hold the partition paused until the table answers.
-                log.warning("%s[%d]: cannot read where the table resumes (%s); paused until it answers",
-                            tp.topic, tp.partition, exc)
+                self._log.warning("%s[%d]: cannot read where the table resumes (%s); paused until it answers",
+                                  tp.topic, tp.partition, exc)
                 pending.append(tp)
                 storage_down = True
                 continue
@@ -237,11 +244,10 @@ class SinkConsumer:
             self._assigned |= {(tp.topic, tp.partition) for tp in partitions}
             self._unresumed |= {(tp.topic, tp.partition) for tp in pending} - self._ahead
             self.health.joined(len(self._assigned))
-        log.info("assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in partitions)
-                 or "nothing")
+        self._log.info("%s: assigned %s", self.role,
+                       ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in partitions) or "nothing")
 
-    @staticmethod
-    def _ahead_of_topic(consumer: Any, tp: TopicPartition, start: int) -> bool:
+    def _ahead_of_topic(self, consumer: Any, tp: TopicPartition, start: int) -> bool:
         """True if the table records an offset past the partition's end: the topic (or the whole
         Kafka cluster) was recreated under the table. Consuming from there would skip the new
         topic's records, so the partition stays paused until an operator decides (Iceberg's
@@ -253,10 +259,11 @@ class SinkConsumer:
             return False  # unknown: the offset check at commit time still guards the table
         if start <= high:
             return False
-        log.error("%s[%d]: the table records offset %d but the partition ends at %d: the topic was recreated "
-                  "under the table (a new Kafka cluster?). Not consuming it: replaying would skip the new "
-                  "topic's first %d records. Move the table aside (or delete the group with --purge) and "
-                  "replay, then restart the sink.", tp.topic, tp.partition, start, high, start - high)
+        self._log.error("%s[%d]: the table records offset %d but the partition ends at %d: the topic was "
+                        "recreated under the table (a new Kafka cluster?). Not consuming it: replaying would "
+                        "skip the new topic's first %d records. Move the table aside (or delete the group with "
+                        "--purge) and replay, then restart the sink.", tp.topic, tp.partition, start, high,
+                        start - high)
         return True
 
     def _resume_pending(self) -> None:
@@ -290,7 +297,7 @@ class SinkConsumer:
                 self.health.joined(len(self._assigned))
         if self._on_revoked is not None and revoked:
             self._on_revoked(revoked)
-        log.info("revoked %s", ", ".join(f"{t}[{p}]" for t, p in revoked) or "nothing")
+        self._log.info("%s: revoked %s", self.role, ", ".join(f"{t}[{p}]" for t, p in revoked) or "nothing")
 
     # -- the loop ----------------------------------------------------------------------------
     def step(self) -> None:
@@ -307,28 +314,35 @@ class SinkConsumer:
         if not self.health.is_joined:
             self._check_nothing_to_consume()
         batch: list[RawMessage] = []
+        assigned, position = self._assigned, self._position
         for m in msgs:
             err = m.error()
             if err is not None:
                 if err.code() in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
                     continue  # a group topic deleted while subscribed by regex
                 if err.fatal():
-                    raise SinkConsumerError(f"offline sink consumer failed: {err}")
-                log.warning("consumer error: %s", err)
+                    raise ConsumeLoopError(f"{self.role}: the Kafka consumer failed: {err}")
+                self._log.warning("consumer error: %s", err)
                 continue
-            tp = (m.topic(), m.partition())
-            if tp not in self._assigned:
+            topic, partition, offset = m.topic(), m.partition(), m.offset()
+            tp = (topic, partition)
+            if tp not in assigned:
                 continue  # fetched before a revoke: the new owner reads it again
-            if m.offset() < self._position.get(tp, -1):
+            if offset < position.get(tp, -1):
                 continue  # already consumed (a rewind races with prefetched data)
-            batch.append(raw_from_confluent(m))
+            # raw_from_confluent, inline: this loop runs once per message
+            kind, ts = m.timestamp()
+            batch.append(RawMessage(topic, partition, offset, m.key(), m.value(), m.headers(), ts,
+                                    kind == TIMESTAMP_LOG_APPEND_TIME))
         try:
             for start in range(0, len(batch), self.add_chunk):
                 chunk = batch[start:start + self.add_chunk]
                 self.sink.add(chunk)
                 for raw in chunk:
-                    self._position[(raw.topic, raw.partition)] = raw.offset + 1
-                    self._first.setdefault((raw.topic, raw.partition), raw.offset)
+                    tp = (raw.topic, raw.partition)
+                    position[tp] = raw.offset + 1
+                    if tp not in self._first:
+                        self._first[tp] = raw.offset
                 self._flush_and_commit(self._due())
             if not batch:
                 self._flush_and_commit(self._due())
@@ -366,12 +380,7 @@ class SinkConsumer:
     def _flush_and_commit(self, partitions: list[TP]) -> None:
         if not partitions:
             return
-        flush_many = getattr(self.sink, "flush_many", None)
-        if flush_many is not None:
-            flush_many(list(partitions))  # one table commit per table, when it returns
-        else:
-            for tp in partitions:
-                self.sink.flush(*tp)
+        self.sink.flush_many(list(partitions))  # e.g. one table commit per table, when it returns
         offsets = []
         for tp in partitions:
             pos = self._position.get(tp)
@@ -388,14 +397,14 @@ class SinkConsumer:
             self._on_committed(done)
         if failed:
             errors = "; ".join(f"{tp.topic}[{tp.partition}]: {tp.error}" for tp in answered if tp.error)
-            raise ServiceUnavailableError(f"offline sink: committing offsets failed ({errors})")
+            raise ServiceUnavailableError(f"{self.role}: committing offsets failed ({errors})")
 
     def _recover_from(self, exc: BaseException, partitions: set[TP]) -> None:
         self._backoff = min(self.backoff_max_s, max(0.5, self._backoff * 2))
         # A fixed phrase: /ready is unauthenticated and exception text names hosts.
         self.health.failing("writing or committing records failed; retrying")
-        log.error("offline sink: %s; rewinding %d partition(s) to their committed offsets, retrying in "
-                  "%.1f s", exc, len(partitions), self._backoff)
+        self._log.error("%s: %s; rewinding %d partition(s) to their committed offsets, retrying in "
+                        "%.1f s", self.role, exc, len(partitions), self._backoff)
         self.rewind(partitions)
         self._stop.wait(self._backoff)
 
@@ -429,7 +438,7 @@ class SinkConsumer:
         except (KafkaException, FeatureStoreError, OSError) as exc:
             # Typically a rebalance in progress, or the catalog down. Leaving and rejoining the
             # group hands every partition back, resumed from the tables.
-            log.warning("seeking back failed (%s); resubscribing to restart from the tables' offsets", exc)
+            self._log.warning("seeking back failed (%s); resubscribing to restart from the tables' offsets", exc)
             self._resubscribe(exc)
 
     def _resubscribe(self, cause: BaseException) -> None:
@@ -448,8 +457,8 @@ class SinkConsumer:
             self.consumer.unsubscribe()
             self.start()
         except KafkaException as exc:
-            raise SinkConsumerError(f"offline sink: could not rewind to the committed offsets after a failure "
-                                    f"({cause}), nor resubscribe ({exc}); restart the sink (it resumes from "
+            raise ConsumeLoopError(f"{self.role}: could not rewind to the committed offsets after a failure "
+                                    f"({cause}), nor resubscribe ({exc}); restart the worker (it resumes from "
                                     "the committed offsets)") from exc
 
     def drain(self) -> None:
@@ -460,4 +469,5 @@ class SinkConsumer:
         try:
             self._flush_and_commit(sorted(pending))
         except (FeatureStoreError, KafkaException, OSError) as exc:
-            log.error("offline sink: final flush/commit failed (%s); the records are read again at restart", exc)
+            self._log.error("%s: final flush/commit failed (%s); the records are read again at restart",
+                            self.role, exc)
