@@ -61,8 +61,10 @@ def csv_line(draw: st.DrawFn) -> str:
              "n": draw(st.one_of(st.just(""), int_texts if odd else st.integers(-2**63, 2**63 - 1).map(str))),
              "x": draw(st.one_of(st.just(""), float_texts if odd else floats.map(repr))),
              "s": draw(st.one_of(st.just(""), strings)),
-             "ids": draw(st.sampled_from(["", "[1]", "[1, 2]", "[1, 1]", "[]"] if odd else [""])),
-             "v": draw(st.sampled_from(["", "[1.5, 2]", "[1]", "[-0, 0.1]"] if odd else [""]))}
+             "ids": draw(st.sampled_from(["", "[1]", "[1, 2]", "[1, 1]", "[]", "null", " [1]", "1", "[1.0]", "[null]"]
+                                         if odd else ["", "[1, 2]"])),
+             "v": draw(st.sampled_from(["", "[1.5, 2]", "[1]", "[-0, 0.1]", "[1e400, 1]", '["a", 1]', "[[1], 2]"]
+                                       if odd else ["", "[1.5, 2]"]))}
     quoted = draw(st.booleans())
     line = ",".join(csv_cell(cells[n], quoted and n == "s") for n in NAMES)
     if draw(st.integers(0, 9)):
@@ -209,3 +211,35 @@ def test_arrows_decimal_parse_is_pythons_correctly_rounded_float(text):
     """The CSV fast path's doubles come from Arrow's cast; they must be the bits ``float(text)`` gives."""
     got = pc.cast(pa.array([text]), pa.float64())[0].as_py()
     assert struct.pack("<d", got) == struct.pack("<d", float(text))
+
+
+TRICKY_CSV = [("ids", "null"), ("ids", " [1]"), ("ids", "1"), ("ids", '"[1.0]"'), ("ids", "[null]"), ("ids", "[]"),
+              ("ids", '"[1, 1]"'), ("v", '"[-0, 0.1]"'), ("v", '"[1e400, 1]"'), ("v", '"[""a"", 1]"'), ("v", "[2]"),
+              ("n", "+5"), ("n", "007"), ("n", "42.0"), ("n", "9223372036854775808"), ("n", "-0"), ("n", '""'),
+              ("x", "-0"), ("x", "1."), ("x", ".5"), ("x", "1e400"), ("x", "NaN"), ("x", "1e-400"), ("x", '""'),
+              ("s", '""'), ("s", ""), ("s", '"a""b"'), ("et", "2021-10-02 12:00:00Z"), ("id", '""')]
+
+
+@pytest.mark.parametrize(("name", "cell"), TRICKY_CSV)
+def test_a_tricky_csv_cell_between_good_rows(tmp_path, name, cell):
+    """Each cell alone in a block of good rows: what Arrow reads of it must be what the row path reads."""
+    good = {"id": "a", "et": ET, "n": "1", "x": "0.5", "s": "t", "ids": '"[1, 2]"', "v": '"[1.5, 2]"'}
+    rows = [good, {**good, "id": "b", name: cell}, {**good, "id": "c"}]
+    path = tmp_path / "a.csv"
+    path.write_text(",".join(NAMES) + "\n" + "".join(",".join(r[n] for n in NAMES) + "\n" for r in rows))
+    check_same(path)
+
+
+TRICKY_JSON = [("ids", "null"), ("ids", "[1.0]"), ("ids", "[null]"), ("ids", "[1, 1]"), ("v", "[-0, 0.1]"),
+               ("v", "[1, 2]"), ("v", "[1.5]"), ("x", "-0"), ("x", "-0.0"), ("x", "5"), ("x", "NaN"),
+               ("x", "123456789012345678901234567890"), ("n", "-0"), ("n", "5.0"), ("s", '"\\ud83d\\ude00"'),
+               ("s", '"\\u0000"'), ("id", '""'), ("id", "null")]
+
+
+@pytest.mark.parametrize(("name", "value"), TRICKY_JSON)
+def test_a_tricky_json_value_between_good_lines(tmp_path, name, value):
+    good = {"id": '"a"', "et": f'"{ET}"', "n": "1", "x": "0.5", "s": '"t"', "ids": "[1, 2]", "v": "[1.5, 2]"}
+    rows = [good, {**good, "id": '"b"', name: value}, {**good, "id": '"c"'}]
+    path = tmp_path / "a.jsonl"
+    path.write_text("".join("{" + ", ".join(f'"{n}": {r[n]}' for n in NAMES) + "}\n" for r in rows))
+    check_same(path)
