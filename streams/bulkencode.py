@@ -157,8 +157,11 @@ def _encode_table(validator: RecordValidator, start: int, table: Any, unsure: np
     if not done.any():
         return EncodedChunk(rest.keys, rest.values, rest.headers, rest.rejects, n, rest.indexes)
     keep = done[bulk.done]
-    keys = [k for k, d in zip(bulk.keys, keep.tolist(), strict=True) if d]
-    values = [v for v, d in zip(bulk.values, keep.tolist(), strict=True) if d]
+    if keep.all():  # the common case: every row the bulk encoder proved is kept
+        keys, values = bulk.keys, bulk.values
+    else:
+        keys = [k for k, d in zip(bulk.keys, keep.tolist(), strict=True) if d]
+        values = [v for v, d in zip(bulk.values, keep.tolist(), strict=True) if d]
     indexes = (bulk.done[keep] + start).tolist()
     rejects = list(rest.rejects)
     keys, values, indexes = _check_sizes(group.name, keys, values, indexes, headers, rejects)

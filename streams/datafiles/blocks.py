@@ -284,7 +284,9 @@ def _list_type(fd: Any) -> Any:
 
 def block_records(block: TextBlock, group: FeatureGroup, positions: list[int]) -> list[Any]:
     """The records (or RowErrors) the row-by-row reader gives for the block's lines at ``positions``."""
-    lines = block.data.split(b"\n")
+    if not positions:
+        return []
+    lines = block.data.split(b"\n", max(positions) + 1)  # no further than needed (often just the first line)
     where = f"feature group {group.name!r}"
     if block.fmt == "csv":
         parser = CsvRowParser(group, list(block.header))
