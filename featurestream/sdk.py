@@ -18,6 +18,7 @@ from functools import cached_property
 from typing import Any
 
 from featurestream.config import Config
+from schemas.backoff import backoff_delays
 from schemas.errors import GroupNotFoundError, RecordValidationError, ServiceUnavailableError
 from schemas.eventtime import format_iso, parse_event_time
 from schemas.group import FeatureGroup
@@ -292,7 +293,7 @@ class FeatureStore:
                 "will never return it", group=group)
         mine = version_key(msg.event_time_ns, coords[0], coords[1])
         deadline = time.monotonic() + timeout_s
-        delay = 0.001
+        delays = backoff_delays(0.001, 0.05)
         while True:
             meta = self.online.record_meta(g, msg.id)
             if meta and meta.get("event_time_ns") is not None and meta.get("seq"):
@@ -303,8 +304,7 @@ class FeatureStore:
                 raise ServiceUnavailableError(
                     f"record {msg.id!r} of {group!r} was published (partition {coords[0]}, offset {coords[1]}) "
                     f"but was not visible online within {timeout_s:.1f} s: is `featurestream process` running?")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
+            time.sleep(next(delays))
 
     # -- replay, backfill, rebuild ---------------------------------------------------------------
     def replay(self, group: str, *, target: str, from_ms: int | None = None, to_ms: int | None = None,

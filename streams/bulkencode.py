@@ -10,7 +10,7 @@ the same rejections, as the per-record path gives for the whole part (tests/unit
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -20,8 +20,9 @@ from schemas.column_encoder import compile_column_encoder
 from schemas.errors import ValidationError
 from schemas.validate import RecordValidator
 from schemas.wire import check_message_size
+from streams.datafiles.blocks import TextBlock, block_columns, block_records
 from streams.encoding import SIZE_CHECK_FROM, EncodedChunk, Rejection, encode_rows
-from streams.rowsource import datetimes_to_iso, part_to_chunk, timestamps_to_iso
+from streams.rowsource import Chunk, datetimes_to_iso, part_to_chunk, timestamps_to_iso
 
 log = logging.getLogger(__name__)
 # Below this many rows the per-record path is as fast as setting up the columns.
@@ -30,9 +31,12 @@ MIN_BULK_ROWS = 1
 
 def encode_part(validator: RecordValidator, start: int, part: Any, *, target_stores: Iterable[str] | None = None,
                 ttl_seconds: int | None = None, api_invocation_time_ns: int = 0) -> EncodedChunk:
-    """Validate and encode one part from ``rowsource.iter_parts`` (bulk for DataFrames and Arrow)."""
+    """Validate and encode one part from ``rowsource.iter_parts`` (bulk for DataFrames, Arrow, and the
+    CSV / JSON Lines blocks of ``streams.datafiles.blocks``)."""
     options = {"target_stores": target_stores, "ttl_seconds": ttl_seconds,
                "api_invocation_time_ns": api_invocation_time_ns}
+    if isinstance(part, TextBlock):
+        return _encode_text_block(validator, start, part, options)
     mod = type(part).__module__
     table = unsure = None
     if len(part) >= MIN_BULK_ROWS:
@@ -42,7 +46,23 @@ def encode_part(validator: RecordValidator, start: int, part: Any, *, target_sto
             table, unsure = arrow_columns(part)
     if table is None:
         return encode_rows(validator, part_to_chunk(start, part), **options)
-    return _encode_table(validator, start, part, table, unsure, options)
+    return _encode_table(validator, start, table, unsure, options,
+                         lambda first, positions: part_to_chunk(first, _rows(part, positions)))
+
+
+def _encode_text_block(validator: RecordValidator, start: int, block: TextBlock,
+                       options: dict[str, Any]) -> EncodedChunk:
+    """A CSV / JSON Lines block: Arrow's columns where certain, each other line read as the row path reads it."""
+    group = validator.group
+    read = block_columns(block, group)
+
+    def rows_of(first: int, positions: list[int]) -> Chunk:
+        return first, (), block_records(block, group, positions)
+
+    if read is None:
+        return encode_rows(validator, rows_of(start, list(range(block.rows))), **options)
+    table, unsure = read
+    return _encode_table(validator, start, table, unsure, options, rows_of)
 
 
 def frame_columns(frame: Any) -> tuple[Any, np.ndarray | None]:
@@ -96,8 +116,9 @@ def _plain(arr: Any) -> Any:
     return arr
 
 
-def _encode_table(validator: RecordValidator, start: int, part: Any, table: Any, unsure: np.ndarray | None,
-                  options: dict[str, Any]) -> EncodedChunk:
+def _encode_table(validator: RecordValidator, start: int, table: Any, unsure: np.ndarray | None,
+                  options: dict[str, Any], rows_of: Callable[[int, list[int]], Chunk]) -> EncodedChunk:
+    """``rows_of(first index, positions)``: the chunk the per-record path reads for those rows of the part."""
     n = table.num_rows
     group = validator.group
     stores = options["target_stores"]
@@ -119,7 +140,7 @@ def _encode_table(validator: RecordValidator, start: int, part: Any, table: Any,
         # The first bulk row also goes through the per-record path: it checks the call's options (TTL,
         # api time), gives the headers every record of the call shares, and proves the two encoders agree.
         first = int(np.flatnonzero(done)[0])
-        reference = encode_rows(validator, part_to_chunk(start + first, _rows(part, [first])), **options)
+        reference = encode_rows(validator, rows_of(start + first, [first]), **options)
         position = int(np.searchsorted(bulk.done, first))
         if reference.keys != [bulk.keys[position]] or reference.values != [bulk.values[position]]:
             if not reference.rejects:
@@ -131,13 +152,16 @@ def _encode_table(validator: RecordValidator, start: int, part: Any, table: Any,
     slow = np.flatnonzero(~done)
     rest = EncodedChunk([], [], None, [], 0, [])
     if len(slow):
-        rest = encode_rows(validator, part_to_chunk(start, _rows(part, slow.tolist())), **options,
+        rest = encode_rows(validator, rows_of(start, slow.tolist()), **options,
                            indexes=(slow + start).tolist())
     if not done.any():
         return EncodedChunk(rest.keys, rest.values, rest.headers, rest.rejects, n, rest.indexes)
     keep = done[bulk.done]
-    keys = [k for k, d in zip(bulk.keys, keep.tolist(), strict=True) if d]
-    values = [v for v, d in zip(bulk.values, keep.tolist(), strict=True) if d]
+    if keep.all():  # the common case: every row the bulk encoder proved is kept
+        keys, values = bulk.keys, bulk.values
+    else:
+        keys = [k for k, d in zip(bulk.keys, keep.tolist(), strict=True) if d]
+        values = [v for v, d in zip(bulk.values, keep.tolist(), strict=True) if d]
     indexes = (bulk.done[keep] + start).tolist()
     rejects = list(rest.rejects)
     keys, values, indexes = _check_sizes(group.name, keys, values, indexes, headers, rejects)

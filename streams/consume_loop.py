@@ -56,6 +56,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from schemas.backoff import Backoff
 from schemas.errors import FeatureStoreError, ServiceUnavailableError
 from streams.health import WorkerHealth
 from streams.kafka_client import KafkaTarget, confluent_conf
@@ -179,7 +180,7 @@ class ConsumeLoop:
         # the metrics thread may read at any time (featurestream_offline_uncommitted_records).
         self.uncommitted_records = 0
         self._stop = threading.Event()
-        self._backoff = 0.0
+        self._backoff = Backoff(min(0.5, backoff_max_s), backoff_max_s)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -346,7 +347,7 @@ class ConsumeLoop:
                 self._flush_and_commit(self._due())
             if not batch:
                 self._flush_and_commit(self._due())
-            self._backoff = 0.0
+            self._backoff.succeeded()
             self.health.recovered()
         except (FeatureStoreError, KafkaException, OSError) as exc:
             self._recover_from(exc, {(r.topic, r.partition) for r in batch} | set(self._position))
@@ -400,13 +401,13 @@ class ConsumeLoop:
             raise ServiceUnavailableError(f"{self.role}: committing offsets failed ({errors})")
 
     def _recover_from(self, exc: BaseException, partitions: set[TP]) -> None:
-        self._backoff = min(self.backoff_max_s, max(0.5, self._backoff * 2))
+        delay = self._backoff.failed()
         # A fixed phrase: /ready is unauthenticated and exception text names hosts.
         self.health.failing("writing or committing records failed; retrying")
         self._log.error("%s: %s; rewinding %d partition(s) to their committed offsets, retrying in "
-                        "%.1f s", self.role, exc, len(partitions), self._backoff)
+                        "%.1f s", self.role, exc, len(partitions), delay)
         self.rewind(partitions)
-        self._stop.wait(self._backoff)
+        self._stop.wait(delay)
 
     def rewind(self, partitions: Iterable[TP]) -> None:
         """Discard buffers and seek back to where the tables say (redelivery restarts batches there)."""

@@ -85,6 +85,9 @@ def iter_parts(data: object, chunk_size: int = 10_000) -> Iterator[tuple[int, An
 
 def part_to_chunk(start: int, part: Any) -> Chunk:
     """Convert one part from :func:`iter_parts` into a chunk of plain Python values."""
+    own = getattr(part, "to_chunk", None)
+    if callable(own):  # a source's own part (streams.datafiles.blocks.TextBlock)
+        return own(start)
     mod = type(part).__module__
     if mod.startswith("pandas"):
         return _frame_chunk(start, part)

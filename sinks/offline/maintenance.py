@@ -22,7 +22,6 @@ window must be longer than any upload-to-commit delay (seconds).
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.io.pyarrow import ArrowScan
 from pyiceberg.table import FileScanTask, Table
 
+from sinks.offline.commit_retry import CommitConflictsExhausted, commit_with_retry
 from sinks.offline.errors import OfflineStorageError
 from sinks.offline.fs import STORAGE_EXCEPTIONS, open_filesystem, storage_errors
 from sinks.offline.legacy_layout import is_legacy_path
@@ -114,32 +114,32 @@ def rewrite_files(reload: Callable[[], Table], files: list[Any], *, target_bytes
     if hook is not None:
         hook("outputs_written")
     wanted = {f.file_path for f in files}
-    delay = 0.05
-    for _ in range(attempts):
-        table = reload()
+
+    def step(table: Table) -> bool:
+        """False when another writer removed an input first (the outputs are deleted)."""
         live = {f.file_path: f for f in _live_files(table)}
         if not wanted <= live.keys():
             delete_files(table, (f.file_path for f in outputs))
             log.info("%s: %d of the files to compact are gone (another compaction); dropping this rewrite",
                      table.name(), len(wanted - live.keys()))
+            return False
+        tx = table.transaction()
+        props = offsets_property(recorded_offsets(table))
+        with tx.update_snapshot(snapshot_properties=props).overwrite() as overwrite:
+            for path in sorted(wanted):
+                overwrite.delete_data_file(live[path])
+            for f in outputs:
+                overwrite.append_data_file(f)
+        tx.commit_transaction()
+        return True
+
+    try:
+        if not commit_with_retry(reload, step, attempts=attempts):
             return None
-        try:
-            tx = table.transaction()
-            props = offsets_property(recorded_offsets(table))
-            with tx.update_snapshot(snapshot_properties=props).overwrite() as overwrite:
-                for path in sorted(wanted):
-                    overwrite.delete_data_file(live[path])
-                for f in outputs:
-                    overwrite.append_data_file(f)
-            tx.commit_transaction()
-            break
-        except CommitFailedException:
-            time.sleep(delay * (1 + random.random()))
-            delay = min(2.0, delay * 2)
-    else:
+    except CommitConflictsExhausted:
         delete_files(reload(), (f.file_path for f in outputs))
         raise OfflineStorageError(f"table {table.name()}: compaction conflicted {attempts} times in a row; "
-                                  "its outputs were deleted, the inputs stay")
+                                  "its outputs were deleted, the inputs stay") from None
     if hook is not None:
         hook("committed")
     return RewriteResult(repr(files[0].partition), len(files), len(outputs), rows.num_rows,

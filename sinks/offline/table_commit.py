@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +32,7 @@ from typing import Any
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
 
+from sinks.offline.commit_retry import CommitConflictsExhausted, commit_with_retry
 from sinks.offline.errors import OfflineStorageError, OffsetsMismatchError
 
 log = logging.getLogger("featurestream.offline.commit")
@@ -97,9 +96,7 @@ def commit_append(reload: Callable[[], Table], data_files: list[Any], advances: 
     table records other start offsets than ``advances``.
     Extra snapshot summary ``properties`` go into the same snapshot (the migration's marker).
     """
-    delay = 0.05
-    for attempt in range(attempts):
-        table = first if attempt == 0 and first is not None else reload()
+    def step(table: Table) -> Table:
         current = recorded_offsets(table)
         wrong = [(a, current.get((a.topic, a.partition))) for a in advances
                  if current.get((a.topic, a.partition)) != a.start]
@@ -123,17 +120,22 @@ def commit_append(reload: Callable[[], Table], data_files: list[Any], advances: 
                 for f in data_files:
                     append.append_data_file(f)
             return tx.commit_transaction()
-        except CommitFailedException as exc:
-            log.info("%s: commit conflicted (%s); reloading and checking again (attempt %d)",
-                     table.name(), exc, attempt + 1)
-            time.sleep(delay * (1 + random.random()))
-            delay = min(2.0, delay * 2)
+        except CommitFailedException:
+            raise  # another writer won: reloaded, checked and tried again by commit_with_retry
         except Exception as exc:  # noqa: BLE001 - S3/catalog failures; the outcome may be unknown
             # Not deleting the files: if the commit did land they are the table's now. A retry is
             # safe either way: it checks the offsets first, and is refused if this one landed.
             raise OfflineStorageError(f"table {table.name()}: committing {len(data_files)} files failed: "
                                       f"{type(exc).__name__}: {exc} (is the S3 server or the catalog down?)"
                                       ) from exc
-    delete_files(reload(), (f.file_path for f in data_files))
-    raise OfflineStorageError(f"could not commit to the offline table after {attempts} conflicting attempts; "
-                              "the rows are read again from Kafka")
+
+    def conflicted(table: Table, exc: CommitFailedException, attempt: int) -> None:
+        log.info("%s: commit conflicted (%s); reloading and checking again (attempt %d)",
+                 table.name(), exc, attempt + 1)
+
+    try:
+        return commit_with_retry(reload, step, attempts=attempts, first=first, on_conflict=conflicted)
+    except CommitConflictsExhausted:
+        delete_files(reload(), (f.file_path for f in data_files))
+        raise OfflineStorageError(f"could not commit to the offline table after {attempts} conflicting attempts; "
+                                  "the rows are read again from Kafka") from None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from schemas.group import FeatureGroup
 from schemas.types import ScalarType
@@ -53,6 +53,10 @@ class _Lines:
         self.pending.append(text)
         return text
 
+    def restart(self, lines: Iterator[bytes | None], count: int) -> None:
+        self._lines = lines
+        self.count = count
+
     def take(self) -> str:
         text = "".join(self.pending)
         self.pending.clear()
@@ -87,66 +91,105 @@ def check_csv_header(path: Path, group: FeatureGroup) -> None:
 
 def csv_records(path: Path, group: FeatureGroup) -> Iterator[tuple[int, Any, str]]:
     """``(first line, record or RowError, the record's text)`` for every row of the file."""
-    if csv.field_size_limit() < FIELD_LIMIT:
-        csv.field_size_limit(FIELD_LIMIT)
-    where = f"feature group {group.name!r}"
     with path.open("rb") as f:
-        lines = _Lines(bounded_lines(f))
-        reader = csv.reader(lines, strict=True)
-        header = _header(reader, lines, path, group)
-        width = len(header)
-        defs = [group.feature(n) for n in header]
-        convert = [text_converter(fd) for fd in defs]
-        strings = {i for i, fd in enumerate(defs) if fd.type is ScalarType.STRING and fd.collection is None}
+        yield from CsvReader(f, path, group)
+
+
+class CsvRowParser:
+    """One CSV row's cells -> its record (or RowError), for the columns of a header.
+
+    Also what ``streams.datafiles.blocks`` uses for a line of a bulk block that Arrow's path does not
+    take: the same function, so the record or reason is the one a row-by-row read gives."""
+
+    def __init__(self, group: FeatureGroup, header: list[str]) -> None:
+        self.where = f"feature group {group.name!r}"
+        self.header = header
+        self.width = len(header)
+        self.defs = [group.feature(n) for n in header]
+        self.convert = [text_converter(fd) for fd in self.defs]
+        self.strings = {i for i, fd in enumerate(self.defs)
+                        if fd.type is ScalarType.STRING and fd.collection is None}
+
+    def line(self, text: str) -> Any:
+        """The record of one physical line that holds exactly one record (no newline in a quoted field)."""
+        try:
+            row = next(csv.reader([text], strict=True))
+        except csv.Error as exc:
+            return RowError(f"{self.where}: the row is not valid CSV ({exc})")
+        return self.record(row, text)
+
+    def record(self, row: list[str], text: str) -> Any:
+        where, header, width = self.where, self.header, self.width
+        if len(row) != width:
+            return RowError(f"{where}: the row has {len(row)} fields; the header has {width} "
+                            f"({', '.join(header[:20])}{' ...' if width > 20 else ''})")
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                bad = text[exc.start].encode("utf-8", "surrogateescape")
+                return RowError(f"{where}: the row is not valid UTF-8 (byte {bad!r}); save the file as UTF-8")
+        record: dict[str, Any] = {}
+        quoted: set[int] | None = None
+        for i, cell in enumerate(row):
+            name = header[i]
+            if cell == "":
+                if i in self.strings:
+                    if quoted is None:
+                        quoted = quoted_empty_fields(text)
+                    record[name] = "" if i in quoted else None
+                else:
+                    record[name] = None
+                continue
+            try:
+                record[name] = self.convert[i](cell)
+            except CellError as exc:
+                return RowError(f"{where}, feature {name!r} ({self.defs[i].describe()}): value {_short(cell)} is "
+                                f"invalid: {exc}", name)
+        return record
+
+
+class CsvReader:
+    """The rows of an open CSV file, one at a time, after its header (read on construction).
+
+    ``streams.datafiles.blocks`` reads blocks of the same file around it: ``resume(lines_before)``
+    says the file was moved (``f.seek``) to the start of a line with that many lines before it."""
+
+    def __init__(self, f: BinaryIO, path: Path, group: FeatureGroup) -> None:
+        if csv.field_size_limit() < FIELD_LIMIT:
+            csv.field_size_limit(FIELD_LIMIT)
+        self._f = f
+        self._lines = _Lines(bounded_lines(f))
+        self._reader = csv.reader(self._lines, strict=True)
+        self.header = _header(self._reader, self._lines, path, group)
+        self.parser = CsvRowParser(group, self.header)
+
+    @property
+    def lines_read(self) -> int:
+        return self._lines.count
+
+    def resume(self, lines_before: int) -> None:
+        self._lines.restart(bounded_lines(self._f, strip_bom=False), lines_before)
+
+    def __iter__(self) -> CsvReader:
+        return self
+
+    def __next__(self) -> tuple[int, Any, str]:
+        lines = self._lines
         while True:
             first = lines.count + 1
             try:
-                row = next(reader)
-            except StopIteration:
-                return
+                row = next(self._reader)
             except csv.Error as exc:
-                yield first, RowError(f"{where}: the row is not valid CSV ({exc})"), lines.take()
-                continue
+                return first, RowError(f"{self.parser.where}: the row is not valid CSV ({exc})"), lines.take()
             except _LineTooLong:
                 lines.take()
-                yield first, RowError(f"{where}: the line is longer than {LINE_LIMIT} bytes; a record is at "
-                                      "most 350 KB"), ""
-                continue
+                return first, RowError(f"{self.parser.where}: the line is longer than {LINE_LIMIT} bytes; a record "
+                                       "is at most 350 KB"), ""
             text = lines.take()
             if not row:
                 continue  # a blank line holds no record
-            yield first, _record(where, header, defs, convert, strings, width, row, text), text
-
-
-def _record(where: str, header: list[str], defs: list[Any], convert: list[Any], strings: set[int], width: int,
-            row: list[str], text: str) -> Any:
-    if len(row) != width:
-        return RowError(f"{where}: the row has {len(row)} fields; the header has {width} "
-                        f"({', '.join(header[:20])}{' ...' if width > 20 else ''})")
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            bad = text[exc.start].encode("utf-8", "surrogateescape")
-            return RowError(f"{where}: the row is not valid UTF-8 (byte {bad!r}); save the file as UTF-8")
-    record: dict[str, Any] = {}
-    quoted: set[int] | None = None
-    for i, cell in enumerate(row):
-        name = header[i]
-        if cell == "":
-            if i in strings:
-                if quoted is None:
-                    quoted = quoted_empty_fields(text)
-                record[name] = "" if i in quoted else None
-            else:
-                record[name] = None
-            continue
-        try:
-            record[name] = convert[i](cell)
-        except CellError as exc:
-            return RowError(f"{where}, feature {name!r} ({defs[i].describe()}): value {_short(cell)} is invalid: "
-                            f"{exc}", name)
-    return record
+            return first, self.parser.record(row, text), text
 
 
 def _short(text: str, limit: int = 80) -> str:

@@ -29,8 +29,13 @@ def jsonl_records(path: Path, group: FeatureGroup) -> Iterator[tuple[int, Any, b
                 continue
             if not raw.strip():
                 continue
-            try:
-                record: Any = reader.loads(raw)
-            except CellError as exc:
-                record = RowError(f"{where}: the line is invalid: {exc}", exc.feature)
-            yield number, record, raw
+            yield number, jsonl_record(reader, where, raw), raw
+
+
+def jsonl_record(reader: RecordReader, where: str, raw: bytes) -> Any:
+    """The record of one line, or the RowError that rejects it (also what a bulk block's leftover lines
+    go through, ``streams.datafiles.blocks``)."""
+    try:
+        return reader.loads(raw)
+    except CellError as exc:
+        return RowError(f"{where}: the line is invalid: {exc}", exc.feature)

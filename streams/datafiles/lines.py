@@ -12,10 +12,11 @@ BOM = b"\xef\xbb\xbf"
 LINE_LIMIT = 8 * 1024 * 1024
 
 
-def bounded_lines(f: BinaryIO, limit: int = LINE_LIMIT) -> Iterator[bytes | None]:
+def bounded_lines(f: BinaryIO, limit: int = LINE_LIMIT, *, strip_bom: bool = True) -> Iterator[bytes | None]:
     """Each line of ``f`` (with its line end), None for a line longer than ``limit``; a UTF-8 BOM
-    at the start of the file is dropped (spreadsheets write one)."""
-    first = True
+    at the start of the file is dropped (spreadsheets write one). ``strip_bom=False``: ``f`` is
+    somewhere after its start, where a BOM is not one."""
+    first = strip_bom
     while True:
         raw = f.readline(limit)
         if not raw:

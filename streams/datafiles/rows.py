@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 from bisect import bisect_right
 from collections.abc import Callable, Iterator
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from schemas.group import FeatureGroup
+from streams.datafiles.blocks import TextBlock, split_text
 from streams.datafiles.csvrows import check_csv_header, csv_records
 from streams.datafiles.formats import check_path, detect_format
 from streams.datafiles.jsonlrows import jsonl_records
@@ -61,15 +61,42 @@ class FileRows:
 
     def iter_parts(self, chunk_size: int) -> Iterator[tuple[int, Any]]:
         """``(first row index, part)`` for ``streams.rowsource.iter_parts``: a Parquet file as Arrow
-        batches (encoded in bulk, row ``i`` is row ``i + 1`` of the file), a text file as lists of records."""
+        batches (encoded in bulk, row ``i`` is row ``i + 1`` of the file); a text file as TextBlocks
+        (read by Arrow in bulk, ``streams.datafiles.blocks``) and, where a block is not plain, lists of
+        the records read row by row."""
         if self.format == "parquet":
             yield from parquet_batches(self.path, self.group, chunk_size)
             return
-        rows = iter(self)
+        starts: list[int] = [0]
+        offsets: list[int] = [1]
         start = 0
-        while batch := list(islice(rows, chunk_size)):
+        batch: list[Any] = []  # rows read one by one, between blocks
+
+        def note(index: int, line: int) -> None:
+            if line - index != offsets[-1]:
+                starts.append(index)
+                offsets.append(line - index)
+                self._starts, self._offsets = starts, offsets
+
+        for line, item in split_text(self.path, self.group, self.format):
+            if isinstance(item, TextBlock):
+                if batch:
+                    yield start, batch
+                    start += len(batch)
+                    batch = []
+                note(start, line)  # a block is one record per line: its rows need no more entries
+                yield start, item
+                start += item.rows
+                continue
+            note(start + len(batch), line)
+            batch.append(item)
+            if len(batch) >= chunk_size:
+                yield start, batch
+                start += len(batch)
+                batch = []
+        if batch:
             yield start, batch
-            start += len(batch)
+        self._starts, self._offsets = starts, offsets
 
     def line_of(self, index: int) -> int:
         """The line (CSV, JSON Lines; from 1) or row (Parquet; from 1) where row ``index`` starts."""

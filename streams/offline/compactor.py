@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from schemas.backoff import Backoff
 from schemas.group import FeatureGroup
 from schemas.names import group_topic
 from sinks.offline.catalog import OfflineTables
@@ -26,7 +27,6 @@ from sinks.offline.maintenance import (
     expire_snapshots,
     remove_orphans,
 )
-from streams.backoff import Backoff
 from streams.consume_loop import TP
 from streams.group_view import GroupView
 from streams.metrics import OFFLINE_METRICS

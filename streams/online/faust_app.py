@@ -30,6 +30,7 @@ from typing import Any
 
 import faust
 
+from schemas.backoff import backoff_delays
 from schemas.names import registry_topic
 from streams.client_id import worker_client_id
 from streams.gc_tuning import settle_heap
@@ -198,7 +199,7 @@ async def _apply_pending(pending: list[tuple[RawMessage, Any]], more: asyncio.Ev
 async def _apply_until_done(apply_batch: ApplyBatch, batch: list[RawMessage], backoff_s: float,
                             health: WorkerHealth) -> None:
     """Retry forever on failure (see module docstring): Redis down is waited out, not skipped."""
-    delay = backoff_s
+    delays = backoff_delays(backoff_s, 10.0)  # the first wait may exceed the cap; the next ones do not
     while True:
         try:
             await apply_batch(batch)
@@ -209,6 +210,6 @@ async def _apply_until_done(apply_batch: ApplyBatch, batch: list[RawMessage], ba
         except Exception as exc:
             # A fixed phrase for the unauthenticated /ready; the details (hosts included) go to the log.
             health.failing("applying records to the online store failed; retrying")
+            delay = next(delays)
             log.error("applying a batch of %d records failed, retrying in %.1f s: %s", len(batch), delay, exc)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)

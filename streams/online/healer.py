@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from schemas.backoff import Backoff
 from sinks.online.epoch import READY, EpochMarker
 from sinks.online.eviction import SAFE_POLICY, evicted_keys, eviction_policy
 from streams.group_view import GroupView
@@ -78,14 +79,16 @@ class OnlineHealer:
         return self._rebuild_thread is not None and self._rebuild_thread.is_alive()
 
     def _loop(self) -> None:
-        delay = self.check_every_s
+        # Redis away: the check runs again after twice the interval, doubling up to a minute.
+        retry = Backoff(min(2 * self.check_every_s, 60.0), 60.0)
         while not self._stop.is_set():
             try:
                 self.check_once()
+                retry.succeeded()
                 delay = self.check_every_s
             except Exception as exc:  # noqa: BLE001 - Redis away: the check runs again, less often
+                delay = retry.failed()
                 log.warning("online store check failed (next try in %.0f s): %s", delay, exc)
-                delay = min(delay * 2, 60.0)
             self._stop.wait(delay)
 
     def check_eviction(self) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from schemas.backoff import Backoff
 from schemas.errors import ServiceUnavailableError
-from streams.backoff import Backoff
 from streams.offline.compactor import BackgroundCompactor
 
 
