@@ -27,6 +27,7 @@ class LoopDeliveries:
         self._loop = loop
         self._ready: deque[Outcome] = deque()
         self._scheduled = False
+        self.wakeups = 0  # loop callbacks that settled reports (fewer than reports when they share one)
 
     def expect(self) -> tuple[asyncio.Future, Callable[[Exception | None, tuple[int, int] | None], None]]:
         """A future for one record and the callback (``Publisher.try_produce``'s) that settles it."""
@@ -48,6 +49,7 @@ class LoopDeliveries:
 
     def _drain(self) -> None:
         self._scheduled = False  # before popping: an outcome queued from now on schedules another drain
+        self.wakeups += 1
         ready = self._ready
         while ready:
             future, error, coordinates = ready.popleft()
