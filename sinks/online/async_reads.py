@@ -17,6 +17,7 @@ from typing import Any
 
 import redis
 
+from schemas.errors import ServiceUnavailableError
 from schemas.group import FeatureGroup
 from sinks.online.aggregates import AggregateReads
 from sinks.online.connect import DEFAULT_TIMEOUT_S, AsyncRedisClient, connect_async, redact_url
@@ -34,6 +35,10 @@ from sinks.online.reads import (
 )
 from sinks.online.results import BatchGetResult
 
+# Round trips in flight at once per reader (one reader per HTTP worker): far more than the cores that
+# could use them, yet a flood of reads, or a stalled Redis, never opens a connection per request.
+MAX_IN_FLIGHT = 64
+
 
 class AsyncOnlineReads:
     """GetRecord and BatchGetRecord of the online store under ``prefix``, as coroutines.
@@ -41,16 +46,20 @@ class AsyncOnlineReads:
     Use it from one event loop only (its connections belong to the loop that opened them).
     """
 
-    def __init__(self, client: AsyncRedisClient, prefix: str, *, where: str) -> None:
+    def __init__(self, client: AsyncRedisClient, prefix: str, *, where: str, timeout_s: float = DEFAULT_TIMEOUT_S,
+                 max_in_flight: int = MAX_IN_FLIGHT) -> None:
         self._client = client
         self._prefix = prefix
         self._where = where
+        self._timeout_s = timeout_s
+        self._max_in_flight = max_in_flight
+        self._slots = asyncio.Semaphore(max_in_flight)
         self._aggregates = AggregateReads(prefix)
 
     @classmethod
     def from_url(cls, url: str, prefix: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> AsyncOnlineReads:
         """A reader for ``url`` (the forms of :func:`sinks.online.connect.connect`); connects on first use."""
-        return cls(connect_async(url, timeout_s=timeout_s), prefix, where=redact_url(url))
+        return cls(connect_async(url, timeout_s=timeout_s), prefix, where=redact_url(url), timeout_s=timeout_s)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -63,11 +72,14 @@ class AsyncOnlineReads:
             found = (await self._aggregate_records(group, [rid], names, now_ns))[0]
             return shape(None if found is None else (found, None), with_expires_at)
         read = plan_get(self._prefix, group, rid, names)
-        with service(self._where, read.action):
-            try:
+        await self._slot(read.action)
+        try:
+            with service(self._where, read.action):
                 raw = await fetch(self._client, read.key, names)
-            except redis.ResponseError as exc:
-                raise read.refused(exc) from exc
+        except redis.ResponseError as exc:
+            raise read.refused(exc) from exc
+        finally:
+            self._slots.release()
         return read.answer(raw, now_ns, with_expires_at)
 
     async def batch_get(self, requests: Sequence[tuple[FeatureGroup, Sequence[str], Sequence[str] | None]], *,
@@ -92,17 +104,36 @@ class AsyncOnlineReads:
     async def _plain(self, plan: list[Any]) -> list[Any]:
         pipe = self._client.pipeline(transaction=False)
         queue_batch(pipe, self._prefix, plan)
-        with service(self._where, f"read {len(plan)} records"):
-            return await pipe.execute(raise_on_error=False)
+        return await self._execute(pipe, f"read {len(plan)} records", raise_on_error=False)
 
     async def _aggregate_records(self, group: FeatureGroup, keys: list[str], names: tuple[str, ...] | None,
                                  now_ns: int | None) -> list[dict[str, Any] | None]:
         read = self._aggregates.read(group, keys, names, now_ns=now_ns)
         pipe = self._client.pipeline(transaction=False)
         read.queue(pipe)
-        with service(self._where, read.action):
-            replies = await pipe.execute()
-        return read.decode(replies)
+        return read.decode(await self._execute(pipe, read.action))
+
+    async def _execute(self, pipe: Any, action: str, *, raise_on_error: bool = True) -> list[Any]:
+        await self._slot(action)
+        try:
+            with service(self._where, action):
+                return await pipe.execute(raise_on_error=raise_on_error)
+        finally:
+            self._slots.release()
+
+    async def _slot(self, action: str) -> None:
+        """Take one of the round trips allowed in flight; when all are taken (a flood, or a stalled Redis
+        holding them), wait at most the Redis timeout for one, then fail as a read that timed out."""
+        if not self._slots.locked():
+            await self._slots.acquire()  # does not wait: the common case costs no timer
+            return
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise ServiceUnavailableError(
+                f"Redis at {self._where} did not answer while trying to {action} (all {self._max_in_flight} "
+                f"round trips allowed at once were still waiting on it after {self._timeout_s:g} s)") from None
 
 
 __all__ = ["AsyncOnlineReads"]

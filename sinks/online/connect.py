@@ -26,7 +26,6 @@ from schemas.errors import ServiceUnavailableError
 from sinks.online.errors import RedisUrlError
 
 DEFAULT_TIMEOUT_S = 2.0
-ASYNC_MAX_CONNECTIONS = 64  # per asyncio client (one per HTTP worker): far more reads in flight than cores
 _SCHEMES = {"redis", "rediss", "redis+cluster", "rediss+cluster"}
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -112,8 +111,7 @@ def connect(url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, check: bool = Tru
     return client
 
 
-def connect_async(url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S,
-                  max_connections: int = ASYNC_MAX_CONNECTIONS) -> AsyncRedisClient:
+def connect_async(url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> AsyncRedisClient:
     """A redis-py asyncio client for ``url``, with the same URL forms, timeouts and retry as
     :func:`connect`. Nothing is sent yet: it connects on first use, in the event loop that uses it
     (an asyncio connection belongs to one loop), and a server that is down is then reported as
@@ -121,10 +119,6 @@ def connect_async(url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S,
     target = parse_redis_url(url)
     retry = AsyncRetry(ExponentialBackoff(cap=0.2, base=0.05), retries=1)
     options = dict(socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=retry)
-    if target.cluster:  # bounded per node by redis-py (100 connections)
+    if target.cluster:
         return redis.asyncio.cluster.RedisCluster.from_url(target.url, **options)
-    # Bounded: a flood of reads (or a stalled Redis) must not open a connection per request. A read
-    # that finds every connection busy waits for one up to the timeout, then fails like a timeout.
-    pool = redis.asyncio.BlockingConnectionPool.from_url(target.url, max_connections=max_connections,
-                                                         timeout=timeout_s, **options)
-    return redis.asyncio.Redis(connection_pool=pool)
+    return redis.asyncio.Redis.from_url(target.url, **options)

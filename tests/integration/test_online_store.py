@@ -30,6 +30,7 @@ from schemas.ttl import Ttl
 from schemas.types import FeatureDefinition as F
 from sinks.online import CorruptRecordError, OnlineStore, WriteStatus, connect
 from sinks.online.async_reads import AsyncOnlineReads
+from sinks.online.connect import connect_async
 from tests.support.redis_cluster import redis_cluster
 from tests.support.wait import wait_for
 
@@ -635,3 +636,37 @@ def test_the_event_loop_reader_answers_exactly_as_the_blocking_store(where, requ
         if where == "cluster":
             store.wipe_group(g)
         store.close()
+
+
+def test_the_event_loop_reader_bounds_its_round_trips_and_fails_each_read_within_the_timeout():
+    """A server that accepts connections and never answers (as a stopped Redis does): with one round trip
+    allowed in flight, the first read fails on its socket timeout and the others on waiting for a slot,
+    each within about the timeout (twice for the first: redis-py retries once), none hangs."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # connections complete in the kernel; nothing ever reads or answers
+        url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        group = FeatureGroup("silent", "cid", "et", (F("cid", "String"), F("et", "String")))
+
+        async def run() -> list[tuple[float, object]]:
+            reader = AsyncOnlineReads(connect_async(url, timeout_s=0.3), "fs", where=url, timeout_s=0.3,
+                                      max_in_flight=1)
+
+            async def timed(n: int) -> tuple[float, object]:
+                started = time.monotonic()
+                try:
+                    out: object = await reader.get_record(group, f"r{n}")
+                except Exception as exc:  # noqa: BLE001 - asserted on below
+                    out = exc
+                return time.monotonic() - started, out
+
+            try:
+                return await asyncio.gather(*(timed(n) for n in range(4)))
+            finally:
+                await reader.aclose()
+
+        answers = asyncio.run(run())
+    for seconds, out in answers:
+        assert isinstance(out, ServiceUnavailableError) and url in str(out), out
+        assert seconds < 2.5, f"a read failed after {seconds:.1f} s with a 0.3 s timeout"
+    assert sum("round trips allowed at once" in str(out) for _s, out in answers) == 3, answers
