@@ -125,16 +125,39 @@ class Publisher:
         broker round trip) or when the producer's queue is full (a broker away); they hand
         those calls to a thread instead.
         """
+        future: Future = Future()
+
+        def settle(error: Exception | None, coordinates: tuple[int, int] | None) -> None:
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(coordinates)
+
+        return future if self.try_produce(topic, key, value, headers, settle) else None
+
+    def try_produce(self, topic: str, key: bytes, value: bytes, headers: Headers | None,
+                    on_delivery: Callable[[Exception | None, tuple[int, int] | None], None]) -> bool:
+        """Queue one record without waiting, as ``try_publish``, but report its delivery to
+        ``on_delivery(error, None)`` or ``on_delivery(None, (partition, offset))`` on the delivery
+        thread, not through a Future: a caller that gathers many reports before waking its event
+        loop pays one wake-up per batch. False if it would wait (nothing was queued)."""
         if topic not in self._known_topics:
-            return None
-        future, on_delivery = self._delivery_future(topic, key)
+            return False
+        bootstrap, timeout_s = self.bootstrap, self.timeout_s
+
+        def delivered(err: KafkaError | None, msg: Message) -> None:
+            if err is not None:
+                on_delivery(_delivery_error(topic, err, bootstrap, timeout_s, key), None)
+            else:
+                on_delivery(None, (msg.partition(), msg.offset()))
+
         try:
-            self._direct.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)
+            self._direct.produce(topic, value=value, key=key, headers=headers, on_delivery=delivered)
         except BufferError:
-            return None
+            return False
         except KafkaException as exc:
             raise PublishError(f"could not publish to {topic!r}: {exc}") from exc
-        return future
+        return True
 
     def _delivery_future(self, topic: str, key: bytes) -> tuple[Future, Callable[[KafkaError | None, Message], None]]:
         """A future for one record and the delivery callback that resolves it."""

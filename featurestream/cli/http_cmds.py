@@ -41,7 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080, help="port to listen on (8080; 0 picks a free one)")
     serve.add_argument("--workers", type=int, default=2, help="worker processes (2: one per core here)")
-    serve.add_argument("--threads", type=int, default=32, help="threads per worker for Redis/registry calls (32)")
+    serve.add_argument("--threads", type=int, default=32,
+                       help="threads per worker for blocking calls: the registry, the control plane, "
+                            "ListRecords/UpdateRecord (32); GetRecord/BatchGetRecord need none")
     serve.add_argument("--credentials", metavar="FILE",
                        help="more access keys, in the AWS credentials file format ([name] with "
                             "aws_access_key_id and aws_secret_access_key), each optionally limited with "

@@ -69,14 +69,13 @@ class Server:
         self.limits = limits or Limits()
         self.budget = BodyBudget(self.limits.max_body_in_flight_bytes)
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="featurestream-http")
-        # Redis reads get threads of their own: a Redis that stops answering holds these, never the
-        # ones the control plane, the registry and /ready need.
-        self.reads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="featurestream-http-redis")
         # /ready's checks too, one thread per backend (readiness runs one check per backend at a time):
         # probes during an outage hold these two, never a thread a request needs.
         self.probes = ThreadPoolExecutor(max_workers=2, thread_name_prefix="featurestream-http-ready")
         self.groups = store.groups
-        self.runtime = RuntimeApi(store, self.groups, self.executor, reads=self.reads,
+        # GetRecord and BatchGetRecord read Redis on the event loop (asyncio client): a Redis that stops
+        # answering holds no thread the control plane, the registry and /ready need.
+        self.runtime = RuntimeApi(store, self.groups, self.executor,
                                   max_response_bytes=self.limits.max_response_bytes)
         self.metrics = metrics or HttpMetrics()
         self.doors = Doors(store, self.executor, self.runtime, self._run)  # Athena, ListRecords/UpdateRecord, update and delete status (doors.py)
@@ -88,7 +87,6 @@ class Server:
     def close(self) -> None:
         self.doors.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
-        self.reads.shutdown(wait=False, cancel_futures=True)
         self.probes.shutdown(wait=False, cancel_futures=True)
         self.store.close()
 
@@ -316,6 +314,7 @@ def build_app(server: Server) -> web.Application:
     app.on_response_prepare.append(drop_server_header)
 
     async def _close(_app: web.Application) -> None:
+        await server.runtime.aclose()
         server.close()
 
     app.on_cleanup.append(_close)

@@ -19,7 +19,8 @@ Every identifier asked for is answered exactly once: in ``Records``, in ``Errors
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,9 +29,9 @@ import orjson
 from featurestream.http.errors import ApiError, backend_of
 from featurestream.http.quiet_log import log_unavailable
 from featurestream.http.records import group_name, record_id, record_to_wire, string_list
-from featurestream.sdk import FeatureStore
 from schemas.errors import FeatureStoreError, ServiceUnavailableError
 from schemas.group import FeatureGroup
+from sinks.online.async_reads import AsyncOnlineReads
 from streams.group_view import GroupView
 
 MAX_ENTRIES = 100  # the reference's limits on Identifiers and on ids per entry
@@ -85,15 +86,17 @@ def _error(given: str, rid: str, code: str, message: str) -> dict[str, Any]:
 
 
 class BoundedBatchGet:
-    """One BatchGetRecord (blocking: run it in the worker's thread pool)."""
+    """One BatchGetRecord, on the event loop: Redis through the asyncio reader ``online()``; the
+    registry (a group this worker does not know yet) through ``run``, the thread pool."""
 
-    def __init__(self, store: FeatureStore, groups: GroupView, max_bytes: int) -> None:
-        self.store = store
+    def __init__(self, groups: GroupView, online: Callable[[], AsyncOnlineReads], max_bytes: int) -> None:
         self.groups = groups
+        self.online = online
         self.max_bytes = max_bytes
 
-    def __call__(self, body: dict[str, Any], with_expires_at: bool) -> dict[str, Any]:
-        entries, errors = self._plan(body)
+    async def __call__(self, body: dict[str, Any], with_expires_at: bool,
+                       run: Callable[..., Awaitable[Any]]) -> dict[str, Any]:
+        entries, errors = self._plan(body) if self._groups_known(body) else await run(self._plan, body)
         pending = [(entry, rid) for entry in entries for rid in entry.ids]
         records: list[dict[str, Any]] = []
         unprocessed: list[tuple[_Entry, str]] = []
@@ -107,7 +110,7 @@ class BoundedBatchGet:
             batch = self._round(pending, start, size)
             start += len(batch)
             try:
-                result = self.store.online.batch_get(_requests(batch))
+                result = await self.online().batch_get(_requests(batch))
             except ServiceUnavailableError as exc:
                 if not answered:
                     raise  # nothing to answer with: the caller gets ServiceUnavailable
@@ -118,6 +121,7 @@ class BoundedBatchGet:
                 unprocessed.extend(pending[start:])
                 break
             found = {(f.group, f.record_id): f.record for f in result.records}
+            expiries = await self._expiries(batch, found) if with_expires_at else {}
             failed = {(e.group, e.record_id): e for e in result.errors}
             retry = set(result.unprocessed)
             for n, (entry, rid) in enumerate(batch):
@@ -129,7 +133,7 @@ class BoundedBatchGet:
                     err = failed[key]
                     item = _error(entry.given, rid, _STORE_CODES.get(err.code, err.code), err.message)
                 elif key in found:
-                    item = self._answer(entry, rid, found[key], with_expires_at)
+                    item = self._answer(entry, rid, found[key], expiries.get(key))
                 else:
                     continue  # no such record (or expired, or deleted): answered by its absence
                 cost = _size(item)
@@ -150,6 +154,22 @@ class BoundedBatchGet:
             size = MAX_IDS_PER_ENTRY if average == 0 else \
                 max(1, min(MAX_IDS_PER_ENTRY, int((self.max_bytes - used) // average)))
         return {"Records": records, "Errors": errors, "UnprocessedIdentifiers": _unprocessed(unprocessed)}
+
+    def _groups_known(self, body: dict[str, Any]) -> bool:
+        """Whether this worker knows every group the request names (or the request is malformed, which
+        ``_plan`` refuses): planning then waits on nothing and runs on the event loop."""
+        idents = body.get("Identifiers")
+        if not isinstance(idents, list):
+            return True
+        for ident in idents:
+            given = ident.get("FeatureGroupName") if isinstance(ident, dict) else None
+            try:
+                name = group_name(given)
+            except ApiError:
+                continue
+            if name not in self.groups:
+                return False
+        return True
 
     def _plan(self, body: dict[str, Any]) -> tuple[list[_Entry], list[dict[str, Any]]]:
         """The deduplicated entries to read, and the errors known before reading (unknown groups,
@@ -206,15 +226,23 @@ class BoundedBatchGet:
             batch.append((entry, rid))
         return batch
 
-    def _answer(self, entry: _Entry, rid: str, record: dict[str, Any], with_expires_at: bool) -> dict[str, Any]:
+    async def _expiries(self, batch: Sequence[tuple[_Entry, str]],
+                        found: dict[tuple[str, str], Any]) -> dict[tuple[str, str], str | None]:
+        """ExpiresAt of each found record of ``batch``: batch_get does not return expiry, so each is read
+        again (one round trip each, all at once on the event loop)."""
+        wanted = [(entry, rid) for entry, rid in batch if (entry.group.name, rid) in found]
+        online = self.online()
+        answers = await asyncio.gather(*(online.get_record(entry.group, rid, [entry.group.record_identifier_name],
+                                                           with_expires_at=True) for entry, rid in wanted))
+        return {(entry.group.name, rid): None if one is None else one["ExpiresAt"]
+                for (entry, rid), one in zip(wanted, answers, strict=True)}
+
+    @staticmethod
+    def _answer(entry: _Entry, rid: str, record: dict[str, Any], expires_at: str | None) -> dict[str, Any]:
         item: dict[str, Any] = {"FeatureGroupName": entry.given, "RecordIdentifierValueAsString": rid,
                                 "Record": record_to_wire(record)}
-        if with_expires_at:
-            # batch_get does not return expiry; read it per answered record (one round trip each).
-            one = self.store.online.get_record(entry.group, rid, [entry.group.record_identifier_name],
-                                               with_expires_at=True)
-            if one is not None and one["ExpiresAt"] is not None:
-                item["ExpiresAt"] = one["ExpiresAt"]
+        if expires_at is not None:
+            item["ExpiresAt"] = expires_at
         return item
 
 

@@ -1,11 +1,13 @@
 """The runtime operations of SageMaker Feature Store over featurestream's SDK pieces.
 
 Puts and deletes pass the same validator and the same Kafka publisher as
-``FeatureStore.put_record``; reads go to the same online store. Blocking calls run in thread
-pools, never on the event loop: Redis reads in their own (``reads``), so that a Redis that stops
-answering holds only those threads, each for the server's Redis timeout; the registry in the
-server's. A put waits for Kafka's acknowledgement as an asyncio future, so a slow broker holds
-no thread.
+``FeatureStore.put_record``; reads go to the same online store, through redis-py's asyncio client
+(``sinks.online.async_reads``): the round trips of many requests overlap on the event loop, and a
+Redis that stops answering holds no thread, only the reads waiting on it, each for the server's
+Redis timeout. Blocking calls (a registry read for a group this worker does not know yet, a topic
+check, a full producer queue) run in the server's thread pool, never on the event loop. A put
+waits for Kafka's acknowledgement as an asyncio future, settled with the other puts' reports in one
+loop wake-up (``delivery.py``), so a slow broker holds no thread.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from concurrent.futures import Executor, Future
 from typing import Any, TypeVar
 
 from featurestream.http.batch_get import BoundedBatchGet
+from featurestream.http.delivery import LoopDeliveries
 from featurestream.http.errors import ApiError, backend_of, from_exception
 from featurestream.http.limits import DEFAULT_MAX_RESPONSE_BYTES
 from featurestream.http.quiet_log import log_unavailable
@@ -36,6 +39,8 @@ from schemas.group import FeatureGroup
 from schemas.messages import HARD_DELETE, SOFT_DELETE, Message
 from schemas.validate import compile_validator, validate_delete
 from schemas.wire import encode
+from sinks.online.async_reads import AsyncOnlineReads
+from sinks.online.connect import DEFAULT_TIMEOUT_S
 from streams.group_view import GroupView
 from streams.publisher import REPORT_GRACE_S
 
@@ -73,20 +78,38 @@ class RuntimeApi:
     """PutRecord, GetRecord, BatchGetRecord, DeleteRecord, BatchWriteRecord."""
 
     def __init__(self, store: FeatureStore, groups: GroupView, executor: Executor, *,
-                 reads: Executor | None = None, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+                 max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
                  inline_writes: bool = True) -> None:
         self.store = store
         self.groups = groups
         self.executor = executor
-        self.reads = reads or executor
         self.inline_writes = inline_writes
-        self._batch_get = BoundedBatchGet(store, groups, max_response_bytes)
+        self._batch_get = BoundedBatchGet(groups, self.online, max_response_bytes)
+        self._online: AsyncOnlineReads | None = None
+        self._deliveries: LoopDeliveries | None = None
+
+    def online(self) -> AsyncOnlineReads:
+        """The online store's reader on this worker's event loop (made on first use, in the loop)."""
+        if self._online is None:
+            config = self.store.config
+            timeout = self.store.redis_timeout_s
+            self._online = AsyncOnlineReads.from_url(config.require("redis_url"), config.topic_prefix,
+                                                     timeout_s=DEFAULT_TIMEOUT_S if timeout is None else timeout)
+        return self._online
+
+    async def aclose(self) -> None:
+        if self._online is not None:
+            await self._online.aclose()
+
+    async def _known_group(self, name: str) -> FeatureGroup:
+        """The group, from the view when this worker knows it; else read in the thread pool (a miss
+        asks the registry, which waits on Kafka)."""
+        if name in self.groups:
+            return self._group(name)
+        return await self._run(self._group, name)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
-
-    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self.reads, fn, *args)
 
     def _group(self, name: str) -> FeatureGroup:
         group = self.groups.get(name)
@@ -94,13 +117,15 @@ class RuntimeApi:
             raise ApiError.not_found(f"Resource Not Found: feature group {name!r} does not exist")
         return group
 
-    async def _acked(self, future: Future) -> tuple[int, int]:
+    async def _acked(self, future: Future | asyncio.Future) -> tuple[int, int]:
         # The producer waits out a broker outage up to the delivery timeout and then fails the
         # future itself (ServiceUnavailable naming the record); this bound only catches a report
         # that never comes.
         timeout = self.store.publisher.timeout_s + REPORT_GRACE_S
+        if isinstance(future, Future):  # published from the thread pool
+            future = asyncio.wrap_future(future)
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+            return await asyncio.wait_for(future, timeout)
         except TimeoutError:
             raise ServiceUnavailableError(f"Kafka at {self.store.publisher.bootstrap} did not acknowledge "
                                           f"the record within {timeout:g} s; it was not delivered") from None
@@ -130,25 +155,27 @@ class RuntimeApi:
                 group = newer
         raise AssertionError("unreachable")
 
-    def _publish(self, group: FeatureGroup, msg: Message, *, may_wait: bool = True) -> Future:
+    def _publish(self, group: FeatureGroup, msg: Message, *, may_wait: bool = True) -> Future | asyncio.Future:
         return self._publish_encoded(group, encode(msg, group.name), may_wait=may_wait)
 
     def _publish_encoded(self, group: FeatureGroup, encoded: tuple[bytes, bytes, list[tuple[str, bytes]]], *,
-                         may_wait: bool = True) -> Future:
+                         may_wait: bool = True) -> Future | asyncio.Future:
+        """Queue one record: from the thread pool (``may_wait``) with a concurrent Future, or on the event
+        loop with an asyncio future that the delivery thread settles in batches (``delivery.py``)."""
         key, value, headers = encoded
         topic = self.store.registry.topic_of(group.name)
         publisher = self.store.publisher
         if may_wait:
-            future = publisher.publish(topic, key, value, headers)
-        else:
-            maybe = publisher.try_publish(topic, key, value, headers)
-            if maybe is None:
-                raise _WouldWait
-            future = maybe
-        publisher.flush(0)  # send now rather than after linger.ms: one caller waits on it
+            return publisher.publish(topic, key, value, headers)  # the single-record producer: linger.ms=0
+        if self._deliveries is None:
+            self._deliveries = LoopDeliveries(asyncio.get_running_loop())
+        future, on_delivery = self._deliveries.expect()
+        if not publisher.try_produce(topic, key, value, headers, on_delivery):
+            raise _WouldWait
         return future
 
-    async def _write(self, prepare: Callable[..., Future], name: str, arg: Any) -> Future:
+    async def _write(self, prepare: Callable[..., Future | asyncio.Future], name: str, arg: Any
+                     ) -> Future | asyncio.Future:
         """Validate and queue one write on the event loop when nothing in it waits (a known group, a
         checked topic, room in the producer's queue): the hop to the thread pool and back cost more
         than the work itself (~20 µs). Otherwise, or when it turns out to wait, in the pool."""
@@ -159,7 +186,7 @@ class RuntimeApi:
                 pass  # nothing was queued: do it again where waiting is allowed
         return await self._run(prepare, name, arg)
 
-    def _prepare_put(self, name: str, body: dict[str, Any], *, may_wait: bool = True) -> Future:
+    def _prepare_put(self, name: str, body: dict[str, Any], *, may_wait: bool = True) -> Future | asyncio.Future:
         group, msg = self._validate_put(name, body.get("Record"), body.get("TargetStores"), body.get("TtlDuration"),
                                         may_wait=may_wait)
         return self._publish(group, msg, may_wait=may_wait)
@@ -168,7 +195,8 @@ class RuntimeApi:
         await self._acked(await self._write(self._prepare_put, name, body))
         return {}
 
-    def _prepare_delete(self, name: str, query: dict[str, list[str]], *, may_wait: bool = True) -> Future:
+    def _prepare_delete(self, name: str, query: dict[str, list[str]], *,
+                        may_wait: bool = True) -> Future | asyncio.Future:
         rid = _one(query, "RecordIdentifierValueAsString", required=True)
         event_time = _one(query, "EventTime", required=True)
         mode = _one(query, "DeletionMode") or SOFT_DELETE
@@ -243,13 +271,13 @@ class RuntimeApi:
         return {"Errors": errors, "UnprocessedEntries": unprocessed}
 
     # ---------------------------------------------------------------- reads
-    def _get(self, name: str, query: dict[str, list[str]]) -> dict[str, Any]:
+    async def get_record(self, name: str, query: dict[str, list[str]]) -> dict[str, Any]:
         rid_text = _one(query, "RecordIdentifierValueAsString", required=True)
         features = query.get("FeatureName")
         with_exp = _expiration(_one(query, "ExpirationTimeResponse"))
-        group = self._group(name)
+        group = await self._known_group(name)
         rid = record_id(group, rid_text)
-        found = self.store.online.get_record(group, rid, features, with_expires_at=with_exp)
+        found = await self.online().get_record(group, rid, features, with_expires_at=with_exp)
         if found is None:
             return {}  # the reference answers 200 without a Record when there is none
         if not with_exp:
@@ -259,12 +287,6 @@ class RuntimeApi:
             out["ExpiresAt"] = found["ExpiresAt"]
         return out
 
-    async def get_record(self, name: str, query: dict[str, list[str]]) -> dict[str, Any]:
-        # Never inline on the event loop, although one Redis round trip costs less than the hop to a
-        # thread: a Redis that stops answering (SIGSTOP, a full network buffer) would then stop the
-        # whole worker, health probes and Kafka writes included, for the socket timeout per read.
-        return await self._read(self._get, name, query)
-
     async def batch_get_record(self, body: dict[str, Any]) -> dict[str, Any]:
         with_exp = _expiration(body.get("ExpirationTimeResponse"))
-        return await self._read(self._batch_get, body, with_exp)
+        return await self._batch_get(body, with_exp, self._run)

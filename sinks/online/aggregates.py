@@ -69,13 +69,12 @@ class FoldResult:
         self.counts[what] = self.counts.get(what, 0) + n
 
 
-class AggregateStore:
-    def __init__(self, client: RedisClient, prefix: str, *, where: str = "Redis") -> None:
-        self._client = client
+class AggregateReads:
+    """Read planning for aggregation groups, without I/O: the blocking store and the event-loop
+    reader (``async_reads.py``) both send what :meth:`read` plans and decode with it."""
+
+    def __init__(self, prefix: str) -> None:
         self._prefix = prefix
-        self._where = where
-        self._script = load_script("aggregate_fold.lua")
-        self._sha = hashlib.sha1(self._script.encode("utf-8")).hexdigest()
         self._plans: dict[tuple[str, int, float], FoldPlan] = {}
 
     def plan(self, group: FeatureGroup) -> FoldPlan:
@@ -84,6 +83,105 @@ class AggregateStore:
         if found is None:
             found = self._plans[key] = FoldPlan.of(group)
         return found
+
+    def read(self, group: FeatureGroup, keys: Sequence[str], names: Sequence[str] | None, *,
+             now_ns: int | None = None) -> AggregateRead:
+        plan = self.plan(group)
+        t = time.time_ns() if now_ns is None else now_ns
+        aggs = plan.aggregates(names)
+        field_lists = {a.output_name: plan.fields_of(a, t) for a in aggs if a.function is not Function.DISTINCT}
+        return AggregateRead(self._prefix, group, plan, list(keys), names, t, aggs, field_lists)
+
+
+@dataclass
+class AggregateRead:
+    """One read of aggregation keys at time ``t``: :meth:`queue` its commands on a pipeline (blocking
+    or asyncio), then :meth:`decode` the pipeline's replies."""
+
+    prefix: str
+    group: FeatureGroup
+    plan: FoldPlan
+    keys: list[str]
+    names: Sequence[str] | None
+    t: int
+    aggs: list
+    field_lists: dict[str, list[str]]
+
+    def __post_init__(self) -> None:
+        self.fields = list(dict.fromkeys(f for fs in self.field_lists.values() for f in fs))
+        self.distinct = [a for a in self.aggs if a.function is Function.DISTINCT]
+
+    @property
+    def action(self) -> str:
+        return f"read {len(self.keys)} keys of aggregation group {self.group.name!r}"
+
+    def queue(self, pipe: Any) -> None:
+        for k in self.keys:
+            hk = aggregate_key(self.prefix, self.group.name, k)
+            pipe.exists(hk)
+            if self.fields:
+                pipe.hmget(hk, self.fields)
+            for a in self.distinct:
+                pipe.pfcount(*(f"{hk}|{f}" for f in self.plan.fields_of(a, self.t)))
+
+    def decode(self, replies: Sequence[Any]) -> list[dict[str, Any] | None]:
+        """None for a key with no state. Count and sum of an empty window are 0; other empty ones absent."""
+        it = iter(replies)
+        out: list[dict[str, Any] | None] = []
+        for k in self.keys:
+            exists = next(it)
+            raw = dict(zip(self.fields, next(it), strict=True)) if self.fields else {}
+            counts = {a.output_name: next(it) for a in self.distinct}
+            if not exists:
+                out.append(None)
+                continue
+            record = self._record(k, raw, counts)
+            if self.names is not None:  # like a plain group's read: only the features asked for
+                record = {n: record[n] for n in self.names if n in record}
+            out.append(record)
+        return out
+
+    def _record(self, k: str, raw: dict, counts: dict) -> dict[str, Any]:
+        group, plan, t, aggs, field_lists = self.group, self.plan, self.t, self.aggs, self.field_lists
+        spec = group.aggregation
+        assert spec is not None
+        key_type = group.record_identifier.type
+        record: dict[str, Any] = {spec.by: int(k) if key_type is ScalarType.INTEGRAL else k,
+                                  group.event_time_name: format_iso(t) if group.event_time.type is ScalarType.STRING
+                                  else t / 1e9}
+        for a in aggs:
+            if a.function is Function.DISTINCT:
+                value: Any = counts[a.output_name]
+            else:
+                state = plan.state_of(a)
+                texts = [raw[f] for f in field_lists[a.output_name] if raw[f] is not None]
+                try:
+                    if state.kind == KIND_LAST:
+                        value = last_value(a, [_last_items(x) for x in texts])
+                    else:
+                        value = numeric_value(a, [_numeric_tile(state, x) for x in texts],
+                                              state.kind in (KIND_INTEGRAL, KIND_COUNT))
+                except (ValueError, TypeError, IndexError) as exc:
+                    raise CorruptRecordError(
+                        f"aggregation group {group.name!r}, key {k!r}: a tile of {a.output_name!r} is not in the "
+                        f"fold script's format ({exc}); wipe and rebuild the group", group=group.name,
+                        record_id=k) from exc
+            if value is not None:
+                record[a.output_name] = value
+        return record
+
+
+class AggregateStore:
+    def __init__(self, client: RedisClient, prefix: str, *, where: str = "Redis") -> None:
+        self._client = client
+        self._prefix = prefix
+        self._where = where
+        self._script = load_script("aggregate_fold.lua")
+        self._sha = hashlib.sha1(self._script.encode("utf-8")).hexdigest()
+        self.reads = AggregateReads(prefix)
+
+    def plan(self, group: FeatureGroup) -> FoldPlan:
+        return self.reads.plan(group)
 
     # ------------------------------------------------------------------ fold
 
@@ -145,64 +243,12 @@ class AggregateStore:
                     now_ns: int | None = None) -> list[dict[str, Any] | None]:
         """Each key's aggregates at ``now_ns`` (default: this machine's clock), in one round trip;
         None for a key with no state. Count and sum of an empty window are 0; other empty ones absent."""
-        plan = self.plan(group)
-        t = time.time_ns() if now_ns is None else now_ns
-        aggs = plan.aggregates(names)
-        field_lists = {a.output_name: plan.fields_of(a, t) for a in aggs if a.function is not Function.DISTINCT}
-        fields = list(dict.fromkeys(f for fs in field_lists.values() for f in fs))
-        distinct = [a for a in aggs if a.function is Function.DISTINCT]
+        read = self.reads.read(group, keys, names, now_ns=now_ns)
         pipe = self._client.pipeline(transaction=False)
-        for k in keys:
-            hk = aggregate_key(self._prefix, group.name, k)
-            pipe.exists(hk)
-            if fields:
-                pipe.hmget(hk, fields)
-            for a in distinct:
-                pipe.pfcount(*(f"{hk}|{f}" for f in plan.fields_of(a, t)))
-        with self._service(f"read {len(keys)} keys of aggregation group {group.name!r}"):
-            replies = iter(pipe.execute())
-        out: list[dict[str, Any] | None] = []
-        for k in keys:
-            exists = next(replies)
-            raw = dict(zip(fields, next(replies), strict=True)) if fields else {}
-            counts = {a.output_name: next(replies) for a in distinct}
-            if not exists:
-                out.append(None)
-                continue
-            record = self._record(group, plan, k, t, aggs, field_lists, raw, counts)
-            if names is not None:  # like a plain group's read: only the features asked for
-                record = {n: record[n] for n in names if n in record}
-            out.append(record)
-        return out
-
-    def _record(self, group: FeatureGroup, plan: FoldPlan, k: str, t: int, aggs: list, field_lists: dict,
-                raw: dict, counts: dict) -> dict[str, Any]:
-        spec = group.aggregation
-        assert spec is not None
-        key_type = group.record_identifier.type
-        record: dict[str, Any] = {spec.by: int(k) if key_type is ScalarType.INTEGRAL else k,
-                                  group.event_time_name: format_iso(t) if group.event_time.type is ScalarType.STRING
-                                  else t / 1e9}
-        for a in aggs:
-            if a.function is Function.DISTINCT:
-                value: Any = counts[a.output_name]
-            else:
-                state = plan.state_of(a)
-                texts = [raw[f] for f in field_lists[a.output_name] if raw[f] is not None]
-                try:
-                    if state.kind == KIND_LAST:
-                        value = last_value(a, [_last_items(x) for x in texts])
-                    else:
-                        value = numeric_value(a, [_numeric_tile(state, x) for x in texts],
-                                              state.kind in (KIND_INTEGRAL, KIND_COUNT))
-                except (ValueError, TypeError, IndexError) as exc:
-                    raise CorruptRecordError(
-                        f"aggregation group {group.name!r}, key {k!r}: a tile of {a.output_name!r} is not in the "
-                        f"fold script's format ({exc}); wipe and rebuild the group", group=group.name,
-                        record_id=k) from exc
-            if value is not None:
-                record[a.output_name] = value
-        return record
+        read.queue(pipe)
+        with self._service(read.action):
+            replies = pipe.execute()
+        return read.decode(replies)
 
     def wipe_group(self, group: FeatureGroup | str) -> int:
         """Remove every key of an aggregation group (SCAN + UNLINK on every node)."""
@@ -247,4 +293,4 @@ def _last_items(raw: bytes) -> list[LastItem]:
             for i in range(0, len(flat), 4)]
 
 
-__all__ = ["KIND_DISTINCT", "AggregateStore", "FoldResult"]
+__all__ = ["KIND_DISTINCT", "AggregateRead", "AggregateReads", "AggregateStore", "FoldResult"]

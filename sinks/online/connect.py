@@ -14,7 +14,10 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
+import redis.asyncio
+import redis.asyncio.cluster
 import redis.cluster
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisClusterException
 from redis.retry import Retry
@@ -27,6 +30,7 @@ _SCHEMES = {"redis", "rediss", "redis+cluster", "rediss+cluster"}
 _TRUE = {"1", "true", "yes", "on"}
 
 RedisClient = redis.Redis | redis.cluster.RedisCluster
+AsyncRedisClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
 
 
 @dataclass(frozen=True)
@@ -105,3 +109,16 @@ def connect(url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, check: bool = Tru
             f"Start the local stack with `eval \"$(featurestream up)\"` or set FEATURESTREAM_REDIS_URL"
         ) from exc
     return client
+
+
+def connect_async(url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> AsyncRedisClient:
+    """A redis-py asyncio client for ``url``, with the same URL forms, timeouts and retry as
+    :func:`connect`. Nothing is sent yet: it connects on first use, in the event loop that uses it
+    (an asyncio connection belongs to one loop), and a server that is down is then reported as
+    ``redis.ConnectionError``/``TimeoutError`` within the timeout."""
+    target = parse_redis_url(url)
+    retry = AsyncRetry(ExponentialBackoff(cap=0.2, base=0.05), retries=1)
+    options = dict(socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=retry)
+    if target.cluster:
+        return redis.asyncio.cluster.RedisCluster.from_url(target.url, **options)
+    return redis.asyncio.Redis.from_url(target.url, **options)

@@ -10,29 +10,43 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from itertools import islice
 from typing import Any
 
 import redis
 import redis.cluster
 from redis.crc import key_slot
-from redis.exceptions import NoScriptError, RedisClusterException
+from redis.exceptions import NoScriptError
 
 from schemas.errors import RecordValidationError, ServiceUnavailableError
-from schemas.eventtime import format_iso
 from schemas.group import FeatureGroup
 from schemas.messages import HARD_DELETE, ONLINE, SOFT_DELETE, DeleteMessage, Message, PutMessage
-from schemas.names import MAX_RECORD_ID_BYTES, online_key, online_key_pattern, record_id_from_key
+from schemas.names import online_key, online_key_pattern, record_id_from_key
 from schemas.ordering import script_args
 from schemas.types import INT64_MAX, INT64_MIN
 from sinks.online.aggregates import AggregateStore
-from sinks.online.codec import decode_record, encode_features, pack_checked_features, pack_fields
+from sinks.online.checks import check_group, check_record_id
+from sinks.online.codec import encode_features, pack_checked_features, pack_fields
 from sinks.online.connect import DEFAULT_TIMEOUT_S, RedisClient, connect, redact_url
 from sinks.online.errors import CorruptRecordError
 from sinks.online.expiry import expires_at_ns, is_expired, ns_to_expire_ms
 from sinks.online.lua import load_script
-from sinks.online.results import BatchGetResult, BatchResult, FoundRecord, RecordError
+from sinks.online.reads import (
+    MAX_IDS_PER_GROUP,
+    SERVICE_ERRORS,
+    add_aggregates,
+    check_get,
+    decode_batch,
+    fetch,
+    plan_batch,
+    plan_get,
+    queue_batch,
+    service,
+    shape,
+    split_aggregates,
+)
+from sinks.online.results import BatchGetResult, BatchResult
 from sinks.online.script_calls import ScriptCalls
 from sinks.online.status import (
     CODE_CORRUPT,
@@ -45,13 +59,10 @@ from sinks.online.status import (
     status_of,
 )
 
-MAX_IDS_PER_GROUP = 100  # BatchGetRecord's limit in the reference service
-_META_FIELDS = ("__et", "__exp", "__del")
 _WIPE_CHUNK = 500
 # Records per script call: about a millisecond of Redis time, during which it serves nothing else.
 SCRIPT_BATCH = 500
 _STATUS_OF_CODE = {code: status_of(code) for code in range(1, CODE_CORRUPT)}
-_SERVICE_ERRORS = (redis.ConnectionError, redis.TimeoutError, RedisClusterException)
 _FORGET_VERSION = ("if redis.call('HGET', KEYS[1], '__seq') == ARGV[1] then return redis.call('DEL', KEYS[1]) "
                    "end return 0")
 
@@ -126,7 +137,7 @@ class OnlineStore:
         was already checked against ``group`` by ``schemas`` (``streams.route`` does that for
         everything read off a topic): the per-item and per-value checks are then skipped.
         """
-        _check_group(group)
+        check_group(group)
         items = list(items)
         if not checked:
             items = [_check_item(group, i, item) for i, item in enumerate(items)]
@@ -153,7 +164,7 @@ class OnlineStore:
         """Run write_if_newer.lua over records whose arguments are already built (the online
         processor builds them from a batch's columns: ``sinks/online/column_args.py``), in one
         pipelined round trip; ``statuses[k]`` is record k's."""
-        _check_group(group)
+        check_group(group)
         n = len(calls)
         result = BatchResult(statuses=[WriteStatus.SKIPPED] * n)
         if n:
@@ -209,7 +220,7 @@ class OnlineStore:
 
     def _record_replies(self, group: FeatureGroup, calls: ScriptCalls, rows: list[int], chunk: list[int] | range,
                         reply: Any, result: BatchResult) -> None:
-        if isinstance(reply, _SERVICE_ERRORS):
+        if isinstance(reply, SERVICE_ERRORS):
             raise ServiceUnavailableError(
                 f"Redis at {self._where} failed while writing {len(chunk)} records of feature group "
                 f"{group.name!r} ({reply})") from reply
@@ -255,7 +266,7 @@ class OnlineStore:
         """Delete the record of ``record_id`` only if it holds the version written at (``partition``,
         ``offset``): a stored value that differs from its own version's message (altered behind our back)
         cannot be replaced by write-if-newer, which sees a duplicate. Atomic; True if deleted."""
-        key = online_key(self._prefix, group.name, _check_record_id(group, record_id))
+        key = online_key(self._prefix, group.name, check_record_id(group, record_id))
         with self._service(f"reset record {record_id!r} of feature group {group.name!r}"):
             return bool(self._client.eval(_FORGET_VERSION, 1, key, f"{partition}:{offset}"))
 
@@ -269,23 +280,17 @@ class OnlineStore:
         ``with_expires_at`` the answer is ``{"Record": {...}, "ExpiresAt": ISO text or None}``,
         the shape of the reference service's GetRecord response.
         """
-        _check_group(group)
-        rid = _check_record_id(group, record_id)
-        names = _check_feature_names(group, features)
+        rid, names = check_get(group, record_id, features)
         if group.is_aggregation:  # computed at read time from its tiles
             found = self.aggregates.get_records(group, [rid], names, now_ns=now_ns)[0]
-            return _shape(None if found is None else (found, None), with_expires_at)
-        key = online_key(self._prefix, group.name, rid)
-        with self._service(f"read record {rid!r} of feature group {group.name!r}"):
+            return shape(None if found is None else (found, None), with_expires_at)
+        read = plan_get(self._prefix, group, rid, names)
+        with self._service(read.action):
             try:
-                raw = self._fetch(self._client, key, names)
-            except redis.ResponseError as exc:  # e.g. WRONGTYPE: a non-hash value under our key
-                raise CorruptRecordError(
-                    f"feature group {group.name!r}, record {rid!r}: Redis refused to read key {key!r} "
-                    f"({exc}); it holds data not written by featurestream: delete it or wipe and "
-                    f"replay the group", group=group.name, record_id=rid) from exc
-        return _shape(decode_record(group, rid, _zip_fields(raw, names),
-                                    time.time_ns() if now_ns is None else now_ns), with_expires_at)
+                raw = fetch(self._client, read.key, names)
+            except redis.ResponseError as exc:
+                raise read.refused(exc) from exc
+        return read.answer(raw, now_ns, with_expires_at)
 
     def batch_get(self, requests: Sequence[tuple[FeatureGroup, Sequence[str], Sequence[str] | None]], *,
                   now_ns: int | None = None) -> BatchGetResult:
@@ -295,95 +300,23 @@ class OnlineStore:
         group. Problems with one group (too many ids, unknown features) or one record (bad id,
         corrupt stored value) are reported in ``errors`` and do not fail the others.
         """
-        if isinstance(requests, str | bytes) or not isinstance(requests, Sequence):
-            raise RecordValidationError(
-                f"batch_get takes a list of (feature group, record ids, feature names or None); got "
-                f"{type(requests).__name__}", value=requests)
         result = BatchGetResult()
-        plan: list[tuple[FeatureGroup, str, tuple[str, ...] | None]] = []
-        for n, request in enumerate(requests):
-            group, ids, features = _check_request(n, request)
+        plan, aggregate_reads = split_aggregates(plan_batch(requests, result))
+        for group, ids, names in aggregate_reads:  # one round trip per group and feature list
             try:
-                names = _check_feature_names(group, features)
-                if len(ids) > MAX_IDS_PER_GROUP:
-                    raise RecordValidationError(
-                        f"feature group {group.name!r}: {len(ids)} record identifiers requested; at "
-                        f"most {MAX_IDS_PER_GROUP} per group in one batch_get (split the request)",
-                        group=group.name, value=len(ids))
-            except RecordValidationError as exc:
-                result.errors.extend(RecordError(group.name, str(r), "ValidationError", str(exc)) for r in ids)
-                continue
-            seen: set[str] = set()
-            for raw_id in ids:
-                try:
-                    rid = _check_record_id(group, raw_id)
-                except RecordValidationError as exc:
-                    result.errors.append(RecordError(group.name, str(raw_id), "ValidationError", str(exc)))
-                    continue
-                if rid not in seen:
-                    seen.add(rid)
-                    plan.append((group, rid, names))
-        plan = self._aggregate_reads(plan, result, now_ns)
+                found: list[dict[str, Any] | None] | Exception = self.aggregates.get_records(group, ids, names,
+                                                                                              now_ns=now_ns)
+            except (ServiceUnavailableError, CorruptRecordError) as exc:
+                found = exc
+            add_aggregates(group, ids, found, result)
         if not plan:
             return result
         pipe = self._client.pipeline(transaction=False)
-        for group, rid, names in plan:
-            self._fetch(pipe, online_key(self._prefix, group.name, rid), names)
+        queue_batch(pipe, self._prefix, plan)
         with self._service(f"read {len(plan)} records"):
             replies = pipe.execute(raise_on_error=False)
-        now = time.time_ns() if now_ns is None else now_ns
-        for (group, rid, names), reply in zip(plan, replies, strict=True):
-            if isinstance(reply, _SERVICE_ERRORS):
-                result.unprocessed.append((group.name, rid))  # e.g. one cluster node down: retry later
-                continue
-            try:
-                if isinstance(reply, Exception):
-                    raise CorruptRecordError(
-                        f"feature group {group.name!r}, record {rid!r}: Redis refused to read the "
-                        f"record's key ({reply}); it holds data not written by featurestream",
-                        group=group.name, record_id=rid)
-                found = decode_record(group, rid, _zip_fields(reply, names), now)
-            except CorruptRecordError as exc:
-                result.errors.append(RecordError(group.name, rid, "CorruptRecord", str(exc)))
-                continue
-            if found is None:
-                result.missing.append((group.name, rid))
-            else:
-                result.records.append(FoundRecord(group.name, rid, found[0]))
+        decode_batch(plan, replies, now_ns, result)
         return result
-
-    def _aggregate_reads(self, plan: list[tuple[FeatureGroup, str, tuple[str, ...] | None]], result: BatchGetResult,
-                         now_ns: int | None) -> list[tuple[FeatureGroup, str, tuple[str, ...] | None]]:
-        """Answer the aggregation groups of a batch_get plan (one round trip per group and feature
-        list); returns the rest of the plan."""
-        asked: dict[tuple[str, tuple[str, ...] | None], tuple[FeatureGroup, list[str]]] = {}
-        rest = []
-        for group, rid, names in plan:
-            if group.is_aggregation:
-                asked.setdefault((group.name, names), (group, []))[1].append(rid)
-            else:
-                rest.append((group, rid, names))
-        for (_name, names), (group, ids) in asked.items():
-            try:
-                found = self.aggregates.get_records(group, ids, names, now_ns=now_ns)
-            except ServiceUnavailableError:
-                result.unprocessed.extend((group.name, rid) for rid in ids)
-                continue
-            except CorruptRecordError as exc:
-                result.errors.extend(RecordError(group.name, rid, "CorruptRecord", str(exc)) for rid in ids)
-                continue
-            for rid, record in zip(ids, found, strict=True):
-                if record is None:
-                    result.missing.append((group.name, rid))
-                else:
-                    result.records.append(FoundRecord(group.name, rid, record))
-        return rest
-
-    @staticmethod
-    def _fetch(client: Any, key: str, names: tuple[str, ...] | None) -> Any:
-        if names is None:
-            return client.hgetall(key)
-        return client.hmget(key, [*_META_FIELDS, *names])
 
     def record_ids(self, group: FeatureGroup, *, include_deleted: bool = False,
                    now_ns: int | None = None) -> list[str]:
@@ -391,7 +324,7 @@ class OnlineStore:
 
         Expired records are left out; soft-deleted ones (a delete marker online) unless
         ``include_deleted``. Hard-deleted records have no key, so they are never listed."""
-        _check_group(group)
+        check_group(group)
         now = time.time_ns() if now_ns is None else now_ns
         found: list[str] = []
         with self._service(f"list records of feature group {group.name!r}"):
@@ -455,26 +388,12 @@ class OnlineStore:
         kwargs = getattr(getattr(self._client, "connection_pool", None), "connection_kwargs", {})
         return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
 
-    @contextmanager
-    def _service(self, action: str) -> Iterator[None]:
-        try:
-            yield
-        except redis.AuthenticationError as exc:
-            raise ServiceUnavailableError(f"Redis at {self._where} refused our credentials while trying "
-                                          f"to {action} ({exc})") from exc
-        except _SERVICE_ERRORS as exc:
-            raise ServiceUnavailableError(
-                f"Redis at {self._where} did not answer while trying to {action} ({exc}); is it running "
-                f"and is FEATURESTREAM_REDIS_URL right?") from exc
+    def _service(self, action: str) -> AbstractContextManager[None]:
+        return service(self._where, action)
 
 
 # ---------------------------------------------------------------------- argument checks
 
-def _check_group(group: object) -> None:
-    if not isinstance(group, FeatureGroup):
-        raise RecordValidationError(
-            f"expected a FeatureGroup (from the registry); got {type(group).__name__} {group!r:.80}",
-            value=group)
 
 
 def _check_item(group: FeatureGroup, index: int, item: object) -> tuple[Message, int, int]:
@@ -498,7 +417,7 @@ def _check_item(group: FeatureGroup, index: int, item: object) -> tuple[Message,
 def write_script_args(group: FeatureGroup, message: Message, partition: int, offset: int,
                  now_ns: int, checked: bool = False) -> list[Any]:
     """ARGV for write_if_newer.lua (documented at the top of the script)."""
-    rid = _check_record_id(group, message.id)
+    rid = check_record_id(group, message.id)
     et = message.event_time_ns
     if not _is_int(et) or not INT64_MIN <= et <= INT64_MAX:
         raise RecordValidationError(
@@ -529,71 +448,14 @@ def write_script_args(group: FeatureGroup, message: Message, partition: int, off
             str(message.schema_version), *fields]
 
 
-def _check_record_id(group: FeatureGroup, record_id: object) -> str:
-    if _is_int(record_id):
-        record_id = str(record_id)  # Integral identifiers are keyed by their decimal text
-    if not isinstance(record_id, str) or not record_id:
-        raise RecordValidationError(
-            f"feature group {group.name!r}: record identifier {record_id!r} must be a non-empty "
-            f"string (or an integer)", group=group.name, feature=group.record_identifier_name,
-            value=record_id)
-    size = len(record_id.encode("utf-8", "surrogatepass"))
-    if size > MAX_RECORD_ID_BYTES:
-        raise RecordValidationError(
-            f"feature group {group.name!r}: record identifier {record_id[:40]!r}... is {size} bytes; "
-            f"at most {MAX_RECORD_ID_BYTES}", group=group.name, feature=group.record_identifier_name,
-            value=record_id[:40])
-    return record_id
 
 
-def _check_feature_names(group: FeatureGroup, features: object) -> tuple[str, ...] | None:
-    if features is None:
-        return None
-    if isinstance(features, str | bytes) or not isinstance(features, Sequence | set | frozenset):
-        raise RecordValidationError(
-            f"feature group {group.name!r}: features must be a list of feature names; got "
-            f"{type(features).__name__} {features!r:.80}", group=group.name, value=features)
-    names = tuple(dict.fromkeys(features))
-    unknown = [n for n in names if not isinstance(n, str) or not group.has_feature(n)]
-    if unknown:
-        raise RecordValidationError(
-            f"feature group {group.name!r} has no feature {', '.join(repr(n) for n in unknown)}; its "
-            f"features are {', '.join(group.feature_names[:30])}",
-            group=group.name, feature=unknown[0] if isinstance(unknown[0], str) else None, value=unknown)
-    if not names:
-        raise RecordValidationError(
-            f"feature group {group.name!r}: features is empty; give at least one feature name or None "
-            f"for all", group=group.name, value=features)
-    return names
 
 
-def _check_request(n: int, request: object) -> tuple[FeatureGroup, list[Any], object]:
-    if not isinstance(request, tuple | list) or len(request) != 3:
-        raise RecordValidationError(
-            f"batch_get request {n} must be (feature group, record ids, feature names or None); got "
-            f"{request!r:.120}", value=request)
-    group, ids, features = request
-    _check_group(group)
-    if isinstance(ids, str | bytes) or not isinstance(ids, Sequence):
-        raise RecordValidationError(
-            f"batch_get request {n} for feature group {group.name!r}: record ids must be a list; got "
-            f"{type(ids).__name__} {ids!r:.80}", group=group.name, value=ids)
-    return group, list(ids), features
 
 
-def _zip_fields(reply: Any, names: tuple[str, ...] | None) -> dict[bytes | str, Any]:
-    if names is None:
-        return reply or {}
-    return dict(zip((*_META_FIELDS, *names), reply, strict=True))
 
 
-def _shape(found: tuple[dict[str, Any], int | None] | None, with_expires_at: bool) -> dict[str, Any] | None:
-    if found is None:
-        return None
-    record, expires_at = found
-    if not with_expires_at:
-        return record
-    return {"Record": record, "ExpiresAt": None if expires_at is None else format_iso(expires_at)}
 
 
 __all__ = ["MAX_IDS_PER_GROUP", "OnlineStore"]

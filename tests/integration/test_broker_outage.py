@@ -353,6 +353,60 @@ def test_an_outage_longer_than_the_delivery_timeout_reports_the_unacknowledged_r
           f"{outcomes['http put'][0]:.1f} s, BatchWriteRecord after {outcomes['http batch'][0]:.1f} s")
 
 
+def test_http_puts_in_flight_when_kafka_stops_answering_are_acknowledged_only_if_on_the_topic(kafka, unique_name, tmp_path):
+    """PutRecords share the producer's delivery polls (featurestream/http/delivery.py): when Kafka stops
+    answering (SIGSTOP: a restart would cost this test 20 s) under many in flight, each is answered 200 only
+    if the broker acknowledged it, else ServiceUnavailable after the delivery timeout; none is a 500, none
+    hangs, and every 200 is on the topic."""
+    with FeatureStore(kafka.config) as fs:
+        group = fs.create_feature_group(customers_group(unique_name("outage-c"), offline=False))
+        topic = fs.registry.topic_of(group.name)
+    server, url = _serve(kafka.config, tmp_path, "--delivery-timeout", "3")
+    path = f"/FeatureGroup/{group.name}"
+    answers: dict[int, tuple[float, int, dict]] = {}
+    numbers = iter(range(10**9))
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            i = next(numbers)
+            answers[i] = _timed(lambda i=i: _http(url, "PUT", path, {"Record": _wire_record(i)}))
+            if not isinstance(answers[i][1], tuple) or answers[i][1][0] != 200:
+                return  # Kafka is away: this client's put in flight at the kill has been answered
+
+    def count(status: int) -> int:
+        return sum(1 for _s, answer in list(answers.values()) if isinstance(answer, tuple) and answer[0] == status)
+
+    clients = [threading.Thread(target=client) for _ in range(8)]
+    try:
+        for t in clients:
+            t.start()
+        wait_for(lambda: count(200) >= 100, timeout_s=60, interval_s=0.01, what="100 puts acknowledged")
+        broker = kafka.pid()
+        os.kill(broker, signal.SIGSTOP)  # with puts in flight: some reach the broker, some only the producer
+        try:
+            for t in clients:
+                t.join(timeout=60)  # each client ends at its first answer that is not 200
+        finally:
+            os.kill(broker, signal.SIGCONT)
+        assert not any(t.is_alive() for t in clients), "a put was not answered within 60 s of the stop"
+    finally:
+        stop.set()
+        server.terminate()
+        server.wait(timeout=30)
+    on_topic = set(_keys_on_topic(kafka.config, topic))
+    outcomes = Counter(answer[0] if isinstance(answer, tuple) else type(answer).__name__
+                       for _s, answer in answers.values())
+    assert set(outcomes) == {200, 503}, outcomes
+    for seconds, (status, body) in answers.values():
+        assert status == 200 or body["__type"] == "ServiceUnavailable", body
+        assert seconds < 3 + 10 + 5, f"a put was answered after {seconds:.1f} s; the delivery timeout is 3 s"
+    acknowledged = {f"c{i}".encode() for i, (_s, (status, _b)) in answers.items() if status == 200}
+    assert acknowledged <= on_topic, f"{len(acknowledged - on_topic)} puts answered 200 are not on the topic"
+    print(f"\noutage (c): {outcomes[200]} puts acknowledged and on the topic, {outcomes[503]} answered 503; "
+          f"{len(on_topic) - len(acknowledged)} of those reached the broker anyway")
+
+
 def test_a_broker_that_never_answered_is_reported_within_seconds(unique_name, tmp_path):
     nobody = f"127.0.0.1:{free_port()}"
     cfg = Config(kafka_bootstrap=nobody, topic_prefix="never")  # default delivery timeout: 120 s

@@ -533,6 +533,51 @@ def test_a_stalled_redis_blocks_neither_probes_nor_the_control_plane_nor_puts(st
         stop_server(proc)
 
 
+def test_reads_during_a_redis_stall_answer_service_unavailable_within_the_redis_timeout(stack, tmp_path, unique_name):
+    """GetRecord and BatchGetRecord read Redis on the event loop (no thread each): when Redis stops
+    answering, every read in flight, many more than the server has threads, answers ServiceUnavailable
+    within the Redis timeout (1 s, one retry), and reads answer again once Redis is back."""
+    env = server_env(stack)
+    proc, url = start_server(env, tmp_path, "--workers", "1", "--threads", "1", "--redis-timeout", "1")
+    api = {"url": url, "key": env["AWS_ACCESS_KEY_ID"], "secret": env["AWS_SECRET_ACCESS_KEY"]}
+    sm, rt = boto_clients(api)
+    group = unique_name("redis-stop")
+    _group(sm, group, "age")
+    get = ("GET", f"/FeatureGroup/{group}", b"", "RecordIdentifierValueAsString=c1")
+    batch = ("POST", "/BatchGetRecord", json.dumps({"Identifiers": [
+        {"FeatureGroupName": group, "RecordIdentifiersValueAsString": ["c1", "c2"]}]}).encode(), "")
+    assert raw_request(api, *get[:3], query=get[3])[0] == 200  # the group is known, Redis answers
+
+    def timed(method: str, path: str, body: bytes, query: str) -> tuple[float, int, bytes]:
+        started = time.monotonic()
+        status, _, answer = raw_request(api, method, path, body, query=query)
+        return time.monotonic() - started, status, answer
+
+    pid = _redis_pid(stack)
+    pool = ThreadPoolExecutor(24)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        answers = [f.result(timeout=60) for f in [pool.submit(timed, *get) for _ in range(20)]
+                   + [pool.submit(timed, *batch) for _ in range(4)]]
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        pool.shutdown(wait=True)
+    try:
+        for seconds, status, answer in answers:
+            body = json.loads(answer)
+            assert status == 503 and body["__type"] == "ServiceUnavailable", (status, body)
+            assert "redis is unavailable" in body["message"], body
+            # 1 s read timeout, a 50-200 ms backoff, 1 s again; a thread per read would queue them 2 s apart
+            assert seconds < 6, f"a read answered after {seconds:.1f} s with a 1 s Redis timeout"
+        wait_for(lambda: raw_request(api, *get[:3], query=get[3])[0] == 200, timeout_s=20,
+                 what="GetRecord to answer once Redis runs again")
+        status, _, answer = raw_request(api, *batch[:3])
+        assert status == 200 and json.loads(answer) == {"Records": [], "Errors": [], "UnprocessedIdentifiers": []}
+    finally:
+        sm.delete_feature_group(FeatureGroupName=group)
+        stop_server(proc)
+
+
 def test_a_flood_of_ready_probes_during_a_redis_stall_leaves_the_control_plane_its_threads(stack, tmp_path,
                                                                                            unique_name):
     """One request thread (--threads 1) and a Redis read timeout longer than the test's deadlines: were

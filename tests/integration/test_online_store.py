@@ -6,6 +6,7 @@ shared ``stack`` fixture. Every test uses its own group names under this session
 
 from __future__ import annotations
 
+import asyncio
 import random
 import socket
 import statistics
@@ -28,6 +29,8 @@ from schemas.ordering import version_key, wins
 from schemas.ttl import Ttl
 from schemas.types import FeatureDefinition as F
 from sinks.online import CorruptRecordError, OnlineStore, WriteStatus, connect
+from sinks.online.async_reads import AsyncOnlineReads
+from sinks.online.connect import connect_async
 from tests.support.redis_cluster import redis_cluster
 from tests.support.wait import wait_for
 
@@ -546,3 +549,124 @@ def test_redis_cluster_folds_aggregates_once_spread_over_every_node(redis_cluste
     finally:
         store.aggregates.wipe_group(agg)
         store.close()
+
+
+# ---------------------------------------------------------------- the event-loop reader
+
+def _read_async(url: str, prefix: str, calls: list[Callable]) -> list:
+    """Each ``call(reader)`` awaited on one AsyncOnlineReads; what it returned or raised."""
+    async def run() -> list:
+        reader = AsyncOnlineReads.from_url(url, prefix)
+        out = []
+        try:
+            for call in calls:
+                try:
+                    out.append(await call(reader))
+                except Exception as exc:  # noqa: BLE001 - compared with the blocking store's
+                    out.append(exc)
+        finally:
+            await reader.aclose()
+        return out
+
+    return asyncio.run(run())
+
+
+def _read_sync(store: OnlineStore, calls: list[Callable]) -> list:
+    out = []
+    for call in calls:
+        try:
+            out.append(call(store))
+        except Exception as exc:  # noqa: BLE001 - compared with the event-loop reader's
+            out.append(exc)
+    return out
+
+
+def _same(a: object, b: object) -> bool:
+    if isinstance(a, Exception) or isinstance(b, Exception):
+        return type(a) is type(b) and str(a) == str(b)
+    return a == b
+
+
+@pytest.mark.parametrize("where", ["standalone", "cluster"])
+def test_the_event_loop_reader_answers_exactly_as_the_blocking_store(where, request, redis_url, topic_prefix,
+                                                                     make_group):
+    """The HTTP API reads through ``AsyncOnlineReads``: same answers, expiry, errors and messages as
+    ``OnlineStore`` (they share everything but the I/O), on one server and on a Redis Cluster."""
+    url = redis_url if where == "standalone" else request.getfixturevalue("redis_cluster_url")
+    g = make_group(ttl=Ttl(1, "Hours"))
+    agg = aggregation_group(f"{g.name}-stats", AggregationSpec(
+        g.name, "cid", parse_aggregates(["age:sum,count@1h,lifetime", "age:last_n(2)"]), lateness_ns=3600 * S), g)
+    store = OnlineStore.from_url(url, topic_prefix)
+    now = time.time_ns()
+    try:
+        store.apply_batch(g, [(put(f"r{i}", now - i * S, i), 0, i) for i in range(6)]
+                          + [(put("short", now - 3 * S, 7, ttl=5), 0, 10), (soft("r4", now), 0, 11),
+                             (hard("r5", now), 0, 12)])
+        assert store.aggregates.fold(agg, [(put(f"k{i % 2}", now - i * S, i), 0, i) for i in range(5)]).counts == \
+            {"folded": 5}
+        store.client.set(online_key(store.prefix, g.name, "foreign"), "not a hash")
+        ids = ["r0", "r1", "r3", "r4", "r5", "short", "nobody", ""]
+        calls = [
+            lambda s: s.get_record(g, "r1", now_ns=now),
+            lambda s: s.get_record(g, "r2", ["age", "emb"], with_expires_at=True, now_ns=now),
+            lambda s: s.get_record(g, "short", now_ns=now + 3 * S),  # expired, not yet evicted
+            lambda s: s.get_record(g, "short", with_expires_at=True, now_ns=now),  # not expired yet
+            lambda s: s.get_record(g, "r4", now_ns=now),  # soft-deleted
+            lambda s: s.get_record(g, "foreign", now_ns=now),  # WRONGTYPE: CorruptRecordError
+            lambda s: s.get_record(g, "r1", ["nope"], now_ns=now),  # RecordValidationError
+            lambda s: s.get_record(agg, "k0", now_ns=now),
+            lambda s: s.get_record(agg, "k1", ["age_sum_lifetime"], with_expires_at=True, now_ns=now),
+            lambda s: s.batch_get([(g, ids, None), (g, ["r0", "foreign"], ["age"]), (agg, ["k0", "k9"], None)],
+                                  now_ns=now),
+        ]
+        sync = _read_sync(store, calls)
+        loop = _read_async(url, topic_prefix, calls)
+        assert sync[0]["age"] == 1 and sync[2] is None and sync[3]["Record"]["age"] == 7 and sync[4] is None
+        assert isinstance(sync[5], CorruptRecordError) and isinstance(sync[6], RecordValidationError)
+        assert sync[7]["age_count_lifetime"] == 3 and sync[9].records and sync[9].errors
+        for n, (a, b) in enumerate(zip(sync, loop, strict=True)):
+            assert _same(a, b), (n, a, b)
+        down = f"redis://127.0.0.1:{closed_port()}/0"
+        started = time.monotonic()
+        (failed,) = _read_async(down, topic_prefix, [lambda s: s.get_record(g, "r1")])
+        assert isinstance(failed, ServiceUnavailableError) and f"127.0.0.1:{down.rsplit(':', 1)[1][:-2]}" in str(failed)
+        assert time.monotonic() - started < 5
+    finally:
+        store.aggregates.wipe_group(agg)
+        if where == "cluster":
+            store.wipe_group(g)
+        store.close()
+
+
+def test_the_event_loop_reader_bounds_its_round_trips_and_fails_each_read_within_the_timeout():
+    """A server that accepts connections and never answers (as a stopped Redis does): with one round trip
+    allowed in flight, the first read fails on its socket timeout and the others on waiting for a slot,
+    each within about the timeout (twice for the first: redis-py retries once), none hangs."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # connections complete in the kernel; nothing ever reads or answers
+        url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        group = FeatureGroup("silent", "cid", "et", (F("cid", "String"), F("et", "String")))
+
+        async def run() -> list[tuple[float, object]]:
+            reader = AsyncOnlineReads(connect_async(url, timeout_s=0.3), "fs", where=url, timeout_s=0.3,
+                                      max_in_flight=1)
+
+            async def timed(n: int) -> tuple[float, object]:
+                started = time.monotonic()
+                try:
+                    out: object = await reader.get_record(group, f"r{n}")
+                except Exception as exc:  # noqa: BLE001 - asserted on below
+                    out = exc
+                return time.monotonic() - started, out
+
+            try:
+                return await asyncio.gather(*(timed(n) for n in range(4)))
+            finally:
+                await reader.aclose()
+
+        answers = asyncio.run(run())
+    for seconds, out in answers:
+        assert isinstance(out, ServiceUnavailableError) and url in str(out), out
+        assert seconds < 2.5, f"a read failed after {seconds:.1f} s with a 0.3 s timeout"
+    assert sum("round trips allowed at once" in str(out) for _s, out in answers) == 3, answers
