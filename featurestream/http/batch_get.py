@@ -182,6 +182,13 @@ class BoundedBatchGet:
                         reported.add((name, rid))
                         errors.append(_error(given, rid, "ResourceNotFound", f"feature group {name!r} does not exist"))
                 continue
+            problem = self.groups.aggregation_problem(group)
+            if problem is not None:  # an aggregation group whose source was deleted
+                for rid in ids:
+                    if (name, rid) not in reported:
+                        reported.add((name, rid))
+                        errors.append(_error(given, rid, "ValidationError", problem))
+                continue
             entry = entries.setdefault((name, features), _Entry(group, given, features))
             for text in ids:
                 try:

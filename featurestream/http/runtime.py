@@ -248,6 +248,9 @@ class RuntimeApi:
         features = query.get("FeatureName")
         with_exp = _expiration(_one(query, "ExpirationTimeResponse"))
         group = self._group(name)
+        problem = self.groups.aggregation_problem(group)
+        if problem is not None:
+            raise ApiError.validation(problem)
         rid = record_id(group, rid_text)
         found = self.store.online.get_record(group, rid, features, with_expires_at=with_exp)
         if found is None:

@@ -31,13 +31,13 @@ class OnlineApplier:
     """Applies raw batches to Redis: route, write-if-newer, dead-letter the poison. Thread-safe."""
 
     def __init__(self, groups: GroupView, prefix: str, store: OnlineStore, deadletters: DeadLetters, *,
-                 freshness: bool = False) -> None:
+                 freshness: bool = False, backfill: bool = False) -> None:
         self.groups = groups
         self.prefix = prefix
         self.store = store
         self.deadletters = deadletters
         self.freshness = freshness  # the live path only: a replay's or a rebuild's records are old by design
-        self.aggregate = AggregateStep(store.aggregates, prefix)
+        self.aggregate = AggregateStep(store.aggregates, prefix, backfill=backfill)
 
     def __call__(self, batch: Sequence[RawMessage]) -> ApplySummary:
         """Apply ``batch`` and count the outcome in this process's Prometheus metrics."""
@@ -111,4 +111,6 @@ def make_online_applier(bootstrap: KafkaTarget, redis_url: str, prefix: str, *, 
     registry = Registry(bootstrap, prefix=prefix, offline_base_uri=offline_uri)
     store = OnlineStore.from_url(redis_url, prefix)
     deadletters = DeadLetters(Publisher(bootstrap), prefix, stage)
-    return OnlineApplier(GroupView(registry.refresh), prefix, store, deadletters, freshness=stage == "online")
+    # Anything but the live path (replay, rebuild, the healer) folds aggregates in the backfill lane.
+    return OnlineApplier(GroupView(registry.refresh), prefix, store, deadletters, freshness=stage == "online",
+                         backfill=stage != "online")
