@@ -18,7 +18,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
@@ -156,6 +156,7 @@ def replay_online(bootstrap: KafkaTarget, redis_url: str, prefix: str, group: Fe
     applier = make_online_applier(bootstrap, redis_url, prefix, offline_uri=offline_uri, stage="replay-online")
     topic = group_topic(prefix, group.aggregation.source if group.aggregation is not None else group.name)
     if group.aggregation is not None:
+        applier.aggregates_only = True
         full = applier.groups
         applier.groups = GroupView(lambda: _only_aggregation(full.all(fresh=True), group))
         _only_aggregation(full.all(fresh=True), group)  # a clear error now if the source is gone
@@ -168,8 +169,8 @@ def replay_online(bootstrap: KafkaTarget, redis_url: str, prefix: str, group: Fe
 
 
 def _only_aggregation(groups: Mapping[str, FeatureGroup], group: FeatureGroup) -> dict[str, FeatureGroup]:
-    """The groups a replay of aggregation group ``group`` routes with: it and its source, the
-    source's online store off so that its latest-value records are not rewritten."""
+    """The groups a replay of aggregation group ``group`` routes with: it and its source (only it
+    folds the source's events)."""
     from schemas.aggregation_group import source_problem
 
     agg = groups.get(group.name)
@@ -181,7 +182,7 @@ def _only_aggregation(groups: Mapping[str, FeatureGroup], group: FeatureGroup) -
     if problem is not None:
         raise ValidationError(problem, group=group.name)
     assert source is not None
-    return {source.name: replace(source, online_enabled=False), agg.name: agg}
+    return {source.name: source, agg.name: agg}
 
 
 def backfill_aggregation(bootstrap: KafkaTarget, redis_url: str, prefix: str, group: FeatureGroup, *,

@@ -38,6 +38,9 @@ class OnlineApplier:
         self.deadletters = deadletters
         self.freshness = freshness  # the live path only: a replay's or a rebuild's records are old by design
         self.aggregate = AggregateStep(store.aggregates, prefix, backfill=backfill)
+        # A replay of an aggregation group folds its source's events only, and leaves the source's
+        # latest-value records alone (streams/replay.py).
+        self.aggregates_only = False
 
     def __call__(self, batch: Sequence[RawMessage]) -> ApplySummary:
         """Apply ``batch`` and count the outcome in this process's Prometheus metrics."""
@@ -51,7 +54,7 @@ class OnlineApplier:
         summary = ApplySummary()
         routed, groups = route_batch(batch, self.groups, prefix=self.prefix, store="OnlineStore")
         poison = list(routed.poison)
-        for name, items in routed.work.items():
+        for name, items in ({} if self.aggregates_only else routed.work).items():
             # route checked every message against its group: skip the store's second round of checks.
             result = self.store.apply_batch(groups[name], items, checked=True)
             if self.freshness:

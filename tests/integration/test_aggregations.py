@@ -16,6 +16,8 @@ from confluent_kafka.admin import AdminClient
 from schemas.eventtime import format_iso
 from schemas.group import FeatureGroup
 from schemas.types import FeatureDefinition as F
+from streams.online.applier import make_online_applier
+from streams.route import raw_from_confluent
 from tests.integration.helpers import read_topic
 from tests.integration.procs import Proc
 from tests.support.wait import wait_for
@@ -27,6 +29,8 @@ MIN, HOUR, DAY = 60 * S, 3600 * S, 86400 * S
 B = 1_704_844_800 * S  # 2024-01-10T00:00:00Z: reads at whole days are exact for every window
 LATENESS = 30 * MIN
 WINDOWS = {"10m": 10 * MIN, "2h": 2 * HOUR, "3d": 3 * DAY}
+# The backfill test: 2 days of history (BACKFILL_CARDS x 50 events), then LIVE_EVENTS during the backfill.
+BACKFILL_CARDS, LIVE_EVENTS = 2000, 5000
 FEATURES = ["amount:sum,count,mean,min,max,stddev@10m,2h,3d", "qty:sum,max@2h,lifetime", "merchant:distinct@3d",
             "amount:last_n(5)"]
 
@@ -290,4 +294,87 @@ def test_read_at_every_door_and_read_only(store, stack, tmp_path, unique_name):
         assert shown.returncode == 0 and '"amount_count_1h": 4' in shown.stdout.replace(":4", ": 4"), shown
     finally:
         stop_server(server)
+        proc.stop()
+
+
+def test_backfill_then_live_then_rebuild_and_a_deleted_source(store, stack, tmp_path, unique_name):
+    """An aggregation group created over a topic holding history is backfilled from the start while a
+    running processor folds live events beside it (both lanes, nothing twice); a rebuild-online gives
+    the same values; deleting its source leaves it in a clear error state, also once re-created."""
+    import threading
+    from dataclasses import replace
+
+    from schemas.errors import ValidationError
+
+    # Online on: the processor applies the history as latest-value records, so it stands at the end
+    # of the topic when the aggregation group appears, and live events fold in the live lane.
+    src = store.create_feature_group(replace(source_group(unique_name("tx")), online_enabled=True))
+    topic = store.registry.topic_of(src.name)
+    rng, serial, cards = random.Random(7), [0], BACKFILL_CARDS
+    history = make_events(rng, 1, cards, serial) + make_events(rng, 2, cards, serial)
+    for record in history:
+        store.put_record_async(src.name, record)
+    store.publisher.flush()
+    proc = Proc(stack, ["process", "--metrics-port", "0", "--log-level", "warning"], tmp_path / "p.log")
+    try:
+        wait_for(lambda: committed_behind(stack, topic) == 0, timeout_s=120, what="the processor to apply the history")
+        day3 = make_events(rng, 3, cards, serial)
+        live = day3[::max(1, len(day3) // LIVE_EVENTS)]
+
+        def publish_live() -> None:
+            for record in live:
+                store.put_record_async(src.name, record)
+            store.publisher.flush()
+
+        publisher = threading.Thread(target=publish_live)
+        publisher.start()  # live events while the backfill runs
+        agg = store.create_aggregation_group(unique_name("card-stats"), src.name, "card_id", FEATURES,
+                                             allowed_lateness="30m")
+        publisher.join()
+        events, late = fold_topic(read_topic(stack, topic))
+        assert sum(len(e) for e in events.values()) + late >= len(history) + len(live) - 40
+        # Read after every event (a lifetime aggregate holds all folded events; a sliding window is
+        # exact at whole days, like the parity test's reads).
+        times = (B + 3 * DAY, B + 4 * DAY)
+        expected = {t: {card: expected_at(evs, card, t) for card, evs in events.items()} for t in times}
+        wait_for(lambda: not mismatches(store, agg, expected[times[0]], times[0]), timeout_s=120,
+                 interval_s=0.5, what="backfilled + live aggregates to equal the oracle")
+        for t in times:
+            assert mismatches(store, agg, expected[t], t) == {}
+        assert sum(store.online.aggregates.late_count(agg, card) for card in events) == late
+
+        # Rebuild: the state is wiped, then refolded from the start; the same values.
+        removed, replayed = store.rebuild_online(agg.name, progress=False)
+        assert removed >= len(events) and replayed.records == len(history) + len(live)
+        for t in times:
+            assert mismatches(store, agg, expected[t], t) == {}
+
+        # The source deleted: describe says so, reads refuse; re-created, its events never reach the old state.
+        card = next(iter(events))
+        kept = store.online.get_record(agg, card, now_ns=times[-1])
+        store.delete_feature_group(src.name)
+        assert "source feature group" in store.aggregation_problem(agg.name) and "was deleted" in \
+            store.aggregation_problem(agg.name)
+        with pytest.raises(ValidationError, match="is broken: its source feature group .* was deleted"):
+            store.get_record(agg.name, card)
+        again = store.create_feature_group(replace(source_group(src.name), online_enabled=True))
+        assert "deleted and created again" in store.aggregation_problem(agg.name)
+        store.put_record(again.name, {"txn_id": "new", "event_time": format_iso(times[-1] - MIN), "card_id": card,
+                                      "amount": 1.0, "qty": 1, "merchant": "m"})
+        # The live apply step, in process, on the new source's event: it is not folded into the old state.
+        applier = make_online_applier(stack.kafka(), stack.redis_url, stack.topic_prefix, stage="online")
+        try:
+            done = applier.apply([raw_from_confluent(m) for m in read_topic(stack, topic)])
+        finally:
+            applier.store.close()
+            applier.deadletters.publisher.close()
+        # (applied, or a duplicate if the running processor was first)
+        assert sum(n for (g, _), n in done.records.items() if g == again.name) == 1
+        assert not any(g == agg.name for g, _ in done.records)
+        assert store.online.get_record(agg, card, now_ns=times[-1]) == kept
+        with pytest.raises(ValidationError, match="deleted and created again"):
+            store.replay(agg.name, target="online", progress=False)
+        with pytest.raises(ValidationError, match="deleted and created again"):
+            store.batch_get_record([(agg.name, [card], None)])
+    finally:
         proc.stop()
