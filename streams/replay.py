@@ -158,8 +158,8 @@ def replay_online(bootstrap: KafkaTarget, redis_url: str, prefix: str, group: Fe
     if group.aggregation is not None:
         applier.aggregates_only = True
         full = applier.groups
-        applier.groups = GroupView(lambda: _only_aggregation(full.all(fresh=True), group))
-        _only_aggregation(full.all(fresh=True), group)  # a clear error now if the source is gone
+        applier.groups = GroupView(lambda: _only_aggregation(full.all(), group))
+        _only_aggregation(full.all(), group)  # a clear error now if the source is gone
     try:
         return replay_topic(bootstrap, topic, applier, from_ms=from_ms, to_ms=to_ms,
                             progress=progress, start_at=start_at)
