@@ -293,6 +293,31 @@ def test_read_at_every_door_and_read_only(store, stack, tmp_path, unique_name):
         shown = subprocess.run([*cli, "get", name, "c1"], env=env, capture_output=True, text=True,
                                timeout=120)
         assert shown.returncode == 0 and '"amount_count_1h": 4' in shown.stdout.replace(":4", ": 4"), shown
+
+        # The source deleted: every door says so (the server's view of the registry is up to a second old).
+        proc.stop()
+        store.delete_feature_group(src.name)
+        from botocore.exceptions import ClientError
+
+        def refused() -> ClientError | None:
+            try:
+                runtime.get_record(FeatureGroupName=name, RecordIdentifierValueAsString="c1")
+                return None
+            except ClientError as exc:
+                return exc
+
+        error = wait_for(refused, timeout_s=30, what="GetRecord to refuse the aggregation group of a deleted source")
+        assert error.response["Error"]["Code"] == "ValidationError" and \
+            error.response["ResponseMetadata"]["HTTPStatusCode"] == 400 and \
+            f"its source feature group {src.name!r} was deleted" in error.response["Error"]["Message"]
+        batch = runtime.batch_get_record(Identifiers=[{"FeatureGroupName": name,
+                                                       "RecordIdentifiersValueAsString": ["c1"]}])
+        assert [(e["ErrorCode"], "was deleted" in e["ErrorMessage"]) for e in batch["Errors"]] == \
+            [("ValidationError", True)] and batch["Records"] == []
+        assert "was deleted" in sm.describe_feature_group(FeatureGroupName=name)["FailureReason"]
+        shown = subprocess.run([*cli, "group", "describe", name], env=env, capture_output=True, text=True,
+                               timeout=120)
+        assert shown.returncode == 0 and orjson.loads(shown.stdout)["status"] == "SourceDeleted", shown
     finally:
         stop_server(server)
         proc.stop()
