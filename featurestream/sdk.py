@@ -114,6 +114,8 @@ class FeatureStore:
         aggs = (*parse_aggregates(texts, group=name), *(f for f in items if isinstance(f, Aggregate)))
         lateness = DEFAULT_LATENESS_NS if allowed_lateness is None else _ttl_seconds(allowed_lateness) * 10**9
         spec = AggregationSpec(source, by, aggs, lateness)
+        if backfill:
+            self.config.require("redis_url")  # before the group exists: a backfill needs the online store
         created = self.registry.create(aggregation_group(name, spec, self.registry.get(source),
                                                          description=description))
         if backfill:
@@ -142,6 +144,8 @@ class FeatureStore:
             if isinstance(d.get("features"), list):
                 d["aggregates"] = [a.to_dict() for a in parse_aggregates(d.pop("features"), group=name)]
             spec = AggregationSpec.from_dict(d, group=name)
+            if backfill:
+                self.config.require("redis_url")  # before the group exists: a backfill needs the online store
             created = self.registry.create(aggregation_group(name, spec, self.registry.get(spec.source),
                                                              description=d.get("description", "")))
             if backfill:
