@@ -19,7 +19,7 @@ from typing import Any
 
 from featurestream.config import Config
 from schemas.backoff import backoff_delays
-from schemas.errors import GroupNotFoundError, RecordValidationError, ServiceUnavailableError
+from schemas.errors import GroupNotFoundError, RecordValidationError, ServiceUnavailableError, ValidationError
 from schemas.eventtime import format_iso, parse_event_time
 from schemas.group import FeatureGroup
 from schemas.messages import HARD_DELETE, ONLINE, SOFT_DELETE, Message
@@ -100,10 +100,13 @@ class FeatureStore:
         return self.registry.create(group)
 
     def create_aggregation_group(self, name: str, source: str, by: str, features: Sequence[str] | Any, *,
-                                 allowed_lateness: Any = None, description: str = "") -> FeatureGroup:
+                                 allowed_lateness: Any = None, description: str = "", backfill: bool = True,
+                                 progress: bool = False) -> FeatureGroup:
         """Create an aggregation group: ``features`` are texts like ``"amount:sum,mean@10m,1h"`` and
         ``"amount:last_n(10)"`` (or Aggregate objects) over the events of group ``source``, keyed by its
-        feature ``by``. ``allowed_lateness``: seconds or text like ``"7d"`` (default 7 days)."""
+        feature ``by``. ``allowed_lateness``: seconds or text like ``"7d"`` (default 7 days).
+        ``backfill``: then fold the source topic's history into it (returns once done; ``progress``
+        shows a bar on a terminal), while a running processor folds new events."""
         from schemas.aggregation import DEFAULT_LATENESS_NS, Aggregate, AggregationSpec, parse_aggregates
         from schemas.aggregation_group import aggregation_group
 
@@ -112,9 +115,24 @@ class FeatureStore:
         aggs = (*parse_aggregates(texts, group=name), *(f for f in items if isinstance(f, Aggregate)))
         lateness = DEFAULT_LATENESS_NS if allowed_lateness is None else _ttl_seconds(allowed_lateness) * 10**9
         spec = AggregationSpec(source, by, aggs, lateness)
-        return self.registry.create(aggregation_group(name, spec, self.registry.get(source), description=description))
+        if backfill:
+            self.config.require("redis_url")  # before the group exists: a backfill needs the online store
+        created = self.registry.create(aggregation_group(name, spec, self.registry.get(source),
+                                                         description=description))
+        if backfill:
+            self.backfill_aggregation(created, progress=progress)
+        return created
 
-    def create_group_from_json(self, definition: Mapping[str, Any]) -> FeatureGroup:
+    def backfill_aggregation(self, group: FeatureGroup | str, *, progress: bool = False) -> Any:
+        """Fold the history of an aggregation group's source topic into it (streams.replay)."""
+        from streams.replay import backfill_aggregation
+
+        g = self.describe_feature_group(group) if isinstance(group, str) else group
+        cfg = self.config
+        return backfill_aggregation(cfg.kafka(), cfg.require("redis_url"), cfg.topic_prefix, g, progress=progress)
+
+    def create_group_from_json(self, definition: Mapping[str, Any], *, backfill: bool = True,
+                               progress: bool = False) -> FeatureGroup:
         """Create a group from its JSON form: ``FeatureGroup.to_dict()``'s, or for an aggregation group
         ``{"name", "source", "by", "aggregates": [...] or "features": ["amount:sum@1h", ...],
         "allowed_lateness_s"}``."""
@@ -127,8 +145,13 @@ class FeatureStore:
             if isinstance(d.get("features"), list):
                 d["aggregates"] = [a.to_dict() for a in parse_aggregates(d.pop("features"), group=name)]
             spec = AggregationSpec.from_dict(d, group=name)
-            return self.registry.create(aggregation_group(name, spec, self.registry.get(spec.source),
-                                                          description=d.get("description", "")))
+            if backfill:
+                self.config.require("redis_url")  # before the group exists: a backfill needs the online store
+            created = self.registry.create(aggregation_group(name, spec, self.registry.get(spec.source),
+                                                             description=d.get("description", "")))
+            if backfill:
+                self.backfill_aggregation(created, progress=progress)
+            return created
         return self.registry.create(FeatureGroup.from_dict(d))
 
     def describe_feature_group(self, name: str) -> FeatureGroup:
@@ -157,6 +180,19 @@ class FeatureStore:
 
     def _group(self, name: str) -> FeatureGroup:
         return self.groups.describe(name)
+
+    def _readable(self, name: str) -> FeatureGroup:
+        """The group, for a read: ValidationError for an aggregation group whose source is gone."""
+        group = self._group(name)
+        problem = self.groups.aggregation_problem(group)
+        if problem is not None:
+            raise ValidationError(problem, group=name)
+        return group
+
+    def aggregation_problem(self, name: str) -> str | None:
+        """Why aggregation group ``name`` is in an error state (its source deleted, or deleted and
+        created again), or None if it is fine (and for a plain group)."""
+        return self.groups.aggregation_problem(self._group(name))
 
     def _validator(self, group: FeatureGroup) -> Any:
         key = (group.name, group.version)
@@ -373,12 +409,12 @@ class FeatureStore:
     def get_record(self, group: str, record_id: Any, features: Sequence[str] | None = None, *,
                    with_expires_at: bool = False) -> dict[str, Any] | None:
         """The latest record online (None if missing, deleted or expired); ``features`` selects some."""
-        return self.online.get_record(self._group(group), _id_text(record_id), features,
+        return self.online.get_record(self._readable(group), _id_text(record_id), features,
                                       with_expires_at=with_expires_at)
 
     def batch_get_record(self, requests: Sequence[tuple[str, Sequence[Any], Sequence[str] | None]]) -> Any:
         """Several groups at once, up to 100 identifiers each, one round trip (BatchGetRecord)."""
-        resolved = [(self._group(name), [_id_text(i) for i in ids], feats) for name, ids, feats in requests]
+        resolved = [(self._readable(name), [_id_text(i) for i in ids], feats) for name, ids, feats in requests]
         return self.online.batch_get(resolved)
 
     # -- offline store ---------------------------------------------------------------------------

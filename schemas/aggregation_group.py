@@ -81,3 +81,21 @@ def aggregation_group(name: str, spec: AggregationSpec, source: FeatureGroup | N
     return FeatureGroup(name=name, record_identifier_name=spec.by, event_time_name=source.event_time_name,
                         features=features, online_enabled=True, offline_enabled=False, partitions=1,
                         description=description, aggregation=spec)
+
+
+def source_problem(group: FeatureGroup, source: FeatureGroup | None) -> str | None:
+    """Why aggregation ``group`` cannot be computed any more, or None: its source group was deleted,
+    or deleted and created again (a source created after the aggregation group is not the one its
+    state was folded from, and its topic's offsets start again: it is never folded into old state)."""
+    spec = group.aggregation
+    if spec is None:
+        return None
+    if source is None:
+        return (f"aggregation group {group.name!r} is broken: its source feature group {spec.source!r} was "
+                "deleted; its values are no longer served or updated. Delete the aggregation group (and create "
+                "it again over a new source)")
+    if source.creation_time > group.creation_time:
+        return (f"aggregation group {group.name!r} is broken: its source feature group {spec.source!r} was "
+                "deleted and created again after it; the new source's events are not folded into the old "
+                "state. Delete the aggregation group and create it again (it backfills from the new source)")
+    return None

@@ -69,6 +69,15 @@ class GroupView:
             raise GroupNotFoundError(name)
         return group
 
+    def aggregation_problem(self, group: FeatureGroup) -> str | None:
+        """Why aggregation group ``group`` cannot be read (its source deleted, or deleted and created
+        again), or None (and for a plain group)."""
+        if group.aggregation is None:
+            return None
+        from schemas.aggregation_group import source_problem
+
+        return source_problem(group, self.get(group.aggregation.source))
+
     def __contains__(self, name: object) -> bool:
         """Known (possibly stale): a ``get`` of it answers without waiting on the registry."""
         return name in self._groups

@@ -18,7 +18,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
@@ -44,6 +44,7 @@ class ReplayResult:
     records: int = 0
     seconds: float = 0.0
     cancelled: bool = False
+    ends: dict[int, int] = field(default_factory=dict)  # per partition: the offset the replay stopped before
 
 
 def replay_topic(bootstrap: KafkaTarget, topic: str, apply_batch: Callable[[list[RawMessage]], object], *,
@@ -88,6 +89,7 @@ def replay_topic(bootstrap: KafkaTarget, topic: str, apply_batch: Callable[[list
             for tp in found:
                 # -1: no record at/after the time: the partition's end
                 target[tp.partition] = tp.offset if tp.offset >= 0 else ends[tp.partition]
+        result.ends = dict(ends)
         if start_at is not None:
             starts.update(start_at(lows, dict(starts)))
         todo = {p: (starts[p], ends[p]) for p in tmd.partitions if ends[p] > starts[p]}
@@ -142,23 +144,70 @@ def replay_topic(bootstrap: KafkaTarget, topic: str, apply_batch: Callable[[list
 # -- online ------------------------------------------------------------------------------------
 def replay_online(bootstrap: KafkaTarget, redis_url: str, prefix: str, group: FeatureGroup, *,
                   offline_uri: str | None = None, from_ms: int | None = None, to_ms: int | None = None,
-                  progress: bool = True) -> ReplayResult:
-    """Re-apply ``group``'s topic to the online store; write-if-newer makes it idempotent. For an
-    aggregation group, its source's topic: the fold skips what it already folded (per partition offset),
-    and the source's latest-value records are written if newer, so nothing counts twice."""
+                  progress: bool = True,
+                  start_at: Callable[[dict[int, int], dict[int, int]], Mapping[int, int]] | None = None
+                  ) -> ReplayResult:
+    """Re-apply ``group``'s topic to the online store; write-if-newer makes it idempotent.
+
+    For an aggregation group, its source's topic, folded into that group only (the source's own
+    records and other aggregation groups are left alone), in the fold's backfill lane: it folds
+    only what the live processor did not, so a replay beside it never counts an event twice
+    (sinks/online/aggregate_fold.lua, "Two lanes")."""
     applier = make_online_applier(bootstrap, redis_url, prefix, offline_uri=offline_uri, stage="replay-online")
     topic = group_topic(prefix, group.aggregation.source if group.aggregation is not None else group.name)
+    if group.aggregation is not None:
+        applier.aggregates_only = True
+        full = applier.groups
+        applier.groups = GroupView(lambda: _only_aggregation(full.all(), group))
+        _only_aggregation(full.all(), group)  # a clear error now if the source is gone
     try:
         return replay_topic(bootstrap, topic, applier, from_ms=from_ms, to_ms=to_ms,
-                            progress=progress)
+                            progress=progress, start_at=start_at)
     finally:
         applier.store.close()
         applier.deadletters.publisher.close()
 
 
+def _only_aggregation(groups: Mapping[str, FeatureGroup], group: FeatureGroup) -> dict[str, FeatureGroup]:
+    """The groups a replay of aggregation group ``group`` routes with: it and its source (only it
+    folds the source's events)."""
+    from schemas.aggregation_group import source_problem
+
+    agg = groups.get(group.name)
+    if agg is None or agg.creation_time != group.creation_time:
+        raise ValidationError(f"aggregation group {group.name!r} was deleted during its replay", group=group.name)
+    assert agg.aggregation is not None
+    source = groups.get(agg.aggregation.source)
+    problem = source_problem(agg, source)
+    if problem is not None:
+        raise ValidationError(problem, group=group.name)
+    assert source is not None
+    return {source.name: source, agg.name: agg}
+
+
+def backfill_aggregation(bootstrap: KafkaTarget, redis_url: str, prefix: str, group: FeatureGroup, *,
+                         progress: bool = True, settle_s: float = 2.0) -> ReplayResult:
+    """Fill a new aggregation group from its source topic's history, while the live processor
+    folds new events (the backfill lane never counts one twice).
+
+    Two passes: from the start to the end offsets seen then; then, once ``settle_s`` has passed
+    since the group was registered (a processor re-reads the registry at least every second),
+    from there to the end again, for the events that a processor passed over before it knew
+    the group."""
+    first = replay_online(bootstrap, redis_url, prefix, group, progress=progress)
+    wait = group.creation_time + settle_s - time.time()
+    if wait > 0:
+        time.sleep(wait)
+    second = replay_online(bootstrap, redis_url, prefix, group, progress=False,
+                           start_at=lambda _lows, _starts: first.ends)
+    return ReplayResult(first.topic, first.records + second.records, first.seconds + second.seconds, ends=second.ends)
+
+
 def rebuild_online(bootstrap: KafkaTarget, redis_url: str, prefix: str, group: FeatureGroup, *,
                    offline_uri: str | None = None, progress: bool = True) -> tuple[int, ReplayResult]:
-    """Wipe ``group``'s online keys, then replay its whole topic; returns (keys removed, replay)."""
+    """Wipe ``group``'s online keys, then replay its whole topic; returns (keys removed, replay).
+    An aggregation group's state is wiped (offsets folded included), then refolded from the source's
+    start in the backfill lane: the live lane's new events after the wipe are not counted twice."""
     store = OnlineStore.from_url(redis_url, prefix)
     try:
         removed = store.wipe_group(group)

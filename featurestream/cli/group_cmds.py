@@ -126,20 +126,24 @@ def _create_aggregation(args: argparse.Namespace) -> int:
                                status=2) from exc
             if not isinstance(definition, dict):
                 raise CliError(f"definition file {str(args.from_json)!r} must hold a JSON object", status=2)
-            created = store.create_group_from_json({"name": args.name, **definition})
+            created = store.create_group_from_json({"name": args.name, **definition}, progress=True)
         else:
             if not args.by or not args.features:
                 raise CliError("--aggregate needs --by FEATURE and --features SPEC...", status=2)
             created = store.create_aggregation_group(args.name, args.aggregate, args.by, args.features,
                                                      allowed_lateness=args.allowed_lateness,
-                                                     description=args.description)
+                                                     description=args.description, progress=True)
     print_json(created.to_dict())
     return 0
 
 
 def _describe(args: argparse.Namespace) -> int:
     with store_from_args(args) as store:
-        print_json(store.describe_feature_group(args.name).to_dict())
+        shown = store.describe_feature_group(args.name).to_dict()
+        problem = store.aggregation_problem(args.name)
+        if problem is not None:  # an aggregation group whose source was deleted (README: aggregation groups)
+            shown = {**shown, "status": "SourceDeleted", "failure_reason": problem}
+        print_json(shown)
     return 0
 
 

@@ -169,6 +169,10 @@ class BoundedBatchGet:
                 continue
             if name not in self.groups:
                 return False
+            group = self.groups.get(name)
+            # an aggregation group's read checks its source too (a deleted source is an error)
+            if group is not None and group.aggregation is not None and group.aggregation.source not in self.groups:
+                return False
         return True
 
     def _plan(self, body: dict[str, Any]) -> tuple[list[_Entry], list[dict[str, Any]]]:
@@ -201,6 +205,13 @@ class BoundedBatchGet:
                     if (name, rid) not in reported:
                         reported.add((name, rid))
                         errors.append(_error(given, rid, "ResourceNotFound", f"feature group {name!r} does not exist"))
+                continue
+            problem = self.groups.aggregation_problem(group)
+            if problem is not None:  # an aggregation group whose source was deleted
+                for rid in ids:
+                    if (name, rid) not in reported:
+                        reported.add((name, rid))
+                        errors.append(_error(given, rid, "ValidationError", problem))
                 continue
             entry = entries.setdefault((name, features), _Entry(group, given, features))
             for text in ids:

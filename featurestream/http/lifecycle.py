@@ -83,7 +83,15 @@ class Lifecycle:
         the delete is done: its registry entry goes early in the delete (the processors let go of its
         topic when they see it gone), so the definition is read back from the Deleting mark."""
         try:
-            return self.describe(registry.describe(name), region)
+            group = registry.describe(name)
+            out = self.describe(group, region)
+            if group.aggregation is not None:
+                from schemas.aggregation_group import source_problem
+
+                problem = source_problem(group, registry.get(group.aggregation.source))
+                if problem is not None:  # its source was deleted: said, and reads refuse (README)
+                    out["FailureReason"] = problem
+            return out
         except GroupNotFoundError:
             mark = self._mark("deleting", name)
             kept = self._marks(lambda client: client.get(mark), f"describe {name!r}")

@@ -108,6 +108,15 @@ class RuntimeApi:
             return self._group(name)
         return await self._run(self._group, name)
 
+    async def _aggregation_problem(self, group: FeatureGroup) -> str | None:
+        """Why aggregation group ``group`` cannot be read (its source deleted), or None; on the loop
+        when the source is known, else in the thread pool (looking the source up may wait on Kafka)."""
+        if group.aggregation is None:
+            return None
+        if group.aggregation.source in self.groups:
+            return self.groups.aggregation_problem(group)
+        return await self._run(self.groups.aggregation_problem, group)
+
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
@@ -276,6 +285,9 @@ class RuntimeApi:
         features = query.get("FeatureName")
         with_exp = _expiration(_one(query, "ExpirationTimeResponse"))
         group = await self._known_group(name)
+        problem = await self._aggregation_problem(group)
+        if problem is not None:
+            raise ApiError.validation(problem)
         rid = record_id(group, rid_text)
         found = await self.online().get_record(group, rid, features, with_expires_at=with_exp)
         if found is None:

@@ -16,12 +16,24 @@
 --          [value per state, "" if null], [square per state ("i" only), else ""]]
 --          All integers are canonical decimal strings: 19-digit nanosecond times do not fit a
 --          Lua number (a double), so they are compared as text (cmp_dec).
+--          ARGV[1]'s "b": 1 marks a backfill call (replay, rebuild, the healer): see "Two lanes".
+-- Two lanes. The live processor folds from where it stands; a backfill re-reads the topic from
+-- its start at the same time. One "last offset" per partition would let the live lane's newer
+-- offset hide the backfill's older events as redeliveries. So each lane keeps its own:
+--   live:     o|<p> last folded, s|<p> the first offset it ever folded, w|<p> its lateness mark;
+--   backfill: b|<p> last folded, v|<p> its lateness mark.
+-- A backfill event folds only below s|<p> (from there on the live lane has, or will have, every
+-- event: it reads in offset order) and above b|<p>; a live event only above o|<p> and b|<p>. So
+-- every offset is folded once, whichever lane reaches it first. A backfill event is judged late
+-- against v|<p> (every offset it sees precedes the live lane's); a live event against the later
+-- of w|<p> and v|<p>.
 -- Returns a flat list, 2 per event: code, detail. Codes: 1 folded, 3 duplicate (already
 -- folded), 10 too late (detail: the partition's latest event time for this key, ns).
 local FOLDED, DUPLICATE, LATE = 1, 3, 10
 local key = KEYS[1]
 local cfg = cjson.decode(ARGV[1])
 local states, levels, ttl = cfg.s, cfg.l, cfg.ttl
+local backfill = cfg.b == 1
 
 -- cmp_dec(a, b): compare canonical decimal integers; defined in decimal.lua, which the loader
 -- (sinks/online/lua.py) puts before this script.
@@ -168,16 +180,37 @@ for e = 2, #ARGV do
   local part, off, et, et_late = ev[1], ev[2], ev[3], ev[4]
   local code, detail = FOLDED, ""
   local seen = redis.call("HGET", key, "o|" .. part)
-  if seen and tonumber(off) <= tonumber(seen) then
+  local filled = redis.call("HGET", key, "b|" .. part)
+  local dup = filled and tonumber(off) <= tonumber(filled)
+  local mark, latest
+  if backfill then
+    local first = redis.call("HGET", key, "s|" .. part)
+    -- A live state without s| (folded before the lanes existed) covers everything: fold nothing.
+    dup = dup or (first and tonumber(off) >= tonumber(first)) or (not first and seen)
+    mark = "v|" .. part
+    latest = redis.call("HGET", key, mark)
+  else
+    dup = dup or (seen and tonumber(off) <= tonumber(seen))
+    mark = "w|" .. part
+    latest = redis.call("HGET", key, mark)
+    local other = redis.call("HGET", key, "v|" .. part)
+    if other and (not latest or cmp_dec(other, latest) > 0) then latest = other end
+  end
+  if dup then
     code = DUPLICATE
   else
-    redis.call("HSET", key, "o|" .. part, off)
-    local latest = redis.call("HGET", key, "w|" .. part)
+    if backfill then
+      redis.call("HSET", key, "b|" .. part, off)
+    else
+      redis.call("HSET", key, "o|" .. part, off)
+      redis.call("HSETNX", key, "s|" .. part, off)
+    end
     if latest and cmp_dec(et_late, latest) < 0 then
       code, detail = LATE, latest
       redis.call("HINCRBY", key, "late", 1)
     else
-      if not latest or cmp_dec(et, latest) > 0 then redis.call("HSET", key, "w|" .. part, et) end
+      local own = redis.call("HGET", key, mark)
+      if not own or cmp_dec(et, own) > 0 then redis.call("HSET", key, mark, et) end
       local moved = false
       for li, level in ipairs(levels) do
         if level ~= "l" then

@@ -6,8 +6,10 @@ group-wide tag, so keys spread over a Redis Cluster):
 
 | hash field | value |
 | --- | --- |
-| ``o|<partition>`` | last source offset folded from that partition (redeliveries are no-ops) |
-| ``w|<partition>`` | latest event time (ns) folded from that partition (the lateness mark) |
+| ``o|<partition>`` | last source offset the live lane folded from that partition (redeliveries are no-ops) |
+| ``s|<partition>`` | first source offset the live lane folded from that partition |
+| ``w|<partition>`` | latest event time (ns) the live lane folded from that partition (the lateness mark) |
+| ``b|<partition>``, ``v|<partition>`` | the same as ``o|`` and ``w|`` for the backfill lane (replay, rebuild) |
 | ``k|<level>`` | first tile index of that level still read (older tiles are pruned) |
 | ``late`` | events refused as later than the allowed lateness (also dead-lettered) |
 | ``<kind>|<feature>|<level>|<index>`` | one tile's state (kinds: ``schemas/aggregate_values.py``) |
@@ -185,8 +187,11 @@ class AggregateStore:
 
     # ------------------------------------------------------------------ fold
 
-    def fold(self, group: FeatureGroup, items: Sequence[tuple[Message, int, int]]) -> FoldResult:
-        """Fold source messages ``(message, partition, offset)`` (each partition's in offset order)."""
+    def fold(self, group: FeatureGroup, items: Sequence[tuple[Message, int, int]], *,
+             backfill: bool = False) -> FoldResult:
+        """Fold source messages ``(message, partition, offset)`` (each partition's in offset order).
+        ``backfill``: in the backfill lane (a replay or rebuild beside the live processor): it folds
+        only what the live lane did not (aggregate_fold.lua, "Two lanes")."""
         plan = self.plan(group)
         result = FoldResult()
         by_key: dict[str, list[tuple[int, bytes]]] = {}
@@ -198,7 +203,7 @@ class AggregateStore:
             by_key.setdefault(k, []).append((i, plan.event_arg(message, partition, offset)))  # type: ignore[arg-type]
         if not by_key:
             return result
-        config = plan.config_arg()
+        config = plan.config_arg(backfill=backfill)
         calls = [(k, events[j:j + EVENTS_PER_CALL]) for k, events in by_key.items()
                  for j in range(0, len(events), EVENTS_PER_CALL)]
         for _attempt in range(2):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from schemas.aggregation_group import source_problem
 from schemas.group import FeatureGroup
 from schemas.messages import Message
 from schemas.names import group_topic
@@ -19,9 +20,10 @@ from streams.route import Poison, RawMessage
 
 
 class AggregateStep:
-    def __init__(self, store: AggregateStore, prefix: str) -> None:
+    def __init__(self, store: AggregateStore, prefix: str, *, backfill: bool = False) -> None:
         self.store = store
         self.prefix = prefix
+        self.backfill = backfill  # replay/rebuild: fold in the backfill lane, beside the live processor
 
     def __call__(self, sources: Mapping[str, list[tuple[Message, int, int]]], groups: Mapping[str, FeatureGroup],
                  batch: Sequence[RawMessage]) -> tuple[dict[tuple[str, str], int], list[Poison]]:
@@ -33,8 +35,10 @@ class AggregateStep:
         for agg in groups.values():
             if agg.aggregation is None or agg.aggregation.source not in sources:
                 continue
+            if source_problem(agg, groups.get(agg.aggregation.source)) is not None:
+                continue  # a source created again after the group: never folded into the old state
             items = sources[agg.aggregation.source]
-            result = self.store.fold(agg, items)
+            result = self.store.fold(agg, items, backfill=self.backfill)
             for outcome, n in result.counts.items():
                 counts[(agg.name, outcome)] = counts.get((agg.name, outcome), 0) + n
             if result.late:

@@ -45,13 +45,16 @@ class OnlineApplier:
     next batch while ``execute`` of this one waits on Redis (``streams/online/engine.py``)."""
 
     def __init__(self, groups: GroupView, prefix: str, store: OnlineStore, deadletters: DeadLetters, *,
-                 freshness: bool = False) -> None:
+                 freshness: bool = False, backfill: bool = False) -> None:
         self.groups = groups
         self.prefix = prefix
         self.store = store
         self.deadletters = deadletters
         self.freshness = freshness  # the live path only: a replay's or a rebuild's records are old by design
-        self.aggregate = AggregateStep(store.aggregates, prefix)
+        self.aggregate = AggregateStep(store.aggregates, prefix, backfill=backfill)
+        # A replay of an aggregation group folds its source's events only, and leaves the source's
+        # latest-value records alone (streams/replay.py).
+        self.aggregates_only = False
 
     def __call__(self, batch: Sequence[RawMessage]) -> ApplySummary:
         """Apply ``batch`` and count the outcome in this process's Prometheus metrics."""
@@ -132,7 +135,8 @@ class OnlineApplier:
         started = time.perf_counter()
         summary = ApplySummary()
         poison = list(prepared.poison)
-        for w in prepared.writes:
+        # A replay of an aggregation group folds its source's events only (aggregates_only).
+        for w in ([] if self.aggregates_only else prepared.writes):
             name = w.group.name
             poison += w.rejected
             if w.rejected:
@@ -233,4 +237,6 @@ def make_online_applier(bootstrap: KafkaTarget, redis_url: str, prefix: str, *, 
     registry = Registry(bootstrap, prefix=prefix, offline_base_uri=offline_uri)
     store = OnlineStore.from_url(redis_url, prefix)
     deadletters = DeadLetters(Publisher(bootstrap), prefix, stage)
-    return OnlineApplier(GroupView(registry.refresh), prefix, store, deadletters, freshness=stage == "online")
+    # Anything but the live path (replay, rebuild, the healer) folds aggregates in the backfill lane.
+    return OnlineApplier(GroupView(registry.refresh), prefix, store, deadletters, freshness=stage == "online",
+                         backfill=stage != "online")

@@ -130,3 +130,18 @@ def test_integral_values_are_exact(tiles):
     assert (value(Function.MIN), value(Function.MAX)) == (min(flat), max(flat))
     exact = statistics.pstdev([Fraction(x) for x in flat])
     assert math.isclose(value(Function.STDDEV), float(exact), rel_tol=4e-16, abs_tol=1e-300)
+
+
+def test_a_deleted_or_recreated_source_is_named_as_the_problem():
+    from dataclasses import replace
+
+    from schemas.aggregation_group import source_problem
+
+    source = replace(SOURCE, creation_time=100.0)
+    group = replace(aggregation_group("card-stats", spec("amount:sum@1h"), source), creation_time=200.0)
+    assert source_problem(group, source) is None
+    assert source_problem(source, None) is None  # a plain group has no source
+    gone = source_problem(group, None)
+    assert gone is not None and "source feature group 'transactions' was deleted" in gone and "'card-stats'" in gone
+    again = source_problem(group, replace(source, creation_time=300.0))
+    assert again is not None and "deleted and created again" in again

@@ -1,0 +1,329 @@
+"""Benchmark: aggregation groups (issue 21), each figure against a baseline from the same run.
+
+  (a) live      a source event stream at a steady --rate events/s for --steady-seconds, through
+                `featurestream process` (a subprocess, own topic prefix): once into an aggregation
+                group of 3 windows x 5 functions over one feature (`amount:sum,count,mean,min,max@10m,1h,1d`),
+                once into the latest-value path (the same events, the source's online store, no
+                aggregation). A probe thread publishes one event for a fresh key every 20 ms and
+                polls until it is readable: event-to-readable p50/p99. CPU-µs per event: the
+                processor's CPU (its apply process included) over the steady load / events.
+                (The load generator validates records in this process: it shares the 2 cores.)
+  (b) memory    Redis bytes per key (MEMORY USAGE) for `amount:sum,count,mean,min,max@1h,7d,90d`
+                after --days of events at one per key per minute (simulated event times, folded in
+                process through the fold script), and the tile layout that bounds it.
+  (c) reads     get_record of those 15 aggregates (windows up to 90 days), in process, p50/p99,
+                against raw HGETALL of a hash with 15 fields.
+  (d) backfill  --backfill-events events already in a topic: a new aggregation group (the (b)
+                definition) filled by replay, events/s, against replaying the same topic into the
+                latest-value path.
+  (e) pit       point-in-time aggregates (DuckDB) for --pit-rows entity rows over --pit-events
+                events, against a hand-written DuckDB window query: needs
+                get_historical_features to accept aggregate features; until then it says so.
+
+  eval "$(.venv/bin/featurestream up)"
+  .venv/bin/python bench/aggregations.py            # full sizes (minutes; the machine to itself)
+  .venv/bin/python bench/aggregations.py --quick    # tiny sizes, a check that it runs
+"""
+
+# ruff: noqa: E402  (the sys.path fix below must run before the imports)
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
+import argparse
+import random
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from typing import Any
+
+import redis
+
+from bench._common import load_average, percentile, process_cpu, unique_name
+from bench.online import Processor
+from featurestream.config import Config
+from featurestream.sdk import FeatureStore
+from schemas.aggregation import AggregationSpec, parse_aggregates
+from schemas.aggregation_group import aggregation_group
+from schemas.eventtime import format_iso
+from schemas.group import FeatureGroup
+from schemas.messages import PutMessage
+from schemas.types import FeatureDefinition as F
+from sinks.online.aggregates import AggregateStore
+
+LIVE_FEATURES = ["amount:sum,count,mean,min,max@10m,1h,1d"]
+READ_FEATURES = ["amount:sum,count,mean,min,max@1h,7d,90d"]
+MIN_NS = 60 * 10**9
+
+
+def source_group(name: str, *, online: bool) -> FeatureGroup:
+    """The source group; without its online store (the aggregation runs) it has the offline store, as a
+    group needs one of them (no sink runs here: its table stays empty)."""
+    return FeatureGroup(name, "txn_id", "event_time",
+                        (F("txn_id", "String"), F("event_time", "String"), F("card_id", "String"),
+                         F("amount", "Fractional")), online_enabled=online, offline_enabled=not online, partitions=3)
+
+
+def _store(config: Config, prefix: str) -> FeatureStore:
+    return FeatureStore(replace(config, topic_prefix=prefix))
+
+
+# -- (a) live -------------------------------------------------------------------------------------
+
+def live_run(config: Config, args: argparse.Namespace, log_dir: Path, *, aggregate: bool) -> tuple[list[float], float]:
+    """(event-to-readable latencies in ms, processor CPU-µs per event) for one path."""
+    prefix = unique_name("agg-live" if aggregate else "lv-live")
+    fs = _store(config, prefix)
+    src = fs.create_feature_group(source_group("tx", online=not aggregate))
+    agg = fs.create_aggregation_group("tx-stats", src.name, "card_id", LIVE_FEATURES, backfill=False) \
+        if aggregate else None
+    proc = Processor(prefix, 1000, log_dir)
+    rng = random.Random(1)
+    latencies: list[float] = []
+    stop = threading.Event()
+
+    def readable(card: str, txn: str) -> bool:
+        if agg is not None:
+            got = fs.online.get_record(agg, card, ["amount_count_1d"])
+            return bool(got and got.get("amount_count_1d"))
+        return fs.get_record(src.name, txn) is not None
+
+    def probe() -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            card, txn = f"probe-{i}", f"p{i}"
+            sent = time.perf_counter()
+            fs.put_record(src.name, {"txn_id": txn, "event_time": format_iso(time.time_ns()), "card_id": card,
+                                     "amount": 1.5})
+            while not readable(card, txn):
+                if time.perf_counter() - sent > 30:
+                    raise RuntimeError(f"probe event {txn} not readable after 30 s; see {proc.log_path}")
+            latencies.append((time.perf_counter() - sent) * 1000)
+            stop.wait(0.02)
+
+    try:
+        # Warm up: the processor up and holding the topic.
+        fs.put_record(src.name, {"txn_id": "w", "event_time": format_iso(time.time_ns()), "card_id": "warm",
+                                 "amount": 1.0})
+        deadline = time.monotonic() + args.timeout
+        while not readable("warm", "w"):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the processor did not start; see {proc.log_path}")
+            time.sleep(0.05)
+        cpu0 = sum(process_cpu(p) for p in proc.pids())
+        prober = threading.Thread(target=probe, daemon=True)
+        prober.start()
+        sent, started = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - started) < args.steady_seconds:
+            due = int(elapsed * args.rate)
+            for _ in range(due - sent):
+                sent += 1
+                fs.put_record_async(src.name, {"txn_id": f"t{sent}", "event_time": format_iso(time.time_ns()),
+                                               "card_id": f"card-{rng.randrange(args.keys)}",
+                                               "amount": round(rng.uniform(0, 500), 2)})
+            time.sleep(0.005)
+        fs.publisher.flush()
+        stop.set()
+        prober.join(60)
+        # CPU over the steady load, once the processor has caught up (its counter reaches every event).
+        group = agg.name if agg is not None else src.name
+        while (proc.records_seen(group) or 0) < sent + len(latencies):
+            if time.monotonic() > deadline + args.steady_seconds:
+                break
+            time.sleep(0.1)
+        cpu = sum(process_cpu(p) for p in proc.pids()) - cpu0
+        return latencies, cpu / max(1, sent + len(latencies)) * 1e6
+    finally:
+        stop.set()
+        proc.stop()
+        for name in ([agg.name] if agg is not None else []) + [src.name]:
+            try:
+                fs.delete_feature_group(name, purge=True)
+            except Exception:  # noqa: BLE001 - cleanup
+                pass
+        fs.close()
+
+
+# -- (b) memory and (c) reads -------------------------------------------------------------------------
+
+def read_group(name: str) -> FeatureGroup:
+    spec = AggregationSpec("bench-src", "card_id", parse_aggregates(READ_FEATURES, group=name), 7 * 86400 * 10**9)
+    return replace(aggregation_group(name, spec, source_group("bench-src", online=False)), creation_time=time.time())
+
+
+def memory_and_reads(config: Config, args: argparse.Namespace, client: Any) -> None:
+    prefix = unique_name("agg-mem")
+    group = read_group("stats")
+    store = AggregateStore(client, prefix)
+    end = time.time_ns() // MIN_NS * MIN_NS
+    minutes = int(args.days * 1440)
+    rng = random.Random(2)
+    started = time.perf_counter()
+    for k in range(args.memory_keys):
+        card = f"card-{k}"
+        items = []
+        for i in range(minutes):
+            et = end - (minutes - i) * MIN_NS
+            items.append((PutMessage(f"{card}-{i}", et, {"txn_id": f"{card}-{i}", "event_time": format_iso(et),
+                                                          "card_id": card, "amount": round(rng.uniform(0, 500), 2)}),
+                          0, i))
+            if len(items) == 2000:
+                store.fold(group, items)
+                items = []
+        if items:
+            store.fold(group, items)
+    fold_s = time.perf_counter() - started
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    total = sum(client.memory_usage(k, samples=0) or 0 for k in keys)
+    hashes = [k for k in keys if client.type(k) in (b"hash", "hash")]
+    fields = sum(client.hlen(k) for k in hashes) / max(1, len(hashes))
+    plan = store.plan(group)
+    print(f"RESULT (b) memory      {total / args.memory_keys:,.0f} bytes per key ({len(keys)} Redis keys for "
+          f"{args.memory_keys} aggregation keys, {fields:.0f} hash fields each) after {args.days:g} days at one "
+          f"event/key/minute ({minutes:,} events per key; folded in process at "
+          f"{minutes * args.memory_keys / fold_s:,.0f} events/s)")
+    print(f"           tile layout: levels {[lv.value for lv in plan.levels]}; states "
+          f"{[(s.kind, s.feature) for s in plan.states]}; a read of a window merges a bounded number of tiles per level")
+
+    # (c) reads at the end of the simulated time, against HGETALL of 15 fields.
+    names = [a.output_name for a in group.aggregation.aggregates]  # type: ignore[union-attr]
+    raw_key = f"{prefix}-raw"
+    client.hset(raw_key, mapping={n: "123.456" for n in names})
+    cards = [f"card-{k}" for k in range(args.memory_keys)]
+    ours, raw = [], []
+    for i in range(args.reads):
+        card = cards[i % len(cards)]
+        t0 = time.perf_counter()
+        got = store.get_records(group, [card], None, now_ns=end)[0]
+        t1 = time.perf_counter()
+        client.hgetall(raw_key)
+        t2 = time.perf_counter()
+        assert got is not None and len([n for n in names if n in got]) == 15, got
+        ours.append((t1 - t0) * 1e6)
+        raw.append((t2 - t1) * 1e6)
+    ours.sort()
+    raw.sort()
+    print(f"RESULT (c) reads       get_record of 15 aggregates (windows up to 90d) p50 {percentile(ours, 50):.0f} µs "
+          f"p99 {percentile(ours, 99):.0f} µs   raw HGETALL of 15 fields p50 {percentile(raw, 50):.0f} µs "
+          f"p99 {percentile(raw, 99):.0f} µs   ({args.reads} reads each)")
+    store.wipe_group(group)
+    client.delete(raw_key)
+
+
+# -- (d) backfill ---------------------------------------------------------------------------------
+
+def backfill(config: Config, args: argparse.Namespace) -> None:
+    from streams.replay import replay_online
+
+    prefix = unique_name("agg-fill")
+    fs = _store(config, prefix)
+    src = fs.create_feature_group(source_group("tx", online=True))
+    rng = random.Random(3)
+    base = time.time_ns() - 80 * 86400 * 10**9
+    for i in range(args.backfill_events):
+        et = base + i * (80 * 86400 * 10**9 // max(1, args.backfill_events))
+        fs.put_record_async(src.name, {"txn_id": f"t{i}", "event_time": format_iso(et),
+                                       "card_id": f"card-{rng.randrange(args.keys)}",
+                                       "amount": round(rng.uniform(0, 500), 2)})
+    fs.publisher.flush()
+    agg = fs.create_aggregation_group("tx-stats", src.name, "card_id", READ_FEATURES, backfill=False)
+    try:
+        cfg = fs.config
+        ours = replay_online(cfg.kafka(), cfg.require("redis_url"), prefix, agg, progress=False)
+        base_run = replay_online(cfg.kafka(), cfg.require("redis_url"), prefix, src, progress=False)
+        print(f"RESULT (d) backfill    {ours.records:,} events into a new aggregation group (15 aggregates) "
+              f"{ours.records / ours.seconds:,.0f} events/s ({ours.seconds:.1f} s)   replay of the same topic "
+              f"into the latest-value path {base_run.records / base_run.seconds:,.0f} events/s")
+    finally:
+        for name in (agg.name, src.name):
+            try:
+                fs.delete_feature_group(name, purge=True)
+            except Exception:  # noqa: BLE001 - cleanup
+                pass
+        fs.close()
+
+
+# -- (e) point in time ------------------------------------------------------------------------------
+
+def pit(config: Config, args: argparse.Namespace) -> None:
+    """Point-in-time aggregates need get_historical_features to accept an aggregation group's
+    features (the offline side of issue 21, built separately); until then this says so."""
+    import pandas as pd
+
+    prefix = unique_name("agg-pit")
+    fs = _store(config, prefix)
+    try:
+        src = fs.create_feature_group(source_group("tx", online=False))
+        agg = fs.create_aggregation_group("tx-stats", src.name, "card_id", ["amount:sum@1h"], backfill=False)
+        entity = pd.DataFrame({"card_id": ["card-0"], "event_time": pd.to_datetime(["2026-01-01T00:00:00Z"])})
+        try:
+            fs.get_historical_features(entity, [f"{agg.name}:amount_sum_1h"])
+        except Exception as exc:  # noqa: BLE001 - the API is not there yet: say so
+            print(f"RESULT (e) pit         not measured: get_historical_features does not compute aggregation "
+                  f"features yet ({type(exc).__name__}: {str(exc)[:160]})")
+            return
+        print("RESULT (e) pit         get_historical_features accepts aggregates: the timed comparison with a "
+              f"hand-written DuckDB window query ({args.pit_rows:,} rows x {args.pit_events:,} events) is still to "
+              "be written here")
+    finally:
+        for name in ("tx-stats", "tx"):
+            try:
+                fs.delete_feature_group(name, purge=True)
+            except Exception:  # noqa: BLE001 - cleanup
+                pass
+        fs.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a check that every phase runs")
+    parser.add_argument("--rate", type=int, default=5000, help="(a) steady events/s")
+    parser.add_argument("--steady-seconds", type=float, default=60.0)
+    parser.add_argument("--keys", type=int, default=10_000, help="(a)/(d) distinct aggregation keys")
+    parser.add_argument("--days", type=float, default=90.0, help="(b) simulated days of events")
+    parser.add_argument("--memory-keys", type=int, default=3, help="(b) aggregation keys folded over --days")
+    parser.add_argument("--reads", type=int, default=20_000, help="(c) reads of each kind")
+    parser.add_argument("--backfill-events", type=int, default=1_000_000)
+    parser.add_argument("--pit-rows", type=int, default=1_000_000)
+    parser.add_argument("--pit-events", type=int, default=10_000_000)
+    parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--only", choices=["live", "memory", "backfill", "pit"])
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rate, args.steady_seconds, args.keys, args.days, args.memory_keys = 200, 3.0, 100, 0.05, 2
+        args.reads, args.backfill_events, args.pit_rows, args.pit_events = 200, 2000, 1000, 10_000
+    config = Config.from_env()
+    if not (config.kafka_bootstrap and config.redis_url):
+        print('run `eval "$(.venv/bin/featurestream up)"` first: no Kafka/Redis endpoints configured', file=sys.stderr)
+        return 2
+    client = redis.Redis.from_url(config.redis_url)
+    print(f"# bench/aggregations.py {'--quick ' if args.quick else ''}{load_average()}")
+    with tempfile.TemporaryDirectory(prefix="bench-agg-") as tmp:
+        if args.only in (None, "live"):
+            base_lat, base_cpu = live_run(config, args, Path(tmp), aggregate=False)
+            lat, cpu = live_run(config, args, Path(tmp), aggregate=True)
+            for what, xs, c in (("aggregation (3 windows x 5 functions)", lat, cpu),
+                                ("latest-value path (baseline)", base_lat, base_cpu)):
+                xs.sort()
+                print(f"RESULT (a) live        {what}: event-to-readable p50 {percentile(xs, 50):.1f} ms p99 "
+                      f"{percentile(xs, 99):.1f} ms ({len(xs)} probes at {args.rate:,}/s); processor "
+                      f"{c:.0f} CPU-µs/event")
+            print(f"RESULT (a) live        CPU ratio aggregation / latest-value {cpu / base_cpu:.2f}x (goal <= 2x)")
+        if args.only in (None, "memory"):
+            memory_and_reads(config, args, client)
+        if args.only in (None, "backfill"):
+            backfill(config, args)
+        if args.only in (None, "pit"):
+            pit(config, args)
+    print(f"# done; {load_average()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
