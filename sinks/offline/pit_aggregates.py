@@ -209,7 +209,12 @@ def finish(request: AggregateRequest, n_rows: int, results: Mapping[str, pa.Tabl
             integral = request.integral(a.feature)
             for r in range(n_rows):
                 values[r] = _numeric(a, scalars.get(r), i, integral)
-        out[a.output_name] = pa.array(values, request.arrow_type(a))
+        try:
+            out[a.output_name] = pa.array(values, request.arrow_type(a))
+        except (OverflowError, pa.ArrowInvalid) as exc:
+            raise ValueError(f"aggregation group {request.group.name!r}: {a.output_name} is outside its type "
+                             f"{request.arrow_type(a)} at some entity row (an Integral sum beyond 64 bits?): "
+                             f"{exc}") from None
     return out
 
 
