@@ -24,8 +24,9 @@ The rules the live fold follows, and how each is decided from the offline table:
   the order the engine reads rows in, so DuckDB and Spark give the same bits.
 
 The SQL is written once for both engines (``dialect``: ``"duckdb"`` or ``"spark"``); only the
-integer shift differs. It reads three relations the caller names: the source's events
-(:func:`events_sql`), the entity rows with their bounds (:func:`entity_bounds`), and per distinct
+quoting and the integer shift differ. The source's events (:func:`events_sql`) and the entity rows
+with their bounds (:func:`entity_bounds`) are joined once (:func:`joined_sql`: the lateness rule
+and the windows); the statements (:func:`statements`) aggregate that, with per distinct-counted
 feature the HyperLogLog register of each value (:func:`hll_table`).
 """
 
@@ -124,59 +125,83 @@ def events_sql(request: AggregateRequest, relation: str, *, event_time_ns: str, 
             f"FROM {relation} AS __src WHERE NOT is_deleted AND {key} IS NOT NULL")
 
 
-def statements(request: AggregateRequest, *, events: str, entity: str, hll: Mapping[str, str],
-               dialect: str) -> dict[str, str]:
-    """The SQL statements (name → SQL) whose results :func:`finish` combines: ``scalars`` (one row
-    per entity row that has an event in some window), ``last<i>`` and ``distinct<i>`` (long form, one
-    per such aggregate i). ``events`` (the rows of :func:`events_sql`), ``entity`` (of
-    :func:`entity_bounds`) and each ``hll[feature]`` (of :func:`hll_table`) are relation names."""
-    if dialect not in DIALECTS:
-        raise ValueError(f"dialect must be one of {DIALECTS}, got {dialect!r}")
+def joined_sql(request: AggregateRequest, *, events: str, entity: str) -> str:
+    """Each entity row (``r``, its window starts) with every event of its key that counts live (not
+    too late) and falls in one of its windows: the rows every statement of :func:`statements` reads.
+    ``events`` (the rows of :func:`events_sql`) and ``entity`` (of :func:`entity_bounds`) are relation
+    names."""
     spec = request.group.aggregation
     assert spec is not None
-    windows = request.windows
-    lo_cols = ", ".join(f"e.lo{i}" for i in range(len(windows)))
-    lo_min = "e.lo0" if len(windows) == 1 else f"least({lo_cols})"
+    n = len(request.windows)
+    lo_cols = ", ".join(f"e.lo{i}" for i in range(n))
+    lo_min = "e.lo0" if n == 1 else f"least({lo_cols})"
     value_cols = ", ".join(f"x.v{j}" for j in range(len(request.features)))
-    base = (f"WITH __marked AS (SELECT *, max(et) OVER (PARTITION BY k, p ORDER BY o ROWS BETWEEN UNBOUNDED "
+    return (f"WITH __marked AS (SELECT *, max(et) OVER (PARTITION BY k, p ORDER BY o ROWS BETWEEN UNBOUNDED "
             f"PRECEDING AND 1 PRECEDING) AS __mark FROM {events}),\n"
-            f"__ok AS (SELECT * FROM __marked WHERE __mark IS NULL OR et + {spec.lateness_ns} >= __mark),\n"
-            f"__j AS (SELECT e.r, {lo_cols}, x.et, x.p, x.o, {value_cols} FROM {entity} e JOIN __ok x "
-            f"ON x.k = e.k AND x.et <= e.hi AND x.et > {lo_min})\n")
+            f"__ok AS (SELECT * FROM __marked WHERE __mark IS NULL OR et + {spec.lateness_ns} >= __mark)\n"
+            f"SELECT e.r, {lo_cols}, x.et, x.p, x.o, {value_cols} FROM {entity} e JOIN __ok x "
+            f"ON x.k = e.k AND x.et <= e.hi AND x.et > {lo_min}")
+
+
+def statements(request: AggregateRequest, *, joined: str, hll: Mapping[str, str], dialect: str) -> dict[str, str]:
+    """The SQL statements (name → SQL) whose results :func:`finish` combines: ``scalars`` (one row
+    per entity row that has an event in some window), ``last<i>`` and ``distinct<i>`` (long form, one
+    per such aggregate i). ``joined`` (the rows of :func:`joined_sql`) and each ``hll[feature]`` (of
+    :func:`hll_table`) are relation names."""
+    if dialect not in DIALECTS:
+        raise ValueError(f"dialect must be one of {DIALECTS}, got {dialect!r}")
+    windows = request.windows
     shift = (lambda v: f"({v} >> 32)") if dialect == "duckdb" else (lambda v: f"shiftright({v}, 32)")
     dec = "DECIMAL(38,0)"
-    scalars = ["r"]
+    scalars: dict[str, str] = {}  # alias → expression; aggregates over the same feature and window share them
     out: dict[str, str] = {}
     for i, a in enumerate(request.aggregates):
         v = f"v{request.features.index(a.feature)}"
-        inside = f"et > lo{windows.index(a.window_ns)}"
+        w = windows.index(a.window_ns)
+        inside = f"et > lo{w}"
         where = f"FILTER (WHERE {inside})"
         if a.function is Function.LAST_N:
-            out[f"last{i}"] = (base + f"SELECT r, et, p, o, {v} AS v FROM (SELECT r, et, p, o, {v}, row_number() OVER "
-                               f"(PARTITION BY r ORDER BY et DESC, p DESC, o DESC) AS __n FROM __j WHERE {inside} "
+            out[f"last{i}"] = (f"SELECT r, et, p, o, {v} AS v FROM (SELECT r, et, p, o, {v}, row_number() OVER "
+                               f"(PARTITION BY r ORDER BY et DESC, p DESC, o DESC) AS __n FROM {joined} WHERE {inside} "
                                f"AND {v} IS NOT NULL) __top WHERE __n <= {a.n}")
             continue
         if a.function is Function.DISTINCT:
-            out[f"distinct{i}"] = (base + f"SELECT r, rho, count(*) AS c FROM (SELECT __j.r, h.reg, max(h.rho) AS rho "
-                                   f"FROM __j JOIN {hll[a.feature]} h ON __j.{v} = h.v WHERE {inside} "
-                                   f"GROUP BY __j.r, h.reg) __regs GROUP BY r, rho")
+            out[f"distinct{i}"] = (f"SELECT r, rho, count(*) AS c FROM (SELECT j.r, h.reg, max(h.rho) AS rho "
+                                   f"FROM {joined} j JOIN {hll[a.feature]} h ON j.{v} = h.v WHERE {inside} "
+                                   f"GROUP BY j.r, h.reg) __regs GROUP BY r, rho")
             continue
-        scalars.append(f"count({v}) {where} AS n{i}")
-        if a.function is Function.COUNT:
-            continue
-        scalars += [f"min({v}) {where} AS lo{i}", f"max({v}) {where} AS hi{i}"]
-        if request.integral(a.feature):
-            hi_part, lo_part = shift(v), f"({v} - {shift(v)} * 4294967296)"
-            scalars += [f"sum(CAST({v} AS {dec})) {where} AS s{i}",
-                        # v² = a²·2⁶⁴ + 2ab·2³² + b² (v = a·2³² + b, 0 ≤ b < 2³²): each part's sum
-                        # fits DECIMAL(38,0) where v² itself might not.
-                        f"sum(CAST({hi_part} AS {dec}) * CAST({hi_part} AS {dec})) {where} AS qa{i}",
-                        f"sum(CAST({hi_part} AS {dec}) * CAST({lo_part} AS {dec})) {where} AS qab{i}",
-                        f"sum(CAST({lo_part} AS {dec}) * CAST({lo_part} AS {dec})) {where} AS qb{i}"]
-        elif a.function in _FLOAT_GATHERED:
-            scalars.append(f"array_agg({v}) FILTER (WHERE {inside} AND {v} IS NOT NULL) AS vs{i}")
-    out["scalars"] = base + f"SELECT {', '.join(scalars)} FROM __j GROUP BY r"
+        hi_part, lo_part = shift(v), f"({v} - {shift(v)} * 4294967296)"
+        exprs = {
+            "n": f"count({v}) {where}",
+            "lo": f"min({v}) {where}",
+            "hi": f"max({v}) {where}",
+            "s": f"sum(CAST({v} AS {dec})) {where}",
+            # v² = a²·2⁶⁴ + 2ab·2³² + b² (v = a·2³² + b, 0 ≤ b < 2³²): each part's sum fits
+            # DECIMAL(38,0) where the sum of v² might not.
+            "qa": f"sum(CAST({hi_part} AS {dec}) * CAST({hi_part} AS {dec})) {where}",
+            "qab": f"sum(CAST({hi_part} AS {dec}) * CAST({lo_part} AS {dec})) {where}",
+            "qb": f"sum(CAST({lo_part} AS {dec}) * CAST({lo_part} AS {dec})) {where}",
+            "vs": f"array_agg({v}) FILTER (WHERE {inside} AND {v} IS NOT NULL)",
+        }
+        for role in _roles(a, request.integral(a.feature)):
+            scalars[f"{role}_{v}_{w}"] = exprs[role]
+    columns = ", ".join(f"{expr} AS {alias}" for alias, expr in scalars.items())
+    out["scalars"] = f"SELECT r{', ' + columns if columns else ''} FROM {joined} GROUP BY r"
     return out
+
+
+def _roles(a: Aggregate, integral: bool) -> tuple[str, ...]:
+    """The reduced columns a count/sum/mean/min/max/stddev needs (see ``statements``)."""
+    fn = a.function
+    if fn is Function.MIN:
+        return ("n", "lo")
+    if fn is Function.MAX:
+        return ("n", "hi")
+    if fn is Function.COUNT:
+        return ("n",)
+    if integral:
+        return ("n", "s", "qa", "qab", "qb") if fn is Function.STDDEV else ("n", "s")
+    return ("n", "vs")
 
 
 def hll_table(values: Sequence[Any], value_type: pa.DataType) -> pa.Table:
@@ -207,8 +232,9 @@ def finish(request: AggregateRequest, n_rows: int, results: Mapping[str, pa.Tabl
             values = [estimate(hist[r]) if r in hist else 0 for r in range(n_rows)]
         else:
             integral = request.integral(a.feature)
+            suffix = f"v{request.features.index(a.feature)}_{request.windows.index(a.window_ns)}"
             for r in range(n_rows):
-                values[r] = _numeric(a, scalars.get(r), i, integral)
+                values[r] = _numeric(a, scalars.get(r), suffix, integral)
         try:
             out[a.output_name] = pa.array(values, request.arrow_type(a))
         except (OverflowError, pa.ArrowInvalid) as exc:
@@ -218,22 +244,23 @@ def finish(request: AggregateRequest, n_rows: int, results: Mapping[str, pa.Tabl
     return out
 
 
-def _numeric(a: Aggregate, row: Mapping[str, Any] | None, i: int, integral: bool) -> Any:
-    n = 0 if row is None else row[f"n{i}"]
+def _numeric(a: Aggregate, row: Mapping[str, Any] | None, suffix: str, integral: bool) -> Any:
+    n = 0 if row is None else row[f"n_{suffix}"]
     if a.function is Function.COUNT:
         return n
     if n == 0:
         return numeric_value(a, [], integral)  # 0 for sum, absent for the others: as online
     assert row is not None
-    if integral:
-        squares = (int(row[f"qa{i}"]) << 64) + (int(row[f"qab{i}"]) << 33) + int(row[f"qb{i}"])
-        tile = NumericTile(n, int(row[f"s{i}"]), 0.0, squares, low=row[f"lo{i}"], high=row[f"hi{i}"])
-        return numeric_value(a, [tile], True)
     if a.function is Function.MIN:
-        return row[f"lo{i}"]
+        return row[f"lo_{suffix}"]
     if a.function is Function.MAX:
-        return row[f"hi{i}"]
-    xs = row[f"vs{i}"]
+        return row[f"hi_{suffix}"]
+    if integral:
+        squares = 0
+        if a.function is Function.STDDEV:
+            squares = (int(row[f"qa_{suffix}"]) << 64) + (int(row[f"qab_{suffix}"]) << 33) + int(row[f"qb_{suffix}"])
+        return numeric_value(a, [NumericTile(n, int(row[f"s_{suffix}"]), 0.0, squares)], True)
+    xs = row[f"vs_{suffix}"]
     total = math.fsum(xs)
     if a.function is Function.SUM:
         return total
@@ -242,8 +269,6 @@ def _numeric(a: Aggregate, row: Mapping[str, Any] | None, i: int, integral: bool
     exact = [Fraction(x) for x in xs]  # stddev_pop of the exact values
     mean = sum(exact, Fraction(0)) / n
     return math.sqrt(sum(((x - mean) ** 2 for x in exact), Fraction(0)) / n)
-
-
 
 
 class Engine(Protocol):
@@ -257,7 +282,7 @@ class Engine(Protocol):
         ...
 
     def view(self, sql: str) -> str:
-        """A relation name over the rows of ``sql`` (evaluated once or lazily, the engine's choice)."""
+        """A relation name over the rows of ``sql``, evaluated once for the statements that read it."""
         ...
 
     def table(self, data: pa.Table) -> str:
@@ -277,7 +302,7 @@ class DuckDBEngine:
         return self._query.execute(sql, views=False)
 
     def view(self, sql: str) -> str:
-        return self._query.register_arrow(self.rows(sql))  # the events, read once for every statement
+        return self._query.register_arrow(self.rows(sql))
 
     def table(self, data: pa.Table) -> str:
         return self._query.register_arrow(data)
@@ -299,8 +324,8 @@ def compute(engine: Engine, request: AggregateRequest, keys: pa.Array | pa.Chunk
             j = request.features.index(a.feature)
             values = engine.rows(f"SELECT DISTINCT v{j} AS v FROM {events}").column("v")
             hll[a.feature] = engine.table(hll_table(values.to_pylist(), values.type))
-    results = {name: engine.rows(sql) for name, sql in statements(request, events=events, entity=entity, hll=hll,
-                                                                    dialect=d).items()}
+    joined = engine.view(joined_sql(request, events=events, entity=entity))
+    results = {name: engine.rows(sql) for name, sql in statements(request, joined=joined, hll=hll, dialect=d).items()}
     return finish(request, len(ts_ns), results)
 
 
@@ -314,4 +339,4 @@ def lower_bound(request: AggregateRequest, ts_ns: np.ndarray) -> int | None:
 
 
 __all__ = ["AggregateRequest", "DuckDBEngine", "Engine", "compute", "entity_bounds", "events_sql", "finish",
-           "hll_table", "lower_bound", "quote", "statements"]
+           "hll_table", "joined_sql", "lower_bound", "quote", "statements"]

@@ -31,6 +31,7 @@ class SparkEngine:
     def __init__(self, spark: Any) -> None:
         self.spark = spark
         self.views: list[str] = []
+        self.cached: list[Any] = []
 
     def _name(self) -> str:
         name = f"__fs_agg_{next(_names)}"
@@ -42,7 +43,9 @@ class SparkEngine:
 
     def view(self, sql: str) -> str:
         name = self._name()
-        self.spark.sql(sql).createOrReplaceTempView(name)  # lazy: Spark plans it into each statement
+        frame = self.spark.sql(sql).cache()  # computed by the first statement that reads it, then reused
+        self.cached.append(frame)
+        frame.createOrReplaceTempView(name)
         return name
 
     def table(self, data: pa.Table) -> str:
@@ -53,7 +56,10 @@ class SparkEngine:
     def drop_views(self) -> None:
         for name in self.views:
             self.spark.catalog.dropTempView(name)
+        for frame in self.cached:
+            frame.unpersist()
         self.views.clear()
+        self.cached.clear()
 
 
 def spark_aggregates(spark: Any, table: str, request: AggregateRequest, keys: pa.Array | pa.ChunkedArray,
