@@ -417,10 +417,12 @@ class FeatureStore:
         """Run SQL over the offline tables; each feature group is a table by its name.
 
         ``as_of_commit``: read each table as it was committed at that time (time travel by commit)."""
-        offline = [g for g in self.list_feature_groups() if g.offline_enabled]
+        # An aggregation group is a table of its values now (snapshot() gives them at any time).
+        offline = [g for g in self.list_feature_groups() if g.offline_enabled or g.is_aggregation]
         # Only groups the statement names are scanned.
         words = set(_IDENT.findall(sql))
-        named = [g.name for g in offline if g.name in words or f'"{g.name}"' in sql] or [g.name for g in offline]
+        named = [g.name for g in offline if g.name in words or f'"{g.name}"' in sql] or \
+            [g.name for g in offline if not g.is_aggregation]
         with self.offline_query(named, as_of_commit=as_of_commit) as q:
             return q.to_pandas(sql) if as_pandas else q.sql(sql)
 

@@ -102,7 +102,8 @@ class OfflineQuery:
         self._views_ready = False
 
     def _ensure_views(self) -> None:
-        """Each group as a view named after it (scanned once, on the first plain SQL statement)."""
+        """Each group as a view named after it (scanned once, on the first plain SQL statement); an
+        aggregation group as its snapshot now."""
         if self._views_ready:
             return
         for name, src in self.sources.items():
@@ -115,6 +116,9 @@ class OfflineQuery:
             except Exception as exc:  # noqa: BLE001 - pyiceberg/S3 errors: name the group
                 raise QueryError(f"cannot read the offline table of group {name!r}: "
                                  f"{type(exc).__name__}: {exc}") from None
+        for name in self.aggregations:  # its values now, as an online read answers them (snapshot: any time)
+            rows = self.register_arrow(self._aggregate_snapshot(name, None))
+            self.con.execute(f"CREATE TEMP VIEW {quote_ident(name)} AS SELECT * FROM {rows}")
         self._views_ready = True
 
     # -- plumbing ---------------------------------------------------------------------------

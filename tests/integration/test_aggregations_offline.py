@@ -283,5 +283,9 @@ def test_offline_and_spark_equal_online_and_the_oracle(store, stack, spark, tmp_
     assert set(snap.column("event_time").to_pylist()) == {format_iso(t)}
     at_t = [i for i, ts in enumerate(entity["event_time"]) if ts.value == t and entity["card_id"][i] != "card-none"]
     assert [_bits(r) for r in rows_of(snap, names)] == [_bits(got[i]) for i in at_t]
+    # query: SQL over the aggregation group sees its values now.
+    now = store.query(f'SELECT card_id, qty_sum_lifetime, amount_count_3d FROM "{agg.name}" ORDER BY card_id')
+    assert now.to_pylist() == [{"card_id": c, "qty_sum_lifetime": oracle(events[c], time.time_ns())["qty_sum_lifetime"],
+                                "amount_count_3d": 0} for c in cards]
     print(f"{serial[0]} events, {late} too late; {len(entity)} entity rows: DuckDB {duck_s:.1f} s, "
           f"Spark {spark_s:.1f} s")
