@@ -203,7 +203,10 @@ def get_historical_features(query: QueryEngine, entity_rows: Any, features: Feat
     aggregated, features = split_aggregate_request(features, getattr(query, "aggregations", None) or {})
     table = _to_arrow(entity_rows)
     ts_ns = _entity_timestamps_ns(table, timestamp_column)
-    out = table if features is None else _join_latest(query, table, ts_ns, features, max_age, full_feature_names)
+    if features is None and aggregated:  # only aggregates asked for
+        out = table
+    else:
+        out = _join_latest(query, table, ts_ns, features, max_age, full_feature_names)
     for group, names in aggregated.items():
         out = _append_aggregates(query, out, table, ts_ns, group, names, full_feature_names)
     return out
