@@ -52,7 +52,6 @@ from schemas.types import ScalarType
 
 LIFETIME_LO = -(2**62)  # the "start" of a lifetime window: before every event time
 DIALECTS = ("duckdb", "spark")
-_FLOAT_GATHERED = (Function.SUM, Function.MEAN, Function.STDDEV)
 
 
 @dataclass(frozen=True)

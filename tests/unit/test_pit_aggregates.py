@@ -160,3 +160,17 @@ def test_hyperloglog_is_redis_own(values, pfcount):
         hist[run] = hist.get(run, 0) + 1
     assert estimate(hist) == pfcount
     assert distinct_text(0.1) == "0.1" and distinct_text(12) == "12"
+
+
+def test_entity_bounds_are_the_online_reads_windows():
+    from schemas.tiles import window_bounds
+    from sinks.offline.pit_aggregates import LIFETIME_LO, entity_bounds
+
+    request = AggregateRequest.of(_group())
+    rng = random.Random(3)
+    ts = np.array([B + rng.randrange(-DAY, 10 * DAY) for _ in range(500)] + [B, B + HOUR, B + MIN], dtype=np.int64)
+    got = entity_bounds(request, pa.array(["k"] * len(ts)), ts).to_pydict()
+    for i, t in enumerate(ts.tolist()):
+        for j, w in enumerate(request.windows):
+            start, end = window_bounds(t, w) if w is not None else (LIFETIME_LO, window_bounds(t, MIN)[1])
+            assert (got[f"lo{j}"][i], got["hi"][i]) == (start, end), (t, w)
