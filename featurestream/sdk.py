@@ -440,16 +440,25 @@ class FeatureStore:
             chosen = [g for g in self.list_feature_groups() if g.offline_enabled]
         else:
             chosen = [self._group(n) for n in groups]
-        return OfflineQuery(chosen, tables=self.offline_tables(), as_of_commit=as_of_commit)
+        # An aggregation group is computed from its source group's table (sinks/offline/pit_aggregates.py).
+        aggregations = [g for g in chosen if g.is_aggregation]
+        tables = {g.name: g for g in chosen if not g.is_aggregation}
+        for agg in aggregations:
+            if agg.aggregation.source not in tables:
+                tables[agg.aggregation.source] = self._group(agg.aggregation.source)
+        return OfflineQuery(list(tables.values()), tables=self.offline_tables(), as_of_commit=as_of_commit,
+                            aggregations=aggregations)
 
     def query(self, sql: str, *, as_pandas: bool = False, as_of_commit: Any = None) -> Any:
         """Run SQL over the offline tables; each feature group is a table by its name.
 
         ``as_of_commit``: read each table as it was committed at that time (time travel by commit)."""
-        offline = [g for g in self.list_feature_groups() if g.offline_enabled]
+        # An aggregation group is a table of its values now (snapshot() gives them at any time).
+        offline = [g for g in self.list_feature_groups() if g.offline_enabled or g.is_aggregation]
         # Only groups the statement names are scanned.
         words = set(_IDENT.findall(sql))
-        named = [g.name for g in offline if g.name in words or f'"{g.name}"' in sql] or [g.name for g in offline]
+        named = [g.name for g in offline if g.name in words or f'"{g.name}"' in sql] or \
+            [g.name for g in offline if not g.is_aggregation]
         with self.offline_query(named, as_of_commit=as_of_commit) as q:
             return q.to_pandas(sql) if as_pandas else q.sql(sql)
 
@@ -461,16 +470,59 @@ class FeatureStore:
             return q.snapshot(group, as_of, include_deleted)
 
     def get_historical_features(self, entity_rows: Any, features: Any, max_age: Any = None, *,
-                                timestamp_column: str = "event_time", full_feature_names: bool = False) -> Any:
+                                timestamp_column: str = "event_time", full_feature_names: bool = False,
+                                engine: str = "duckdb", spark: Any = None) -> Any:
         """Point-in-time join: for each entity row, the latest features at or before its timestamp.
 
         ``features``: ``["group:feature", "group:*"]``, ``[(group, [features])]`` or ``{group: [features]}``.
+        An aggregation group's features are its aggregates at each row's time, as the online store
+        serves them (sinks/offline/pit_aggregates.py). ``engine="spark"`` (with ``spark``, a
+        SparkSession whose catalog is featurestream's, as ``featurestream ddl`` prints) computes
+        aggregation groups' features on Spark, with the same answers.
         """
         names = _groups_named_in(features)
+        if engine == "spark":
+            return self._spark_aggregates(spark, entity_rows, features, names, timestamp_column, full_feature_names)
+        if engine != "duckdb":
+            raise ValueError(f"engine must be 'duckdb' or 'spark', got {engine!r}")
         with self.offline_query(names) as q:
             return q.get_historical_features(entity_rows, features, max_age=max_age,
                                              timestamp_column=timestamp_column,
                                              full_feature_names=full_feature_names)
+
+    def _spark_aggregates(self, spark: Any, entity_rows: Any, features: Any, names: list[str],
+                          timestamp_column: str, full_feature_names: bool) -> Any:
+        import pyarrow as pa
+
+        from sinks.offline.catalog import CATALOG_NAME
+        from sinks.offline.pit import append_aggregates, entity_table, split_aggregate_request
+        from sinks.offline.spark_aggregates import spark_aggregates
+
+        if spark is None:
+            raise ValueError("engine='spark' needs spark=<a SparkSession with featurestream's Iceberg catalog "
+                             "configured, as `featurestream ddl <group>` prints>")
+        groups = {n: self._group(n) for n in names}
+        plain = [n for n, g in groups.items() if not g.is_aggregation]
+        if plain:
+            raise ValueError(f"engine='spark' computes aggregation groups' features; {plain} are not aggregation "
+                             "groups (read them with the default engine, or in Spark SQL over their tables)")
+        wanted, _rest = split_aggregate_request(features, groups)
+        table, ts_ns = entity_table(entity_rows, timestamp_column)
+        out = table
+        for name, feats in wanted.items():
+            agg = groups[name]
+            source = self._group(agg.aggregation.source)
+            iceberg = self.offline_tables().existing(source)
+            snap = None if iceberg is None else iceberg.current_snapshot()
+            key_type = pa.int64() if source.feature(agg.aggregation.by).type.value == "Integral" else pa.string()
+            spark_name = f"{CATALOG_NAME}.`{self.config.topic_prefix}`.`{source.name}`"
+
+            def values(request: Any, keys: Any, times: Any, spark_name: str = spark_name, snap: Any = snap) -> Any:
+                return spark_aggregates(spark, spark_name, request, keys, times,
+                                        snapshot_id=None if snap is None else snap.snapshot_id)
+
+            out = append_aggregates(out, table, ts_ns, agg, feats, key_type, values, full_feature_names)
+        return out
 
     def ddl(self, group: str) -> str:
         """How Spark, Trino and Athena read the group's Iceberg table (catalog settings + a SELECT)."""

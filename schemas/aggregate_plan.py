@@ -15,6 +15,7 @@ import orjson
 from schemas.aggregate_values import KIND_COUNT, KIND_DISTINCT, KIND_FRACTIONAL, KIND_INTEGRAL, KIND_LAST
 from schemas.aggregation import NUMERIC_FUNCTIONS, Aggregate, Function
 from schemas.group import FeatureGroup
+from schemas.hll import distinct_text
 from schemas.messages import Message, PutMessage
 from schemas.tiles import (
     DAY_NS,
@@ -114,8 +115,8 @@ class FoldPlan:
                     text = "1"
                 elif s.kind == KIND_LAST:
                     text = orjson.dumps(v).decode()
-                else:  # distinct: the value's canonical text
-                    text = repr(v) if isinstance(v, float) else str(v)
+                else:  # distinct: the value's canonical text (the offline side hashes the same text)
+                    text = distinct_text(v)
             values.append(text)
             squares.append(square)
         return orjson.dumps([str(partition), str(offset), str(et), str(et + lateness), tiles, keep, values, squares])

@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                           description="The latest row per identifier whose event time is at or before --as-of "
                                       "(default: now), without deleted records unless --include-deleted.")
     snap.add_argument("group")
-    snap.add_argument("--as-of", help="ISO-8601 time (default: everything)")
+    snap.add_argument("--as-of", help="ISO-8601 time (default: everything; an aggregation group: its values now)")
     snap.add_argument("--include-deleted", action="store_true")
     snap.add_argument("--as-of-commit", metavar="TIME",
                       help="read the table as it was committed at TIME (time travel by commit; --as-of is by "

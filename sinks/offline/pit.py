@@ -194,10 +194,119 @@ def get_historical_features(query: QueryEngine, entity_rows: Any, features: Feat
     the group's record identifier, and a tz-aware timestamp column (``timestamp_column``).
     Returns every entity row, in the given order (duplicates too), with its columns unchanged,
     followed by one column per requested feature.
+
+    Features of an aggregation group (``query.aggregations``) are its aggregates computed at each
+    row's time from its source group's table (``sinks/offline/pit_aggregates.py``); the entity rows
+    need a column named like its key. They come after the other groups' columns; ``max_age`` does
+    not apply to them (a window is their age limit).
     """
-    request = parse_feature_request(features, query.sources)
+    aggregated, features = split_aggregate_request(features, getattr(query, "aggregations", None) or {})
     table = _to_arrow(entity_rows)
     ts_ns = _entity_timestamps_ns(table, timestamp_column)
+    if features is None and aggregated:  # only aggregates asked for
+        out = table
+    else:
+        out = _join_latest(query, table, ts_ns, features, max_age, full_feature_names)
+    for group, names in aggregated.items():
+        out = _append_aggregates(query, out, table, ts_ns, group, names, full_feature_names)
+    return out
+
+
+def split_aggregate_request(features: Any, aggregations: Mapping[str, Any]) -> tuple[dict[str, list[str]], Any]:
+    """The features of aggregation groups ({group: [aggregate names]}, ``g:*`` = all of them) and the
+    rest of the request, in its own form (None if nothing is left)."""
+    if not aggregations or features is None or isinstance(features, str | bytes):
+        return {}, features
+    items = list(features.items()) if isinstance(features, Mapping) else list(features)
+    rest: list[Any] = []
+    out: dict[str, list[str]] = {}
+
+    def add(group: str, feature: str) -> None:
+        spec = aggregations[group].aggregation
+        known = [a.output_name for a in spec.aggregates]
+        if feature == "*":
+            names = known
+        elif feature in known:
+            names = [feature]
+        else:
+            raise UnknownFeatureError(group, feature, known)
+        wanted = out.setdefault(group, [])
+        wanted.extend(n for n in names if n not in wanted)
+
+    for item in items:
+        if isinstance(item, str) and item.partition(":")[0] in aggregations and item.partition(":")[2]:
+            add(item.partition(":")[0], item.partition(":")[2])
+        elif isinstance(item, tuple | list) and len(item) == 2 and isinstance(item[0], str) \
+                and item[0] in aggregations and not isinstance(item[1], str) and isinstance(item[1], Iterable):
+            for f in item[1]:
+                add(item[0], str(f))
+        else:
+            rest.append(item)
+    if not rest:
+        return (out, None) if out else ({}, features)
+    return out, dict(rest) if isinstance(features, Mapping) else rest
+
+
+def _append_aggregates(query: QueryEngine, out: pa.Table, table: pa.Table, ts_ns: pa.ChunkedArray, group: str,
+                       names: list[str], full_feature_names: bool) -> pa.Table:
+    """``out`` with the aggregates ``names`` of aggregation group ``group`` at each row's time (DuckDB)."""
+    from sinks.offline.pit_aggregates import AggregateRequest, DuckDBEngine, compute, lower_bound
+
+    agg_group = query.aggregations[group]  # type: ignore[attr-defined]
+    spec = agg_group.aggregation
+    src = query.source(spec.source)
+
+    def values(request: AggregateRequest, keys: pa.ChunkedArray, times: Any) -> dict[str, pa.Array]:
+        rel = query.relation_sql(spec.source, since_ns=lower_bound(request, times))
+        return compute(DuckDBEngine(query), request, keys, times, source_relation=rel,
+                       event_time_ns=f"epoch_ns({quote_ident(src.event_time_name)})")
+
+    return append_aggregates(out, table, ts_ns, agg_group, names, src.schema.field(spec.by).type, values,
+                             full_feature_names)
+
+
+def append_aggregates(out: pa.Table, table: pa.Table, ts_ns: pa.ChunkedArray, agg_group: Any, names: list[str],
+                      key_type: pa.DataType, values: Any, full_feature_names: bool) -> pa.Table:
+    """``out`` with aggregates ``names`` of ``agg_group`` for the entity rows ``table`` (times
+    ``ts_ns``); ``values(request, keys, times)`` computes them (DuckDB or Spark)."""
+    from sinks.offline.pit_aggregates import AggregateRequest
+
+    group, spec = agg_group.name, agg_group.aggregation
+    if spec.by not in table.column_names:
+        raise EntityRowsError(f"entity rows have no column {spec.by!r}, the key of aggregation group {group!r}; "
+                              f"columns are {table.column_names}", group=group, feature=spec.by)
+    keys = _check_key_column(table, spec.by, key_type, group)
+    computed = values(AggregateRequest.of(agg_group, names), keys, ts_ns.to_numpy())
+    for name in names:
+        column = f"{group}__{name}" if full_feature_names else name
+        if column in out.column_names:
+            raise EntityRowsError(f"output column {column!r} of aggregation group {group!r} collides with another "
+                                  "column; pass full_feature_names=True (columns named 'group__feature') or rename "
+                                  "the entity column", group=group, feature=name)
+        out = out.append_column(column, computed[name])
+    return out
+
+
+def entity_table(entity_rows: Any, timestamp_column: str = DEFAULT_TIMESTAMP_COLUMN) -> tuple[pa.Table, pa.ChunkedArray]:
+    """Entity rows as Arrow, and their times in ns (checked as the point-in-time join checks them)."""
+    table = _to_arrow(entity_rows)
+    return table, _entity_timestamps_ns(table, timestamp_column)
+
+
+def _check_key_column(table: pa.Table, name: str, want: pa.DataType, group: str) -> pa.ChunkedArray:
+    col = _plain(table.column(name))
+    ok = (pa.types.is_integer(want) and pa.types.is_integer(col.type)) or \
+        (pa.types.is_string(want) and (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)))
+    if not ok and not pa.types.is_null(col.type) and len(col):
+        raise EntityRowsError(f"entity rows' {name!r} column has type {col.type} but aggregation group {group!r} "
+                              f"is keyed by {want}", group=group, feature=name, value=str(col.type))
+    return col.cast(want)
+
+
+def _join_latest(query: QueryEngine, table: pa.Table, ts_ns: pa.ChunkedArray, features: Any, max_age: Any,
+                 full_feature_names: bool) -> pa.Table:
+    """The point-in-time join of the plain groups' features (the latest row at or before each time)."""
+    request = parse_feature_request(features, query.sources)
     age_ns = _age_ns(max_age)
     names = output_names(request, table.column_names, full_feature_names)
 

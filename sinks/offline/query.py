@@ -21,6 +21,7 @@ import pyarrow as pa
 from schemas.errors import FeatureStoreError, ValidationError
 from schemas.eventtime import format_iso, parse_event_time
 from schemas.ordering import latest_order_sql
+from schemas.types import ScalarType
 from sinks.offline.query_errors import QueryError, UnknownGroupError, UnknownTableError
 from sinks.offline.query_source import OfflineSource, SourceRegistrar, quote_ident, sources_from_groups
 
@@ -79,8 +80,15 @@ class OfflineQuery:
 
     def __init__(self, groups: Mapping[str, TableSource] | Iterable[TableSource], *,
                  tables: Any = None, as_of_commit: Any = None, threads: int | None = None,
-                 scan: str = "duckdb") -> None:
+                 scan: str = "duckdb", aggregations: Iterable[Any] = ()) -> None:
         self.sources: dict[str, OfflineSource] = sources_from_groups(groups, tables, as_of_commit=as_of_commit)
+        # Aggregation groups (schemas.group.FeatureGroup with .aggregation) computed from their source
+        # group, which must be among ``groups``: the point-in-time join and snapshot answer them.
+        self.aggregations: dict[str, Any] = {g.name: g for g in aggregations}
+        for g in self.aggregations.values():
+            if g.aggregation is None or g.aggregation.source not in self.sources:
+                raise QueryError(f"feature group {g.name!r}: an aggregation group is read through its source "
+                                 "group's table; pass the source group too")
         self.con = duckdb.connect()
         # UTC: TIMESTAMP literals and timestamptz output must not depend on the host's zone.
         self.con.execute("SET TimeZone = 'UTC'")
@@ -94,7 +102,8 @@ class OfflineQuery:
         self._views_ready = False
 
     def _ensure_views(self) -> None:
-        """Each group as a view named after it (scanned once, on the first plain SQL statement)."""
+        """Each group as a view named after it (scanned once, on the first plain SQL statement); an
+        aggregation group as its snapshot now."""
         if self._views_ready:
             return
         for name, src in self.sources.items():
@@ -107,6 +116,9 @@ class OfflineQuery:
             except Exception as exc:  # noqa: BLE001 - pyiceberg/S3 errors: name the group
                 raise QueryError(f"cannot read the offline table of group {name!r}: "
                                  f"{type(exc).__name__}: {exc}") from None
+        for name in self.aggregations:  # its values now, as an online read answers them (snapshot: any time)
+            rows = self.register_arrow(self._aggregate_snapshot(name, None))
+            self.con.execute(f"CREATE TEMP VIEW {quote_ident(name)} AS SELECT * FROM {rows}")
         self._views_ready = True
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -190,7 +202,11 @@ class OfflineQuery:
 
         ``as_of``: an aware datetime / pandas Timestamp, ISO-8601 text or epoch seconds.
         Identifiers whose latest row is a delete marker are left out unless ``include_deleted``.
+        An aggregation group's snapshot is its aggregates as an online read at ``as_of`` (None: now)
+        answers them, one row per key with an event at or before then.
         """
+        if group in self.aggregations:
+            return self._aggregate_snapshot(group, as_of)
         src = self.source(group)
         as_of_ns = _as_of_ns(as_of, group, src.event_time_name)
         body = latest_rows_sql("__snap", src.record_identifier_name, src.event_time_name,
@@ -200,6 +216,30 @@ class OfflineQuery:
         order = f"ORDER BY {quote_ident(src.record_identifier_name)}"
         return self.execute(f"WITH __snap AS (SELECT * FROM {rel})\n{body}\n{order}", views=False)
 
+    def _aggregate_snapshot(self, group: str, as_of: Any) -> pa.Table:
+        """Aggregation group ``group`` as an online read at ``as_of`` (default: now) answers it, for
+        every key with an event at or before then: key, the read time, then each aggregate."""
+        import time
+
+        from sinks.offline.pit_aggregates import AggregateRequest, DuckDBEngine, compute, lower_bound
+
+        agg = self.aggregations[group]
+        spec = agg.aggregation
+        src = self.source(spec.source)
+        t = time.time_ns() if as_of is None else _as_of_ns(as_of, group, agg.event_time_name)
+        assert t is not None
+        end = -(-t // 60_000_000_000) * 60_000_000_000  # a read at t covers events up to the next minute
+        key, et = quote_ident(spec.by), quote_ident(src.event_time_name)
+        keys = self.execute(f"SELECT DISTINCT {key} AS k FROM {self.relation_sql(spec.source, as_of_ns=end)} "
+                            f"AS __src WHERE NOT is_deleted AND {key} IS NOT NULL ORDER BY k", views=False).column("k")
+        request = AggregateRequest.of(agg)
+        times = pa.array([t] * len(keys), pa.int64()).to_numpy()
+        values = compute(DuckDBEngine(self), request, keys, times,
+                         source_relation=self.relation_sql(spec.source, since_ns=lower_bound(request, times)),
+                         event_time_ns=f"epoch_ns({et})")
+        when = pa.array([format_iso(t)] * len(keys), pa.string()) if agg.event_time.type is ScalarType.STRING \
+            else pa.array([t / 1e9] * len(keys), pa.float64())
+        return pa.table({spec.by: keys, agg.event_time_name: when, **values})
 
     def get_historical_features(self, entity_rows: Any, features: Any, *, max_age: Any = None,
                                 timestamp_column: str = "event_time",

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -122,3 +123,59 @@ def s3_config(request: pytest.FixtureRequest) -> Config:
     if not cfg.offline_uri or not cfg.offline_uri.startswith("s3://"):
         cfg = replace(cfg, offline_uri="s3://featurestream-offline-test")
     return cfg
+
+
+@pytest.fixture(scope="session")
+def spark(stack: Config) -> Iterator[Any]:
+    """One local Spark session for the test session (its start costs tens of seconds; the Spark
+    interop and the offline aggregation tests share it): loopback only, no UI, small driver; the Iceberg
+    catalog ``featurestream`` is the stack's catalog, configured as ``featurestream ddl`` says."""
+    from pyspark.sql import SparkSession
+
+    from featurestream.stack import spark_jars
+    from featurestream.stack.layout import DEFAULT_CACHE_DIR
+    from sinks.offline.engine_ddl import spark_catalog_conf
+
+    jars = spark_jars.jar_paths(DEFAULT_CACHE_DIR)
+    # Loopback only: without it Spark binds its block manager to the host's first interface.
+    env = pytest.MonkeyPatch()
+    env.setenv("SPARK_LOCAL_IP", "127.0.0.1")
+    builder = (SparkSession.builder.master("local[2]").appName("featurestream-interop")
+               .config("spark.jars", ",".join(str(j) for j in jars))
+               .config("spark.driver.memory", "1g")
+               .config("spark.ui.enabled", "false")
+               .config("spark.ui.showConsoleProgress", "false")
+               .config("spark.driver.host", "127.0.0.1")
+               .config("spark.driver.bindAddress", "127.0.0.1")
+               .config("spark.sql.session.timeZone", "UTC")
+               .config("spark.sql.shuffle.partitions", "2"))
+    for key, value in spark_catalog_conf(stack.catalog(), stack.offline_uri, stack.storage_options(),
+                                         with_secrets=True).items():
+        builder = builder.config(key, value)
+    try:
+        session = builder.getOrCreate()
+    finally:
+        env.undo()
+    session.sparkContext.setLogLevel("ERROR")
+    try:
+        _warm_up(session, stack)
+        yield session
+    finally:
+        session.stop()
+
+
+def _warm_up(spark: Any, stack: Config) -> None:
+    """Spark's first Iceberg read loads the JDBC catalog, S3FileIO and Parquet classes (tens of
+    seconds on a loaded machine): pay it here, on a small table our writer commits, so the tests'
+    reads race the sink on equal terms."""
+    from sinks.offline.catalog import CATALOG_NAME, OfflineTables
+    from sinks.offline.writer import OfflineWriter
+    from tests.support.offline import TOPIC, make_group, put
+
+    g = make_group("spark-warm-up", offline_uri=f"{stack.offline_uri}/spark-warm-up-1")
+    writer = OfflineWriter(OfflineTables.open(stack.catalog(), stack.topic_prefix, stack.storage_options()))
+    for o in range(10):
+        writer.add(g, put(o), TOPIC, 0, o)
+    writer.flush(TOPIC, 0)
+    rows = spark.sql(f"SELECT * FROM {CATALOG_NAME}.`{stack.topic_prefix}`.`{g.name}`").toArrow()
+    assert sorted(rows["_kafka_offset"].to_pylist()) == list(range(10))

@@ -20,10 +20,7 @@ from dataclasses import replace
 import pyarrow as pa
 import pytest
 
-from featurestream.config import Config
 from featurestream.sdk import FeatureStore
-from featurestream.stack import spark_jars
-from featurestream.stack.layout import DEFAULT_CACHE_DIR
 from schemas.eventtime import format_iso
 from sinks.offline.catalog import CATALOG_NAME
 from sinks.offline.engine_ddl import spark_catalog_conf
@@ -40,57 +37,6 @@ pytestmark = pytest.mark.integration
 # reads, and compaction (which must win a commit race against the sink) gets its turns.
 SINK_FLAGS = ("sink", "--metrics-port", "0", "--max-age-s", "2", "--compact-every-s", "1",
               "--target-file-mb", "0.5")
-
-
-@pytest.fixture(scope="module")
-def spark(stack: Config):
-    """One local Spark session for the module: loopback only, no UI, small driver; the Iceberg
-    catalog ``featurestream`` is the stack's catalog, configured as ``featurestream ddl`` says."""
-    from pyspark.sql import SparkSession
-
-    jars = spark_jars.jar_paths(DEFAULT_CACHE_DIR)
-    # Loopback only: without it Spark binds its block manager to the host's first interface.
-    env = pytest.MonkeyPatch()
-    env.setenv("SPARK_LOCAL_IP", "127.0.0.1")
-    builder = (SparkSession.builder.master("local[2]").appName("featurestream-interop")
-               .config("spark.jars", ",".join(str(j) for j in jars))
-               .config("spark.driver.memory", "1g")
-               .config("spark.ui.enabled", "false")
-               .config("spark.ui.showConsoleProgress", "false")
-               .config("spark.driver.host", "127.0.0.1")
-               .config("spark.driver.bindAddress", "127.0.0.1")
-               .config("spark.sql.session.timeZone", "UTC")
-               .config("spark.sql.shuffle.partitions", "2"))
-    for key, value in spark_catalog_conf(stack.catalog(), stack.offline_uri, stack.storage_options(),
-                                         with_secrets=True).items():
-        builder = builder.config(key, value)
-    try:
-        session = builder.getOrCreate()
-    finally:
-        env.undo()
-    session.sparkContext.setLogLevel("ERROR")
-    try:
-        _warm_up(session, stack)
-        yield session
-    finally:
-        session.stop()
-
-
-def _warm_up(spark, stack: Config) -> None:
-    """Spark's first Iceberg read loads the JDBC catalog, S3FileIO and Parquet classes (tens of
-    seconds on a loaded machine): pay it here, on a small table our writer commits, so the tests'
-    reads race the sink on equal terms."""
-    from sinks.offline.catalog import OfflineTables
-    from sinks.offline.writer import OfflineWriter
-    from tests.support.offline import TOPIC, make_group, put
-
-    g = make_group("spark-warm-up", offline_uri=f"{stack.offline_uri}/spark-warm-up-1")
-    writer = OfflineWriter(OfflineTables.open(stack.catalog(), stack.topic_prefix, stack.storage_options()))
-    for o in range(10):
-        writer.add(g, put(o), TOPIC, 0, o)
-    writer.flush(TOPIC, 0)
-    rows = spark.sql(f"SELECT * FROM {_table_name(stack.topic_prefix, g.name)}").toArrow()
-    assert sorted(rows["_kafka_offset"].to_pylist()) == list(range(10))
 
 
 def _record(i: int) -> dict:
@@ -181,7 +127,7 @@ def _ancestors(table, snapshot_id: int) -> set[int]:
     return out
 
 
-# The module's Spark session starts (and warms up) within this test's time when it runs first.
+# The session's Spark (conftest.py) starts and warms up within the first test that uses it.
 @pytest.mark.timeout(600)
 def test_spark_reads_what_featurestream_reads_while_the_sink_writes_and_compacts(spark, stack, tmp_path,
                                                                                   unique_name, request):
