@@ -31,6 +31,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from confluent_kafka import Message
 from pyiceberg.expressions import In
 
 from schemas.errors import RecordValidationError, ServiceUnavailableError
@@ -58,14 +59,13 @@ from streams.audit_topics import DeadLetterIndex, TopicTail, fetch_messages
 from streams.group_view import GroupView
 from streams.kafka_client import KafkaTarget
 from streams.lag import committed_offsets
-from streams.route import RawMessage
 
 log = logging.getLogger("featurestream.audit")
 
 # Dead-letter stages whose records the online store refused, and the offline sink's.
 ONLINE_STAGES = ("online", "rebuild-online", "replay-online", "audit-heal")
 OFFLINE_STAGES = ("offline",)
-FOLD_BATCH = 5000  # records per columnar decode: big enough to amortize a call, small enough for memory
+FOLD_BATCH = 5000  # records per columnar decode: enough to amortize a call (~0.15 ms), few for memory
 _ROW_META = ("api_invocation_time", "write_time", "_kafka_topic", "_kafka_partition", "_kafka_offset",
              EVENT_TIME_NS)
 
@@ -84,17 +84,21 @@ class GroupFold(TopicFold):
         """Fold the records published since the last call (checked against ``group``, the newest
         definition); returns how many."""
         before = self.records
-        batch: list[RawMessage] = []
+        batch: list[Any] = []
         try:
-            for raw in self.tail.read_to_end():
-                batch.append(raw)
+            for msgs in self.tail.read_batches_to_end():
+                batch += msgs
                 if len(batch) >= FOLD_BATCH:
-                    self.fold(batch, group)
+                    self._fold_confluent(batch, group)
                     batch = []
         finally:  # the tail has moved past what was read: fold it even when reading fails midway
-            self.fold(batch, group)
+            self._fold_confluent(batch, group)
         self.group = group
         return self.records - before
+
+    def _fold_confluent(self, msgs: list[Any], group: FeatureGroup) -> None:
+        self.fold_parts(list(map(Message.key, msgs)), list(map(Message.value, msgs)), list(map(Message.headers, msgs)),
+                        list(map(Message.partition, msgs)), list(map(Message.offset, msgs)), group)
 
     def sample(self, n: int, rng: random.Random, *, every: bool = False) -> list[str]:
         """Ids to check: all with ``every``; else up to half of ``n`` among the ids that changed and

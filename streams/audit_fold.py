@@ -65,6 +65,26 @@ def plain_headers(headers: Any) -> bool:
             and _decimal(version[1], 1) and _decimal(api[1], 0))
 
 
+def plain_headers_of(headers: Sequence[Any]) -> np.ndarray:
+    """:func:`plain_headers` of each message. The doors stamp every message of one call alike, so the
+    verdict is kept per distinct header list within the batch."""
+    out = np.zeros(len(headers), dtype=bool)
+    seen: dict[tuple[Any, ...], bool] = {}
+    for i, h in enumerate(headers):
+        if h is None:
+            out[i] = True
+        elif type(h) is list and len(h) == 3:
+            try:
+                k = (h[0], h[1], h[2])
+                ok = seen.get(k)
+                if ok is None:
+                    ok = seen[k] = plain_headers(h)
+            except TypeError:  # something unhashable: judged alone
+                ok = plain_headers(h)
+            out[i] = ok
+    return out
+
+
 class Latest:
     """The winning version of one id: its key, the put's raw JSON value (a row the batch decode
     proved valid under ``group``) or its checked record (a row judged per record), or None for a
@@ -96,13 +116,19 @@ class TopicFold:
 
     def fold(self, raws: Sequence[RawMessage], group: FeatureGroup) -> None:
         """Fold ``raws`` (one batch of this topic, in topic order per partition) checked against ``group``."""
+        self.fold_parts([r.key for r in raws], [r.value for r in raws], [r.headers for r in raws],
+                        [r.partition for r in raws], [r.offset for r in raws], group)
+
+    def fold_parts(self, keys: Sequence[bytes | None], values: Sequence[Any], headers: Sequence[Any],
+                   partitions: Sequence[int], offsets: Sequence[int], group: FeatureGroup) -> None:
+        """:meth:`fold` of a batch given as its messages' parts, one list per part."""
         self.group = group
-        n = len(raws)
+        n = len(values)
         if not n:
             return
         self.records += n
-        cols = decode_batch(group, [r.key for r in raws], [r.value for r in raws], [None] * n)
-        fast = cols.fast & np.fromiter((plain_headers(r.headers) for r in raws), dtype=bool, count=n)
+        cols = decode_batch(group, keys, values, [None] * n)
+        fast = cols.fast & plain_headers_of(headers)
         ids = cols.id.to_pylist()
         times = cols.event_time_ns.tolist()
         deletes = cols.is_delete.tolist()
@@ -110,14 +136,14 @@ class TopicFold:
         ttls = cols.ttl_seconds.to_pylist()
         onlines, offlines = cols.online.tolist(), cols.offline.tolist()
         group_ttl = group.ttl.seconds if group.ttl is not None else None
-        for i, raw in enumerate(raws):
-            p, o = raw.partition, raw.offset
+        for i in range(n):
+            p, o = partitions[i], offsets[i]
             if fast[i]:
                 delete = deletes[i]
                 self._fold_one(group, ids[i], times[i], p, o, delete, hards[i], None if delete else ttls[i],
-                               onlines[i], offlines[i], None if delete else raw.value, group_ttl)
+                               onlines[i], offlines[i], None if delete else values[i], group_ttl)
                 continue
-            msg = decode_checked(group, raw)
+            msg = decode_checked(group, RawMessage(self.topic, p, o, keys[i], values[i], headers[i]))
             if msg is None:
                 self.poison.setdefault(p, set()).add(o)
                 continue
