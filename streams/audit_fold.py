@@ -136,43 +136,41 @@ class TopicFold:
         ttls = cols.ttl_seconds.to_pylist()
         onlines, offlines = cols.online.tolist(), cols.offline.tolist()
         group_ttl = group.ttl.seconds if group.ttl is not None else None
-        for i in range(n):
+        states, last_seen, changed = self.states, self.last_seen, self.recent.changed
+        put: bytes | Mapping[str, Any] | None
+        for i in range(n):  # one body for both paths, inline: this loop runs once per topic record
             p, o = partitions[i], offsets[i]
             if fast[i]:
-                delete = deletes[i]
-                self._fold_one(group, ids[i], times[i], p, o, delete, hards[i], None if delete else ttls[i],
-                               onlines[i], offlines[i], None if delete else values[i], group_ttl)
+                rid, event_time_ns, delete, online, offline = ids[i], times[i], deletes[i], onlines[i], offlines[i]
+                hard, ttl, put = hards[i], None if delete else ttls[i], None if delete else values[i]
+            else:
+                msg = decode_checked(group, RawMessage(self.topic, p, o, keys[i], values[i], headers[i]))
+                if msg is None:
+                    self.poison.setdefault(p, set()).add(o)
+                    continue
+                rid, event_time_ns, delete = msg.id, msg.event_time_ns, not isinstance(msg, PutMessage)
+                online, offline = ONLINE in msg.target_stores, OFFLINE in msg.target_stores
+                if isinstance(msg, PutMessage):
+                    hard, ttl, put = False, msg.ttl_seconds, msg.record
+                else:
+                    hard, ttl, put = msg.mode == HARD_DELETE, None, None
+            last_seen[rid] = (p, o)
+            changed(rid)
+            if not offline:
+                self.not_targeted.setdefault(p, set()).add(o)
+            if not online:
+                states.setdefault(rid, None)
                 continue
-            msg = decode_checked(group, RawMessage(self.topic, p, o, keys[i], values[i], headers[i]))
-            if msg is None:
-                self.poison.setdefault(p, set()).add(o)
+            key = VersionKey(event_time_ns, p, o)
+            current = states.get(rid)
+            step = fold_step(None if current is None else current.key, key, "delete" if delete else "put", hard=hard)
+            if step is Step.KEEP:
                 continue
-            put = isinstance(msg, PutMessage)
-            self._fold_one(group, msg.id, msg.event_time_ns, p, o, not put,
-                           not put and msg.mode == HARD_DELETE, msg.ttl_seconds if put else None,
-                           ONLINE in msg.target_stores, OFFLINE in msg.target_stores,
-                           msg.record if put else None, group_ttl)
-
-    def _fold_one(self, group: FeatureGroup, rid: str, event_time_ns: int, p: int, o: int, delete: bool,
-                  hard: bool, ttl: int | None, online: bool, offline: bool, put: bytes | Mapping[str, Any] | None,
-                  group_ttl: int | None) -> None:
-        self.last_seen[rid] = (p, o)
-        self.recent.changed(rid)
-        if not offline:
-            self.not_targeted.setdefault(p, set()).add(o)
-        if not online:
-            self.states.setdefault(rid, None)
-            return
-        key = VersionKey(event_time_ns, p, o)
-        current = self.states.get(rid)
-        step = fold_step(None if current is None else current.key, key, "delete" if delete else "put", hard=hard)
-        if step is Step.KEEP:
-            return
-        if step is Step.REMOVE:
-            self.states[rid] = None
-            return
-        self.states[rid] = Latest(key, put if step is Step.PUT else None, expires_at_ns(event_time_ns, ttl, group_ttl),
-                                  group)
+            if step is Step.REMOVE:
+                states[rid] = None
+                continue
+            states[rid] = Latest(key, put if step is Step.PUT else None, expires_at_ns(event_time_ns, ttl, group_ttl),
+                                 group)
 
     def position(self, rid: str) -> tuple[int, int] | None:
         """(partition, offset) of the version the online store must hold for ``rid`` (None: no key)."""
