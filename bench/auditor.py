@@ -25,15 +25,16 @@ every table's three Kafka-position columns) is not part of these figures.
                   DEL: detection (featurestream_parity_mismatch_total{store="online"} moves) and repair
                   (every lost id reads back as the topic's latest). Goal <= 60 s each. Shapes:
                     quiet      20 ids written, 8 lost: the recent writes fit in the half of the sample
-                               the auditor gives to ids changed since its last pass;
-                    busy       --busy-writes ids written, 8 lost: only --sample/2 of the recent ids are
-                               checked at the next pass, and after it a lost id is found only by the
-                               uniform sample (--sample of --ids per pass);
+                               the auditor gives to recent ids (judged in flight, or changed and not
+                               judged since);
+                    busy       --busy-writes ids written, 8 lost: --sample/2 recent ids are checked per
+                               pass (in-flight retries first, then the newest changes, then random ones),
+                               and an id stays recent until it gets a real verdict;
                     busy-big   --busy-writes ids written, half of them lost: more than the auditor's
                                --heal-group-above (20) mismatches in one pass replay the group.
                   Each trial starts at a uniformly random point of the auditor's interval (seeded). A
                   trial not repaired within --max-wait is reported as such (with the expected time
-                  for the uniform sample) and its ids are restored by publishing newer versions.
+                  for the uniform sample alone) and its ids are restored by publishing newer versions.
 
 Everything is bounded in count and time and talks to loopback endpoints from Config.from_env():
 
@@ -413,13 +414,13 @@ def _loss_result(name: str, args: argparse.Namespace, writes: int, lost: int, tr
 
     det, det_ok = figure([t.detect_s for t in trials])
     rep, rep_ok = figure([t.repair_s for t in trials])
-    # After the pass that follows the loss, a lost id is not "recent" any more: only the uniform part of the
-    # sample finds it, the whole sample when nothing else changed: each pass checks it with p = sample / ids.
+    # For reference: the uniform sample alone checks a given id with p = sample / ids per pass (what a lost id
+    # dropped from the recent ids, or one the auditor forgot, would wait for).
     uniform = args.ids / args.sample * args.interval_s
     print(f"RESULT (b) loss {name:9s} {args.ids:,} ids, {writes:,} written then {lost:,} of them lost: detection "
           f"{det} (goal <= 60 s: {'met' if det_ok else 'missed'}); repair {rep} (goal <= 60 s: "
-          f"{'met' if rep_ok else 'missed'}); {len(trials)} trials at random points of the interval; a lost id the "
-          f"next pass misses waits ~{uniform:,.0f} s on average for the uniform sample; {_settings(args)}; "
+          f"{'met' if rep_ok else 'missed'}); {len(trials)} trials at random points of the interval; the uniform "
+          f"sample alone would take ~{uniform:,.0f} s on average per lost id; {_settings(args)}; "
           f"{load_average()}")
 
 

@@ -51,17 +51,38 @@ class OnlineState:
     expires_at_ns: int | None = None
 
 
+class Step(StrEnum):
+    """What the script does with one version: keep the current state, store the put, leave a
+    tombstone (a soft delete), or remove the key (a hard delete)."""
+
+    KEEP = "keep"
+    PUT = "put"
+    TOMBSTONE = "tombstone"
+    REMOVE = "remove"
+
+
+def fold_step(current: VersionKey | None, key: VersionKey, op: str, *, hard: bool = False) -> Step:
+    """write_if_newer.lua's decision for version ``key`` (``op`` "put" or "delete"; ``hard`` for a
+    HardDelete) over the stored version ``current`` (None: no key). The one decision table: both
+    :func:`fold_online` and the auditor's cheap fold (``streams/audit_fold.py``) take it from here."""
+    if not wins(key, current):
+        return Step.KEEP  # stale, duplicate, or a hard delete that is not newer (rejected): no change
+    if op == "put":
+        return Step.PUT
+    return Step.REMOVE if hard else Step.TOMBSTONE  # removed: an older put may be accepted again
+
+
 def fold_online(state: OnlineState | None, key: VersionKey, op: str, record: Mapping[str, Any] | None,
                 expires_at_ns: int | None, *, hard: bool = False) -> OnlineState | None:
     """The state after the script applies one version (``op`` "put" or "delete"; ``hard`` for a
     HardDelete) to ``state`` (None: no key). Versions must be folded in topic order per id."""
-    current = None if state is None else state.key
-    if not wins(key, current):
-        return state  # stale, duplicate, or a hard delete that is not newer (rejected): no change
-    if op == "put":
+    step = fold_step(None if state is None else state.key, key, op, hard=hard)
+    if step is Step.KEEP:
+        return state
+    if step is Step.PUT:
         return OnlineState(key, dict(record or {}), expires_at_ns)
-    if hard:
-        return None  # removed entirely: an older put may be accepted again
+    if step is Step.REMOVE:
+        return None
     return OnlineState(key, None, expires_at_ns)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
@@ -57,6 +58,13 @@ class TopicTail:
 
     def read_to_end(self) -> Iterator[RawMessage]:
         """Every message from where the last call stopped to the end offsets of now, per partition in order."""
+        for batch in self.read_batches_to_end():
+            for m in batch:
+                yield raw_from_confluent(m)
+
+    def read_batches_to_end(self) -> Iterator[list[Any]]:
+        """:meth:`read_to_end` as lists of confluent_kafka messages, as consumed (for a reader that
+        takes only some of each message's parts: making a RawMessage of each costs more than that)."""
         marks = self.watermarks()
         for p, (low, _high) in marks.items():
             self.low.setdefault(p, low)
@@ -76,17 +84,24 @@ class TopicTail:
                             f"{sorted(todo)} stalled at offsets {[self.next[p] for p in sorted(todo)]}")
                     continue
                 deadline = time.monotonic() + max(30.0, self.timeout_s)
+                batch = []
+                failed = None
                 for m in msgs:
                     if m.error():
-                        raise ServiceUnavailableError(f"the auditor failed reading {self.topic!r}: {m.error()}")
+                        failed = m.error()
+                        break
                     p, o = m.partition(), m.offset()
                     if p not in todo or o < self.next[p]:
                         continue
                     if o < todo[p]:
                         self.next[p] = o + 1
-                        yield raw_from_confluent(m)
+                        batch.append(m)
                     if o + 1 >= todo[p]:
                         self.next[p] = max(self.next[p], todo.pop(p))
+                if batch:
+                    yield batch  # before failing: ``next`` has moved past these
+                if failed is not None:
+                    raise ServiceUnavailableError(f"the auditor failed reading {self.topic!r}: {failed}")
         finally:
             self._consumer.unassign()
 

@@ -85,9 +85,9 @@ class OnlineRepair:
         group = fold.group
         positions = {}
         for m in mismatches:
-            state = fold.states.get(m.record_id or "")
-            if state is not None:
-                positions[m.record_id] = (state.key.partition, state.key.offset)
+            pos = fold.position(m.record_id or "")
+            if pos is not None:
+                positions[m.record_id] = pos
         raws = fetch_messages(self.auditor.bootstrap, fold.topic, positions.values())
         batch = []
         for rid, pos in positions.items():
