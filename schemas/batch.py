@@ -287,14 +287,21 @@ def _headers(headers: Sequence[Any], slow: np.ndarray) -> tuple[np.ndarray, np.n
     if at_rows:
         rows = np.array(at_rows, dtype=np.int64)
         for texts, out, low in ((vers, versions, 1), (apis, api, 0)):
-            # bytes.isdigit is ASCII-only; 18 digits cannot pass int64
-            if b"".join(texts).isdigit() and min(map(len, texts)) >= 1 and max(map(len, texts)) <= 18:
-                values = np.fromiter(map(int, texts), dtype=np.int64, count=len(texts))
+            # bytes.isdigit is ASCII-only. A time from time.time_ns() has 19 digits: up to 19 are
+            # taken when the value fits int64 (np.fromiter raises OverflowError past it), as the
+            # per-record reader (schemas/wire.py) takes them; anything else goes row by row.
+            values = None
+            if b"".join(texts).isdigit() and min(map(len, texts)) >= 1 and max(map(len, texts)) <= 19:
+                try:
+                    values = np.fromiter(map(int, texts), dtype=np.int64, count=len(texts))
+                except OverflowError:
+                    values = None
+            if values is not None:
                 out[rows] = values
                 slow[rows[values < low]] = True
             else:
                 for i, t in zip(at_rows, texts, strict=True):
-                    if t.isdigit() and len(t) <= 18 and int(t) >= low:
+                    if _fits_int64_text(t) and int(t) >= low:
                         out[i] = int(t)
                     else:
                         slow[i] = True
@@ -318,6 +325,12 @@ def _door_shape(headers: Sequence[Any]) -> tuple[list[bytes], list[bytes]] | Non
 
 
 _NAME, _VALUE = itemgetter(0), itemgetter(1)
+_INT64_MAX_TEXT = str(2**63 - 1).encode()
+
+
+def _fits_int64_text(t: bytes) -> bool:
+    """ASCII digits (1 to 19 of them) whose value fits int64: what the fast path takes of a header."""
+    return t.isdigit() and (len(t) < 19 or (len(t) == 19 and t <= _INT64_MAX_TEXT))
 
 
 def _one_header_list(i: int, h: Any, slow: np.ndarray, versions: np.ndarray, api: np.ndarray) -> None:
@@ -344,12 +357,12 @@ def _one_header_list(i: int, h: Any, slow: np.ndarray, versions: np.ndarray, api
         slow[i] = True
         return
     if ver is not None:
-        if not (ver.isdigit() and len(ver) <= 18) or int(ver) < 1:
+        if not _fits_int64_text(ver) or int(ver) < 1:
             slow[i] = True
             return
         versions[i] = int(ver)
     if at is not None:
-        if not (at.isdigit() and len(at) <= 18):
+        if not _fits_int64_text(at):
             slow[i] = True
             return
         api[i] = int(at)

@@ -187,3 +187,21 @@ def test_reader_calls_are_bounded_however_many_rows_are_bad(monkeypatch, bad_row
     assert not cols.fast[bad_rows].any()
     if len(bad_rows) <= 1:
         assert cols.fast.sum() == 1000 - len(bad_rows)
+
+
+def _api_time(text: bytes) -> tuple[bytes, bytes, list]:
+    key, value, headers = BASE
+    return key, value, [(n, text if n == "fs-api-invocation-time" else v) for n, v in headers]
+
+
+def test_a_real_api_invocation_time_of_19_digits_is_proven_up_to_the_int64_limit() -> None:
+    # time.time_ns() has 19 digits: rows stamped by a door must take the fast path (they once all
+    # fell to the per-record path, which took them, only slower).
+    now = b"1764700000123456789"
+    cols = _decode(_api_time(now), _api_time(now))  # every row the doors' shape: the vector pass
+    assert cols.fast.tolist() == [True, True]
+    assert cols.api_invocation_time_ns.tolist() == [int(now)] * 2
+    top, over = str(2**63 - 1).encode(), str(2**63).encode()
+    cols = _decode(_api_time(top), _api_time(over), _api_time(b"0" * 20 + b"1"), _api_time(now))
+    assert cols.fast.tolist() == [True, False, False, True]
+    assert cols.api_invocation_time_ns.tolist()[0] == 2**63 - 1
