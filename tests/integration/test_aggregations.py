@@ -353,6 +353,18 @@ def test_backfill_then_live_then_rebuild_and_a_deleted_source(store, stack, tmp_
         wait_for(lambda: committed_behind(stack, topic) == 0, timeout_s=120, what="the processor to apply the history")
         agg = store.create_aggregation_group(unique_name("card-stats"), src.name, "card_id", FEATURES,
                                              allowed_lateness="30m", backfill=False)
+        # A processor learns of the new group within about a second of its next batch; events it
+        # judged before that are the backfill's. Probe events of a card of their own (in order,
+        # never late) until one is folded live, so every event below is judged knowing the group.
+        probes: list[dict] = []
+
+        def probe_folded() -> bool:
+            probes.append({"txn_id": f"probe{len(probes)}", "event_time": format_iso(B + 2 * DAY + len(probes) * S),
+                           "card_id": "probe", "amount": 1.0, "qty": 1, "merchant": "m0"})
+            publish(probes[-1:])
+            return store.online.get_record(agg, "probe", now_ns=B + 3 * DAY) is not None
+
+        wait_for(probe_folded, timeout_s=60, interval_s=0.2, what="the processor to fold a probe event live")
         half = len(live) // 2
         publish(live[:half])
         wait_for(lambda: store.online.get_record(agg, live[half - 1]["card_id"], now_ns=B + 3 * DAY),
@@ -362,27 +374,33 @@ def test_backfill_then_live_then_rebuild_and_a_deleted_source(store, stack, tmp_
         publisher.start()  # live events while the backfill runs
         filled = store.backfill_aggregation(agg.name)
         publisher.join()
-        assert filled.records >= len(history) + half
+        assert filled.records >= len(history) + len(probes) + half
 
         events, late = fold_topic(read_topic(stack, topic))
-        assert late > 0 and sum(len(e) for e in events.values()) + late == len(history) + len(live) - \
+        assert late > 0 and sum(len(e) for e in events.values()) + late == len(history) + len(probes) + len(live) - \
             sum(1 for r in history + live if r["card_id"] is None)
         # Read after every event (a lifetime aggregate holds every folded event; sliding windows are
         # exact at whole days, like the parity test's reads).
         times = (B + 3 * DAY, B + 4 * DAY)
         expected = {t: {card: expected_at(evs, card, t) for card, evs in events.items()} for t in times}
-        wait_for(lambda: not mismatches(store, agg, expected[times[0]], times[0]), timeout_s=120,
-                 interval_s=0.5, what="backfilled + live aggregates to equal the oracle")
+        try:
+            wait_for(lambda: not mismatches(store, agg, expected[times[0]], times[0]), timeout_s=120,
+                     interval_s=0.5, what="backfilled + live aggregates to equal the oracle")
+        except AssertionError:
+            bad = mismatches(store, agg, expected[times[0]], times[0])
+            raise AssertionError(f"{len(bad)} of {len(expected[times[0]])} keys differ, e.g. "
+                                 f"{dict(list(bad.items())[:3])}") from None
         wait_for(lambda: committed_behind(stack, topic) == 0, timeout_s=60, what="the processor to catch up")
         for t in times:
             assert mismatches(store, agg, expected[t], t) == {}
         assert sum(store.online.aggregates.late_count(agg, card) for card in events) == late
 
         # A replay next to the folded state changes nothing; a rebuild wipes and refolds: the same values.
-        assert store.replay(agg.name, target="online", progress=False).records == len(history) + len(live)
+        assert store.replay(agg.name, target="online", progress=False).records == \
+            len(history) + len(probes) + len(live)
         assert mismatches(store, agg, expected[times[1]], times[1]) == {}
         removed, replayed = store.rebuild_online(agg.name, progress=False)
-        assert removed >= len(events) and replayed.records == len(history) + len(live)
+        assert removed >= len(events) and replayed.records == len(history) + len(probes) + len(live)
         for t in times:
             assert mismatches(store, agg, expected[t], t) == {}
 

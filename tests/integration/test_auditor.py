@@ -151,8 +151,18 @@ def test_ids_lost_while_their_versions_were_in_flight_are_found_and_healed_at_th
         window_pass: list = []
         pending = set(victims)
 
-        def apply_then_lose(batch):
-            summary = applier(batch)
+        class ApplyThenLose:
+            """The processor's apply step (prepare, then execute), losing the victims just after."""
+
+            def prepare(self, batch):
+                return applier.prepare(batch)
+
+            def execute(self, prepared):
+                summary = applier.execute(prepared)
+                lose(prepared.batch)
+                return summary
+
+        def lose(batch) -> None:
             if armed.is_set() and pending:
                 # behind the processor's back, before it can commit these offsets (after this returns)
                 mine = {r.key.decode() for r in batch if r.topic == topic and r.key} & pending
@@ -161,7 +171,6 @@ def test_ids_lost_while_their_versions_were_in_flight_are_found_and_healed_at_th
                     pending.difference_update(mine)
                     if not pending:
                         window_pass.extend(audit_once(auditor, settings, repair, 1))
-            return summary
 
         # The processor in this process, composed as run_processor composes it (the healer keeps the
         # epoch marker, without which nothing is judged), its apply step wrapped.
@@ -172,7 +181,7 @@ def test_ids_lost_while_their_versions_were_in_flight_are_found_and_healed_at_th
                               check_every_s=0.5)
         healer.start()
         stop = threading.Event()
-        engine = threading.Thread(target=run_engine, args=(stack.kafka(), stack.topic_prefix, apply_then_lose),
+        engine = threading.Thread(target=run_engine, args=(stack.kafka(), stack.topic_prefix, ApplyThenLose()),
                                   kwargs={"until": stop.is_set, "install_signal_handlers": False}, daemon=True)
         engine.start()
         try:
