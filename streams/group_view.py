@@ -88,6 +88,16 @@ class GroupView:
             if name in self._groups:
                 self._groups = {k: v for k, v in self._groups.items() if k != name}
 
+    def refresh_if_older(self, age_s: float) -> None:
+        """Catch up with the registry now, waiting, when the view is older than ``age_s``.
+
+        For a worker about to judge a batch after being idle: the background refresh runs only
+        when the view is read, so an idle processor's first batch would otherwise be judged by a
+        view of any age, and miss an aggregation group created meanwhile (nothing in its source's
+        records says the group exists). Raises what the registry raises (Kafka down)."""
+        if not self._loaded or self._clock() - self._at >= age_s:
+            self._reload()
+
     def _reload(self) -> dict[str, FeatureGroup]:
         groups = self._load()
         with self._lock:

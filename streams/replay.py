@@ -191,7 +191,8 @@ def backfill_aggregation(bootstrap: KafkaTarget, redis_url: str, prefix: str, gr
     folds new events (the backfill lane never counts one twice).
 
     Two passes: from the start to the end offsets seen then; then, once ``settle_s`` has passed
-    since the group was registered (a processor re-reads the registry at least every second),
+    since the group was registered (a processor judges no batch by a view older than 1.5 s:
+    OnlineApplier.prepare),
     from there to the end again, for the events that a processor passed over before it knew
     the group."""
     first = replay_online(bootstrap, redis_url, prefix, group, progress=progress)

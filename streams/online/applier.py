@@ -36,6 +36,9 @@ from streams.route import GroupRows, Poison, RawMessage, route_batch_columns
 log = logging.getLogger("featurestream.online")
 
 
+VIEW_MAX_AGE_S = 1.5  # below backfill_aggregation's settle_s (2 s): see OnlineApplier.prepare
+
+
 class OnlineApplier:
     """Applies raw batches to Redis: route, write-if-newer, dead-letter the poison. Thread-safe.
 
@@ -71,6 +74,9 @@ class OnlineApplier:
         the script calls of every group, rows in batch order; nothing is written. ``now_ns`` decides
         which puts are already expired (default: this machine's clock)."""
         started = time.perf_counter()
+        # Never judge by a view older than this, busy or idle: a backfill's second pass
+        # (streams/replay.py, settle_s=2.0) counts on processors knowing a new group by then.
+        self.groups.refresh_if_older(VIEW_MAX_AGE_S)
         routed, groups = route_batch_columns(batch, self.groups, prefix=self.prefix, store="OnlineStore")
         now = time.time_ns() if now_ns is None else now_ns
         # the raw message of a row judged per record (rare: index the batch only then)

@@ -74,3 +74,18 @@ def test_describe_names_a_missing_group():
     view, *_ = make_view()
     with pytest.raises(GroupNotFoundError, match="nope"):
         view.describe("nope")
+
+
+def test_refresh_if_older_waits_for_the_registry_only_when_the_view_is_that_old():
+    # An idle processor's first batch: the view is caught up before judging it, so a group created
+    # meanwhile (an aggregation group over a source it already knows) is seen.
+    view, calls, now, known = make_view()
+    view.refresh_if_older(1.5)  # never loaded: loads
+    assert len(calls) == 1
+    known["agg"] = "A1"
+    now[0] = 1.0
+    view.refresh_if_older(1.5)
+    assert len(calls) == 1 and "agg" not in view
+    now[0] = 1.6
+    view.refresh_if_older(1.5)
+    assert len(calls) == 2 and "agg" in view
