@@ -16,13 +16,21 @@
   (d) backfill  --backfill-events events already in a topic: a new aggregation group (the (b)
                 definition) filled by replay, events/s, against replaying the same topic into the
                 latest-value path.
-  (e) pit       point-in-time aggregates (DuckDB) for --pit-rows entity rows over --pit-events
-                events, against a hand-written DuckDB window query: needs
-                get_historical_features to accept aggregate features; until then it says so.
+  (e) pit       point-in-time aggregates: OfflineQuery.get_historical_features (what the SDK calls)
+                of an aggregation group `amount:sum,count,max@1h,1d,7d` + `qty:sum,max@1h,1d,7d`
+                (15 aggregates) for --pit-rows entity rows (read at 00:00 UTC, so every window is
+                exactly (T - w, T]) over --pit-events events of a source group in an Iceberg table
+                in the production schema (local SQLite catalog and warehouse under --pit-dir, one
+                pyiceberg append of the rows the sink writes: Kafka partition/offset, 30 days of
+                event times, slightly out of order but none beyond the lateness), against a
+                hand-written DuckDB range join over the same data files; both answers must be equal
+                (integers, counts, maxima exactly; float sums within 1e-12 relative). Median of
+                --repeat. Needs no services.
 
   eval "$(.venv/bin/featurestream up)"
   .venv/bin/python bench/aggregations.py            # full sizes (minutes; the machine to itself)
   .venv/bin/python bench/aggregations.py --quick    # tiny sizes, a check that it runs
+  .venv/bin/python bench/aggregations.py --only pit [--pit-rows 1000000 --pit-events 10000000 --repeat 3]
 """
 
 # ruff: noqa: E402  (the sys.path fix below must run before the imports)
@@ -251,33 +259,199 @@ def backfill(config: Config, args: argparse.Namespace) -> None:
 
 # -- (e) point in time ------------------------------------------------------------------------------
 
-def pit(config: Config, args: argparse.Namespace) -> None:
-    """Point-in-time aggregates need get_historical_features to accept an aggregation group's
-    features (the offline side of issue 21, built separately); until then this says so."""
-    import pandas as pd
+# 3 windows x 5 aggregates over a Fractional and an Integral feature. The 7d window slides by the day
+# (schemas/tiles.py), so the entity rows read at whole days (00:00 UTC): there every window's tile
+# semantics are exactly (T - w, T], which the hand-written query computes.
+PIT_FEATURES = ["amount:sum,count,max@1h,1d,7d", "qty:sum,max@1h,1d,7d"]
+PIT_SPAN_DAYS = 30
+PIT_T0 = 1_633_046_400 * 10**9  # 2021-10-01T00:00:00Z
+PIT_PARTITIONS = 3
+HOUR_NS = 3600 * 10**9
+DAY_NS = 86400 * 10**9
 
-    prefix = unique_name("agg-pit")
-    fs = _store(config, prefix)
+
+def pit_groups(root: Path) -> tuple[FeatureGroup, FeatureGroup]:
+    """The source group (its offline table under ``root``) and the aggregation group over it; fixed
+    creation times (the aggregation group created after its source, as the registry requires)."""
+    src = FeatureGroup("tx", "txn_id", "event_time",
+                       (F("txn_id", "String"), F("event_time", "String"), F("card_id", "String"),
+                        F("amount", "Fractional"), F("qty", "Integral")),
+                       online_enabled=False, offline_enabled=True, partitions=PIT_PARTITIONS,
+                       creation_time=1_700_000_000.0, offline_uri=str(root / "tx"))
+    spec = AggregationSpec("tx", "card_id", parse_aggregates(PIT_FEATURES, group="tx-stats"))
+    return src, replace(aggregation_group("tx-stats", spec, src), creation_time=1_700_000_001.0)
+
+
+def pit_events(tables: Any, src: FeatureGroup, n: int, cards: int, lateness_ns: int, seed: int) -> None:
+    """Fill the source's Iceberg table with one append of ``n`` events as the sink writes them.
+
+    Event times (whole microseconds) uniform over PIT_SPAN_DAYS days, 1% of them on a whole hour
+    (on window bounds); 2% of amounts null. Each card lives in one of PIT_PARTITIONS Kafka
+    partitions (a hash of the key stands for the publisher's), and a partition's offsets follow the
+    arrival order: the event time plus a delay of up to 10 minutes, so
+    events arrive out of order but never more than the allowed lateness behind an earlier offset of
+    their key (no event is dead-lettered; the hand-written query needs no lateness rule)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from schemas.ddl import offline_arrow_schema
+    from sinks.offline.table_format import to_table_rows
+
+    delay_max = 10 * MIN_NS
+    assert delay_max < lateness_ns  # et' + d' <= et + d  =>  et' - et < delay_max < lateness: none late
+    rng = np.random.default_rng(seed)
+    card = rng.integers(0, cards, n)
+    et = PIT_T0 + rng.integers(0, PIT_SPAN_DAYS * DAY_NS // 1000, n) * 1000
+    on_hour = rng.random(n) < 0.01  # some exactly on a window bound: (T - w, T] keeps T, drops T - w
+    et[on_hour] = et[on_hour] // HOUR_NS * HOUR_NS
+    arrival = et + rng.integers(0, delay_max, n)
+    part = (card * 2654435761 % PIT_PARTITIONS).astype(np.int32)
+    order = np.lexsort((arrival, part))
+    offsets = np.empty(n, np.int64)
+    sorted_part = part[order]
+    starts = np.searchsorted(sorted_part, np.arange(PIT_PARTITIONS))
+    offsets[order] = np.arange(n) - starts[sorted_part]
+    ts = pa.timestamp("ns", "UTC")
+    schema = offline_arrow_schema(src)
+    rows = pa.table({
+        "txn_id": texts("t-", np.arange(n)), "event_time": pa.array(et).cast(ts),
+        "card_id": texts("card-", card), "amount": pa.array(rng.integers(0, 50_000, n) / 100,
+                                                                          mask=rng.random(n) < 0.02),
+        "qty": pa.array(rng.integers(-5, 1000, n)),
+        "api_invocation_time": pa.array(arrival).cast(ts), "write_time": pa.array(arrival).cast(ts),
+        "is_deleted": pa.array(np.zeros(n, bool)), "_kafka_topic": pa.array(["tx"] * n, pa.string()),
+        "_kafka_partition": pa.array(part), "_kafka_offset": pa.array(offsets),
+    }).select(schema.names).cast(schema)
+    # In arrival order, as the sink writes a live stream (row groups cover narrow time ranges).
+    rows = rows.take(np.argsort(arrival, kind="stable"))
+    tables.table(src).append(to_table_rows(rows, "event_time"))
+
+
+def texts(prefix: str, ix: Any) -> Any:
+    """``prefix<i>`` for each integer i of ``ix``, as an Arrow string array."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return pc.binary_join_element_wise(prefix, pa.array(ix).cast(pa.string()), "")
+
+
+def pit_entities(n: int, cards: int, seed: int) -> Any:
+    """``n`` entity rows: a card (~5% with no events) and a read time at 00:00 UTC of a day from the
+    first day of events to one day after the last."""
+    import numpy as np
+    import pyarrow as pa
+
+    rng = np.random.default_rng(seed)
+    ts = PIT_T0 + rng.integers(0, PIT_SPAN_DAYS + 2, n) * DAY_NS
+    return pa.table({"card_id": texts("card-", rng.integers(0, int(cards * 1.05) + 1, n)),
+                     "event_time": pa.array(ts).cast(pa.timestamp("ns", "UTC"))})
+
+
+def pit_hand_sql(agg: FeatureGroup, files: str) -> str:
+    """The query people would write: a range join of each entity row with its card's events of the
+    widest window, each aggregate a FILTERed sum/count/max over ``(T - w, T]``. ``files``: the data
+    files of the source table's snapshot (a DuckDB list literal); ``ent`` has ``rn, card_id, t``."""
+    from sinks.offline.table_format import EVENT_TIME_NS
+
+    spec = agg.aggregation
+    assert spec is not None
+    widest = max(a.window_ns for a in spec.aggregates)  # type: ignore[type-var]
+    cols = []
+    for a in spec.aggregates:
+        inside = f"FILTER (WHERE x.et > e.t - {a.window_ns})"
+        fn = a.function.value
+        if fn == "count":
+            cols.append(f"count(x.{a.feature}) {inside}")
+        elif fn == "max":
+            cols.append(f"max(x.{a.feature}) {inside}")
+        elif fn == "sum":  # an empty window sums to 0, as the online read answers
+            cast = "BIGINT" if spec.types[a.feature] == "Integral" else "DOUBLE"
+            cols.append(f"CAST(coalesce(sum(x.{a.feature}) {inside}, 0) AS {cast})")
+        else:
+            raise ValueError(f"the hand-written query has no {fn!r}")
+        cols[-1] += f" AS {a.output_name}"
+    feats = ", ".join(dict.fromkeys(a.feature for a in spec.aggregates))
+    return (f"WITH x AS (SELECT card_id, {EVENT_TIME_NS} AS et, {feats} FROM read_parquet({files}) "
+            f"WHERE NOT is_deleted)\n"
+            f"SELECT e.rn, {', '.join(cols)}\nFROM ent e LEFT JOIN x ON x.card_id = e.card_id AND x.et <= e.t "
+            f"AND x.et > e.t - {widest}\nGROUP BY e.rn ORDER BY e.rn")
+
+
+def pit_differences(agg: FeatureGroup, ours: Any, hand: Any) -> list[str]:
+    """Where the two answers differ (at most 5 examples): integers, counts and maxima exactly, float
+    sums within 1e-12 relative (DuckDB's sum(DOUBLE) is not correctly rounded; ours is)."""
+    spec = agg.aggregation
+    assert spec is not None
+    out: list[str] = []
+    for a in spec.aggregates:
+        mine, theirs = ours.column(a.output_name).to_pylist(), hand.column(a.output_name).to_pylist()
+        loose = a.function.value == "sum" and spec.types[a.feature] == "Fractional"
+        for r, (x, y) in enumerate(zip(mine, theirs, strict=True)):
+            same = x == y if not loose or x is None or y is None else abs(x - y) <= 1e-12 * max(abs(x), abs(y))
+            if not same and len(out) < 5:
+                out.append(f"row {r} {a.output_name}: ours {x!r} hand-written {y!r}")
+    return out
+
+
+def pit(args: argparse.Namespace) -> None:
+    """(e): get_historical_features of an aggregation group's features against a hand-written DuckDB
+    range join over the same data files, both on an Iceberg table built here (no services)."""
+    import shutil
+    import statistics
+
+    import pyarrow as pa
+
+    from bench.offline_pit import file_list
+    from sinks.offline.catalog import OfflineTables
+    from sinks.offline.query import OfflineQuery
+
+    root = Path(args.pit_dir)
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
     try:
-        src = fs.create_feature_group(source_group("tx", online=False))
-        agg = fs.create_aggregation_group("tx-stats", src.name, "card_id", ["amount:sum@1h"], backfill=False)
-        entity = pd.DataFrame({"card_id": ["card-0"], "event_time": pd.to_datetime(["2026-01-01T00:00:00Z"])})
-        try:
-            fs.get_historical_features(entity, [f"{agg.name}:amount_sum_1h"])
-        except Exception as exc:  # noqa: BLE001 - the API is not there yet: say so
-            print(f"RESULT (e) pit         not measured: get_historical_features does not compute aggregation "
-                  f"features yet ({type(exc).__name__}: {str(exc)[:160]})")
-            return
-        print("RESULT (e) pit         get_historical_features accepts aggregates: the timed comparison with a "
-              f"hand-written DuckDB window query ({args.pit_rows:,} rows x {args.pit_events:,} events) is still to "
-              "be written here")
+        tables = OfflineTables.open(f"sqlite:///{root / 'catalog.db'}", "benchpitagg")
+        src, agg = pit_groups(root)
+        assert agg.aggregation is not None
+        cards = max(1, args.pit_events // 100)
+        started = time.perf_counter()
+        pit_events(tables, src, args.pit_events, cards, agg.aggregation.lateness_ns, seed=21)
+        ent = pit_entities(args.pit_rows, cards, seed=22)
+        built = time.perf_counter() - started
+        q = OfflineQuery([src], tables=tables, aggregations=[agg])
+        features = [f"{agg.name}:*"]
+        times: list[float] = []
+        ours = None
+        for _ in range(args.repeat):
+            t0 = time.perf_counter()
+            ours = q.get_historical_features(ent, features)
+            times.append(time.perf_counter() - t0)
+        hand_ent = pa.table({"rn": pa.array(range(ent.num_rows), pa.int64()), "card_id": ent["card_id"],
+                             "t": ent["event_time"].cast(pa.int64())})
+        q.con.register("ent", hand_ent)
+        sql = pit_hand_sql(agg, file_list(q.source(src.name)))
+        hand_times: list[float] = []
+        hand = None
+        for _ in range(args.repeat):
+            t0 = time.perf_counter()
+            hand = q.con.sql(sql).to_arrow_table()
+            hand_times.append(time.perf_counter() - t0)
+        assert ours is not None and hand is not None
+        diffs = pit_differences(agg, ours, hand)
+        t_ours, t_hand = statistics.median(times), statistics.median(hand_times)
+        n_aggs = len(agg.aggregation.aggregates)
+        print(f"           (e) data: {args.pit_events:,} events of {cards:,} cards over {PIT_SPAN_DAYS} days in "
+              f"{len(q.source(src.name).files())} data file(s), {args.pit_rows:,} entity rows read at 00:00 UTC; "
+              f"{n_aggs} aggregates {PIT_FEATURES}; built in {built:.1f} s under {root}")
+        print(f"RESULT (e) pit         get_historical_features {t_ours:.2f} s   hand-written DuckDB range join "
+              f"{t_hand:.2f} s   ratio {t_ours / t_hand:.2f}x   (median of {args.repeat}; {args.pit_rows:,} rows x "
+              f"{args.pit_events:,} events, {n_aggs} aggregates)   same answer: {not diffs}   {load_average()}")
+        q.close()
+        if diffs:
+            raise SystemExit("MISMATCH between get_historical_features and the hand-written query:\n  "
+                             + "\n  ".join(diffs))
     finally:
-        for name in ("tx-stats", "tx"):
-            try:
-                fs.delete_feature_group(name, purge=True)
-            except Exception:  # noqa: BLE001 - cleanup
-                pass
-        fs.close()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -292,12 +466,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backfill-events", type=int, default=1_000_000)
     parser.add_argument("--pit-rows", type=int, default=1_000_000)
     parser.add_argument("--pit-events", type=int, default=10_000_000)
+    parser.add_argument("--pit-dir", default="/tmp/featurestream-bench-pitagg",
+                        help="(e) where its Iceberg catalog and warehouse are built (removed before and after)")
+    parser.add_argument("--repeat", type=int, default=3, help="(e) runs of each query (median)")
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--only", choices=["live", "memory", "backfill", "pit"])
     args = parser.parse_args(argv)
     if args.quick:
         args.rate, args.steady_seconds, args.keys, args.days, args.memory_keys = 200, 3.0, 100, 0.05, 2
         args.reads, args.backfill_events, args.pit_rows, args.pit_events = 200, 2000, 1000, 10_000
+    if args.only == "pit":  # (e) builds its own Iceberg table: no services needed
+        print(f"# bench/aggregations.py --only pit {load_average()}")
+        pit(args)
+        print(f"# done; {load_average()}")
+        return 0
     config = Config.from_env()
     if not (config.kafka_bootstrap and config.redis_url):
         print('run `eval "$(.venv/bin/featurestream up)"` first: no Kafka/Redis endpoints configured', file=sys.stderr)
@@ -320,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.only in (None, "backfill"):
             backfill(config, args)
         if args.only in (None, "pit"):
-            pit(config, args)
+            pit(args)
     print(f"# done; {load_average()}")
     return 0
 
