@@ -88,7 +88,7 @@ def split_text(path: Path, group: FeatureGroup, fmt: str, block_bytes: int | Non
             if not data.endswith(b"\n"):
                 data += f.readline(_lines.LINE_LIMIT)  # up to the end of the last line (or a runaway line's limit)
             rows = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
-            if _plain(data, fmt, at_start=pos == 0):
+            if _plain(data, fmt):
                 yield lines_before + 1, TextBlock(fmt, header, data, rows, group)
                 lines_before += rows
                 continue
@@ -123,7 +123,7 @@ def _too_long(where: str) -> Any:
     return RowError(f"{where}: the line is longer than {LINE_LIMIT} bytes; a record is at most 350 KB")
 
 
-def _plain(data: bytes, fmt: str, *, at_start: bool) -> bool:
+def _plain(data: bytes, fmt: str) -> bool:
     """Every line of ``data`` is exactly one record, read alike by Arrow and the row-by-row reader."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -131,7 +131,10 @@ def _plain(data: bytes, fmt: str, *, at_start: bool) -> bool:
     last = data.rfind(b"\n", 0, len(data) - 1) + 1
     if len(data) - last >= _lines.LINE_LIMIT:
         return False
-    if fmt == "jsonl" and at_start and data.startswith(BOM):
+    if data.startswith(BOM):
+        # Arrow's readers drop a UTF-8 BOM at the start of whatever buffer they are given, and each
+        # block is given alone: a CSV cell or JSON line that starts with U+FEFF in the middle of a file
+        # would lose it. Such a block goes row by row (hypothesis found the CSV case).
         return False
     body = data[:-1] if data.endswith(b"\n") else data
     lines = pc.list_flatten(pc.split_pattern(pa.array([body], pa.large_binary()), b"\n"))

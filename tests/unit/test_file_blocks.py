@@ -17,7 +17,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import streams.datafiles.blocks as blocks
@@ -154,6 +154,9 @@ def check_same(path: Path) -> None:
 
 @SETTINGS
 @given(lines=st.lists(csv_line(), min_size=1, max_size=25), block=st.integers(40, 2_000), crlf=st.booleans())
+# A cell starting with U+FEFF at a block's start: Arrow would drop it as a BOM (found by CI's run).
+@example(lines=["\ufeffa,2021-10-02T12:00:00Z,,,,,"], block=40, crlf=False)
+@example(lines=["b,2021-10-02T12:00:00Z,,,,,", "\ufeffa,2021-10-02T12:00:00Z,,,,,"], block=40, crlf=True)
 def test_csv_in_blocks_equals_row_by_row(tmp_path_factory, monkeypatch_session, lines, block, crlf):
     end = "\r\n" if crlf else "\n"
     path = tmp_path_factory.mktemp("csv") / "in.csv"
