@@ -337,18 +337,7 @@ def freshness(config: Config, args: argparse.Namespace, redis_client: Any, log_d
     fs = setup_group(config, prefix, args.partitions)
     proc = Processor(prefix, args.batch_size, log_dir, args.switch_interval, engine)
     try:
-        # Wait until the processor serves the group: a read-after-write put proves it.
-        deadline = time.monotonic() + args.timeout
-        while True:
-            try:
-                fs.put_record(GROUP, customer(0, second=1), wait_online=True, wait_timeout_s=5)
-                break
-            except Exception as exc:
-                if time.monotonic() > deadline:
-                    raise
-                if proc.proc.poll() is not None:
-                    raise RuntimeError(f"processor exited; see {proc.log_path}") from None
-                print(f"  (waiting for the processor: {exc})", flush=True)
+        wait_serving(fs, proc, args.timeout)
         print(f"  processor serving after {time.perf_counter() - proc.started:.1f} s; steady load starts",
               flush=True)
         ids = 10_000
@@ -370,6 +359,21 @@ def freshness(config: Config, args: argparse.Namespace, redis_client: Any, log_d
     finally:
         proc.stop()
         teardown(fs, redis_client, prefix)
+
+
+def wait_serving(fs: FeatureStore, proc: Processor, timeout_s: float) -> None:
+    """Wait until the processor serves the group: a read-after-write put proves it."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            fs.put_record(GROUP, customer(0, second=1), wait_online=True, wait_timeout_s=5)
+            return
+        except Exception as exc:
+            if time.monotonic() > deadline:
+                raise
+            if proc.proc.poll() is not None:
+                raise RuntimeError(f"processor exited; see {proc.log_path}") from None
+            print(f"  (waiting for the processor: {exc})", flush=True)
 
 
 @dataclass
@@ -492,14 +496,7 @@ def rate_search(config: Config, args: argparse.Namespace, redis_client: Any, log
     fs = setup_group(config, prefix, args.partitions)
     proc = Processor(prefix, args.batch_size, log_dir, args.switch_interval, engine)
     try:
-        deadline = time.monotonic() + args.timeout
-        while True:
-            try:
-                fs.put_record(GROUP, customer(0, second=1), wait_online=True, wait_timeout_s=5)
-                break
-            except Exception:
-                if time.monotonic() > deadline or proc.proc.poll() is not None:
-                    raise
+        wait_serving(fs, proc, args.timeout)
         group = fs.describe_feature_group(GROUP)
         base = 1_924_992_060 * 10**9
         steps: list[str] = []
