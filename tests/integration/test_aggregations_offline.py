@@ -14,10 +14,8 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections import defaultdict
 from fractions import Fraction
 
-import orjson
 import pandas as pd
 import pytest
 
@@ -27,6 +25,8 @@ from schemas.types import FeatureDefinition as F
 from sinks.offline.table_commit import recorded_offsets
 from tests.integration.helpers import read_topic
 from tests.integration.procs import Proc
+from tests.integration.test_aggregations import LATENESS as PARITY_LATENESS
+from tests.integration.test_aggregations import fold_topic as topic_events
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
@@ -35,6 +35,7 @@ S = 1_000_000_000
 MIN, HOUR, DAY = 60 * S, 3600 * S, 86400 * S
 B = 1_704_844_800 * S  # 2024-01-10T00:00:00Z
 LATENESS = 30 * MIN
+assert LATENESS == PARITY_LATENESS  # the shared oracle (topic_events) folds with the parity test's lateness
 WINDOWS = {"10m": 10 * MIN, "2h": 2 * HOUR, "3d": 3 * DAY, "lifetime": None}
 FEATURES = ["amount:sum,count,mean,min,max,stddev@10m,2h,3d", "qty:sum,mean,min,max,stddev@2h,lifetime",
             "merchant:distinct,count@3d", "amount:last_n(5)", "merchant:last_n(3)"]
@@ -69,24 +70,7 @@ def make_events(rng: random.Random, day: int, serial: list[int]) -> list[dict]:
 
 # ---------------------------------------------------------------- the oracle (no product code)
 
-def topic_events(messages) -> tuple[dict[str, list[tuple]], int]:
-    """Every put with a card_id, in topic order, unless its event time is more than LATENESS behind
-    the latest accepted event time of its card in its partition."""
-    events: dict[str, list[tuple]] = defaultdict(list)
-    marks: dict[tuple[str, int], int] = {}
-    late = 0
-    for m in sorted(messages, key=lambda m: (m.partition(), m.offset())):
-        v = orjson.loads(m.value())
-        if v["op"] != "put" or v["record"].get("card_id") is None:
-            continue
-        card, et = v["record"]["card_id"], v["event_time_ns"]
-        mark = marks.get((card, m.partition()))
-        if mark is not None and et + LATENESS < mark:
-            late += 1
-            continue
-        marks[(card, m.partition())] = et if mark is None else max(et, mark)
-        events[card].append((et, m.partition(), m.offset(), v["record"]))
-    return events, late
+# topic_events: the parity test's brute-force fold of the topic (same 30-minute lateness).
 
 
 def _ceil(t: int, size: int) -> int:
