@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import Any, NamedTuple
 
 from schemas.aggregation import Aggregate, Function
 
@@ -34,10 +33,11 @@ KIND_LAST = "l"
 KIND_DISTINCT = "d"
 
 
-@dataclass(frozen=True, slots=True)
-class NumericTile:
+class NumericTile(NamedTuple):
     """One tile of a numeric (or count-only) state. Integral: ``total`` and ``squares`` exact ints;
-    Fractional: ``total`` + ``comp`` is the compensated sum, ``mean``/``m2`` Welford's."""
+    Fractional: ``total`` + ``comp`` is the compensated sum, ``mean``/``m2`` Welford's. A named tuple:
+    a read of 15 aggregates over 90 days builds about 170 of these, and a frozen dataclass's
+    ``__init__`` was a third of that read's CPU."""
 
     n: int
     total: int | float = 0

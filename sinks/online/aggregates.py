@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import orjson
@@ -43,12 +44,13 @@ from schemas.aggregate_values import (
     last_value,
     numeric_value,
 )
-from schemas.aggregation import Function
+from schemas.aggregation import Aggregate, Function
 from schemas.errors import ServiceUnavailableError
 from schemas.eventtime import format_iso
 from schemas.group import FeatureGroup
 from schemas.messages import Message
 from schemas.names import aggregate_key, online_key_pattern
+from schemas.tiles import MINUTE_NS
 from schemas.types import ScalarType
 from sinks.online.connect import RedisClient
 from sinks.online.errors import CorruptRecordError
@@ -78,6 +80,10 @@ class AggregateReads:
     def __init__(self, prefix: str) -> None:
         self._prefix = prefix
         self._plans: dict[tuple[str, int, float], FoldPlan] = {}
+        # The fields a window reads change once a minute (schemas/tiles.py: a read at T depends on T
+        # only through ceil_minute(T)), and listing up to 171 tiles per aggregate was most of a read's
+        # CPU: keep the current minute's lists. Replaced, never mutated, when the minute moves on.
+        self._fields: tuple[int, dict[tuple[State, int | None], list[str]]] = (-1, {})
 
     def plan(self, group: FeatureGroup) -> FoldPlan:
         key = (group.name, group.version, group.creation_time)
@@ -91,8 +97,22 @@ class AggregateReads:
         plan = self.plan(group)
         t = time.time_ns() if now_ns is None else now_ns
         aggs = plan.aggregates(names)
-        field_lists = {a.output_name: plan.fields_of(a, t) for a in aggs if a.function is not Function.DISTINCT}
+        field_lists = {a.output_name: self._fields_of(plan, a, t) for a in aggs if a.function is not Function.DISTINCT}
         return AggregateRead(self._prefix, group, plan, list(keys), names, t, aggs, field_lists)
+
+    def _fields_of(self, plan: FoldPlan, agg: Aggregate, t_ns: int) -> list[str]:
+        """``plan.fields_of(agg, t_ns)``, one list object per (state, window) and minute: the functions
+        over one feature and window share it, so a read parses their tiles once (``AggregateRead``)."""
+        minute = -(-t_ns // MINUTE_NS)
+        at, lists = self._fields
+        if at != minute:
+            lists = {}
+            self._fields = (minute, lists)
+        key = (plan.state_of(agg), agg.window_ns)
+        found = lists.get(key)
+        if found is None:
+            found = lists[key] = plan.fields_of(agg, t_ns)
+        return found
 
 
 @dataclass
@@ -110,7 +130,8 @@ class AggregateRead:
     field_lists: dict[str, list[str]]
 
     def __post_init__(self) -> None:
-        self.fields = list(dict.fromkeys(f for fs in self.field_lists.values() for f in fs))
+        lists = {id(fs): fs for fs in self.field_lists.values()}  # shared per (state, window): each once
+        self.fields = list(dict.fromkeys(f for fs in lists.values() for f in fs))
         self.distinct = [a for a in self.aggs if a.function is Function.DISTINCT]
 
     @property
@@ -151,18 +172,25 @@ class AggregateRead:
         record: dict[str, Any] = {spec.by: int(k) if key_type is ScalarType.INTEGRAL else k,
                                   group.event_time_name: format_iso(t) if group.event_time.type is ScalarType.STRING
                                   else t / 1e9}
+        # The functions over one feature and window read the same fields (one list object:
+        # AggregateReads._fields_of), and windows overlap: parse each field once per read, and gather
+        # each list's tiles once.
+        parsed: dict[str, Any] = {}
+        gathered: dict[int, list[Any]] = {}
         for a in aggs:
             if a.function is Function.DISTINCT:
                 value: Any = counts[a.output_name]
             else:
                 state = plan.state_of(a)
-                texts = [raw[f] for f in field_lists[a.output_name] if raw[f] is not None]
+                fields = field_lists[a.output_name]
                 try:
+                    tiles = gathered.get(id(fields))
+                    if tiles is None:
+                        tiles = gathered[id(fields)] = _gather(fields, raw, parsed, state)
                     if state.kind == KIND_LAST:
-                        value = last_value(a, [_last_items(x) for x in texts])
+                        value = last_value(a, tiles)
                     else:
-                        value = numeric_value(a, [_numeric_tile(state, x) for x in texts],
-                                              state.kind in (KIND_INTEGRAL, KIND_COUNT))
+                        value = numeric_value(a, tiles, state.kind in (KIND_INTEGRAL, KIND_COUNT))
                 except (ValueError, TypeError, IndexError) as exc:
                     raise CorruptRecordError(
                         f"aggregation group {group.name!r}, key {k!r}: a tile of {a.output_name!r} is not in the "
@@ -279,6 +307,21 @@ class AggregateStore:
             yield
         except _SERVICE_ERRORS as exc:
             raise ServiceUnavailableError(f"{self._where} did not answer while trying to {action} ({exc})") from exc
+
+
+def _gather(fields: Sequence[str], raw: dict[str, bytes | None], parsed: dict[str, Any], state: State) -> list[Any]:
+    """The parsed tiles of ``fields`` that hold state, parsing each field at most once per read."""
+    parse = _last_items if state.kind == KIND_LAST else partial(_numeric_tile, state)
+    tiles = []
+    for f in fields:
+        tile = parsed.get(f)
+        if tile is None:
+            text = raw[f]
+            if text is None:
+                continue
+            tile = parsed[f] = parse(text)
+        tiles.append(tile)
+    return tiles
 
 
 def _numeric_tile(state: State, raw: bytes) -> NumericTile:
