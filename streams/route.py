@@ -180,14 +180,25 @@ class RoutedColumns(Routed):
     rows: dict[str, GroupRows] = field(default_factory=dict)
 
 
+# A topic's messages in one batch fewer than this are judged per record. pyarrow's JSON reader costs
+# 0.5-0.9 ms a call however short its input (measured on the development machine, pyarrow 26), so
+# decoding as columns cost 2.8 ms for a batch of 1 and 217 µs a record at 25, against 24-40 µs a record
+# per record; the two cross at about 250 records (bench/prepare_cost.py prints the curve). The live
+# processor's batches are small below a few thousand records/s, and that fixed cost was what kept its
+# publish-to-readable p99 above 100 ms at 5,000/s.
+COLUMNS_MIN_ROWS = 256
+
+
 def route_columns(batch: Sequence[RawMessage], groups: Mapping[str, FeatureGroup], *, prefix: str,
-                  store: str, final: bool = False, aggregate_sources: frozenset[str] = frozenset()) -> RoutedColumns:
+                  store: str, final: bool = False, aggregate_sources: frozenset[str] = frozenset(),
+                  columns_from: int = COLUMNS_MIN_ROWS) -> RoutedColumns:
     """:func:`route`, with each topic's messages decoded in one call (``schemas.batch``).
 
     Judges exactly as :func:`route`: rows the columns prove valid are counted or selected here;
     every other row takes :func:`_judge`, the per-record judgement, which gives the exact reason.
     The groups of ``aggregate_sources`` are judged per record whole: the aggregation fold takes
-    their events as messages (``Routed.sources``). Poison keeps the batch's order."""
+    their events as messages (``Routed.sources``); so is a topic with fewer than ``columns_from``
+    messages in the batch (:data:`COLUMNS_MIN_ROWS`). Poison keeps the batch's order."""
     out = RoutedColumns()
     by_topic: dict[str, list[int]] = {}
     for i, raw in enumerate(batch):
@@ -205,7 +216,7 @@ def route_columns(batch: Sequence[RawMessage], groups: Mapping[str, FeatureGroup
                 _judge(raw, name, None, out, store=store, final=final)
                 poison_at.append(i)
             continue
-        if name in aggregate_sources:
+        if name in aggregate_sources or len(idx) < columns_from:
             for i, raw in zip(idx, raws, strict=True):
                 before = len(out.poison)
                 _judge(raw, name, group, out, store=store, final=final, aggregate_sources=aggregate_sources)
@@ -244,15 +255,16 @@ _KEY, _VALUE, _HEADERS = attrgetter("key"), attrgetter("value"), attrgetter("hea
 _PARTITION, _OFFSET = attrgetter("partition"), attrgetter("offset")
 
 
-def route_batch_columns(batch: Sequence[RawMessage], view: GroupView, *, prefix: str,
-                        store: str) -> tuple[RoutedColumns, Mapping[str, FeatureGroup]]:
+def route_batch_columns(batch: Sequence[RawMessage], view: GroupView, *, prefix: str, store: str,
+                        columns_from: int = COLUMNS_MIN_ROWS) -> tuple[RoutedColumns, Mapping[str, FeatureGroup]]:
     """:func:`route_batch` the batch way: the same catch-up with the registry, then one more judgement."""
     groups = view.all()
-    routed = route_columns(batch, groups, prefix=prefix, store=store, aggregate_sources=_aggregated(groups, store))
+    routed = route_columns(batch, groups, prefix=prefix, store=store, aggregate_sources=_aggregated(groups, store),
+                           columns_from=columns_from)
     if not routed.complete:
         groups = view.all(fresh=True)
         routed = route_columns(batch, groups, prefix=prefix, store=store, final=True,
-                               aggregate_sources=_aggregated(groups, store))
+                               aggregate_sources=_aggregated(groups, store), columns_from=columns_from)
     return routed, groups
 
 

@@ -26,6 +26,7 @@ from streams.freshness import FRESHNESS, count_batch, header_time_ns
 from streams.group_view import GroupView
 from streams.metrics import OFFLINE_METRICS
 from streams.route import (
+    COLUMNS_MIN_ROWS,
     GroupRows,
     Poison,
     RawMessage,
@@ -46,12 +47,14 @@ class OfflineApplier:
     def __init__(self, groups: GroupView, writer: OfflineWriter,
                  deadletters: DeadLetters | None, prefix: str, *,
                  after_flush: Callable[[FlushResult], None] | None = None, freshness: bool = True,
-                 batch_decode: bool = True) -> None:
+                 batch_decode: bool = True, columns_from: int = COLUMNS_MIN_ROWS) -> None:
         self._groups = groups
         # batch_decode: each topic's messages decoded in one call into columns (schemas/batch.py),
-        # only unproven rows judged one by one. False: every message judged one by one (the
-        # reference the differential test compares the batch path with).
+        # only unproven rows judged one by one; a topic with fewer than columns_from messages in the
+        # batch is judged per record (streams/route.py: the columns' fixed cost). False: every
+        # message judged one by one (the reference the differential test compares the batch path with).
         self.batch_decode = batch_decode
+        self.columns_from = columns_from
         self._after_flush = after_flush  # tests crash the process here: files durable, offsets not committed
         self.writer = writer
         self.deadletters = deadletters
@@ -65,7 +68,8 @@ class OfflineApplier:
     def add(self, batch: list[RawMessage]) -> None:
         routed: Routed
         if self.batch_decode:
-            routed, groups = route_batch_columns(batch, self._groups, prefix=self.prefix, store=OFFLINE_STORE)
+            routed, groups = route_batch_columns(batch, self._groups, prefix=self.prefix, store=OFFLINE_STORE,
+                                                 columns_from=self.columns_from)
         else:
             routed, groups = route_batch(batch, self._groups, prefix=self.prefix, store=OFFLINE_STORE)
         poison = list(routed.poison)

@@ -31,7 +31,7 @@ from streams.metrics import ONLINE_METRICS
 from streams.online.aggregate_step import AggregateStep
 from streams.publisher import Publisher
 from streams.registry import Registry
-from streams.route import GroupRows, Poison, RawMessage, route_batch_columns
+from streams.route import COLUMNS_MIN_ROWS, GroupRows, Poison, RawMessage, route_batch_columns
 
 log = logging.getLogger("featurestream.online")
 
@@ -58,6 +58,8 @@ class OnlineApplier:
         # A replay of an aggregation group folds its source's events only, and leaves the source's
         # latest-value records alone (streams/replay.py).
         self.aggregates_only = False
+        # A topic's messages fewer than this in a batch are judged per record (streams/route.py)
+        self.columns_from = COLUMNS_MIN_ROWS
 
     def __call__(self, batch: Sequence[RawMessage]) -> ApplySummary:
         """Apply ``batch`` and count the outcome in this process's Prometheus metrics."""
@@ -77,7 +79,8 @@ class OnlineApplier:
         # Never judge by a view older than this, busy or idle: a backfill's second pass
         # (streams/replay.py, settle_s=2.0) counts on processors knowing a new group by then.
         self.groups.refresh_if_older(VIEW_MAX_AGE_S)
-        routed, groups = route_batch_columns(batch, self.groups, prefix=self.prefix, store="OnlineStore")
+        routed, groups = route_batch_columns(batch, self.groups, prefix=self.prefix, store="OnlineStore",
+                                             columns_from=self.columns_from)
         now = time.time_ns() if now_ns is None else now_ns
         # the raw message of a row judged per record (rare: index the batch only then)
         by_coords = {(r.topic, r.partition, r.offset): r for r in batch} if routed.work else {}

@@ -229,7 +229,9 @@ def _canonical(table: pa.Table | None) -> Any:
 def _run(batch: list[RawMessage], batch_decode: bool) -> tuple[Any, Any]:
     letters = _Letters()
     writer = OfflineWriter(_TABLES, wall_clock_ns=lambda: WT)
-    applier = OfflineApplier(GroupView(lambda: dict(GROUPS)), writer, letters, PREFIX, batch_decode=batch_decode)  # type: ignore[arg-type]
+    # columns_from=1: every batch as columns, however small (else both sides would judge per record)
+    applier = OfflineApplier(GroupView(lambda: dict(GROUPS)), writer, letters, PREFIX,  # type: ignore[arg-type]
+                             batch_decode=batch_decode, columns_from=1)
     applier.add(batch)
     prepared = {}
     for tp in sorted({(r.topic, r.partition) for r in batch}):
@@ -285,7 +287,7 @@ def test_rotation_counts_and_sampled_sizes_match_over_many_chunks() -> None:
         letters = _Letters()
         writer = OfflineWriter(_TABLES, wall_clock_ns=lambda: WT)
         applier = OfflineApplier(GroupView(lambda: dict(GROUPS)), writer, letters, PREFIX,  # type: ignore[arg-type]
-                                 batch_decode=batch_decode)
+                                 batch_decode=batch_decode, columns_from=1)
         for start in range(0, len(batch), 130):
             applier.add(batch[start:start + 130])
         pw = writer._writers[("fs.a", 0)]

@@ -21,7 +21,7 @@ from schemas.wire import encode
 from sinks.online.store import OnlineStore, write_script_args
 from streams.group_view import GroupView
 from streams.online.applier import OnlineApplier
-from streams.route import RawMessage, route_batch, route_batch_columns
+from streams.route import COLUMNS_MIN_ROWS, RawMessage, route_batch, route_batch_columns
 from tests.unit.test_batch_differential import GROUPS, PREFIX, batches
 
 NOW = 1_800_000_000 * 10**9  # 2027: some puts of group "b" (event times up to 2096) have expired
@@ -31,7 +31,9 @@ ONLINE_GROUPS = {"a": GROUPS["a"], "b": dataclasses.replace(GROUPS["b"], ttl=Ttl
 
 def _applier() -> OnlineApplier:
     store = OnlineStore(redis.Redis(port=1), PREFIX)  # never connected: prepare writes nothing
-    return OnlineApplier(GroupView(lambda: dict(ONLINE_GROUPS)), PREFIX, store, None)  # type: ignore[arg-type]
+    applier = OnlineApplier(GroupView(lambda: dict(ONLINE_GROUPS)), PREFIX, store, None)  # type: ignore[arg-type]
+    applier.columns_from = 1  # every batch as columns, however small: the path these tests compare
+    return applier
 
 
 def _per_record(batch: list[RawMessage]) -> tuple[dict[str, list[Any]], list[tuple[str, int, int, str]]]:
@@ -49,8 +51,11 @@ def _per_record(batch: list[RawMessage]) -> tuple[dict[str, list[Any]], list[tup
     return calls, poison
 
 
-def _batch_path(batch: list[RawMessage]) -> tuple[dict[str, list[Any]], list[tuple[str, int, int, str]]]:
-    prepared = _applier().prepare(batch, now_ns=NOW)
+def _batch_path(batch: list[RawMessage], columns_from: int = 1) -> tuple[dict[str, list[Any]],
+                                                                        list[tuple[str, int, int, str]]]:
+    applier = _applier()
+    applier.columns_from = columns_from
+    prepared = applier.prepare(batch, now_ns=NOW)
     calls: dict[str, list[Any]] = {}
     poison = [(p.raw.topic, p.raw.partition, p.raw.offset, p.reason) for p in prepared.poison]
     for w in prepared.writes:
@@ -98,7 +103,7 @@ def test_good_rows_take_the_columns_and_agree() -> None:
     for name in ("a", "b"):
         batch = _good_batch(ONLINE_GROUPS[name], 60)
         routed, _ = route_batch_columns(batch, GroupView(lambda: dict(ONLINE_GROUPS)), prefix=PREFIX,
-                                        store="OnlineStore")
+                                        store="OnlineStore", columns_from=1)
         assert not routed.work and not routed.poison and len(routed.rows[name].rows) == 60
         assert _batch_path(batch) == _per_record(batch)
 
@@ -126,9 +131,23 @@ def test_a_batch_mixing_proven_and_per_record_rows_keeps_the_write_order() -> No
     obj["record"]["et"] = obj["record"]["et"][:-1] + "+00:00"  # valid, but proven only per record
     batch[4] = bad._replace(value=orjson.dumps(obj))
     routed, _ = route_batch_columns(batch, GroupView(lambda: dict(ONLINE_GROUPS)), prefix=PREFIX,
-                                    store="OnlineStore")
+                                    store="OnlineStore", columns_from=1)
     assert len(routed.work["a"]) == 1
     calls, poison = _batch_path(batch)
     assert not poison
     assert [a[3] for _i, _k, a in calls["a"]] == [str(i) for i in range(20)]
     assert (calls, poison) == _per_record(batch)
+
+
+def test_a_topic_with_few_messages_in_the_batch_is_judged_per_record_with_the_same_calls() -> None:
+    """Below COLUMNS_MIN_ROWS a topic's messages skip the columns (their fixed cost, streams/route.py);
+    from it on they take them; either way the calls are the columns' and the per-record path's."""
+    g = ONLINE_GROUPS["a"]
+    view = GroupView(lambda: dict(ONLINE_GROUPS))
+    few, many = _good_batch(g, COLUMNS_MIN_ROWS - 1), _good_batch(g, COLUMNS_MIN_ROWS)
+    routed, _ = route_batch_columns(few, view, prefix=PREFIX, store="OnlineStore")
+    assert not routed.rows and len(routed.work["a"]) == COLUMNS_MIN_ROWS - 1
+    routed, _ = route_batch_columns(many, view, prefix=PREFIX, store="OnlineStore")
+    assert not routed.work and len(routed.rows["a"].rows) == COLUMNS_MIN_ROWS
+    for batch in (few, many):
+        assert _batch_path(batch, COLUMNS_MIN_ROWS) == _batch_path(batch) == _per_record(batch)
