@@ -448,6 +448,7 @@ def steady_load(fs: FeatureStore, proc: Processor, group: Any, rate: int, second
     thread.start()
     rss = [proc.rss_mb()]
     futures = []
+    sampled = 0
     t0 = time.perf_counter()
     give_up = t0 + seconds * 1.5 + 5  # bounded even if we cannot keep the rate
     next_rss = t0 + 1.0
@@ -472,6 +473,7 @@ def steady_load(fs: FeatureStore, proc: Processor, group: Any, rate: int, second
         futures.append(publish(topic, key, value.replace(_SENT_PLACEHOLDER, stamp),
                                [(n, stamp if v == _SENT_PLACEHOLDER else v) for n, v in headers]))
         if k % sample_every == 0:
+            sampled += 1
             with lock:
                 pending.append((f"c{k % ids}", sent))
     elapsed = time.perf_counter() - t0
@@ -482,7 +484,9 @@ def steady_load(fs: FeatureStore, proc: Processor, group: Any, rate: int, second
     thread.join(timeout=20)
     rss.append(proc.rss_mb())
     lat = sorted(latencies)
-    return SteadyRun(total, elapsed, lat, total // sample_every - len(lat), rss)
+    # samples taken (not total // sample_every: one more when sample_every does not divide total,
+    # which made every rate but a few "lose" -1 samples and fail the search)
+    return SteadyRun(total, elapsed, lat, sampled - len(lat), rss)
 
 
 # -- (b2) the highest steady rate with p99 <= 100 ms -------------------------------------------

@@ -52,9 +52,11 @@ class NumericTile(NamedTuple):
 LastItem = tuple[int, int, int, Any]  # (event time ns, partition, offset, value)
 
 
-def numeric_value(agg: Aggregate, tiles: Sequence[NumericTile], integral: bool) -> Any:
-    """The value of a count/sum/mean/min/max/stddev over ``tiles``; None when absent (empty window)."""
-    n = sum(t.n for t in tiles)
+def numeric_value(agg: Aggregate, tiles: Sequence[NumericTile], integral: bool, *, n: int | None = None) -> Any:
+    """The value of a count/sum/mean/min/max/stddev over ``tiles``; None when absent (empty window).
+    ``n``: the tiles' event count, when the caller already has it (several functions over one window)."""
+    if n is None:
+        n = sum(t.n for t in tiles)
     fn = agg.function
     if fn is Function.COUNT:
         return n

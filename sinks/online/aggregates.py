@@ -133,6 +133,7 @@ class AggregateRead:
         lists = {id(fs): fs for fs in self.field_lists.values()}  # shared per (state, window): each once
         self.fields = list(dict.fromkeys(f for fs in lists.values() for f in fs))
         self.distinct = [a for a in self.aggs if a.function is Function.DISTINCT]
+        self.output_names = [a.output_name for a in self.aggs]  # a property that formats: once per read
 
     @property
     def action(self) -> str:
@@ -176,28 +177,31 @@ class AggregateRead:
         # AggregateReads._fields_of), and windows overlap: parse each field once per read, and gather
         # each list's tiles once.
         parsed: dict[str, Any] = {}
-        gathered: dict[int, list[Any]] = {}
-        for a in aggs:
+        gathered: dict[int, tuple[list[Any], int]] = {}  # per field list: its tiles and their event count
+        for a, name in zip(aggs, self.output_names, strict=True):
             if a.function is Function.DISTINCT:
-                value: Any = counts[a.output_name]
+                value: Any = counts[name]
             else:
                 state = plan.state_of(a)
-                fields = field_lists[a.output_name]
+                fields = field_lists[name]
                 try:
-                    tiles = gathered.get(id(fields))
-                    if tiles is None:
-                        tiles = gathered[id(fields)] = _gather(fields, raw, parsed, state)
+                    found = gathered.get(id(fields))
+                    if found is None:
+                        tiles = _gather(fields, raw, parsed, state)
+                        found = gathered[id(fields)] = (tiles, 0 if state.kind == KIND_LAST else
+                                                        sum(t.n for t in tiles))
+                    tiles, n = found
                     if state.kind == KIND_LAST:
                         value = last_value(a, tiles)
                     else:
-                        value = numeric_value(a, tiles, state.kind in (KIND_INTEGRAL, KIND_COUNT))
+                        value = numeric_value(a, tiles, state.kind in (KIND_INTEGRAL, KIND_COUNT), n=n)
                 except (ValueError, TypeError, IndexError) as exc:
                     raise CorruptRecordError(
-                        f"aggregation group {group.name!r}, key {k!r}: a tile of {a.output_name!r} is not in the "
+                        f"aggregation group {group.name!r}, key {k!r}: a tile of {name!r} is not in the "
                         f"fold script's format ({exc}); wipe and rebuild the group", group=group.name,
                         record_id=k) from exc
             if value is not None:
-                record[a.output_name] = value
+                record[name] = value
         return record
 
 
@@ -325,7 +329,7 @@ def _gather(fields: Sequence[str], raw: dict[str, bytes | None], parsed: dict[st
 
 
 def _numeric_tile(state: State, raw: bytes) -> NumericTile:
-    parts = raw.decode().split(" ")
+    parts = raw.split(b" ")  # int() and float() read ASCII bytes as they read text
     if state.kind == KIND_COUNT:
         return NumericTile(int(parts[0]))
     if state.kind == KIND_INTEGRAL:
