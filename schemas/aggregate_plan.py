@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -97,14 +98,19 @@ class FoldPlan:
 
     def event_arg(self, message: PutMessage, partition: int, offset: int) -> bytes:
         """One event's ARGV entry of the fold script (documented at the top of the script)."""
-        et = message.event_time_ns
+        record = message.record
+        return self.event_arg_of(message.event_time_ns, partition, offset, [record.get(s.feature) for s in self.states])
+
+    def event_arg_of(self, et: int, partition: int, offset: int, values: Sequence[Any]) -> bytes:
+        """The ARGV entry of an event at ``et`` whose aggregated values are ``values`` (one per state,
+        in :attr:`states` order; None: null). The one builder for messages and for Arrow columns
+        (``sinks/online/aggregate_columns.py``), so both give the same bytes."""
         lateness = self.group.aggregation.lateness_ns  # type: ignore[union-attr]
-        tiles, keep, values, squares = [], [], [], []
+        tiles, keep, texts, squares = [], [], [], []
         for lv in self.levels:
             tiles.append(str(tile_index(lv, et)))
             keep.append("0" if lv is Level.LIFETIME else str(keep_from(lv, et, self.retention[lv])))
-        for s in self.states:
-            v = message.record.get(s.feature)
+        for s, v in zip(self.states, values, strict=True):
             text, square = "", ""
             if v is not None:
                 if s.kind == KIND_INTEGRAL:
@@ -117,9 +123,18 @@ class FoldPlan:
                     text = orjson.dumps(v).decode()
                 else:  # distinct: the value's canonical text (the offline side hashes the same text)
                     text = distinct_text(v)
-            values.append(text)
+            texts.append(text)
             squares.append(square)
-        return orjson.dumps([str(partition), str(offset), str(et), str(et + lateness), tiles, keep, values, squares])
+        return orjson.dumps([str(partition), str(offset), str(et), str(et + lateness), tiles, keep, texts, squares])
+
+    def folds_from_columns(self) -> bool:
+        """Whether Arrow columns hold every value this group folds exactly as the message does.
+        They do, but for one case: a Fractional event-time feature that last_n or distinct takes is
+        a double in the columns where the message may hold the integer it was given (kept as given:
+        ``schemas/batch.py``), and those two functions keep the value's text, not its number."""
+        et = self.group.event_time_name
+        return not (self.feature_types.get(et) is ScalarType.FRACTIONAL and
+                    any(s.feature == et and s.kind in (KIND_LAST, KIND_DISTINCT) for s in self.states))
 
     # ------------------------------------------------------------------ reads
 

@@ -34,6 +34,7 @@ from streams.group_view import GroupView
 from streams.kafka_client import KafkaTarget, confluent_conf
 from streams.offline.applier import OfflineApplier
 from streams.online.applier import make_online_applier
+from streams.online.engine import OnlineSink
 from streams.publisher import TopicMissingError
 from streams.route import RawMessage, raw_from_confluent
 
@@ -142,9 +143,16 @@ def replay_topic(bootstrap: KafkaTarget, topic: str, apply_batch: Callable[[list
 
 
 # -- online ------------------------------------------------------------------------------------
+# An aggregation replay folds each key's events of a batch in one script call, whose fixed cost
+# (decoding its config, reading the key's tile marks) is paid once for them all: with 10,000 keys,
+# Redis spent 32.5 CPU-µs an event at 2,000 events a batch and 27.2 at 20,000 (measured here).
+# 20,000 source events of ~150 bytes are ~3 MB, judged and folded per batch.
+AGGREGATE_REPLAY_BATCH = 20_000
+
+
 def replay_online(bootstrap: KafkaTarget, redis_url: str, prefix: str, group: FeatureGroup, *,
                   offline_uri: str | None = None, from_ms: int | None = None, to_ms: int | None = None,
-                  progress: bool = True,
+                  progress: bool = True, batch_size: int | None = None,
                   start_at: Callable[[dict[int, int], dict[int, int]], Mapping[int, int]] | None = None
                   ) -> ReplayResult:
     """Re-apply ``group``'s topic to the online store; write-if-newer makes it idempotent.
@@ -153,6 +161,9 @@ def replay_online(bootstrap: KafkaTarget, redis_url: str, prefix: str, group: Fe
     records and other aggregation groups are left alone), in the fold's backfill lane: it folds
     only what the live processor did not, so a replay beside it never counts an event twice
     (sinks/online/aggregate_fold.lua, "Two lanes")."""
+    started = time.perf_counter()
+    if batch_size is None:
+        batch_size = AGGREGATE_REPLAY_BATCH if group.aggregation is not None else 2000
     applier = make_online_applier(bootstrap, redis_url, prefix, offline_uri=offline_uri, stage="replay-online")
     topic = group_topic(prefix, group.aggregation.source if group.aggregation is not None else group.name)
     if group.aggregation is not None:
@@ -160,10 +171,16 @@ def replay_online(bootstrap: KafkaTarget, redis_url: str, prefix: str, group: Fe
         full = applier.groups
         applier.groups = GroupView(lambda: _only_aggregation(full.all(), group))
         _only_aggregation(full.all(), group)  # a clear error now if the source is gone
+    # Through the processor's sink: judging batch n+1 overlaps Redis applying batch n.
+    sink = OnlineSink(applier)
     try:
-        return replay_topic(bootstrap, topic, applier, from_ms=from_ms, to_ms=to_ms,
-                            progress=progress, start_at=start_at)
+        result = replay_topic(bootstrap, topic, sink.add, from_ms=from_ms, to_ms=to_ms,
+                              progress=progress, start_at=start_at, batch_size=batch_size)
+        sink.flush_many([])  # the last batch confirmed (or its failure raised) before we say done
+        result.seconds = time.perf_counter() - started
+        return result
     finally:
+        sink.close()
         applier.store.close()
         applier.deadletters.publisher.close()
 

@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME
 
+from schemas.aggregate_plan import FoldPlan
 from schemas.batch import BatchColumns, decode_batch
 from schemas.errors import RecordValidationError, WireFormatError
 from schemas.group import FeatureGroup
@@ -175,17 +176,20 @@ class GroupRows:
 
 @dataclass
 class RoutedColumns(Routed):
-    """A batch routed the batch way: ``work`` holds only what went the per-record way."""
+    """A batch routed the batch way: ``work`` holds only what went the per-record way, and so does
+    ``sources``; ``source_rows`` holds, per source of aggregation groups, every row (put or delete,
+    whatever its target stores) that the columns proved."""
 
     rows: dict[str, GroupRows] = field(default_factory=dict)
+    source_rows: dict[str, GroupRows] = field(default_factory=dict)
 
 
 # A topic's messages in one batch fewer than this are judged per record. pyarrow's JSON reader costs
 # 0.5-0.9 ms a call however short its input (measured on the development machine, pyarrow 26), so
 # decoding as columns cost 2.8 ms for a batch of 1 and 217 µs a record at 25, against 24-40 µs a record
 # per record; the two cross at about 250 records (bench/prepare_cost.py prints the curve). The live
-# processor's batches are small below a few thousand records/s, and that fixed cost was what kept its
-# publish-to-readable p99 above 100 ms at 5,000/s.
+# processor's batches are small below a few thousand records/s, where that fixed cost made most of
+# its CPU (README, Benchmarks: what bounds freshness at 5,000/s).
 COLUMNS_MIN_ROWS = 256
 
 
@@ -196,10 +200,13 @@ def route_columns(batch: Sequence[RawMessage], groups: Mapping[str, FeatureGroup
 
     Judges exactly as :func:`route`: rows the columns prove valid are counted or selected here;
     every other row takes :func:`_judge`, the per-record judgement, which gives the exact reason.
-    The groups of ``aggregate_sources`` are judged per record whole: the aggregation fold takes
-    their events as messages (``Routed.sources``); so is a topic with fewer than ``columns_from``
+    A group of ``aggregate_sources`` has its proven rows in ``source_rows`` too (the fold builds its
+    events from the columns), unless an aggregation group over it folds a value the columns do not
+    hold as given (``FoldPlan.folds_from_columns``): then it is judged per record whole, and the fold
+    takes its events as messages (``Routed.sources``). So is a topic with fewer than ``columns_from``
     messages in the batch (:data:`COLUMNS_MIN_ROWS`). Poison keeps the batch's order."""
     out = RoutedColumns()
+    per_record = _sources_per_record(groups) if aggregate_sources else frozenset()
     by_topic: dict[str, list[int]] = {}
     for i, raw in enumerate(batch):
         by_topic.setdefault(raw.topic, []).append(i)
@@ -216,7 +223,7 @@ def route_columns(batch: Sequence[RawMessage], groups: Mapping[str, FeatureGroup
                 _judge(raw, name, None, out, store=store, final=final)
                 poison_at.append(i)
             continue
-        if name in aggregate_sources or len(idx) < columns_from:
+        if name in per_record or len(idx) < columns_from:
             for i, raw in zip(idx, raws, strict=True):
                 before = len(out.poison)
                 _judge(raw, name, group, out, store=store, final=final, aggregate_sources=aggregate_sources)
@@ -226,9 +233,12 @@ def route_columns(batch: Sequence[RawMessage], groups: Mapping[str, FeatureGroup
         cols = decode_batch(group, list(map(_KEY, raws)), list(map(_VALUE, raws)), list(map(_HEADERS, raws)))
         for j in np.flatnonzero(~cols.fast):
             before = len(out.poison)
-            _judge(raws[j], name, group, out, store=store, final=final)
+            _judge(raws[j], name, group, out, store=store, final=final, aggregate_sources=aggregate_sources)
             if len(out.poison) > before:
                 poison_at.append(idx[j])
+        if name in aggregate_sources:
+            out.source_rows[name] = _group_rows(group, topic, cols, np.flatnonzero(cols.fast), raws,
+                                                cols.api_invocation_time_ns)
         targets = cols.offline if store == "OfflineStore" else cols.online
         take = cols.fast & targets if _store_enabled(group, store) else np.zeros(len(raws), dtype=bool)
         out.skipped += int(np.count_nonzero(cols.fast & ~take))
@@ -242,13 +252,25 @@ def route_columns(batch: Sequence[RawMessage], groups: Mapping[str, FeatureGroup
             if broker.any():
                 stamped = np.fromiter((r.timestamp_ms for r in chosen), dtype=np.int64, count=len(chosen))
                 api = np.where(broker, stamped * 1_000_000, api)
-        out.rows[name] = GroupRows(group, topic, cols, rows,
-                                   np.fromiter(map(_PARTITION, chosen), dtype=np.int64, count=len(chosen)),
-                                   np.fromiter(map(_OFFSET, chosen), dtype=np.int64, count=len(chosen)), api, raws)
+        out.rows[name] = _group_rows(group, topic, cols, rows, raws, api)
     if len(poison_at) == len(out.poison) and poison_at != sorted(poison_at):
         order = sorted(range(len(poison_at)), key=poison_at.__getitem__)
         out.poison = [out.poison[k] for k in order]
     return out
+
+
+def _group_rows(group: FeatureGroup, topic: str, cols: BatchColumns, rows: np.ndarray, raws: Sequence[RawMessage],
+                api: np.ndarray) -> GroupRows:
+    chosen = [raws[j] for j in rows]
+    return GroupRows(group, topic, cols, rows,
+                     np.fromiter(map(_PARTITION, chosen), dtype=np.int64, count=len(chosen)),
+                     np.fromiter(map(_OFFSET, chosen), dtype=np.int64, count=len(chosen)), api, raws)
+
+
+def _sources_per_record(groups: Mapping[str, FeatureGroup]) -> frozenset[str]:
+    """Sources with an aggregation group that must fold their events from messages."""
+    return frozenset(g.aggregation.source for g in groups.values()
+                     if g.aggregation is not None and not FoldPlan.of(g).folds_from_columns())
 
 
 _KEY, _VALUE, _HEADERS = attrgetter("key"), attrgetter("value"), attrgetter("headers")

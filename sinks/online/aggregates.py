@@ -52,6 +52,7 @@ from schemas.messages import Message
 from schemas.names import aggregate_key, online_key_pattern
 from schemas.tiles import MINUTE_NS
 from schemas.types import ScalarType
+from sinks.online.aggregate_columns import FoldEvent, message_fold_events
 from sinks.online.connect import RedisClient
 from sinks.online.errors import CorruptRecordError
 from sinks.online.lua import load_script
@@ -224,49 +225,57 @@ class AggregateStore:
         """Fold source messages ``(message, partition, offset)`` (each partition's in offset order).
         ``backfill``: in the backfill lane (a replay or rebuild beside the live processor): it folds
         only what the live lane did not (aggregate_fold.lua, "Two lanes")."""
+        return self.fold_events(group, message_fold_events(self.plan(group), list(items)), backfill=backfill)
+
+    def fold_events(self, group: FeatureGroup, events: Sequence[FoldEvent], *, backfill: bool = False) -> FoldResult:
+        """Fold ``events`` (built from messages or from a batch's columns: ``aggregate_columns.py``;
+        each partition's in offset order). ``FoldResult.late`` indexes ``events``."""
         plan = self.plan(group)
         result = FoldResult()
         by_key: dict[str, list[tuple[int, bytes]]] = {}
-        for i, (message, partition, offset) in enumerate(items):
-            k = plan.key_of(message)
+        for i, event in enumerate(events):
+            k = event.key
             if k is None:
                 result.add("ignored")
                 continue
-            by_key.setdefault(k, []).append((i, plan.event_arg(message, partition, offset)))  # type: ignore[arg-type]
+            found = by_key.get(k)
+            if found is None:
+                by_key[k] = [(i, event.arg)]
+            else:
+                found.append((i, event.arg))
         if not by_key:
             return result
         config = plan.config_arg(backfill=backfill)
-        calls = [(k, events[j:j + EVENTS_PER_CALL]) for k, events in by_key.items()
-                 for j in range(0, len(events), EVENTS_PER_CALL)]
+        calls = [(k, mine[j:j + EVENTS_PER_CALL]) for k, mine in by_key.items()
+                 for j in range(0, len(mine), EVENTS_PER_CALL)]
         for _attempt in range(2):
             pipe = self._client.pipeline(transaction=False)
-            for k, events in calls:
+            for k, chunk in calls:
                 pipe.execute_command("EVALSHA", self._sha, 1, aggregate_key(self._prefix, group.name, k), config,
-                                     *(arg for _i, arg in events))
-            with self._service(f"fold {len(items)} events into aggregation group {group.name!r}"):
+                                     *(arg for _i, arg in chunk))
+            with self._service(f"fold {len(events)} events into aggregation group {group.name!r}"):
                 replies = pipe.execute(raise_on_error=False)
             retry = []
-            for (k, events), reply in zip(calls, replies, strict=True):
+            for (k, chunk), reply in zip(calls, replies, strict=True):
                 if isinstance(reply, NoScriptError):
-                    retry.append((k, events))
+                    retry.append((k, chunk))
                     continue
                 if isinstance(reply, Exception):
                     raise ServiceUnavailableError(f"{self._where} failed folding events of key {k!r} into "
                                                   f"aggregation group {group.name!r}: {reply}") from reply
-                for (i, _arg), code, detail in zip(events, reply[0::2], reply[1::2], strict=True):
+                for (i, _arg), code, detail in zip(chunk, reply[0::2], reply[1::2], strict=True):
                     if code == FOLDED:
                         result.add("folded")
                     elif code == DUPLICATE:
                         result.add("duplicate")
                     else:
                         result.add("late")
-                        message = items[i][0]
                         latest = int(detail)
                         result.late.append((i, (
                             f"aggregation group {group.name!r}, key {k!r}: event time "
-                            f"{format_iso(message.event_time_ns)} is more than the allowed lateness "
+                            f"{format_iso(events[i].event_time_ns)} is more than the allowed lateness "
                             f"({group.aggregation.lateness_ns // 1_000_000_000} s) behind the latest event time "  # type: ignore[union-attr]
-                            f"{format_iso(latest)} of this key in partition {items[i][1]}; not counted")))
+                            f"{format_iso(latest)} of this key in partition {events[i].partition}; not counted")))
             if not retry:
                 return result
             with self._service("load the aggregate_fold script"):

@@ -28,7 +28,7 @@ from streams.freshness import FRESHNESS, BucketCounts, count_batch
 from streams.group_view import GroupView
 from streams.kafka_client import KafkaTarget
 from streams.metrics import ONLINE_METRICS
-from streams.online.aggregate_step import AggregateStep
+from streams.online.aggregate_step import AggregateStep, GroupFold
 from streams.publisher import Publisher
 from streams.registry import Registry
 from streams.route import COLUMNS_MIN_ROWS, GroupRows, Poison, RawMessage, route_batch_columns
@@ -88,7 +88,9 @@ class OnlineApplier:
         for name in dict.fromkeys([*routed.rows, *routed.work]):
             writes.append(self._group_calls(groups[name], routed.rows.get(name), routed.work.get(name, []), now,
                                             by_coords))
-        return PreparedBatch(batch, groups, writes, list(routed.poison), routed.sources, routed.skipped,
+        folds = self.aggregate.prepare(routed.sources, routed.source_rows, groups) \
+            if routed.sources or routed.source_rows else []
+        return PreparedBatch(batch, groups, writes, list(routed.poison), folds, routed.skipped,
                              time.perf_counter() - started)
 
     def _group_calls(self, group: FeatureGroup, proven: GroupRows | None, slow: list[tuple[Message, int, int]],
@@ -169,8 +171,8 @@ class OnlineApplier:
                         log.warning("%s: record %r at %s/%d/%d not applied: %s", name, rid, topic, raw.partition,
                                     raw.offset, reason)
                         poison.append(Poison(raw, reason))
-        if prepared.sources:  # sources of aggregation groups: fold their events (aggregate_step.py)
-            counts, late = self.aggregate(prepared.sources, prepared.groups, prepared.batch)
+        if prepared.folds:  # sources of aggregation groups: fold their events (aggregate_step.py)
+            counts, late = self.aggregate.fold(prepared.folds, prepared.batch)
             for key, n in counts.items():
                 summary.records[key] = summary.records.get(key, 0) + n
             poison += late
@@ -202,7 +204,7 @@ class PreparedBatch:
     groups: Mapping[str, FeatureGroup]
     writes: list[GroupWrites]
     poison: list[Poison]
-    sources: Mapping[str, list[tuple[Message, int, int]]]
+    folds: list[GroupFold]  # each aggregation group's events of the batch, ready to fold
     skipped: int
     seconds: float
 
