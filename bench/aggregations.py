@@ -43,6 +43,7 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 import argparse
+import os
 import random
 import tempfile
 import threading
@@ -52,7 +53,7 @@ from typing import Any
 
 import redis
 
-from bench._common import load_average, percentile, process_cpu, unique_name
+from bench._common import broker_pid, load_average, percentile, process_cpu, unique_name
 from bench.online import Processor
 from featurestream.config import Config
 from featurestream.sdk import FeatureStore
@@ -241,14 +242,35 @@ def backfill(config: Config, args: argparse.Namespace) -> None:
                                        "amount": round(rng.uniform(0, 500), 2)})
     fs.publisher.flush()
     agg = fs.create_aggregation_group("tx-stats", src.name, "card_id", READ_FEATURES, backfill=False)
+    client = redis.Redis.from_url(config.require("redis_url"))
+    kpid = broker_pid(config.state_dir)
+
+    def cpu() -> tuple[float, float, float]:
+        """CPU seconds so far: this process (the replay, all threads), Redis, the Kafka broker."""
+        info = client.info("cpu")
+        return (process_cpu(os.getpid()), info["used_cpu_user"] + info["used_cpu_sys"],
+                process_cpu(kpid) if kpid else 0.0)
+
+    def replay(group: FeatureGroup) -> tuple[Any, str]:
+        before = cpu()
+        done = replay_online(cfg.kafka(), cfg.require("redis_url"), prefix, group, progress=False)
+        used = [(b - a) * 1e6 / max(1, done.records) for a, b in zip(before, cpu(), strict=True)]
+        split = (f"CPU-µs per event: replay {used[0]:.1f}, Redis {used[1]:.1f}, Kafka "
+                 f"{used[2]:.1f}{'' if kpid else ' (broker pid unknown)'}, total {sum(used):.1f}: "
+                 f"{2e6 / sum(used):,.0f} events/s if all of it ran on this machine's 2 cores")
+        return done, split
+
     try:
         cfg = fs.config
-        ours = replay_online(cfg.kafka(), cfg.require("redis_url"), prefix, agg, progress=False)
-        base_run = replay_online(cfg.kafka(), cfg.require("redis_url"), prefix, src, progress=False)
+        ours, ours_cpu = replay(agg)
+        base_run, base_cpu = replay(src)
         print(f"RESULT (d) backfill    {ours.records:,} events into a new aggregation group (15 aggregates) "
               f"{ours.records / ours.seconds:,.0f} events/s ({ours.seconds:.1f} s)   replay of the same topic "
               f"into the latest-value path {base_run.records / base_run.seconds:,.0f} events/s")
+        print(f"           (d) aggregation group: {ours_cpu}")
+        print(f"           (d) latest-value path: {base_cpu}")
     finally:
+        client.close()
         for name in (agg.name, src.name):
             try:
                 fs.delete_feature_group(name, purge=True)
