@@ -128,13 +128,7 @@ class FoldPlan:
         return orjson.dumps([str(partition), str(offset), str(et), str(et + lateness), tiles, keep, texts, squares])
 
     def folds_from_columns(self) -> bool:
-        """Whether Arrow columns hold every value this group folds exactly as the message does.
-        They do, but for one case: a Fractional event-time feature that last_n or distinct takes is
-        a double in the columns where the message may hold the integer it was given (kept as given:
-        ``schemas/batch.py``), and those two functions keep the value's text, not its number."""
-        et = self.group.event_time_name
-        return not (self.feature_types.get(et) is ScalarType.FRACTIONAL and
-                    any(s.feature == et and s.kind in (KIND_LAST, KIND_DISTINCT) for s in self.states))
+        return folds_from_columns(self.group)
 
     # ------------------------------------------------------------------ reads
 
@@ -164,6 +158,18 @@ class FoldPlan:
             return list(spec.aggregates)
         wanted = set(names)
         return [a for a in spec.aggregates if a.output_name in wanted]
+
+
+def folds_from_columns(group: FeatureGroup) -> bool:
+    """Whether Arrow columns hold every value aggregation ``group`` folds exactly as the message does.
+    They do, but for one case: a Fractional event-time feature that last_n or distinct takes is a
+    double in the columns where the message may hold the integer it was given (kept as given:
+    ``schemas/batch.py``), and those two functions keep the value's text, not its number. Read from
+    the definition alone: routing asks it for every batch."""
+    spec = group.aggregation
+    et = group.event_time_name
+    return spec is None or spec.types.get(et) != ScalarType.FRACTIONAL.value or not any(
+        a.feature == et and a.function in (Function.LAST_N, Function.DISTINCT) for a in spec.aggregates)
 
 
 def field_name(state: State, level: Level, index: int) -> str:

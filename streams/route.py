@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME
 
-from schemas.aggregate_plan import FoldPlan
+from schemas.aggregate_plan import folds_from_columns
 from schemas.batch import BatchColumns, decode_batch
 from schemas.errors import RecordValidationError, WireFormatError
 from schemas.group import FeatureGroup
@@ -237,8 +237,8 @@ def route_columns(batch: Sequence[RawMessage], groups: Mapping[str, FeatureGroup
             if len(out.poison) > before:
                 poison_at.append(idx[j])
         if name in aggregate_sources:
-            out.source_rows[name] = _group_rows(group, topic, cols, np.flatnonzero(cols.fast), raws,
-                                                cols.api_invocation_time_ns)
+            proven = np.flatnonzero(cols.fast)
+            out.source_rows[name] = _group_rows(group, topic, cols, proven, raws, cols.api_invocation_time_ns[proven])
         targets = cols.offline if store == "OfflineStore" else cols.online
         take = cols.fast & targets if _store_enabled(group, store) else np.zeros(len(raws), dtype=bool)
         out.skipped += int(np.count_nonzero(cols.fast & ~take))
@@ -270,7 +270,7 @@ def _group_rows(group: FeatureGroup, topic: str, cols: BatchColumns, rows: np.nd
 def _sources_per_record(groups: Mapping[str, FeatureGroup]) -> frozenset[str]:
     """Sources with an aggregation group that must fold their events from messages."""
     return frozenset(g.aggregation.source for g in groups.values()
-                     if g.aggregation is not None and not FoldPlan.of(g).folds_from_columns())
+                     if g.aggregation is not None and not folds_from_columns(g))
 
 
 _KEY, _VALUE, _HEADERS = attrgetter("key"), attrgetter("value"), attrgetter("headers")
