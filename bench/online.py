@@ -17,7 +17,8 @@
 Each phase uses its own topic prefix, so the processor always starts in a fresh consumer group
 (`<prefix>-online`) and other processors on the same stack never see the benchmark's topics.
 --engines confluent,faust (the default) measures both processor engines side by side, each in
-(a) and (b); BENCH_APPLY_IN_THREAD=1 runs the faust engine with --apply-in-thread (one process).
+(a) and (b); BENCH_APPLY_IN_THREAD=1 runs the faust engine with --apply-in-thread (one process), and
+BENCH_FETCH_WAIT_MS=N the confluent engine with --fetch-wait-ms N (0: librdkafka's fetch defaults).
 Everything is bounded in count and time and talks to loopback endpoints from Config.from_env():
 
   eval "$(.venv/bin/featurestream up)"
@@ -36,6 +37,7 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 import argparse
+import gc
 import os
 import random
 import re
@@ -101,7 +103,8 @@ class Processor:
         self.proc = subprocess.Popen(
             [*cmd, "process", "--engine", engine, "--metrics-port", str(self.port), "--batch-size", str(batch_size),
              "--batch-wait-ms", os.environ.get("BENCH_BATCH_WAIT_MS", "5"), "--log-level", "warning",
-             *(["--apply-in-thread"] if os.environ.get("BENCH_APPLY_IN_THREAD") else [])],
+             *(["--apply-in-thread"] if os.environ.get("BENCH_APPLY_IN_THREAD") else []),
+             *(["--fetch-wait-ms", os.environ["BENCH_FETCH_WAIT_MS"]] if os.environ.get("BENCH_FETCH_WAIT_MS") else [])],
             env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=str(Path(__file__).resolve().parents[1]))
 
     def records_seen(self, group: str) -> int | None:
@@ -342,7 +345,8 @@ def freshness(config: Config, args: argparse.Namespace, redis_client: Any, log_d
               flush=True)
         ids = 10_000
         group = fs.describe_feature_group(GROUP)
-        # 2031-01-01T00:01:00Z: newer than the warm-up record
+        warm_up(fs, proc, group, args, ids, redis_client)
+        # 2031-01-01T00:01:00Z: newer than the readiness record and the warm-up load
         run = steady_load(fs, proc, group, args.rate, args.steady_seconds, 1_924_992_060 * 10**9, ids, redis_client)
         total, elapsed, lat, lost, rss = run.total, run.elapsed, run.latencies, run.lost, run.rss
         rss_start = rss[0]
@@ -351,7 +355,7 @@ def freshness(config: Config, args: argparse.Namespace, redis_client: Any, log_d
               f"p50 {p50:.1f} ms  p99 {p99:.1f} ms  max {lat[-1] if lat else float('nan'):.1f} ms over {len(lat):,} "
               f"samples{f', {lost} not readable within 10 s' if lost else ''} (goal p99 <= 100 ms: "
               f"{'met' if p99 <= 100 else 'missed'})")
-        print(f"           (b) {run.cpu_split()}")
+        print(f"           (b) {run.cpu_split()}; {run.generator_gc_line()}")
         if run.acked:
             print(f"           (b) of which publish to acknowledged by the broker: p50 {percentile(run.acked, 50):.1f} ms  "
                   f"p99 {percentile(run.acked, 99):.1f} ms")
@@ -363,6 +367,23 @@ def freshness(config: Config, args: argparse.Namespace, redis_client: Any, log_d
     finally:
         proc.stop()
         teardown(fs, redis_client, prefix)
+
+
+def warm_up(fs: FeatureStore, proc: Processor, group: Any, args: argparse.Namespace, ids: int,
+            redis_client: Any) -> None:
+    """A steady load of ``--warmup-seconds`` at ``--rate`` before the one measured, not counted.
+
+    Each run publishes to a topic created moments before, into a broker that may have just started.
+    The first seconds of such a load stall more than the rest (2026-12-03: warm-up p99 388 ms and
+    publish-to-acknowledged p99 169 ms on a broker started minutes before, against 24-56 ms and
+    6-18 ms in later warm-ups), which measures a JVM's and a new topic's start, not a steady rate.
+    Event times 2031-01-01T00:00:10Z on: after the readiness record, before the measured load."""
+    if args.warmup_seconds <= 0:
+        return
+    run = steady_load(fs, proc, group, args.rate, args.warmup_seconds, 1_924_992_010 * 10**9, ids, redis_client)
+    print(f"  warm-up (not counted): {args.warmup_seconds:.0f} s at {run.total / run.elapsed:,.0f}/s, "
+          f"p99 {percentile(run.latencies, 99):.1f} ms, publish to acknowledged p99 "
+          f"{percentile(run.acked, 99) if run.acked else float('nan'):.1f} ms", flush=True)
 
 
 def wait_serving(fs: FeatureStore, proc: Processor, timeout_s: float) -> None:
@@ -392,10 +413,43 @@ class SteadyRun:
     rss: list[float]
     cores: dict[str, float]  # cores busy during the load, per process (from /proc; Redis from INFO)
     acked: list[float]  # sorted publish-to-acknowledged latencies (ms) of the samples: the broker's share
+    generator_gc: list[float]  # the load generator's own full (generation-2) GC passes during the load, ms
 
     def cpu_split(self) -> str:
         parts = ", ".join(f"{name} {v:.2f}" for name, v in self.cores.items())
         return f"cores busy: {parts}; {sum(self.cores.values()):.2f} of {os.cpu_count()}"
+
+    def generator_gc_line(self) -> str:
+        worst = f", longest {max(self.generator_gc):.0f} ms" if self.generator_gc else ""
+        return f"the load generator's own full GC passes during the load: {len(self.generator_gc)}{worst}"
+
+
+class FullGcPauses:
+    """Times this process's generation-2 garbage-collector passes while active.
+
+    The load generator and the latency reader share one process, so a full pass there stalls
+    the reader and the publisher and shows as latency of the system under test. Measured
+    2026-12-03 before the heap was frozen: 13 full passes in one 20 s load at 5,000/s, the
+    longest 326 ms, which was the "periodic stall" behind the 263-398 ms maxima."""
+
+    def __init__(self) -> None:
+        self.pauses: list[float] = []
+        self._started = 0.0
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses.append((time.perf_counter() - self._started) * 1000)
+
+    def start(self) -> FullGcPauses:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def stop(self) -> None:
+        gc.callbacks.remove(self._callback)
 
 
 def steady_load(fs: FeatureStore, proc: Processor, group: Any, rate: int, seconds: float, event_base_ns: int,
@@ -453,6 +507,11 @@ def steady_load(fs: FeatureStore, proc: Processor, group: Any, rate: int, second
         encoded.append(encode(validator.validate(rec, api_invocation_time_ns=int(_SENT_PLACEHOLDER))))
         if _SENT_PLACEHOLDER not in encoded[-1][1]:
             raise AssertionError("the placeholder did not survive encoding")
+    # The pre-encoded records (and everything else alive now) leave the collector's sight for the
+    # load, as the processor's do after start-up (streams.gc_tuning): otherwise the generator's
+    # own full GC passes over them stall its reader and publisher (FullGcPauses).
+    gc.collect()
+    gc.freeze()
     stop_deadline = [float("inf")]
     thread = threading.Thread(target=reader, daemon=True)
     thread.start()
@@ -470,8 +529,18 @@ def steady_load(fs: FeatureStore, proc: Processor, group: Any, rate: int, second
 
     cpu0 = cpu_now()
     acked: list[float] = []
-    futures = []
+    # Delivery is counted in callbacks rather than by keeping every Future: 100k Futures alive to
+    # the end of a load were what the generator's full GC passes walked (FullGcPauses).
+    delivered = [0]
+    failed: list[BaseException] = []
+
+    def count(f: Any) -> None:
+        if f.exception() is not None:
+            failed.append(f.exception())
+        delivered[0] += 1
+
     sampled = 0
+    gc_pauses = FullGcPauses().start()
     t0 = time.perf_counter()
     give_up = t0 + seconds * 1.5 + 5  # bounded even if we cannot keep the rate
     next_rss = t0 + 1.0
@@ -493,27 +562,35 @@ def steady_load(fs: FeatureStore, proc: Processor, group: Any, rate: int, second
         sent = time.time_ns()
         stamp = str(sent).encode()
         # The send time goes into the pre-encoded message: same length as the placeholder.
-        futures.append(publish(topic, key, value.replace(_SENT_PLACEHOLDER, stamp),
-                               [(n, stamp if v == _SENT_PLACEHOLDER else v) for n, v in headers]))
+        future = publish(topic, key, value.replace(_SENT_PLACEHOLDER, stamp),
+                         [(n, stamp if v == _SENT_PLACEHOLDER else v) for n, v in headers])
+        future.add_done_callback(count)
         if k % sample_every == 0:
             sampled += 1
             with lock:
                 pending.append((f"c{k % ids}", sent))
             # the broker's share of the latency: publish to acknowledged (delivery report seen)
-            futures[-1].add_done_callback(lambda _f, sent=sent: acked.append((time.time_ns() - sent) / 1e6))
+            future.add_done_callback(lambda _f, sent=sent: acked.append((time.time_ns() - sent) / 1e6))
     elapsed = time.perf_counter() - t0
     cpu1 = cpu_now()
-    for f in futures:
-        f.result(timeout=60)
+    fs.publisher.flush(60)
+    reported_by = time.monotonic() + 10  # the poller thread may still be running the last callbacks
+    while delivered[0] < total and time.monotonic() < reported_by:
+        time.sleep(0.01)
+    if failed or delivered[0] != total:
+        raise RuntimeError(f"{len(failed)} of {total:,} records failed and {total - delivered[0]:,} were not "
+                           f"reported; first error: {failed[0] if failed else None}")
     stop_deadline[0] = time.monotonic() + 15
     stop.set()
     thread.join(timeout=20)
+    gc_pauses.stop()
+    gc.unfreeze()
     rss.append(proc.rss_mb())
     lat = sorted(latencies)
     # samples taken (not total // sample_every: one more when sample_every does not divide total,
     # which made every rate but a few "lose" -1 samples and fail the search)
     return SteadyRun(total, elapsed, lat, sampled - len(lat), rss,
-                     {name: (cpu1[name] - cpu0[name]) / elapsed for name in cpu0}, sorted(acked))
+                     {name: (cpu1[name] - cpu0[name]) / elapsed for name in cpu0}, sorted(acked), gc_pauses.pauses)
 
 
 # -- (b2) the highest steady rate with p99 <= 100 ms -------------------------------------------
@@ -529,6 +606,7 @@ def rate_search(config: Config, args: argparse.Namespace, redis_client: Any, log
     try:
         wait_serving(fs, proc, args.timeout)
         group = fs.describe_feature_group(GROUP)
+        warm_up(fs, proc, group, args, 10_000, redis_client)
         base = 1_924_992_060 * 10**9
         steps: list[str] = []
         good, bad = 0, 0
@@ -622,6 +700,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", type=int, default=3)
     parser.add_argument("--rate", type=int, default=5000, help="steady publish rate for freshness/memory")
     parser.add_argument("--steady-seconds", type=float, default=60.0, help="duration of the steady load")
+    parser.add_argument("--warmup-seconds", type=float, default=5.0,
+                        help="(b, b2) a steady load at --rate before the measured ones, not counted (0-40 s): "
+                             "the broker's JVM warms up")
     parser.add_argument("--reads", type=int, default=20_000, help="get_record/HGETALL calls per round")
     parser.add_argument("--timeout", type=float, default=300.0, help="bound on any one phase, seconds")
     parser.add_argument("--switch-interval", type=float, default=None,
@@ -637,6 +718,8 @@ def main(argv: list[str] | None = None) -> int:
     args.engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     if not args.engines or set(args.engines) - {"confluent", "faust"}:
         parser.error("--engines takes confluent and/or faust")
+    if not 0 <= args.warmup_seconds <= 40:
+        parser.error("--warmup-seconds must be 0 to 40 (its event times fit before the measured load's)")
     if min(args.records, args.runs, args.batch_size, args.rate, args.reads) < 1 or args.steady_seconds <= 0:
         parser.error("counts, rates and durations must be positive")
 

@@ -106,7 +106,11 @@ def subscription_pattern(prefix: str) -> str:
 
 def consumer_config(bootstrap: KafkaTarget, group_id: str, *, metadata_refresh_ms: int = 2000,
                     session_timeout_ms: int = 6000, instance_id: str | None = None,
-                    client_id: str | None = None) -> dict[str, object]:
+                    client_id: str | None = None, fetch_wait_ms: int | None = None,
+                    fetch_min_bytes: int | None = None) -> dict[str, object]:
+    """The consumer settings both pipelines share. ``fetch_wait_ms``/``fetch_min_bytes``: how long the
+    broker may hold a fetch to gather that many bytes (librdkafka's defaults, 500 ms and 1 byte, when
+    None): see ``streams.online.engine.FETCH_WAIT_MS`` for why the online engine sets them."""
     config: dict[str, object] = confluent_conf(bootstrap, {
         "group.id": group_id,
         "enable.auto.commit": False,        # commits only after files are durable
@@ -123,6 +127,10 @@ def consumer_config(bootstrap: KafkaTarget, group_id: str, *, metadata_refresh_m
         "fetch.max.bytes": 52_428_800,
         "log_level": 3,
     })
+    if fetch_wait_ms is not None:
+        config["fetch.wait.max.ms"] = fetch_wait_ms
+    if fetch_min_bytes is not None:
+        config["fetch.min.bytes"] = fetch_min_bytes
     if client_id:
         # Names the worker in the group's member list (streams/client_id.py; `featurestream status`).
         config["client.id"] = client_id

@@ -27,6 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     proc.add_argument("--batch-wait-ms", type=float, default=5.0,
                       help="faust engine: longest wait to fill a batch before applying it (5 ms); the confluent "
                            "engine applies whatever has arrived at once")
+    proc.add_argument("--fetch-wait-ms", type=_milliseconds, default=10,
+                      help="confluent engine: how long the broker may hold a fetch to gather 64 KiB (10 ms). Fewer, "
+                           "larger batches under load (about half the CPU at 5,000 records/s, and the freshness that "
+                           "comes with it), at most this much added latency for a lone record, and 100 fetches a "
+                           "second when idle; 0 keeps librdkafka's defaults (answer at once, 500 ms when idle)")
     proc.add_argument("--apply-in-thread", action="store_true",
                       help="faust engine: apply batches in a thread of this process, not a child process: one core "
                            "and less memory, about 70%% of the throughput (measured 7.4k vs 10.1k records/s)")
@@ -64,6 +69,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     rebuild.set_defaults(func=_rebuild)
 
 
+def _milliseconds(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole milliseconds, got {text!r}") from None
+    if not 0 <= value <= 60_000:
+        raise argparse.ArgumentTypeError(f"expected 0 to 60000 milliseconds, got {value}")
+    return value
+
+
 def _process(args: argparse.Namespace) -> int:
     from featurestream.stack.workers import announce
     from streams.online.worker import run_processor
@@ -77,7 +92,7 @@ def _process(args: argparse.Namespace) -> int:
                   on_metrics_port=lambda port: announce(config.state_dir, "processor", args.metrics_host, port),
                   batch_size=args.batch_size,
                   batch_within_s=args.batch_wait_ms / 1000.0, apply_in_thread=args.apply_in_thread,
-                  log_level=args.log_level)
+                  log_level=args.log_level, fetch_wait_ms=args.fetch_wait_ms)
     return 0
 
 

@@ -21,7 +21,7 @@ from streams.lag import committed_offsets
 from streams.metrics_server import serve_metrics
 from streams.online.aggregate_step import online_input_groups
 from streams.online.applier import ApplySummary, make_online_applier
-from streams.online.engine import online_group_id, run_engine
+from streams.online.engine import FETCH_WAIT_MS, online_group_id, run_engine
 from streams.online.healer import OnlineHealer
 from streams.registry import Registry
 from streams.route import RawMessage
@@ -33,7 +33,7 @@ def run_processor(bootstrap: KafkaTarget, redis_url: str, prefix: str, *, engine
                   offline_uri: str | None = None, metrics_port: int | None = None, metrics_host: str = "127.0.0.1",
                   on_metrics_port: Callable[[int], None] | None = None, batch_size: int = 1000,
                   batch_within_s: float = 0.005, apply_in_thread: bool = False, log_level: str = "info",
-                  heal_every_s: float = 2.0) -> None:
+                  heal_every_s: float = 2.0, fetch_wait_ms: int = FETCH_WAIT_MS) -> None:
     """Run the online processor until interrupted, with ``engine`` "confluent" (engine.py) or
     "faust" (faust_app.py). Offsets are committed only after Redis has applied their records.
 
@@ -65,7 +65,7 @@ def run_processor(bootstrap: KafkaTarget, redis_url: str, prefix: str, *, engine
             logging.basicConfig(level=log_level.upper(), format="[%(asctime)s] [%(process)d] [%(levelname)s] "
                                 "%(name)s: %(message)s")
             applier = make_online_applier(bootstrap, redis_url, prefix, offline_uri=offline_uri)
-            run_engine(bootstrap, prefix, applier, batch_size=batch_size, health=health)
+            run_engine(bootstrap, prefix, applier, batch_size=batch_size, health=health, fetch_wait_ms=fetch_wait_ms)
         else:
             _run_faust(bootstrap, redis_url, prefix, registry, groups, health, offline_uri=offline_uri,
                        batch_size=batch_size, batch_within_s=batch_within_s, apply_in_thread=apply_in_thread,

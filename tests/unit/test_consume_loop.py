@@ -181,6 +181,31 @@ def test_config_never_auto_commits_and_starts_at_earliest() -> None:
     assert "group.instance.id" not in consumer_config("b", "g")
 
 
+def test_fetch_batching_is_opt_in() -> None:
+    """The sink keeps librdkafka's fetch defaults; the online engine asks the broker to gather."""
+    plain = consumer_config("b", "g")
+    assert "fetch.wait.max.ms" not in plain and "fetch.min.bytes" not in plain
+    held = consumer_config("b", "g", fetch_wait_ms=10, fetch_min_bytes=65_536)
+    assert held["fetch.wait.max.ms"] == 10 and held["fetch.min.bytes"] == 65_536
+
+
+@pytest.mark.parametrize(("flag", "expected"), [(None, 10), ("0", 0), ("25", 25)])
+def test_process_fetch_wait_flag(flag: str | None, expected: int) -> None:
+    from featurestream.cli import build_parser
+
+    args = build_parser().parse_args(["process", *(["--fetch-wait-ms", flag] if flag else [])])
+    assert args.fetch_wait_ms == expected
+
+
+@pytest.mark.parametrize("bad", ["-1", "x", "1.5", "60001"])
+def test_process_fetch_wait_flag_refuses(bad: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from featurestream.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["process", "--fetch-wait-ms", bad])
+    assert "--fetch-wait-ms" in capsys.readouterr().err
+
+
 def test_commits_only_after_flush_and_past_poison() -> None:
     sc, c, s = loop()
     c.batches = [[Msg(T, 0, 0), Msg(T, 0, 1)], [Msg(T, 0, 2), Msg(T, 0, 3, b"poison")]]
