@@ -537,7 +537,8 @@ def steady_load(fs: FeatureStore, proc: Processor, group: Any, rate: int, second
     def count(f: Any) -> None:
         if f.exception() is not None:
             failed.append(f.exception())
-        delivered[0] += 1
+        with lock:  # the publisher reports deliveries on more than one thread
+            delivered[0] += 1
 
     sampled = 0
     gc_pauses = FullGcPauses().start()
