@@ -29,8 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "engine applies whatever has arrived at once")
     proc.add_argument("--fetch-wait-ms", type=_milliseconds, default=10,
                       help="confluent engine: how long the broker may hold a fetch to gather 64 KiB (10 ms). Fewer, "
-                           "larger batches under load (about half the CPU at 5,000 records/s, and the freshness that "
-                           "comes with it), at most this much added latency for a lone record, and 100 fetches a "
+                           "larger batches under load (about a third less CPU for the processor and the broker at "
+                           "5,000 records/s, and the freshness that comes with it), at most this much added latency for a lone record, and 100 fetches a "
                            "second when idle; 0 keeps librdkafka's defaults (answer at once, 500 ms when idle)")
     proc.add_argument("--apply-in-thread", action="store_true",
                       help="faust engine: apply batches in a thread of this process, not a child process: one core "

@@ -40,8 +40,8 @@ log = logging.getLogger("featurestream.online")
 # machine of 2 cores that the load and Redis share. With 10 ms / 64 KiB (bench/online.py (b),
 # 2026-12-03): batches of ~50, processor 0.29-0.38 cores, broker 0.37-0.46, freshness p99 at
 # 5,000/s under 100 ms in 3 runs of 5 (the misses are stalls this does not cause; README, Benchmarks).
-# The price: at most 10 ms more for a lone record, and an idle processor
-# fetches 100 times a second (0.11 of a core for the broker and processor together, against 0.03).
+# The price: at most 10 ms more for a lone record, and an idle processor fetches 100 times a second
+# (0.11 of a core for the broker and processor together, against 0.03).
 # ``featurestream process --fetch-wait-ms 0`` restores librdkafka's defaults.
 FETCH_WAIT_MS = 10
 FETCH_MIN_BYTES = 65_536

@@ -189,12 +189,14 @@ def test_fetch_batching_is_opt_in() -> None:
     assert held["fetch.wait.max.ms"] == 10 and held["fetch.min.bytes"] == 65_536
 
 
-@pytest.mark.parametrize(("flag", "expected"), [(None, 10), ("0", 0), ("25", 25)])
-def test_process_fetch_wait_flag(flag: str | None, expected: int) -> None:
+@pytest.mark.parametrize(("flag", "expected"), [(None, None), ("0", 0), ("25", 25)])
+def test_process_fetch_wait_flag(flag: str | None, expected: int | None) -> None:
     from featurestream.cli import build_parser
+    from streams.online.engine import FETCH_WAIT_MS
 
     args = build_parser().parse_args(["process", *(["--fetch-wait-ms", flag] if flag else [])])
-    assert args.fetch_wait_ms == expected
+    # The CLI's default is the engine's (the CLI keeps the literal to import no engine at start-up).
+    assert args.fetch_wait_ms == (FETCH_WAIT_MS if expected is None else expected)
 
 
 @pytest.mark.parametrize("bad", ["-1", "x", "1.5", "60001"])
