@@ -702,8 +702,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=5000, help="steady publish rate for freshness/memory")
     parser.add_argument("--steady-seconds", type=float, default=60.0, help="duration of the steady load")
     parser.add_argument("--warmup-seconds", type=float, default=5.0,
-                        help="(b, b2) a steady load at --rate before the measured ones, not counted (0-40 s): "
-                             "the broker's JVM warms up")
+                        help="(b, b2) a steady load at --rate before the measured ones, not counted (0-40 s): the "
+                             "first seconds on a new topic and a fresh broker stall more than a steady rate does")
     parser.add_argument("--reads", type=int, default=20_000, help="get_record/HGETALL calls per round")
     parser.add_argument("--timeout", type=float, default=300.0, help="bound on any one phase, seconds")
     parser.add_argument("--switch-interval", type=float, default=None,
