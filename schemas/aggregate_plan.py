@@ -127,9 +127,6 @@ class FoldPlan:
             squares.append(square)
         return orjson.dumps([str(partition), str(offset), str(et), str(et + lateness), tiles, keep, texts, squares])
 
-    def folds_from_columns(self) -> bool:
-        return folds_from_columns(self.group)
-
     # ------------------------------------------------------------------ reads
 
     def state_of(self, agg: Aggregate) -> State:

@@ -202,8 +202,8 @@ def route_columns(batch: Sequence[RawMessage], groups: Mapping[str, FeatureGroup
     every other row takes :func:`_judge`, the per-record judgement, which gives the exact reason.
     A group of ``aggregate_sources`` has its proven rows in ``source_rows`` too (the fold builds its
     events from the columns), unless an aggregation group over it folds a value the columns do not
-    hold as given (``FoldPlan.folds_from_columns``): then it is judged per record whole, and the fold
-    takes its events as messages (``Routed.sources``). So is a topic with fewer than ``columns_from``
+    hold as given (``schemas.aggregate_plan.folds_from_columns``): then it is judged per record
+    whole, and the fold takes its events as messages (``Routed.sources``). So is a topic with fewer than ``columns_from``
     messages in the batch (:data:`COLUMNS_MIN_ROWS`). Poison keeps the batch's order."""
     out = RoutedColumns()
     per_record = _sources_per_record(groups) if aggregate_sources else frozenset()

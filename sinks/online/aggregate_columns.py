@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 import pyarrow as pa
 
-from schemas.aggregate_plan import FoldPlan
+from schemas.aggregate_plan import FoldPlan, folds_from_columns
 from schemas.batch import BatchColumns
 from schemas.messages import Message
 
@@ -49,9 +49,10 @@ def column_fold_events(plan: FoldPlan, cols: BatchColumns, rows: np.ndarray, par
     n = len(rows)
     if n == 0:
         return []
-    if not plan.folds_from_columns():
+    if not folds_from_columns(plan.group):
         raise ValueError(f"aggregation group {plan.group.name!r} folds a value its source's columns do not "
-                         "hold as given (FoldPlan.folds_from_columns): fold its events from the messages")
+                         "hold as given (schemas.aggregate_plan.folds_from_columns): fold its events from the "
+                         "messages")
     take = pa.array(rows, pa.int64())
     record = cols.record
     spec = plan.group.aggregation
