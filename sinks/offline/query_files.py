@@ -187,10 +187,11 @@ def _literal(text: str) -> str:
 
 
 def files_relation_sql(plan: FilePlan, columns: list[tuple[str, str]], from_sql: str, refs: Mapping[int, str],
-                       upper_ns: int | None, lower_ns: int | None) -> str:
+                       upper_ns: int | None, lower_ns: int | None, *, event_time_ns_as: str | None = None) -> str:
     """A parenthesised SELECT over ``from_sql`` (the plan's files, ``refs`` naming the column of
     each field id) with the view's ``columns`` ((quoted SQL name, DuckDB type) in view order) and
-    the rows with ``lower_ns <= event time <= upper_ns``."""
+    the rows with ``lower_ns <= event time <= upper_ns``; ``event_time_ns_as``: plus a last column
+    of that name, the stored event time in ns as it is (no TIMESTAMPTZ_NS round trip)."""
     et_ns = refs[plan.event_time_ns_id]
     selects = []
     for i, ((name, typ), fid) in enumerate(zip(columns, plan.field_ids, strict=True)):
@@ -201,6 +202,8 @@ def files_relation_sql(plan: FilePlan, columns: list[tuple[str, str]], from_sql:
         else:
             value = refs[fid]
         selects.append(f"CAST({value} AS {typ}) AS {name}")
+    if event_time_ns_as is not None:
+        selects.append(f"{et_ns} AS {event_time_ns_as}")
     where = []
     if upper_ns is not None:
         where.append(f"{et_ns} <= {int(upper_ns)}")

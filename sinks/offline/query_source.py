@@ -148,6 +148,8 @@ def quote_ident(name: str) -> str:
 
 
 SCANS = ("duckdb", "pyiceberg")
+# The column ``relation_sql(..., with_event_time_ns=True)`` adds: the exact event time as BIGINT ns.
+EVENT_TIME_NS_COLUMN = "__fs_event_time_ns"
 
 
 class SourceRegistrar:
@@ -183,21 +185,28 @@ class SourceRegistrar:
         return name
 
     def relation_sql(self, source: OfflineSource, upper_ns: int | None = None,
-                     lower_ns: int | None = None) -> str:
-        """A parenthesised SELECT with exactly ``source.schema``'s columns over its rows in bounds."""
+                     lower_ns: int | None = None, *, with_event_time_ns: bool = False) -> str:
+        """A parenthesised SELECT with exactly ``source.schema``'s columns over its rows in bounds;
+        ``with_event_time_ns``: and, last, :data:`EVENT_TIME_NS_COLUMN`, the exact event time in
+        integer nanoseconds. A statement that needs the time only as a number should read that
+        column: the data files hold it as one, and turning it into the view's TIMESTAMPTZ_NS and
+        back costs DuckDB a time-zone conversion per row (~45 ns with ICU, even in UTC)."""
         if self.scan == "duckdb" and source.table is not None and source.snapshot_id is not None:
             from sinks.offline.query_files import NotDirectlyReadable
 
             try:
-                sql = self._files_sql(source, upper_ns, lower_ns)
+                sql = self._files_sql(source, upper_ns, lower_ns, with_event_time_ns)
                 self.reads[source.name] = "duckdb"
                 return sql
             except NotDirectlyReadable as why:
                 log.info("group %r: reading its table through pyiceberg: %s", source.name, why)
         self.reads[source.name] = "pyiceberg"
-        return f"(SELECT * FROM {self._register(source.rows(upper_ns, lower_ns))})"
+        extra = f", epoch_ns({quote_ident(source.event_time_name)}) AS {EVENT_TIME_NS_COLUMN}" \
+            if with_event_time_ns else ""
+        return f"(SELECT *{extra} FROM {self._register(source.rows(upper_ns, lower_ns))})"
 
-    def _files_sql(self, source: OfflineSource, upper_ns: int | None, lower_ns: int | None) -> str:
+    def _files_sql(self, source: OfflineSource, upper_ns: int | None, lower_ns: int | None,
+                   with_event_time_ns: bool) -> str:
         from sinks.offline.query_files import (
             files_relation_sql,
             plan_file_read,
@@ -209,7 +218,8 @@ class SourceRegistrar:
         plan = plan_file_read(source.table, source.snapshot_id, source.row_filter(upper_ns, lower_ns), names,
                               source.event_time_name)
         if not plan.paths:
-            return f"(SELECT * FROM {self._register(source.schema.empty_table())})"
+            extra = f", NULL::BIGINT AS {EVENT_TIME_NS_COLUMN}" if with_event_time_ns else ""
+            return f"(SELECT *{extra} FROM {self._register(source.schema.empty_table())})"
         if plan.on_s3:
             dataset, refs = s3_dataset(plan, source.table.io.properties)
             from_sql = self._register(dataset)
@@ -217,7 +227,8 @@ class SourceRegistrar:
             from_sql, refs = read_parquet_source(plan)
         self._file_groups.update(dict.fromkeys(plan.paths, source.name))
         columns = list(zip([quote_ident(n) for n in names], self._duckdb_types(source.schema), strict=True))
-        return files_relation_sql(plan, columns, from_sql, refs, upper_ns, lower_ns)
+        return files_relation_sql(plan, columns, from_sql, refs, upper_ns, lower_ns,
+                                  event_time_ns_as=EVENT_TIME_NS_COLUMN if with_event_time_ns else None)
 
     def _duckdb_types(self, schema: pa.Schema) -> list[str]:
         """The DuckDB type of each column of ``schema`` as a registered Arrow table has it."""

@@ -17,7 +17,7 @@ import pytest
 
 from sinks.offline.query import OfflineQuery
 from sinks.offline.query_errors import QueryError
-from sinks.offline.query_source import OfflineSource
+from sinks.offline.query_source import EVENT_TIME_NS_COLUMN, OfflineSource
 from tests.support.evolved_table import (
     DAY,
     IDS,
@@ -114,3 +114,21 @@ def test_a_table_with_position_deletes_is_read_through_pyiceberg(tmp_path):
 def test_unknown_scan_is_a_typed_error(tmp_path):
     with pytest.raises(QueryError, match="scan must be one of.*'arrow'"):
         OfflineQuery([], scan="arrow")
+
+
+@pytest.mark.parametrize("scan", ["duckdb", "pyiceberg"])
+def test_the_event_time_ns_column_is_the_exact_event_time_within_the_bounds(tmp_path, scan):
+    # The point-in-time join reads the stored nanoseconds instead of epoch_ns() of the view's
+    # timestamp: the two must be the same numbers, on both read paths, bounds applied exactly.
+    times = [T0 - 1, T0, T0 + 1, T0 + 999, T0 + 1_000, T0 + DAY]
+    rows = [row(f"id{i}", t, i, age=i) for i, t in enumerate(times)]
+    src = make_source(tmp_path, "ns", SCHEMA_V1, rows)
+    with OfflineQuery([src], scan=scan) as q:
+        rel = q.relation_sql("ns", since_ns=T0, as_of_ns=T0 + 999, with_event_time_ns=True)
+        got = q.execute(f"SELECT epoch_ns(event_time) AS a, {EVENT_TIME_NS_COLUMN} AS b FROM {rel} ORDER BY b",
+                        views=False)
+        assert got["b"].type == pa.int64()
+        assert got["a"].to_pylist() == got["b"].to_pylist() == [T0, T0 + 1, T0 + 999]
+        plain = q.execute(f"SELECT * FROM {q.relation_sql('ns')}", views=False)
+        assert EVENT_TIME_NS_COLUMN not in plain.column_names  # only when asked for
+        assert q.reads == {"ns": scan}
