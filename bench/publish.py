@@ -125,9 +125,9 @@ def write_files(group: FeatureGroup, n: int, folder: Path) -> dict[str, Path]:
             "parquet": write_parquet(folder / "rows.parquet", group, rows)}
 
 
-def timed_file_ingest(fs: FeatureStore, group: str, path: Path, expect: int) -> float:
+def timed_file_ingest(fs: FeatureStore, group: str, path: Path, expect: int, workers: int | None) -> float:
     started = time.perf_counter()
-    result, _ = fs.ingest_file(group, str(path), progress=False)
+    result, _ = fs.ingest_file(group, str(path), progress=False, max_workers=workers)
     seconds = time.perf_counter() - started
     if result.published != expect or result.rejected:
         raise RuntimeError(f"ingest_file published {result.published} of {expect}, rejected "
@@ -135,7 +135,7 @@ def timed_file_ingest(fs: FeatureStore, group: str, path: Path, expect: int) -> 
     return seconds
 
 
-def file_results(fs: FeatureStore, n: int, runs: int, partitions: int) -> None:
+def file_results(fs: FeatureStore, n: int, runs: int, partitions: int, workers: int | None) -> None:
     """RESULT lines of file ingest (CSV, JSON Lines, Parquet), medians of ``runs``, interleaved."""
     import tempfile
 
@@ -147,7 +147,7 @@ def file_results(fs: FeatureStore, n: int, runs: int, partitions: int) -> None:
             seconds: dict[str, list[float]] = {fmt: [] for fmt in paths}
             for run in range(runs):
                 for fmt, path in paths.items():
-                    seconds[fmt].append(timed_file_ingest(fs, name, path, n))
+                    seconds[fmt].append(timed_file_ingest(fs, name, path, n, workers))
                 print(f"  files run {run + 1}: " + "  ".join(f"{fmt} {n / s[-1]:,.0f}" for fmt, s in seconds.items())
                       + " rows/s")
             for fmt, secs in seconds.items():
@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"RESULT {label:14s} {rate:>10,.0f} records/s   raw {raw:>10,.0f} records/s   "
                       f"ratio {rate / raw:.2f}  (goal: ratio >= 0.5 and >= 100,000/s: {verdict})")
             if args.file_records > 0:
-                file_results(fs, args.file_records, args.runs, args.partitions)
+                file_results(fs, args.file_records, args.runs, args.partitions, workers)
             if not args.no_breakdown:
                 print("breakdown:")
                 breakdown(fs, name, topic, rows, df, workers, state_dir)

@@ -86,14 +86,25 @@ def test_ingest_valid_mixed_and_strict(store, group, stack):
     assert b"c1001" not in ids and b"c1005" in ids
 
 
-def test_ingest_with_worker_processes_keeps_order_and_reports_indexes(store, group, stack):
-    rows = [customer(7, second=s, age=s % 90) for s in range(3000)]
-    rows[1234] = {**rows[1234], "age": 2**63}
-    result = store.ingest(group.name, rows, progress=False, max_workers=2)
-    assert result.published == 2999 and [r.index for r in result.rejected] == [1234]
+@pytest.mark.parametrize("form", ["dicts", "dataframe", "arrow"])
+def test_ingest_with_worker_processes_keeps_order_and_reports_indexes(store, group, stack, form):
+    # More rows than one part (5,000), so the workers get slices of the input.
+    rows = [customer(7, second=s, age=s % 90) for s in range(12_000)]
+    rows[1234] = {**rows[1234], "event_time": "2031-13-01T00:00:00Z"}  # no 13th month, in every form
+    data = rows
+    if form != "dicts":
+        import pandas as pd
+        import pyarrow as pa
+
+        data = pd.DataFrame(rows)
+        if form == "arrow":  # slices of it go to the workers (copied out: streams.rowsource.compact_part)
+            data = pa.Table.from_pandas(data, preserve_index=False)
+    result = store.ingest(group.name, data, progress=False, max_workers=2)
+    assert result.published == 11_999 and [r.index for r in result.rejected] == [1234]
+    assert "event_time" in result.rejected[0].reason
     ages = [orjson.loads(m.value())["record"]["age"] for m in
             sorted(_topic_messages(stack, store.registry.topic_of(group.name)), key=lambda m: m.offset())]
-    assert ages == [s % 90 for s in range(3000) if s != 1234]
+    assert ages == [s % 90 for s in range(12_000) if s != 1234]
 
 
 @pytest.mark.parametrize("record, feature", [
