@@ -18,6 +18,7 @@ Ingesting exactly those rows again with the failed call's ``resume_token`` publi
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 import time
@@ -25,6 +26,7 @@ from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from schemas.errors import ServiceUnavailableError
@@ -224,7 +226,8 @@ def _encoded_chunks(group: FeatureGroup, parts: Iterator[tuple[int, Any]], optio
     try:
         pending: deque[Future[EncodedChunk]] = deque()
         for start, part in parts:
-            pending.append(pool.submit(_encode_part_in_worker, start, compact_part(part), options))
+            submit = pool.submit if pending else partial(_first_submit, pool)
+            pending.append(submit(_encode_part_in_worker, start, compact_part(part), options))
             # Keep a bounded number of chunks in flight so memory stays flat on big inputs,
             # and yield in order so rejected indexes and per-key order are preserved.
             while len(pending) > workers * 2:
@@ -233,6 +236,23 @@ def _encoded_chunks(group: FeatureGroup, parts: Iterator[tuple[int, Any]], optio
             yield pending.popleft().result()
     finally:
         pool.shutdown(cancel_futures=True)
+
+
+def _first_submit(pool: Executor, fn: Any, *args: Any) -> Future[Any]:
+    """``pool.submit`` for the first part, the one that forks every worker (with the fork start
+    method a ProcessPoolExecutor starts them all at its first submit).
+
+    A forked worker inherits this process's whole heap, its uncollected garbage included, and a
+    collection in the worker would run the finalizers of objects it never owned: a Kafka client
+    left in a reference cycle, whose librdkafka threads do not exist in the child. That crashed a
+    worker with SIGSEGV ("Garbage-collecting", in the pool's queue read) in the test suite, where the
+    pytest process carries what earlier tests left. Frozen across the fork, what the worker inherits
+    is never collected there; this process unfreezes as soon as the workers exist."""
+    gc.freeze()
+    try:
+        return pool.submit(fn, *args)
+    finally:
+        gc.unfreeze()
 
 
 # Fewer cores than this: rows already in memory are encoded in the calling process (see _choose_workers).
