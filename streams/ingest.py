@@ -247,12 +247,16 @@ def _first_submit(pool: Executor, fn: Any, *args: Any) -> Future[Any]:
     left in a reference cycle, whose librdkafka threads do not exist in the child. That crashed a
     worker with SIGSEGV ("Garbage-collecting", in the pool's queue read) in the test suite, where the
     pytest process carries what earlier tests left. Frozen across the fork, what the worker inherits
-    is never collected there; this process unfreezes as soon as the workers exist."""
+    is never collected there; this process unfreezes as soon as the workers exist, unless its heap
+    was frozen before (streams.gc_tuning freezes a long-running process's start-up heap): unfreezing
+    would undo that, and keeping what it froze is what that caller asked for."""
+    frozen_before = gc.get_freeze_count() > 0
     gc.freeze()
     try:
         return pool.submit(fn, *args)
     finally:
-        gc.unfreeze()
+        if not frozen_before:
+            gc.unfreeze()
 
 
 # Fewer cores than this: rows already in memory are encoded in the calling process (see _choose_workers).

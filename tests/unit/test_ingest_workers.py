@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import pickle
 
 import numpy as np
@@ -59,3 +60,33 @@ def test_an_arrow_slice_is_copied_out_before_it_is_pickled():
     assert compact_part(compact) is compact  # already compact: not copied again
     frame = pd.DataFrame({"a": [1, 2]})
     assert compact_part(frame) is frame and compact_part([{"a": 1}]) == [{"a": 1}]
+
+
+class _RecordingPool:
+    """Records whether the heap was frozen when submit ran (where the fork start method forks)."""
+
+    def __init__(self) -> None:
+        self.frozen_at_submit: list[bool] = []
+
+    def submit(self, fn, *args):
+        self.frozen_at_submit.append(gc.get_freeze_count() > 0)
+        return fn(*args)
+
+
+def test_the_first_submit_forks_with_the_heap_frozen_and_unfreezes_after():
+    gc.unfreeze()
+    pool = _RecordingPool()
+    assert ingest_module._first_submit(pool, lambda x: x + 1, 1) == 2
+    assert pool.frozen_at_submit == [True]
+    assert gc.get_freeze_count() == 0
+
+
+def test_a_heap_frozen_before_stays_frozen():
+    gc.freeze()  # as streams.gc_tuning.settle_heap leaves a long-running process
+    try:
+        pool = _RecordingPool()
+        ingest_module._first_submit(pool, lambda: None)
+        assert pool.frozen_at_submit == [True]
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
