@@ -65,6 +65,13 @@ def make_rows(n: int) -> list[dict[str, Any]]:
     return [customer(i, second=i % 3600) for i in range(n)]
 
 
+def pre_encoded(group: FeatureGroup, rows: list[dict[str, Any]]) -> list[Encoded]:
+    """The rows as ingest sends them, byte for byte (same key, value and headers): the raw baseline's input."""
+    validator = compile_validator(group)
+    api_ns = time.time_ns()
+    return [encode(validator.validate(r, api_invocation_time_ns=api_ns)) for r in rows]
+
+
 def raw_publish(bootstrap: str, topic: str, messages: list[Encoded], timeout_s: float = 120.0) -> float:
     """Seconds for a plain Producer to get every message acknowledged (the baseline)."""
     from confluent_kafka import Producer
@@ -147,9 +154,7 @@ def file_results(fs: FeatureStore, n: int, runs: int, partitions: int, workers: 
     group = fs.create_feature_group(file_group(name, partitions))
     try:
         rows = file_rows(n)
-        validator = compile_validator(group)
-        api_ns = time.time_ns()
-        messages = [encode(validator.validate(r, api_invocation_time_ns=api_ns)) for r in rows]
+        messages = pre_encoded(group, rows)
         topic = fs.registry.topic_of(name)
         with tempfile.TemporaryDirectory() as tmp:
             paths = write_files(group, rows, Path(tmp))
@@ -257,10 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             topic = fs.registry.topic_of(name)
             group = fs.describe_feature_group(name)
-            validator = compile_validator(group)
-            api_ns = time.time_ns()
-            # Pre-encoded, byte-for-byte the messages ingest sends (same key, value and headers).
-            messages = [encode(validator.validate(r, api_invocation_time_ns=api_ns)) for r in rows]
+            messages = pre_encoded(group, rows)
             print(f"publish benchmark: {args.records:,} records x {args.runs} runs, 10-feature group, "
                   f"{args.partitions} partitions, ~{sum(len(m[1]) for m in messages) / len(messages):.0f}-byte "
                   f"values; workers={args.workers}; {load_average()}")
