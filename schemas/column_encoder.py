@@ -27,13 +27,14 @@ import pyarrow.compute as pc
 from schemas import column_checks as cc
 from schemas.column_json import (
     TEXT,
-    concat,
+    Quoted,
     element_texts,
+    join_texts,
     json_floats,
     json_ints,
     json_lists,
+    json_string_bodies,
     json_strings,
-    lit,
 )
 from schemas.eventtime import seconds_to_ns
 from schemas.group import FeatureGroup
@@ -64,6 +65,12 @@ def _kind_of(t: Any) -> str | None:
     if t in (pa.float64(), pa.float32()):
         return "float"  # a float32 widens to the same double Python's float() of it gives
     return None
+
+
+def json_string_texts(col: Any) -> Any:
+    """A string column's JSON texts for ``join_texts``: as Quoted bodies when orjson is not needed."""
+    body = json_string_bodies(col)
+    return json_strings(col) if body is None else Quoted(body)
 
 
 def _list_value_type(t: Any) -> Any:
@@ -110,18 +117,22 @@ class ColumnEncoder:
         done = np.flatnonzero(ok)
         if not len(done):
             return ColumnEncoded(done, [], [])
-        take = pa.array(done)
+        # Most parts are valid throughout: then nothing is taken (a copy of every column).
+        take = None if len(done) == n else pa.array(done)
+
+        def pick(text: Any) -> Any:
+            return text if take is None else text.take(take)
+
         head, between, record_open, tail = (b.decode("utf-8") for b in put_value_frame(target_stores, ttl_seconds))
-        parts: list[Any] = [lit(head), id_json.take(take), lit(between),
-                            pc.cast(pa.array(ns[done]), TEXT), lit(record_open)]
+        parts: list[Any] = [head, pick(id_json), between, pc.cast(pa.array(ns[done]), TEXT), record_open]
         for label, fd in zip(self._labels, self._features, strict=True):
             text = texts.get(fd.name)
-            parts.append(lit(label + ("null" if text is None else "")))
+            parts.append(label + ("null" if text is None else ""))
             if text is not None:
-                parts.append(pc.fill_null(text.take(take), "null"))
-        parts.append(lit(tail))
-        values = pc.cast(concat(*parts), pa.large_binary()).to_pylist()
-        return ColumnEncoded(done, pc.cast(keys.take(take), pa.large_binary()).to_pylist(), values)
+                parts.append(pick(text))
+        parts.append(tail)
+        values = pc.cast(join_texts(parts), pa.large_binary()).to_pylist()
+        return ColumnEncoded(done, pc.cast(pick(keys), pa.large_binary()).to_pylist(), values)
 
     # -- the identifier and the event time ---------------------------------------------------------
     def _record_id(self, col: Any, ok: np.ndarray, size: np.ndarray) -> tuple[Any, Any, Any]:
@@ -133,13 +144,13 @@ class ColumnEncoder:
             ok &= cc.valid_mask(col) & (n > 0) & (n <= MAX_RECORD_ID_BYTES)
             size += n
             text = pc.cast(col, TEXT)
-            quoted = json_strings(text)
+            quoted = json_string_texts(text)
             return quoted, text, quoted
         if self._rid.type is ScalarType.INTEGRAL and kind == "int":
             ok &= cc.valid_mask(col)
             size += INT_TEXT_MAX
             digits = json_ints(col)
-            return concat(lit('"'), digits, lit('"')), digits, digits
+            return Quoted(digits), digits, digits
         ok[:] = False  # coerced per record (an Integral id given as text, ...)
         empty = pa.nulls(len(col), TEXT)
         return empty, empty, empty
@@ -152,7 +163,7 @@ class ColumnEncoder:
             ns, good = cc.iso_utc_to_ns(col)
             ok &= good
             size += FLOAT_TEXT_MAX + cc.utf8_bytes(col)
-            texts[name] = json_strings(col)  # the strict form needs no escape, but stays exact if it did
+            texts[name] = json_string_texts(col)  # the strict form needs no escape, but stays exact if it did
             return ns
         if self._et.type is ScalarType.FRACTIONAL and kind == "int":
             values = pc.cast(col, pa.int64()).to_numpy(zero_copy_only=False)
@@ -192,7 +203,7 @@ class ColumnEncoder:
                 n = cc.utf8_bytes(col)
                 ok &= n <= MAX_VALUE_BYTES
                 size += n
-                return json_strings(col)
+                return json_string_texts(col)
             size += np.where(valid, _TEXT_BOUND[scalar], 0)
             if scalar == "int":
                 return json_ints(col)

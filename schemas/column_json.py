@@ -8,12 +8,16 @@ any text: the caller drops them.
 - doubles: orjson itself, over the column as one numpy array. Arrow's own float-to-string is not
   orjson's shortest form (``1.6393574076896772e+10`` against ``16393574076.896772``), so it is not used;
   a JSON array of numbers never holds a comma inside a number, so the array text splits into values;
-- strings: quotes and backslashes escaped with Arrow's replace; a string holding a control character
-  (which orjson writes as ``\\n``, ``\\u001f``...) is written by orjson itself, one value at a time (rare).
+- strings: quotes and backslashes escaped with Arrow's replace, when a value holds one; a string holding a
+  control character (which orjson writes as ``\\n``, ``\\u001f``...) is written by orjson itself, one value
+  at a time (rare). ``Quoted`` keeps a string column's texts without their quotes, so that ``join_texts``
+  writes the quotes as part of the literals around them instead of a pass over the column of its own.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,7 +25,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas.column_checks import has_control_chars
+from schemas.column_checks import has_control_chars, has_json_escapes
 
 TEXT = pa.large_string()
 
@@ -34,6 +38,42 @@ def lit(text: str) -> Any:
 def concat(*parts: Any) -> Any:
     """Element-wise concatenation of texts (arrays or constants); null where any part is null."""
     return pc.binary_join_element_wise(*parts, lit(""))
+
+
+@dataclass(frozen=True)
+class Quoted:
+    """JSON strings as their bodies: each value's text is ``"`` + body + ``"`` (null where the value is null)."""
+
+    body: Any
+
+    def take(self, indices: Any) -> Quoted:
+        return Quoted(self.body.take(indices))
+
+
+def join_texts(parts: Sequence[str | Any]) -> Any:
+    """Row by row, the concatenation of ``parts``: constant texts (str), columns of JSON texts (a null
+    is written ``null``) and ``Quoted`` columns. One pass of Arrow's element-wise join over all of them:
+    neighbouring constants are merged, and a Quoted column without nulls lends its quotes to them."""
+    pieces: list[str | Any] = []
+
+    def add(piece: str | Any) -> None:
+        if isinstance(piece, str) and pieces and isinstance(pieces[-1], str):
+            pieces[-1] += piece
+        else:
+            pieces.append(piece)
+
+    for part in parts:
+        if isinstance(part, Quoted):
+            if part.body.null_count == 0:
+                add('"')
+                add(part.body)
+                add('"')
+                continue
+            part = concat(lit('"'), part.body, lit('"'))
+        if not isinstance(part, str) and part.null_count:
+            part = pc.fill_null(part, "null")
+        add(part)
+    return concat(*(lit(p) if isinstance(p, str) else p for p in pieces))
 
 
 def json_ints(arr: Any) -> Any:
@@ -51,18 +91,30 @@ def json_floats(arr: Any) -> Any:
     return pc.if_else(pc.is_valid(arr), texts, pa.scalar(None, TEXT))
 
 
+def json_string_bodies(arr: Any) -> Any | None:
+    """What goes between the quotes of each value's JSON string (null where the value is null), or None
+    when a value holds a control character, which only orjson writes the way orjson does."""
+    arr = pc.cast(arr, TEXT)
+    if has_control_chars(arr).any():
+        return None
+    if has_json_escapes(arr).any():  # a quote or a backslash; most text holds neither, and skips both passes
+        arr = pc.replace_substring(pc.replace_substring(arr, "\\", "\\\\"), '"', '\\"')
+    return arr
+
+
 def json_strings(arr: Any) -> Any:
     arr = pc.cast(arr, TEXT)
+    body = json_string_bodies(arr)
+    if body is not None:
+        return concat(lit('"'), body, lit('"'))
     escaped = pc.replace_substring(pc.replace_substring(arr, "\\", "\\\\"), '"', '\\"')
     quoted = concat(lit('"'), escaped, lit('"'))
     control = has_control_chars(arr)
-    if control.any():
-        where = np.flatnonzero(control)
-        by_orjson = [orjson.dumps(v).decode("utf-8") for v in arr.take(pa.array(where)).to_pylist()]
-        patch = np.full(len(arr), None, dtype=object)
-        patch[where] = by_orjson
-        quoted = pc.if_else(pa.array(control), pa.array(patch, TEXT), quoted)
-    return quoted
+    where = np.flatnonzero(control)
+    by_orjson = [orjson.dumps(v).decode("utf-8") for v in arr.take(pa.array(where)).to_pylist()]
+    patch = np.full(len(arr), None, dtype=object)
+    patch[where] = by_orjson
+    return pc.if_else(pa.array(control), pa.array(patch, TEXT), quoted)
 
 
 def json_lists(arr: Any, element_texts: Any) -> Any:

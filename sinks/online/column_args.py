@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas.batch import BatchColumns
-from schemas.column_checks import list_parts
+from schemas.column_checks import has_json_escapes, list_parts
 from schemas.column_json import (
     TEXT,
     concat,
@@ -51,7 +51,6 @@ from sinks.online.script_calls import STRIDE, ScriptCalls
 
 _KIND = {ScalarType.STRING: "str", ScalarType.INTEGRAL: "int", ScalarType.FRACTIONAL: "float"}
 _EMPTY = lit("")
-_ESCAPED = r'[\\"\x00-\x1f]'  # what orjson escapes in a string (it writes other characters as they are)
 
 
 def column_script_calls(group: FeatureGroup, cols: BatchColumns, rows: np.ndarray, partitions: np.ndarray,
@@ -155,8 +154,7 @@ def _fields(group: FeatureGroup, record: pa.StructArray, is_delete: np.ndarray,
 
 def _needs_escapes(col: Any) -> bool:
     """Whether some text of ``col`` holds a character JSON escapes (quote, backslash, control)."""
-    found = pc.any(pc.match_substring_regex(col, _ESCAPED)).as_py()
-    return bool(found)
+    return bool(has_json_escapes(col).any())
 
 
 def _json_texts(scalar: ScalarType, collection: bool, col: Any) -> Any:
