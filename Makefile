@@ -86,3 +86,10 @@ demo: setup
 # The benchmarks draw their plots with matplotlib (the `bench` extra); not needed for the tests.
 bench-setup: setup
 	$(PY) -m pip install -q -c constraints.txt -e '.[bench]'
+	@# wrk drives bench/http_api.py's server from C (bench/wrk_load.py); the benchmark runs without it.
+	@if command -v wrk >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends wrk >/dev/null \
+		|| { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends wrk >/dev/null; } \
+		|| echo "wrk: not installed; bench/http_api.py measures with its Python load generator only"; \
+	else echo "wrk: not installed (needs root for apt-get); bench/http_api.py measures with its Python load generator only"; fi

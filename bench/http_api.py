@@ -6,6 +6,8 @@ records straight into the online store, then drives, in the same run, at 1, 8 an
 concurrent clients:
 
   http  signed (SigV4) HTTP/1.1 keep-alive requests from an asyncio load generator
+  wrk   the same requests, signed ahead, replayed by wrk (C) on as many connections (bench/wrk_load.py):
+        the server's capacity without a Python client on the same 2 cores; skipped without wrk
   sdk   FeatureStore.get_record / put_record from as many threads
   sdk*  the SDK's online store / publisher with the group resolved once, from as many threads
 
@@ -39,7 +41,8 @@ from datetime import UTC, datetime  # noqa: E402
 
 import orjson  # noqa: E402
 
-from bench._common import load_average  # noqa: E402
+from bench._common import children_cpu, load_average, process_cpu  # noqa: E402
+from bench.wrk_load import WrkResult, raw_request, run_wrk, wrk_path  # noqa: E402
 from featurestream.config import Config  # noqa: E402
 from featurestream.http.sigv4 import sign  # noqa: E402
 from featurestream.sdk import FeatureStore  # noqa: E402
@@ -181,6 +184,34 @@ async def http_level(clients: int, make_request, *, host: str, port: int, key: s
     return Result(latencies, elapsed, errors)
 
 
+def wrk_level(clients: int, make_request, *, port: int, key: str, secret: str, seconds: float, need_record: bool,
+              server_pids: list[int]) -> tuple[WrkResult, float, float]:
+    """(wrk's result, server CPU-µs per request, wrk CPU-µs per request) for one level; the requests are
+    signed just before it (a signature is valid for 15 minutes)."""
+    signer = HttpClient("127.0.0.1", port, key, secret)
+    requests = [raw_request(*r[:3], signer.signed_headers(*r), r[3]) for r in map(make_request, range(1, 2001))]
+    server_before = sum(map(process_cpu, server_pids))
+    wrk_before = children_cpu()
+    res = run_wrk(f"http://127.0.0.1:{port}", requests, clients=clients, seconds=seconds, need_record=need_record)
+    answered = max(1, res.requests)
+    server_us = (sum(map(process_cpu, server_pids)) - server_before) / answered * 1e6
+    return res, server_us, (children_cpu() - wrk_before) / answered * 1e6
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (the serve process and its workers)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return out
+
+
 # ---------------------------------------------------------------------- SDK baseline
 
 def sdk_level(clients: int, call, *, max_requests: int, max_seconds: float) -> Result:
@@ -246,7 +277,10 @@ def main() -> int:
                              "process, on the cores the server uses; ahead: sign each level's requests before its "
                              "clock starts, as clients on other machines would (measured 2026-12-03: GetRecord at 8 "
                              "clients 5,722 req/s ahead vs 5,544 live, so the generator's signing is not the bound)")
+    parser.add_argument("--wrk", choices=("auto", "no"), default="auto",
+                        help="auto (default): also drive each level with wrk when it is installed; no: Python only")
     args = parser.parse_args()
+    use_wrk = args.wrk == "auto" and wrk_path() is not None
 
     config = Config.from_env()
     config.require("kafka_bootstrap")
@@ -261,6 +295,7 @@ def main() -> int:
         batch = [(validator.validate(record(i)), 0, i) for i in range(start, min(args.records, start + 500))]
         fs.online.apply_batch(group, batch)
     server, port = start_server(config, args.workers)
+    server_pids = process_tree(server.pid)
     key, secret = config.aws_access_key_id, config.aws_secret_access_key
     rng = random.Random(7)
     gpath = f"/FeatureGroup/{group.name}"
@@ -295,7 +330,8 @@ def main() -> int:
 
     print(f"featurestream bench/http: {args.workers} server workers, {os.cpu_count()} cores, "
           f"<= {args.requests} requests or {args.seconds:.0f} s per level, 10-feature records, "
-          f"requests signed {args.sign}; {load_average()}")
+          f"requests signed {args.sign}; wrk: {'yes' if use_wrk else 'no (not installed, or --wrk no)'}; "
+          f"{load_average()}")
     print(f"{'operation':<10} {'via':<5} {'clients':>7} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'ok':>8} "
           f"{'errors':>6}")
     try:
@@ -304,6 +340,7 @@ def main() -> int:
         asyncio.run(http_level(1, http_get, host="127.0.0.1", port=port, key=key, secret=secret,
                                max_requests=200, max_seconds=5))
         results: dict[tuple[str, str, int], Result] = {}
+        wrk_results: dict[tuple[str, int], tuple[WrkResult, float, float]] = {}
         for op, via_http, via_sdk, via_store in (("GetRecord", http_get, sdk_get, store_get),
                                                  ("PutRecord", http_put, sdk_put, store_put)):
             for clients in LEVELS:
@@ -312,6 +349,13 @@ def main() -> int:
                                              sign_ahead=args.sign == "ahead"))
                 results[op, "http", clients] = res
                 print(res.row(op, "http", clients), flush=True)
+                if use_wrk:
+                    wres, server_us, wrk_us = wrk_level(clients, via_http, port=port, key=key, secret=secret,
+                                                        seconds=args.seconds, need_record=op == "GetRecord",
+                                                        server_pids=server_pids)
+                    wrk_results[op, clients] = (wres, server_us, wrk_us)
+                    print(f"{wres.row(op, clients)}   server {server_us:.0f} CPU-µs/request, wrk {wrk_us:.0f}",
+                          flush=True)
                 res = sdk_level(clients, via_store, max_requests=args.requests, max_seconds=args.seconds)
                 results[op, "sdk*", clients] = res
                 print(res.row(op, "sdk*", clients), flush=True)
@@ -328,6 +372,14 @@ def main() -> int:
                   f"{args.sign})   sdk {sdk.rate:,.0f} req/s   ratio {ratio:.2f}   sdk* {store.rate:,.0f} req/s   "
                   f"(goal: ratio >= {goal}{', p99 < 5 ms' if op == 'GetRecord' else ''}: "
                   f"{'met' if met else 'missed'})   {load_average()}")
+            if (op, 8) in wrk_results:
+                wres, server_us, wrk_us = wrk_results[op, 8]
+                ratio = wres.rate / sdk.rate if sdk.rate else float("nan")
+                met = ratio >= goal and (op != "GetRecord" or wres.p99_ms < 5.0) and not wres.errors
+                print(f"RESULT http-wrk {op} clients=8  wrk {wres.rate:,.0f} req/s (p99 {wres.p99_ms:.2f} ms, "
+                      f"{wres.errors} errors; server {server_us:.0f} CPU-µs/request)   sdk {sdk.rate:,.0f} req/s   "
+                      f"ratio {ratio:.2f}   (goal: ratio >= {goal}{', p99 < 5 ms' if op == 'GetRecord' else ''}: "
+                      f"{'met' if met else 'missed'})   {load_average()}")
     finally:
         server.terminate()
         server.wait(timeout=15)

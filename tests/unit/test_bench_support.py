@@ -82,3 +82,27 @@ def test_processor_metric_lines_parse_and_foreign_lines_do_not() -> None:
             'featurestream_online_records_total{group="other",status="stale"} 3.0\n'
             'featurestream_online_records_created{group="customers",status="applied"} 1.7e9\n')
     assert _METRIC.findall(text) == [("customers", "applied", "1500.0"), ("other", "stale", "3.0")]
+
+
+def test_wrk_requests_are_written_into_lua_byte_for_byte() -> None:
+    # A long bracket [[...]] would turn each CR LF of the raw request into LF: every byte outside
+    # printable ASCII, the quote and the backslash is written as a decimal escape instead.
+    from bench.wrk_load import lua_string, raw_request
+
+    raw = raw_request("PUT", "/FeatureGroup/g", "", {"Host": "h", "X-Amz-Date": "20261203T000000Z"},
+                      '{"v":"é\\\\"}'.encode())
+    text = lua_string(raw)
+    assert text[0] == text[-1] == '"' and "\r" not in text and "\n" not in text
+    body = text[1:-1]
+    assert all(32 <= ord(c) < 127 for c in body)
+    decoded = bytearray()
+    i = 0
+    while i < len(body):  # Lua's reading of the escapes, by hand
+        if body[i] == "\\":
+            decoded.append(int(body[i + 1:i + 4]))
+            i += 4
+        else:
+            decoded.append(ord(body[i]))
+            i += 1
+    assert bytes(decoded) == raw
+    assert raw.startswith(b"PUT /FeatureGroup/g HTTP/1.1\r\nHost: h\r\n") and raw.endswith(b"\r\n\r\n" + '{"v":"é\\\\"}'.encode())
