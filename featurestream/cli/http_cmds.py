@@ -41,6 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     serve.add_argument("--port", type=int, default=8080, help="port to listen on (8080; 0 picks a free one)")
     serve.add_argument("--workers", type=int, default=2, help="worker processes (2: one per core here)")
+    serve.add_argument("--event-loop", choices=("uvloop", "asyncio"), default="uvloop",
+                       help="uvloop (default: ~20%% less CPU per request here) or asyncio's own loop")
     serve.add_argument("--threads", type=int, default=32,
                        help="threads per worker for blocking calls: the registry, the control plane, "
                             "ListRecords/UpdateRecord (32); GetRecord/BatchGetRecord need none")
@@ -144,6 +146,7 @@ def _serve(args: argparse.Namespace) -> int:
                     redis_timeout_s=args.redis_timeout)
     try:
         return serve(config, host=args.host, port=args.port, credentials=credentials, workers=args.workers,
-                     threads=args.threads, limits=limits, regions=_regions(args.regions))
+                     threads=args.threads, limits=limits, regions=_regions(args.regions),
+                     event_loop=args.event_loop)
     except OSError as exc:
         raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None

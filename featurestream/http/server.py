@@ -41,7 +41,8 @@ def _enable_multiprocess_metrics(directory: str) -> None:
 
 
 def run_worker(config: Config, sock: socket.socket, *, credentials: Mapping[str, AccessKey] | None, threads: int,
-               limits: Limits, metrics_dir: str | None = None, regions: frozenset[str] | None = None) -> None:
+               limits: Limits, metrics_dir: str | None = None, regions: frozenset[str] | None = None,
+               event_loop: str = "uvloop") -> None:
     """Serve on ``sock`` until SIGTERM/SIGINT (blocking)."""
     if metrics_dir:
         _enable_multiprocess_metrics(metrics_dir)
@@ -72,11 +73,12 @@ def run_worker(config: Config, sock: socket.socket, *, credentials: Mapping[str,
         loop.run_in_executor(server.executor, touch)
 
     app.on_startup.append(_warm_up)
-    run(app, sock, shutdown_timeout=5.0, access_log=None)
+    run(app, sock, shutdown_timeout=5.0, event_loop=event_loop, access_log=None)
 
 
 def serve(config: Config, *, host: str, port: int, credentials: Mapping[str, AccessKey] | None, workers: int = 2,
           threads: int = 32, limits: Limits | None = None, regions: frozenset[str] | None = None,
+          event_loop: str = "uvloop",
           announce: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)) -> int:
     """Bind ``host:port``, start ``workers`` processes, supervise them; returns the exit status."""
     limits = limits or Limits()
@@ -88,7 +90,8 @@ def serve(config: Config, *, host: str, port: int, credentials: Mapping[str, Acc
     announce(f"featurestream: serving the SageMaker Feature Store API on http://{host}:{bound} "
              f"({workers} worker{'s' if workers > 1 else ''}, {auth})")
     if workers <= 1:
-        run_worker(config, sock, credentials=credentials, threads=threads, limits=limits, regions=regions)
+        run_worker(config, sock, credentials=credentials, threads=threads, limits=limits, regions=regions,
+                   event_loop=event_loop)
         return 0
     metrics_dir = tempfile.mkdtemp(prefix="featurestream-http-metrics-")
     children: dict[int, int] = {}
@@ -105,7 +108,7 @@ def serve(config: Config, *, host: str, port: int, credentials: Mapping[str, Acc
             status = 0
             try:
                 run_worker(config, sock, credentials=credentials, threads=threads, limits=limits,
-                           metrics_dir=metrics_dir, regions=regions)
+                           metrics_dir=metrics_dir, regions=regions, event_loop=event_loop)
             except BaseException:  # noqa: B036 - a worker must never return into the parent's code
                 import traceback
 
