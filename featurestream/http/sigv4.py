@@ -144,6 +144,20 @@ class Credential:
     signature: str
 
 
+def parse_amz_date(text: str) -> datetime:
+    """``YYYYMMDD'T'HHMMSS'Z'`` as a UTC datetime; ValueError otherwise.
+
+    By hand rather than ``datetime.strptime``, which took ~3 % of a server worker's time per request
+    (its locale lookup and regex), and which also accepted fields of one digit that no SDK sends."""
+    if len(text) != 16 or text[8] != "T" or text[15] != "Z" or not text.isascii():
+        raise ValueError(text)
+    day, clock = text[:8], text[9:15]
+    if not (day.isdigit() and clock.isdigit()):
+        raise ValueError(text)
+    return datetime(int(day[:4]), int(day[4:6]), int(day[6:]), int(clock[:2]), int(clock[2:4]), int(clock[4:]),
+                    tzinfo=UTC)
+
+
 def check_header(headers: Sequence[tuple[str, str]], query: str,
                  secret_of: Callable[[str], str | None] | Mapping[str, str], now: datetime, *,
                  regions: frozenset[str] | None = None) -> Credential:
@@ -195,7 +209,7 @@ def check_header(headers: Sequence[tuple[str, str]], query: str,
                         "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' "
                         "header (featurestream requires X-Amz-Date, which every AWS SDK sends).")
     try:
-        when = datetime.strptime(amz_date, _AMZ_DATE).replace(tzinfo=UTC)
+        when = parse_amz_date(amz_date)
     except ValueError:
         raise AuthError("IncompleteSignatureException",
                         f"X-Amz-Date {amz_date[:40]!r} is not in the form YYYYMMDD'T'HHMMSS'Z'") from None

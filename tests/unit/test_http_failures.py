@@ -50,3 +50,16 @@ def test_an_internal_failure_is_logged_once_at_error_with_its_cause(failure, cap
     assert record.exc_info is not None and record.exc_info[1] is failure  # the traceback, once
     assert request_id in record.getMessage() and "GetRecord" in record.getMessage()
     assert "boom" in record.getMessage()
+
+
+def test_request_ids_are_uuid_shaped_and_never_repeat_within_or_across_workers():
+    import uuid
+
+    from featurestream.http.app import RequestIds
+
+    first, second = RequestIds(), RequestIds()  # two worker processes each build their own
+    ids = [first.new() for _ in range(1000)] + [second.new() for _ in range(1000)]
+    assert len(set(ids)) == len(ids)
+    for rid in ids[:3] + ids[-3:]:
+        parsed = uuid.UUID(rid)
+        assert str(parsed) == rid and parsed.version == 4

@@ -199,3 +199,21 @@ def test_canonical_forms():
     assert canonical_query("b=2&a=1&a=0") == "a=0&a=1&b=2"
     assert canonical_query("x=a+b&y=%7e") == "x=a%2Bb&y=~"
     assert canonical_query("") == ""
+
+
+@pytest.mark.parametrize("amz_date", ["20310504T12000Z", "2031054T120000Z", "20310504t120000Z", "20310504T120000z",
+                                      "20310504T120000Z ", "2031O504T120000Z", "20310504T1200００Z", "20311304T120000Z",
+                                      "20310230T120000Z", "20310504T240000Z", "20310504T120060Z", "+0310504T120000Z"])
+def test_an_x_amz_date_not_exactly_yyyymmddThhmmssZ_is_an_incomplete_signature(amz_date):
+    # Parsed by hand (not strptime): digits only, ASCII only, a real calendar date and time of day.
+    base = [("Host", "h"), ("X-Amz-Date", amz_date),
+            ("Authorization", "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20310504/us-east-1/"
+                              "sagemaker/aws4_request, SignedHeaders=host;x-amz-date, Signature=ab")]
+    assert _code(SignedRequest("GET", "/", "", base, b"")) == "IncompleteSignatureException"
+
+
+def test_the_parsed_x_amz_date_is_the_instant_it_names():
+    from featurestream.http.sigv4 import parse_amz_date
+
+    assert parse_amz_date("20240229T235959Z") == datetime(2024, 2, 29, 23, 59, 59, tzinfo=UTC)
+    assert parse_amz_date("19700101T000000Z") == datetime(1970, 1, 1, tzinfo=UTC)
