@@ -109,12 +109,16 @@ class PartitionWriter:
             self._first_offset = offset
         self._last_offset = offset
 
+    def adopt(self, group: FeatureGroup) -> None:
+        """Take ``group``'s definition if it is newer (features are only ever added: older rows get nulls)."""
+        if group.version > self.group.version:
+            self.group = group
+
     def add(self, group: FeatureGroup, message: PutMessage | DeleteMessage, offset: int, *,
             keep: bool = True) -> None:
         """Buffer ``message`` at ``offset`` (``keep=False``: only advance the offset, no row)."""
         self._advance(group, offset)
-        if group.version > self.group.version:
-            self.group = group  # newer definition (added features): older rows get nulls
+        self.adopt(group)
         if not keep:
             return
         ns = message.event_time_ns
@@ -141,8 +145,7 @@ class PartitionWriter:
                                      f"{self.topic}[{self.partition}] must increase; got {offsets[:10]!r}...")
         self._advance(group, int(offsets[0]))
         self._last_offset = int(offsets[-1])
-        if group.version > self.group.version:
-            self.group = group
+        self.adopt(group)
         if not keep:
             return
         self._chunks.append(chunk.rows)

@@ -138,17 +138,27 @@ class OfflineWriter:
         out: dict[tuple[str, int], FlushResult] = {}
         by_table: dict[str, list[Prepared]] = {}
         groups: dict[str, FeatureGroup] = {}
+        flushing: list[tuple[tuple[str, int], PartitionWriter]] = []
         for key in keys:
             writer = self._writers.get(key)
-            prepared = writer.prepare() if writer is not None and writer.group.offline_enabled else None
-            if prepared is None:
-                if writer is not None and not writer.group.offline_enabled:
+            if writer is None or not writer.group.offline_enabled:
+                if writer is not None:
                     writer.discard()
                 out[key] = FlushResult([], 0, None)
                 continue
-            by_table.setdefault(writer.group.name, []).append(prepared)
+            flushing.append((key, writer))
             if writer.group.version >= groups.get(writer.group.name, writer.group).version:
                 groups[writer.group.name] = writer.group
+        for key, writer in flushing:
+            # One table's batches go into one file set and one snapshot, so they take one definition:
+            # the newest any of them has seen. A partition that has not met a feature added while the
+            # sink runs gives its rows nulls there, as its own older rows get once it meets it.
+            writer.adopt(groups[writer.group.name])
+            prepared = writer.prepare()
+            if prepared is None:
+                out[key] = FlushResult([], 0, None)
+                continue
+            by_table.setdefault(writer.group.name, []).append(prepared)
         for name, prepared in by_table.items():
             group = groups[name]
             out.update(flush_table(prepared, lambda group=group: self.tables.table(group),

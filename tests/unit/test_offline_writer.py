@@ -309,6 +309,28 @@ def test_newer_group_version_adds_columns(env) -> None:
     assert t["segment"].to_pylist() == [None, "gold"]
 
 
+def test_partitions_at_different_group_versions_commit_together(env) -> None:
+    """A feature added while the sink runs: one partition's writer has seen the new version, another
+    only the old one, and both flush in one snapshot. Their rows share the newest definition (the older
+    rows get nulls) instead of crashing the concatenation on two schemas (found by the acknowledged
+    writes test: ArrowInvalid "Schema at index 1 was different" killed the sink, and each restart would
+    have met the same batch)."""
+    tables, g = env
+    from schemas.types import FeatureDefinition
+
+    g2 = g.with_added_features([FeatureDefinition("segment", "String")])
+    w = OfflineWriter(tables)
+    w.add(g, put(0), TOPIC, 0, 0)
+    w.add(g2, put(1, segment="gold"), TOPIC, 1, 0)
+    w.add(g, put(2), TOPIC, 2, 0)
+    results = w.flush_many([(TOPIC, 0), (TOPIC, 1), (TOPIC, 2)])
+    assert {k: r.rows for k, r in results.items()} == {(TOPIC, 0): 1, (TOPIC, 1): 1, (TOPIC, 2): 1}
+    assert recorded_offsets(tables.existing(g2)) == {(TOPIC, 0): 1, (TOPIC, 1): 1, (TOPIC, 2): 1}
+    with OfflineQuery([g2], tables=tables) as q:
+        t = q.sql("SELECT _kafka_partition, segment FROM customers ORDER BY _kafka_partition")
+    assert t["segment"].to_pylist() == [None, "gold", None]
+
+
 def test_time_travel_by_commit(env) -> None:
     import time as _time
 
