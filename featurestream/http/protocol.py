@@ -102,7 +102,7 @@ def run(app: web.Application, sock: socket.socket, *, shutdown_timeout: float, e
 
     ``event_loop``: uvloop (the default) or asyncio's own. Measured on this 2-core machine with wrk at 8
     connections against one worker answering GetRecord: uvloop served 1,343-1,569 requests/s at 632-726
-    CPU-µs each, asyncio's loop 870-1,277 at 750-938 (bench/http_api.py). Every aiohttp and redis-py
+    CPU-µs each, asyncio's loop 870-1,277 at 750-938 (runs alternated). Every aiohttp and redis-py
     call runs the same on both; ``--event-loop asyncio`` is there to tell a loop problem from ours."""
 
     async def main() -> None:
