@@ -50,6 +50,7 @@ from featurestream.stack.ports import free_port  # noqa: E402
 from schemas.group import FeatureGroup  # noqa: E402
 from schemas.types import CollectionType, FeatureDefinition, ScalarType  # noqa: E402
 from schemas.validate import compile_validator  # noqa: E402
+from tests.integration.procs import child_pids  # noqa: E402
 
 LEVELS = (1, 8, 32)
 
@@ -204,11 +205,7 @@ def process_tree(pid: int) -> list[int]:
     while todo:
         p = todo.pop()
         out.append(p)
-        try:
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            continue
+        todo += child_pids(p)
     return out
 
 
