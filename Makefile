@@ -70,9 +70,14 @@ sdk-venvs:
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+# Test files run on TEST_WORKERS pytest-xdist workers (`--dist loadfile`: a file's tests stay on one
+# worker, so its module fixtures start once); each worker starts its own stack on free ports.
+# TEST_WORKERS=0 runs everything in this process, in order.
+TEST_WORKERS ?= 2
+
 test: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest -ra --durations=25
+	$(VENV)/bin/pytest -ra --durations=25 -n $(TEST_WORKERS) --dist loadfile
 
 unit: $(STAMP)
 	$(VENV)/bin/pytest -ra tests/unit

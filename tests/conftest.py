@@ -38,3 +38,28 @@ def unique_name() -> Callable[..., str]:
         return f"{stem}-{secrets.token_hex(4)}"
 
     return make
+
+
+# `make test` runs the suite on pytest-xdist workers with `--dist loadfile`: a file is one unit of
+# work, handed out in collection order. These files hold the suite's longest tests (minutes each,
+# mostly waiting on fixed publish rates, restarts and timeouts; `--durations` of the 2026-12-03 run).
+# Starting them first keeps a worker from drawing a ten-minute file when the other is nearly done.
+LONG_FILES_FIRST = (
+    "test_scale_out.py",
+    "test_chaos.py",
+    "test_auditor.py",
+    "test_aggregations.py",
+    "test_sink.py",
+    "test_online_healing.py",
+    "test_processor.py",
+    "test_broker_outage.py",
+    "test_acknowledged_writes.py",
+    "test_sdk_notebooks.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Move the files of LONG_FILES_FIRST to the front, in that order; every other test keeps its
+    place (the sort is stable, and the same on every worker, as xdist requires)."""
+    rank = {name: i for i, name in enumerate(LONG_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

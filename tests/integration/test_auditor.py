@@ -9,6 +9,7 @@ import random
 import re
 import threading
 import urllib.request
+from dataclasses import replace
 
 import pytest
 import redis
@@ -45,7 +46,11 @@ def missing_offsets_logged(log: str, group: str) -> set[tuple[int, int]]:
 
 
 def test_the_auditor_finds_counts_and_heals_a_silent_loss_and_names_lost_offline_offsets(stack, tmp_path, unique_name):
-    with FeatureStore(stack) as store:
+    # Its own topic prefix, so its own registry: the auditor audits every group it finds, and on a stack
+    # that earlier tests filled (51 groups on one xdist worker) each pass took 23-33 s, not the ~1 s of
+    # this test's one group; the deadlines below are for this test's work, not theirs.
+    own = replace(stack, topic_prefix=unique_name("auditor"))
+    with FeatureStore(own) as store:
         g = store.create_feature_group(customers_group(unique_name("parity"), partitions=3))
         topic = store.registry.topic_of(g.name)
         rng = random.Random(7)
@@ -55,11 +60,11 @@ def test_the_auditor_finds_counts_and_heals_a_silent_loss_and_names_lost_offline
 
         store.ingest(g.name, batch(2000, 0), progress=False)
         port = free_port()
-        procs = [Proc(stack, ["process", "--metrics-port", "0", "--log-level", "warning"], tmp_path / "p.log"),
-                 Proc(stack, ["sink", "--metrics-port", "0", "--max-age-s", "1", "--compact-every-s", "0"],
+        procs = [Proc(own, ["process", "--metrics-port", "0", "--log-level", "warning"], tmp_path / "p.log"),
+                 Proc(own, ["sink", "--metrics-port", "0", "--max-age-s", "1", "--compact-every-s", "0"],
                       tmp_path / "s.log"),
-                 Proc(stack, ["auditor", "--interval-s", "2", "--sample", "100", "--rows", "10",
-                              "--metrics-port", str(port)], tmp_path / "a.log")]
+                 Proc(own, ["auditor", "--interval-s", "2", "--sample", "100", "--rows", "10",
+                            "--metrics-port", str(port)], tmp_path / "a.log")]
         auditor = procs[2]
         checked = "featurestream_parity_checked_total"
         mismatches = "featurestream_parity_mismatch_total"
@@ -67,10 +72,10 @@ def test_the_auditor_finds_counts_and_heals_a_silent_loss_and_names_lost_offline
             # 1. No false alarms while records are published and applied under the auditor's eyes.
             for hour in range(1, 5):
                 store.ingest(g.name, batch(500, hour), progress=False)
-            expected = expected_online_state(stack, topic)
+            expected = expected_online_state(own, topic)
             wait_for(lambda: online_state(store, g, list(expected)) == expected, timeout_s=180,
                      what=f"the processor to apply every record\n{procs[0].tail()}")
-            want_offline = offline_expected(stack, topic)
+            want_offline = offline_expected(own, topic)
             wait_for(lambda: sorted(table_positions(store, g)) == sorted(want_offline), timeout_s=180,
                      what=f"the sink to write every record once\n{procs[1].tail()}")
             seen = metric(port, checked, store="online", group=g.name)
@@ -82,12 +87,12 @@ def test_the_auditor_finds_counts_and_heals_a_silent_loss_and_names_lost_offline
             # 2. A silent online loss: recently applied keys deleted behind the processor's back.
             fresh = [customer(i, second=9 * 3600 + i) for i in range(20)]
             store.ingest(g.name, fresh, progress=False)
-            expected = expected_online_state(stack, topic)
+            expected = expected_online_state(own, topic)
             wait_for(lambda: online_state(store, g, list(expected)) == expected, timeout_s=120,
                      what=f"the fresh records to be applied\n{procs[0].tail()}")
-            client = redis.Redis.from_url(stack.redis_url)
+            client = redis.Redis.from_url(own.redis_url)
             dropped = [f"c{i}" for i in range(0, 20, 2)][:8]
-            assert client.delete(*(online_key(stack.topic_prefix, g.name, rid) for rid in dropped)) == 8
+            assert client.delete(*(online_key(own.topic_prefix, g.name, rid) for rid in dropped)) == 8
             wait_for(lambda: metric(port, mismatches, store="online", group=g.name) >= 8, timeout_s=180,
                      what=f"the auditor to find the 8 lost records\n{auditor.tail()}")
             wait_for(lambda: online_state(store, g, list(expected)) == expected, timeout_s=120,
