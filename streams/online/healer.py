@@ -63,8 +63,18 @@ class OnlineHealer:
         self._rebuild_thread: threading.Thread | None = None
         self._policy_checked = False
         self._evicted: int | None = None
+        self._retry = Backoff(min(2 * check_every_s, 60.0), 60.0)
+        self._first_delay = check_every_s
 
     def start(self) -> None:
+        """Check once here, then every ``check_every_s`` from a daemon thread.
+
+        The first check runs before this returns, so before the caller starts its live path: whether
+        that path reads every topic from its start (its consumer group has committed nothing) is then
+        decided before it can commit. Checked from the thread instead, a fast live path had committed
+        its first batch by then, and a fresh store got a rebuild beside a live path that was already
+        replaying everything: twice the work, and the records counter counting both."""
+        self._first_delay = self._check_logged()
         self._thread.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
@@ -79,17 +89,21 @@ class OnlineHealer:
         return self._rebuild_thread is not None and self._rebuild_thread.is_alive()
 
     def _loop(self) -> None:
-        # Redis away: the check runs again after twice the interval, doubling up to a minute.
-        retry = Backoff(min(2 * self.check_every_s, 60.0), 60.0)
-        while not self._stop.is_set():
-            try:
-                self.check_once()
-                retry.succeeded()
-                delay = self.check_every_s
-            except Exception as exc:  # noqa: BLE001 - Redis away: the check runs again, less often
-                delay = retry.failed()
-                log.warning("online store check failed (next try in %.0f s): %s", delay, exc)
-            self._stop.wait(delay)
+        delay = self._first_delay
+        while not self._stop.wait(delay):
+            delay = self._check_logged()
+
+    def _check_logged(self) -> float:
+        """One check; the seconds to the next. Redis away: the check runs again after twice the
+        interval, doubling up to a minute."""
+        try:
+            self.check_once()
+            self._retry.succeeded()
+            return self.check_every_s
+        except Exception as exc:  # noqa: BLE001 - Redis away: the check runs again, less often
+            delay = self._retry.failed()
+            log.warning("online store check failed (next try in %.0f s): %s", delay, exc)
+            return delay
 
     def check_eviction(self) -> None:
         """Warn once about an evicting policy, and every time Redis's evicted_keys grows."""
