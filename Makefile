@@ -70,14 +70,15 @@ sdk-venvs:
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-# Test files run on TEST_WORKERS pytest-xdist workers (`--dist loadfile`: a file's tests stay on one
-# worker, so its module fixtures start once); each worker starts its own stack on free ports.
+# Test files run on TEST_WORKERS pytest-xdist workers, each with its own stack on free ports. A
+# file's tests stay on one worker, the two CPU-hungriest files run one after the other, and the
+# longest files go first (tests/conftest.py: pytest_xdist_make_scheduler, LONG_FILES_FIRST).
 # TEST_WORKERS=0 runs everything in this process, in order.
 TEST_WORKERS ?= 2
 
 test: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest -ra --durations=25 -n $(TEST_WORKERS) --dist loadfile
+	$(VENV)/bin/pytest -ra --durations=25 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 unit: $(STAMP)
 	$(VENV)/bin/pytest -ra tests/unit
