@@ -11,6 +11,11 @@
                   send time (ns) is patched into feature ``visits``, so the load generator does not
                   eat the CPU the processor needs; a reader thread polls batch_get_record for
                   ~200 samples a second until readable: p50/p99.
+  (b2) search     (--only search) the highest steady rate with p99 <= 100 ms: doubling from
+                  --rate, then bisecting. Each step also prints publish-to-acknowledged p99 (the
+                  broker's share). Past the first failing rate, the processor is stopped and the
+                  same loads run at that rate and at 10,000/s with nothing reading: the broker's
+                  acknowledgement latency alone, a floor under publish-to-readable on this machine.
   (c) reads       FeatureStore.get_record vs raw redis-py HGETALL on the same keys, p50/p99.
   (d) memory      the processor's RSS during (b)'s steady load: at start, end and peak.
 
@@ -452,10 +457,11 @@ class FullGcPauses:
         gc.callbacks.remove(self._callback)
 
 
-def steady_load(fs: FeatureStore, proc: Processor, group: Any, rate: int, seconds: float, event_base_ns: int,
+def steady_load(fs: FeatureStore, proc: Processor | None, group: Any, rate: int, seconds: float, event_base_ns: int,
                 ids: int, redis_client: Any) -> SteadyRun:
     """Publish ``rate`` records/s for ``seconds`` (event times from ``event_base_ns`` up, so each
-    load is newer than the one before) and measure publish-to-readable latency."""
+    load is newer than the one before) and measure publish-to-readable latency. With ``proc`` None
+    no processor runs and nothing is read: the broker alone, publish to acknowledged."""
     validator = compile_validator(group)
     topic = fs.registry.topic_of(GROUP)
     publish = fs.publisher.publish
@@ -514,12 +520,15 @@ def steady_load(fs: FeatureStore, proc: Processor, group: Any, rate: int, second
     gc.freeze()
     stop_deadline = [float("inf")]
     thread = threading.Thread(target=reader, daemon=True)
-    thread.start()
-    rss = [proc.rss_mb()]
+    if proc is not None:
+        thread.start()
+    rss = [proc.rss_mb()] if proc is not None else []
     # Where the 2 cores go during the load: the processor, the broker, Redis, and this process (the
     # load generator and the reader). A rate the machine cannot carry shows as a total near 2.
-    pids = {"processor": proc.pids(), "Kafka": [p for p in [service_pid(fs.config, "kafka")] if p],
+    pids = {"processor": proc.pids() if proc is not None else [], "Kafka": [p for p in [service_pid(fs.config, "kafka")] if p],
             "load generator + reader": [os.getpid()]}
+    if proc is None:
+        del pids["processor"]
 
     def cpu_now() -> dict[str, float]:
         now = {name: sum(process_cpu(p) for p in ps) for name, ps in pids.items()}
@@ -556,7 +565,7 @@ def steady_load(fs: FeatureStore, proc: Processor, group: Any, rate: int, second
             print(f"  (could only publish {k:,} of {total:,} records in time)")
             total = k
             break
-        if now > next_rss:
+        if now > next_rss and proc is not None:
             rss.append(proc.rss_mb())
             next_rss += 1.0
         key, value, headers = encoded[k]
@@ -567,9 +576,10 @@ def steady_load(fs: FeatureStore, proc: Processor, group: Any, rate: int, second
                          [(n, stamp if v == _SENT_PLACEHOLDER else v) for n, v in headers])
         future.add_done_callback(count)
         if k % sample_every == 0:
-            sampled += 1
-            with lock:
-                pending.append((f"c{k % ids}", sent))
+            if proc is not None:
+                sampled += 1
+                with lock:
+                    pending.append((f"c{k % ids}", sent))
             # the broker's share of the latency: publish to acknowledged (delivery report seen)
             future.add_done_callback(lambda _f, sent=sent: acked.append((time.time_ns() - sent) / 1e6))
     elapsed = time.perf_counter() - t0
@@ -583,10 +593,11 @@ def steady_load(fs: FeatureStore, proc: Processor, group: Any, rate: int, second
                            f"reported; first error: {failed[0] if failed else None}")
     stop_deadline[0] = time.monotonic() + 15
     stop.set()
-    thread.join(timeout=20)
+    if proc is not None:
+        thread.join(timeout=20)
+        rss.append(proc.rss_mb())
     gc_pauses.stop()
     gc.unfreeze()
-    rss.append(proc.rss_mb())
     lat = sorted(latencies)
     # samples taken (not total // sample_every: one more when sample_every does not divide total,
     # which made every rate but a few "lose" -1 samples and fail the search)
@@ -645,12 +656,27 @@ def rate_search(config: Config, args: argparse.Namespace, redis_client: Any, log
             else:
                 bad = mid
         verdict = "met" if good >= 10_000 else "missed"
+        if bad:
+            broker_alone(fs, proc, group, args, sorted({bad, 10_000}), base, redis_client, engine)
         print(f"RESULT (b2) rate search {engine}: highest steady rate with p99 <= 100 ms: {good:,}/s "
               f"(first failing: {f'{bad:,}/s' if bad else f'none up to {args.search_max:,}/s'}; "
               f"{args.search_seconds:.0f} s per step; goal >= 10,000/s: {verdict}); {load_average()}")
     finally:
         proc.stop()
         teardown(fs, redis_client, prefix)
+
+
+def broker_alone(fs: FeatureStore, proc: Processor, group: Any, args: argparse.Namespace, rates: list[int],
+                 base: int, redis_client: Any, engine: str) -> None:
+    """The same loads with the processor stopped and no reader: publish-to-acknowledged is then the
+    broker's (and the generator's client's) latency alone, a floor under publish-to-readable."""
+    proc.stop()
+    for rate in rates:
+        run = steady_load(fs, None, group, rate, args.search_seconds, base, 10_000, redis_client)
+        base += (int(args.search_seconds) + 10) * 10**9
+        print(f"  search {engine}: broker alone (no processor, no reader) at {rate:,}/s: publish to acknowledged "
+              f"p99 {percentile(run.acked, 99):.0f} ms (p50 {percentile(run.acked, 50):.0f} ms) at "
+              f"{run.total / run.elapsed:,.0f}/s; {run.cpu_split()}; {load_average()}", flush=True)
 
 
 # -- (c) reads -----------------------------------------------------------------------------------
