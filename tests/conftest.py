@@ -78,8 +78,9 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     """xdist's file scheduler with SERIAL_FILES as one unit.
 
     xdist's own grouping (`--dist loadgroup`, the xdist_group mark) does nothing on pytest 9.2:
-    it renames item._nodeid, which pytest 9 no longer reads. A scheduler that names each test's
-    unit is xdist's documented way to choose units, and its file scheduler does just that."""
+    it renames item._nodeid, which pytest 9 no longer reads. The hook is xdist's documented way to
+    bring a scheduler; naming the units means overriding ``_split_scope``, a protected method, as
+    xdist's own LoadFileScheduling does. So it is tied to the pinned xdist (constraints.txt)."""
     from xdist.scheduler import LoadFileScheduling
 
     class FilesWithSerialUnit(LoadFileScheduling):
