@@ -39,45 +39,58 @@ local backfill = cfg.b == 1
 -- (sinks/online/lua.py) puts before this script.
 
 -- Exact integer sums (Integral sum and sum of squares) as decimal text: no overflow, no rounding.
-local function digits_rev(out)
-  local r = {}
-  for k = #out, 1, -1 do r[#r + 1] = out[k] end
-  local s = string.gsub(table.concat(r), "^0+", "")
-  if s == "" then return "0" end
-  return s
+-- Digits go 7 at a time ("limbs", least significant first): a limb sum with its carry stays below
+-- 2^53, so doubles add them exactly, and a 30-digit square costs 5 steps rather than 30.
+local LIMB, LIMB_BASE = 7, 10000000
+
+local function limbs(s) -- a canonical unsigned decimal, as limbs
+  local out, i = {}, #s
+  while i > 0 do
+    out[#out + 1] = tonumber(string.sub(s, i > LIMB and i - LIMB + 1 or 1, i))
+    i = i - LIMB
+  end
+  return out
+end
+
+local function from_limbs(out) -- limbs back to canonical text (leading zero limbs dropped)
+  local top = #out
+  while top > 1 and out[top] == 0 do top = top - 1 end
+  local parts = {string.format("%d", out[top])}
+  for k = top - 1, 1, -1 do parts[#parts + 1] = string.format("%07d", out[k]) end
+  return table.concat(parts)
 end
 
 local function add_abs(a, b)
-  local out, carry, i, j = {}, 0, #a, #b
-  while i > 0 or j > 0 or carry > 0 do
-    local x = carry
-    if i > 0 then x = x + string.byte(a, i) - 48 end
-    if j > 0 then x = x + string.byte(b, j) - 48 end
-    if x >= 10 then x = x - 10; carry = 1 else carry = 0 end
-    out[#out + 1] = x
-    i = i - 1
-    j = j - 1
+  local x, y, out, carry = limbs(a), limbs(b), {}, 0
+  for k = 1, math.max(#x, #y) do
+    local v = (x[k] or 0) + (y[k] or 0) + carry
+    if v >= LIMB_BASE then v, carry = v - LIMB_BASE, 1 else carry = 0 end
+    out[k] = v
   end
-  return digits_rev(out)
+  if carry > 0 then out[#out + 1] = carry end
+  return from_limbs(out)
 end
 
 local function sub_abs(a, b) -- a >= b >= 0
-  local out, borrow, i, j = {}, 0, #a, #b
-  while i > 0 do
-    local x = string.byte(a, i) - 48 - borrow
-    if j > 0 then x = x - (string.byte(b, j) - 48) end
-    if x < 0 then x = x + 10; borrow = 1 else borrow = 0 end
-    out[#out + 1] = x
-    i = i - 1
-    j = j - 1
+  local x, y, out, borrow = limbs(a), limbs(b), {}, 0
+  for k = 1, #x do
+    local v = x[k] - (y[k] or 0) - borrow
+    if v < 0 then v, borrow = v + LIMB_BASE, 1 else borrow = 0 end
+    out[k] = v
   end
-  return digits_rev(out)
+  return from_limbs(out)
 end
 
 local function add_dec(a, b)
   local na, nb = string.sub(a, 1, 1) == "-", string.sub(b, 1, 1) == "-"
   local ma = na and string.sub(a, 2) or a
   local mb = nb and string.sub(b, 2) or b
+  -- Both below 10^15: the sum is below 2^53, so a double holds it exactly ("%.0f" prints it whole).
+  if #ma <= 15 and #mb <= 15 then
+    local r = tonumber(a) + tonumber(b)
+    if r == 0 then return "0" end
+    return string.format("%.0f", r)
+  end
   local r, neg
   if na == nb then
     r, neg = add_abs(ma, mb), na
@@ -169,60 +182,81 @@ local function prune(keep)
   end
 end
 
-local keep = {}
-for _, level in ipairs(levels) do
-  if level ~= "l" then keep[level] = tonumber(redis.call("HGET", key, "k|" .. level)) end
+-- One call reads each field of the key once and writes each once: its events (one key's) mostly
+-- fold into the same tiles, and a redis.call costs more than the Lua around it. Reads go through
+-- `cache` (false: the field is absent); writes stay in it, marked in `dirty`, until the end.
+local cache, dirty = {}, {}
+local function get(f)
+  local v = cache[f]
+  if v == nil then
+    v = redis.call("HGET", key, f)
+    cache[f] = v
+  end
+  return v or nil
+end
+local function set(f, v)
+  cache[f] = v
+  dirty[f] = true
 end
 
+local keep = {}
+for _, level in ipairs(levels) do
+  if level ~= "l" then keep[level] = tonumber(get("k|" .. level)) end
+end
+
+-- A level's mark moves with most events of a fine level, so marks move in memory and the tiles
+-- below them go once, after the call's last event (one HKEYS, not one per event). Nothing reads or
+-- writes a tile below the mark in memory meanwhile, so the key ends as if each move pruned at once.
+local moved = false
+local sketches, sketch_order = {}, {} -- distinct values per sketch key, added once at the end
+local late = 0
 local reply = {}
 for e = 2, #ARGV do
   local ev = cjson.decode(ARGV[e])
   local part, off, et, et_late = ev[1], ev[2], ev[3], ev[4]
   local code, detail = FOLDED, ""
-  local seen = redis.call("HGET", key, "o|" .. part)
-  local filled = redis.call("HGET", key, "b|" .. part)
+  local seen = get("o|" .. part)
+  local filled = get("b|" .. part)
   local dup = filled and tonumber(off) <= tonumber(filled)
   local mark, latest
   if backfill then
-    local first = redis.call("HGET", key, "s|" .. part)
+    local first = get("s|" .. part)
     -- A live state without s| (folded before the lanes existed) covers everything: fold nothing.
     dup = dup or (first and tonumber(off) >= tonumber(first)) or (not first and seen)
     mark = "v|" .. part
-    latest = redis.call("HGET", key, mark)
+    latest = get(mark)
   else
     dup = dup or (seen and tonumber(off) <= tonumber(seen))
     mark = "w|" .. part
-    latest = redis.call("HGET", key, mark)
-    local other = redis.call("HGET", key, "v|" .. part)
+    latest = get(mark)
+    local other = get("v|" .. part)
     if other and (not latest or cmp_dec(other, latest) > 0) then latest = other end
   end
   if dup then
     code = DUPLICATE
   else
     if backfill then
-      redis.call("HSET", key, "b|" .. part, off)
+      set("b|" .. part, off)
     else
-      redis.call("HSET", key, "o|" .. part, off)
-      redis.call("HSETNX", key, "s|" .. part, off)
+      set("o|" .. part, off)
+      if not get("s|" .. part) then set("s|" .. part, off) end
     end
     if latest and cmp_dec(et_late, latest) < 0 then
       code, detail = LATE, latest
-      redis.call("HINCRBY", key, "late", 1)
+      late = late + 1
     else
-      local own = redis.call("HGET", key, mark)
-      if not own or cmp_dec(et, own) > 0 then redis.call("HSET", key, mark, et) end
-      local moved = false
+      local own = get(mark)
+      if not own or cmp_dec(et, own) > 0 then set(mark, et) end
       for li, level in ipairs(levels) do
         if level ~= "l" then
           local k = tonumber(ev[6][li])
           if not keep[level] or k > keep[level] then
             keep[level] = k
-            redis.call("HSET", key, "k|" .. level, ev[6][li])
+            set("k|" .. level, ev[6][li])
             moved = true
           end
         end
       end
-      if moved then prune(keep) end
       for si, st in ipairs(states) do
         local kind, feature, n = st[1], st[2], st[3]
         local v = ev[7][si]
@@ -232,14 +266,19 @@ for e = 2, #ARGV do
             if level == "l" or tonumber(idx) >= keep[level] then
               local field = kind .. "|" .. feature .. "|" .. level .. "|" .. idx
               if kind == "d" then
-                redis.call("HSET", key, field, "1")
+                if not get(field) then set(field, "1") end
                 local sketch = key .. "|" .. field
-                redis.call("PFADD", sketch, v)
-                if ttl ~= "" then redis.call("PEXPIRE", sketch, ttl) end
+                local values = sketches[sketch]
+                if not values then
+                  values = {}
+                  sketches[sketch] = values
+                  sketch_order[#sketch_order + 1] = sketch
+                end
+                values[#values + 1] = v
               else
-                local cur = redis.call("HGET", key, field)
-                local new = fold_state(kind, n, cur or nil, v, ev[8][si], et, part, off)
-                if new ~= cur then redis.call("HSET", key, field, new) end
+                local cur = get(field)
+                local new = fold_state(kind, n, cur, v, ev[8][si], et, part, off)
+                if new ~= cur then set(field, new) end
               end
             end
           end
@@ -250,5 +289,21 @@ for e = 2, #ARGV do
   reply[#reply + 1] = code
   reply[#reply + 1] = detail
 end
+
+-- Write back: fields, then sketches, then the prune (which drops tiles, and their sketches, that
+-- fell below a mark during the call).
+local out = {}
+for f in pairs(dirty) do
+  out[#out + 1] = f
+  out[#out + 1] = cache[f]
+end
+for i = 1, #out, 1000 do redis.call("HSET", key, unpack(out, i, math.min(i + 999, #out))) end
+if late > 0 then redis.call("HINCRBY", key, "late", late) end
+for _, sketch in ipairs(sketch_order) do
+  local values = sketches[sketch]
+  for i = 1, #values, 1000 do redis.call("PFADD", sketch, unpack(values, i, math.min(i + 999, #values))) end
+  if ttl ~= "" then redis.call("PEXPIRE", sketch, ttl) end
+end
+if moved then prune(keep) end
 if ttl ~= "" then redis.call("PEXPIRE", key, ttl) end
 return reply

@@ -59,6 +59,11 @@ from sinks.online.lua import load_script
 
 FOLDED, DUPLICATE, LATE = 1, 3, 10
 EVENTS_PER_CALL = 500  # bounds how long one script call holds Redis
+# Bounds the Redis work behind one pipelined round trip. A replay batch holds 20,000 events, about
+# 4 MB of calls and seconds of Redis CPU: sent as one pipeline, the client's write waited for Redis
+# to work through the socket buffers and timed out (2 s) on a loaded machine. At 1,000 events a
+# round trip is about 200 KB and 0.15 s of Redis CPU (the fold costs ~150 us an event, README).
+EVENTS_PER_ROUND_TRIP = 1000
 _SERVICE_ERRORS = (redis.ConnectionError, redis.TimeoutError, RedisClusterException)
 
 
@@ -206,6 +211,22 @@ class AggregateRead:
         return record
 
 
+def _round_trips(calls: list[tuple[str, list[tuple[int, bytes]]]], events_per_trip: int
+                 ) -> Iterator[list[tuple[str, list[tuple[int, bytes]]]]]:
+    """``calls`` in order, cut into runs of whole calls holding at most ``events_per_trip`` events
+    (a single larger call goes alone). A key's calls stay in order, so its events fold in order."""
+    trip: list[tuple[str, list[tuple[int, bytes]]]] = []
+    held = 0
+    for call in calls:
+        if trip and held + len(call[1]) > events_per_trip:
+            yield trip
+            trip, held = [], 0
+        trip.append(call)
+        held += len(call[1])
+    if trip:
+        yield trip
+
+
 class AggregateStore:
     def __init__(self, client: RedisClient, prefix: str, *, where: str = "Redis") -> None:
         self._client = client
@@ -248,12 +269,20 @@ class AggregateStore:
         config = plan.config_arg(backfill=backfill)
         calls = [(k, mine[j:j + EVENTS_PER_CALL]) for k, mine in by_key.items()
                  for j in range(0, len(mine), EVENTS_PER_CALL)]
+        for trip in _round_trips(calls, EVENTS_PER_ROUND_TRIP):
+            self._fold_calls(group, events, config, trip, result)
+        return result
+
+    def _fold_calls(self, group: FeatureGroup, events: Sequence[FoldEvent], config: str,
+                    calls: list[tuple[str, list[tuple[int, bytes]]]], result: FoldResult) -> None:
+        """One pipelined round trip of fold script calls; their outcomes go into ``result``."""
         for _attempt in range(2):
             pipe = self._client.pipeline(transaction=False)
             for k, chunk in calls:
                 pipe.execute_command("EVALSHA", self._sha, 1, aggregate_key(self._prefix, group.name, k), config,
                                      *(arg for _i, arg in chunk))
-            with self._service(f"fold {len(events)} events into aggregation group {group.name!r}"):
+            with self._service(f"fold {sum(len(c) for _k, c in calls)} events into aggregation group "
+                               f"{group.name!r}"):
                 replies = pipe.execute(raise_on_error=False)
             retry = []
             for (k, chunk), reply in zip(calls, replies, strict=True):
@@ -277,7 +306,7 @@ class AggregateStore:
                             f"({group.aggregation.lateness_ns // 1_000_000_000} s) behind the latest event time "  # type: ignore[union-attr]
                             f"{format_iso(latest)} of this key in partition {events[i].partition}; not counted")))
             if not retry:
-                return result
+                return
             with self._service("load the aggregate_fold script"):
                 self._sha = self._client.script_load(self._script)
             calls = retry
