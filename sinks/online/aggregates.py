@@ -62,7 +62,7 @@ EVENTS_PER_CALL = 500  # bounds how long one script call holds Redis
 # Bounds the Redis work behind one pipelined round trip. A replay batch holds 20,000 events, about
 # 4 MB of calls and seconds of Redis CPU: sent as one pipeline, the client's write waited for Redis
 # to work through the socket buffers and timed out (2 s) on a loaded machine. At 1,000 events a
-# round trip is about 200 KB and 0.15 s of Redis CPU (the fold costs ~150 us an event, README).
+# round trip is about 200 KB and 0.08-0.15 s of Redis CPU (the fold costs 80-150 us an event, README).
 EVENTS_PER_ROUND_TRIP = 1000
 _SERVICE_ERRORS = (redis.ConnectionError, redis.TimeoutError, RedisClusterException)
 
@@ -273,7 +273,7 @@ class AggregateStore:
             self._fold_calls(group, events, config, trip, result)
         return result
 
-    def _fold_calls(self, group: FeatureGroup, events: Sequence[FoldEvent], config: str,
+    def _fold_calls(self, group: FeatureGroup, events: Sequence[FoldEvent], config: bytes,
                     calls: list[tuple[str, list[tuple[int, bytes]]]], result: FoldResult) -> None:
         """One pipelined round trip of fold script calls; their outcomes go into ``result``."""
         for _attempt in range(2):
