@@ -34,13 +34,15 @@ EDGES = st.sampled_from([0, 1, -1, 10**15 - 1, 10**15, 2**53, 2**53 + 1, 9_999_9
 VALUES = st.lists(st.one_of(INT64, EDGES, st.integers(-10**16, 10**16)), min_size=1, max_size=60)
 
 
-def _groups() -> tuple[FeatureGroup, FeatureGroup]:
+def _aggregation_group() -> FeatureGroup:
     source = FeatureGroup("src", "id", "event_time",
                           (F("id", "String"), F("event_time", "String"), F("k", "String"), F("q", "Integral")),
                           partitions=1)
     spec = AggregationSpec("src", "k", parse_aggregates(["q:sum,count,min,max@lifetime"], group="agg"), 3600 * 10**9)
-    agg = aggregation_group("agg", spec, source)
-    return source, dataclasses.replace(agg, creation_time=source.creation_time + 1)
+    return dataclasses.replace(aggregation_group("agg", spec, source), creation_time=source.creation_time + 1)
+
+
+AGG = _aggregation_group()
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +57,7 @@ def fold_store(stack):
 @given(values=VALUES, per_call=st.integers(1, 60), per_trip=st.integers(1, 60), data=st.data())
 def test_integral_tiles_equal_python_integers(fold_store, values, per_call, per_trip, data):
     store, client, prefix = fold_store
-    _source, agg = _groups()
+    agg = AGG
     plan: FoldPlan = store.plan(agg)
     key = uuid.uuid4().hex
     backfill = data.draw(st.booleans(), label="backfill lane")
