@@ -16,7 +16,8 @@
 --          [value per state, "" if null], [square per state ("i" only), else ""]]
 --          All integers are canonical decimal strings: 19-digit nanosecond times do not fit a
 --          Lua number (a double), so they are compared as text (cmp_dec).
---          ARGV[1]'s "b": 1 marks a backfill call (replay, rebuild, the healer): see "Two lanes".
+--          ARGV[1]'s "b": 1 marks a backfill call (replay, rebuild, the healer): see "Two lanes";
+--          its "c": the group's life (creation time in microseconds, decimal text): see "Lives".
 -- Two lanes. The live processor folds from where it stands; a backfill re-reads the topic from
 -- its start at the same time. One "last offset" per partition would let the live lane's newer
 -- offset hide the backfill's older events as redeliveries. So each lane keeps its own:
@@ -27,9 +28,18 @@
 -- every offset is folded once, whichever lane reaches it first. A backfill event is judged late
 -- against v|<p> (every offset it sees precedes the live lane's); a live event against the later
 -- of w|<p> and v|<p>.
+-- Lives. A group deleted and created again under its name has the same keys, and a processor
+-- whose view is a second or so old still folds for the deleted life after a purge wiped its
+-- keys. Left there, that state (its lanes' offsets above all) would be taken for the new life's,
+-- and the new life's backfill would skip what it must fold. So the hash holds its life (field
+-- "life"): a call of a later life starts the key again (sketches included), and a call of an
+-- earlier life folds nothing. A key without the field (folded before lives existed) is adopted.
+-- Lives are creation times, so this relies on a re-created group getting a later one than the
+-- life before it (the registry's clock moving forward between a delete and a create).
 -- Returns a flat list, 2 per event: code, detail. Codes: 1 folded, 3 duplicate (already
--- folded), 10 too late (detail: the partition's latest event time for this key, ns).
-local FOLDED, DUPLICATE, LATE = 1, 3, 10
+-- folded), 4 superseded (the call is of an earlier life; detail: the key's life), 10 too late
+-- (detail: the partition's latest event time for this key, ns).
+local FOLDED, DUPLICATE, SUPERSEDED, LATE = 1, 3, 4, 10
 local key = KEYS[1]
 local cfg = cjson.decode(ARGV[1])
 local states, levels, ttl = cfg.s, cfg.l, cfg.ttl
@@ -197,6 +207,27 @@ end
 local function set(f, v)
   cache[f] = v
   dirty[f] = true
+end
+
+local life = cfg.c
+if life then
+  local held = redis.call("HGET", key, "life")
+  if held and held ~= life then
+    if cmp_dec(held, life) > 0 then
+      local reply = {}
+      for _ = 2, #ARGV do
+        reply[#reply + 1] = SUPERSEDED
+        reply[#reply + 1] = held
+      end
+      return reply
+    end
+    for _, f in ipairs(redis.call("HKEYS", key)) do
+      if string.sub(f, 1, 2) == "d|" then redis.call("DEL", key .. "|" .. f) end
+    end
+    redis.call("DEL", key)
+    held = false
+  end
+  if not held then set("life", life) end
 end
 
 local keep = {}

@@ -12,6 +12,7 @@ group-wide tag, so keys spread over a Redis Cluster):
 | ``b|<partition>``, ``v|<partition>`` | the same as ``o|`` and ``w|`` for the backfill lane (replay, rebuild) |
 | ``k|<level>`` | first tile index of that level still read (older tiles are pruned) |
 | ``late`` | events refused as later than the allowed lateness (also dead-lettered) |
+| ``life`` | which life of the group's name the key holds: its creation time in µs (``FoldPlan.life``) |
 | ``<kind>|<feature>|<level>|<index>`` | one tile's state (kinds: ``schemas/aggregate_values.py``) |
 | ``d|<feature>|<level>|<index>`` | ``1``: the tile's HyperLogLog is the key ``<hash key>|d|...`` |
 
@@ -57,7 +58,7 @@ from sinks.online.connect import RedisClient
 from sinks.online.errors import CorruptRecordError
 from sinks.online.lua import load_script
 
-FOLDED, DUPLICATE, LATE = 1, 3, 10
+FOLDED, DUPLICATE, SUPERSEDED, LATE = 1, 3, 4, 10
 EVENTS_PER_CALL = 500  # bounds how long one script call holds Redis
 # Bounds the Redis work behind one pipelined round trip. A replay batch holds 20,000 events, about
 # 4 MB of calls and seconds of Redis CPU: sent as one pipeline, the client's write waited for Redis
@@ -69,8 +70,9 @@ _SERVICE_ERRORS = (redis.ConnectionError, redis.TimeoutError, RedisClusterExcept
 
 @dataclass
 class FoldResult:
-    """``counts``: folded / duplicate / late / ignored (a delete, or no key value); ``late``: the
-    items refused as too late, as (index in the batch, the reason)."""
+    """``counts``: folded / duplicate / late / ignored (a delete, or no key value) / superseded (the
+    group was deleted and created again: the events were for its earlier life); ``late``: the items
+    refused as too late, as (index in the batch, the reason)."""
 
     counts: dict[str, int] = field(default_factory=dict)
     late: list[tuple[int, str]] = field(default_factory=list)
@@ -149,20 +151,25 @@ class AggregateRead:
         for k in self.keys:
             hk = aggregate_key(self.prefix, self.group.name, k)
             pipe.exists(hk)
+            pipe.hget(hk, "life")
             if self.fields:
                 pipe.hmget(hk, self.fields)
             for a in self.distinct:
                 pipe.pfcount(*(f"{hk}|{f}" for f in self.plan.fields_of(a, self.t)))
 
     def decode(self, replies: Sequence[Any]) -> list[dict[str, Any] | None]:
-        """None for a key with no state. Count and sum of an empty window are 0; other empty ones absent."""
+        """None for a key with no state, or only another life's (a group of this name deleted, or this
+        read's view of the group older than the key). Count and sum of an empty window are 0; other
+        empty ones absent."""
         it = iter(replies)
         out: list[dict[str, Any] | None] = []
+        life = self.plan.life.encode()
         for k in self.keys:
             exists = next(it)
+            held = next(it)
             raw = dict(zip(self.fields, next(it), strict=True)) if self.fields else {}
             counts = {a.output_name: next(it) for a in self.distinct}
-            if not exists:
+            if not exists or (held is not None and held != life):
                 out.append(None)
                 continue
             record = self._record(k, raw, counts)
@@ -297,6 +304,8 @@ class AggregateStore:
                         result.add("folded")
                     elif code == DUPLICATE:
                         result.add("duplicate")
+                    elif code == SUPERSEDED:
+                        result.add("superseded")
                     else:
                         result.add("late")
                         latest = int(detail)
@@ -339,9 +348,13 @@ class AggregateStore:
         return removed
 
     def late_count(self, group: FeatureGroup, key: str) -> int:
-        """How many events of ``key`` were refused as too late (and dead-lettered)."""
+        """How many events of ``key`` were refused as too late (and dead-lettered); 0 for a key that
+        holds another life's state."""
         with self._service(f"read key {key!r} of aggregation group {group.name!r}"):
-            return int(self._client.hget(aggregate_key(self._prefix, group.name, key), "late") or 0)
+            late, life = self._client.hmget(aggregate_key(self._prefix, group.name, key), ["late", "life"])
+        if life is not None and life != self.plan(group).life.encode():
+            return 0
+        return int(late or 0)
 
     @contextmanager
     def _service(self, action: str) -> Iterator[None]:

@@ -18,7 +18,7 @@ import pytest
 
 from featurestream.sdk import FeatureStore
 from featurestream.stack.ports import free_port
-from schemas.eventtime import parse_event_time
+from schemas.eventtime import format_iso, parse_event_time
 from tests.integration.helpers import customer, customers_group, dead_letters, read_topic
 from tests.integration.procs import Proc, stack_env, worker_ready
 from tests.support.http_api import boto_clients, server_env, start_server, stop_server, wire_record
@@ -159,3 +159,112 @@ def test_writes_right_after_a_control_plane_change_reach_every_store(store, stac
     assert dead_letters(stack, topic) == [], "an acknowledged record was dead-lettered"
     for proc in (first, second, sink):
         assert proc.alive(), proc.tail()
+
+
+def _txn_group(name: str):
+    from schemas.group import FeatureGroup
+    from schemas.types import FeatureDefinition as F
+
+    return FeatureGroup(name, "txn_id", "event_time",
+                        (F("txn_id", "String"), F("event_time", "String"), F("card", "String"), F("qty", "Integral")),
+                        partitions=3)
+
+
+def _card_totals(stack, topic: str) -> dict[str, dict]:
+    """Ground truth from the topic, read independently: per card, the count, sum and min of qty over
+    every put (event times rise, so none is late)."""
+    out: dict[str, dict] = {}
+    for m in read_topic(stack, topic):
+        v = orjson.loads(m.value())
+        if v["op"] != "put":
+            continue
+        r = v["record"]
+        t = out.setdefault(r["card"], {"count": 0, "sum": 0, "min": None})
+        t["count"] += 1
+        t["sum"] += r["qty"]
+        t["min"] = r["qty"] if t["min"] is None else min(t["min"], r["qty"])
+    return out
+
+
+def _aggregates_differ(store: FeatureStore, agg: str, want: dict[str, dict], names: tuple[str, ...]) -> dict:
+    """The cards whose aggregates (``names`` of count, sum, min) differ from ``want``: card -> (got, want)."""
+    bad = {}
+    for card, t in want.items():
+        got = store.get_record(agg, card) or {}
+        mine = {n: got.get(f"qty_{n}_lifetime") for n in names}
+        theirs = {n: t[n] for n in names}
+        if mine != theirs:
+            bad[card] = (mine, theirs)
+    return bad
+
+
+def test_an_aggregation_group_created_deleted_and_created_again_while_the_workers_run(store, stack, workers,
+                                                                                        unique_name, tmp_path,
+                                                                                        engine):
+    """With the processor and the sink running and writes flowing: an aggregation group is created
+    (with its backfill), its source gets a feature, the aggregation group is deleted (with its data,
+    as DeleteFeatureGroup does) and created again under the same name with other aggregates. Every
+    acknowledged write must be in the source's online and offline stores, and the aggregation
+    group must hold every event of its source exactly once, nothing of its first life."""
+    import random
+    import threading
+
+    src = store.create_feature_group(_txn_group(unique_name("txn")))
+    topic = store.registry.topic_of(src.name)
+    proc, sink = workers("process"), workers("sink")
+    wait_for(lambda: worker_ready(_metrics_port(proc)) and worker_ready(_metrics_port(sink)), timeout_s=90,
+             what="the processor and the sink to be ready")
+    rng, sent, stop = random.Random(18), [0], threading.Event()
+    base = parse_event_time("2031-01-01T00:00:00Z")
+
+    def publish() -> None:  # a steady writer, 50 records at a time, each batch acknowledged
+        while not stop.is_set():
+            for _ in range(50):
+                i = sent[0]
+                sent[0] += 1
+                store.put_record_async(src.name, {"txn_id": f"t{i}", "event_time": format_iso(base + i * NS),
+                                                  "card": f"k{i % 25}", "qty": rng.randrange(-2**62, 2**62)})
+            assert store.publisher.flush(30) == 0, "records not acknowledged"
+
+    def written_past(n: int) -> None:
+        mark = sent[0] + n
+        wait_for(lambda: sent[0] >= mark, timeout_s=60, what=f"{n} more acknowledged writes")
+
+    writer = threading.Thread(target=publish, daemon=True)
+    writer.start()
+    try:
+        written_past(500)
+        agg = unique_name("card-totals")
+        store.create_aggregation_group(agg, src.name, "card", ["qty:count,sum@lifetime"])
+        written_past(500)
+        added = tmp_path / "added.json"
+        added.write_text(orjson.dumps([{"FeatureName": "note", "FeatureType": "String"}]).decode())
+        _cli(stack, "group", "update", src.name, "--add", str(added))
+        written_past(500)
+        store.delete_feature_group(agg, purge=True)
+        written_past(300)
+        store.create_aggregation_group(agg, src.name, "card", ["qty:count,min@lifetime"])
+        written_past(500)
+    finally:
+        stop.set()
+        writer.join(timeout=60)
+    assert not writer.is_alive()
+    store.put_record(src.name, {"txn_id": "last", "event_time": format_iso(base + sent[0] * NS), "card": "k0", "qty": 1,
+                                "note": "with the added feature"})
+
+    want = _card_totals(stack, topic)
+    assert sum(t["count"] for t in want.values()) == sent[0] + 1
+    try:
+        wait_for(lambda: not _aggregates_differ(store, agg, want, ("count", "min")), timeout_s=120,
+                 interval_s=0.5, what="the re-created aggregation group to hold every event once")
+    except AssertionError:
+        bad = _aggregates_differ(store, agg, want, ("count", "min"))
+        raise AssertionError(f"{len(bad)} of {len(want)} cards differ, e.g. {dict(list(bad.items())[:3])}") from None
+    group = store.describe_feature_group(src.name)
+    wait_for(lambda: _settled(store, stack, group), timeout_s=120, what="every record online")
+    wait_for(lambda: _offline_matches_topic(store, stack, group), timeout_s=180,
+             what="every record in the offline table, once, with its values")
+    assert dead_letters(stack, topic) == [], "an acknowledged record was dead-lettered"
+    for p in (proc, sink):
+        assert p.alive(), p.tail()
+
