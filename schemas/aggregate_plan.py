@@ -81,10 +81,8 @@ class FoldPlan:
 
     @property
     def life(self) -> str:
-        """Which life of the group's name this plan is for: its creation time in whole microseconds,
-        as decimal text. A group deleted and created again under its name folds into the same Redis
-        keys; the fold script and the reads tell the lives apart by it (aggregate_fold.lua, "Lives")."""
-        return str(round(self.group.creation_time * 1_000_000))
+        """Which life of the group's name this plan is for (``FeatureGroup.life``)."""
+        return self.group.life
 
     def config_arg(self, *, backfill: bool = False) -> bytes:
         """ARGV[1] of the fold script; ``backfill``: the call folds in the backfill lane (replay,

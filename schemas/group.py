@@ -198,6 +198,14 @@ class FeatureGroup:
         return int(self.creation_time)
 
     @property
+    def life(self) -> str:
+        """Which life of this name the group is: its creation time in whole microseconds, as decimal
+        text. A group deleted and created again under its name has the same online keys; the
+        online store's scripts and reads tell the lives apart by this (write_if_newer.lua and
+        aggregate_fold.lua, "Lives")."""
+        return str(round(self.creation_time * 1_000_000))
+
+    @property
     def is_aggregation(self) -> bool:
         """Whether this group's features are aggregates of another group's events (read-only)."""
         return self.aggregation is not None

@@ -19,7 +19,7 @@ from schemas.names import MAX_VALUE_BYTES
 from schemas.types import INT64_MAX, INT64_MIN, CollectionType, FeatureDefinition, ScalarType
 from sinks.online.errors import CorruptRecordError
 
-META_PREFIX = "__"  # meta fields (__et, __seq, __exp, __del, __v); feature names cannot start with '_'
+META_PREFIX = "__"  # meta fields (__et, __seq, __exp, __del, __v, __life); feature names cannot start with '_'
 
 
 def _show(value: object, limit: int = 80) -> str:
@@ -162,6 +162,15 @@ def _field_name(name: bytes | str) -> str:
     return name.decode("utf-8", "surrogateescape") if isinstance(name, bytes) else name
 
 
+def of_life(group: FeatureGroup, life: bytes | str | None) -> bool:
+    """Whether a stored ``__life`` belongs to ``group``'s life (a hash written before lives existed
+    has none, and is taken as the current life's): a record of a deleted group of the same name is
+    not served (write_if_newer.lua, "Lives")."""
+    if life is None:
+        return True
+    return (life.decode("ascii", "replace") if isinstance(life, bytes) else life) == group.life
+
+
 def decode_record(group: FeatureGroup, record_id: str, raw: Mapping[bytes | str, bytes | None],
                   now_ns: int) -> tuple[dict[str, Any], int | None] | None:
     """Turn a stored hash (HGETALL, or HMGET zipped with its field names) into ``(record, expires_at)``.
@@ -180,7 +189,7 @@ def decode_record(group: FeatureGroup, record_id: str, raw: Mapping[bytes | str,
             f"{', '.join(sorted(fields)[:10])} but no __et meta field; featurestream always writes "
             f"__et (the key was written by something else: delete it or wipe and replay the group)",
             group=group.name, record_id=record_id)
-    if fields.get("__del") is not None:
+    if fields.get("__del") is not None or not of_life(group, fields.get("__life")):
         return None
     expires_at = decode_int_meta(group, record_id, "__exp", fields.get("__exp"))
     if expires_at is not None and expires_at <= now_ns:

@@ -80,6 +80,7 @@ def column_script_calls(group: FeatureGroup, cols: BatchColumns, rows: np.ndarra
     _expiry(group, cols, take, is_delete, hard, et, now_ns, out)
     out[:, 7] = _decimals(cols.schema_version[rows])
     out[:, 8] = _fields(group, cols.record.take(take), is_delete, event_time_texts)
+    out[:, 9] = group.life
     head = online_key(prefix, group.name, "")
     return ScriptCalls(ids, [head + i for i in ids], out.ravel().tolist())
 

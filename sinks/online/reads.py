@@ -27,7 +27,7 @@ from sinks.online.errors import CorruptRecordError
 from sinks.online.results import BatchGetResult, FoundRecord, RecordError
 
 MAX_IDS_PER_GROUP = 100  # BatchGetRecord's limit in the reference service
-META_FIELDS = ("__et", "__exp", "__del")
+META_FIELDS = ("__et", "__exp", "__del", "__life")
 SERVICE_ERRORS = (redis.ConnectionError, redis.TimeoutError, RedisClusterException)
 
 # One record to read: (group, record id, feature names or None for all).

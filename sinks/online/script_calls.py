@@ -15,13 +15,13 @@ from typing import Any
 from schemas.messages import HARD_DELETE, SOFT_DELETE
 
 # Arguments per record (documented at the top of write_if_newer.lua).
-STRIDE = 9
+STRIDE = 10
 _OP_NAMES = {"put": "put", "soft": SOFT_DELETE, "hard": HARD_DELETE}
 
 
 @dataclass
 class ScriptCalls:
-    """Record k is ``keys[k]`` with arguments ``argv[9k:9k+9]``; ``ids[k]`` names it in reasons."""
+    """Record k is ``keys[k]`` with arguments ``argv[STRIDE*k:STRIDE*(k+1)]``; ``ids[k]`` names it in reasons."""
 
     ids: list[str]
     keys: list[str]

@@ -27,7 +27,7 @@ from schemas.ordering import script_args
 from schemas.types import INT64_MAX, INT64_MIN
 from sinks.online.aggregates import AggregateStore
 from sinks.online.checks import check_group, check_record_id
-from sinks.online.codec import encode_features, pack_checked_features, pack_fields
+from sinks.online.codec import encode_features, of_life, pack_checked_features, pack_fields
 from sinks.online.connect import DEFAULT_TIMEOUT_S, RedisClient, connect, redact_url
 from sinks.online.errors import CorruptRecordError
 from sinks.online.expiry import expires_at_ns, is_expired, ns_to_expire_ms
@@ -332,10 +332,10 @@ class OnlineStore:
             for chunk in _chunks(iter(keys), _WIPE_CHUNK):
                 pipe = self._client.pipeline(transaction=False)
                 for key in chunk:
-                    pipe.hmget(key, ["__exp", "__del"])
-                for key, (exp, deleted) in zip(chunk, pipe.execute(), strict=True):
+                    pipe.hmget(key, ["__exp", "__del", "__life"])
+                for key, (exp, deleted, life) in zip(chunk, pipe.execute(), strict=True):
                     rid = record_id_from_key(self._prefix, group.name, key)
-                    if rid is None or (exp is not None and int(exp) <= now):
+                    if rid is None or (exp is not None and int(exp) <= now) or not of_life(group, life):
                         continue
                     if deleted is not None and not include_deleted:
                         continue
@@ -436,7 +436,7 @@ def write_script_args(group: FeatureGroup, message: Message, partition: int, off
         expires = expires_at_ns(et, ttl, group_ttl)
     elif message.mode in (SOFT_DELETE, HARD_DELETE):
         op = "soft" if message.mode == SOFT_DELETE else "hard"
-        fields = [""]  # the script's 9th argument is the put's fields; a delete has none
+        fields = [""]  # the script's 9th argument is the put's fields; a delete has none (10th: the life)
         # A soft-delete tombstone only needs to outlive the records it hides: the group TTL.
         expires = expires_at_ns(et, None, group_ttl) if op == "soft" else None
     else:
@@ -445,7 +445,7 @@ def write_script_args(group: FeatureGroup, message: Message, partition: int, off
             f"{SOFT_DELETE} or {HARD_DELETE}", group=group.name, value=message.mode)
     return [op, *script_args(et, partition, offset), "1" if is_expired(expires, now_ns) else "0",
             "" if expires is None else str(expires), "" if expires is None else str(ns_to_expire_ms(expires)),
-            str(message.schema_version), *fields]
+            str(message.schema_version), *fields, group.life]
 
 
 

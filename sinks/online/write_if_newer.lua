@@ -9,7 +9,7 @@
 -- of one call must hash to the same slot; the caller groups them (sinks/online/store.py).
 --
 -- KEYS[i]  record i's hash (see sinks/online/README.md for the layout), i = 1..#KEYS
--- ARGV     9 per record; record i's are ARGV[9*(i-1) + 1 .. 9*(i-1) + 9]:
+-- ARGV     10 per record; record i's are ARGV[10*(i-1) + 1 .. 10*(i-1) + 10]:
 --   1  op: "put" | "soft" (soft delete) | "hard" (hard delete)
 --   2  event time, integer nanoseconds since the epoch, canonical decimal (may be negative)
 --   3  Kafka partition, 4 Kafka offset: canonical decimals (the write order)
@@ -21,6 +21,17 @@
 --   9  put: a JSON array [name, value, name, value, ...] whose values are the fields' stored
 --      text (itself JSON). One argument instead of one per field, because packing arguments
 --      is the client's main cost on a batch. "" for deletes.
+--   10 the group's life: its creation time in microseconds, canonical decimal (see "Lives")
+--
+-- Lives. A group deleted and created again under its name has the same keys. Whatever the first
+-- life left there (a delete without purge, or records a processor applied after the purge, its
+-- view a second old) must not be taken for the new life's: a put of the new life older than it
+-- would be refused as stale, and the old record served. So each hash holds its life (__life): a
+-- write of a later life treats a hash of an earlier life as absent (and removes it), and a write
+-- of an earlier life never touches a later life's hash (answered STALE). Reads serve only their
+-- own life's hashes (sinks/online/codec.py, of_life). A hash without __life (written before
+-- lives existed) is taken as the writer's life. Lives are creation times: this relies on a
+-- re-created group getting a later one than the life before it.
 --
 -- Returns a flat list, 3 per record: code, stored __et or "", stored __seq or "". Codes are
 -- mirrored in status.py. A key that is not a hash answers FOREIGN with Redis's error text in
@@ -32,7 +43,7 @@
 -- refusal aborted the script after earlier records had landed, and the caller could not tell
 -- which.) Redis scripts are not rolled back, so every record's outcome must be reported.
 local APPLIED, STALE, DUPLICATE, EXPIRED, DELETED, REJECTED, CORRUPT, FOREIGN, FAILED = 1, 2, 3, 4, 5, 6, 7, 8, 9
-local STRIDE = 9
+local STRIDE = 10
 
 -- A write that raises a Lua error carrying Redis's reason when Redis refuses it; the loop at the
 -- bottom catches it and reports the record FAILED.
@@ -64,10 +75,17 @@ end
 -- (sinks/online/lua.py) puts before this script.
 
 -- Apply one record; returns code, stored __et, stored __seq.
-local function apply_one(key, op, et, part, off, expired, exp_ns, exp_ms, version, blob)
-  local cur = redis.pcall("HMGET", key, "__et", "__seq")
+local function apply_one(key, op, et, part, off, expired, exp_ns, exp_ms, version, blob, life)
+  local cur = redis.pcall("HMGET", key, "__et", "__seq", "__life")
   if cur.err then return FOREIGN, cur.err, "" end
-  local cur_et, cur_seq = cur[1], cur[2]
+  local cur_et, cur_seq, cur_life = cur[1], cur[2], cur[3]
+  if cur_life and cur_life ~= life then
+    if not canonical(cur_life) then return CORRUPT, tostring(cur_et), tostring(cur_seq) end
+    if cmp_dec(cur_life, life) > 0 then return STALE, cur_et or "", cur_seq or "" end
+    may_grow(key) -- before this first write: a DEL would let every later one past maxmemory
+    w("DEL", key) -- an earlier life's: gone, as if it had never been
+    cur_et, cur_seq = false, false
+  end
   if cur_et then
     local p, o
     if cur_seq then p, o = string.match(cur_seq, "^(%d+):(%d+)$") end
@@ -100,7 +118,7 @@ local function apply_one(key, op, et, part, off, expired, exp_ns, exp_ms, versio
         local pttl = redis.call("PTTL", key)
         may_grow(key)
         w("DEL", key)
-        w("HSET", key, "__et", et, "__seq", seq, "__del", "expired", "__v", version)
+        w("HSET", key, "__et", et, "__seq", seq, "__del", "expired", "__v", version, "__life", life)
         if pttl > 0 then w("PEXPIRE", key, pttl) end
       end
       return EXPIRED, cur_et, cur_seq
@@ -113,8 +131,8 @@ local function apply_one(key, op, et, part, off, expired, exp_ns, exp_ms, versio
     local fields = cjson.decode(blob)
     local n = #fields
     fields[n + 1], fields[n + 2], fields[n + 3], fields[n + 4] = "__et", et, "__seq", seq
-    fields[n + 5], fields[n + 6] = "__v", version
-    n = n + 6
+    fields[n + 5], fields[n + 6], fields[n + 7], fields[n + 8] = "__v", version, "__life", life
+    n = n + 8
     if exp_ms ~= "" then
       fields[n + 1], fields[n + 2] = "__exp", exp_ns
       n = n + 2
@@ -133,7 +151,7 @@ local function apply_one(key, op, et, part, off, expired, exp_ns, exp_ms, versio
     w("DEL", key)
     if expired ~= "1" then
       -- Keep a tombstone so that older puts arriving later are still rejected.
-      w("HSET", key, "__et", et, "__seq", seq, "__del", "1", "__v", version)
+      w("HSET", key, "__et", et, "__seq", seq, "__del", "1", "__v", version, "__life", life)
       if exp_ms ~= "" then
         w("HSET", key, "__exp", exp_ns)
         w("PEXPIREAT", key, exp_ms)
@@ -152,7 +170,7 @@ local reply = {}
 for i = 1, #KEYS do
   local b = STRIDE * (i - 1)
   local ok, code, cur_et, cur_seq = pcall(apply_one, KEYS[i], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3],
-    ARGV[b + 4], ARGV[b + 5], ARGV[b + 6], ARGV[b + 7], ARGV[b + 8], ARGV[b + 9])
+    ARGV[b + 4], ARGV[b + 5], ARGV[b + 6], ARGV[b + 7], ARGV[b + 8], ARGV[b + 9], ARGV[b + 10])
   if not ok then
     local reason = code
     if type(reason) == "table" then reason = reason.fs_refused or reason.err end

@@ -268,3 +268,4 @@ def test_an_aggregation_group_created_deleted_and_created_again_while_the_worker
     for p in (proc, sink):
         assert p.alive(), p.tail()
 
+

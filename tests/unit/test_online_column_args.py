@@ -18,6 +18,7 @@ from schemas.names import online_key
 from schemas.ttl import Ttl
 from schemas.validate import compile_validator, validate_delete
 from schemas.wire import encode
+from sinks.online.script_calls import STRIDE
 from sinks.online.store import OnlineStore, write_script_args
 from streams.group_view import GroupView
 from streams.online.applier import OnlineApplier
@@ -61,9 +62,9 @@ def _batch_path(batch: list[RawMessage], columns_from: int = 1) -> tuple[dict[st
     for w in prepared.writes:
         poison += [(p.raw.topic, p.raw.partition, p.raw.offset, p.reason) for p in w.rejected]
         c = w.calls
-        assert len(c.argv) == 9 * len(c) and len(c.ids) == len(c) == len(w.raws)
+        assert len(c.argv) == STRIDE * len(c) and len(c.ids) == len(c) == len(w.raws)
         if len(c):
-            calls[w.group.name] = [(c.ids[k], c.keys[k], c.argv[9 * k:9 * k + 9]) for k in range(len(c))]
+            calls[w.group.name] = [(c.ids[k], c.keys[k], c.argv[STRIDE * k:STRIDE * (k + 1)]) for k in range(len(c))]
         # each call's raw message is the one its dead letter would carry
         assert [(r.partition, r.offset) for r in w.raws] == [(int(a[2]), int(a[3])) for _i, _k, a in calls.get(
             w.group.name, [])]

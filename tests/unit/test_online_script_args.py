@@ -19,8 +19,9 @@ G = FeatureGroup("customers", "cid", "et", (F("cid", "String"), F("et", "String"
 def test_put_args_carry_exact_times_seq_expiry_and_one_fields_blob():
     args = write_script_args(G, PutMessage("c1", ET, {"cid": "c1", "age": 42, "et": None}, schema_version=3),
                         2, 17, ET)
-    op, et, part, off, expired, exp_ns, exp_ms, version, blob = args
+    op, et, part, off, expired, exp_ns, exp_ms, version, blob, life = args
     assert (op, et, part, off, expired, version) == ("put", str(ET), "2", "17", "0", "3")
+    assert life == G.life == str(round(G.creation_time * 1_000_000))
     assert int(exp_ns) == ET + 3600 * S and int(exp_ms) == -(-(ET + 3600 * S) // 1_000_000)
     assert orjson.loads(blob) == ["cid", '"c1"', "age", "42"]  # nulls absent, values as JSON text
 
@@ -33,9 +34,10 @@ def test_record_ttl_and_already_expired_flag():
 def test_soft_delete_gets_group_ttl_hard_delete_none():
     soft = write_script_args(G, DeleteMessage("c1", ET, "x", "SoftDelete"), 0, 1, ET)
     hard = write_script_args(G, DeleteMessage("c1", ET, "x", "HardDelete"), 0, 1, ET)
-    # 9 arguments per record whatever the op (the script reads records at a fixed stride); no fields.
-    assert soft[0] == "soft" and int(soft[5]) == ET + 3600 * S and len(soft) == 9 and soft[8] == ""
-    assert hard[0] == "hard" and hard[5] == hard[6] == "" and len(hard) == 9 and hard[8] == ""
+    # 10 arguments per record whatever the op (the script reads records at a fixed stride); no fields.
+    assert soft[0] == "soft" and int(soft[5]) == ET + 3600 * S and len(soft) == 10 and soft[8] == ""
+    assert hard[0] == "hard" and hard[5] == hard[6] == "" and len(hard) == 10 and hard[8] == ""
+    assert soft[9] == hard[9] == G.life
 
 
 def test_no_group_ttl_means_no_expiry_args():

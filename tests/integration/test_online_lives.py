@@ -1,9 +1,10 @@
-"""A group deleted and created again under its name: the fold script and the reads tell its lives
-apart (``aggregate_fold.lua``, "Lives"), in a real Redis.
+"""A group deleted and created again under its name: the online store's scripts and reads tell its
+lives apart (``write_if_newer.lua`` and ``aggregate_fold.lua``, "Lives"), in a real Redis.
 
-The keys of both lives are the same. A fold of the later life starts a key of the earlier life
-again (its distinct-count sketches too); a fold of the earlier life (a processor's view a second
-old) folds nothing into the later life's key; a read sees only its own life's state."""
+The keys of both lives are the same. A write or fold of the later life starts a key of the earlier
+life again (an aggregation key's distinct-count sketches too); one of the earlier life (a
+processor's view a second old, after a purge) changes nothing of the later life's; a read sees
+only its own life's state. A key written before lives existed is taken as the writer's life."""
 
 from __future__ import annotations
 
@@ -15,11 +16,14 @@ import pytest
 from schemas.aggregation import AggregationSpec, parse_aggregates
 from schemas.aggregation_group import aggregation_group
 from schemas.group import FeatureGroup
+from schemas.messages import DeleteMessage, PutMessage
 from schemas.names import aggregate_key
 from schemas.types import FeatureDefinition as F
 from sinks.online.aggregate_columns import FoldEvent
 from sinks.online.aggregates import AggregateStore
 from sinks.online.connect import connect
+from sinks.online.status import WriteStatus
+from sinks.online.store import OnlineStore
 
 pytestmark = pytest.mark.integration
 T0 = 1_704_844_800 * 10**9  # 2024-01-10T00:00:00Z
@@ -92,3 +96,50 @@ def test_a_key_folded_before_lives_existed_is_adopted(lives):
         {"duplicate": 2, "folded": 3}
     assert store.get_records(SECOND, ["k2"], None, now_ns=NOW)[0]["q_count_lifetime"] == 8
     assert client.hget(hk, "life") == b"1800000060500000"
+
+
+PLAIN_FIRST = dataclasses.replace(SOURCE, creation_time=1_800_000_000.25)
+PLAIN_SECOND = dataclasses.replace(SOURCE, creation_time=1_800_000_060.5)
+
+
+def _put(rid: str, et_s: int, q: int) -> PutMessage:
+    return PutMessage(rid, T0 + et_s * 10**9, {"id": rid, "k": "x", "q": q, "m": None})
+
+
+def test_a_later_life_of_a_plain_group_is_served_even_older_records(stack):
+    store = OnlineStore.from_url(stack.redis_url, f"{stack.topic_prefix}plain-lives-{uuid.uuid4().hex[:8]}")
+    try:
+        # The first life: r1 at a late event time, r2 soft-deleted late, r3 put; never purged.
+        first = store.apply_batch(PLAIN_FIRST, [(_put("r1", 900, 1), 0, 7),
+                                                (DeleteMessage("r2", T0 + 900 * 10**9, "d", "SoftDelete"), 0, 8),
+                                                (_put("r3", 900, 3), 0, 9)], now_ns=NOW)
+        assert first.statuses == [WriteStatus.APPLIED, WriteStatus.DELETED, WriteStatus.APPLIED]
+        assert store.get_record(PLAIN_FIRST, "r1", now_ns=NOW)["q"] == 1
+        # Created again: nothing of the first life is served, before or after the new life writes.
+        assert store.get_record(PLAIN_SECOND, "r1", now_ns=NOW) is None
+        assert store.record_ids(PLAIN_SECOND) == []
+        second = store.apply_batch(PLAIN_SECOND, [(_put("r1", 10, -1), 0, 0), (_put("r2", 10, -2), 0, 1)],
+                                   now_ns=NOW)
+        assert second.statuses == [WriteStatus.APPLIED, WriteStatus.APPLIED]  # older, but of a later life
+        assert store.get_record(PLAIN_SECOND, "r1", now_ns=NOW)["q"] == -1
+        assert store.get_record(PLAIN_SECOND, "r2", now_ns=NOW)["q"] == -2
+        assert store.record_ids(PLAIN_SECOND) == ["r1", "r2"]
+        # A processor still on the first life's view: it changes nothing of the second life's.
+        stale = store.apply_batch(PLAIN_FIRST, [(_put("r1", 999, 100), 0, 50),
+                                                (DeleteMessage("r2", T0 + 999 * 10**9, "d", "HardDelete"), 0, 51)],
+                                  now_ns=NOW)
+        assert stale.statuses == [WriteStatus.STALE, WriteStatus.STALE]
+        assert store.get_record(PLAIN_SECOND, "r1", now_ns=NOW)["q"] == -1
+        assert store.get_record(PLAIN_SECOND, "r2", now_ns=NOW)["q"] == -2
+        assert store.record_meta(PLAIN_SECOND, "r1")["event_time_ns"] == T0 + 10 * 10**9
+        # A hash written before lives existed (no __life) is taken as the writer's life.
+        key = f"{store.prefix}:src:r3"
+        store.client.hdel(key, "__life")
+        assert store.get_record(PLAIN_SECOND, "r3", now_ns=NOW)["q"] == 3
+        assert store.apply_batch(PLAIN_SECOND, [(_put("r3", 10, 30), 0, 2)], now_ns=NOW).statuses == \
+            [WriteStatus.STALE]  # older than what it holds, as before lives
+        assert store.apply_batch(PLAIN_SECOND, [(_put("r3", 901, 31), 0, 3)], now_ns=NOW).statuses == \
+            [WriteStatus.APPLIED]
+        assert store.client.hget(key, "__life") == PLAIN_SECOND.life.encode()
+    finally:
+        store.close()
