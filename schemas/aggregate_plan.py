@@ -79,18 +79,13 @@ class FoldPlan:
         ttl_ms = None if spec.has_lifetime else (max(retention.values()) + DAY_NS) // 1_000_000
         return cls(group, tuple(states), tuple(lv for lv in _LEVEL_ORDER if lv in used), retention, ttl_ms, types)
 
-    @property
-    def life(self) -> str:
-        """Which life of the group's name this plan is for (``FeatureGroup.life``)."""
-        return self.group.life
-
     def config_arg(self, *, backfill: bool = False) -> bytes:
         """ARGV[1] of the fold script; ``backfill``: the call folds in the backfill lane (replay,
         rebuild), not the live one (aggregate_fold.lua, "Two lanes")."""
         return orjson.dumps({"s": [[s.kind, s.feature, s.n] for s in self.states],
                              "l": [lv.value for lv in self.levels],
                              "ttl": "" if self.ttl_ms is None else str(self.ttl_ms), "b": int(backfill),
-                             "c": self.life})
+                             "c": self.group.life})
 
     def key_of(self, message: Message) -> str | None:
         """The aggregation key of a source message (decimal text for Integral), None if it has none.

@@ -12,7 +12,7 @@ group-wide tag, so keys spread over a Redis Cluster):
 | ``b|<partition>``, ``v|<partition>`` | the same as ``o|`` and ``w|`` for the backfill lane (replay, rebuild) |
 | ``k|<level>`` | first tile index of that level still read (older tiles are pruned) |
 | ``late`` | events refused as later than the allowed lateness (also dead-lettered) |
-| ``life`` | which life of the group's name the key holds: its creation time in µs (``FoldPlan.life``) |
+| ``life`` | which life of the group's name the key holds: its creation time in µs (``FeatureGroup.life``) |
 | ``<kind>|<feature>|<level>|<index>`` | one tile's state (kinds: ``schemas/aggregate_values.py``) |
 | ``d|<feature>|<level>|<index>`` | ``1``: the tile's HyperLogLog is the key ``<hash key>|d|...`` |
 
@@ -54,6 +54,7 @@ from schemas.names import aggregate_key, online_key_pattern
 from schemas.tiles import MINUTE_NS
 from schemas.types import ScalarType
 from sinks.online.aggregate_columns import FoldEvent, message_fold_events
+from sinks.online.codec import of_life
 from sinks.online.connect import RedisClient
 from sinks.online.errors import CorruptRecordError
 from sinks.online.lua import load_script
@@ -163,13 +164,12 @@ class AggregateRead:
         empty ones absent."""
         it = iter(replies)
         out: list[dict[str, Any] | None] = []
-        life = self.plan.life.encode()
         for k in self.keys:
             exists = next(it)
             held = next(it)
             raw = dict(zip(self.fields, next(it), strict=True)) if self.fields else {}
             counts = {a.output_name: next(it) for a in self.distinct}
-            if not exists or (held is not None and held != life):
+            if not exists or not of_life(self.group, held):
                 out.append(None)
                 continue
             record = self._record(k, raw, counts)
@@ -352,7 +352,7 @@ class AggregateStore:
         holds another life's state."""
         with self._service(f"read key {key!r} of aggregation group {group.name!r}"):
             late, life = self._client.hmget(aggregate_key(self._prefix, group.name, key), ["late", "life"])
-        if life is not None and life != self.plan(group).life.encode():
+        if not of_life(group, life):
             return 0
         return int(late or 0)
 

@@ -19,6 +19,8 @@ import pytest
 from featurestream.sdk import FeatureStore
 from featurestream.stack.ports import free_port
 from schemas.eventtime import format_iso, parse_event_time
+from schemas.group import FeatureGroup
+from schemas.types import FeatureDefinition as F
 from tests.integration.helpers import customer, customers_group, dead_letters, read_topic
 from tests.integration.procs import Proc, stack_env, worker_ready
 from tests.support.http_api import boto_clients, server_env, start_server, stop_server, wire_record
@@ -161,10 +163,7 @@ def test_writes_right_after_a_control_plane_change_reach_every_store(store, stac
         assert proc.alive(), proc.tail()
 
 
-def _txn_group(name: str):
-    from schemas.group import FeatureGroup
-    from schemas.types import FeatureDefinition as F
-
+def _txn_group(name: str) -> FeatureGroup:
     return FeatureGroup(name, "txn_id", "event_time",
                         (F("txn_id", "String"), F("event_time", "String"), F("card", "String"), F("qty", "Integral")),
                         partitions=3)
