@@ -128,7 +128,7 @@ def run_demo(config: Config) -> int:
                 except GroupExistsError:
                     created = store.describe_feature_group(group.name)
                 print(f"   {created.name}: {len(created.features)} features, topic "
-                      f"{store.registry.topic_of(created.name)}, offline at {created.offline_uri}")
+                      f"{store.registry.topic_of(created)}, offline at {created.offline_uri}")
 
             say("3. publish (ingest validates every row; one bad row shows the rejection report)")
             customers, orders = demo_rows()

@@ -181,6 +181,15 @@ class FeatureStore:
     def _group(self, name: str) -> FeatureGroup:
         return self.groups.describe(name)
 
+    def _current(self, name: str) -> FeatureGroup:
+        """The group as the registry has it now, for a bulk write: the view may be up to a second and
+        a half old, and an ingest is no per-record put that can ask again when a row names a feature
+        added meanwhile (or the group was created again, with a topic of its own)."""
+        group = self.groups.get(name, fresh=True)
+        if group is None:
+            raise GroupNotFoundError(name)
+        return group
+
     def _readable(self, name: str) -> FeatureGroup:
         """The group, for a read: ValidationError for an aggregation group whose source is gone."""
         group = self._group(name)
@@ -220,7 +229,7 @@ class FeatureStore:
             msg = self._validator(group).validate(record, target_stores=target_stores,
                                                   ttl_seconds=_ttl_seconds(ttl),
                                                   api_invocation_time_ns=time.time_ns())
-        return self.registry.topic_of(group.name), encode(msg, group.name), msg
+        return self.registry.topic_of(group), encode(msg, group.name), msg
 
     def put_record(self, group: str, record: Mapping[str, Any], target_stores: Sequence[str] | None = None,
                    ttl: Any = None, *, wait_online: bool = False, wait_timeout_s: float = 10.0) -> tuple[int, int]:
@@ -252,7 +261,7 @@ class FeatureStore:
                               api_invocation_time_ns=time.time_ns())
         self.check_hard_delete(g, msg)
         key, value, headers = encode(msg, g.name)
-        return self.publisher.publish_sync(self.registry.topic_of(g.name), key, value, headers)
+        return self.publisher.publish_sync(self.registry.topic_of(g), key, value, headers)
 
     def check_hard_delete(self, group: FeatureGroup, msg: Message) -> None:
         """Refuse, as the reference does, a HardDelete older than the online record it would delete.
@@ -286,8 +295,8 @@ class FeatureStore:
         the same ``target_stores`` and ``ttl``, before the group's definition changes: the rows must
         encode to the same bytes as in the first attempt.
         """
-        g = self._group(group)
-        return ingest(self.publisher, self.registry.topic_of(g.name), g, data, strict=strict,
+        g = self._current(group)
+        return ingest(self.publisher, self.registry.topic_of(g), g, data, strict=strict,
                       max_workers=max_workers, progress=progress, target_stores=target_stores,
                       ttl_seconds=_ttl_seconds(ttl), resume_token=resume_token)
 
@@ -297,8 +306,8 @@ class FeatureStore:
                     resume_token: int | None = None) -> tuple[IngestResult, FileRows]:
         """Ingest a CSV, JSON Lines or Parquet file read with the group's schema; see streams.fileingest
         (``only`` + ``resume_token`` resume an ingest Kafka did not fully acknowledge)."""
-        g = self._group(group)
-        return ingest_file(self.publisher, self.registry.topic_of(g.name), g, path, fmt=fmt, strict=strict,
+        g = self._current(group)
+        return ingest_file(self.publisher, self.registry.topic_of(g), g, path, fmt=fmt, strict=strict,
                            max_workers=max_workers, progress=progress, target_stores=target_stores,
                            ttl_seconds=_ttl_seconds(ttl), only=only, resume_token=resume_token)
 
@@ -311,7 +320,7 @@ class FeatureStore:
         epoch milliseconds. With ``consumer_group`` offsets are committed and partitions shared.
         """
         g = self._group(group)
-        return read_stream(self.config.kafka(), self.registry.topic_of(g.name),
+        return read_stream(self.config.kafka(), self.registry.topic_of(g),
                            start=_start_position(start), group_id=consumer_group, max_records=max_records,
                            idle_timeout_s=idle_timeout_s)
 

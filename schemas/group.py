@@ -15,6 +15,7 @@ from schemas.errors import DefinitionError, RecordValidationError
 from schemas.names import (
     MAX_FEATURES,
     RESERVED_FEATURE_NAMES,
+    group_topic,
     partition_field_name,
     validate_name,
 )
@@ -67,6 +68,10 @@ class FeatureGroup:
     # Set on an aggregation group: its features are computed from a source group's events
     # (schemas/aggregation_group.py builds one), and nothing may be written to it.
     aggregation: AggregationSpec | None = None
+    # Set by the registry when the group is created under a name that had a topic before: its
+    # topic is then ``<prefix>.<name>._<topic_life>`` (schemas.names.group_topic), never the name a
+    # deleted life used. None: ``<prefix>.<name>``.
+    topic_life: str | None = None
 
     def __post_init__(self) -> None:
         name = validate_name(self.name, "feature group")
@@ -156,6 +161,10 @@ class FeatureGroup:
             raise DefinitionError(f"feature group {name!r}: creation_time must be epoch seconds "
                                   f"(a number from 0); got {ct!r}", group=name, value=ct)
         _int_field(name, "version", self.version, 1, None, "a positive integer")
+        tl = self.topic_life
+        if tl is not None and not (isinstance(tl, str) and 0 < len(tl) <= 20 and tl.isascii() and tl.isdigit()):
+            raise DefinitionError(f"feature group {name!r}: topic_life must be None or 1-20 decimal digits; "
+                                  f"got {_short(tl)}", group=name, value=tl)
         if not isinstance(self.extra, dict) or not all(isinstance(k, str) for k in self.extra):
             raise DefinitionError(f"feature group {name!r}: extra must be a dict with string keys; got "
                                   f"{_short(self.extra)}", group=name, value=self.extra)
@@ -204,6 +213,11 @@ class FeatureGroup:
         online store's scripts and reads tell the lives apart by this (write_if_newer.lua and
         aggregate_fold.lua, "Lives")."""
         return str(round(self.creation_time * 1_000_000))
+
+    def topic(self, prefix: str) -> str:
+        """The Kafka topic of this life of the group (an aggregation group has none: nothing is
+        written to it, see ``aggregation.source``)."""
+        return group_topic(prefix, self.name, self.topic_life)
 
     @property
     def is_aggregation(self) -> bool:
@@ -263,6 +277,8 @@ class FeatureGroup:
             "extra": dict(self.extra),
             # Only on aggregation groups, so plain groups' registry entries keep their old form.
             **({"aggregation": self.aggregation.to_dict()} if self.aggregation is not None else {}),
+            # Only when set, for the same reason.
+            **({"topic_life": self.topic_life} if self.topic_life is not None else {}),
         }
 
     @classmethod
@@ -287,7 +303,7 @@ class FeatureGroup:
 
 _FIELDS = ("name", "record_identifier_name", "event_time_name", "features", "online_enabled",
            "offline_enabled", "offline_uri", "ttl", "partitions", "replication_factor", "retention_ms",
-           "description", "creation_time", "version", "extra")
+           "description", "creation_time", "version", "extra", "topic_life")
 
 
 def _check_aggregation(group: FeatureGroup, by_name: dict[str, FeatureDefinition]) -> None:

@@ -62,9 +62,14 @@ def validate_name(name: object, what: str = "feature group", *, group: str | Non
 
 # ---------------------------------------------------------------- Kafka topics
 
-def group_topic(prefix: str, group: str) -> str:
-    """The topic holding every put/delete of ``group``."""
-    return f"{prefix}.{group}"
+def group_topic(prefix: str, group: str, topic_life: str | None = None) -> str:
+    """The topic holding every put/delete of ``group``: ``<prefix>.<group>``, or
+    ``<prefix>.<group>._<life>`` for a group created again under a name that had a topic before
+    (``FeatureGroup.topic_life``): a topic name is never used by two lives of a group, because a
+    running consumer does not notice a topic deleted and created again under its name. The ``_``
+    keeps the suffix from reading as a group of a longer prefix (``<prefix>.<group>`` is one), as
+    no group name starts with it."""
+    return f"{prefix}.{group}" if topic_life is None else f"{prefix}.{group}._{topic_life}"
 
 
 def registry_topic(prefix: str) -> str:
@@ -83,8 +88,9 @@ def redriven_topic(prefix: str) -> str:
     return f"{prefix}._deadletter-redriven"
 
 
-def group_from_topic(prefix: str, topic: str) -> str | None:
-    """The group whose topic is ``topic``, or None for internal/foreign topics.
+def parse_group_topic(prefix: str, topic: str) -> tuple[str, str | None] | None:
+    """``(group, topic_life)`` of a group topic (``topic_life`` None for ``<prefix>.<group>``), or
+    None for internal/foreign topics.
 
     Group names never start with '_' and never contain '.', so internal topics
     (``._registry``) and topics of another prefix never parse as groups.
@@ -93,7 +99,18 @@ def group_from_topic(prefix: str, topic: str) -> str | None:
     if not topic.startswith(head):
         return None
     rest = topic[len(head):]
-    return rest if name_is_valid(rest) else None
+    if name_is_valid(rest):
+        return rest, None
+    name, dot, life = rest.rpartition("._")
+    if dot and name_is_valid(name) and life.isascii() and life.isdigit():
+        return name, life
+    return None
+
+
+def group_from_topic(prefix: str, topic: str) -> str | None:
+    """The group whose topic (of any of its lives) is ``topic``, or None for internal/foreign topics."""
+    parsed = parse_group_topic(prefix, topic)
+    return None if parsed is None else parsed[0]
 
 
 # ---------------------------------------------------------------- Redis keys

@@ -37,7 +37,6 @@ from pyiceberg.expressions import In
 from schemas.errors import RecordValidationError, ServiceUnavailableError
 from schemas.group import FeatureGroup
 from schemas.messages import DeleteMessage, PutMessage
-from schemas.names import group_topic
 from schemas.parity import (
     Verdict,
     judge_offsets,
@@ -154,7 +153,7 @@ class Auditor:
         if fold is None:
             for old in [k for k in self.folds if k[0] == group.name]:
                 self.folds.pop(old).close()  # the group was deleted and created again
-            fold = self.folds[key] = GroupFold(self.bootstrap, group, group_topic(self.prefix, group.name))
+            fold = self.folds[key] = GroupFold(self.bootstrap, group, group.topic(self.prefix))
         return fold
 
     def audit(self, names: Sequence[str] | None = None, *, sample: int = 100, every_id: bool = False,

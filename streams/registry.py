@@ -53,6 +53,9 @@ class Registry:
         self.timeout_s = timeout_s
         self._lock = threading.Lock()
         self._groups: dict[str, FeatureGroup] = {}
+        # Names the registry topic shows deleted (tombstones are kept 7 days, see _ensure_ready): a
+        # group created again under one of them gets a topic of its own life (FeatureGroup.topic_life).
+        self._deleted: set[str] = set()
         self._position = 0
         self._consumer: Consumer | None = None
         self._offsets: Consumer | None = None
@@ -149,6 +152,7 @@ class Registry:
         name = key.decode("utf-8", "replace")
         if value is None:
             self._groups.pop(name, None)
+            self._deleted.add(name)
             return
         try:
             group = FeatureGroup.from_dict(orjson.loads(value))
@@ -171,8 +175,13 @@ class Registry:
     def get(self, name: str) -> FeatureGroup | None:
         return self.refresh().get(name)
 
-    def topic_of(self, name: str) -> str:
-        return group_topic(self.prefix, name)
+    def topic_of(self, group: FeatureGroup | str) -> str:
+        """The topic of ``group``'s life; given a name, of the registered group's current life
+        (``<prefix>.<name>`` when no group of that name is registered)."""
+        if isinstance(group, str):
+            found = self.refresh().get(group)
+            return found.topic(self.prefix) if found is not None else group_topic(self.prefix, group)
+        return group.topic(self.prefix)
 
     # -- writing -------------------------------------------------------------------------
     def create(self, group: FeatureGroup) -> FeatureGroup:
@@ -189,6 +198,14 @@ class Registry:
                 "FEATURESTREAM_OFFLINE_URI (s3://bucket/prefix or a local path) or create it with --no-offline",
                 group=group.name)
         final = _replace(group, creation_time=now, version=1, offline_uri=offline_uri)
+        if final.aggregation is None:
+            # A name deleted before gets a topic of this life's own. A running consumer does not
+            # notice a topic deleted and created again under the same name (librdkafka's regex
+            # subscription, measured: the new topic unassigned minutes later), and a consumer
+            # group's offsets committed for the old topic would apply to the new one.
+            with self._lock:
+                reused = final.name in self._deleted
+            final = _replace(final, topic_life=final.life if reused else None)
         if final.aggregation is not None:
             # Checked against the source as it is now (a definition built elsewhere, or long ago).
             from schemas.aggregation_group import aggregation_group
@@ -199,7 +216,7 @@ class Registry:
         else:
             # The topic first: a registered group must always have its topic. An aggregation group
             # has none: nothing is written to it, its source's topic is its input.
-            ensure_topic(self._admin, self.topic_of(final.name), partitions=final.partitions,
+            ensure_topic(self._admin, final.topic(self.prefix), partitions=final.partitions,
                          replication_factor=final.replication_factor, config=_topic_config(final))
         self._write(final.name, final)
         won = self.refresh().get(final.name)
@@ -241,8 +258,8 @@ class Registry:
             on_purge(group)
         self._write(name, None)
         if not group.is_aggregation:
-            self._wait_until_unassigned(self.topic_of(name))
-            delete_topic(self._admin, self.topic_of(name))
+            self._wait_until_unassigned(group.topic(self.prefix))
+            delete_topic(self._admin, group.topic(self.prefix))
         self.refresh()
         return group
 

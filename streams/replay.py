@@ -24,7 +24,6 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from schemas.errors import ServiceUnavailableError, ValidationError
 from schemas.group import FeatureGroup
-from schemas.names import group_topic
 from sinks.offline.catalog import OfflineTables
 from sinks.offline.errors import OffsetsMismatchError
 from sinks.offline.rotation import RotationPolicy
@@ -165,12 +164,13 @@ def replay_online(bootstrap: KafkaTarget, redis_url: str, prefix: str, group: Fe
     if batch_size is None:
         batch_size = AGGREGATE_REPLAY_BATCH if group.aggregation is not None else 2000
     applier = make_online_applier(bootstrap, redis_url, prefix, offline_uri=offline_uri, stage="replay-online")
-    topic = group_topic(prefix, group.aggregation.source if group.aggregation is not None else group.name)
+    topic = group.topic(prefix)
     if group.aggregation is not None:
         applier.aggregates_only = True
         full = applier.groups
         applier.groups = GroupView(lambda: _only_aggregation(full.all(), group))
-        _only_aggregation(full.all(), group)  # a clear error now if the source is gone
+        # a clear error now if the source is gone; its current life's topic is the one folded
+        topic = _only_aggregation(full.all(), group)[group.aggregation.source].topic(prefix)
     # Through the processor's sink: judging batch n+1 overlaps Redis applying batch n.
     sink = OnlineSink(applier)
     try:
@@ -266,7 +266,7 @@ def replay_offline(bootstrap: KafkaTarget, prefix: str, tables: OfflineTables, g
         raise ValidationError(f"feature group {g.name!r} has no offline store (offline_enabled is false); "
                               "replay it with --target online, or create a group with the offline store on",
                               group=g.name)
-    topic = group_topic(prefix, g.name)
+    topic = g.topic(prefix)
     result = OfflineReplayResult(topic)
     started = time.perf_counter()
     for _ in range(max_rounds):

@@ -29,7 +29,7 @@ from schemas.batch import BatchColumns, decode_batch
 from schemas.errors import RecordValidationError, WireFormatError
 from schemas.group import FeatureGroup
 from schemas.messages import Message
-from schemas.names import group_from_topic
+from schemas.names import group_from_topic, parse_group_topic
 from schemas.wire import check_against_group, decode
 from streams.group_view import GroupView
 
@@ -72,6 +72,9 @@ class Routed:
     # stores: their events (streams/online/aggregate_step.py). Filled only when asked (route's
     # ``aggregate_sources``), so the latest-value path pays nothing.
     sources: dict[str, list[tuple[Message, int, int]]] = field(default_factory=dict)
+    # Messages of an earlier life's topic of a group deleted and created again (its records went
+    # with that life): left alone, like a deleted group's purged records. Counted in ``skipped`` too.
+    earlier_life: int = 0
 
     @property
     def complete(self) -> bool:
@@ -113,8 +116,32 @@ def route(batch: Sequence[RawMessage], groups: Mapping[str, FeatureGroup], *, pr
         if name is None:
             out.skipped += 1  # internal topic (the registry placeholder subscription)
             continue
-        _judge(raw, name, groups.get(name), out, store=store, final=final, aggregate_sources=aggregate_sources)
+        group = groups.get(name)
+        if group is not None and group.topic(prefix) != raw.topic:
+            _other_life(raw.topic, [raw], name, group, out, prefix=prefix, final=final)
+            continue
+        _judge(raw, name, group, out, store=store, final=final, aggregate_sources=aggregate_sources)
     return out
+
+
+def _other_life(topic: str, raws: Sequence[RawMessage], name: str, group: FeatureGroup, out: Routed, *,
+                prefix: str, final: bool) -> None:
+    """Judge ``raws``, messages of ``topic``, a topic of group ``name`` that is not its life's in the
+    view (schemas.names.group_topic): an earlier life's are left alone; a later life's wait for the
+    registry (``behind``), and are poison if even its latest has no such life."""
+    parsed = parse_group_topic(prefix, topic)
+    theirs = -1 if parsed is None or parsed[1] is None else int(parsed[1])
+    mine = -1 if group.topic_life is None else int(group.topic_life)
+    if theirs < mine:
+        out.earlier_life += len(raws)
+        out.skipped += len(raws)
+        return
+    if not final:
+        out.behind.add(name)
+        return
+    reason = (f"topic {topic!r} is of a life of feature group {name!r} that the registry does not have: the "
+              f"group's topic is {group.topic(prefix)!r}")
+    out.poison.extend(Poison(raw, reason) for raw in raws)
 
 
 def _judge(raw: RawMessage, name: str, group: FeatureGroup | None, out: Routed, *, store: str,
@@ -218,6 +245,11 @@ def route_columns(batch: Sequence[RawMessage], groups: Mapping[str, FeatureGroup
             continue
         group = groups.get(name)
         raws = [batch[i] for i in idx]
+        if group is not None and group.topic(prefix) != topic:
+            before = len(out.poison)
+            _other_life(topic, raws, name, group, out, prefix=prefix, final=final)
+            poison_at.extend(idx[: len(out.poison) - before])
+            continue
         if group is None:
             for i, raw in zip(idx, raws, strict=True):
                 _judge(raw, name, None, out, store=store, final=final)

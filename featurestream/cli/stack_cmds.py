@@ -98,7 +98,7 @@ def _print_pipeline_status(config: Config, freshness: dict) -> None:
         if not groups:
             print("feature groups: none")
             return
-        topics = {registry.topic_of(g.name): g for g in groups}
+        topics = {registry.topic_of(g): g for g in groups}
         lags = {cg: partition_lag(bootstrap, cg, topics, timeout_s=5) for cg in consumer_groups}
     except FeatureStoreError as exc:
         print(f"feature groups: cannot read ({exc})")

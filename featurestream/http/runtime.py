@@ -172,7 +172,7 @@ class RuntimeApi:
         """Queue one record: from the thread pool (``may_wait``) with a concurrent Future, or on the event
         loop with an asyncio future that the delivery thread settles in batches (``delivery.py``)."""
         key, value, headers = encoded
-        topic = self.store.registry.topic_of(group.name)
+        topic = self.store.registry.topic_of(group)
         publisher = self.store.publisher
         if may_wait:
             return publisher.publish(topic, key, value, headers)  # the single-record producer: linger.ms=0

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from schemas.group import FeatureGroup
-from schemas.names import group_from_topic, group_topic
+from schemas.names import group_from_topic
 from schemas.wire import encode
 from sinks.offline.columns import ColumnRows, view_rows
 from sinks.offline.errors import OfflineRowError
@@ -79,13 +79,13 @@ class OfflineApplier:
         steps: dict[TP, list[tuple[int, Any, Any]]] = {}
         for name, items in routed.work.items():
             group = groups[name]
-            topic = group_topic(self.prefix, name)
+            topic = group.topic(self.prefix)
             for msg, partition, offset in items:
                 steps.setdefault((topic, partition), []).append((offset, group, msg))
         for p in routed.poison:
             name = group_from_topic(self.prefix, p.raw.topic)
             group = groups.get(name) if name else None
-            if group is not None and group.offline_enabled:
+            if group is not None and group.offline_enabled and group.topic(self.prefix) == p.raw.topic:
                 steps.setdefault((p.raw.topic, p.raw.partition), []).append((p.raw.offset, group, None))
         blocks = _proven_blocks(routed.rows) if isinstance(routed, RoutedColumns) else {}
         for tp in sorted(steps.keys() | blocks.keys()):
@@ -138,11 +138,12 @@ class OfflineApplier:
         online-only group: nothing there can be doubled, so the consumer group's offset does)."""
         name = group_from_topic(self.prefix, topic)
         group = self._groups.all().get(name) if name else None
-        if group is None and name:
+        if name and (group is None or group.topic(self.prefix) != topic):
             group = self._groups.all(fresh=True).get(name)
         self._forget_times(topic, partition)
         self._held.discard((topic, partition))
-        if group is None or not group.offline_enabled:
+        # Another life's topic (schemas.names.group_topic) has no rows in this life's table either.
+        if group is None or not group.offline_enabled or group.topic(self.prefix) != topic:
             self.writer.discard(topic, partition)
             return None
         start = self.writer.resume(group, topic, partition)

@@ -17,7 +17,6 @@ from typing import Any
 
 from schemas.backoff import Backoff
 from schemas.group import FeatureGroup
-from schemas.names import group_topic
 from sinks.offline.catalog import OfflineTables
 from sinks.offline.maintenance import (
     DEFAULT_RETENTION_S,
@@ -77,7 +76,7 @@ class BackgroundCompactor:
     def _written_groups(self) -> list[FeatureGroup]:
         topics = {t for t, _ in self.owned()}
         return sorted((g for g in self.groups.all().values()
-                       if g.offline_enabled and group_topic(self.prefix, g.name) in topics), key=lambda g: g.name)
+                       if g.offline_enabled and g.topic(self.prefix) in topics), key=lambda g: g.name)
 
     def _loop(self) -> None:
         while not self._stop.wait(1.0):

@@ -16,7 +16,6 @@ from operator import itemgetter
 from schemas.aggregation_group import source_problem
 from schemas.group import FeatureGroup
 from schemas.messages import Message
-from schemas.names import group_topic
 from sinks.online.aggregate_columns import FoldEvent, column_fold_events, message_fold_events
 from sinks.online.aggregates import AggregateStore
 from streams.route import GroupRows, Poison, RawMessage
@@ -28,6 +27,7 @@ class GroupFold:
 
     group: FeatureGroup
     events: list[FoldEvent]
+    source_topic: str  # the topic of the source's life whose events these are
 
 
 class AggregateStep:
@@ -48,12 +48,13 @@ class AggregateStep:
                 continue
             if source_problem(agg, groups.get(spec.source)) is not None:
                 continue  # a source created again after the group: never folded into the old state
+            topic = groups[spec.source].topic(self.prefix)
             plan = self.store.plan(agg)
             singles = message_fold_events(plan, sources.get(spec.source, []))
             proven = source_rows.get(spec.source)
             if proven is None:
                 if singles:
-                    folds.append(GroupFold(agg, singles))
+                    folds.append(GroupFold(agg, singles, topic))
                 continue
             events = column_fold_events(plan, proven.columns, proven.rows, proven.partitions, proven.offsets)
             if singles:  # rare: rows the columns could not prove, each at its place in the topic's order
@@ -63,7 +64,7 @@ class AggregateStep:
                 placed.sort(key=_FIRST)
                 events = [e for _j, e in placed]
             if events:
-                folds.append(GroupFold(agg, events))
+                folds.append(GroupFold(agg, events, topic))
         return folds
 
     def fold(self, folds: Sequence[GroupFold], batch: Sequence[RawMessage]
@@ -81,10 +82,9 @@ class AggregateStep:
             if result.late:
                 if by_coords is None:
                     by_coords = {(r.topic, r.partition, r.offset): r for r in batch}
-                topic = group_topic(self.prefix, agg.aggregation.source)  # type: ignore[union-attr]
                 for i, reason in result.late:
                     e = f.events[i]
-                    poison.append(Poison(by_coords[(topic, e.partition, e.offset)], reason))
+                    poison.append(Poison(by_coords[(f.source_topic, e.partition, e.offset)], reason))
         return counts, poison
 
 

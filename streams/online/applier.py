@@ -17,7 +17,7 @@ import orjson
 from schemas.errors import RecordValidationError
 from schemas.group import FeatureGroup
 from schemas.messages import Message
-from schemas.names import group_topic, online_key
+from schemas.names import online_key
 from schemas.types import ScalarType
 from sinks.online.column_args import column_script_calls
 from sinks.online.script_calls import ScriptCalls
@@ -110,7 +110,7 @@ class OnlineApplier:
             api = proven.api_invocation_time_ns
         if not slow:
             return GroupWrites(group, calls, raws, api, rejected)
-        topic = group_topic(self.prefix, group.name)
+        topic = group.topic(self.prefix)
         # each call's place in the topic's messages (batch order), to merge the two kinds back
         index = {(r.partition, r.offset): j for j, r in enumerate(proven.raws)} if proven is not None else {}
         entries = [(int(j), k) for k, j in enumerate(proven.rows)] if proven is not None else []
@@ -162,7 +162,7 @@ class OnlineApplier:
             for status, n in result.counts.items():
                 summary.records[(name, status.value)] = summary.records.get((name, status.value), 0) + n
             if result.rejected:  # rare
-                topic = group_topic(self.prefix, name)
+                topic = w.group.topic(self.prefix)
                 for k, status in enumerate(result.statuses):
                     if status is WriteStatus.REJECTED:
                         rid = w.calls.ids[k]

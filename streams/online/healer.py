@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from schemas.backoff import Backoff
+from schemas.group import FeatureGroup
 from sinks.online.epoch import READY, EpochMarker
 from sinks.online.eviction import SAFE_POLICY, evicted_keys, eviction_policy
 from streams.group_view import GroupView
@@ -43,7 +44,7 @@ class OnlineHealer:
     """Watches the epoch marker from a daemon thread and rebuilds the online store when it is lost."""
 
     def __init__(self, marker: EpochMarker, groups: GroupView, bootstrap: KafkaTarget,
-                 topic_of: Callable[[str], str], apply_batch: ApplyBatch, *, check_every_s: float = 2.0, lease_s: float = 15.0,
+                 topic_of: Callable[[FeatureGroup], str], apply_batch: ApplyBatch, *, check_every_s: float = 2.0, lease_s: float = 15.0,
                  live_path_replays_all: Callable[[], bool] | None = None) -> None:
         self.marker = marker
         self.groups = groups
@@ -169,7 +170,7 @@ class OnlineHealer:
                 def progress(done: int, total: int, base: int = done_before) -> None:
                     ONLINE_METRICS.rebuild_records.set(base + done)
 
-                result = replay_topic(self.bootstrap, self.topic_of(g.name), self.apply_batch, progress=False,
+                result = replay_topic(self.bootstrap, self.topic_of(g), self.apply_batch, progress=False,
                                       on_progress=progress, cancelled=abandon.is_set)
                 records += result.records
                 done_before += result.records

@@ -54,7 +54,7 @@ def run_processor(bootstrap: KafkaTarget, redis_url: str, prefix: str, *, engine
                                           stage="rebuild-online")
 
     def live_path_replays_all() -> bool:
-        topics = [registry.topic_of(g.name) for g in online_input_groups(groups.all())]
+        topics = [registry.topic_of(g) for g in online_input_groups(groups.all())]
         return not committed_offsets(bootstrap, online_group_id(prefix), topics)
 
     healer = OnlineHealer(EpochMarker(rebuild_applier.store.client, prefix), groups, bootstrap, registry.topic_of,
@@ -94,7 +94,7 @@ def _run_faust(bootstrap: KafkaTarget, redis_url: str, prefix: str, registry: Re
     def list_topics() -> list[str]:
         # fresh: called every few seconds by the app's registry watcher, and at once when the
         # registry topic shows a change, so the view must catch up before answering.
-        return [registry.topic_of(g.name) for g in online_input_groups(groups.all(fresh=True))]
+        return [registry.topic_of(g) for g in online_input_groups(groups.all(fresh=True))]
 
     app = build_online_app(bootstrap=bootstrap, prefix=prefix, apply_batch=apply_batch, list_topics=list_topics,
                            batch_size=batch_size, batch_within_s=batch_within_s, health=health)

@@ -268,3 +268,39 @@ def test_an_aggregation_group_created_deleted_and_created_again_while_the_worker
         assert p.alive(), p.tail()
 
 
+
+
+
+def test_a_group_deleted_and_created_again_under_its_name_while_the_processor_runs(store, stack, workers, unique_name,
+                                                                                   tmp_path, engine):
+    """A plain group is written to, deleted with its data while the processor may still hold its
+    backlog, and created again under its name; the new life is written with older event times and
+    the same identifiers, and gets a feature. The running processor (never restarted) must serve
+    every acknowledged write of the new life, and nothing of the first life. Before topics per life,
+    a running confluent processor had not picked up the re-created topic 120 s later."""
+    name = unique_name("relived")
+    first = store.create_feature_group(customers_group(name, partitions=3, offline=False))
+    old_topic = store.registry.topic_of(first)
+    proc = workers("process")
+    wait_for(lambda: worker_ready(_metrics_port(proc)), timeout_s=90, what="the processor to be ready")
+    assert store.ingest(name, [customer(i, second=3000 + i % 600) for i in range(2000)], progress=False).published == 2000
+    store.delete_feature_group(name, purge=True)  # its backlog may still be on its way
+    second = store.create_feature_group(customers_group(name, partitions=2, offline=False))
+    new_topic = store.registry.topic_of(second)
+    assert new_topic != old_topic and new_topic.startswith(f"{old_topic}._"), new_topic
+    # The same identifiers, older event times: a first life's record must never shadow them.
+    assert store.ingest(name, [customer(i, second=i % 60) for i in range(300)], progress=False).published == 300
+    added = tmp_path / "added.json"
+    added.write_text(orjson.dumps([{"FeatureName": "note", "FeatureType": "String"}]).decode())
+    _cli(stack, "group", "update", name, "--add", str(added))
+    done = store.ingest(name, [{**customer(i, second=i % 60 + 1), "note": f"n{i}"} for i in range(250, 400)],
+                        progress=False)
+    assert done.published == 150, done.rejected[:1]
+
+    group = store.describe_feature_group(name)
+    assert len(read_topic(stack, new_topic)) == 450
+    wait_for(lambda: _settled(store, stack, group), timeout_s=120, what="every record of the new life online")
+    # The first life wrote c0..c1999; the second only c0..c399: none of the rest is served.
+    assert [i for i in range(400, 2000, 37) if store.get_record(name, f"c{i}") is not None] == []
+    assert dead_letters(stack, new_topic) == [], "an acknowledged record of the new life was dead-lettered"
+    assert proc.alive(), proc.tail()

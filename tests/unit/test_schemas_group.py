@@ -120,3 +120,19 @@ def test_with_added_features_and_ttl_bump_version():
 def test_with_added_features_rejects(defs, match):
     with pytest.raises(DefinitionError, match=match):
         make().with_added_features(defs)
+
+
+def test_a_groups_topic_is_its_lifes_and_the_life_survives_json_and_updates():
+    plain = make(creation_time=1.5)
+    assert plain.topic("fs") == "fs.customers" and "topic_life" not in plain.to_dict()  # the old form
+    later = make(creation_time=1.5, topic_life=plain.life)
+    assert later.topic("fs") == "fs.customers._1500000"
+    back = FeatureGroup.from_dict(orjson.loads(orjson.dumps(later.to_dict())))
+    assert back == later and back.topic("fs") == later.topic("fs")
+    assert later.with_ttl(None).topic("fs") == later.topic("fs")  # a new version, the same topic
+
+
+@pytest.mark.parametrize("bad", ["", "12a", "-1", "1" * 21, 17, "\u0661"])
+def test_a_topic_life_that_is_not_decimal_digits_is_refused(bad):
+    with pytest.raises(DefinitionError, match="topic_life must be None or 1-20 decimal digits"):
+        make(topic_life=bad)

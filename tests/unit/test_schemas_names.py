@@ -8,6 +8,7 @@ from schemas.names import (
     offline_table_uri,
     online_key,
     online_key_pattern,
+    parse_group_topic,
     partition_field_name,
     record_id_from_key,
     registry_topic,
@@ -45,6 +46,20 @@ def test_topics():
     assert group_from_topic("fs.test", "fs.test.customers") == "customers"
     for topic in ("fs._registry", "fs._deadletter", "other.customers", "fs.", "fsx.customers", "fs.a.b"):
         assert group_from_topic("fs", topic) is None
+
+
+def test_a_later_lifes_topic_names_its_group_and_life_and_no_other_prefixs_group():
+    assert group_topic("fs", "customers", "1733290000123456") == "fs.customers._1733290000123456"
+    assert parse_group_topic("fs", "fs.customers._1733290000123456") == ("customers", "1733290000123456")
+    assert parse_group_topic("fs", "fs.customers") == ("customers", None)
+    assert group_from_topic("fs", "fs.customers._17") == "customers"
+    # prefix "fs.test" with a group "123": its topic is no life of a group "test" of prefix "fs"
+    assert parse_group_topic("fs", "fs.test.123") is None
+    # ...and a life's topic of prefix "fs" is no group of prefix "fs.test" (no group starts with "_")
+    assert parse_group_topic("fs.test", "fs.test._17") is None
+    for topic in ("fs.customers._", "fs.customers._1a", "fs.customers._-1", "fs._17", "fs.customers.__17",
+                  "fs.customers._\u0661", "fs.test._registry"):
+        assert parse_group_topic("fs", topic) is None, topic
 
 
 def test_online_keys_have_no_group_hash_tag():

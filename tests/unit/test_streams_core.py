@@ -198,3 +198,41 @@ def test_registry_fold_is_compare_and_set() -> None:
     assert reg._groups["customers"].version == 2
     reg.fold(b"customers", None)
     assert "customers" not in reg._groups
+
+
+@pytest.mark.parametrize("columns_from", [None, 1])  # route (per record), and route_columns (the batch way)
+def test_a_topic_of_another_life_is_left_alone_or_waited_for_never_applied_to_this_life(columns_from) -> None:
+    from streams.route import route_batch_columns
+
+    first = _group(creation_time=1.0)
+    second = _group(creation_time=2.0, topic_life="2000000")
+    key, value, headers = encode(compile_validator(second).validate(ROWS[0]))
+    old_life = [_raw("p.customers", value, k, key, headers) for k in range(3)]
+    new_life = [_raw("p.customers._2000000", value, k, key, headers) for k in range(2)]
+
+    def routed_by(answers: list[dict[str, FeatureGroup]]):
+        view = GroupView(iter(answers).__next__, max_age_s=3600)
+        if columns_from is None:
+            return route_batch(old_life + new_life, view, prefix="p", store="OnlineStore")[0]
+        return route_batch_columns(old_life + new_life, view, prefix="p", store="OnlineStore",
+                                   columns_from=columns_from)[0]
+
+    # The view has the second life: the first life's messages are left alone, not dead-lettered.
+    routed = routed_by([{"customers": second}])
+    assert routed.earlier_life == 3 and routed.skipped == 3 and not routed.poison and routed.complete
+    applied = [o for _, _, o in routed.work.get("customers", [])]
+    if columns_from is not None:
+        applied += routed.rows["customers"].offsets.tolist()
+        assert routed.rows["customers"].topic == "p.customers._2000000"
+    assert sorted(applied) == [0, 1]
+    # A view still on the first life waits for the registry: nothing of the second life is judged by it.
+    behind = routed_by([{"customers": first}, {"customers": second}])
+    assert behind.complete and not behind.poison and behind.earlier_life == 3
+    # The registry's latest has no such life: the messages are poison, with the reason.
+    never = routed_by([{"customers": first}, {"customers": first}])
+    assert [p.raw.topic for p in never.poison] == ["p.customers._2000000"] * 2
+    assert "a life of feature group 'customers' that the registry does not have" in never.poison[0].reason
+    assert "'p.customers'" in never.poison[0].reason
+    assert [o for _, _, o in never.work.get("customers", [])] + (
+        never.rows["customers"].offsets.tolist() if "customers" in getattr(never, "rows", {}) else []) == [0, 1, 2]
+
