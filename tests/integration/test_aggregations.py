@@ -423,7 +423,8 @@ def test_backfill_then_live_then_rebuild_and_a_deleted_source(store, stack, tmp_
         # The live apply step, in process, on the new source's event: it is not folded into the old state.
         applier = make_online_applier(stack.kafka(), stack.redis_url, stack.topic_prefix, stage="online")
         try:
-            done = applier.apply([raw_from_confluent(m) for m in read_topic(stack, topic)])
+            # the new source's life has a topic of its own (schemas.names.group_topic)
+            done = applier.apply([raw_from_confluent(m) for m in read_topic(stack, store.registry.topic_of(again))])
         finally:
             applier.store.close()
             applier.deadletters.publisher.close()
