@@ -185,10 +185,7 @@ class FeatureStore:
         """The group as the registry has it now, for a bulk write: the view may be up to a second and
         a half old, and an ingest is no per-record put that can ask again when a row names a feature
         added meanwhile (or the group was created again, with a topic of its own)."""
-        group = self.groups.get(name, fresh=True)
-        if group is None:
-            raise GroupNotFoundError(name)
-        return group
+        return self.groups.describe(name, fresh=True)
 
     def _readable(self, name: str) -> FeatureGroup:
         """The group, for a read: ValidationError for an aggregation group whose source is gone."""

@@ -62,9 +62,9 @@ class GroupView:
             group = self._reload().get(name)
         return group
 
-    def describe(self, name: str) -> FeatureGroup:
+    def describe(self, name: str, *, fresh: bool = False) -> FeatureGroup:
         """The group; raises GroupNotFoundError naming it when the registry does not have it."""
-        group = self.get(name)
+        group = self.get(name, fresh=fresh)
         if group is None:
             raise GroupNotFoundError(name)
         return group
