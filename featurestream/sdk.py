@@ -163,20 +163,32 @@ class FeatureStore:
     def delete_feature_group(self, name: str, *, purge: bool = False) -> FeatureGroup:
         """Delete the group and its topic; ``purge`` also deletes its online and offline data."""
         self.groups.forget(name)
-        return self.registry.delete(name, on_purge=self._purge if purge else None)
+        if not purge:
+            return self.registry.delete(name)
+        return self.registry.delete(name, on_purge=self._purge_online, after_delete=self._purge_offline)
 
-    def _purge(self, group: FeatureGroup) -> None:
-        """Delete a group's online keys and offline files."""
+    def _purge_online(self, group: FeatureGroup) -> None:
+        """Before the delete: wipe the group's online keys, and check that its offline table can be
+        reached. A store that is down fails the delete here, with the group kept."""
         if group.online_enabled and self.config.redis_url:
             self.online.wipe_group(group)  # an aggregation group's keys share the pattern
         if group.offline_enabled and group.offline_uri:
-            from sinks.offline.fs import open_filesystem
+            self.offline_tables().existing(group)
 
-            if self.offline_tables().existing(group) is not None:
-                self.offline_tables().drop(group)
-            fs, root = open_filesystem(group.offline_uri, self.config.storage_options())
-            if fs.exists(root):
-                fs.rm(root, recursive=True)
+    def _purge_offline(self, group: FeatureGroup) -> None:
+        """After the delete (registry tombstone written): unregister the table and delete its files."""
+        if not (group.offline_enabled and group.offline_uri):
+            return
+        from sinks.offline.fs import open_filesystem
+
+        tables = self.offline_tables()
+        tables.drop_life(group)
+        fs, root = open_filesystem(group.offline_uri, self.config.storage_options())
+        if fs.exists(root):
+            fs.rm(root, recursive=True)
+        # A sink that flushed this life's rows between the drop and the delete registered the table
+        # again: its entry now points at deleted files. (A later life's table is left alone.)
+        tables.drop_life(group)
 
     def _group(self, name: str) -> FeatureGroup:
         return self.groups.describe(name)

@@ -62,6 +62,12 @@ class GroupView:
             group = self._reload().get(name)
         return group
 
+    def is_current(self, group: FeatureGroup) -> bool:
+        """Whether ``group`` is still the registry's life of its name (asked fresh: a writer about to
+        create something for a group the registry may have deleted or created again meanwhile)."""
+        latest = self.get(group.name, fresh=True)
+        return latest is not None and latest.life == group.life
+
     def describe(self, name: str, *, fresh: bool = False) -> FeatureGroup:
         """The group; raises GroupNotFoundError naming it when the registry does not have it."""
         group = self.get(name, fresh=fresh)

@@ -22,6 +22,7 @@ from confluent_kafka import Consumer, ConsumerGroupState, KafkaError, KafkaExcep
 
 from schemas.errors import (
     DefinitionError,
+    FeatureStoreError,
     GroupExistsError,
     GroupNotFoundError,
     ServiceUnavailableError,
@@ -55,7 +56,8 @@ class Registry:
         self._groups: dict[str, FeatureGroup] = {}
         # Names the registry topic shows deleted (tombstones are kept 7 days, see _ensure_ready): a
         # group created again under one of them gets a topic of its own life (FeatureGroup.topic_life).
-        self._deleted: set[str] = set()
+        # The value is the deleted life's definition when the topic still had it (None once compacted).
+        self._deleted: dict[str, FeatureGroup | None] = {}
         self._position = 0
         self._consumer: Consumer | None = None
         self._offsets: Consumer | None = None
@@ -151,8 +153,8 @@ class Registry:
             return
         name = key.decode("utf-8", "replace")
         if value is None:
-            self._groups.pop(name, None)
-            self._deleted.add(name)
+            gone = self._groups.pop(name, None)
+            self._deleted[name] = gone or self._deleted.get(name)
             return
         try:
             group = FeatureGroup.from_dict(orjson.loads(value))
@@ -189,6 +191,14 @@ class Registry:
         if group.name in self.refresh():
             raise GroupExistsError(group.name)
         now = time.time()
+        with self._lock:
+            before = self._deleted.get(group.name)
+        while before is not None and int(before.creation_time) == int(now):
+            # The deleted life was created in this very second, and a table's location is
+            # <group>-<creation second> (the reference's layout): wait for the next second, so the two
+            # lives' files never share a location (the deleted life's purge would delete this one's).
+            time.sleep(int(now) + 1.001 - now)
+            now = time.time()
         offline_uri = group.offline_uri
         if group.offline_enabled and offline_uri is None and self.offline_base_uri:
             offline_uri = offline_table_uri(self.offline_base_uri, group.name, int(now))
@@ -251,16 +261,38 @@ class Registry:
 
     CLEAR_TTL: type[_ClearTtl]
 
-    def delete(self, name: str, *, on_purge: Callable[[FeatureGroup], None] | None = None) -> FeatureGroup:
-        """Remove the group and its topic; ``on_purge`` deletes its online/offline data first."""
+    def delete(self, name: str, *, on_purge: Callable[[FeatureGroup], None] | None = None,
+               after_delete: Callable[[FeatureGroup], None] | None = None) -> FeatureGroup:
+        """Remove the group and its topic.
+
+        ``on_purge`` runs first: if it fails (Redis or S3 down), the group is kept and can be deleted
+        again. Then the tombstone, so that every worker stops taking the group's records; the online
+        processors letting go of its topic (plain groups); ``after_delete``; the topic.
+
+        ``after_delete`` is for what a running worker could write again: the offline table and its
+        files. Purged before the tombstone, a sink flushing rows it had buffered created the table again
+        at the purged location, and the purge then deleted that table's files under its catalog entry
+        (seen in a test). After it, a sink that meets the table missing creates nothing
+        (``OfflineTables.is_current``). If it fails, the group stays deleted and the error says what is left.
+        """
         group = self.describe(name)
         if on_purge is not None:
             on_purge(group)
         self._write(name, None)
-        if not group.is_aggregation:
-            self._wait_until_unassigned(group.topic(self.prefix))
-            delete_topic(self._admin, group.topic(self.prefix))
-        self.refresh()
+        topic = None if group.is_aggregation else group.topic(self.prefix)
+        if topic is not None:
+            self._wait_until_unassigned(topic)
+        try:
+            if after_delete is not None:
+                after_delete(group)
+        except FeatureStoreError as exc:
+            kind = ServiceUnavailableError if isinstance(exc, ServiceUnavailableError) else FeatureStoreError
+            raise kind(f"feature group {name!r} is deleted, but purging its offline data failed: {exc}. What "
+                       f"may be left: its offline files at {group.offline_uri}") from exc
+        finally:
+            if topic is not None:
+                delete_topic(self._admin, topic)
+            self.refresh()
         return group
 
     def _wait_until_unassigned(self, topic: str) -> None:

@@ -15,7 +15,7 @@ commit by itself, rebasing our append onto a snapshot whose recorded offsets it 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pyiceberg.catalog import Catalog
@@ -24,7 +24,7 @@ from pyiceberg.table import Table
 
 from schemas.ddl import offline_arrow_schema
 from schemas.group import FeatureGroup
-from sinks.offline.errors import OfflineLayoutError, OfflineStorageError
+from sinks.offline.errors import OfflineLayoutError, OfflineStorageError, StaleGroupError
 from sinks.offline.table_format import partition_spec, table_schema
 
 CATALOG_NAME = "featurestream"
@@ -39,6 +39,9 @@ TABLE_PROPERTIES = {
     "write.metadata.delete-after-commit.enabled": "true",
     "write.metadata.previous-versions-max": "50",
 }
+# Which life of its name (FeatureGroup.life) a table was created for: a writer still holding a
+# deleted life's rows must never drop a later life's table to make room for its own.
+LIFE_PROPERTY = "featurestream.group-life"
 
 
 def io_properties(storage_options: Mapping[str, Any] | None) -> dict[str, str]:
@@ -144,50 +147,81 @@ class OfflineTables:
     """The offline tables of one topic prefix in one catalog: load, or create on first use.
 
     Thread-safe; tables are loaded fresh on every call (a commit needs the latest metadata).
+
+    ``is_current`` (the sink passes one that asks the registry): a table is created only for a group
+    that is still the registry's life of its name. A sink flushing rows buffered before the group was
+    deleted (and purged) would otherwise create the table again at the deleted life's location, after
+    the purge dropped it: debris at best, and a catalog entry whose files the purge then deletes.
     """
 
-    def __init__(self, catalog: Catalog, namespace: str) -> None:
+    def __init__(self, catalog: Catalog, namespace: str, *,
+                 is_current: Callable[[FeatureGroup], bool] | None = None) -> None:
         self.catalog = catalog
         self.namespace = namespace
+        self.is_current = is_current
         self._lock = threading.Lock()
         self._namespace_ready = False
 
     @classmethod
-    def open(cls, catalog_uri: str, namespace: str,
-             storage_options: Mapping[str, Any] | None = None) -> OfflineTables:
-        return cls(open_catalog(catalog_uri, storage_options), namespace)
+    def open(cls, catalog_uri: str, namespace: str, storage_options: Mapping[str, Any] | None = None, *,
+             is_current: Callable[[FeatureGroup], bool] | None = None) -> OfflineTables:
+        return cls(open_catalog(catalog_uri, storage_options), namespace, is_current=is_current)
 
     def identifier(self, group: FeatureGroup | str) -> tuple[str, str]:
         name = group if isinstance(group, str) else group.name
         return (self.namespace, name)
 
     def existing(self, group: FeatureGroup) -> Table | None:
-        """The group's table, or None if none was created yet (or it belongs to an older group
-        of the same name, deleted and created again)."""
-        try:
-            table = self.catalog.load_table(self.identifier(group))
-        except NoSuchTableError:
+        """The group's table, or None if none was created yet (or it belongs to another life of the
+        same name, deleted and created again: at another location, or purged under its entry)."""
+        table = self._registered(group)
+        if isinstance(table, str):
+            # The message names the path, with or without its scheme (pyarrow's S3 file system).
+            if group.offline_uri and _bare(group.offline_uri) + "/" in table:
+                # This life's own metadata is gone: nothing may paper over that.
+                raise OfflineStorageError(f"feature group {group.name!r}: its Iceberg table "
+                                          f"{'.'.join(self.identifier(group))} has lost its metadata: {table}")
+            return None  # another life's entry, its files purged under it
+        if table is None:
             return None
-        except Exception as exc:  # noqa: BLE001 - driver/IO errors: name the table
-            hint = " (is the S3 server up and FEATURESTREAM_S3_ENDPOINT_URL right?)" if isinstance(exc, OSError) else ""
-            raise OfflineStorageError(f"feature group {group.name!r}: cannot load its Iceberg table "
-                                      f"{'.'.join(self.identifier(group))}: {type(exc).__name__}: {exc}{hint}") from exc
         if group.offline_uri and _norm(table.location()) != _norm(group.offline_uri):
             return None
         return table
 
+    def _registered(self, group: FeatureGroup) -> Table | str | None:
+        """The table registered under the group's name; the missing metadata file's path (a str) if the
+        entry's files were deleted under it; None if no table is registered."""
+        try:
+            return self.catalog.load_table(self.identifier(group))
+        except NoSuchTableError:
+            return None
+        except FileNotFoundError as exc:  # pyiceberg: "Cannot open file, does not exist: <path>"
+            return str(exc)
+        except Exception as exc:  # noqa: BLE001 - driver/IO errors: name the table
+            hint = " (is the S3 server up and FEATURESTREAM_S3_ENDPOINT_URL right?)" if isinstance(exc, OSError) else ""
+            raise OfflineStorageError(f"feature group {group.name!r}: cannot load its Iceberg table "
+                                      f"{'.'.join(self.identifier(group))}: {type(exc).__name__}: {exc}{hint}") from exc
+
     def table(self, group: FeatureGroup) -> Table:
         """The group's table, created (schema, day partitions, location) if missing; columns added
-        by a group update are added to the table's schema first."""
+        by a group update are added to the table's schema first.
+
+        Raises StaleGroupError, creating nothing, if the table is missing and ``is_current`` says the
+        group is no longer the registry's life of its name."""
         if not group.offline_enabled or not group.offline_uri:
             raise OfflineLayoutError(f"feature group {group.name!r} has no offline store (offline_enabled "
                                      f"{group.offline_enabled}, offline_uri {group.offline_uri!r})")
         table = self.existing(group)
         try:
             if table is None:
+                if self.is_current is not None and not self.is_current(group):
+                    raise StaleGroupError(
+                        f"feature group {group.name!r} (created {group.creation_time:.6f}) was deleted, or "
+                        f"deleted and created again, before these rows reached its offline table, and the "
+                        f"table is gone: not creating it again at {group.offline_uri}", group=group.name)
                 table = self._create(group)
             return self._evolve(table, group)
-        except OfflineStorageError:
+        except (OfflineStorageError, StaleGroupError):
             raise
         except CommitFailedException:
             return self.catalog.load_table(self.identifier(group))  # someone evolved it first
@@ -204,18 +238,23 @@ class OfflineTables:
             if not self._namespace_ready:
                 self.catalog.create_namespace_if_not_exists(self.namespace)
                 self._namespace_ready = True
-        try:
-            stale = self.catalog.load_table(ident)
-        except NoSuchTableError:
-            stale = None
-        if stale is not None and _norm(stale.location()) != _norm(group.offline_uri or ""):
-            # A deleted group's table under the same name: unregister it (its files stay, purge
-            # deletes them) so the new group gets a table at its own location.
+        stale = self._registered(group)
+        if isinstance(stale, str):
+            self.catalog.drop_table(ident)  # a purged life's entry, pointing at deleted files
+        elif stale is not None and _norm(stale.location()) != _norm(group.offline_uri or ""):
+            theirs = stale.properties.get(LIFE_PROPERTY)
+            if theirs is not None and int(theirs) > int(group.life):
+                raise StaleGroupError(f"feature group {group.name!r}: a later life of the group (created "
+                                      f"{int(theirs) / 1e6:.6f}) owns its offline table at {stale.location()}; "
+                                      f"this writer holds rows of the life created {group.creation_time:.6f}",
+                                      group=group.name)
+            # An earlier life's table under the same name: unregister it (its files stay, purge
+            # deletes them) so this life gets a table at its own location.
             self.catalog.drop_table(ident)
         try:
             return self.catalog.create_table(ident, schema, location=group.offline_uri,
                                              partition_spec=partition_spec(schema, group.event_time_name),
-                                             properties=TABLE_PROPERTIES)
+                                             properties={**TABLE_PROPERTIES, LIFE_PROPERTY: group.life})
         except TableAlreadyExistsError:  # another process created it a moment ago
             return self.catalog.load_table(ident)
 
@@ -236,7 +275,24 @@ class OfflineTables:
         except NoSuchTableError:
             pass
 
+    def drop_life(self, group: FeatureGroup) -> bool:
+        """Unregister the table under the group's name if it is this life's: at the group's location,
+        or an entry whose files are gone. A later life's table is left alone. True if one was dropped."""
+        registered = self._registered(group)
+        if registered is None:
+            return False
+        if isinstance(registered, Table) and group.offline_uri \
+                and _norm(registered.location()) != _norm(group.offline_uri):
+            return False
+        self.drop(group)
+        return True
+
 
 def _norm(location: str) -> str:
     loc = location.rstrip("/")
     return loc.removeprefix("file://")
+
+
+def _bare(location: str) -> str:
+    """The location without its scheme (s3://bucket/p -> bucket/p)."""
+    return location.rstrip("/").split("://", 1)[-1]

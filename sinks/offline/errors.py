@@ -41,3 +41,13 @@ class OffsetsMismatchError(FeatureStoreError):
     def __init__(self, message: str, *, recorded: dict[tuple[str, int], int | None]) -> None:
         super().__init__(message)
         self.recorded = recorded
+
+
+class StaleGroupError(FeatureStoreError):
+    """A writer holds rows of a life of a group that the registry no longer has (deleted, or deleted
+    and created again), and that life's table is gone: nothing is created for them. The sink rewinds,
+    and the records, read again, go where a deleted group's records go (the dead-letter topic)."""
+
+    def __init__(self, message: str, *, group: str) -> None:
+        super().__init__(message)
+        self.group = group

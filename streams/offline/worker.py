@@ -80,9 +80,9 @@ def run_sink(bootstrap: KafkaTarget, prefix: str, offline_uri: str, catalog_uri:
     bound is passed to ``on_metrics_port``).
     """
     settings = settings or SinkSettings()
-    tables = OfflineTables.open(catalog_uri, prefix, storage_options)
     registry = Registry(bootstrap, prefix=prefix, offline_base_uri=offline_uri)
     groups = GroupView(registry.refresh)
+    tables = OfflineTables.open(catalog_uri, prefix, storage_options, is_current=groups.is_current)
     groups.all(fresh=True)  # fail fast, with a clear error, if Kafka is not there
     deadletters = DeadLetters(Publisher(bootstrap), prefix, "offline")
     kill = _FlushKiller(settings.kill_after_flushes, settings.kill_stage)

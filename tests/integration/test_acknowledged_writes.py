@@ -304,3 +304,37 @@ def test_a_group_deleted_and_created_again_under_its_name_while_the_processor_ru
     assert [i for i in range(400, 2000, 37) if store.get_record(name, f"c{i}") is not None] == []
     assert dead_letters(stack, new_topic) == [], "an acknowledged record of the new life was dead-lettered"
     assert proc.alive(), proc.tail()
+
+
+def test_a_group_purged_and_created_again_while_the_sink_holds_its_rows(store, stack, workers, unique_name, engine):
+    """The sink's side of a re-created group: the first life's rows are still buffered in the running
+    sink (it flushes every 3 s) when the group is deleted with its data and created again. The purge
+    used to race that flush: the sink created the table again at the purged location, the purge deleted
+    its files under the catalog entry, and the new life's table could not be loaded. The new life's
+    table must hold every acknowledged record of the new life, once, and nothing else."""
+    from sinks.offline.fs import open_filesystem
+
+    name = unique_name("repurged")
+    first = store.create_feature_group(customers_group(name, partitions=3))
+    proc, sink = workers("process"), workers("sink")
+    wait_for(lambda: worker_ready(_metrics_port(proc)) and worker_ready(_metrics_port(sink)), timeout_s=90,
+             what="the processor and the sink to be ready")
+    assert store.ingest(name, [customer(i, second=3000 + i % 600) for i in range(2000)], progress=False).published == 2000
+    store.delete_feature_group(name, purge=True)
+    second = store.create_feature_group(customers_group(name, partitions=2))
+    assert second.offline_uri != first.offline_uri
+    assert store.ingest(name, [customer(i, second=i % 60) for i in range(300)], progress=False).published == 300
+
+    group = store.describe_feature_group(name)
+    new_topic = store.registry.topic_of(group)
+    wait_for(lambda: _settled(store, stack, group), timeout_s=120, what="every record of the new life online")
+    wait_for(lambda: _offline_matches_topic(store, stack, group), timeout_s=120,
+             what="every record of the new life in its offline table, once, with its values")
+    tables = store.offline_tables()
+    assert tables.existing(group).location() == second.offline_uri
+    assert tables.existing(first) is None
+    fs, root = open_filesystem(second.offline_uri, stack.storage_options())
+    assert fs.exists(root)
+    assert dead_letters(stack, new_topic) == [], "an acknowledged record of the new life was dead-lettered"
+    for p in (proc, sink):
+        assert p.alive(), p.tail()

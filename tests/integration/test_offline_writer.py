@@ -12,8 +12,8 @@ import pytest
 
 from featurestream.config import Config
 from featurestream.stack.ports import free_port
-from sinks.offline.catalog import OfflineTables
-from sinks.offline.errors import OfflineStorageError
+from sinks.offline.catalog import LIFE_PROPERTY, OfflineTables
+from sinks.offline.errors import OfflineStorageError, StaleGroupError
 from sinks.offline.fs import open_filesystem
 from sinks.offline.table_commit import recorded_offsets
 from sinks.offline.writer import OfflineWriter
@@ -101,3 +101,73 @@ def test_wrong_credentials_are_a_clear_error(env, s3_config, tmp_path) -> None:
     w.add(replace(g, offline_uri=f"{g.offline_uri}-denied"), put(1), TOPIC, 0, 1)
     with pytest.raises((OfflineStorageError, PermissionError, OSError)):
         w.flush(TOPIC, 0)
+
+
+def _lives(env, seconds_later: int = 5):
+    """The env's group (life 1), the same name created again ``seconds_later`` (life 2) at its own
+    location, and a guarded OfflineTables over the same catalog whose registry is ``current``."""
+    tables, g1 = env
+    g2 = replace(g1, creation_time=g1.creation_time + seconds_later,
+                 offline_uri=g1.offline_uri.rsplit("-", 1)[0] + f"-{int(g1.creation_time) + seconds_later}")
+    current: set[str] = {g1.life}
+    guarded = OfflineTables(tables.catalog, tables.namespace, is_current=lambda g: g.life in current)
+    return tables, guarded, g1, g2, current
+
+
+def _purge_files(g, opts) -> None:
+    fs, root = open_filesystem(g.offline_uri, opts)
+    fs.rm(root, recursive=True)
+    fs.invalidate_cache()
+
+
+def test_a_writer_of_a_purged_life_creates_nothing_and_never_drops_the_next_lifes_table(env, s3_config) -> None:
+    """The race a purge had with a running sink: rows of the deleted life, buffered before the delete,
+    flushed after the purge. They must not bring the table back at the purged location, nor, once the
+    name lives again, unregister the new life's table."""
+    tables, guarded, g1, g2, current = _lives(env)
+    stale = OfflineWriter(guarded)
+    assert run_batch(stale, g1, 0, 9).next_offset == 10
+    for o in range(10, 20):
+        stale.add(g1, msg(o), TOPIC, 0, o)
+    # The group is deleted (the registry no longer has life 1) and purged.
+    current.clear()
+    assert tables.drop_life(g1) is True
+    _purge_files(g1, s3_config.storage_options())
+    with pytest.raises(StaleGroupError, match="was deleted, or deleted and created again"):
+        stale.flush(TOPIC, 0)
+    assert tables.identifier(g1) not in tables.catalog.list_tables(tables.namespace)
+    fs, root = open_filesystem(g1.offline_uri, s3_config.storage_options())
+    assert not fs.exists(root), fs.find(root)
+
+    # The name lives again; its writer creates its table at its own location.
+    current.add(g2.life)
+    fresh = OfflineWriter(guarded)
+    assert run_batch(fresh, g2, 0, 4).next_offset == 5
+    assert tables.existing(g2).properties[LIFE_PROPERTY] == g2.life
+    # The stale writer, and an unguarded one (a migration, a replay tool) of the first life: refused.
+    for writer in (OfflineWriter(guarded), OfflineWriter(tables)):
+        for o in range(20, 25):
+            writer.add(g1, msg(o), TOPIC, 0, o)
+        with pytest.raises(StaleGroupError):
+            writer.flush(TOPIC, 0)
+    assert tables.existing(g2).location() == g2.offline_uri
+    assert table_coordinates(tables, g2) == Counter((TOPIC, 0, o) for o in range(5))
+    assert tables.drop_life(g1) is False  # not life 1's table: left alone
+    assert tables.existing(g2) is not None
+
+
+def test_a_purged_lifes_dangling_entry_gives_way_to_the_next_life(env, s3_config) -> None:
+    """The end state the race left: a catalog entry whose files the purge deleted. The lost life's own
+    writer gets a clear error; the next life creates its table; the purge's second look drops it."""
+    tables, guarded, g1, g2, current = _lives(env)
+    run_batch(OfflineWriter(tables), g1, 0, 9)
+    _purge_files(g1, s3_config.storage_options())
+    with pytest.raises(OfflineStorageError, match="has lost its metadata"):
+        tables.existing(g1)
+    current.add(g2.life)
+    assert run_batch(OfflineWriter(guarded), g2, 0, 4).next_offset == 5
+    assert table_coordinates(tables, g2) == Counter((TOPIC, 0, o) for o in range(5))
+    # The same state again, dropped by the purge's own second look instead.
+    _purge_files(g2, s3_config.storage_options())
+    assert tables.drop_life(g2) is True
+    assert tables.identifier(g2) not in tables.catalog.list_tables(tables.namespace)

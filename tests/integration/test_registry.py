@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from schemas.errors import DefinitionError, GroupExistsError, GroupNotFoundError
+from schemas.errors import DefinitionError, GroupExistsError, GroupNotFoundError, ServiceUnavailableError
 from schemas.ttl import Ttl
 from schemas.types import FeatureDefinition, ScalarType
 from streams.admin import admin_client, topic_exists
@@ -84,3 +84,52 @@ def test_broker_down_is_a_clear_error(unique_name):
     reg = Registry("127.0.0.1:9", prefix="x", timeout_s=2)
     with pytest.raises(ServiceUnavailableError, match="127.0.0.1:9"):
         reg.list()
+
+
+def test_a_name_deleted_and_created_again_at_once_gets_a_location_and_a_topic_of_its_own(registry, stack, unique_name):
+    """Offline locations are <group>-<creation second>: two lives created within one second must not
+    share one (the first life's purge would delete the second's files)."""
+    name = unique_name("again")
+    first = registry.create(customers_group(name, partitions=1))
+    registry.delete(name)
+    second = registry.create(customers_group(name, partitions=1))
+    assert second.creation_epoch > first.creation_epoch
+    assert second.offline_uri != first.offline_uri
+    assert registry.topic_of(second) != registry.topic_of(first)
+
+
+def test_delete_purges_online_before_its_tombstone_and_offline_after_it(registry, stack, unique_name):
+    """on_purge (the online keys) runs while the group exists: if it fails, the group is kept. after_delete
+    (the offline table) runs once every worker can see the tombstone, before the topic goes: if it
+    fails, the group stays deleted and the error says what is left."""
+    admin = admin_client(stack.kafka_bootstrap)
+    name = unique_name("purged")
+    registry.create(customers_group(name, partitions=1))
+    seen: list[tuple[str, bool, bool]] = []
+
+    def look(when: str):
+        def hook(group):
+            other = Registry(stack.kafka_bootstrap, prefix=stack.topic_prefix)  # another process's view
+            try:
+                seen.append((when, name in other.refresh(), topic_exists(admin, registry.topic_of(group))))
+            finally:
+                other.close()
+        return hook
+
+    def down(_group):
+        raise ServiceUnavailableError("redis is unavailable")
+
+    with pytest.raises(ServiceUnavailableError, match="redis is unavailable"):
+        registry.delete(name, on_purge=down)
+    assert registry.describe(name).name == name  # kept: delete it again
+    registry.delete(name, on_purge=look("online"), after_delete=look("offline"))
+    assert seen == [("online", True, True), ("offline", False, True)]
+
+    registry.create(customers_group(name, partitions=1))
+    topic = registry.topic_of(name)
+    with pytest.raises(ServiceUnavailableError, match=rf"{name}' is deleted, but purging its offline data failed: "
+                                                       r"s3 is unavailable\. What may be left: its offline files at s3"):
+        registry.delete(name, after_delete=lambda _g: (_ for _ in ()).throw(ServiceUnavailableError("s3 is unavailable")))
+    with pytest.raises(GroupNotFoundError):
+        registry.describe(name)
+    wait_for(lambda: not topic_exists(admin, topic), what="the group's topic to be deleted")
