@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from featurestream.http.athena import START_WAIT_S
 from tests.integration.procs import Proc
 from tests.support.http_api import server_env, start_server, stop_server
 
@@ -126,10 +127,38 @@ def test_the_notebook_runs_unchanged(served, sdk, unique_name):
     oracle = _oracle(rows)
     for key in QUERIES:
         assert _as_tuples(out["queries"][key]) == oracle[key], key
-        # a query done by the first poll: no 5 s wait in the SDK's wait()
-        assert out["seconds"][key] < 4.5, (key, out["seconds"][key])
+    # Each query was done by the SDK's first poll (no 5 s wait in its wait()): StartQueryExecution
+    # answers once the query is done, if within START_WAIT_S, so the first GetQueryExecution finds it
+    # SUCCEEDED. Read from the server's own record of each execution, not from the notebook's wall
+    # clock, which also counts the SDK's download and pandas parse (5.14 s for "show" under load 11).
+    ran = _executions_of(served, out["table_name"])  # the notebook's queries, and its waits for the rows
+    assert len([e for e in ran if "count(*) AS n" not in e["Query"]]) == len(QUERIES), [e["Query"] for e in ran]
+    for execution in ran:
+        took = execution["Statistics"]["TotalExecutionTimeInMillis"]
+        assert execution["Status"]["State"] == "SUCCEEDED" and took < START_WAIT_S * 1000, (execution["Query"], took)
 
     assert out["last_update"] == {"Status": "Successful"}
     assert out["list_records"] == [str(i) for i in range(N) if i != DELETED]
     assert out["updated"] == {"customer_id": "1", "City": "city-1", "EventTime": repr(T0 + 1), "tier": "gold"}
     assert out["after_delete"] == "gone"
+
+
+def _executions_of(served, table_name: str) -> list[dict]:
+    """The server's record of every Athena execution whose query names ``table_name``."""
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    env = served["env"]
+    athena = boto3.client("athena", endpoint_url=env["AWS_ENDPOINT_URL_ATHENA"], region_name="us-east-1",
+                          aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+                          config=BotoConfig(retries={"total_max_attempts": 1, "mode": "standard"}))
+    found, token = [], None
+    while True:
+        page = athena.list_query_executions(MaxResults=50, **({"NextToken": token} if token else {}))
+        for execution_id in page["QueryExecutionIds"]:
+            execution = athena.get_query_execution(QueryExecutionId=execution_id)["QueryExecution"]
+            if table_name in execution["Query"]:
+                found.append(execution)
+        token = page.get("NextToken")
+        if not token:
+            return found
