@@ -173,7 +173,7 @@ class FeatureStore:
         if group.online_enabled and self.config.redis_url:
             self.online.wipe_group(group)  # an aggregation group's keys share the pattern
         if group.offline_enabled and group.offline_uri:
-            self.offline_tables().existing(group)
+            self.offline_tables().registered(group)  # raises only if the catalog or S3 does not answer
 
     def _purge_offline(self, group: FeatureGroup) -> None:
         """After the delete (registry tombstone written): unregister the table and delete its files."""

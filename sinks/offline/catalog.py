@@ -174,7 +174,7 @@ class OfflineTables:
     def existing(self, group: FeatureGroup) -> Table | None:
         """The group's table, or None if none was created yet (or it belongs to another life of the
         same name, deleted and created again: at another location, or purged under its entry)."""
-        table = self._registered(group)
+        table = self.registered(group)
         if isinstance(table, str):
             # The message names the path, with or without its scheme (pyarrow's S3 file system).
             if group.offline_uri and _bare(group.offline_uri) + "/" in table:
@@ -188,7 +188,7 @@ class OfflineTables:
             return None
         return table
 
-    def _registered(self, group: FeatureGroup) -> Table | str | None:
+    def registered(self, group: FeatureGroup) -> Table | str | None:
         """The table registered under the group's name; the missing metadata file's path (a str) if the
         entry's files were deleted under it; None if no table is registered."""
         try:
@@ -238,7 +238,7 @@ class OfflineTables:
             if not self._namespace_ready:
                 self.catalog.create_namespace_if_not_exists(self.namespace)
                 self._namespace_ready = True
-        stale = self._registered(group)
+        stale = self.registered(group)
         if isinstance(stale, str):
             self.catalog.drop_table(ident)  # a purged life's entry, pointing at deleted files
         elif stale is not None and _norm(stale.location()) != _norm(group.offline_uri or ""):
@@ -278,7 +278,7 @@ class OfflineTables:
     def drop_life(self, group: FeatureGroup) -> bool:
         """Unregister the table under the group's name if it is this life's: at the group's location,
         or an entry whose files are gone. A later life's table is left alone. True if one was dropped."""
-        registered = self._registered(group)
+        registered = self.registered(group)
         if registered is None:
             return False
         if isinstance(registered, Table) and group.offline_uri \

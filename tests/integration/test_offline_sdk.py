@@ -172,3 +172,21 @@ def test_purge_unregisters_the_table_and_deletes_its_files(store, stack, unique_
     assert tables.identifier(g) not in tables.catalog.list_tables(stack.topic_prefix)
     fs.invalidate_cache()
     assert not fs.exists(root)
+
+
+def test_purge_deletes_a_group_whose_table_lost_its_files(store, stack, unique_name):
+    """A table whose files are gone under its catalog entry (deleted by hand, or by the purge race of
+    2026-12-04) cannot be loaded, but its group can still be deleted with its data."""
+    from sinks.offline.errors import OfflineStorageError
+    from sinks.offline.fs import open_filesystem
+
+    g = store.create_feature_group(customers_group(unique_name("lost"), partitions=1))
+    store.ingest(g.name, [customer(i, second=i) for i in range(5)], progress=False)
+    assert store.replay(g.name, target="offline", progress=False).rows_written == 5
+    fs, root = open_filesystem(g.offline_uri, stack.storage_options())
+    fs.rm(root, recursive=True)
+    tables = store.offline_tables()
+    with pytest.raises(OfflineStorageError, match="has lost its metadata"):
+        tables.existing(g)
+    store.delete_feature_group(g.name, purge=True)
+    assert tables.identifier(g) not in tables.catalog.list_tables(stack.topic_prefix)
