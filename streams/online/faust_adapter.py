@@ -26,6 +26,14 @@ faust's aiokafka transport gets two fixes the online processor needs.
    (a topic deleted, a member joining) empties aiokafka's assignment in between, aiokafka
    asserts "No partitions are currently assigned" and the whole worker crashes. The seek is
    only needed for partitions we hold; with none, the next rebalance seeks again.
+
+3. **A partition revoked under the fetch loop.** faust's ``getmany`` asks aiokafka for each fetched
+   record's high watermark, for its lag monitor. When the processor unsubscribes from a deleted
+   group's topic, aiokafka revokes the topic's partitions at once, and a record fetched before that
+   made aiokafka assert "Partition is not assigned": the fetcher crashed and the worker stopped
+   (seen in a test that deletes a group while a writer still publishes to it). The lag monitor
+   keeps its last figure for such a partition; the record itself is dropped by the suspended flow,
+   or, delivered, meets the same rules as any record of a deleted group.
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ from mode import Service, ServiceT
 log = logging.getLogger("featurestream.processor")
 
 _NOT_ASSIGNED = "No partitions are currently assigned"
+_REVOKED = "Partition is not assigned"
 
 
 class FastDrainConsumer(faust_aiokafka.Consumer):
@@ -112,6 +121,15 @@ class FastDrainConsumer(faust_aiokafka.Consumer):
         finally:
             unset_flag(CONSUMER_FETCHING)
 
+    def highwater(self, tp: Any) -> int:
+        try:
+            return super().highwater(tp)
+        except AssertionError as exc:
+            if _REVOKED not in str(exc):
+                raise
+            log.info("%s was revoked under the fetch loop (a deleted group's topic, or a rebalance)", tp)
+            return cast(int, self.app.monitor.tp_end_offsets.get(tp, 0))  # the last figure it had
+
     async def perform_seek(self) -> None:
         try:
             await super().perform_seek()
@@ -136,7 +154,7 @@ def install(app: Any) -> None:
 MIRRORED_DRAIN_SHA256 = "44a2500309e83c63"
 _SELF_ASSIGN = re.compile(r"\bself\.(\w+)\s*(?::[^=\n]*)?=[^=]")
 CONSUMER_ATTRS = ("_drain_messages", "perform_seek", "getmany", "callback", "_read_offset", "_commit_every",
-                   "_add_gap", "commit", "suspend_flow", "diag", "consumer_stopped_errors")
+                   "_add_gap", "commit", "suspend_flow", "diag", "consumer_stopped_errors", "highwater")
 
 
 def check_compat() -> list[str]:
