@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from collections import Counter
 
 import orjson
@@ -18,6 +19,7 @@ import pytest
 
 from featurestream.sdk import FeatureStore
 from featurestream.stack.ports import free_port
+from schemas.errors import FeatureStoreError
 from schemas.eventtime import format_iso, parse_event_time
 from schemas.group import FeatureGroup
 from schemas.types import FeatureDefinition as F
@@ -320,7 +322,29 @@ def test_a_group_purged_and_created_again_while_the_sink_holds_its_rows(store, s
     wait_for(lambda: worker_ready(_metrics_port(proc)) and worker_ready(_metrics_port(sink)), timeout_s=90,
              what="the processor and the sink to be ready")
     assert store.ingest(name, [customer(i, second=3000 + i % 600) for i in range(2000)], progress=False).published == 2000
-    store.delete_feature_group(name, purge=True)
+    # A writer keeps publishing through the delete (its last batches fail once the group is gone): the
+    # processor unsubscribes from the topic while records of it are still being fetched. That crashed
+    # the faust worker once in 5 runs ("Partition is not assigned", streams/online/faust_adapter.py).
+    stop, acked = threading.Event(), [0]
+
+    def write() -> None:
+        n = 2000
+        while not stop.is_set():
+            try:
+                acked[0] += store.ingest(name, [customer(n + k, second=3600 + k) for k in range(50)],
+                                         progress=False).published
+            except FeatureStoreError:
+                pass  # the group is deleted under the writer
+            n += 50
+
+    writer = threading.Thread(target=write, name="writer", daemon=True)
+    writer.start()
+    wait_for(lambda: acked[0] >= 500, timeout_s=60, what="the writer to publish")
+    try:
+        store.delete_feature_group(name, purge=True)
+    finally:
+        stop.set()
+        writer.join(timeout=60)
     second = store.create_feature_group(customers_group(name, partitions=2))
     assert second.offline_uri != first.offline_uri
     assert store.ingest(name, [customer(i, second=i % 60) for i in range(300)], progress=False).published == 300
