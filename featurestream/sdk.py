@@ -179,13 +179,14 @@ class FeatureStore:
         """After the delete (registry tombstone written): unregister the table and delete its files."""
         if not (group.offline_enabled and group.offline_uri):
             return
-        from sinks.offline.fs import open_filesystem
+        from sinks.offline.fs import open_filesystem, storage_errors
 
         tables = self.offline_tables()
         tables.drop_life(group)
         fs, root = open_filesystem(group.offline_uri, self.config.storage_options())
-        if fs.exists(root):
-            fs.rm(root, recursive=True)
+        with storage_errors("delete the files under", root):  # a typed error: Registry.delete names what is left
+            if fs.exists(root):
+                fs.rm(root, recursive=True)
         # A sink that flushed this life's rows between the drop and the delete registered the table
         # again: its entry now points at deleted files. (A later life's table is left alone.)
         tables.drop_life(group)
