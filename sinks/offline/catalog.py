@@ -268,23 +268,20 @@ class OfflineTables:
             update.union_by_name(wanted)
         return table
 
-    def drop(self, group: FeatureGroup) -> None:
-        """Unregister the group's table (its files are the caller's to delete)."""
-        try:
-            self.catalog.drop_table(self.identifier(group))
-        except NoSuchTableError:
-            pass
-
     def drop_life(self, group: FeatureGroup) -> bool:
         """Unregister the table under the group's name if it is this life's: at the group's location,
-        or an entry whose files are gone. A later life's table is left alone. True if one was dropped."""
+        or an entry whose files are gone. A later life's table is left alone; its files are the caller's
+        to delete. True if one was dropped."""
         registered = self.registered(group)
         if registered is None:
             return False
         if isinstance(registered, Table) and group.offline_uri \
                 and _norm(registered.location()) != _norm(group.offline_uri):
             return False
-        self.drop(group)
+        try:
+            self.catalog.drop_table(self.identifier(group))
+        except NoSuchTableError:
+            return False  # another process dropped it first
         return True
 
 

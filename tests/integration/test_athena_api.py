@@ -13,10 +13,16 @@ import uuid
 
 import boto3
 import pytest
-from botocore.config import Config as BotoConfig
 
 from tests.integration.procs import Proc
-from tests.support.http_api import boto_clients, error_of, server_env, start_server, stop_server
+from tests.support.http_api import (
+    athena_client,
+    boto_clients,
+    error_of,
+    server_env,
+    start_server,
+    stop_server,
+)
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
@@ -40,12 +46,6 @@ def api(stack, tmp_path_factory):
     stop_server(server)
     sink.stop()
     stop_server(processor)
-
-
-def _athena(api, key=None, secret=None):
-    return boto3.client("athena", endpoint_url=api["url"], region_name="us-east-1",
-                        aws_access_key_id=key or api["key"], aws_secret_access_key=secret or api["secret"],
-                        config=BotoConfig(retries={"total_max_attempts": 1, "mode": "standard"}))
 
 
 def _group(sm, name, *, et_type="Fractional", **offline):
@@ -86,7 +86,7 @@ def _rows(athena, qid, page=1000):
 
 def test_describe_names_the_table_and_athena_answers_queries_over_it(api, unique_name):
     sm, rt = boto_clients(api)
-    athena = _athena(api)
+    athena = athena_client(api)
     name = unique_name("athena")
     _group(sm, name)
     hidden = unique_name("noglue")
@@ -187,7 +187,7 @@ def test_describe_names_the_table_and_athena_answers_queries_over_it(api, unique
 
 def test_athena_failures_are_answered_as_athena_answers_them(api, unique_name):
     sm, _ = boto_clients(api)
-    athena = _athena(api)
+    athena = athena_client(api)
     name = unique_name("athena-err")
     _group(sm, name, et_type="String")
     table = sm.describe_feature_group(FeatureGroupName=name)["OfflineStoreConfig"]["DataCatalogConfig"]["TableName"]
@@ -229,7 +229,7 @@ def test_athena_failures_are_answered_as_athena_answers_them(api, unique_name):
     assert code == "InvalidRequestException" and "table functions" in message
 
     # a key that may not read the group: the query fails; the control plane says AccessDeniedException
-    limited = _athena(api, LIMITED_KEY, LIMITED_SECRET)
+    limited = athena_client(api, key=LIMITED_KEY, secret=LIMITED_SECRET)
     _, denied = _run(limited, api, f"SELECT * FROM sagemaker_featurestore.{table}")
     assert denied["Status"]["State"] == "FAILED" and "ACCESS_DENIED" in denied["Status"]["StateChangeReason"]
     limited_sm, limited_rt = boto_clients(api, key=LIMITED_KEY, secret=LIMITED_SECRET)

@@ -119,6 +119,9 @@ def test_delete_purges_online_before_its_tombstone_and_offline_after_it(registry
     def down(_group):
         raise ServiceUnavailableError("redis is unavailable")
 
+    def s3_down(_group):
+        raise ServiceUnavailableError("s3 is unavailable")
+
     with pytest.raises(ServiceUnavailableError, match="redis is unavailable"):
         registry.delete(name, on_purge=down)
     assert registry.describe(name).name == name  # kept: delete it again
@@ -129,7 +132,7 @@ def test_delete_purges_online_before_its_tombstone_and_offline_after_it(registry
     topic = registry.topic_of(name)
     with pytest.raises(ServiceUnavailableError, match=rf"{name}' is deleted, but purging its offline data failed: "
                                                        r"s3 is unavailable\. What may be left: its offline files at s3"):
-        registry.delete(name, after_delete=lambda _g: (_ for _ in ()).throw(ServiceUnavailableError("s3 is unavailable")))
+        registry.delete(name, after_delete=s3_down)
     with pytest.raises(GroupNotFoundError):
         registry.describe(name)
     wait_for(lambda: not topic_exists(admin, topic), what="the group's topic to be deleted")

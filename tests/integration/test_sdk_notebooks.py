@@ -18,7 +18,7 @@ import pytest
 
 from featurestream.http.athena import START_WAIT_S
 from tests.integration.procs import Proc
-from tests.support.http_api import server_env, start_server, stop_server
+from tests.support.http_api import athena_client, server_env, start_server, stop_server
 
 pytestmark = pytest.mark.integration
 SDK_CACHE = Path.home() / ".featurestream" / "cache"
@@ -145,13 +145,9 @@ def test_the_notebook_runs_unchanged(served, sdk, unique_name):
 
 def _executions_of(served, table_name: str) -> list[dict]:
     """The server's record of every Athena execution whose query names ``table_name``."""
-    import boto3
-    from botocore.config import Config as BotoConfig
-
     env = served["env"]
-    athena = boto3.client("athena", endpoint_url=env["AWS_ENDPOINT_URL_ATHENA"], region_name="us-east-1",
-                          aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-                          config=BotoConfig(retries={"total_max_attempts": 1, "mode": "standard"}))
+    athena = athena_client({"url": env["AWS_ENDPOINT_URL_ATHENA"], "key": env["AWS_ACCESS_KEY_ID"],
+                            "secret": env["AWS_SECRET_ACCESS_KEY"]})
     found, token = [], None
     while True:
         page = athena.list_query_executions(MaxResults=50, **({"NextToken": token} if token else {}))

@@ -70,6 +70,13 @@ def boto_clients(api: dict, *, key: str | None = None, secret: str | None = None
     return boto3.client("sagemaker", **kw), boto3.client("sagemaker-featurestore-runtime", **kw)
 
 
+def athena_client(api: dict, *, key: str | None = None, secret: str | None = None):
+    """A boto3 Athena client on ``api["url"]``, no retries."""
+    return boto3.client("athena", endpoint_url=api["url"], region_name="us-east-1",
+                        aws_access_key_id=key or api["key"], aws_secret_access_key=secret or api["secret"],
+                        config=BotoConfig(retries={"total_max_attempts": 1, "mode": "standard"}))
+
+
 def error_of(call, *args, **kwargs) -> tuple[str, str, int]:
     """(code, message, HTTP status) of the ClientError ``call`` must raise."""
     with pytest.raises(ClientError) as info:
