@@ -262,6 +262,7 @@ def check_compat() -> list[str]:
     for attr in ("_commit", "_ensure_consumer", "call_thread", "verify_event_path"):
         if not hasattr(faust_aiokafka.AIOKafkaConsumerThread, attr):
             problems.append(f"{where}: faust.transport.drivers.aiokafka.AIOKafkaConsumerThread has no {attr!r}")
+    problems.extend(_aiokafka_problems())
     if not hasattr(faust.App, "flow_control"):
         problems.append(f"{where}: faust.App has no 'flow_control' (stopping the flow at every revocation)")
     if not hasattr(Conductor, "_flag_changes"):
@@ -283,6 +284,20 @@ def check_compat() -> list[str]:
     if "_stopped" not in _instance_attrs(Service):
         problems.append("mode.Service has no '_stopped' event (the fetch loop's stop signal)")
     return problems
+
+
+def _aiokafka_problems() -> list[str]:
+    """What SafeCommitConsumerThread reads of aiokafka's subscription state and does not find."""
+    import aiokafka
+    from aiokafka.consumer.subscription_state import Assignment, SubscriptionState, TopicPartitionState
+
+    where = f"aiokafka {aiokafka.__version__}"
+    wanted = [(aiokafka.AIOKafkaConsumer, ("assignment", "seek_to_beginning", "_subscription")),
+              (SubscriptionState, ("subscription",)), (Assignment, ("state_value",)),
+              (TopicPartitionState, ("has_valid_position", "position"))]
+    return [f"{where}: {cls.__name__} has no {attr!r} (seeking fetched, uncommitted partitions to their beginning)"
+            for cls, attrs in wanted for attr in attrs
+            if not hasattr(cls, attr) and attr not in _instance_attrs(cls)]
 
 
 def _instance_attrs(cls: type) -> set[str]:

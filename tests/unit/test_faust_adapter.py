@@ -184,3 +184,11 @@ def test_the_livelock_check_skips_a_partition_awaiting_its_position(monkeypatch)
     thread.verify_event_path(0.0, "awaiting")
     with pytest.raises(RuntimeError, match="a real fault"):
         thread.verify_event_path(0.0, "other")
+
+
+def test_a_missing_piece_of_aiokafka_is_named(monkeypatch):
+    from aiokafka.consumer.subscription_state import TopicPartitionState
+
+    monkeypatch.delattr(TopicPartitionState, "has_valid_position")
+    problems = faust_adapter.check_compat()
+    assert len(problems) == 1 and "TopicPartitionState has no 'has_valid_position'" in problems[0], problems
