@@ -9,6 +9,7 @@ independently with plain confluent-kafka.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import threading
@@ -56,8 +57,16 @@ def workers(stack, tmp_path, engine):
         proc.stop()
 
 
+# A worker whose metrics port was taken serves on a free one and logs it (streams/metrics_server.py).
+_MOVED_PORT = re.compile(r"serving /metrics, /health and /ready on [0-9.]+:(\d+) instead")
+
+
 def _metrics_port(proc: Proc) -> int:
-    return int(proc.popen.args[proc.popen.args.index("--metrics-port") + 1])
+    """The port ``proc`` serves /ready on: the one it was given, or the one it moved to. free_port()
+    cannot hold a port until the worker binds it, and under -n 2 another process took one in a CI-like
+    run: the test then polled a port the sink did not serve, for 90 s."""
+    moved = _MOVED_PORT.search(proc.log.read_text(errors="replace"))
+    return int(moved.group(1)) if moved else int(proc.popen.args[proc.popen.args.index("--metrics-port") + 1])
 
 
 @pytest.fixture
