@@ -71,6 +71,7 @@ def run_worker(config: Config, sock: socket.socket, *, credentials: Mapping[str,
                     pass
 
         loop.run_in_executor(server.executor, touch)
+        server.doors.athena_api.start_warm_up()  # the query engine, off the request threads
 
     app.on_startup.append(_warm_up)
     run(app, sock, shutdown_timeout=5.0, event_loop=event_loop, access_log=None)
