@@ -38,7 +38,7 @@ class AuditorWatch:
                                "--no-heal", "--metrics-port", str(self.port), "--log-level", "warning"], log)
 
     def parity(self, group: str) -> Parity:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as resp:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.proc.metrics_port()}/metrics", timeout=5) as resp:
             text = resp.read().decode()
         samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,6 +12,9 @@ import urllib.request
 from pathlib import Path
 
 from featurestream.config import Config
+
+# A worker whose metrics port was taken serves on a free one and logs it (streams/metrics_server.py).
+_MOVED_PORT = re.compile(r"serving /metrics, /health and /ready on [0-9.]+:(\d+) instead")
 
 
 def stack_env(stack: Config) -> dict[str, str]:
@@ -44,6 +48,16 @@ class Proc:
     def children(self) -> list[int]:
         """Pids of its direct child processes (the online processor's apply process)."""
         return child_pids(self.popen.pid)
+
+    def metrics_port(self) -> int:
+        """The port it serves /metrics and /ready on: the ``--metrics-port`` it was given, or the one it
+        moved to. A test's free_port() cannot hold a port until the worker binds it: under -n 2 another
+        process took one in a CI-like run, and the test polled a port the sink did not serve, for 90 s."""
+        moved = _MOVED_PORT.search(self.log.read_text(errors="replace"))
+        if moved:
+            return int(moved.group(1))
+        args = list(self.popen.args)
+        return int(args[args.index("--metrics-port") + 1])
 
     def tail(self, n: int = 40) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])

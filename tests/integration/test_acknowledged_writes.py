@@ -9,7 +9,6 @@ independently with plain confluent-kafka.
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 import threading
@@ -55,18 +54,6 @@ def workers(stack, tmp_path, engine):
     yield start
     for proc in started:
         proc.stop()
-
-
-# A worker whose metrics port was taken serves on a free one and logs it (streams/metrics_server.py).
-_MOVED_PORT = re.compile(r"serving /metrics, /health and /ready on [0-9.]+:(\d+) instead")
-
-
-def _metrics_port(proc: Proc) -> int:
-    """The port ``proc`` serves /ready on: the one it was given, or the one it moved to. free_port()
-    cannot hold a port until the worker binds it, and under -n 2 another process took one in a CI-like
-    run: the test then polled a port the sink did not serve, for 90 s."""
-    moved = _MOVED_PORT.search(proc.log.read_text(errors="replace"))
-    return int(moved.group(1)) if moved else int(proc.popen.args[proc.popen.args.index("--metrics-port") + 1])
 
 
 @pytest.fixture
@@ -130,7 +117,7 @@ def test_writes_right_after_a_control_plane_change_reach_every_store(store, stac
     g = store.create_feature_group(customers_group(unique_name("acked"), partitions=3))
     first = workers("process")
     sink = workers("sink")
-    wait_for(lambda: worker_ready(_metrics_port(first)) and worker_ready(_metrics_port(sink)), timeout_s=90,
+    wait_for(lambda: worker_ready(first.metrics_port()) and worker_ready(sink.metrics_port()), timeout_s=90,
              what="the processor and the sink to be ready")
     store.put_record(g.name, customer(99), wait_online=True, wait_timeout_s=60)
     # Warm every worker's view of the group: the change below must reach views that are not empty.
@@ -151,7 +138,7 @@ def test_writes_right_after_a_control_plane_change_reach_every_store(store, stac
     # 3. A second processor that starts after the change, and a third change while both run, made
     # the way the SageMaker SDKs make it (UpdateFeatureGroup's FeatureAdditions, over HTTP).
     second = workers("process")
-    wait_for(lambda: worker_ready(_metrics_port(second)), timeout_s=90, what="the second processor to be ready")
+    wait_for(lambda: worker_ready(second.metrics_port()), timeout_s=90, what="the second processor to be ready")
     control, _ = boto_clients(http)
     control.update_feature_group(FeatureGroupName=g.name,
                                  FeatureAdditions=[{"FeatureName": "late", "FeatureType": "Fractional"}])
@@ -222,7 +209,7 @@ def test_an_aggregation_group_created_deleted_and_created_again_while_the_worker
     src = store.create_feature_group(_txn_group(unique_name("txn")))
     topic = store.registry.topic_of(src.name)
     proc, sink = workers("process"), workers("sink")
-    wait_for(lambda: worker_ready(_metrics_port(proc)) and worker_ready(_metrics_port(sink)), timeout_s=90,
+    wait_for(lambda: worker_ready(proc.metrics_port()) and worker_ready(sink.metrics_port()), timeout_s=90,
              what="the processor and the sink to be ready")
     rng, sent, stop = random.Random(18), [0], threading.Event()
     base = parse_event_time("2031-01-01T00:00:00Z")
@@ -293,7 +280,7 @@ def test_a_group_deleted_and_created_again_under_its_name_while_the_processor_ru
     first = store.create_feature_group(customers_group(name, partitions=3, offline=False))
     old_topic = store.registry.topic_of(first)
     proc = workers("process")
-    wait_for(lambda: worker_ready(_metrics_port(proc)), timeout_s=90, what="the processor to be ready")
+    wait_for(lambda: worker_ready(proc.metrics_port()), timeout_s=90, what="the processor to be ready")
     assert store.ingest(name, [customer(i, second=3000 + i % 600) for i in range(2000)], progress=False).published == 2000
     store.delete_feature_group(name, purge=True)  # its backlog may still be on its way
     second = store.create_feature_group(customers_group(name, partitions=2, offline=False))
@@ -328,7 +315,7 @@ def test_a_group_purged_and_created_again_while_the_sink_holds_its_rows(store, s
     name = unique_name("repurged")
     first = store.create_feature_group(customers_group(name, partitions=3))
     proc, sink = workers("process"), workers("sink")
-    wait_for(lambda: worker_ready(_metrics_port(proc)) and worker_ready(_metrics_port(sink)), timeout_s=90,
+    wait_for(lambda: worker_ready(proc.metrics_port()) and worker_ready(sink.metrics_port()), timeout_s=90,
              what="the processor and the sink to be ready")
     assert store.ingest(name, [customer(i, second=3000 + i % 600) for i in range(2000)], progress=False).published == 2000
     # A writer keeps publishing through the delete (its last batches fail once the group is gone): the

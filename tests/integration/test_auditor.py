@@ -78,11 +78,11 @@ def test_the_auditor_finds_counts_and_heals_a_silent_loss_and_names_lost_offline
             want_offline = offline_expected(own, topic)
             wait_for(lambda: sorted(table_positions(store, g)) == sorted(want_offline), timeout_s=180,
                      what=f"the sink to write every record once\n{procs[1].tail()}")
-            seen = metric(port, checked, store="online", group=g.name)
-            wait_for(lambda: metric(port, checked, store="online", group=g.name) >= seen + 300, timeout_s=120,
+            seen = metric(auditor.metrics_port(), checked, store="online", group=g.name)
+            wait_for(lambda: metric(auditor.metrics_port(), checked, store="online", group=g.name) >= seen + 300, timeout_s=120,
                      what=f"three more audits\n{auditor.tail()}")
-            assert metric(port, mismatches, group=g.name) == 0, auditor.tail()  # other tests' groups may differ
-            assert metric(port, "featurestream_parity_checked_total", store="offline", group=g.name) > 0
+            assert metric(auditor.metrics_port(), mismatches, group=g.name) == 0, auditor.tail()  # other tests' groups may differ
+            assert metric(auditor.metrics_port(), "featurestream_parity_checked_total", store="offline", group=g.name) > 0
 
             # 2. A silent online loss: recently applied keys deleted behind the processor's back.
             fresh = [customer(i, second=9 * 3600 + i) for i in range(20)]
@@ -93,15 +93,15 @@ def test_the_auditor_finds_counts_and_heals_a_silent_loss_and_names_lost_offline
             client = redis.Redis.from_url(own.redis_url)
             dropped = [f"c{i}" for i in range(0, 20, 2)][:8]
             assert client.delete(*(online_key(own.topic_prefix, g.name, rid) for rid in dropped)) == 8
-            wait_for(lambda: metric(port, mismatches, store="online", group=g.name) >= 8, timeout_s=180,
+            wait_for(lambda: metric(auditor.metrics_port(), mismatches, store="online", group=g.name) >= 8, timeout_s=180,
                      what=f"the auditor to find the 8 lost records\n{auditor.tail()}")
             wait_for(lambda: online_state(store, g, list(expected)) == expected, timeout_s=120,
                      what=f"the online store to be healed\n{auditor.tail()}")
-            before = metric(port, checked, store="online", group=g.name)
-            wait_for(lambda: metric(port, checked, store="online", group=g.name) >= before + 200, timeout_s=60,
+            before = metric(auditor.metrics_port(), checked, store="online", group=g.name)
+            wait_for(lambda: metric(auditor.metrics_port(), checked, store="online", group=g.name) >= before + 200, timeout_s=60,
                      what="two audits after the repair")
-            assert metric(port, mismatches, store="online", group=g.name) == 8, auditor.tail()
-            assert metric(port, "featurestream_parity_healed_total", group=g.name) >= 8
+            assert metric(auditor.metrics_port(), mismatches, store="online", group=g.name) == 8, auditor.tail()
+            assert metric(auditor.metrics_port(), "featurestream_parity_healed_total", group=g.name) >= 8
             log = auditor.log.read_text(errors="replace")
             for rid in dropped:
                 line = next((x for x in log.splitlines() if f"record {rid!r}: value" in x), None)
@@ -115,7 +115,7 @@ def test_the_auditor_finds_counts_and_heals_a_silent_loss_and_names_lost_offline
                 except CommitFailedException:
                     return None  # the sink committed meanwhile: again
             lost = wait_for(drop_file, timeout_s=60, what="one data file to be removed")
-            wait_for(lambda: metric(port, mismatches, store="offline", group=g.name) >= 1, timeout_s=120,
+            wait_for(lambda: metric(auditor.metrics_port(), mismatches, store="offline", group=g.name) >= 1, timeout_s=120,
                      what=f"the auditor to notice the lost rows\n{auditor.tail()}")
             named = missing_offsets_logged(auditor.log.read_text(errors="replace"), g.name)
             assert named == set(lost), (sorted(named), sorted(lost))

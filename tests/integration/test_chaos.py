@@ -132,9 +132,9 @@ def test_kafka_redis_and_s3_killed_mid_stream_lose_and_duplicate_nothing(chaos_s
                    Proc(cfg, ["sink", "--metrics-port", str(ports[1]), "--max-age-s", "2"], tmp_path / "sink.log")]
         # The faults must hit a running pipeline: a worker still starting when Kafka goes away fails
         # its first contact within seconds, by design (a wrong address must be reported fast).
-        for port, w in zip(ports, workers, strict=True):
-            wait_for(lambda port=port: worker_ready(port), timeout_s=120, interval_s=0.5,
-                     what=f"worker on metrics port {port} to be ready\n{w.tail()}")
+        for w in workers:
+            wait_for(lambda w=w: worker_ready(w.metrics_port()), timeout_s=120, interval_s=0.5,
+                     what=f"worker on metrics port {w.metrics_port()} to be ready\n{w.tail()}")
         # Issue 20's "no false alarms": the continuous auditor watches the whole run, faults included.
         auditor = AuditorWatch(cfg, tmp_path / "auditor.log", interval_s=5)
         rejects = tmp_path / "rejects.jsonl"

@@ -67,7 +67,7 @@ def test_sigterm_makes_the_sink_flush_and_commit_its_buffers_within_the_grace_pe
     sink = Proc(config, ["sink", "--metrics-port", str(port), "--max-age-s", "3600", "--compact-every-s", "0"],
                 tmp_path / "sink.log", extra_env=env)
     try:
-        wait_for(lambda: _metric(port, "featurestream_offline_uncommitted_records") == RECORDS, timeout_s=90,
+        wait_for(lambda: _metric(sink.metrics_port(), "featurestream_offline_uncommitted_records") == RECORDS, timeout_s=90,
                  what=f"the sink holding all {RECORDS} records uncommitted")
         topic = store.registry.topic_of(g.name)
         assert committed_offsets(config.kafka_bootstrap, f"{config.topic_prefix}-offline", [topic]) == {}
@@ -88,7 +88,7 @@ def test_sigterm_stops_the_processor_with_its_applied_offsets_committed_within_t
     port = free_port()
     proc = Proc(config, ["process", "--metrics-port", str(port)], tmp_path / "processor.log", extra_env=env)
     try:
-        wait_for(lambda: _metric(port, "featurestream_online_records_total") == RECORDS, timeout_s=90,
+        wait_for(lambda: _metric(proc.metrics_port(), "featurestream_online_records_total") == RECORDS, timeout_s=90,
                  what=f"the processor applying all {RECORDS} records")
         took = _sigterm_and_time(proc, GRACE["processor"])
     finally:

@@ -54,6 +54,8 @@ def test_two_processors_and_a_sink_on_one_host_all_serve_health_and_become_ready
         moved = next(w for w in procs if w.port != port)
         mover = next(p for p in started if p.popen.pid == moved.pid)
         assert f"metrics port {port} is taken" in mover.tail(), mover.tail()
+        # What the other tests poll (procs.Proc.metrics_port): the port each worker really serves on.
+        assert {p.popen.pid: p.metrics_port() for p in started} == {w.pid: w.port for w in workers}
 
         secrets = [stack.kafka_bootstrap, stack.redis_url, stack.s3_endpoint_url]
         for w in workers:
