@@ -80,6 +80,7 @@ from sinks.offline.maintenance import DEFAULT_TARGET_BYTES, compact_table
 from sinks.offline.rotation import RotationPolicy
 from sinks.offline.writer import OfflineWriter
 from streams.consume_loop import ConsumeLoop, open_consumer
+from streams.gc_tuning import freeze_heap
 from streams.group_view import GroupView
 from streams.offline.applier import OfflineApplier
 from tests.integration.procs import terminate
@@ -177,7 +178,7 @@ def relocated(store: FeatureStore, root: str) -> GroupView:
 
 
 def run_sink(phase: Phase, topic: str, ends: dict[tuple[str, int], int], tables: OfflineTables, groups: GroupView,
-             policy: RotationPolicy, batch_size: int, timeout_s: float) -> float:
+             policy: RotationPolicy, batch_size: int, timeout_s: float, *, freeze: bool = True) -> float:
     """The sink's own consume → route → write → commit loop (as ``streams/offline/worker.run_sink``
     wires it, minus dead letters, metrics and background compaction), from the beginning of
     ``topic`` until every offset is in a committed snapshot; returns the seconds it took."""
@@ -186,6 +187,8 @@ def run_sink(phase: Phase, topic: str, ends: dict[tuple[str, int], int], tables:
     # A plain topic name is a literal subscription: only this topic is consumed.
     sink = ConsumeLoop(consumer, applier, topic, role="offline sink", batch_size=batch_size,
                        add_chunk=min(1000, policy.max_records))
+    if freeze:
+        freeze_heap()  # as the worker does once started (streams/gc_tuning.py says what it saves)
     started = time.perf_counter()
     give_up = started + timeout_s
     # Consume to the end; then run()'s drain flushes every buffer, which commits it to the table:
@@ -379,7 +382,7 @@ def throughput(config: Config, args: argparse.Namespace) -> None:
         for r in range(args.repeat):
             tables, root = phase.scratch_tables(f"s{r}")
             seconds = run_sink(phase, topic, ends, tables, relocated(phase.store, root), policy, args.batch_size,
-                               args.timeout)
+                               args.timeout, freeze=args.gc_freeze)
             rows, files = table_stats(tables, replace(g, offline_uri=f"{root}/{g.name}"))
             if rows != total:
                 raise SystemExit(f"the sink's table holds {rows:,} rows, expected {total:,}")
@@ -629,7 +632,7 @@ def backfill(config: Config, args: argparse.Namespace) -> None:
             tables = phase.store.offline_tables()
             g = phase.store.describe_feature_group(g.name)
             sink_s = run_sink(phase, topic, ends, tables, GroupView(phase.store.registry.refresh), policy,
-                              args.batch_size, args.timeout)
+                              args.batch_size, args.timeout, freeze=args.gc_freeze)
             rows, files = table_stats(tables, g)
             before_s, n = count_star(phase.store, g.name, args.count_repeat)
             if policy != RotationPolicy():
@@ -714,6 +717,9 @@ def main() -> None:
                     help="count(*) at this many earlier commits of the small-rotation table (time travel)")
     ap.add_argument("--count-repeat", type=int, default=3, help="count(*) timings per table state (median)")
     ap.add_argument("--timeout", type=float, default=600.0, help="bound on each consume-to-the-end")
+    ap.add_argument("--no-gc-freeze", dest="gc_freeze", action="store_false",
+                    help="do not freeze the heap before the sink runs, as the worker did before 2026-12-04 "
+                         "(measures what streams.gc_tuning.freeze_heap saves)")
     args = ap.parse_args()
     config = Config.from_env()
     config.require("kafka_bootstrap")
@@ -721,7 +727,7 @@ def main() -> None:
     if not offline.startswith("s3://"):
         sys.exit("bench/offline_sink.py measures the S3 server: FEATURESTREAM_OFFLINE_URI must be s3://...")
     print(f"offline sink benchmark: {', '.join(args.only)}; catalog {config.catalog().split('://', 1)[0]}; "
-          f"{load_average()}", flush=True)
+          f"heap {'frozen' if args.gc_freeze else 'NOT frozen'} before the sink; {load_average()}", flush=True)
     if "throughput" in args.only:
         throughput(config, args)
     if "freshness" in args.only:

@@ -27,6 +27,7 @@ from sinks.offline.writer import OfflineWriter
 from streams.client_id import worker_client_id
 from streams.consume_loop import ConsumeLoop, open_consumer, subscription_pattern
 from streams.deadletter import DeadLetters
+from streams.gc_tuning import freeze_heap
 from streams.group_view import GroupView
 from streams.health import WorkerHealth
 from streams.kafka_client import KafkaTarget
@@ -113,6 +114,8 @@ def run_sink(bootstrap: KafkaTarget, prefix: str, offline_uri: str, catalog_uri:
             signal.signal(sig, lambda *_: sink.stop())
     log.info("offline sink: consumer group %r, pattern %r, tables under %r in namespace %r", group_id,
              sink.pattern, offline_uri, prefix)
+    # Start-up is over: full GC passes no longer walk the clients', catalog's and modules' objects.
+    freeze_heap()
     try:
         sink.run(until=until)
     finally:
