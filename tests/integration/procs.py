@@ -28,6 +28,7 @@ class Proc:
     def __init__(self, stack: Config, args: list[str], log: Path, *, extra_env: dict[str, str] | None = None) -> None:
         self.log = log
         self._out = log.open("ab")
+        self._log_start = self._out.tell()  # a restarted worker appends to its predecessor's log
         env = {**stack_env(stack), **(extra_env or {})}
         self.popen = subprocess.Popen([sys.executable, "-m", "featurestream.cli", *args], env=env,
                                       stdout=self._out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -53,7 +54,9 @@ class Proc:
         """The port it serves /metrics and /ready on: the ``--metrics-port`` it was given, or the one it
         moved to. A test's free_port() cannot hold a port until the worker binds it: under -n 2 another
         process took one in a CI-like run, and the test polled a port the sink did not serve, for 90 s."""
-        moved = _MOVED_PORT.search(self.log.read_text(errors="replace"))
+        with self.log.open("rb") as f:
+            f.seek(self._log_start)
+            moved = _MOVED_PORT.search(f.read().decode(errors="replace"))
         if moved:
             return int(moved.group(1))
         args = list(self.popen.args)
