@@ -71,7 +71,7 @@ import hashlib
 import inspect
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 from aiokafka.errors import IllegalStateError
@@ -329,3 +329,27 @@ def set_resubscribe_delay(app: Any, seconds: float) -> None:
 def resubscribe(app: Any) -> None:
     """Ask faust's topic conductor to apply the channels' new topic lists."""
     app.topics._flag_changes()
+
+
+def subscribed_topics(app: Any) -> frozenset[str] | None:
+    """The topics aiokafka is subscribed to now (None: its consumer is not started yet).
+
+    faust's conductor drops a change flagged while the app rebalances (``Conductor._subscriber``
+    clears the event and does not subscribe), so what was asked is not always what is subscribed:
+    a group created during a rebalance was never consumed by that processor."""
+    thread = getattr(app.consumer, "_thread", None)
+    if thread is None:
+        return None
+    try:
+        return frozenset(thread._ensure_consumer().subscription())
+    except Exception:  # noqa: BLE001 - not started yet, or stopping: nothing to compare
+        return None
+
+
+def subscription_drift(wanted: set[str], actual: frozenset[str] | None,
+                       ours: Callable[[str], bool]) -> tuple[list[str], list[str]]:
+    """(topics wanted but not subscribed, subscribed topics of ours no longer wanted); the
+    conductor's own topics (faust's assignor) are not ours and are ignored."""
+    if actual is None:
+        return [], []
+    return sorted(wanted - actual), sorted(t for t in actual - wanted if ours(t))

@@ -91,7 +91,7 @@ def build_online_app(*, bootstrap: KafkaTarget, prefix: str, apply_batch: ApplyB
     channel = app.topic(reg_topic, value_serializer="raw", key_serializer="raw")
     subscribed: set[str] = {reg_topic}
     topic_re = re.compile(rf"^{re.escape(prefix)}\.[A-Za-z0-9]")
-    loop_state = {"refresh_now": asyncio.Event()}
+    loop_state: dict[str, Any] = {"refresh_now": asyncio.Event(), "drift": None}
 
     async def sync_subscription() -> None:
         try:
@@ -115,6 +115,22 @@ def build_online_app(*, bootstrap: KafkaTarget, prefix: str, apply_batch: ApplyB
             for chan in list(app.topics):
                 if reg_topic in getattr(chan, "topics", ()):
                     chan.topics = sorted(subscribed)
+            faust_adapter.resubscribe(app)
+            loop_state["drift"] = None
+            return
+        if app.rebalancing:
+            return
+        # faust drops a change flagged during a rebalance: compare with what aiokafka is subscribed to.
+        # Only a drift seen at two polls in a row is acted on: a change just flagged takes the
+        # conductor's delay to reach aiokafka.
+        drift = faust_adapter.subscription_drift(
+            wanted, faust_adapter.subscribed_topics(app), lambda t: t == reg_topic or bool(topic_re.match(t)))
+        seen_before, loop_state["drift"] = loop_state.get("drift"), drift
+        missing, extra = drift
+        if (missing or extra) and drift == seen_before:
+            loop_state["drift"] = None
+            log.warning("the subscription is not what was asked (faust drops a change made during a rebalance): "
+                        "missing %s, still subscribed %s; asking again", missing or "none", extra or "none")
             faust_adapter.resubscribe(app)
 
     @app.on_partitions_assigned.connect

@@ -192,3 +192,36 @@ def test_a_missing_piece_of_aiokafka_is_named(monkeypatch):
     monkeypatch.delattr(TopicPartitionState, "has_valid_position")
     problems = faust_adapter.check_compat()
     assert len(problems) == 1 and "TopicPartitionState has no 'has_valid_position'" in problems[0], problems
+
+
+def test_subscription_drift_names_what_faust_dropped_and_ignores_its_own_topics():
+    ours = lambda t: t.startswith("p.")  # noqa: E731 - the processor's topic pattern, in small
+    wanted = {"p._registry", "p.a", "p.b"}
+    assert faust_adapter.subscription_drift(wanted, None, ours) == ([], [])  # not started: nothing to compare
+    assert faust_adapter.subscription_drift(wanted, frozenset({"p._registry", "p.a", "p.b", "p-online-__assignor"}),
+                                            ours) == ([], [])
+    # A group created during a rebalance (never subscribed), and one deleted then (still subscribed).
+    assert faust_adapter.subscription_drift(wanted, frozenset({"p._registry", "p.a", "p.gone", "p-online-x"}),
+                                            ours) == (["p.b"], ["p.gone"])
+
+
+def test_subscribed_topics_reads_aiokafkas_subscription_and_is_none_before_the_consumer_starts():
+    class Started:
+        def subscription(self):
+            return {"p.a", "p._registry"}
+
+    class Thread:
+        def __init__(self, consumer):
+            self.consumer = consumer
+
+        def _ensure_consumer(self):
+            if self.consumer is None:
+                raise AssertionError("consumer not started")  # what faust raises before start
+            return self.consumer
+
+    def app(thread):
+        return SimpleNamespace(consumer=SimpleNamespace(_thread=thread))
+
+    assert faust_adapter.subscribed_topics(app(Thread(Started()))) == frozenset({"p.a", "p._registry"})
+    assert faust_adapter.subscribed_topics(app(Thread(None))) is None
+    assert faust_adapter.subscribed_topics(app(None)) is None
