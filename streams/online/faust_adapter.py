@@ -4,7 +4,8 @@ Everything the online processor does with faust beyond its public API is here, a
 :func:`check_compat` says, by name, what is missing when an upgrade of faust-streaming or
 aiokafka changes it (the processor refuses to start, and tests/unit/test_faust_adapter.py fails,
 with that message). The public face: :func:`install` (the transport below),
-:func:`set_resubscribe_delay` and :func:`resubscribe`.
+:func:`set_resubscribe_delay`, :func:`resubscribe`, :func:`subscribed_topics` and
+:func:`subscription_drift`.
 
 faust's aiokafka transport gets these fixes, which the online processor needs.
 
@@ -62,6 +63,13 @@ faust's aiokafka transport gets these fixes, which the online processor needs.
    are committed by the next commit after the assignment. faust's livelock check, a diagnostic, read
    the position of a partition still awaiting one, and aiokafka's assertion crashed the worker too
    (seen once, after the seek of point 4): the check now skips such a partition.
+
+6. **A subscription change made during a rebalance is dropped.** faust's ``Conductor._subscriber``
+   clears a change flagged while the app rebalances and does not subscribe. A group created during
+   a rebalance was then never consumed by that processor: its acknowledged records did not reach the
+   online store (seen once, a group purged and created again under a writer). :func:`subscribed_topics`
+   reads what aiokafka is subscribed to, :func:`subscription_drift` compares it with what was asked,
+   and ``streams/online/faust_app.py`` asks again when the drift outlives a poll.
 """
 
 from __future__ import annotations
