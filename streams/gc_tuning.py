@@ -25,8 +25,7 @@ YOUNG_THRESHOLD = 50_000
 
 def settle_heap() -> None:
     """Call once start-up is done: collect, freeze what survived, raise the young threshold."""
-    gc.collect()
-    gc.freeze()
+    freeze_heap()
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(YOUNG_THRESHOLD, older, oldest)
 

@@ -125,7 +125,7 @@ def build_online_app(*, bootstrap: KafkaTarget, prefix: str, apply_batch: ApplyB
         # conductor's delay to reach aiokafka.
         drift = faust_adapter.subscription_drift(
             wanted, faust_adapter.subscribed_topics(app), lambda t: t == reg_topic or bool(topic_re.match(t)))
-        seen_before, loop_state["drift"] = loop_state.get("drift"), drift
+        seen_before, loop_state["drift"] = loop_state["drift"], drift
         missing, extra = drift
         if (missing or extra) and drift == seen_before:
             loop_state["drift"] = None
