@@ -6,6 +6,7 @@ first), creates its own uniquely named feature group, and deletes it at the end.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import statistics
@@ -13,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as `python bench/x.py` from anywhere
@@ -63,6 +65,15 @@ def process_cpu(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def service_pid(config: Any, service: str) -> int | None:
+    """pid of a local-stack service (``kafka``, ``redis``, ``s3``; for CPU accounting), from
+    ``featurestream up``'s run file in ``config.state_dir``; None when it is not found."""
+    try:
+        return int(json.loads((config.state_dir / "run" / f"{service}.json").read_text())["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def children_cpu() -> float:

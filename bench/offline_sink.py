@@ -67,7 +67,15 @@ from confluent_kafka import Consumer, TopicPartition
 from pyarrow import fs as pafs
 from pyiceberg.exceptions import NoSuchNamespaceError
 
-from bench._common import customer, customers_group, load_average, median, percentile
+from bench._common import (
+    customer,
+    customers_group,
+    load_average,
+    median,
+    percentile,
+    process_cpu,
+    service_pid,
+)
 from featurestream.config import ENV_TOPIC_PREFIX, Config
 from featurestream.sdk import FeatureStore
 from schemas.eventtime import format_iso
@@ -82,6 +90,7 @@ from sinks.offline.writer import OfflineWriter
 from streams.consume_loop import ConsumeLoop, open_consumer
 from streams.gc_tuning import freeze_heap
 from streams.group_view import GroupView
+from streams.kafka_client import FAST_DRAIN
 from streams.offline.applier import OfflineApplier
 from tests.integration.procs import terminate
 
@@ -178,27 +187,29 @@ def relocated(store: FeatureStore, root: str) -> GroupView:
 
 
 def run_sink(phase: Phase, topic: str, ends: dict[tuple[str, int], int], tables: OfflineTables, groups: GroupView,
-             policy: RotationPolicy, batch_size: int, timeout_s: float, *, freeze: bool = True) -> float:
+             policy: RotationPolicy, batch_size: int, timeout_s: float, *, freeze: bool = True,
+             clock: CpuClock | None = None) -> Cpu:
     """The sink's own consume → route → write → commit loop (as ``streams/offline/worker.run_sink``
     wires it, minus dead letters, metrics and background compaction), from the beginning of
-    ``topic`` until every offset is in a committed snapshot; returns the seconds it took."""
+    ``topic`` until every offset is in a committed snapshot; returns what it cost (wall and CPU)."""
+    clock = clock or CpuClock(phase.config)
     applier = OfflineApplier(groups, OfflineWriter(tables, policy), None, phase.prefix)
     consumer = open_consumer(phase.config.kafka_bootstrap, f"{phase.prefix}-bench-{secrets.token_hex(3)}")
     # A plain topic name is a literal subscription: only this topic is consumed.
     sink = ConsumeLoop(consumer, applier, topic, role="offline sink", batch_size=batch_size,
-                       add_chunk=min(1000, policy.max_records))
+                       add_chunk=min(batch_size, policy.max_records))
     if freeze:
         freeze_heap()  # as the worker does once started (streams/gc_tuning.py says what it saves)
-    started = time.perf_counter()
-    give_up = started + timeout_s
+    t0 = clock.now()
+    give_up = t0.wall + timeout_s
     # Consume to the end; then run()'s drain flushes every buffer, which commits it to the table:
     # the clock stops when the last snapshot is committed, not when age rotation would fire.
     sink.run(until=lambda: time.perf_counter() > give_up
              or all(sink.consumed().get(tp, -1) >= end for tp, end in ends.items()))
-    seconds = time.perf_counter() - started
+    cost = clock.now() - t0
     if time.perf_counter() > give_up:
         raise SystemExit(f"the sink did not consume {sum(ends.values()):,} records within {timeout_s:.0f} s")
-    return seconds
+    return cost
 
 
 def table_stats(tables: OfflineTables, group: FeatureGroup) -> tuple[int, int]:
@@ -208,6 +219,50 @@ def table_stats(tables: OfflineTables, group: FeatureGroup) -> tuple[int, int]:
         return 0, 0
     rows = int(table.current_snapshot().summary["total-records"])
     return rows, len(list(table.scan().plan_files()))
+
+
+@dataclass(frozen=True)
+class Cpu:
+    """Wall seconds and CPU seconds (user+system, all threads) of this process and of the local
+    stack's Kafka broker and S3 server: what a stage cost the whole machine, not this process alone."""
+
+    wall: float
+    own: float
+    kafka: float
+    s3: float
+
+    @property
+    def total(self) -> float:
+        return self.own + self.kafka + self.s3
+
+    def __sub__(self, other: Cpu) -> Cpu:
+        return Cpu(self.wall - other.wall, self.own - other.own, self.kafka - other.kafka, self.s3 - other.s3)
+
+
+class CpuClock:
+    """Reads :class:`Cpu` now; the broker and S3 pids come from ``featurestream up``'s run files
+    (0 CPU when a service is not found, e.g. a stack not started by ``featurestream up``)."""
+
+    def __init__(self, config: Config) -> None:
+        self.kafka_pid = service_pid(config, "kafka")
+        self.s3_pid = service_pid(config, "s3")
+
+    def now(self) -> Cpu:
+        t = os.times()
+        return Cpu(time.perf_counter(), t.user + t.system, process_cpu(self.kafka_pid) if self.kafka_pid else 0.0,
+                   process_cpu(self.s3_pid) if self.s3_pid else 0.0)
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.kafka_pid and self.s3_pid)
+
+
+def per_row(stages: list[Cpu], rows: int) -> str:
+    """One stage's median cost per row: wall µs, and CPU µs split by process."""
+    def med(f: Callable[[Cpu], float]) -> float:
+        return median(f(c) for c in stages) / rows * 1e6
+    return (f"{med(lambda c: c.wall):.1f} µs wall, {med(lambda c: c.total):.1f} CPU-µs (this process "
+            f"{med(lambda c: c.own):.1f}, Kafka {med(lambda c: c.kafka):.1f}, S3 {med(lambda c: c.s3):.1f})")
 
 
 # -- (a) throughput ------------------------------------------------------------------------------
@@ -222,7 +277,7 @@ def raw_baseline(phase: Phase, topic: str, ends: dict[tuple[str, int], int], gro
     features = [f.name for f in group.features if f.name != group.event_time_name]
     c = Consumer({"bootstrap.servers": phase.config.kafka_bootstrap, "group.id": f"{phase.prefix}-raw-"
                   f"{secrets.token_hex(3)}", "enable.auto.commit": False, "auto.offset.reset": "earliest",
-                  "fetch.max.bytes": 52_428_800})
+                  "fetch.max.bytes": 52_428_800, **FAST_DRAIN})
     loads = orjson.loads
     write_us = time.time_ns() // 1000
     started = time.perf_counter()
@@ -302,18 +357,21 @@ def json_rows(values: list[bytes], topics: list[str], partitions: list[int], off
 
 
 def raw_json_baseline(phase: Phase, topic: str, ends: dict[tuple[str, int], int], group: FeatureGroup,
-                      tables: OfflineTables, timeout_s: float) -> float:
+                      tables: OfflineTables, timeout_s: float, clock: CpuClock) -> dict[str, Cpu]:
     """Baseline (c), issue 18's: consume, ONE pyarrow JSON parse of the batch, ONE pyiceberg append.
 
     The fastest way to do the sink's job by hand: the values joined by newlines are NDJSON, parsed
     by ``pyarrow.json.read_json`` with the group's record schema (``schemas.batch.envelope_type``);
     the columns become the table's (microsecond event time, exact nanoseconds, the Kafka
-    coordinates); one append. No validation, dead letters, offsets in the snapshot or batching."""
+    coordinates); one append. No validation, dead letters, offsets in the snapshot or batching.
+
+    Returns what each stage cost (``consume``: from subscribe to the last value collected, the
+    table's creation included; ``parse``; ``append``) and ``all``: the baseline's figure."""
     c = Consumer({"bootstrap.servers": phase.config.kafka_bootstrap, "group.id": f"{phase.prefix}-rawjson-"
                   f"{secrets.token_hex(3)}", "enable.auto.commit": False, "auto.offset.reset": "earliest",
-                  "fetch.max.bytes": 52_428_800})
-    started = time.perf_counter()
-    give_up = started + timeout_s
+                  "fetch.max.bytes": 52_428_800, **FAST_DRAIN})
+    t0 = clock.now()
+    give_up = t0.wall + timeout_s
     seen: dict[tuple[str, int], int] = {}
     table = tables.table(group)
     arrow_schema = table.schema().as_arrow()
@@ -334,10 +392,14 @@ def raw_json_baseline(phase: Phase, topic: str, ends: dict[tuple[str, int], int]
                 partitions.append(m.partition())
                 offsets.append(m.offset())
                 seen[(m.topic(), m.partition())] = m.offset() + 1
-        table.append(json_rows(values, topics, partitions, offsets, group, arrow_schema))
+        t1 = clock.now()
+        rows = json_rows(values, topics, partitions, offsets, group, arrow_schema)
+        t2 = clock.now()
+        table.append(rows)
+        t3 = clock.now()
     finally:
         c.close()
-    return time.perf_counter() - started
+    return {"consume": t1 - t0, "parse": t2 - t1, "append": t3 - t2, "all": t3 - t0}
 
 
 def pq_baseline(config: Config, rows: pa.Table, root: str, files: int) -> float:
@@ -361,6 +423,26 @@ def publish(store: FeatureStore, group: str, rows: Callable[[int], dict], n: int
     return time.perf_counter() - started
 
 
+def print_cpu_bound(clock: CpuClock, rows: int, sink: list[Cpu], raw_json: list[dict[str, Cpu]]) -> None:
+    """The CPU bound on rows/s: what a row costs all processes together (this one, the broker, the
+    S3 server), against the machine's cores. Overlapping stages in threads or processes can hide wall
+    time, not CPU time, so no sink doing the same work can pass cores / CPU-per-row."""
+    cores = os.cpu_count() or 1
+    if not clock.complete:
+        print("RESULT (a) cpu bound   not measured: the Kafka or S3 pid is unknown (start the stack with "
+              "`featurestream up`)")
+        return
+    raw_all = median(c["all"].total for c in raw_json) / rows * 1e6
+    sink_all = median(c.total for c in sink) / rows * 1e6
+    print(f"RESULT (a) cpu bound   raw consume+one pyarrow JSON parse+iceberg append, per row (median of "
+          f"{len(raw_json)}): consume {per_row([c['consume'] for c in raw_json], rows)}; "
+          f"JSON parse {per_row([c['parse'] for c in raw_json], rows)}; "
+          f"append {per_row([c['append'] for c in raw_json], rows)}")
+    print(f"RESULT (a) cpu bound   raw JSON baseline {raw_all:.1f} CPU-µs/row in all processes: at most "
+          f"{cores * 1e6 / raw_all:,.0f} rows/s on {cores} cores even with every stage overlapped;  "
+          f"sink {per_row(sink, rows)}: at most {cores * 1e6 / sink_all:,.0f} rows/s")
+
+
 def throughput(config: Config, args: argparse.Namespace) -> None:
     phase = Phase.open(config, "t")
     groups: list[str] = []
@@ -375,14 +457,16 @@ def throughput(config: Config, args: argparse.Namespace) -> None:
               f"{load_average()}", flush=True)
         policy = RotationPolicy(**{k: v for k, v in (("max_records", args.max_records),
                                                       ("max_bytes", args.max_bytes)) if v})
-        sink_s: list[float] = []
+        clock = CpuClock(phase.config)
+        sink_cost: list[Cpu] = []
         raw_s: list[float] = []
         pq_s: list[float] = []
-        json_s: list[float] = []
+        json_cost: list[dict[str, Cpu]] = []
         for r in range(args.repeat):
             tables, root = phase.scratch_tables(f"s{r}")
-            seconds = run_sink(phase, topic, ends, tables, relocated(phase.store, root), policy, args.batch_size,
-                               args.timeout, freeze=args.gc_freeze)
+            cost = run_sink(phase, topic, ends, tables, relocated(phase.store, root), policy, args.batch_size,
+                            args.timeout, freeze=args.gc_freeze, clock=clock)
+            seconds = cost.wall
             rows, files = table_stats(tables, replace(g, offline_uri=f"{root}/{g.name}"))
             if rows != total:
                 raise SystemExit(f"the sink's table holds {rows:,} rows, expected {total:,}")
@@ -396,18 +480,23 @@ def throughput(config: Config, args: argparse.Namespace) -> None:
             del arrow_rows
             json_tables, json_root = phase.scratch_tables(f"j{r}")
             json_g = replace(g, offline_uri=f"{json_root}/{g.name}")
-            j_s = raw_json_baseline(phase, topic, ends, json_g, json_tables, args.timeout)
+            stages = raw_json_baseline(phase, topic, ends, json_g, json_tables, args.timeout, clock)
+            j_s = stages["all"].wall
             json_rows, _ = table_stats(json_tables, json_g)
             if json_rows != total:
                 raise SystemExit(f"the raw JSON baseline's table holds {json_rows:,} rows, expected {total:,}")
-            sink_s.append(seconds)
+            sink_cost.append(cost)
             raw_s.append(r_s)
             pq_s.append(p_s)
-            json_s.append(j_s)
-            print(f"  run {r + 1}: sink {seconds:.2f} s ({total / seconds:,.0f} rows/s, {files} data files), "
+            json_cost.append(stages)
+            print(f"  run {r + 1}: sink {seconds:.2f} s ({total / seconds:,.0f} rows/s, {files} data files, "
+                  f"{cost.total / total * 1e6:.1f} CPU-µs/row in all processes), "
                   f"raw consume+append {r_s:.2f} s ({total / r_s:,.0f} rows/s, {raw_files} files), "
-                  f"raw consume+JSON parse+append {j_s:.2f} s ({total / j_s:,.0f} rows/s), "
+                  f"raw consume+JSON parse+append {j_s:.2f} s ({total / j_s:,.0f} rows/s, "
+                  f"{stages['all'].total / total * 1e6:.1f} CPU-µs/row), "
                   f"pq.write_table {p_s:.2f} s ({total / p_s:,.0f} rows/s); {load_average()}", flush=True)
+        sink_s = [c.wall for c in sink_cost]
+        json_s = [c["all"].wall for c in json_cost]
         s, a, b = total / median(sink_s), total / median(raw_s), total / median(pq_s)
         j = total / median(json_s)
         ok = s >= 100_000 and s / a >= 0.5
@@ -421,6 +510,7 @@ def throughput(config: Config, args: argparse.Namespace) -> None:
               f"sink/pq {s / b:.3f} ({b / s:.1f}x slower)")
         print(f"RESULT (a) stages      ingest {total / pub_s:,.0f} records/s (1 run) vs sink {s:,.0f} rows/s: the sink "
               f"is {'not ' if s >= total / pub_s else ''}the slower stage")
+        print_cpu_bound(clock, total, sink_cost, json_cost)
     finally:
         phase.close(groups)
 
@@ -632,7 +722,7 @@ def backfill(config: Config, args: argparse.Namespace) -> None:
             tables = phase.store.offline_tables()
             g = phase.store.describe_feature_group(g.name)
             sink_s = run_sink(phase, topic, ends, tables, GroupView(phase.store.registry.refresh), policy,
-                              args.batch_size, args.timeout, freeze=args.gc_freeze)
+                              args.batch_size, args.timeout, freeze=args.gc_freeze).wall
             rows, files = table_stats(tables, g)
             before_s, n = count_star(phase.store, g.name, args.count_repeat)
             if policy != RotationPolicy():

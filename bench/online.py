@@ -65,6 +65,7 @@ from bench._common import (
     percentile,
     process_cpu,
     rss_mb,
+    service_pid,
     thread_cpu,
 )
 from featurestream.config import ENV_TOPIC_PREFIX, Config
@@ -143,16 +144,6 @@ class Processor:
         self._log.close()
 
 
-def service_pid(config: Config, service: str) -> int | None:
-    """pid of a local-stack service (for CPU accounting), from featurestream up's run file."""
-    import json
-
-    try:
-        return int(json.loads((config.state_dir / "run" / f"{service}.json").read_text())["pid"])
-    except (OSError, ValueError, KeyError):
-        return None
-
-
 # -- helpers -------------------------------------------------------------------------------------
 
 def wipe_keys(client: Any, pattern: str) -> None:
@@ -192,9 +183,11 @@ def raw_baseline(config: Config, topic: str, n: int, batch_size: int, redis_clie
     import orjson
     from confluent_kafka import Consumer
 
+    from streams.kafka_client import FAST_DRAIN
+
     consumer = Consumer({"bootstrap.servers": config.require("kafka_bootstrap"),
                          "group.id": f"{key_prefix}-raw-{time.time_ns()}", "auto.offset.reset": "earliest",
-                         "enable.auto.commit": False})
+                         "enable.auto.commit": False, **FAST_DRAIN})  # as the processor's consumer
     started = time.perf_counter()
     consumer.subscribe([topic])
     done = 0

@@ -17,7 +17,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from schemas.errors import ServiceUnavailableError
 from schemas.names import deadletter_topic
-from streams.kafka_client import KafkaTarget, confluent_conf
+from streams.kafka_client import FAST_DRAIN, KafkaTarget, confluent_conf
 from streams.route import RawMessage, raw_from_confluent
 
 TP = tuple[str, int]
@@ -26,7 +26,8 @@ TP = tuple[str, int]
 def _consumer(bootstrap: KafkaTarget) -> Consumer:
     return Consumer(confluent_conf(bootstrap, {
         "group.id": f"featurestream-audit-{time.time_ns()}", "enable.auto.commit": False,
-        "enable.partition.eof": False, "log_level": 0, "auto.offset.reset": "earliest"}))
+        "enable.partition.eof": False, "log_level": 0, "auto.offset.reset": "earliest",
+        **FAST_DRAIN}))  # the first read of a topic is all of it
 
 
 class TopicTail:

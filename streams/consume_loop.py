@@ -44,7 +44,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from confluent_kafka import (
@@ -59,11 +59,23 @@ from confluent_kafka import (
 from schemas.backoff import Backoff
 from schemas.errors import FeatureStoreError, ServiceUnavailableError
 from streams.health import WorkerHealth
-from streams.kafka_client import KafkaTarget, confluent_conf
+from streams.kafka_client import FAST_DRAIN, KafkaTarget, confluent_conf
 from streams.route import RawMessage
 
 TP = tuple[str, int]
 _REGEX_SPECIAL = set("\\^$.|?*+()[]{}")
+
+
+def chunk_bounds(chunk: Sequence[RawMessage]) -> tuple[dict[TP, int], dict[TP, int]]:
+    """(first offset, position after the last) of each partition in ``chunk``, in consume order."""
+    starts: dict[TP, int] = {}
+    ends: dict[TP, int] = {}
+    for raw in chunk:
+        tp = (raw.topic, raw.partition)
+        if tp not in ends:
+            starts[tp] = raw.offset
+        ends[tp] = raw.offset + 1
+    return starts, ends
 
 
 class ConsumeLoopError(FeatureStoreError):
@@ -125,6 +137,7 @@ def consumer_config(bootstrap: KafkaTarget, group_id: str, *, metadata_refresh_m
         # A big flush (tens of MB to S3) happens between polls.
         "max.poll.interval.ms": 600_000,
         "fetch.max.bytes": 52_428_800,
+        **FAST_DRAIN,  # a backlog (a restart, a rebuild, a burst) is read without pauses
         "log_level": 3,
     })
     if fetch_wait_ms is not None:
@@ -324,6 +337,8 @@ class ConsumeLoop:
             self._check_nothing_to_consume()
         batch: list[RawMessage] = []
         assigned, position = self._assigned, self._position
+        starts: dict[TP, int] = {}  # each partition's first offset in the batch
+        ends: dict[TP, int] = {}    # and its position after the whole batch
         for m in msgs:
             err = m.error()
             if err is not None:
@@ -343,15 +358,16 @@ class ConsumeLoop:
             kind, ts = m.timestamp()
             batch.append(RawMessage(topic, partition, offset, m.key(), m.value(), m.headers(), ts,
                                     kind == TIMESTAMP_LOG_APPEND_TIME))
+            if tp not in ends:
+                starts[tp] = offset
+            ends[tp] = offset + 1
         try:
             for start in range(0, len(batch), self.add_chunk):
                 chunk = batch[start:start + self.add_chunk]
                 self.sink.add(chunk)
-                for raw in chunk:
-                    tp = (raw.topic, raw.partition)
-                    position[tp] = raw.offset + 1
-                    if tp not in self._first:
-                        self._first[tp] = raw.offset
+                # A batch added whole (the usual case) moves each partition once; chunks move
+                # message by message, so a failed later chunk leaves the earlier ones counted.
+                self._advance(*((starts, ends) if len(chunk) == len(batch) else chunk_bounds(chunk)))
                 self._flush_and_commit(self._due())
             if not batch:
                 self._flush_and_commit(self._due())
@@ -361,6 +377,13 @@ class ConsumeLoop:
             self._recover_from(exc, {(r.topic, r.partition) for r in batch} | set(self._position))
         self.uncommitted_records = sum(pos - self._committed.get(tp, self._first.get(tp, pos))
                                        for tp, pos in self._position.items())
+
+    def _advance(self, starts: dict[TP, int], ends: dict[TP, int]) -> None:
+        """Move each partition's position past the messages just added (``ends``); remember the
+        first offset consumed of each (``starts``)."""
+        self._position.update(ends)
+        for tp, first in starts.items():
+            self._first.setdefault(tp, first)
 
     def _check_nothing_to_consume(self, every_s: float = 5.0) -> None:
         """librdkafka joins the group only once the pattern matches a topic: with no feature group

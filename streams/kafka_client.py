@@ -187,6 +187,15 @@ class KafkaConnection:
         return [s.strip() for s in self.bootstrap.split(",") if s.strip()]
 
 
+# For a consumer that reads a backlog. librdkafka stops fetching a partition while its local queue
+# holds more than queued.min.messages (100,000) and then waits fetch.queue.backoff.ms (1,000 ms by
+# default) before it looks again, so a consumer that drains the queue faster than a second reads in
+# bursts and idles between them. Measured here on 300k messages of 348 bytes in 3 partitions, a
+# loop of consume(5000) alone: 170k messages/s with the default, 935k with 5 ms (3 runs each).
+# Memory is unchanged: the same queue limits apply; only the look again comes sooner.
+FAST_DRAIN: Mapping[str, object] = {"fetch.queue.backoff.ms": 5}
+
+
 # What every function that talks to Kafka accepts: a connection, or a bare bootstrap list (plaintext).
 KafkaTarget = KafkaConnection | str
 

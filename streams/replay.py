@@ -30,7 +30,7 @@ from sinks.offline.rotation import RotationPolicy
 from sinks.offline.writer import OfflineWriter
 from sinks.online.store import OnlineStore
 from streams.group_view import GroupView
-from streams.kafka_client import KafkaTarget, confluent_conf
+from streams.kafka_client import FAST_DRAIN, KafkaTarget, confluent_conf
 from streams.offline.applier import OfflineApplier
 from streams.online.applier import make_online_applier
 from streams.online.engine import OnlineSink
@@ -64,7 +64,7 @@ def replay_topic(bootstrap: KafkaTarget, topic: str, apply_batch: Callable[[list
     started = time.perf_counter()
     consumer = Consumer(confluent_conf(bootstrap, {
         "group.id": f"featurestream-replay-{time.time_ns()}", "enable.auto.commit": False,
-        "enable.partition.eof": False, "log_level": 0, "fetch.max.bytes": 52_428_800}))
+        "enable.partition.eof": False, "log_level": 0, "fetch.max.bytes": 52_428_800, **FAST_DRAIN}))
     result = ReplayResult(topic)
     bar = None
     try:

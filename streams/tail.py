@@ -16,7 +16,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaExcepti
 from schemas.errors import ServiceUnavailableError, WireFormatError
 from schemas.messages import Message
 from schemas.wire import decode
-from streams.kafka_client import KafkaTarget, confluent_conf
+from streams.kafka_client import FAST_DRAIN, KafkaTarget, confluent_conf
 from streams.publisher import TopicMissingError
 
 
@@ -46,6 +46,7 @@ def read_stream(bootstrap: KafkaTarget, topic: str, *, start: str | int = "end",
         "auto.offset.reset": "earliest" if start == "beginning" else "latest",
         "enable.partition.eof": False,
         "log_level": 0,
+        **FAST_DRAIN,  # a read from the beginning is a backlog
     })
     consumer = Consumer(conf)
     try:

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from schemas.errors import ServiceUnavailableError
-from streams.kafka_client import KafkaTarget, confluent_conf
+from streams.kafka_client import FAST_DRAIN, KafkaTarget, confluent_conf
 from streams.route import RawMessage, raw_from_confluent
 
 _TRANSIENT = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError._TIMED_OUT,
@@ -30,6 +30,7 @@ def _consumer(bootstrap: KafkaTarget) -> Consumer:
         "enable.auto.commit": False,
         "enable.partition.eof": True,
         "log_level": 0,
+        **FAST_DRAIN,  # it reads whole topics
     }))
 
 

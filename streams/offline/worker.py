@@ -95,7 +95,7 @@ def run_sink(bootstrap: KafkaTarget, prefix: str, offline_uri: str, catalog_uri:
     compactor: BackgroundCompactor | None = None
     health = WorkerHealth()
     sink = ConsumeLoop(consumer, applier, subscription_pattern(prefix), role="offline sink", logger=log,
-                       batch_size=settings.batch_size, add_chunk=min(1000, settings.policy.max_records),
+                       batch_size=settings.batch_size, add_chunk=min(settings.batch_size, settings.policy.max_records),
                        on_committed=lambda _: OFFLINE_METRICS.last_commit.set(time.time()), health=health)
     OFFLINE_METRICS.uncommitted.set_function(lambda: sink.uncommitted_records)
     if settings.compact_every_s > 0:

@@ -13,7 +13,8 @@ import re
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from streams.consume_loop import ConsumeLoop, consumer_config, subscription_pattern
+from streams.consume_loop import ConsumeLoop, chunk_bounds, consumer_config, subscription_pattern
+from streams.route import RawMessage
 
 T = "fs.customers"
 
@@ -179,6 +180,16 @@ def test_config_never_auto_commits_and_starts_at_earliest() -> None:
     assert cfg["enable.auto.commit"] is False and cfg["auto.offset.reset"] == "earliest"
     assert cfg["group.instance.id"] == "sink-1" and cfg["topic.metadata.refresh.interval.ms"] <= 5000
     assert "group.instance.id" not in consumer_config("b", "g")
+
+
+def test_a_backlog_is_read_without_librdkafkas_one_second_queue_pause() -> None:
+    """librdkafka waits fetch.queue.backoff.ms (1 s by default) once its queue is full: a sink that
+    drains faster than that idles between bursts (streams/kafka_client.FAST_DRAIN says how much)."""
+    from confluent_kafka import Consumer
+
+    cfg = consumer_config("127.0.0.1:1", "g")
+    assert cfg["fetch.queue.backoff.ms"] == 5
+    Consumer(cfg).close()  # this librdkafka knows the setting (an unknown one raises KafkaException)
 
 
 def test_fetch_batching_is_opt_in() -> None:
@@ -387,3 +398,22 @@ def test_a_table_ahead_of_its_topic_keeps_the_partition_paused_and_says_why(capl
     assert "records offset 150 but the partition ends at 100" in caplog.text
     sc.step()
     assert (T, 0) in c.paused  # not resumed by the retry of unanswered tables
+
+
+def test_chunk_bounds_name_each_partitions_first_offset_and_next_position() -> None:
+    raws = [RawMessage(T, 0, 7, None, b"", None), RawMessage(T, 1, 3, None, b"", None),
+            RawMessage(T, 0, 8, None, b"", None), RawMessage(T, 0, 9, None, b"", None)]
+    assert chunk_bounds(raws) == ({(T, 0): 7, (T, 1): 3}, {(T, 0): 10, (T, 1): 4})
+    assert chunk_bounds([]) == ({}, {})
+
+
+@pytest.mark.parametrize("add_chunk", [1, 2, 1000])
+def test_positions_are_the_same_whether_a_batch_is_added_whole_or_in_chunks(add_chunk: int) -> None:
+    sc, c, s = loop(due_at=100, add_chunk=add_chunk)
+    c.batches = [[Msg(T, 0, 10), Msg(T, 1, 0), Msg(T, 0, 11), Msg(T, 1, 1), Msg(T, 0, 12)]]
+    sc.step()
+    assert sc.consumed() == {(T, 0): 13, (T, 1): 2}
+    assert sc.uncommitted_records == 5  # counted from each partition's first consumed offset
+    sc.drain()
+    assert sorted(s.durable) == [(T, 0, 10), (T, 0, 11), (T, 0, 12), (T, 1, 0), (T, 1, 1)]
+    assert sorted(map(tuple, c.commits[-1])) == [(T, 0, 13), (T, 1, 2)]
