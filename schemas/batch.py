@@ -71,6 +71,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
+from schemas.column_checks import iso_utc_to_ns
 from schemas.group import FeatureGroup
 from schemas.messages import HARD_DELETE, OFFLINE, ONLINE, SOFT_DELETE
 from schemas.names import MAX_RECORD_BYTES, MAX_RECORD_ID_BYTES, MAX_VALUE_BYTES
@@ -84,14 +85,10 @@ H_API_TIME = "fs-api-invocation-time"
 _FORMAT_BYTES = b"json/1"
 _FORMAT_PAIR = (H_FORMAT, _FORMAT_BYTES)
 _SCALAR = {ScalarType.STRING: pa.string(), ScalarType.INTEGRAL: pa.int64(), ScalarType.FRACTIONAL: pa.float64()}
-# Canonical UTC ISO text: the only event-time text proven here (others go per record).
-_ISO_RE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?Z$"
-_EPOCH_TEXT = "1970-01-01T00:00:00Z"
 # A decimal Integral identifier as str(int) writes it (so str(int(id)) == id).
 _CANONICAL_INT_RE = r"^(0|-?[1-9][0-9]{0,17})$"
-# The last instant int64 nanoseconds hold: 9223372036 s + 854775807 ns.
-_MAX_SECONDS, _MAX_FRACTION = 9_223_372_036, 854_775_807
-_DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
+# The last whole second int64 nanoseconds hold (9223372036 s + 854775807 ns is the last instant).
+_MAX_SECONDS = 9_223_372_036
 # A refused chunk this small is not split further: its rows all go per record.
 _MIN_SPLIT = 1
 _ROW_HINT = re.compile(r" in row ([0-9]+)$")
@@ -393,35 +390,11 @@ def _list_parts(arr: pa.ListArray) -> tuple[pa.Array, np.ndarray]:
 
 
 def iso_ns(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(proven, nanoseconds) of canonical UTC ISO texts, as ``schemas.eventtime`` parses them.
-
-    Calendar dates, hours/minutes/seconds, years and the 1970..2262-04-11T23:47:16.854775807Z
-    range are checked here; a row outside it is not proven (its exact reason comes per record)."""
-    n = len(text)
-    ok = _np_bool(pc.match_substring_regex(text, _ISO_RE))
-    if not ok.any():
-        return ok, np.zeros(n, dtype=np.int64)
-    s = pc.if_else(pa.array(ok), text, pa.scalar(_EPOCH_TEXT))
-
-    def part(a: int, b: int) -> np.ndarray:
-        return _np_int(pc.cast(pc.utf8_slice_codeunits(s, a, b), pa.int64()))
-
-    y, mo, d, h, mi, sec = part(0, 4), part(5, 7), part(8, 10), part(11, 13), part(14, 16), part(17, 19)
-    frac = _np_int(pc.cast(pc.utf8_rpad(pc.utf8_slice_codeunits(s, 20, -1), 9, "0"), pa.int64()))
-    leap = (y % 4 == 0) & ((y % 100 != 0) | (y % 400 == 0))
-    mo_ok = (mo >= 1) & (mo <= 12)
-    dim = _DAYS_IN_MONTH[np.where(mo_ok, mo, 1)] + ((mo == 2) & leap)
-    ok &= (y >= 1) & mo_ok & (d >= 1) & (d <= dim) & (h <= 23) & (mi <= 59) & (sec <= 59)
-    # days from the civil date (H. Hinnant's algorithm), exact in int64 for years 1..9999
-    yy = y - (mo <= 2)
-    era = yy // 400
-    yoe = yy - era * 400
-    doy = (153 * (mo + np.where(mo > 2, -3, 9)) + 2) // 5 + d - 1
-    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-    seconds = (era * 146_097 + doe - 719_468) * 86_400 + h * 3600 + mi * 60 + sec
-    ok &= (seconds >= 0) & ((seconds < _MAX_SECONDS) | ((seconds == _MAX_SECONDS) & (frac <= _MAX_FRACTION)))
-    ns = np.where(ok, seconds, 0) * 1_000_000_000 + np.where(ok, frac, 0)
-    return ok, ns
+    """(proven, nanoseconds) of canonical UTC ISO texts, as ``schemas.eventtime`` parses them: the
+    ingest encoder's reader (``schemas.column_checks.iso_utc_to_ns``); a row it does not prove gets
+    its exact reason per record."""
+    ns, proven = iso_utc_to_ns(text)
+    return proven, ns
 
 
 # ---------------------------------------------------------------- the checks
