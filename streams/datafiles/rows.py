@@ -32,6 +32,9 @@ class FileRows:
         self.group = group
         self.format = detect_format(self.path, fmt)
         self.unit = "row" if self.format == "parquet" else "line"
+        # Parquet parts come as Arrow columns: nothing to parse, so a worker pool has little to take
+        # off the caller's hands (streams.ingest chooses the workers by it).
+        self.columnar = self.format == "parquet"
         if self.format == "csv":
             check_csv_header(self.path, group)
         elif self.format == "parquet":

@@ -38,6 +38,23 @@ def test_files_keep_the_pool_on_two_cores(monkeypatch):
     assert ingest_module._choose_workers(None, None, _FileLike()) == 2
 
 
+def test_a_parquet_file_is_encoded_in_this_process_on_two_cores_and_text_files_keep_the_pool(monkeypatch, tmp_path):
+    import pyarrow.parquet as pq
+
+    from streams.datafiles.rows import FileRows
+    from tests.integration.helpers import customers_group
+
+    group = customers_group("workers")
+    names = [f.name for f in group.features]
+    pq.write_table(pa.table({n: pa.array([], pa.string()) for n in names}), tmp_path / "rows.parquet")
+    (tmp_path / "rows.jsonl").write_text("")
+    _cores(monkeypatch, 2)
+    assert ingest_module._choose_workers(None, 200_000, FileRows(tmp_path / "rows.parquet", group)) == 1
+    assert ingest_module._choose_workers(None, 200_000, FileRows(tmp_path / "rows.jsonl", group)) == 2
+    _cores(monkeypatch, 8)
+    assert ingest_module._choose_workers(None, 200_000, FileRows(tmp_path / "rows.parquet", group)) == 4
+
+
 def test_more_cores_keep_the_pool_and_small_inputs_and_explicit_counts_win(monkeypatch):
     _cores(monkeypatch, 8)
     assert ingest_module._choose_workers(None, 200_000, pd.DataFrame({"a": [1]})) == 4
