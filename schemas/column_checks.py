@@ -64,6 +64,18 @@ def has_control_chars(arr: Any) -> np.ndarray:
     return _rows_with_bytes(arr, _is_control)
 
 
+def holds_json_escapes(arr: Any) -> bool:
+    """Whether some value of a string column holds a character JSON escapes: a quote, a backslash or a
+    control character. One scan of the column's bytes (a byte below 0x20 is always that control
+    character in UTF-8); a null value's hidden bytes, if any, may answer True, which only sends the
+    caller its slower, exact way."""
+    data, _offsets = utf8_bytes_and_offsets(arr)
+    if (data < 0x20).any():
+        return True
+    raw = data.tobytes()
+    return b'"' in raw or b"\\" in raw
+
+
 def _is_control(data: np.ndarray) -> np.ndarray:
     return data < 0x20
 

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas.batch import BatchColumns
-from schemas.column_checks import has_json_escapes, list_parts
+from schemas.column_checks import holds_json_escapes, list_parts
 from schemas.column_json import (
     TEXT,
     concat,
@@ -155,7 +155,7 @@ def _fields(group: FeatureGroup, record: pa.StructArray, is_delete: np.ndarray,
 
 def _needs_escapes(col: Any) -> bool:
     """Whether some text of ``col`` holds a character JSON escapes (quote, backslash, control)."""
-    return bool(has_json_escapes(col).any())
+    return holds_json_escapes(col)
 
 
 def _json_texts(scalar: ScalarType, collection: bool, col: Any) -> Any:

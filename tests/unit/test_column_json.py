@@ -12,7 +12,7 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.column_checks import has_control_chars
+from schemas.column_checks import has_control_chars, holds_json_escapes
 from schemas.column_json import Quoted, join_texts, json_string_bodies, json_strings
 
 # Text that reaches every branch: plain ASCII, quotes, backslashes, control characters, multi-byte
@@ -35,6 +35,8 @@ def test_byte_scans_agree_with_a_scan_of_each_value(values, large, start):
     assert has_control_chars(arr).tolist() == control
     chunked = pa.chunked_array([arr.slice(0, len(values) // 2), arr.slice(len(values) // 2)], arr.type)
     assert has_control_chars(chunked).tolist() == control
+    escaped = [v is not None and any(ord(c) < 0x20 or c in '"\\' for c in v) for v in values]
+    assert holds_json_escapes(arr) == any(escaped) == holds_json_escapes(chunked)
 
 
 @settings(max_examples=300, deadline=None)
