@@ -251,6 +251,24 @@ def test_batch_and_per_record_paths_agree(batch: list[RawMessage]) -> None:
     assert rows_2 == rows_1
 
 
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(batches())
+def test_the_same_when_big_batches_are_parsed_in_two_halves_at_once(batch: list[RawMessage]) -> None:
+    """schemas.batch parses a batch of PARALLEL_PARSE_MIN_ROWS or more in two halves on two threads;
+    lowered here so that the generated batches, good and bad rows mixed, take that path."""
+    import schemas.batch as batch_module
+
+    saved = batch_module.PARALLEL_PARSE_MIN_ROWS
+    batch_module.PARALLEL_PARSE_MIN_ROWS = 2
+    try:
+        letters_2, rows_2 = _run(batch, batch_decode=True)
+    finally:
+        batch_module.PARALLEL_PARSE_MIN_ROWS = saved
+    letters_1, rows_1 = _run(batch, batch_decode=False)
+    assert letters_2 == letters_1
+    assert rows_2 == rows_1
+
+
 def test_the_batch_path_proves_the_good_rows() -> None:
     """A batch of valid puts goes through the columns, not the per-record path (else the
     differential test above would compare the per-record path with itself)."""
