@@ -151,8 +151,9 @@ _BLANK_START[list(b" \t\r\x0b\x0c\n")] = True  # what bytes.strip() strips, and 
 
 def _may_hold_blank_lines(body: bytes) -> bool:
     """False when no line of ``body`` can be blank: each starts with a byte ``bytes.strip()`` keeps.
-    One look at each line's first byte, where the regex read every byte of every line (1.1 µs a
-    1 KB line); a block where some line starts with a space still goes to the regex."""
+    One look at each line's first byte, where the regex read every byte of every line (the whole
+    proof of a 1 MiB block of 1 KB lines: 0.50 µs a line with the regex, 0.25 with this, warm); a
+    block where some line starts with whitespace still goes to the regex."""
     if not body:
         return True
     data = np.frombuffer(body, dtype=np.uint8)
