@@ -336,7 +336,7 @@ class ConsumeLoop:
         if not self.health.is_joined:
             self._check_nothing_to_consume()
         batch: list[RawMessage] = []
-        assigned, position = self._assigned, self._position
+        assigned, position, new_tuple = self._assigned, self._position, tuple.__new__
         starts: dict[TP, int] = {}  # each partition's first offset in the batch
         ends: dict[TP, int] = {}    # and its position after the whole batch
         for m in msgs:
@@ -354,10 +354,12 @@ class ConsumeLoop:
                 continue  # fetched before a revoke: the new owner reads it again
             if offset < position.get(tp, -1):
                 continue  # already consumed (a rewind races with prefetched data)
-            # raw_from_confluent, inline: this loop runs once per message
+            # raw_from_confluent, inline: this loop runs once per message. tuple.__new__ with the
+            # fields in order is what RawMessage(...) does (NamedTuple._make too), without the
+            # generated __new__'s Python frame: 0.10 against 0.26 µs a message.
             kind, ts = m.timestamp()
-            batch.append(RawMessage(topic, partition, offset, m.key(), m.value(), m.headers(), ts,
-                                    kind == TIMESTAMP_LOG_APPEND_TIME))
+            batch.append(new_tuple(RawMessage, (topic, partition, offset, m.key(), m.value(), m.headers(), ts,
+                                                kind == TIMESTAMP_LOG_APPEND_TIME)))
             if tp not in ends:
                 starts[tp] = offset
             ends[tp] = offset + 1

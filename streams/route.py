@@ -234,9 +234,7 @@ def route_columns(batch: Sequence[RawMessage], groups: Mapping[str, FeatureGroup
     messages in the batch (:data:`COLUMNS_MIN_ROWS`). Poison keeps the batch's order."""
     out = RoutedColumns()
     per_record = _sources_per_record(groups) if aggregate_sources else frozenset()
-    by_topic: dict[str, list[int]] = {}
-    for i, raw in enumerate(batch):
-        by_topic.setdefault(raw.topic, []).append(i)
+    by_topic = _indices_by_topic(batch)
     poison_at: list[int] = []  # batch index of each poison, to restore the batch order
     for topic, idx in by_topic.items():
         name = group_from_topic(prefix, topic)
@@ -244,7 +242,7 @@ def route_columns(batch: Sequence[RawMessage], groups: Mapping[str, FeatureGroup
             out.skipped += len(idx)
             continue
         group = groups.get(name)
-        raws = [batch[i] for i in idx]
+        raws = list(batch) if len(idx) == len(batch) else [batch[i] for i in idx]
         if group is not None and group.topic(prefix) != topic:
             before = len(out.poison)
             _other_life(topic, raws, name, group, out, prefix=prefix, final=final)
@@ -277,12 +275,12 @@ def route_columns(batch: Sequence[RawMessage], groups: Mapping[str, FeatureGroup
         rows = np.flatnonzero(take)
         if not len(rows):
             continue
-        chosen = [raws[j] for j in rows]
         api = cols.api_invocation_time_ns[rows]
         if store == "OfflineStore":
-            broker = np.fromiter((r.log_append_time for r in chosen), dtype=bool, count=len(chosen))
+            chosen = _chosen(raws, rows)
+            broker = np.fromiter(map(_LOG_APPEND_TIME, chosen), dtype=bool, count=len(chosen))
             if broker.any():
-                stamped = np.fromiter((r.timestamp_ms for r in chosen), dtype=np.int64, count=len(chosen))
+                stamped = np.fromiter(map(_TIMESTAMP_MS, chosen), dtype=np.int64, count=len(chosen))
                 api = np.where(broker, stamped * 1_000_000, api)
         out.rows[name] = _group_rows(group, topic, cols, rows, raws, api)
     if len(poison_at) == len(out.poison) and poison_at != sorted(poison_at):
@@ -293,7 +291,7 @@ def route_columns(batch: Sequence[RawMessage], groups: Mapping[str, FeatureGroup
 
 def _group_rows(group: FeatureGroup, topic: str, cols: BatchColumns, rows: np.ndarray, raws: Sequence[RawMessage],
                 api: np.ndarray) -> GroupRows:
-    chosen = [raws[j] for j in rows]
+    chosen = _chosen(raws, rows)
     return GroupRows(group, topic, cols, rows,
                      np.fromiter(map(_PARTITION, chosen), dtype=np.int64, count=len(chosen)),
                      np.fromiter(map(_OFFSET, chosen), dtype=np.int64, count=len(chosen)), api, raws)
@@ -305,8 +303,26 @@ def _sources_per_record(groups: Mapping[str, FeatureGroup]) -> frozenset[str]:
                      if g.aggregation is not None and not folds_from_columns(g))
 
 
+def _indices_by_topic(batch: Sequence[RawMessage]) -> Mapping[str, Sequence[int]]:
+    """Each topic's batch indices, in batch order. A batch of one topic (the usual case: a sink's
+    partitions each hold one group's topic) is found with no loop per message."""
+    topics = set(map(_TOPIC, batch))
+    if len(topics) == 1:
+        return {topics.pop(): range(len(batch))}
+    by_topic: dict[str, list[int]] = {}
+    for i, raw in enumerate(batch):
+        by_topic.setdefault(raw.topic, []).append(i)
+    return by_topic
+
+
+def _chosen(raws: Sequence[RawMessage], rows: np.ndarray) -> Sequence[RawMessage]:
+    """``raws[j]`` for each of ``rows`` (ascending, distinct); ``raws`` itself when that is every row."""
+    return raws if len(rows) == len(raws) else [raws[j] for j in rows]
+
+
 _KEY, _VALUE, _HEADERS = attrgetter("key"), attrgetter("value"), attrgetter("headers")
-_PARTITION, _OFFSET = attrgetter("partition"), attrgetter("offset")
+_TOPIC, _PARTITION, _OFFSET = attrgetter("topic"), attrgetter("partition"), attrgetter("offset")
+_LOG_APPEND_TIME, _TIMESTAMP_MS = attrgetter("log_append_time"), attrgetter("timestamp_ms")
 
 
 def route_batch_columns(batch: Sequence[RawMessage], view: GroupView, *, prefix: str, store: str,
