@@ -10,11 +10,14 @@ concurrent clients:
         the server's capacity without a Python client on the same 2 cores; skipped without wrk
   sdk   FeatureStore.get_record / put_record from as many threads
   sdk*  the SDK's online store / publisher with the group resolved once, from as many threads
+  floor bench/http_floor.py: the same HTTP stack (shared socket, forked workers, aiohttp on uvloop)
+        answering every request with a fixed body and no work, driven by wrk at 8 connections with the
+        same requests: the most any handler on this stack could serve here (with wrk only)
 
 Each level is bounded by --requests and --seconds. Prints requests/s, p50 and p99 (ms).
 Goal: GetRecord p99 under 5 ms at 8 clients over HTTP. Usage:
 
-  .venv/bin/python bench/http.py [--requests 4000 --seconds 10 --workers 2 --records 1000]
+  .venv/bin/python bench/http_api.py [--requests 4000 --seconds 10 --workers 2 --records 1000]
 """
 
 from __future__ import annotations
@@ -244,21 +247,33 @@ def sdk_level(clients: int, call, *, max_requests: int, max_seconds: float) -> R
 def start_server(config: Config, workers: int) -> tuple[subprocess.Popen, int]:
     port = free_port()
     env = dict(os.environ, FEATURESTREAM_TOPIC_PREFIX=config.topic_prefix)
-    proc = subprocess.Popen([sys.executable, "-m", "featurestream.cli", "serve", "--port", str(port),
-                             "--workers", str(workers)], env=env, stderr=subprocess.PIPE)
+    return started([sys.executable, "-m", "featurestream.cli", "serve", "--port", str(port),
+                    "--workers", str(workers)], env, port), port
+
+
+def start_floor(workers: int) -> tuple[subprocess.Popen, int]:
+    """bench/http_floor.py: the same HTTP stack and workers, answering with no work."""
+    port = free_port()
+    return started([sys.executable, str(Path(__file__).with_name("http_floor.py")), "--port", str(port),
+                    "--workers", str(workers)], dict(os.environ), port), port
+
+
+def started(command: list[str], env: dict[str, str], port: int) -> subprocess.Popen:
+    """``command``, once it answers 200 on ``/ready`` at ``port``."""
+    proc = subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"serve exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+            raise SystemExit(f"{' '.join(command[1:3])} exited: {proc.stderr.read().decode() if proc.stderr else ''}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1) as resp:
                 if resp.status == 200:
-                    return proc, port
+                    return proc
         except OSError:
             pass
         time.sleep(0.1)
     proc.kill()
-    raise SystemExit("serve did not become ready within 30 s")
+    raise SystemExit(f"{' '.join(command[1:3])} did not become ready within 30 s")
 
 
 def main() -> int:
@@ -359,6 +374,22 @@ def main() -> int:
                 res = sdk_level(clients, via_sdk, max_requests=args.requests, max_seconds=args.sdk_seconds)
                 results[op, "sdk", clients] = res
                 print(res.row(op, "sdk", clients), flush=True)
+        # The stack's own floor, on the same requests: what no handler on aiohttp + uvloop could beat here.
+        floor: dict[str, tuple[WrkResult, float]] = {}
+        if use_wrk:
+            floor_proc, floor_port = start_floor(args.workers)
+            try:
+                floor_pids = process_tree(floor_proc.pid)
+                for op, via_http in (("GetRecord", http_get), ("PutRecord", http_put)):
+                    fres, floor_us, _ = wrk_level(8, via_http, port=floor_port, key=key, secret=secret,
+                                                  seconds=args.seconds, need_record=op == "GetRecord",
+                                                  server_pids=floor_pids)
+                    floor[op] = (fres, floor_us)
+                    print(f"{fres.row(op, 8)}   bare stack (bench/http_floor.py): server {floor_us:.0f} "
+                          "CPU-µs/request", flush=True)
+            finally:
+                floor_proc.terminate()
+                floor_proc.wait(timeout=15)
         print("via: http = featurestream serve over loopback, signed; sdk = FeatureStore.get_record/put_record; "
               "sdk* = the SDK's online store / publisher with the group resolved once")
         for op, goal in (("GetRecord", 0.8), ("PutRecord", 0.5)):
@@ -377,6 +408,14 @@ def main() -> int:
                       f"{wres.errors} errors; server {server_us:.0f} CPU-µs/request)   sdk {sdk.rate:,.0f} req/s   "
                       f"ratio {ratio:.2f}   (goal: ratio >= {goal}{', p99 < 5 ms' if op == 'GetRecord' else ''}: "
                       f"{'met' if met else 'missed'})   {load_average()}")
+            if op in floor and (op, 8) in wrk_results:
+                (fres, floor_us), (wres, server_us, _) = floor[op], wrk_results[op, 8]
+                print(f"RESULT http-floor {op} clients=8  bare aiohttp + uvloop, same workers, no work: "
+                      f"{fres.rate:,.0f} req/s (server {floor_us:.0f} CPU-µs/request)   featurestream "
+                      f"{wres.rate:,.0f} req/s ({server_us:.0f} CPU-µs/request, "
+                      f"{wres.rate / fres.rate if fres.rate else float('nan'):.2f} of the floor)   "
+                      f"sdk {sdk.rate:,.0f} req/s   floor/sdk {fres.rate / sdk.rate if sdk.rate else float('nan'):.2f} "
+                      f"(no handler on this stack could reach a higher ratio here)   {load_average()}")
     finally:
         server.terminate()
         server.wait(timeout=15)
