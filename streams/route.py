@@ -304,8 +304,8 @@ def _sources_per_record(groups: Mapping[str, FeatureGroup]) -> frozenset[str]:
 
 
 def _indices_by_topic(batch: Sequence[RawMessage]) -> Mapping[str, Sequence[int]]:
-    """Each topic's batch indices, in batch order. A batch of one topic (the usual case: a sink's
-    partitions each hold one group's topic) is found with no loop per message."""
+    """Each topic's batch indices, in batch order. A batch of one topic (a backlog of one group, or a
+    busy group's stream) is split with no loop per message."""
     topics = set(map(_TOPIC, batch))
     if len(topics) == 1:
         return {topics.pop(): range(len(batch))}

@@ -44,7 +44,8 @@ BEGINNING = -2  # confluent_kafka.OFFSET_BEGINNING: the table holds nothing of t
 class _RawIndex:
     """A batch's raw messages by (topic, partition, offset), indexed at the first lookup: only rows
     judged one by one look theirs up, and a batch whose rows all went in as proven blocks (the usual
-    case) never builds the index (a dict of 5,000 entries cost 0.5 µs a row of the sink's ~10)."""
+    case) never builds the index. Built on every batch, that dict took ~5 % of the sink's main
+    thread (py-spy, 500k-row backlog)."""
 
     def __init__(self, batch: list[RawMessage]) -> None:
         self._batch = batch
