@@ -124,12 +124,13 @@ def encode_chunk(validator: Any, chunk: Chunk, *, target_stores: Iterable[str] |
 
 # -- the driver ----------------------------------------------------------------------------------
 
-# Rows per part: each part is encoded with a few hundred Arrow calls and published as one batch, costs
-# fixed per part. Measured on 2 cores, 200k rows of 10 features in this process (bench/publish.py's
+# Rows per part: each part is encoded with a few hundred Arrow calls and published as one batch, both
+# costs fixed per part. Measured on 2 cores, 200k rows of 10 features in this process (bench/publish.py's
 # rows, sizes rotated, medians of 3): Arrow 134,564 records/s in parts of 5,000, 173,012 in parts of
 # 20,000, 180,156 in parts of 50,000; a DataFrame 128,532 / 150,969 / 154,280. 20,000 takes most of the
 # gain; a part's encoded records (~20 MB of ~1 KB rows) leave memory once queued to the producer.
 CHUNK_ROWS = 20_000
+
 
 def ingest(publisher: Publisher, topic: str, group: FeatureGroup, data: object, *, strict: bool = False,
            max_workers: int | None = None, progress: bool = True, target_stores: Sequence[str] | None = None,
