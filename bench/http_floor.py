@@ -9,7 +9,7 @@ machine, and its CPU per request is the stack's share of what the real server sp
 
   .venv/bin/python bench/http_floor.py --port P [--workers 2]
 
-Serves until SIGTERM or SIGINT; a worker dies with the parent (as `serve`'s do).
+Serves until SIGTERM or SIGINT, supervised as `serve`'s workers are (featurestream.http.server.supervise).
 """
 
 # ruff: noqa: E402  (the sys.path fix below must run before the imports)
@@ -23,14 +23,11 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))
 
 import argparse
-import os
-import signal
 
 from aiohttp import web
 
-from featurestream.http.parent_death import die_with_parent
 from featurestream.http.protocol import run
-from featurestream.http.server import open_socket
+from featurestream.http.server import open_socket, supervise
 
 # wrk counts a GetRecord answer without "Record" as an error (bench/wrk_load.py): answer with one.
 GET_ANSWER = b'{"Record":[{"FeatureName":"customer_id","ValueAsString":"c0"}]}'
@@ -53,31 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
     sock = open_socket("127.0.0.1", args.port)
-    parent = os.getpid()
-    children = []
-    for _ in range(max(1, args.workers)):
-        pid = os.fork()
-        if pid == 0:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            die_with_parent(parent)
-            try:
-                run(app(), sock, shutdown_timeout=1.0, access_log=None)
-            finally:
-                os._exit(0)
-        children.append(pid)
-
-    def stop(_signum: int, _frame: object) -> None:
-        for child in children:
-            try:
-                os.kill(child, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    for child in children:
-        os.waitpid(child, 0)
+    # The server's own supervisor: the same forked workers, stopped and replaced the same way.
+    supervise(args.workers, lambda: run(app(), sock, shutdown_timeout=1.0, access_log=None),
+              lambda message: print(message, file=sys.stderr, flush=True))
     return 0
 
 

@@ -95,6 +95,19 @@ def serve(config: Config, *, host: str, port: int, credentials: Mapping[str, Acc
                    event_loop=event_loop)
         return 0
     metrics_dir = tempfile.mkdtemp(prefix="featurestream-http-metrics-")
+    try:
+        supervise(workers, lambda: run_worker(config, sock, credentials=credentials, threads=threads, limits=limits,
+                                              metrics_dir=metrics_dir, regions=regions, event_loop=event_loop),
+                  announce)
+    finally:
+        sock.close()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 0
+
+
+def supervise(workers: int, run_one: Callable[[], None], announce: Callable[[str], None]) -> None:
+    """Fork ``workers`` processes that each call ``run_one`` (serving a socket opened before the fork),
+    replace a worker that dies, and return once SIGTERM/SIGINT stopped them all."""
     children: dict[int, int] = {}
     stopping = False
 
@@ -108,8 +121,7 @@ def serve(config: Config, *, host: str, port: int, credentials: Mapping[str, Acc
             die_with_parent(parent)  # a parent killed with kill -9 leaves no worker serving
             status = 0
             try:
-                run_worker(config, sock, credentials=credentials, threads=threads, limits=limits,
-                           metrics_dir=metrics_dir, regions=regions, event_loop=event_loop)
+                run_one()
             except BaseException:  # noqa: B036 - a worker must never return into the parent's code
                 import traceback
 
@@ -129,24 +141,19 @@ def serve(config: Config, *, host: str, port: int, credentials: Mapping[str, Acc
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    try:
-        for slot in range(workers):
-            spawn(slot)
-        while children:
-            try:
-                pid, status = os.wait()
-            except ChildProcessError:
-                break
-            except InterruptedError:
-                continue
-            slot = children.pop(pid, None)
-            if slot is None or stopping:
-                continue
-            announce(f"featurestream: worker {pid} exited (status {os.waitstatus_to_exitcode(status)}); "
-                     "starting a new one")
-            time.sleep(RESTART_BACKOFF_S)
-            spawn(slot)
-    finally:
-        sock.close()
-        shutil.rmtree(metrics_dir, ignore_errors=True)
-    return 0
+    for slot in range(workers):
+        spawn(slot)
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        slot = children.pop(pid, None)
+        if slot is None or stopping:
+            continue
+        announce(f"featurestream: worker {pid} exited (status {os.waitstatus_to_exitcode(status)}); "
+                 "starting a new one")
+        time.sleep(RESTART_BACKOFF_S)
+        spawn(slot)
