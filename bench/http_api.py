@@ -13,8 +13,12 @@ concurrent clients:
   floor bench/http_floor.py: the same HTTP stack (shared socket, forked workers, aiohttp on uvloop)
         answering every request with a fixed body and no work, driven by wrk at 8 connections with the
         same requests: the most any handler on this stack could serve here (with wrk only)
+  floor+produce  the same floor, each PutRecord's body produced to a topic of its own by the server's
+        producer and answered once the broker acknowledged it: the most an acknowledged write could
+        serve on this stack; with the broker's CPU per request, the share no handler can cut
 
-Each level is bounded by --requests and --seconds. Prints requests/s, p50 and p99 (ms).
+Each HTTP level is bounded by --requests and --seconds (wrk by --seconds), each SDK baseline by
+--sdk-seconds alone. Prints requests/s, p50 and p99 (ms).
 Goal: GetRecord p99 under 5 ms at 8 clients over HTTP. Usage:
 
   .venv/bin/python bench/http_api.py [--requests 4000 --seconds 10 --workers 2 --records 1000]
@@ -33,6 +37,7 @@ sys.path.insert(0, str(_HERE.parent))
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
+import itertools  # noqa: E402
 import os  # noqa: E402
 import random  # noqa: E402
 import subprocess  # noqa: E402
@@ -41,10 +46,11 @@ import urllib.request  # noqa: E402
 import uuid  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
+from typing import NamedTuple  # noqa: E402
 
 import orjson  # noqa: E402
 
-from bench._common import children_cpu, load_average, process_cpu  # noqa: E402
+from bench._common import children_cpu, load_average, process_cpu, service_pid  # noqa: E402
 from bench.wrk_load import WrkResult, raw_request, run_wrk, wrk_path  # noqa: E402
 from featurestream.config import Config  # noqa: E402
 from featurestream.http.sigv4 import sign  # noqa: E402
@@ -53,6 +59,7 @@ from featurestream.stack.ports import free_port  # noqa: E402
 from schemas.group import FeatureGroup  # noqa: E402
 from schemas.types import CollectionType, FeatureDefinition, ScalarType  # noqa: E402
 from schemas.validate import compile_validator  # noqa: E402
+from streams.admin import admin_client, delete_topic, ensure_topic  # noqa: E402
 from tests.integration.procs import child_pids  # noqa: E402
 
 LEVELS = (1, 8, 32)
@@ -188,18 +195,33 @@ async def http_level(clients: int, make_request, *, host: str, port: int, key: s
     return Result(latencies, elapsed, errors)
 
 
+class WrkLevel(NamedTuple):
+    """wrk's result at one level, with CPU-µs per request: the server's, wrk's and the broker's."""
+
+    res: WrkResult
+    server_us: float
+    wrk_us: float
+    broker_us: float  # -1: the broker's pid is not known
+
+    def cpu(self) -> str:
+        broker = f", Kafka broker {self.broker_us:.0f}" if self.broker_us >= 0 else ""
+        return f"server {self.server_us:.0f} CPU-µs/request, wrk {self.wrk_us:.0f}{broker}"
+
+
 def wrk_level(clients: int, make_request, *, port: int, key: str, secret: str, seconds: float, need_record: bool,
-              server_pids: list[int]) -> tuple[WrkResult, float, float]:
-    """(wrk's result, server CPU-µs per request, wrk CPU-µs per request) for one level; the requests are
-    signed just before it (a signature is valid for 15 minutes)."""
+              server_pids: list[int], broker_pid: int | None) -> WrkLevel:
+    """wrk at one level and the CPU each side spent per request (broker -1 when its pid is unknown); the
+    requests are signed just before it (a signature is valid for 15 minutes)."""
     signer = HttpClient("127.0.0.1", port, key, secret)
     requests = [raw_request(*r[:3], signer.signed_headers(*r), r[3]) for r in map(make_request, range(1, 2001))]
     server_before = sum(map(process_cpu, server_pids))
+    broker_before = process_cpu(broker_pid) if broker_pid else 0.0
     wrk_before = children_cpu()
     res = run_wrk(f"http://127.0.0.1:{port}", requests, clients=clients, seconds=seconds, need_record=need_record)
     answered = max(1, res.requests)
     server_us = (sum(map(process_cpu, server_pids)) - server_before) / answered * 1e6
-    return res, server_us, (children_cpu() - wrk_before) / answered * 1e6
+    broker_us = (process_cpu(broker_pid) - broker_before) / answered * 1e6 if broker_pid else -1.0
+    return WrkLevel(res, server_us, (children_cpu() - wrk_before) / answered * 1e6, broker_us)
 
 
 def process_tree(pid: int) -> list[int]:
@@ -214,10 +236,11 @@ def process_tree(pid: int) -> list[int]:
 
 # ---------------------------------------------------------------------- SDK baseline
 
-def sdk_level(clients: int, call, *, max_requests: int, max_seconds: float) -> Result:
+def sdk_level(clients: int, call, *, max_seconds: float) -> Result:
+    """``call`` from ``clients`` threads for ``max_seconds``, each call numbered once."""
     latencies: list[float] = []
     errors = [0]
-    counter = iter(range(max_requests))
+    counter = itertools.count()
     deadline = time.monotonic() + max_seconds
 
     def worker() -> None:
@@ -251,11 +274,13 @@ def start_server(config: Config, workers: int) -> tuple[subprocess.Popen, int]:
                     "--workers", str(workers)], env, port), port
 
 
-def start_floor(workers: int) -> tuple[subprocess.Popen, int]:
-    """bench/http_floor.py: the same HTTP stack and workers, answering with no work."""
+def start_floor(workers: int, produce: tuple[str, str] | None = None) -> tuple[subprocess.Popen, int]:
+    """bench/http_floor.py: the same HTTP stack and workers, answering with no work, or (``produce``:
+    bootstrap, topic) producing each PUT's body and answering once it is acknowledged."""
     port = free_port()
+    extra = ["--bootstrap", produce[0], "--produce-topic", produce[1]] if produce else []
     return started([sys.executable, str(Path(__file__).with_name("http_floor.py")), "--port", str(port),
-                    "--workers", str(workers)], dict(os.environ), port), port
+                    "--workers", str(workers), *extra], dict(os.environ), port), port
 
 
 def started(command: list[str], env: dict[str, str], port: int) -> subprocess.Popen:
@@ -280,8 +305,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=4000, help="requests per level (bound)")
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per level (bound)")
-    parser.add_argument("--sdk-seconds", type=float, default=4.0,
-                        help="seconds per level for FeatureStore.get_record/put_record (slow: registry per call)")
+    parser.add_argument("--sdk-seconds", type=float, default=10.0,
+                        help="seconds per level of the SDK baselines (sdk, sdk*), which --requests does not bound: "
+                             "4,000 puts took the SDK 0.15-0.6 s, and over so short a window its rate moved "
+                             "6.3k-26.5k req/s between runs; over 10 s, 11.9k-13.6k (measured 2026-12-05)")
     parser.add_argument("--workers", type=int, default=2, help="server worker processes")
     parser.add_argument("--records", type=int, default=1000, help="records loaded for GetRecord")
     parser.add_argument("--sign", choices=("live", "ahead"), default="live",
@@ -352,7 +379,8 @@ def main() -> int:
         asyncio.run(http_level(1, http_get, host="127.0.0.1", port=port, key=key, secret=secret,
                                max_requests=200, max_seconds=5))
         results: dict[tuple[str, str, int], Result] = {}
-        wrk_results: dict[tuple[str, int], tuple[WrkResult, float, float]] = {}
+        wrk_results: dict[tuple[str, int], WrkLevel] = {}
+        broker_pid = service_pid(config, "kafka")
         for op, via_http, via_sdk, via_store in (("GetRecord", http_get, sdk_get, store_get),
                                                  ("PutRecord", http_put, sdk_put, store_put)):
             for clients in LEVELS:
@@ -362,34 +390,46 @@ def main() -> int:
                 results[op, "http", clients] = res
                 print(res.row(op, "http", clients), flush=True)
                 if use_wrk:
-                    wres, server_us, wrk_us = wrk_level(clients, via_http, port=port, key=key, secret=secret,
-                                                        seconds=args.seconds, need_record=op == "GetRecord",
-                                                        server_pids=server_pids)
-                    wrk_results[op, clients] = (wres, server_us, wrk_us)
-                    print(f"{wres.row(op, clients)}   server {server_us:.0f} CPU-µs/request, wrk {wrk_us:.0f}",
-                          flush=True)
-                res = sdk_level(clients, via_store, max_requests=args.requests, max_seconds=args.seconds)
+                    level = wrk_level(clients, via_http, port=port, key=key, secret=secret, seconds=args.seconds,
+                                      need_record=op == "GetRecord", server_pids=server_pids, broker_pid=broker_pid)
+                    wrk_results[op, clients] = level
+                    print(f"{level.res.row(op, clients)}   {level.cpu()}", flush=True)
+                res = sdk_level(clients, via_store, max_seconds=args.sdk_seconds)
                 results[op, "sdk*", clients] = res
                 print(res.row(op, "sdk*", clients), flush=True)
-                res = sdk_level(clients, via_sdk, max_requests=args.requests, max_seconds=args.sdk_seconds)
+                res = sdk_level(clients, via_sdk, max_seconds=args.sdk_seconds)
                 results[op, "sdk", clients] = res
                 print(res.row(op, "sdk", clients), flush=True)
-        # The stack's own floor, on the same requests: what no handler on aiohttp + uvloop could beat here.
-        floor: dict[str, tuple[WrkResult, float]] = {}
+        # The stack's own floor, on the same requests: what no handler on aiohttp + uvloop could beat here;
+        # then the same floor keeping a put's one promise (the record acknowledged by Kafka before the answer).
+        floor: dict[str, WrkLevel] = {}
         if use_wrk:
-            floor_proc, floor_port = start_floor(args.workers)
+            floor_topic = f"{config.topic_prefix}floor-produce"
+            admin = admin_client(config.kafka_bootstrap)
+            ensure_topic(admin, floor_topic, partitions=group.partitions, replication_factor=1)
             try:
-                floor_pids = process_tree(floor_proc.pid)
-                for op, via_http in (("GetRecord", http_get), ("PutRecord", http_put)):
-                    fres, floor_us, _ = wrk_level(8, via_http, port=floor_port, key=key, secret=secret,
-                                                  seconds=args.seconds, need_record=op == "GetRecord",
-                                                  server_pids=floor_pids)
-                    floor[op] = (fres, floor_us)
-                    print(f"{fres.row(op, 8)}   bare stack (bench/http_floor.py): server {floor_us:.0f} "
-                          "CPU-µs/request", flush=True)
+                to_kafka = (config.kafka_bootstrap, floor_topic)
+                # With one worker, one producer hears from all 8 connections and puts more records in each
+                # produce request: less Kafka work per record than one producer per worker (measured).
+                for name, op, via_http, produce, workers in (
+                        ("GetRecord", "GetRecord", http_get, None, args.workers),
+                        ("PutRecord", "PutRecord", http_put, None, args.workers),
+                        ("PutRecord+produce", "PutRecord", http_put, to_kafka, args.workers),
+                        ("PutRecord+produce/1", "PutRecord", http_put, to_kafka, 1)):
+                    floor_proc, floor_port = start_floor(workers, produce)
+                    try:
+                        level = wrk_level(8, via_http, port=floor_port, key=key, secret=secret, seconds=args.seconds,
+                                          need_record=op == "GetRecord", server_pids=process_tree(floor_proc.pid),
+                                          broker_pid=broker_pid)
+                    finally:
+                        floor_proc.terminate()
+                        floor_proc.wait(timeout=15)
+                    floor[name] = level
+                    kind = "bare stack + acknowledged produce" if produce else "bare stack"
+                    print(f"{level.res.row(op, 8)}   {kind}, {workers} worker(s) (bench/http_floor.py): "
+                          f"{level.cpu()}", flush=True)
             finally:
-                floor_proc.terminate()
-                floor_proc.wait(timeout=15)
+                delete_topic(admin, floor_topic)
         print("via: http = featurestream serve over loopback, signed; sdk = FeatureStore.get_record/put_record; "
               "sdk* = the SDK's online store / publisher with the group resolved once")
         for op, goal in (("GetRecord", 0.8), ("PutRecord", 0.5)):
@@ -401,20 +441,24 @@ def main() -> int:
                   f"(goal: ratio >= {goal}{', p99 < 5 ms' if op == 'GetRecord' else ''}: "
                   f"{'met' if met else 'missed'})   {load_average()}")
             if (op, 8) in wrk_results:
-                wres, server_us, wrk_us = wrk_results[op, 8]
+                wres = wrk_results[op, 8].res
                 ratio = wres.rate / sdk.rate if sdk.rate else float("nan")
                 met = ratio >= goal and (op != "GetRecord" or wres.p99_ms < 5.0) and not wres.errors
                 print(f"RESULT http-wrk {op} clients=8  wrk {wres.rate:,.0f} req/s (p99 {wres.p99_ms:.2f} ms, "
-                      f"{wres.errors} errors; server {server_us:.0f} CPU-µs/request)   sdk {sdk.rate:,.0f} req/s   "
+                      f"{wres.errors} errors; {wrk_results[op, 8].cpu()})   sdk {sdk.rate:,.0f} req/s   "
                       f"ratio {ratio:.2f}   (goal: ratio >= {goal}{', p99 < 5 ms' if op == 'GetRecord' else ''}: "
                       f"{'met' if met else 'missed'})   {load_average()}")
-            if op in floor and (op, 8) in wrk_results:
-                (fres, floor_us), (wres, server_us, _) = floor[op], wrk_results[op, 8]
-                print(f"RESULT http-floor {op} clients=8  bare aiohttp + uvloop, same workers, no work: "
-                      f"{fres.rate:,.0f} req/s (server {floor_us:.0f} CPU-µs/request)   featurestream "
-                      f"{wres.rate:,.0f} req/s ({server_us:.0f} CPU-µs/request, "
-                      f"{wres.rate / fres.rate if fres.rate else float('nan'):.2f} of the floor)   "
-                      f"sdk {sdk.rate:,.0f} req/s   floor/sdk {fres.rate / sdk.rate if sdk.rate else float('nan'):.2f} "
+            for name in (op, f"{op}+produce", f"{op}+produce/1"):
+                if name not in floor or (op, 8) not in wrk_results:
+                    continue
+                fl, ours = floor[name], wrk_results[op, 8]
+                what = {op: "bare aiohttp + uvloop, same workers, no work",
+                        f"{op}+produce": "the same, each body produced and acknowledged by Kafka before the answer",
+                        f"{op}+produce/1": "the same with acknowledged produce, 1 worker"}[name]
+                print(f"RESULT http-floor {name} clients=8  {what}: {fl.res.rate:,.0f} req/s ({fl.cpu()})   "
+                      f"featurestream {ours.res.rate:,.0f} req/s ({ours.cpu()}, "
+                      f"{ours.res.rate / fl.res.rate if fl.res.rate else float('nan'):.2f} of the floor)   "
+                      f"sdk {sdk.rate:,.0f} req/s   floor/sdk {fl.res.rate / sdk.rate if sdk.rate else float('nan'):.2f} "
                       f"(no handler on this stack could reach a higher ratio here)   {load_average()}")
     finally:
         server.terminate()

@@ -7,7 +7,13 @@ signature check, no JSON, no validation, no Redis, no Kafka, no metrics. Driven 
 requests the real server gets, its requests/s is the most any handler on this stack could serve on this
 machine, and its CPU per request is the stack's share of what the real server spends.
 
-  .venv/bin/python bench/http_floor.py --port P [--workers 2]
+``--produce-topic T --bootstrap B``: a PutRecord floor that keeps the one promise a put makes. Each PUT's
+body is produced to Kafka topic ``T`` as one record, by the server's own producer (``Publisher.try_produce``,
+idempotent, ``acks=all``, linger 0) with its delivery reports resolved on the event loop as the server
+resolves them (``featurestream.http.delivery``), and the answer goes back only once the broker acknowledged
+it. Still no signature, JSON, validation or metrics: the most an acknowledged write could serve here.
+
+  .venv/bin/python bench/http_floor.py --port P [--workers 2] [--produce-topic T --bootstrap B]
 
 Serves until SIGTERM or SIGINT, supervised as `serve`'s workers are (featurestream.http.server.supervise).
 """
@@ -23,11 +29,14 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))
 
 import argparse
+import asyncio
 
 from aiohttp import web
 
+from featurestream.http.delivery import LoopDeliveries
 from featurestream.http.protocol import run
 from featurestream.http.server import open_socket, supervise
+from streams.publisher import Publisher
 
 # wrk counts a GetRecord answer without "Record" as an error (bench/wrk_load.py): answer with one.
 GET_ANSWER = b'{"Record":[{"FeatureName":"customer_id","ValueAsString":"c0"}]}'
@@ -44,14 +53,51 @@ def app() -> web.Application:
     return application
 
 
+def produce_app(bootstrap: str, topic: str) -> web.Application:
+    """Every PUT's body produced to ``topic``, answered once acknowledged; anything else as ``answer``.
+    Built in the worker, after the fork: a Kafka client's threads do not survive one."""
+    publisher = Publisher(bootstrap)
+    publisher.check_topic(topic)
+    deliveries: list[LoopDeliveries] = []
+    counter = iter(range(1 << 62))
+
+    async def put(request: web.Request) -> web.Response:
+        body = await request.read()
+        if not deliveries:
+            deliveries.append(LoopDeliveries(asyncio.get_running_loop()))
+        future, on_delivery = deliveries[0].expect()
+        key = b"%d" % next(counter)  # keys spread over the partitions, as customer ids do
+        while not publisher.try_produce(topic, key, body, None, on_delivery):
+            await asyncio.sleep(0.001)  # the producer's queue is full: only under a load wrk cannot make
+        await future
+        return web.Response(body=b"{}", content_type="application/json")
+
+    async def close(_app: web.Application) -> None:
+        publisher.close(5.0)
+
+    application = web.Application()
+    application.router.add_route("PUT", "/{tail:.*}", put)
+    application.router.add_route("*", "/{tail:.*}", answer)
+    application.on_cleanup.append(close)
+    return application
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--produce-topic", help="produce each PUT's body to this topic and answer once acknowledged")
+    parser.add_argument("--bootstrap", help="the Kafka bootstrap servers for --produce-topic")
     args = parser.parse_args(argv)
+    if bool(args.produce_topic) != bool(args.bootstrap):
+        parser.error("--produce-topic and --bootstrap go together")
+
+    def application() -> web.Application:
+        return produce_app(args.bootstrap, args.produce_topic) if args.produce_topic else app()
+
     sock = open_socket("127.0.0.1", args.port)
     # The server's own supervisor: the same forked workers, stopped and replaced the same way.
-    supervise(args.workers, lambda: run(app(), sock, shutdown_timeout=1.0, access_log=None),
+    supervise(args.workers, lambda: run(application(), sock, shutdown_timeout=1.0, access_log=None),
               lambda message: print(message, file=sys.stderr, flush=True))
     return 0
 
