@@ -404,7 +404,7 @@ def main() -> int:
         # then the same floor keeping a put's one promise (the record acknowledged by Kafka before the answer).
         floor: dict[str, WrkLevel] = {}
         if use_wrk:
-            floor_topic = f"{config.topic_prefix}floor-produce"
+            floor_topic = f"{config.topic_prefix}-floor-produce"  # no group topic (those are <prefix>.<name>)
             admin = admin_client(config.kafka_bootstrap)
             ensure_topic(admin, floor_topic, partitions=group.partitions, replication_factor=1)
             try:
