@@ -307,8 +307,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per level (bound)")
     parser.add_argument("--sdk-seconds", type=float, default=10.0,
                         help="seconds per level of the SDK baselines (sdk, sdk*), which --requests does not bound: "
-                             "4,000 puts took the SDK 0.15-0.6 s, and over so short a window its rate moved "
-                             "6.3k-26.5k req/s between runs; over 10 s, 11.9k-13.6k (measured 2026-12-05)")
+                             "4,000 puts took the SDK 0.15-0.6 s, and over windows that short the same script gave "
+                             "6.3k-16.2k req/s against 11.9k-13.6k over 10 s in the same minutes (2026-12-05)")
     parser.add_argument("--workers", type=int, default=2, help="server worker processes")
     parser.add_argument("--records", type=int, default=1000, help="records loaded for GetRecord")
     parser.add_argument("--sign", choices=("live", "ahead"), default="live",
