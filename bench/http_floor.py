@@ -30,6 +30,7 @@ sys.path.insert(0, str(_HERE.parent))
 
 import argparse
 import asyncio
+import itertools
 
 from aiohttp import web
 
@@ -58,24 +59,26 @@ def produce_app(bootstrap: str, topic: str) -> web.Application:
     Built in the worker, after the fork: a Kafka client's threads do not survive one."""
     publisher = Publisher(bootstrap)
     publisher.check_topic(topic)
-    deliveries: list[LoopDeliveries] = []
-    counter = iter(range(1 << 62))
+    counter = itertools.count()
+    deliveries = web.AppKey("deliveries", LoopDeliveries)
 
     async def put(request: web.Request) -> web.Response:
         body = await request.read()
-        if not deliveries:
-            deliveries.append(LoopDeliveries(asyncio.get_running_loop()))
-        future, on_delivery = deliveries[0].expect()
+        future, on_delivery = request.app[deliveries].expect()
         key = b"%d" % next(counter)  # keys spread over the partitions, as customer ids do
         while not publisher.try_produce(topic, key, body, None, on_delivery):
             await asyncio.sleep(0.001)  # the producer's queue is full: only under a load wrk cannot make
         await future
         return web.Response(body=b"{}", content_type="application/json")
 
+    async def start(application: web.Application) -> None:
+        application[deliveries] = LoopDeliveries(asyncio.get_running_loop())  # the worker's own loop
+
     async def close(_app: web.Application) -> None:
         publisher.close(5.0)
 
     application = web.Application()
+    application.on_startup.append(start)
     application.router.add_route("PUT", "/{tail:.*}", put)
     application.router.add_route("*", "/{tail:.*}", answer)
     application.on_cleanup.append(close)
