@@ -23,7 +23,7 @@ import os
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -34,7 +34,7 @@ from schemas.group import FeatureGroup
 from schemas.validate import compile_validator
 from streams.bulkencode import encode_part
 from streams.encoding import Encoded, EncodedChunk, Rejection, encode_rows
-from streams.publisher import PublishBatch, Publisher
+from streams.publisher import BulkPublisher, PublishBatch, Publisher
 from streams.resume import published_by, record_digest
 from streams.rowsource import Chunk, compact_part, count_rows, iter_parts
 
@@ -156,34 +156,21 @@ def ingest(publisher: Publisher, topic: str, group: FeatureGroup, data: object, 
     workers = _choose_workers(max_workers, total, data)
     bar = _progress_bar(progress, total, group.name)
     encoded_chunks = _encoded_chunks(group, iter_parts(data, chunk_size), options, workers)
-    held: list[EncodedChunk] = []  # strict mode publishes only after every row passed
     # Kafka unavailable for longer than the delivery timeout: stop queueing (set by a delivery report).
     abort = threading.Event()
     sent: list[tuple[list[int], PublishBatch]] = []  # row indexes of each batch, for its failures
 
-    def publish(done: EncodedChunk) -> None:
+    def publish(bulk: BulkPublisher, done: EncodedChunk) -> None:
         if landed is not None:
             done = _without_landed(done, landed, result)
         if done.keys:
-            sent.append((done.indexes, publisher.publish_many(topic, done.records(), abort=abort)))
+            sent.append((done.indexes, bulk.publish(topic, done.records(), abort=abort)))
 
     try:
-        for done in encoded_chunks:
-            result.total += done.rows
-            result.rejected.extend(done.rejects)
-            if validate_only:
-                pass
-            elif strict:
-                if not result.rejected:
-                    held.append(done)
-            else:
-                publish(done)
-            if bar is not None:
-                bar.update(done.rows)
-        if strict and not result.rejected:
-            for done in held:
-                publish(done)
-        _settle(publisher, sent, result)
+        with publisher.bulk() as bulk:
+            _publish_all(encoded_chunks, partial(publish, bulk), result, bar, strict=strict,
+                         validate_only=validate_only)
+            _settle(bulk, sent, result)
     finally:
         if bar is not None:
             bar.close()
@@ -191,6 +178,27 @@ def ingest(publisher: Publisher, topic: str, group: FeatureGroup, data: object, 
     if result.unacknowledged:
         raise IngestIncompleteError(result)
     return result
+
+
+def _publish_all(encoded_chunks: Iterator[EncodedChunk], publish: Callable[[EncodedChunk], None],
+                 result: IngestResult, bar: Any, *,
+                 strict: bool, validate_only: bool) -> None:
+    held: list[EncodedChunk] = []  # strict mode publishes only after every row passed
+    for done in encoded_chunks:
+        result.total += done.rows
+        result.rejected.extend(done.rejects)
+        if validate_only:
+            pass
+        elif strict:
+            if not result.rejected:
+                held.append(done)
+        else:
+            publish(done)
+        if bar is not None:
+            bar.update(done.rows)
+    if strict and not result.rejected:
+        for done in held:
+            publish(done)
 
 
 def _without_landed(done: EncodedChunk, landed: Counter[bytes], result: IngestResult) -> EncodedChunk:
@@ -210,10 +218,10 @@ def _without_landed(done: EncodedChunk, landed: Counter[bytes], result: IngestRe
     return EncodedChunk(keys, values, done.headers, done.rejects, done.rows, indexes)
 
 
-def _settle(publisher: Publisher, sent: list[tuple[list[int], PublishBatch]], result: IngestResult) -> None:
+def _settle(bulk: BulkPublisher, sent: list[tuple[list[int], PublishBatch]], result: IngestResult) -> None:
     """Wait for every delivery report; count the acknowledged rows and list the others by index."""
     for indexes, batch in sent:
-        batch.settle(publisher)
+        bulk.settle(batch)
         result.published += batch.acked
         for number, reason in batch.unacknowledged(len(indexes)).items():
             result.unacknowledged.append(Rejection(indexes[number], reason))

@@ -108,6 +108,40 @@ def test_ingest_with_worker_processes_keeps_order_and_reports_indexes(store, gro
     assert ages == [s % 90 for s in range(12_000) if s != 1234]
 
 
+def test_ingests_in_two_threads_of_one_store_each_publish_every_row_once(store, unique_name, stack):
+    """Publisher.bulk gives the quiet producer to one caller at a time; a caller that finds it taken
+    publishes through the reporting one instead. Each ingest must count exactly its own rows, and a
+    quiet batch (complete when its producer is empty) must not wait out the other thread's rows."""
+    import threading
+
+    groups = [store.create_feature_group(customers_group(unique_name(f"two-{i}"))) for i in range(2)]
+    rows = [[customer(i, second=s, age=s % 90) for s in range(30_000)] for i in range(2)]
+    outcome: dict[int, object] = {}
+
+    def ingest(i: int) -> None:
+        try:
+            outcome[i] = store.ingest(groups[i].name, rows[i], progress=False, max_workers=1)
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            outcome[i] = exc
+
+    with store.publisher.bulk() as held:  # this thread has the quiet producer: the ingest reports
+        first = threading.Thread(target=ingest, args=(0,))
+        first.start()
+        first.join(timeout=120)
+        assert held.publish(store.registry.topic_of(groups[0].name), []).sent == 0
+    threads = [threading.Thread(target=ingest, args=(1,)), threading.Thread(target=ingest, args=(0,))]
+    for t in threads:  # now one of them gets the quiet producer and the other does not
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    for i in range(2):
+        result = outcome[i]
+        assert not isinstance(result, Exception), result
+        assert result.published == 30_000 and result.ok, result.summary()
+    on_topic = [len(_topic_messages(stack, store.registry.topic_of(g.name))) for g in groups]
+    assert on_topic == [60_000, 30_000], "group 0 was ingested twice, group 1 once"
+
+
 def test_a_kafka_client_left_in_a_garbage_cycle_does_not_crash_the_ingest_workers(store, group, stack):
     # Forked workers inherit the caller's uncollected garbage. A collection in a worker used to
     # run the finalizer of a Kafka client it never owned (its librdkafka threads do not exist

@@ -77,6 +77,46 @@ def test_a_batch_names_exactly_the_records_not_acknowledged_and_stops_on_unavail
     assert batch.acked == 2
 
 
+def test_a_quiet_batch_counts_what_no_failure_was_reported_for_once_the_producer_is_empty():
+    """Publisher.bulk's quiet producer reports failures only, one callback per group of records."""
+    abort = threading.Event()
+    batch = PublishBatch("127.0.0.1:1", "fs.g", 6.0, abort, group=4)
+    batch.sent = 10  # groups 0-3, 4-7 and 8-9; 10 and 11 of 12 were never queued
+    batch._on_delivery(4, KafkaError(KafkaError.MSG_SIZE_TOO_LARGE), None)  # one record of 4-7
+    for _ in range(2):  # both records of the last, short group
+        batch._on_delivery(8, KafkaError(KafkaError._MSG_TIMED_OUT), None)
+    assert abort.is_set() and batch.failed == 3
+    in_flight = iter([3, 1, 0])
+    batch.settle(lambda _s: next(in_flight))
+    assert batch.acked == 4, "only group 0-3 had no failure"
+    missing = batch.unacknowledged(12)
+    assert sorted(missing) == [4, 5, 6, 7, 8, 9, 10, 11]
+    assert all(missing[n].startswith("not acknowledged by Kafka:") for n in range(4, 10))
+    assert "1 of the 4 records numbered 4-7" in missing[5] and "which ones is not reported" in missing[5]
+    assert "timed out" in missing[9] and "records numbered" not in missing[9], "the whole group failed: exact"
+    assert missing[10].startswith("not sent:")
+
+
+def test_a_quiet_batch_whose_producer_never_empties_lists_every_row_as_unknown():
+    batch = PublishBatch("127.0.0.1:1", "fs.g", 0.01, group=4)
+    batch.sent = 5
+    batch.queued_at -= 60  # past its deadline (delivery timeout + grace)
+    batch.settle(lambda _s: 1)
+    assert batch.acked == 0
+    missing = batch.unacknowledged(5)
+    assert sorted(missing) == [0, 1, 2, 3, 4] and all(m.startswith("acknowledgement unknown") for m in missing.values())
+
+
+def test_a_quiet_batch_waits_for_the_last_batch_queued_beside_it():
+    """Its producer empties only when every batch queued there is done: its deadline is the last one's."""
+    batch = PublishBatch("127.0.0.1:1", "fs.g", 0.01, group=4)
+    batch.sent = 2
+    batch.queued_at -= 60
+    in_flight = iter([2, 0])
+    batch.settle(lambda _s: next(in_flight), queued_until=batch.queued_at + 120)
+    assert batch.acked == 2 and batch.unacknowledged(2) == {}
+
+
 def test_an_incomplete_ingest_names_its_rows_and_its_resume_token():
     result = IngestResult(group="g", total=5, published=3, api_invocation_time_ns=1234,
                           unacknowledged=[Rejection(1, "not acknowledged by Kafka: x"), Rejection(4, "not sent: x")],
