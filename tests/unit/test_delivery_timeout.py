@@ -17,7 +17,7 @@ from featurestream.cli._common import config_from_args
 from featurestream.cli.publish_cmds import _unacknowledged_rows
 from featurestream.config import Config, ConfigError
 from streams.contact import FIRST_CONTACT_TIMEOUT_S, mark_answered, wait_budget
-from streams.ingest import IngestIncompleteError, IngestResult, Rejection
+from streams.ingest import IngestIncompleteError, IngestResult, Rejection, compact_indexes
 from streams.publisher import PublishBatch, producer_config
 from streams.resume import record_digest
 
@@ -115,6 +115,15 @@ def test_a_quiet_batch_waits_for_the_last_batch_queued_beside_it():
     in_flight = iter([2, 0])
     batch.settle(lambda _s: next(in_flight), queued_until=batch.queued_at + 120)
     assert batch.acked == 2 and batch.unacknowledged(2) == {}
+
+
+@pytest.mark.parametrize("indexes", [[], [7], list(range(5, 5005)), [0, 1, 2, 4], [3, 2, 1, 4], [9, 3, 7],
+                                     [0, 2, 1, 3]])
+def test_the_row_indexes_kept_until_an_ingest_settles_are_compact_and_the_same(indexes):
+    kept = compact_indexes(indexes)
+    assert [int(i) for i in kept] == indexes
+    if indexes == list(range(indexes[0], indexes[0] + len(indexes))) if indexes else True:
+        assert isinstance(kept, range), "a part with no rejected row keeps no list"
 
 
 def test_an_incomplete_ingest_names_its_rows_and_its_resume_token():
