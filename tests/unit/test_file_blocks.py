@@ -246,3 +246,18 @@ def test_a_tricky_json_value_between_good_lines(tmp_path, name, value):
     path = tmp_path / "a.jsonl"
     path.write_text("".join("{" + ", ".join(f'"{n}": {r[n]}' for n in NAMES) + "}\n" for r in rows))
     check_same(path)
+
+
+def test_a_big_file_is_cut_in_4_mib_blocks_and_a_small_one_finer_but_not_below_1_mib(tmp_path, monkeypatch):
+    mib = 1 << 20
+    monkeypatch.setattr(blocks, "BLOCK_BYTES", 4 * mib)  # the default; the property tests above shrink it
+    assert blocks.block_size(2 * 1024 * mib) == 4 * mib
+    assert blocks.block_size(32 * mib) == 2 * mib  # 16 blocks for the workers to share
+    assert blocks.block_size(3 * mib) == blocks.block_size(0) == mib
+    line = b'{"id": "c1", "et": "2021-10-02T12:00:00Z", "n": 7}\n'
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(line * (40 * mib // len(line)))  # 40 MiB: 16 blocks of 2.5 MiB, cut at line ends
+    parts = [part for _, part in split_text(path, G, "jsonl")]
+    assert all(isinstance(p, TextBlock) for p in parts) and len(parts) in (16, 17)
+    assert max(len(p.data) for p in parts) <= 40 * mib // 16 + len(line)
+    assert sum(p.rows for p in parts) == 40 * mib // len(line)
