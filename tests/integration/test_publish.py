@@ -130,7 +130,7 @@ def test_ingests_in_two_threads_of_one_store_each_publish_every_row_once(store, 
         first.join(timeout=120)
         assert held.publish(store.registry.topic_of(groups[0].name), []).sent == 0
     threads = [threading.Thread(target=ingest, args=(1,)), threading.Thread(target=ingest, args=(0,))]
-    for t in threads:  # now one of them gets the quiet producer and the other does not
+    for t in threads:  # the quiet producer is free: whichever comes second, while the first runs, reports
         t.start()
     for t in threads:
         t.join(timeout=120)
