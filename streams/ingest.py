@@ -224,15 +224,10 @@ def compact_indexes(indexes: list[int]) -> Sequence[int]:
     """``indexes`` as a ``range`` when they are consecutive (a part with no rejected row), else as 8-byte
     integers: they are kept until the ingest settles, and as a list of ints they cost ~36 bytes a row,
     36 MB a million rows of a file that is otherwise read in bounded memory."""
-    if not indexes:
-        return range(0)
-    first, last = indexes[0], indexes[-1]
-    if last - first + 1 == len(indexes):
-        found = np.asarray(indexes, dtype=np.int64)
-        if bool((np.diff(found) == 1).all()):
-            return range(first, last + 1)
-        return found
-    return np.asarray(indexes, dtype=np.int64)
+    found = np.asarray(indexes, dtype=np.int64)
+    if bool((np.diff(found) == 1).all()):
+        return range(int(found[0]), int(found[-1]) + 1) if len(found) else range(0)
+    return found
 
 
 def _settle(bulk: BulkPublisher, sent: list[tuple[Sequence[int], PublishBatch]], result: IngestResult) -> None:
