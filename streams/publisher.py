@@ -40,6 +40,22 @@ REPORT_GRACE_S = 10.0
 # names its group, not its record, so at most this many rows are listed for one failed record.
 FAILURE_GROUP = 32
 
+# produce()'s arguments are passed by position: confluent-kafka parses keywords much more slowly (its
+# PyArg_ParseTupleAndKeywords looks each name up), and ingest calls it once a record. Measured in one
+# process, no broker, 1 KB values, 3 headers, medians of 60 × 5,000 calls: 0.88-0.92 µs a call by
+# position against 1.36-1.42 by keyword. The order is the C signature's: topic, value, key, partition,
+# callback, on_delivery (callback's alias), timestamp, headers; tests/unit/test_produce_record.py holds
+# the installed confluent-kafka to it.
+ANY_PARTITION = -1  # RD_KAFKA_PARTITION_UA: the configured partitioner (murmur2) picks it
+NO_TIMESTAMP = 0  # librdkafka stamps the record when it is queued
+
+
+def produce_record(producer: Producer, topic: str, key: bytes, value: bytes, headers: Headers | None,
+                   on_delivery: object) -> None:
+    """``producer.produce(topic, value=value, key=key, headers=headers, on_delivery=on_delivery)``, by
+    position (see ANY_PARTITION). Raises what produce raises (BufferError when its queue is full)."""
+    producer.produce(topic, value, key, ANY_PARTITION, on_delivery, None, NO_TIMESTAMP, headers)
+
 
 class PublishError(FeatureStoreError):
     """The broker did not acknowledge a record (after the producer's own retries)."""
@@ -166,7 +182,7 @@ class Publisher:
                 on_delivery(None, (msg.partition(), msg.offset()))
 
         try:
-            self._direct.produce(topic, value=value, key=key, headers=headers, on_delivery=delivered)
+            produce_record(self._direct, topic, key, value, headers, delivered)
         except BufferError:
             return False
         except KafkaException as exc:
@@ -240,7 +256,7 @@ class Publisher:
         deadline = time.monotonic() + self.timeout_s
         while True:
             try:
-                self._direct.produce(topic, value=value, key=key, headers=headers, on_delivery=cb)
+                produce_record(self._direct, topic, key, value, headers, cb)
                 return
             except BufferError as exc:
                 if time.monotonic() > deadline:
@@ -282,6 +298,7 @@ class BulkPublisher:
         on_delivery = batch._on_delivery
         produce = self._producer.produce
         stop = abort.is_set if abort is not None else _never
+        any_partition, no_timestamp = ANY_PARTITION, NO_TIMESTAMP
         sent = 0
         cb = None
         try:
@@ -293,7 +310,7 @@ class BulkPublisher:
                 if sent % group == 0:
                     cb = partial(on_delivery, sent)
                 try:
-                    produce(topic, value=value, key=key, headers=headers, on_delivery=cb)
+                    produce(topic, value, key, any_partition, cb, None, no_timestamp, headers)  # produce_record, inlined
                 except BufferError:
                     if not self._produce_when_room(topic, key, value, headers, cb, stop):
                         break
@@ -315,7 +332,7 @@ class BulkPublisher:
         while not stop():
             self._producer.poll(0.05)
             try:
-                self._producer.produce(topic, value=value, key=key, headers=headers, on_delivery=cb)
+                produce_record(self._producer, topic, key, value, headers, cb)
                 return True
             except BufferError:
                 continue

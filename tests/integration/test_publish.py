@@ -7,6 +7,7 @@ import math
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import replace
 
 import orjson
@@ -70,8 +71,8 @@ def test_per_key_order_is_kept_and_async_futures_resolve(store, group, stack):
 
 def test_ingest_valid_mixed_and_strict(store, group, stack):
     rows = [customer(i) for i in range(200)]
-    result = store.ingest(group.name, pd.DataFrame(rows), progress=False)
-    assert (result.total, result.published, result.rejected) == (200, 200, [])
+    first = store.ingest(group.name, pd.DataFrame(rows), progress=False)
+    assert (first.total, first.published, first.rejected) == (200, 200, [])
     mixed = [customer(1000), {**customer(1001), "age": "old"}, {"event_time": "2031-01-01T00:00:00Z"},
              {**customer(1003), "score": math.nan}, {**customer(1004), "nope": 1}, customer(1005)]
     result = store.ingest(group.name, mixed, progress=False)
@@ -82,8 +83,15 @@ def test_ingest_valid_mixed_and_strict(store, group, stack):
     assert strict.published == 0 and len(strict.rejected) == 4
     ok_strict = store.ingest(group.name, [customer(2000), customer(2001)], progress=False, strict=True)
     assert ok_strict.published == 2
-    ids = [m.key() for m in _topic_messages(stack, store.registry.topic_of(group.name))]
+    messages = _topic_messages(stack, store.registry.topic_of(group.name))
+    ids = [m.key() for m in messages]
     assert len(ids) == 200 + 2 + 2
+    # Every record carries its ingest call's headers (produce's arguments go by position).
+    headers = [dict(m.headers()) for m in messages]
+    assert {(h["fs-format"], int(h["fs-schema-version"])) for h in headers} == {(b"json/1", group.version)}
+    by_call = Counter(int(h["fs-api-invocation-time"]) for h in headers)
+    assert by_call == {first.api_invocation_time_ns: 200, result.api_invocation_time_ns: 2,
+                       ok_strict.api_invocation_time_ns: 2}
     assert b"c1001" not in ids and b"c1005" in ids
 
 
