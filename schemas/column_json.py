@@ -8,8 +8,8 @@ any text: the caller drops them.
 - doubles: orjson itself, over the column as one numpy array. Arrow's own float-to-string is not
   orjson's shortest form (``1.6393574076896772e+10`` against ``16393574076.896772``), so it is not used;
   a JSON array of numbers never holds a comma inside a number, so the array text splits into values;
-- strings: quotes and backslashes escaped by one replace over the column's bytes, when it holds one; a string holding a
-  control character (which orjson writes as ``\\n``, ``\\u001f``...) is written by orjson itself, one value
+- strings: quotes and backslashes escaped by Arrow's replace, once for each of the two the column holds; a string
+  holding a control character (which orjson writes as ``\\n``, ``\\u001f``...) is written by orjson itself, one value
   at a time (rare). ``Quoted`` keeps a string column's texts without their quotes, so that ``join_texts``
   writes the quotes as part of the literals around them instead of a pass over the column of its own.
 """
@@ -25,7 +25,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas.column_checks import has_control_chars, utf8_bytes_and_offsets, valid_mask
+from schemas.column_checks import has_control_chars, utf8_bytes_and_offsets
 
 TEXT = pa.large_string()
 
@@ -95,27 +95,25 @@ def json_string_bodies(arr: Any) -> Any | None:
     """What goes between the quotes of each value's JSON string (null where the value is null), or None
     when a value holds a control character, which only orjson writes the way orjson does."""
     arr = pc.cast(arr, TEXT)
-    data, offsets = utf8_bytes_and_offsets(arr)
+    data, _offsets = utf8_bytes_and_offsets(arr)
     # In UTF-8 a byte below 0x20 is always that control character (the bytes of multi-byte characters
     # are 0x80 and above). One in a null value's hidden bytes, if any, only costs the slower way.
     if (data < 0x20).any():
         return None
-    return _escape_quotes(arr, data, offsets)
+    return _escape_quotes(arr, data)
 
 
-def _escape_quotes(arr: Any, data: np.ndarray, offsets: np.ndarray) -> Any:
-    """``arr`` (large_string) with a backslash before each quote and backslash: one replace over the
-    column's bytes, and the offsets moved by the escapes before each value. Two Arrow replaces over the
-    values cost 0.91 µs a 700-byte value holding quotes, and finding the rows that held one 0.87 µs more."""
+def _escape_quotes(arr: Any, data: np.ndarray) -> Any:
+    """``arr`` (large_string) with a backslash before each quote and backslash: Arrow's replace, once for
+    each of the two that the column's bytes hold (a memchr over them tells). On 2,500 values of 700 bytes
+    holding 60 quotes each: 0.89 µs a value, against 1.93 for one Python replace over the column's bytes
+    with the offsets moved by numpy (the quotes found, counted and searched for each value's start)."""
     raw = data.tobytes()
-    if b'"' not in raw and b"\\" not in raw:  # most text holds neither: no pass over the values at all
-        return arr
-    hits = np.flatnonzero((data == 0x22) | (data == 0x5C))
-    moved = offsets + np.searchsorted(hits, offsets)  # escapes written before each value's start
-    escaped = raw.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
-    validity = None if arr.null_count == 0 else pa.array(valid_mask(arr)).buffers()[1]
-    return pa.Array.from_buffers(TEXT, len(arr), [validity, pa.py_buffer(moved), pa.py_buffer(escaped)],
-                                 null_count=arr.null_count)
+    if b"\\" in raw:  # first: the backslashes the quotes' escapes add must not be escaped again
+        arr = pc.replace_substring(arr, "\\", "\\\\")
+    if b'"' in raw:
+        arr = pc.replace_substring(arr, '"', '\\"')
+    return arr
 
 
 def json_strings(arr: Any) -> Any:
