@@ -74,7 +74,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from schemas.column_checks import iso_utc_to_ns
+from schemas.column_checks import iso_utc_to_ns, one_array
 from schemas.group import FeatureGroup
 from schemas.messages import HARD_DELETE, OFFLINE, ONLINE, SOFT_DELETE
 from schemas.names import MAX_RECORD_BYTES, MAX_RECORD_ID_BYTES, MAX_VALUE_BYTES
@@ -176,8 +176,7 @@ def _read(plan: _Compiled, lines: Sequence[bytes]) -> pa.StructArray:
     table = pj.read_json(pa.BufferReader(buf), read_options=opts, parse_options=plan.parse_options)
     if table.num_rows != len(lines):
         raise _Refused
-    col = table.column(0)
-    return col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    return one_array(table.column(0))
 
 
 def _parse(plan: _Compiled, lines: list[bytes], refused: np.ndarray) -> pa.StructArray:

@@ -29,6 +29,14 @@ _MAX_LAST_FRACTION = MAX_NS % NS - 1  # the last valid nanosecond of the last va
 _DAYS_IN_MONTH = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
 
 
+def one_array(col: Any) -> Any:
+    """A ChunkedArray (or Array) as one Array. Its only chunk is returned as it is: Arrow's combine_chunks
+    copies even a single chunk (0.18 ms for 2,500 values of 700 bytes), and the readers here give one."""
+    if not isinstance(col, pa.ChunkedArray):
+        return col
+    return col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+
+
 def valid_mask(arr: Any) -> np.ndarray:
     """True where the value is not null."""
     return np.asarray(pc.is_valid(arr).to_numpy(zero_copy_only=False), dtype=bool)
@@ -94,8 +102,7 @@ def _rows_with_bytes(arr: Any, marks: Any) -> np.ndarray:
 
 def utf8_bytes_and_offsets(arr: Any) -> tuple[np.ndarray, np.ndarray]:
     """(the UTF-8 bytes of the values, each value's start in them and the end: n + 1 offsets from 0)."""
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
+    arr = one_array(arr)
     if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
         arr = pc.cast(arr, pa.large_string())
     width = np.int32 if pa.types.is_string(arr.type) else np.int64

@@ -99,7 +99,7 @@ class ColumnEncoder:
         ok = np.ones(n, dtype=bool)
         size = np.zeros(n, dtype=np.int64)
         texts: dict[str, Any] = {}
-        columns = {name: table.column(name).combine_chunks() for name in table.column_names}
+        columns = {name: cc.one_array(table.column(name)) for name in table.column_names}
         rid = columns.get(self._rid.name)
         et = columns.get(self._et.name)
         if rid is None or et is None or n == 0:

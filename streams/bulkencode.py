@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from schemas.column_checks import valid_mask
+from schemas.column_checks import one_array, valid_mask
 from schemas.column_encoder import compile_column_encoder
 from schemas.errors import ValidationError
 from schemas.validate import RecordValidator
@@ -96,7 +96,7 @@ def arrow_columns(part: Any) -> tuple[Any, np.ndarray | None]:
 
     arrays = []
     for col in part.columns:
-        col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+        col = one_array(col)
         if pa.types.is_timestamp(col.type):
             col = pa.array(timestamps_to_iso(col), pa.string())
         arrays.append(_plain(col))
@@ -107,8 +107,7 @@ def _plain(arr: Any) -> Any:
     """Dictionary-encoded and view strings as plain arrays (what their values are, read row by row)."""
     import pyarrow as pa
 
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
+    arr = one_array(arr)
     if pa.types.is_dictionary(arr.type):
         arr = arr.dictionary_decode()
     if pa.types.is_string_view(arr.type):

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from schemas.column_checks import one_array
 from schemas.group import FeatureGroup
 from schemas.types import ScalarType
 from streams.datafiles import lines as _lines
@@ -193,7 +194,7 @@ def block_columns(block: TextBlock, group: FeatureGroup) -> tuple[Any, np.ndarra
             return None
         unsure = np.zeros(block.rows, dtype=bool)
         convert = _csv_cells if block.fmt == "csv" else _json_values
-        arrays = [convert(group.feature(name), table.column(name).combine_chunks(), unsure)
+        arrays = [convert(group.feature(name), one_array(table.column(name)), unsure)
                   for name in table.column_names]
     except (pa.ArrowException, ValueError):
         return None
@@ -307,7 +308,7 @@ def _csv_arrays(fd: Any, col: Any, present: Any, unsure: np.ndarray) -> Any:
     if table is None or table.num_rows != n:
         unsure |= present.to_numpy(zero_copy_only=False).astype(bool)
         return pa.nulls(n, item)
-    values = table.column("c").combine_chunks()
+    values = one_array(table.column("c"))
     if fd.type is ScalarType.FRACTIONAL:
         _negative_zeros(values, unsure)
     unsure |= pc.and_(present, pc.invert(arrays)).to_numpy(zero_copy_only=False).astype(bool)
