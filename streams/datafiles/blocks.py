@@ -303,37 +303,46 @@ def _csv_list_columns(fds: list[Any], columns: dict[str, Any], unsure: np.ndarra
     or unknown key), each column is read alone (``_csv_arrays``), so a bad cell costs only its column."""
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.json as pjson
 
     from schemas.column_json import TEXT, concat, lit
 
     if len(fds) < 2:
         return {fd.name: _csv_arrays(fd, columns[fd.name], _present(columns[fd.name]), unsure) for fd in fds}
-    n = len(columns[fds[0].name])
     parts: list[Any] = []
-    starts: list[Any] = []
+    present: list[Any] = []
+    starts: list[Any] = []  # the present cells that start with "["
     for i, fd in enumerate(fds):
         col = columns[fd.name]
-        arrays = pc.and_(_present(col), pc.fill_null(pc.match_substring_regex(col, r"^\["), False))
-        starts.append(arrays)
-        parts += [lit(("{" if i == 0 else ",") + f'"c{i}":'), pc.if_else(arrays, pc.cast(col, TEXT), lit("null"))]
-    lines = concat(*parts, lit("}\n"))
+        present.append(_present(col))
+        starts.append(pc.and_(present[i], pc.fill_null(pc.match_substring_regex(col, r"^\["), False)))
+        parts += [lit(("{" if i == 0 else ",") + f'"c{i}":'), pc.if_else(starts[i], pc.cast(col, TEXT), lit("null"))]
+    table = _json_documents(concat(*parts, lit("}\n")),
+                            pa.schema([pa.field(f"c{i}", _list_type(fd)) for i, fd in enumerate(fds)]))
+    if table is None:
+        return {fd.name: _csv_arrays(fd, columns[fd.name], present[i], unsure) for i, fd in enumerate(fds)}
+    return {fd.name: _csv_array_values(fd, one_array(table.column(f"c{i}")), present[i], starts[i], unsure)
+            for i, fd in enumerate(fds)}
+
+
+def _json_documents(lines: Any, schema: Any) -> Any | None:
+    """Arrow's JSON read of ``lines`` (one document each, newline included) with ``schema``: the table, or
+    None when Arrow refuses them or reads another number of rows than lines (a line holding two documents)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.json as pjson
+
+    from schemas.column_json import lit
+
+    n = len(lines)
     text = pc.binary_join(pa.LargeListArray.from_arrays(pa.array([0, n], pa.int64()), lines), lit(""))[0].as_buffer()
-    schema = pa.schema([pa.field(f"c{i}", _list_type(fd)) for i, fd in enumerate(fds)])
     try:
         table = pjson.read_json(
             pa.BufferReader(text), read_options=pjson.ReadOptions(use_threads=False, block_size=text.size + 1),
             parse_options=pjson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error",
                                              newlines_in_values=False))
     except (pa.ArrowException, ValueError):
-        table = None
-    if table is None or table.num_rows != n:
-        return {fd.name: _csv_arrays(fd, columns[fd.name], _present(columns[fd.name]), unsure) for fd in fds}
-    out = {}
-    for i, fd in enumerate(fds):
-        out[fd.name] = _csv_array_values(fd, one_array(table.column(f"c{i}")), _present(columns[fd.name]),
-                                         starts[i], unsure)
-    return out
+        return None
+    return table if table.num_rows == n else None
 
 
 def _present(col: Any) -> Any:
@@ -348,26 +357,16 @@ def _csv_arrays(fd: Any, col: Any, present: Any, unsure: np.ndarray) -> Any:
     per cell; a cell that does not start with ``[``, or a column Arrow refuses, goes row by row."""
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.json as pjson
 
     from schemas.column_json import TEXT, concat, lit
 
     item = _list_type(fd)
     arrays = pc.and_(present, pc.fill_null(pc.match_substring_regex(col, r"^\["), False))
     cells = pc.if_else(arrays, pc.cast(col, TEXT), lit("null"))
-    n = len(col)
-    lines = concat(lit('{"c":'), cells, lit("}\n"))
-    text = pc.binary_join(pa.LargeListArray.from_arrays(pa.array([0, n], pa.int64()), lines), lit(""))[0].as_buffer()
-    try:
-        table = pjson.read_json(
-            pa.BufferReader(text), read_options=pjson.ReadOptions(use_threads=False, block_size=text.size + 1),
-            parse_options=pjson.ParseOptions(explicit_schema=pa.schema([pa.field("c", item)]),
-                                             unexpected_field_behavior="error", newlines_in_values=False))
-    except (pa.ArrowException, ValueError):
-        table = None
-    if table is None or table.num_rows != n:
+    table = _json_documents(concat(lit('{"c":'), cells, lit("}\n")), pa.schema([pa.field("c", item)]))
+    if table is None:
         unsure |= present.to_numpy(zero_copy_only=False).astype(bool)
-        return pa.nulls(n, item)
+        return pa.nulls(len(col), item)
     return _csv_array_values(fd, one_array(table.column("c")), present, arrays, unsure)
 
 
