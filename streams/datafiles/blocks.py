@@ -146,12 +146,11 @@ def _lines_and_plain(data: bytes, fmt: str) -> tuple[int, bool]:
     size = len(data) - 1 if data.endswith(b"\n") else len(data)
     body = memoryview(data)[:size]
     last = data.rfind(b"\n", 0, len(data) - 1) + 1
-    if len(data) - last >= _lines.LINE_LIMIT:
-        return data.count(b"\n", 0, size) + 1, False
-    if data.startswith(BOM):
-        # Arrow's readers drop a UTF-8 BOM at the start of whatever buffer they are given, and each
-        # block is given alone: a CSV cell or JSON line that starts with U+FEFF in the middle of a file
-        # would lose it. Such a block goes row by row (hypothesis found the CSV case).
+    # A BOM: Arrow's readers drop a UTF-8 BOM at the start of whatever buffer they are given, and each
+    # block is given alone: a CSV cell or JSON line that starts with U+FEFF in the middle of a file
+    # would lose it. Such a block goes row by row (hypothesis found the CSV case), as one with a line
+    # too long does.
+    if len(data) - last >= _lines.LINE_LIMIT or data.startswith(BOM):
         return data.count(b"\n", 0, size) + 1, False
     if fmt == "jsonl":
         ends, may_be_blank = _line_ends_and_blank_starts(body)
@@ -298,16 +297,17 @@ def _csv_list_columns(fds: list[Any], columns: dict[str, Any], unsure: np.ndarra
     """The CSV columns of JSON arrays (``cells._collection``) of ``fds``, read by Arrow's JSON reader as
     one document per row, ``{"c0": <cell>, "c1": <cell>, ...}``: one read for all of them, where a read
     per column cost its own pass per row (the benchmark's two list columns: 1.6 µs a row read apart). A
-    cell that does not start with ``[`` goes row by row; when Arrow refuses the joint read (a cell that is
+    cell that does not start with ``[`` goes row by row. When Arrow refuses the joint read (a cell that is
     no JSON array, or text that reaches into another cell's member, which Arrow refuses as a duplicated
-    or unknown key), each column is read alone (``_csv_arrays``), so a bad cell costs only its column."""
+    or unknown key), each column is read alone, so a bad cell costs only its column; a column Arrow
+    refuses alone goes row by row."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     from schemas.column_json import TEXT, concat, lit
 
-    if len(fds) < 2:
-        return {fd.name: _csv_arrays(fd, columns[fd.name], _present(columns[fd.name]), unsure) for fd in fds}
+    if not fds:
+        return {}
     parts: list[Any] = []
     present: list[Any] = []
     starts: list[Any] = []  # the present cells that start with "["
@@ -318,10 +318,13 @@ def _csv_list_columns(fds: list[Any], columns: dict[str, Any], unsure: np.ndarra
         parts += [lit(("{" if i == 0 else ",") + f'"c{i}":'), pc.if_else(starts[i], pc.cast(col, TEXT), lit("null"))]
     table = _json_documents(concat(*parts, lit("}\n")),
                             pa.schema([pa.field(f"c{i}", _list_type(fd)) for i, fd in enumerate(fds)]))
-    if table is None:
-        return {fd.name: _csv_arrays(fd, columns[fd.name], present[i], unsure) for i, fd in enumerate(fds)}
-    return {fd.name: _csv_array_values(fd, one_array(table.column(f"c{i}")), present[i], starts[i], unsure)
-            for i, fd in enumerate(fds)}
+    if table is not None:
+        return {fd.name: _csv_array_values(fd, one_array(table.column(f"c{i}")), present[i], starts[i], unsure)
+                for i, fd in enumerate(fds)}
+    if len(fds) > 1:
+        return {name: array for fd in fds for name, array in _csv_list_columns([fd], columns, unsure).items()}
+    unsure |= present[0].to_numpy(zero_copy_only=False).astype(bool)
+    return {fds[0].name: pa.nulls(len(columns[fds[0].name]), _list_type(fds[0]))}
 
 
 def _json_documents(lines: Any, schema: Any) -> Any | None:
@@ -350,24 +353,6 @@ def _present(col: Any) -> Any:
     import pyarrow.compute as pc
 
     return pc.fill_null(pc.not_equal(col, ""), False)
-
-
-def _csv_arrays(fd: Any, col: Any, present: Any, unsure: np.ndarray) -> Any:
-    """A CSV column of JSON arrays (``cells._collection``), read by Arrow's JSON reader as one document
-    per cell; a cell that does not start with ``[``, or a column Arrow refuses, goes row by row."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from schemas.column_json import TEXT, concat, lit
-
-    item = _list_type(fd)
-    arrays = pc.and_(present, pc.fill_null(pc.match_substring_regex(col, r"^\["), False))
-    cells = pc.if_else(arrays, pc.cast(col, TEXT), lit("null"))
-    table = _json_documents(concat(lit('{"c":'), cells, lit("}\n")), pa.schema([pa.field("c", item)]))
-    if table is None:
-        unsure |= present.to_numpy(zero_copy_only=False).astype(bool)
-        return pa.nulls(len(col), item)
-    return _csv_array_values(fd, one_array(table.column("c")), present, arrays, unsure)
 
 
 def _csv_array_values(fd: Any, values: Any, present: Any, arrays: Any, unsure: np.ndarray) -> Any:
