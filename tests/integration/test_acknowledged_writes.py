@@ -1,8 +1,9 @@
 """An acknowledged write is applied by every store it targets (issue 17's proof).
 
 With the processor and the sink running, the control plane changes the group (a feature added,
-the TTL changed) and records are published at once, from every door: the SDK, the CLI and HTTP
-PutRecord/BatchWriteRecord (boto3). Every record must reach the online store and the offline
+the TTL changed) and records are published at once, from every door: the SDK, the CLI, HTTP
+PutRecord/BatchWriteRecord (boto3), ingest from memory, and file ingest of CSV, JSON Lines and Parquet
+read by the ingest's worker processes (which get the group's definition when they start). Every record must reach the online store and the offline
 table, with exact values, and nothing may be dead-lettered. Ground truth is the topic, read
 independently with plain confluent-kafka.
 """
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import threading
 from collections import Counter
+from pathlib import Path
 
 import orjson
 import pytest
@@ -28,6 +30,7 @@ from tests.integration.procs import Proc, stack_env, worker_ready
 from tests.support.http_api import boto_clients, server_env, start_server, stop_server, wire_record
 from tests.support.offline import table_coordinates
 from tests.support.online_oracle import expected_online_state, online_state
+from tests.support.values import write_csv, write_jsonl, write_parquet
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.integration
@@ -72,10 +75,11 @@ def _cli(stack, *args: str) -> str:
 
 
 def _publish_from_every_door(store: FeatureStore, stack, http_api: dict, group: str, second: int,
-                             extra: dict) -> None:
-    """Ten records, two per door, half of them using ``extra`` (the features just added)."""
+                             extra: dict, folder: Path) -> None:
+    """Sixteen records, two per door (file ingest: CSV, JSON Lines and Parquet, each read in the
+    ingest's worker processes), half of them using ``extra`` (the features just added)."""
     _, runtime = boto_clients(http_api)
-    rows = [{**customer(i, second=second), **(extra if i % 2 == 0 else {})} for i in range(10)]
+    rows = [{**customer(i, second=second), **(extra if i % 2 == 0 else {})} for i in range(16)]
     store.put_record(group, rows[0])
     store.put_record(group, rows[1])
     _cli(stack, "put", group, orjson.dumps(rows[2]).decode())
@@ -84,7 +88,15 @@ def _publish_from_every_door(store: FeatureStore, stack, http_api: dict, group: 
     runtime.put_record(FeatureGroupName=group, Record=wire_record(rows[5]))
     answer = runtime.batch_write_record(Entries=[{"FeatureGroupName": group, "Record": wire_record(r)} for r in rows[6:8]])
     assert answer["Errors"] == [] and answer["UnprocessedEntries"] == [], answer
-    assert store.ingest(group, rows[8:], progress=False).published == 2
+    assert store.ingest(group, rows[8:10], progress=False).published == 2
+    current = store.describe_feature_group(group)
+    in_files = [{name: row.get(name) for name in current.feature_names} for row in rows[10:]]
+    files = (write_csv(folder / f"{second}.csv", current, in_files[:2]),
+             write_jsonl(folder / f"{second}.jsonl", rows[12:14]),
+             write_parquet(folder / f"{second}.parquet", current, in_files[4:]))
+    for path in files:
+        result, _ = store.ingest_file(group, str(path), max_workers=2, progress=False)
+        assert (result.published, result.rejected) == (2, []), (path.name, result.summary())
 
 
 def _offline_matches_topic(store: FeatureStore, stack, group) -> bool:
@@ -121,7 +133,7 @@ def test_writes_right_after_a_control_plane_change_reach_every_store(store, stac
              what="the processor and the sink to be ready")
     store.put_record(g.name, customer(99), wait_online=True, wait_timeout_s=60)
     # Warm every worker's view of the group: the change below must reach views that are not empty.
-    _publish_from_every_door(store, stack, http, g.name, 1, {})
+    _publish_from_every_door(store, stack, http, g.name, 1, {}, tmp_path)
     wait_for(lambda: _settled(store, stack, g), timeout_s=90, what="the first records online")
 
     # 1. A feature added with the CLI, then writes at once from every door, with and without it.
@@ -129,11 +141,11 @@ def test_writes_right_after_a_control_plane_change_reach_every_store(store, stac
     added.write_text(orjson.dumps([{"FeatureName": "w", "FeatureType": "Integral"},
                                    {"FeatureName": "note", "FeatureType": "String"}]).decode())
     _cli(stack, "group", "update", g.name, "--add", str(added))
-    _publish_from_every_door(store, stack, http, g.name, 2, {"w": 2**63 - 1, "note": "added \u00e9"})
+    _publish_from_every_door(store, stack, http, g.name, 2, {"w": 2**63 - 1, "note": "added \u00e9"}, tmp_path)
 
     # 2. The TTL changed, then writes at once: they expire by the new TTL.
     _cli(stack, "group", "update", g.name, "--ttl", "30000d")
-    _publish_from_every_door(store, stack, http, g.name, 3, {"w": -(2**63)})
+    _publish_from_every_door(store, stack, http, g.name, 3, {"w": -(2**63)}, tmp_path)
 
     # 3. A second processor that starts after the change, and a third change while both run, made
     # the way the SageMaker SDKs make it (UpdateFeatureGroup's FeatureAdditions, over HTTP).
@@ -142,7 +154,7 @@ def test_writes_right_after_a_control_plane_change_reach_every_store(store, stac
     control, _ = boto_clients(http)
     control.update_feature_group(FeatureGroupName=g.name,
                                  FeatureAdditions=[{"FeatureName": "late", "FeatureType": "Fractional"}])
-    _publish_from_every_door(store, stack, http, g.name, 4, {"late": 0.1, "w": 7})
+    _publish_from_every_door(store, stack, http, g.name, 4, {"late": 0.1, "w": 7}, tmp_path)
 
     group = store.describe_feature_group(g.name)
     assert group.version == 4
