@@ -2,10 +2,10 @@
 
 With the processor and the sink running, the control plane changes the group (a feature added,
 the TTL changed) and records are published at once, from every door: the SDK, the CLI, HTTP
-PutRecord/BatchWriteRecord (boto3), ingest from memory, and file ingest of CSV, JSON Lines and Parquet
-read by the ingest's worker processes (which get the group's definition when they start). Every record must reach the online store and the offline
-table, with exact values, and nothing may be dead-lettered. Ground truth is the topic, read
-independently with plain confluent-kafka.
+PutRecord/BatchWriteRecord (boto3), ingest from memory, and file ingest of CSV, JSON Lines and
+Parquet, read by the ingest's worker processes (which get the group's definition when they start).
+Every record must reach the online store and the offline table, with exact values, and nothing may
+be dead-lettered. Ground truth is the topic, read independently with plain confluent-kafka.
 """
 
 from __future__ import annotations
