@@ -27,7 +27,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from featurestream.http import athena, control
+from featurestream.http import athena, athena_rest, control
 from featurestream.http.authorize import authorize, readable
 from featurestream.http.body import ClientClosed, client_gone, declared_size, read_body, refuse_encoded
 from featurestream.http.body_budget import BodyBudget
@@ -113,8 +113,10 @@ class Server:
         if path in _OPEN_PATHS and request.method == "GET":
             return await self._open_endpoint(path)
         target = request.headers.get("X-Amz-Target")
-        protocol = CONTROL if target is not None else RUNTIME
         operation = operation_of(request.method, path, target)
+        # Athena's REST binding answers errors as its JSON 1.1 binding does (AccessDeniedException, ...).
+        protocol = CONTROL if target is not None or operation in athena.OPERATIONS else RUNTIME
+        content_type = _JSON if target is not None else "application/json"
         request_id = self._request_ids.new()
         reservation = None
         try:
@@ -127,14 +129,14 @@ class Server:
             body = await read_body(request, self.limits)
             region, permissions = self._verify(request.method, path, query, headers, body, credential)
             result = await self._dispatch(operation, request.method, path, query, target, body, region, permissions)
-            response = web.Response(body=orjson.dumps(result), status=200,
-                                    content_type="application/json" if protocol == RUNTIME else _JSON)
+            response = web.Response(body=orjson.dumps(result), status=200, content_type=content_type)
         except ClientClosed as exc:
             return self._client_closed(request, path, operation, started, str(exc))
         except AuthError as exc:
-            response = self._error(protocol, ApiError(exc.code, str(exc), exc.status))
+            response = self._error(protocol, content_type, ApiError(exc.code, str(exc), exc.status))
         except Exception as exc:  # never a traceback to the client; the log keeps it
-            response = self._error(protocol, self._failure(exc, request.method, path, operation, request_id))
+            response = self._error(protocol, content_type,
+                                   self._failure(exc, request.method, path, operation, request_id))
         finally:
             if reservation is not None:
                 reservation.release()
@@ -152,10 +154,10 @@ class Server:
         self.metrics.observe(operation, CLIENT_CLOSED, time.perf_counter() - started)
         return web.Response(status=400)  # written nowhere: aiohttp drops it on a closed connection
 
-    def _error(self, protocol: str, err: ApiError) -> web.Response:
+    def _error(self, protocol: str, content_type: str, err: ApiError) -> web.Response:
         code = err.code_for(protocol)
         return web.Response(body=err.body(protocol), status=err.status, headers={"x-amzn-ErrorType": code},
-                            content_type="application/json" if protocol == RUNTIME else _JSON)
+                            content_type=content_type)
 
     def _failure(self, exc: Exception, method: str, path: str, operation: str, request_id: str) -> ApiError:
         """The answer to a request that raised ``exc``. A backend that is down is logged quietly
@@ -213,6 +215,9 @@ class Server:
             if operation == "PutRecord":
                 return await self.runtime.put_record(name, _json_object(body))
             return await self.runtime.delete_record(name, _query(query))
+        if operation in athena.OPERATIONS:  # Athena's REST binding (botocore 1.44 and later): athena_rest.py
+            payload = athena_rest.request_input(operation, path, _query(query), _json_object(body))
+            return await self.doors.athena(operation, f"AmazonAthena.{operation}", payload, permissions)
         if operation in ("ListRecords", "UpdateRecord"):
             name = group_name(unquote(path.split("/")[2], errors="replace"))
             authorize(permissions, operation, name, {})
@@ -225,8 +230,9 @@ class Server:
             return await self.runtime.batch_write_record(payload)
         raise ApiError("UnknownOperationException",
                        f"no operation at {method} {path[:100]}; featurestream serves PutRecord, GetRecord, "
-                       "DeleteRecord (/FeatureGroup/<name>), BatchGetRecord, BatchWriteRecord and the "
-                       "SageMaker feature-group operations (POST / with X-Amz-Target)", 404)
+                       "DeleteRecord (/FeatureGroup/<name>), BatchGetRecord, BatchWriteRecord, the "
+                       "SageMaker feature-group operations and Athena's (POST / with X-Amz-Target), and "
+                       f"Athena's at /{athena_rest.ROOT}", 404)
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -279,6 +285,9 @@ def operation_of(method: str, path: str, target: str | None) -> str:
         if service == "AmazonAthena":
             return op if op in athena.OPERATIONS else "Unknown"
         return op if service == "SageMaker" and op in control.OPERATIONS else "Unknown"
+    rest = athena_rest.operation_of(method, path)
+    if rest is not None:
+        return rest
     parts = path.split("/")
     if len(parts) == 3 and parts[1] == "FeatureGroup":
         return _RECORD_OPERATIONS.get(method, "Unknown")

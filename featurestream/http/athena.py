@@ -1,8 +1,9 @@
 """The Athena-compatible API: Athena's query operations over the groups' offline tables.
 
-Another front door of `featurestream serve` (JSON 1.1, ``X-Amz-Target: AmazonAthena.<Operation>``,
-SigV4 scoped to ``athena``), so that ``athena_query()`` in the SageMaker SDKs and boto3's ``athena``
-client work unchanged with ``AWS_ENDPOINT_URL_ATHENA`` set to the server:
+Another front door of `featurestream serve` (JSON 1.1, ``X-Amz-Target: AmazonAthena.<Operation>``, and
+the REST-JSON binding of botocore 1.44 and later, ``athena_rest.py``; SigV4 scoped to ``athena``), so that
+``athena_query()`` in the SageMaker SDKs and boto3's ``athena`` client work unchanged with
+``AWS_ENDPOINT_URL_ATHENA`` set to the server:
 - StartQueryExecution checks the SQL (``athena_sql.py``: Trino's dialect translated to DuckDB's;
   what is not translated is an ``InvalidRequestException``), records the execution
   (``athena_state.py``, in Redis, so every worker sees it) and runs it on a small pool of its own.

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
+from urllib.parse import urlencode
 
 import boto3
 import pytest
@@ -17,8 +18,10 @@ import pytest
 from tests.integration.procs import Proc
 from tests.support.http_api import (
     athena_client,
+    athena_rest,
     boto_clients,
     error_of,
+    raw_request,
     server_env,
     start_server,
     stop_server,
@@ -183,6 +186,60 @@ def test_describe_names_the_table_and_athena_answers_queries_over_it(api, unique
     hidden_table = f"{hidden.replace('-', '_')}_{int(desc['CreationTime'].timestamp())}"
     _, failed = _run(athena, api, f"SELECT * FROM sagemaker_featurestore.{hidden_table}")
     assert failed["Status"]["State"] == "FAILED" and "TABLE_NOT_FOUND" in failed["Status"]["StateChangeReason"]
+
+
+def test_athenas_rest_binding_answers_as_its_json_binding_does(api):
+    """botocore 1.44 and later send Athena's operations as REST-JSON (``POST /query-executions`` ...), and the
+    SageMaker SDKs' athena_query() with them: the same executions, results and errors as over JSON 1.1."""
+    athena = athena_client(api)  # the JSON 1.1 binding (this suite's botocore), for comparison
+    status, headers, started = athena_rest(api, "POST", "/query-executions", body={
+        "QueryString": "SELECT 41 + 1 AS answer", "ClientRequestToken": uuid.uuid4().hex,
+        "ResultConfiguration": {"OutputLocation": api["output"]}})
+    assert status == 200 and headers["Content-Type"].startswith("application/json"), (status, started)
+    qid = started["QueryExecutionId"]
+
+    def finished():
+        status, _, doc = athena_rest(api, "GET", f"/query-executions/{qid}")
+        assert status == 200, doc
+        return doc if doc["QueryExecution"]["Status"]["State"] not in ("QUEUED", "RUNNING") else None
+
+    doc = wait_for(finished, timeout_s=60, what="the query to finish")["QueryExecution"]
+    same = athena.get_query_execution(QueryExecutionId=qid)["QueryExecution"]
+    assert doc["Status"]["State"] == same["Status"]["State"] == "SUCCEEDED"
+    assert (doc["QueryExecutionId"], doc["Query"], doc["ResultConfiguration"]) == \
+        (same["QueryExecutionId"], same["Query"], same["ResultConfiguration"])
+
+    # results, paged through the query string, as the JSON binding pages them
+    status, _, first = athena_rest(api, "GET", f"/query-executions/{qid}/results", "MaxResults=1")
+    assert status == 200 and first["ResultSet"]["Rows"] == [{"Data": [{"VarCharValue": "answer"}]}], first
+    status, _, second = athena_rest(api, "GET", f"/query-executions/{qid}/results",
+                                    urlencode({"MaxResults": 1, "NextToken": first["NextToken"]}))
+    assert status == 200 and second["ResultSet"]["Rows"] == [{"Data": [{"VarCharValue": "42"}]}], second
+    assert "NextToken" not in second
+    json_binding = athena.get_query_results(QueryExecutionId=qid)["ResultSet"]
+    assert json_binding["Rows"] == first["ResultSet"]["Rows"] + second["ResultSet"]["Rows"]
+    assert json_binding["ResultSetMetadata"] == second["ResultSet"]["ResultSetMetadata"]
+
+    status, _, listed = athena_rest(api, "GET", "/query-executions", "MaxResults=50&WorkGroup=primary")
+    assert status == 200 and qid in listed["QueryExecutionIds"], listed
+    status, _, stopped = athena_rest(api, "POST", f"/query-executions/{qid}/stop")
+    assert (status, stopped) == (200, {})  # a finished query stays as it ended
+    assert athena.get_query_execution(QueryExecutionId=qid)["QueryExecution"]["Status"]["State"] == "SUCCEEDED"
+
+    # errors come back as the SDKs parse them: the code in x-amzn-ErrorType and __type, the message
+    for path, query, want in (
+            ("/query-executions/no-such-execution", "", "QueryExecution no-such-execution was not found"),
+            (f"/query-executions/{qid}/results", "MaxResults=ten", "MaxResults must be an integer from 1 to 1000"),
+            (f"/query-executions/{qid}/results", "MaxResults=1&MaxResults=2", "MaxResults is given 2 times")):
+        status, headers, err = athena_rest(api, "GET", path, query)
+        assert status == 400 and headers["x-amzn-ErrorType"] == err["__type"] == "InvalidRequestException", err
+        assert want in err["message"], err
+    status, headers, err = athena_rest(api, "POST", "/query-executions", body={"ResultConfiguration": {}})
+    assert (status, err["__type"]) == (400, "InvalidRequestException") and "QueryString is required" in err["message"]
+    status, _, err = athena_rest(api, "DELETE", f"/query-executions/{qid}")
+    assert (status, err["__type"]) == (404, "UnknownOperationException") and "/query-executions" in err["message"]
+    status, raw_headers, _ = raw_request(api, "GET", f"/query-executions/{qid}", signed=False)
+    assert status == 403 and raw_headers["x-amzn-ErrorType"] == "MissingAuthenticationTokenException"
 
 
 def test_athena_failures_are_answered_as_athena_answers_them(api, unique_name):

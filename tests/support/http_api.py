@@ -102,6 +102,28 @@ def raw_request(api: dict, method: str, path: str, body: bytes = b"", query: str
         return exc.code, dict(exc.headers), exc.read()
 
 
+def athena_rest(api: dict, method: str, path: str, query: str = "", body: dict | None = None,
+                ) -> tuple[int, dict, dict]:
+    """One request in Athena's REST-JSON binding (botocore 1.44 and later), signed by botocore's own SigV4
+    signer for the ``athena`` service as those SDKs sign it; (status, headers, JSON body)."""
+    import orjson
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    data = orjson.dumps(body) if body is not None else b""
+    request = AWSRequest(method=method, url=api["url"] + path + ("?" + query if query else ""), data=data,
+                         headers={"Content-Type": "application/json"} if body is not None else {})
+    SigV4Auth(Credentials(api["key"], api["secret"]), "athena", "us-east-1").add_auth(request)
+    prepared = request.prepare()
+    req = urllib.request.Request(prepared.url, data=data or None, method=method, headers=dict(prepared.headers))
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, dict(resp.headers), orjson.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), orjson.loads(exc.read() or b"{}")
+
+
 def wire_record(record: dict) -> list[dict]:
     """A record in SageMaker's wire form: every value as text (a float by its shortest exact repr),
     collections as ValueAsStringList."""
