@@ -58,6 +58,26 @@ def thread_cpu(pid: int | str = "self") -> dict[str, float]:
     return out
 
 
+def thread_roles(pid: int) -> dict[str, float]:
+    """CPU seconds of process ``pid``'s threads by role: ``main`` (the thread whose id is the process's: an
+    HTTP worker's event loop), ``rdkafka`` (librdkafka's C threads, named ``rdk:*``) and ``other`` (every
+    other thread: Python's delivery-report and pool threads...). Empty when the process is gone."""
+    out = {"main": 0.0, "rdkafka": 0.0, "other": 0.0}
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return {}
+    for task in tasks:
+        try:
+            comm = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the thread ended while we looked
+        role = "main" if task.name == str(pid) else "rdkafka" if comm.startswith("rdk:") else "other"
+        out[role] += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return out
+
+
 def process_cpu(pid: int) -> float:
     """CPU seconds (user+system, threads included) of process ``pid``; 0 if it is gone."""
     try:

@@ -50,7 +50,7 @@ from typing import NamedTuple  # noqa: E402
 
 import orjson  # noqa: E402
 
-from bench._common import children_cpu, load_average, process_cpu, service_pid  # noqa: E402
+from bench._common import children_cpu, load_average, process_cpu, service_pid, thread_roles  # noqa: E402
 from bench.wrk_load import WrkResult, raw_request, run_wrk, wrk_path  # noqa: E402
 from featurestream.config import Config  # noqa: E402
 from featurestream.http.sigv4 import sign  # noqa: E402
@@ -196,16 +196,27 @@ async def http_level(clients: int, make_request, *, host: str, port: int, key: s
 
 
 class WrkLevel(NamedTuple):
-    """wrk's result at one level, with CPU-µs per request: the server's, wrk's and the broker's."""
+    """wrk's result at one level, with CPU-µs per request: the server's, wrk's and the broker's; and the
+    server's split by thread role (``_common.thread_roles``), empty when it could not be read."""
 
     res: WrkResult
     server_us: float
     wrk_us: float
     broker_us: float  # -1: the broker's pid is not known
+    roles_us: dict[str, float] = {}
 
     def cpu(self) -> str:
         broker = f", Kafka broker {self.broker_us:.0f}" if self.broker_us >= 0 else ""
         return f"server {self.server_us:.0f} CPU-µs/request, wrk {self.wrk_us:.0f}{broker}"
+
+    def split(self) -> str:
+        """``; `` and the server's CPU by thread, or nothing: where a request's time goes (an event loop's
+        thread at a core's worth of CPU bounds its worker, whatever the other threads could still do)."""
+        if not self.roles_us:
+            return ""
+        r = self.roles_us
+        return (f"; server threads: event loops {r['main']:.0f}, librdkafka {r['rdkafka']:.0f}, "
+                f"other {r['other']:.0f} CPU-µs/request")
 
 
 def wrk_level(clients: int, make_request, *, port: int, key: str, secret: str, seconds: float, need_record: bool,
@@ -215,13 +226,20 @@ def wrk_level(clients: int, make_request, *, port: int, key: str, secret: str, s
     signer = HttpClient("127.0.0.1", port, key, secret)
     requests = [raw_request(*r[:3], signer.signed_headers(*r), r[3]) for r in map(make_request, range(1, 2001))]
     server_before = sum(map(process_cpu, server_pids))
+    roles_before = [thread_roles(pid) for pid in server_pids]
     broker_before = process_cpu(broker_pid) if broker_pid else 0.0
     wrk_before = children_cpu()
     res = run_wrk(f"http://127.0.0.1:{port}", requests, clients=clients, seconds=seconds, need_record=need_record)
     answered = max(1, res.requests)
     server_us = (sum(map(process_cpu, server_pids)) - server_before) / answered * 1e6
+    roles_after = [thread_roles(pid) for pid in server_pids]
+    roles_us: dict[str, float] = {}
+    if all(roles_before) and all(roles_after):  # every server process still there: the split adds up
+        roles_us = {role: sum(after[role] - before[role] for before, after in zip(roles_before, roles_after,
+                                                                                  strict=True)) / answered * 1e6
+                    for role in ("main", "rdkafka", "other")}
     broker_us = (process_cpu(broker_pid) - broker_before) / answered * 1e6 if broker_pid else -1.0
-    return WrkLevel(res, server_us, (children_cpu() - wrk_before) / answered * 1e6, broker_us)
+    return WrkLevel(res, server_us, (children_cpu() - wrk_before) / answered * 1e6, broker_us, roles_us)
 
 
 def process_tree(pid: int) -> list[int]:
@@ -393,7 +411,7 @@ def main() -> int:
                     level = wrk_level(clients, via_http, port=port, key=key, secret=secret, seconds=args.seconds,
                                       need_record=op == "GetRecord", server_pids=server_pids, broker_pid=broker_pid)
                     wrk_results[op, clients] = level
-                    print(f"{level.res.row(op, clients)}   {level.cpu()}", flush=True)
+                    print(f"{level.res.row(op, clients)}   {level.cpu()}{level.split()}", flush=True)
                 res = sdk_level(clients, via_store, max_seconds=args.sdk_seconds)
                 results[op, "sdk*", clients] = res
                 print(res.row(op, "sdk*", clients), flush=True)
@@ -427,7 +445,7 @@ def main() -> int:
                     floor[name] = level
                     kind = "bare stack + acknowledged produce" if produce else "bare stack"
                     print(f"{level.res.row(op, 8)}   {kind}, {workers} worker(s) (bench/http_floor.py): "
-                          f"{level.cpu()}", flush=True)
+                          f"{level.cpu()}{level.split()}", flush=True)
             finally:
                 delete_topic(admin, floor_topic)
         print("via: http = featurestream serve over loopback, signed; sdk = FeatureStore.get_record/put_record; "
