@@ -38,23 +38,36 @@ def unique_name(kind: str) -> str:
     return f"bench-{kind}-{os.getpid()}-{time.time_ns() % 10**9}"
 
 
+def _threads(pid: int | str) -> list[tuple[str, str, float]] | None:
+    """(thread id, name, CPU seconds user+system) of each thread of process ``pid``; None when it is gone."""
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return None
+    out = []
+    for task in tasks:
+        try:
+            comm = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the thread ended while we looked
+        out.append((task.name, comm, (int(fields[11]) + int(fields[12])) / CLK_TCK))  # utime, stime (stat 14, 15)
+    return out
+
+
 def thread_cpu(pid: int | str = "self") -> dict[str, float]:
     """CPU seconds (user+system) per thread name of process ``pid``, summed over same-named threads.
 
     librdkafka names its threads ``rdk:main`` / ``rdk:broker...``, so this splits the producer's
     C threads from the Python interpreter's thread(s).
     """
+    threads = _threads(pid)
+    if threads is None:
+        raise FileNotFoundError(f"/proc/{pid}/task: the process is gone")
     out: dict[str, float] = {}
-    base = Path(f"/proc/{pid}/task")
-    for task in base.iterdir():
-        try:
-            comm = (task / "comm").read_text().strip()
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # the thread ended while we looked
-        ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    for _tid, comm, seconds in threads:
         name = "rdkafka" if comm.startswith("rdk:") else comm
-        out[name] = out.get(name, 0.0) + ticks / CLK_TCK
+        out[name] = out.get(name, 0.0) + seconds
     return out
 
 
@@ -62,19 +75,12 @@ def thread_roles(pid: int) -> dict[str, float]:
     """CPU seconds of process ``pid``'s threads by role: ``main`` (the thread whose id is the process's: an
     HTTP worker's event loop), ``rdkafka`` (librdkafka's C threads, named ``rdk:*``) and ``other`` (every
     other thread: Python's delivery-report and pool threads...). Empty when the process is gone."""
-    out = {"main": 0.0, "rdkafka": 0.0, "other": 0.0}
-    try:
-        tasks = list(Path(f"/proc/{pid}/task").iterdir())
-    except OSError:
+    threads = _threads(pid)
+    if threads is None:
         return {}
-    for task in tasks:
-        try:
-            comm = (task / "comm").read_text().strip()
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # the thread ended while we looked
-        role = "main" if task.name == str(pid) else "rdkafka" if comm.startswith("rdk:") else "other"
-        out[role] += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    out = {"main": 0.0, "rdkafka": 0.0, "other": 0.0}
+    for tid, comm, seconds in threads:
+        out["main" if tid == str(pid) else "rdkafka" if comm.startswith("rdk:") else "other"] += seconds
     return out
 
 
