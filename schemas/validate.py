@@ -34,6 +34,7 @@ FLOAT_TEXT_MAX = 24  # len("-2.2250738585072014e-308")
 _K_STR, _K_INT, _K_FLT, _K_CSTR, _K_CINT, _K_CFLT, _K_VEC = 0, 1, 2, 3, 4, 5, 6
 _STR_SET, _INT_SET, _FLT_SET = frozenset({str}), frozenset({int}), frozenset({float})
 _INT_RE = re.compile(r"[+-]?[0-9]+")
+_MAX_INT_TEXT, _MAX_FLOAT_TEXT = 21, 400  # the longest texts coerce_integral / coerce_fractional parse
 _FLOAT_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _STORE_ORDER = (ONLINE, OFFLINE)
 _DELETE_MODES = (SOFT_DELETE, HARD_DELETE)
@@ -63,6 +64,16 @@ def _is_missing(v: object) -> bool:
     return v is None or type(v).__name__ in ("NAType", "NaTType")
 
 
+def _decimal_texts(v: list[Any]) -> list[float] | None:
+    """The floats of a list of decimal texts that coerce_fractional takes as they are (no whitespace to
+    strip), all finite; None for anything else (the slow path then coerces it or says why not)."""
+    if not v or not set(map(type, v)) <= _STR_SET or max(map(len, v)) > _MAX_FLOAT_TEXT \
+            or not all(map(_FLOAT_RE.fullmatch, v)):
+        return None
+    out = list(map(float, v))
+    return out if sum(out) - sum(out) == 0.0 else None  # a finite sum proves every element finite
+
+
 def _utf8_len(s: str) -> int:
     if s.isascii():
         return len(s)
@@ -88,8 +99,8 @@ def coerce_integral(v: Any) -> int:
         out = int(v)
     elif isinstance(v, str):
         s = v.strip()
-        if len(s) > 21 or _INT_RE.fullmatch(s) is None:
-            if len(s) <= 21 and _FLOAT_RE.fullmatch(s) is not None:
+        if len(s) > _MAX_INT_TEXT or _INT_RE.fullmatch(s) is None:
+            if len(s) <= _MAX_INT_TEXT and _FLOAT_RE.fullmatch(s) is not None:
                 raise _Bad("it is text of a non-integer number")
             if _INT_RE.fullmatch(s[:200]) is not None:
                 raise _Bad("it does not fit in a signed 64-bit integer")
@@ -127,7 +138,7 @@ def coerce_fractional(v: Any) -> float:
         raise _Bad("a bool is not Fractional (declare the feature Integral for 0/1, or pass 0.0/1.0)")
     elif isinstance(v, str):
         s = v.strip()
-        if len(s) > 400 or _FLOAT_RE.fullmatch(s) is None:
+        if len(s) > _MAX_FLOAT_TEXT or _FLOAT_RE.fullmatch(s) is None:
             raise _Bad("it is text that is not a decimal number")
         out = float(s)
     elif isinstance(v, (int, float, Decimal)):
@@ -398,11 +409,25 @@ class RecordValidator:
                     size += FLOAT_TEXT_MAX
                     out[name] = v
                     continue
+                # Decimal text (every number of an HTTP put arrives so): what coerce_fractional accepts
+                # without stripping anything; a text that fails here takes the slow path and its reason.
+                if t is str and len(v) <= _MAX_FLOAT_TEXT and _FLOAT_RE.fullmatch(v) is not None:
+                    f = float(v)
+                    if f - f == 0.0:
+                        size += FLOAT_TEXT_MAX
+                        out[name] = f
+                        continue
             elif kind == _K_INT:
                 if t is int and INT64_MIN <= v <= INT64_MAX:
                     size += INT_TEXT_MAX
                     out[name] = v
                     continue
+                if t is str and len(v) <= _MAX_INT_TEXT and _INT_RE.fullmatch(v) is not None:
+                    i = int(v)
+                    if INT64_MIN <= i <= INT64_MAX:
+                        size += INT_TEXT_MAX
+                        out[name] = i
+                        continue
             elif t is list:
                 # set(map(type, v)) runs in C: one pass proves every element's type.
                 if kind == _K_VEC:
@@ -410,6 +435,11 @@ class RecordValidator:
                         # a finite sum proves every element finite (NaN/inf would propagate)
                         size += FLOAT_TEXT_MAX * extra
                         out[name] = v[:]
+                        continue
+                    floats = _decimal_texts(v)  # a Vector as an HTTP put sends it: decimal texts
+                    if floats is not None and len(floats) == extra:
+                        size += FLOAT_TEXT_MAX * extra
+                        out[name] = floats
                         continue
                 elif kind == _K_CSTR:
                     if set(map(type, v)) <= _STR_SET and all(map(str.isascii, v)) and \

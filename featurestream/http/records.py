@@ -85,14 +85,11 @@ def record_from_wire(group: FeatureGroup, items: object, what: str = "Record") -
                                       f"got {_short(item)}")
         if name in out:
             raise ApiError.validation(f"feature group {group.name!r}: feature {name!r} appears twice in {what}")
-        unknown = set(item) - {"FeatureName", "ValueAsString", "ValueAsStringList"}
-        if unknown:
-            raise ApiError.validation(f"feature group {group.name!r}, feature {name!r}: unknown field(s) "
-                                      f"{', '.join(sorted(unknown))}; valid: ValueAsString or ValueAsStringList")
-        has_text, has_list = "ValueAsString" in item, "ValueAsStringList" in item
-        if has_text == has_list:
-            raise ApiError.validation(f"feature group {group.name!r}, feature {name!r}: give exactly one of "
-                                      "ValueAsString (scalars) and ValueAsStringList (List, Set, Vector)")
+        has_text = "ValueAsString" in item
+        # A well-formed item has exactly two fields, FeatureName and one value: the field checks below
+        # (each building a set) are needed only when it has another count.
+        if len(item) != 2 or not (has_text or "ValueAsStringList" in item):
+            _check_fields(group, name, item)
         if has_text:
             value = item["ValueAsString"]
             if not isinstance(value, str):
@@ -112,6 +109,17 @@ def record_from_wire(group: FeatureGroup, items: object, what: str = "Record") -
                                           "ValueAsStringList")
         out[name] = value
     return out
+
+
+def _check_fields(group: FeatureGroup, name: str, item: dict[str, Any]) -> None:
+    """ValidationError naming what is wrong with the fields of a Record item (FeatureName is there)."""
+    unknown = set(item) - {"FeatureName", "ValueAsString", "ValueAsStringList"}
+    if unknown:
+        raise ApiError.validation(f"feature group {group.name!r}, feature {name!r}: unknown field(s) "
+                                  f"{', '.join(sorted(unknown))}; valid: ValueAsString or ValueAsStringList")
+    if ("ValueAsString" in item) == ("ValueAsStringList" in item):
+        raise ApiError.validation(f"feature group {group.name!r}, feature {name!r}: give exactly one of "
+                                  "ValueAsString (scalars) and ValueAsStringList (List, Set, Vector)")
 
 
 def event_time_from_wire(group: FeatureGroup, text: str) -> Any:

@@ -72,6 +72,8 @@ def test_fractional_event_time_text_becomes_a_number():
     ([{"FeatureName": "tags", "ValueAsStringList": [1, 2]}], "list of strings"),
     ([{"FeatureName": "age", "ValueAsStringList": ["1"]}], "use ValueAsString"),
     ([{"FeatureName": "id", "ValueAsString": "a", "Extra": 1}], "unknown field"),
+    ([{"FeatureName": "id", "Extra": "a"}], r"unknown field\(s\) Extra"),  # two fields, but not a value
+    ([{"FeatureName": "id", "ValueAsStringList": ["a"], "Extra": 1}], "unknown field"),
 ])
 def test_malformed_wire_records(items, match):
     with pytest.raises(ApiError, match=match) as info:
