@@ -37,7 +37,7 @@ from aiohttp import web
 from featurestream.http.delivery import LoopDeliveries
 from featurestream.http.protocol import run
 from featurestream.http.server import open_socket, supervise
-from streams.publisher import Publisher
+from streams.publisher import REPORT_GRACE_S, Publisher
 
 # wrk counts a GetRecord answer without "Record" as an error (bench/wrk_load.py): answer with one.
 GET_ANSWER = b'{"Record":[{"FeatureName":"customer_id","ValueAsString":"c0"}]}'
@@ -72,7 +72,8 @@ def produce_app(bootstrap: str, topic: str) -> web.Application:
         return web.Response(body=b"{}", content_type="application/json")
 
     async def start(application: web.Application) -> None:
-        application[deliveries] = LoopDeliveries(asyncio.get_running_loop())  # the worker's own loop
+        # The worker's own loop, and the server's bound on a report that never comes (runtime._acked).
+        application[deliveries] = LoopDeliveries(asyncio.get_running_loop(), publisher.timeout_s + REPORT_GRACE_S)
 
     async def close(_app: web.Application) -> None:
         publisher.close(5.0)

@@ -31,6 +31,8 @@ async def read_body(request: web.Request, limits: Limits) -> bytes:
     if length is not None and length > limits.max_body_bytes:
         raise ApiError(None, f"request body is {length} bytes; at most {limits.max_body_bytes} are accepted", 413)
     try:
+        if request.content.is_eof():  # the whole body is already here (a small one usually is): no wait, no timer
+            return await request.read()
         async with asyncio.timeout(limits.body_timeout_s):
             return await request.read()
     except web.HTTPRequestEntityTooLarge:

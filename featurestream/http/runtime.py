@@ -20,7 +20,7 @@ from concurrent.futures import Executor, Future
 from typing import Any, TypeVar
 
 from featurestream.http.batch_get import BoundedBatchGet
-from featurestream.http.delivery import LoopDeliveries
+from featurestream.http.delivery import DeliveryOverdue, LoopDeliveries
 from featurestream.http.errors import ApiError, backend_of, from_exception
 from featurestream.http.limits import DEFAULT_MAX_RESPONSE_BYTES
 from featurestream.http.quiet_log import log_unavailable
@@ -129,15 +129,19 @@ class RuntimeApi:
     async def _acked(self, future: Future | asyncio.Future) -> tuple[int, int]:
         # The producer waits out a broker outage up to the delivery timeout and then fails the
         # future itself (ServiceUnavailable naming the record); this bound only catches a report
-        # that never comes.
-        timeout = self.store.publisher.timeout_s + REPORT_GRACE_S
-        if isinstance(future, Future):  # published from the thread pool
-            future = asyncio.wrap_future(future)
+        # that never comes. A future queued on the event loop has it from LoopDeliveries (one sweep
+        # for all, no timer per put); one published from the thread pool is bounded here.
+        timeout = self._report_timeout_s()
         try:
-            return await asyncio.wait_for(future, timeout)
-        except TimeoutError:
+            if isinstance(future, Future):
+                return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+            return await future
+        except (TimeoutError, DeliveryOverdue):
             raise ServiceUnavailableError(f"Kafka at {self.store.publisher.bootstrap} did not acknowledge "
                                           f"the record within {timeout:g} s; it was not delivered") from None
+
+    def _report_timeout_s(self) -> float:
+        return self.store.publisher.timeout_s + REPORT_GRACE_S
 
     # ---------------------------------------------------------------- writes
     def _validate_put(self, name: str, record_items: Any, target_stores: Any, ttl: Any, *,
@@ -177,7 +181,7 @@ class RuntimeApi:
         if may_wait:
             return publisher.publish(topic, key, value, headers)  # the single-record producer: linger.ms=0
         if self._deliveries is None:
-            self._deliveries = LoopDeliveries(asyncio.get_running_loop())
+            self._deliveries = LoopDeliveries(asyncio.get_running_loop(), self._report_timeout_s())
         future, on_delivery = self._deliveries.expect()
         if not publisher.try_produce(topic, key, value, headers, on_delivery):
             raise _WouldWait
