@@ -1,8 +1,8 @@
 """The HTTP floor for bench/http_api.py: `featurestream serve`'s HTTP stack answering with no work at all.
 
 The same shape as the real server: one listening socket shared by forked workers
-(``featurestream.http.server.open_socket``), each serving an aiohttp application on uvloop through
-``featurestream.http.protocol.run``. Every request's body is read and a fixed answer goes back: no
+(``featurestream.http.server.open_socket``), each serving one handler with aiohttp's low-level server on
+uvloop through ``featurestream.http.protocol.run``. Every request's body is read and a fixed answer goes back: no
 signature check, no JSON, no validation, no Redis, no Kafka, no metrics. Driven by wrk with the very
 requests the real server gets, its requests/s is the most any handler on this stack could serve on this
 machine, and its CPU per request is the stack's share of what the real server spends.
@@ -31,11 +31,12 @@ sys.path.insert(0, str(_HERE.parent))
 import argparse
 import asyncio
 import itertools
+import socket
 
 from aiohttp import web
 
 from featurestream.http.delivery import LoopDeliveries
-from featurestream.http.protocol import run
+from featurestream.http.protocol import Response, run
 from featurestream.http.server import open_socket, supervise
 from streams.publisher import REPORT_GRACE_S, Publisher
 
@@ -43,47 +44,49 @@ from streams.publisher import REPORT_GRACE_S, Publisher
 GET_ANSWER = b'{"Record":[{"FeatureName":"customer_id","ValueAsString":"c0"}]}'
 
 
-async def answer(request: web.Request) -> web.Response:
+async def answer(request: web.BaseRequest) -> web.Response:
     await request.read()
-    return web.Response(body=GET_ANSWER if request.method == "GET" else b"{}", content_type="application/json")
+    return Response(body=GET_ANSWER if request.method == "GET" else b"{}", content_type="application/json")
 
 
-def app() -> web.Application:
-    application = web.Application()
-    application.router.add_route("*", "/{tail:.*}", answer)
-    return application
-
-
-def produce_app(bootstrap: str, topic: str) -> web.Application:
+class ProduceFloor:
     """Every PUT's body produced to ``topic``, answered once acknowledged; anything else as ``answer``.
     Built in the worker, after the fork: a Kafka client's threads do not survive one."""
-    publisher = Publisher(bootstrap)
-    publisher.check_topic(topic)
-    counter = itertools.count()
-    deliveries = web.AppKey("deliveries", LoopDeliveries)
 
-    async def put(request: web.Request) -> web.Response:
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.publisher = Publisher(bootstrap)
+        self.publisher.check_topic(topic)
+        self.topic = topic
+        self.counter = itertools.count()
+        self.deliveries: LoopDeliveries | None = None
+
+    async def start(self) -> None:
+        # The worker's own loop, and the server's bound on a report that never comes (runtime._acked).
+        self.deliveries = LoopDeliveries(asyncio.get_running_loop(), self.publisher.timeout_s + REPORT_GRACE_S)
+
+    async def close(self) -> None:
+        self.publisher.close(5.0)
+
+    async def handle(self, request: web.BaseRequest) -> web.Response:
+        if request.method != "PUT" or self.deliveries is None:
+            return await answer(request)
         body = await request.read()
-        future, on_delivery = request.app[deliveries].expect()
-        key = b"%d" % next(counter)  # keys spread over the partitions, as customer ids do
-        while not publisher.try_produce(topic, key, body, None, on_delivery):
+        future, on_delivery = self.deliveries.expect()
+        key = b"%d" % next(self.counter)  # keys spread over the partitions, as customer ids do
+        while not self.publisher.try_produce(self.topic, key, body, None, on_delivery):
             await asyncio.sleep(0.001)  # the producer's queue is full: only under a load wrk cannot make
         await future
-        return web.Response(body=b"{}", content_type="application/json")
+        return Response(body=b"{}", content_type="application/json")
 
-    async def start(application: web.Application) -> None:
-        # The worker's own loop, and the server's bound on a report that never comes (runtime._acked).
-        application[deliveries] = LoopDeliveries(asyncio.get_running_loop(), publisher.timeout_s + REPORT_GRACE_S)
 
-    async def close(_app: web.Application) -> None:
-        publisher.close(5.0)
-
-    application = web.Application()
-    application.on_startup.append(start)
-    application.router.add_route("PUT", "/{tail:.*}", put)
-    application.router.add_route("*", "/{tail:.*}", answer)
-    application.on_cleanup.append(close)
-    return application
+def serve_worker(sock: socket.socket, produce: tuple[str, str] | None) -> None:
+    """One worker, served as the server's are (protocol.run: aiohttp's low-level server on uvloop)."""
+    if produce is None:
+        run(answer, sock, client_max_size=1 << 20, shutdown_timeout=1.0, access_log=None)
+        return
+    floor = ProduceFloor(*produce)
+    run(floor.handle, sock, client_max_size=1 << 20, shutdown_timeout=1.0, on_startup=floor.start,
+        on_cleanup=floor.close, access_log=None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,12 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     if bool(args.produce_topic) != bool(args.bootstrap):
         parser.error("--produce-topic and --bootstrap go together")
 
-    def application() -> web.Application:
-        return produce_app(args.bootstrap, args.produce_topic) if args.produce_topic else app()
-
+    produce = (args.bootstrap, args.produce_topic) if args.produce_topic else None
     sock = open_socket("127.0.0.1", args.port)
     # The server's own supervisor: the same forked workers, stopped and replaced the same way.
-    supervise(args.workers, lambda: run(application(), sock, shutdown_timeout=1.0, access_log=None),
+    supervise(args.workers, lambda: serve_worker(sock, produce),
               lambda message: print(message, file=sys.stderr, flush=True))
     return 0
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import time
 import uuid
@@ -37,7 +38,7 @@ from featurestream.http.errors import CONTROL, INTERNAL_FAILURE, RUNTIME, ApiErr
 from featurestream.http.limits import Limits
 from featurestream.http.metrics import CLIENT_CLOSED, HttpMetrics
 from featurestream.http.permissions import Permissions
-from featurestream.http.protocol import drop_server_header
+from featurestream.http.protocol import Response
 from featurestream.http.quiet_log import log_unavailable
 from featurestream.http.readiness import Readiness
 from featurestream.http.records import group_arn, group_name
@@ -56,6 +57,11 @@ _RECORD_OPERATIONS = {"GET": "GetRecord", "PUT": "PutRecord", "DELETE": "DeleteR
 # A client's body that was not read to its end cannot be told from its next request; aiohttp
 # reads and drops it this long before closing, so the client can still read our error answer.
 LINGERING_S = 2.0
+# aiohttp's request-handler options for serving Server.handle (protocol.run): auto_decompress off, so a
+# compressed body is refused (refuse_encoded), never inflated, not even while aiohttp reads and drops
+# the rest of a refused body; no access log (the metrics count every request).
+HANDLER_OPTIONS = {"max_field_size": 16384, "lingering_time": LINGERING_S, "auto_decompress": False,
+                   "access_log": None}
 
 
 class RequestIds:
@@ -100,6 +106,11 @@ class Server:
             {"kafka": (self.check_kafka, f"Kafka at {config.kafka_bootstrap}"),
              "redis": (self.check_redis, f"Redis at {redact_url(config.redis_url or '')}")}, self._probe)
 
+    async def aclose(self) -> None:
+        """After the last connection: the online reader's connections, then the threads and clients."""
+        await self.runtime.aclose()
+        self.close()
+
     def close(self) -> None:
         self.doors.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -107,7 +118,9 @@ class Server:
         self.store.close()
 
     # ------------------------------------------------------------------ entry
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Every request's answer: served by aiohttp's low-level server (``protocol.run``), which hands
+        every path here; bodies are bounded by ``client_max_size=self.limits.max_body_bytes``."""
         started = time.perf_counter()
         path, _, query = request.raw_path.partition("?")
         if path in _OPEN_PATHS and request.method == "GET":
@@ -129,7 +142,7 @@ class Server:
             body = await read_body(request, self.limits)
             region, permissions = self._verify(request.method, path, query, headers, body, credential)
             result = await self._dispatch(operation, request.method, path, query, target, body, region, permissions)
-            response = web.Response(body=orjson.dumps(result), status=200, content_type=content_type)
+            response = Response(body=orjson.dumps(result), status=200, content_type=content_type)
         except ClientClosed as exc:
             return self._client_closed(request, path, operation, started, str(exc))
         except AuthError as exc:
@@ -148,15 +161,15 @@ class Server:
         self.metrics.observe(operation, response.status, time.perf_counter() - started)
         return response
 
-    def _client_closed(self, request: web.Request, path: str, operation: str, started: float,
+    def _client_closed(self, request: web.BaseRequest, path: str, operation: str, started: float,
                        why: str) -> web.Response:
         log.debug("client closed the connection during %s %s (%s)", request.method, path[:200], why)
         self.metrics.observe(operation, CLIENT_CLOSED, time.perf_counter() - started)
-        return web.Response(status=400)  # written nowhere: aiohttp drops it on a closed connection
+        return Response(status=400)  # written nowhere: aiohttp drops it on a closed connection
 
     def _error(self, protocol: str, content_type: str, err: ApiError) -> web.Response:
         code = err.code_for(protocol)
-        return web.Response(body=err.body(protocol), status=err.status, headers={"x-amzn-ErrorType": code},
+        return Response(body=err.body(protocol), status=err.status, headers={"x-amzn-ErrorType": code},
                             content_type=content_type)
 
     def _failure(self, exc: Exception, method: str, path: str, operation: str, request_id: str) -> ApiError:
@@ -264,11 +277,11 @@ class Server:
     # ------------------------------------------------------------------ open endpoints
     async def _open_endpoint(self, path: str) -> web.Response:
         if path == "/health":
-            return web.json_response({"status": "ok"})
+            return _json_answer({"status": "ok"})
         if path == "/metrics":
-            return web.Response(body=self.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+            return Response(body=self.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
         status, body = await self.readiness.answer()
-        return web.json_response(body, status=status)
+        return _json_answer(body, status)
 
     def check_kafka(self) -> None:
         self.store.registry.refresh()
@@ -307,6 +320,11 @@ def _named_group(payload: dict[str, Any]) -> str:
     return group_name(value)
 
 
+def _json_answer(value: dict[str, Any], status: int = 200) -> Response:
+    """/health's and /ready's answer, byte for byte what ``web.json_response`` gave (probes may match it)."""
+    return Response(text=json.dumps(value), status=status, content_type="application/json")
+
+
 def _json_object(body: bytes) -> dict[str, Any]:
     if not body:
         return {}
@@ -325,22 +343,3 @@ def _query(query: str) -> dict[str, list[str]]:
                         errors="strict")
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError.validation(f"the query string is malformed: {exc}") from None
-
-
-def build_app(server: Server) -> web.Application:
-    """The aiohttp application around ``server``; ``client_max_size`` bounds chunked bodies too. Serve it
-    with ``protocol.run`` (or ``protocol.AwsAppRunner``), which shapes aiohttp's own errors."""
-    # auto_decompress off: a compressed body is refused (refuse_encoded), never inflated, not even
-    # while aiohttp reads and drops the rest of a refused body.
-    app = web.Application(client_max_size=server.limits.max_body_bytes,
-                          handler_args={"max_field_size": 16384, "lingering_time": LINGERING_S,
-                                        "auto_decompress": False})
-    app.router.add_route("*", "/{tail:.*}", server.handle)
-    app.on_response_prepare.append(drop_server_header)
-
-    async def _close(_app: web.Application) -> None:
-        await server.runtime.aclose()
-        server.close()
-
-    app.on_cleanup.append(_close)
-    return app

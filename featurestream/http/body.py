@@ -25,7 +25,7 @@ class ClientClosed(Exception):
     """The client closed its connection before its request was read or answered."""
 
 
-async def read_body(request: web.Request, limits: Limits) -> bytes:
+async def read_body(request: web.BaseRequest, limits: Limits) -> bytes:
     """The whole body, or ApiError (413, 408) or ClientClosed."""
     length = request.content_length
     if length is not None and length > limits.max_body_bytes:
@@ -47,7 +47,7 @@ async def read_body(request: web.Request, limits: Limits) -> bytes:
         raise ClientClosed(str(exc) or type(exc).__name__) from None
 
 
-def refuse_encoded(request: web.Request) -> None:
+def refuse_encoded(request: web.BaseRequest) -> None:
     """ApiError 400 for a compressed body (``Content-Encoding: gzip``, ``deflate``, ``br``...), before
     reading it. The SageMaker SDKs never compress requests, and aiohttp would inflate the body while
     reading it: a few KB of gzip can become gigabytes, past every bound set on the bytes sent."""
@@ -57,7 +57,7 @@ def refuse_encoded(request: web.Request) -> None:
                                   "uncompressed (the AWS SDKs do)")
 
 
-def declared_size(request: web.Request, limits: Limits) -> int:
+def declared_size(request: web.BaseRequest, limits: Limits) -> int:
     """The bytes this request's body may take: its Content-Length, the largest body accepted when it
     is chunked (its size is unknown until it has arrived), 0 when it has none."""
     if request.content_length is not None:
@@ -65,7 +65,7 @@ def declared_size(request: web.Request, limits: Limits) -> int:
     return limits.max_body_bytes if request.body_exists else 0
 
 
-def client_gone(request: web.Request) -> bool:
+def client_gone(request: web.BaseRequest) -> bool:
     """True once the client's connection is closed (checked after a handler ran: nobody to answer)."""
     transport = request.transport
     return transport is None or transport.is_closing()

@@ -48,18 +48,15 @@ def run_worker(config: Config, sock: socket.socket, *, credentials: Mapping[str,
         _enable_multiprocess_metrics(metrics_dir)
     import asyncio
 
-    from aiohttp import web
-
-    from featurestream.http.app import Server, build_app
+    from featurestream.http.app import HANDLER_OPTIONS, Server
     from featurestream.http.metrics import HttpMetrics
     from featurestream.http.protocol import run
     from featurestream.sdk import FeatureStore
 
     server = Server(FeatureStore(config, redis_timeout_s=limits.redis_timeout_s), credentials=credentials,
                     limits=limits, threads=threads, metrics=HttpMetrics(metrics_dir), regions=regions)
-    app = build_app(server)
 
-    async def _warm_up(_app: web.Application) -> None:
+    async def _warm_up() -> None:
         # Connect to Kafka and Redis now, not on the first request (which would wait ~100 ms).
         loop = asyncio.get_running_loop()
 
@@ -73,8 +70,8 @@ def run_worker(config: Config, sock: socket.socket, *, credentials: Mapping[str,
         loop.run_in_executor(server.executor, touch)
         server.doors.athena_api.start_warm_up()  # the query engine, off the request threads
 
-    app.on_startup.append(_warm_up)
-    run(app, sock, shutdown_timeout=5.0, event_loop=event_loop, access_log=None)
+    run(server.handle, sock, client_max_size=limits.max_body_bytes, shutdown_timeout=5.0, event_loop=event_loop,
+        on_startup=_warm_up, on_cleanup=server.aclose, **HANDLER_OPTIONS)
 
 
 def serve(config: Config, *, host: str, port: int, credentials: Mapping[str, AccessKey] | None, workers: int = 2,

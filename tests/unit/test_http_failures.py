@@ -1,28 +1,44 @@
 """An InternalFailure (500) is logged once, at ERROR, with its traceback and the request id the client got.
 
-The application runs in process (aiohttp's test server, no Kafka or Redis behind it: nothing here
-reaches them); the failure is raised by a runtime operation replaced for the test.
+The handler runs in process, served as ``featurestream serve`` serves it (protocol.aws_server, here inside
+aiohttp's test server; no Kafka or Redis behind it: nothing here reaches them); the failure is raised by a
+runtime operation replaced for the test.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import orjson
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp import web
+from aiohttp.test_utils import BaseTestServer, TestClient
 
 from featurestream.config import Config
-from featurestream.http.app import Server, build_app
+from featurestream.http.app import HANDLER_OPTIONS, Server
+from featurestream.http.protocol import aws_server
 from featurestream.sdk import FeatureStore
 from schemas.errors import WireFormatError
 
 UNREACHABLE = Config(kafka_bootstrap="127.0.0.1:1", redis_url="redis://127.0.0.1:1/0")
 
 
+class _ServedAsServe(BaseTestServer):
+    """aiohttp's test server around the handler as protocol.run serves it."""
+
+    def __init__(self, server: Server) -> None:
+        self._server = server
+        super().__init__()
+
+    async def _make_runner(self, **kwargs: Any) -> web.ServerRunner:
+        return web.ServerRunner(aws_server(self._server.handle, client_max_size=self._server.limits.max_body_bytes,
+                                           **HANDLER_OPTIONS), **kwargs)
+
+
 async def _get_record(server: Server) -> tuple[int, dict, dict]:
-    async with TestClient(TestServer(build_app(server))) as client:
+    async with TestClient(_ServedAsServe(server)) as client:
         resp = await client.get("/FeatureGroup/orders", params={"RecordIdentifierValueAsString": "o-1"})
         return resp.status, dict(resp.headers), orjson.loads(await resp.read())
 
