@@ -170,7 +170,7 @@ class Server:
     def _error(self, protocol: str, content_type: str, err: ApiError) -> web.Response:
         code = err.code_for(protocol)
         return Response(body=err.body(protocol), status=err.status, headers={"x-amzn-ErrorType": code},
-                            content_type=content_type)
+                        content_type=content_type)
 
     def _failure(self, exc: Exception, method: str, path: str, operation: str, request_id: str) -> ApiError:
         """The answer to a request that raised ``exc``. A backend that is down is logged quietly

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 
-from aiohttp import web
+from aiohttp import HttpVersion11, hdrs, web
 
 from featurestream.http.errors import ApiError
 from featurestream.http.limits import Limits
@@ -26,11 +26,14 @@ class ClientClosed(Exception):
 
 
 async def read_body(request: web.BaseRequest, limits: Limits) -> bytes:
-    """The whole body, or ApiError (413, 408) or ClientClosed."""
+    """The whole body, or ApiError (413, 408, 417) or ClientClosed. A client that sent ``Expect: 100-continue``
+    is told to send its body here, once every check that needs no body has passed (aiohttp's low-level
+    server, which serves us, leaves that answer to the handler)."""
     length = request.content_length
     if length is not None and length > limits.max_body_bytes:
         raise ApiError(None, f"request body is {length} bytes; at most {limits.max_body_bytes} are accepted", 413)
     try:
+        await _continue_if_expected(request)
         if request.content.is_eof():  # the whole body is already here (a small one usually is): no wait, no timer
             return await request.read()
         async with asyncio.timeout(limits.body_timeout_s):
@@ -45,6 +48,20 @@ async def read_body(request: web.BaseRequest, limits: Limits) -> bytes:
         raise ApiError.validation(f"the request body is malformed: {' '.join(str(exc).split())[:200]}") from None
     except ConnectionError as exc:  # aiohttp's "Connection lost" (ConnectionResetError) and its kin
         raise ClientClosed(str(exc) or type(exc).__name__) from None
+
+
+async def _continue_if_expected(request: web.BaseRequest) -> None:
+    """``HTTP/1.1 100 Continue`` for ``Expect: 100-continue`` (HTTP/1.1 only, as aiohttp's router sent it);
+    ApiError 417 for any other expectation."""
+    expect = request.headers.get(hdrs.EXPECT)
+    if expect is None or request.version != HttpVersion11:
+        return
+    if expect.strip().lower() != "100-continue":
+        raise ApiError(None, f"Expect {expect[:40]!r} is not supported; only 100-continue is", 417)
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    # An interim answer, not the answer: an error can still be sent after it (aiohttp's handle_error
+    # sends one only while nothing of the answer has been written).
+    request.writer.output_size = 0
 
 
 def refuse_encoded(request: web.BaseRequest) -> None:

@@ -395,6 +395,41 @@ def _head(method: str, path: str, headers: dict) -> bytes:
     return (f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode()
 
 
+def _interim(s: socket.socket, timeout_s: float) -> bytes:
+    """What the server sent before the client sent its body: everything up to the first blank line."""
+    s.settimeout(timeout_s)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(1)  # one byte at a time: nothing past the interim answer is read here
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_expect_100_continue_is_answered_once_the_header_checks_pass_and_before_the_body(api):
+    host = api["url"].removeprefix("http://")
+    body = b"{}"
+    signed = sign("POST", "/", "", {"Host": host, "Content-Type": "application/x-amz-json-1.1",
+                                    "X-Amz-Target": "SageMaker.ListFeatureGroups"}, body,
+                  access_key=api["key"], secret=api["secret"], region="us-east-1", now=datetime.now(UTC))
+    waiting = {**signed, "Content-Length": str(len(body)), "Expect": "100-continue"}
+    with _connect(api) as s:  # the client holds its body back until it is told to send it
+        s.sendall(_head("POST", "/", waiting))
+        assert _interim(s, 10) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        s.sendall(body)
+        status, _, answer = _answer(s, 10)
+        assert status == 200 and "FeatureGroupSummaries" in json.loads(answer)
+    with _connect(api) as s:  # no signature: refused at once, and the body is never asked for
+        s.sendall(_head("POST", "/", {"Host": host, "Content-Length": "2", "Expect": "100-continue"}))
+        status, headers, answer = _answer(s, 10)
+        assert (status, headers.get("x-amzn-errortype")) == (403, "MissingAuthenticationTokenException"), answer
+    with _connect(api) as s:  # an expectation this server does not know
+        s.sendall(_head("POST", "/", {**waiting, "Expect": "something-else"}))
+        status, _, answer = _answer(s, 10)
+        assert status == 417 and "only 100-continue" in json.loads(answer)["message"]
+
+
 def test_signatures_are_checked_and_body_bytes_capped_before_any_body_is_read(stack, tmp_path):
     env = server_env(stack)
     body_timeout = 20
