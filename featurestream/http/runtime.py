@@ -183,7 +183,13 @@ class RuntimeApi:
         if self._deliveries is None:
             self._deliveries = LoopDeliveries(asyncio.get_running_loop(), self._report_timeout_s())
         future, on_delivery = self._deliveries.expect()
-        if not publisher.try_produce(topic, key, value, headers, on_delivery):
+        try:
+            queued = publisher.try_produce(topic, key, value, headers, on_delivery)
+        except BaseException:
+            future.cancel()  # nothing was queued: no report will come, and nobody will await it
+            raise
+        if not queued:
+            future.cancel()  # as above: the sweep drops it, rather than fail it when overdue
             raise _WouldWait
         return future
 
