@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
+import tempfile
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -47,6 +49,15 @@ ApplyBatch = Callable[[list[RawMessage]], Awaitable[Any]]
 ListTopics = Callable[[], Iterable[str]]
 
 
+def faust_datadir(app_id: str) -> str:
+    """faust's own state directory for app ``app_id``. faust's default, ``<app id>-data`` in the working
+    directory, left an empty ``<prefix>-online-data/v1/tables`` wherever a processor was started (its tables
+    live in memory here, ``store="memory://"``, so nothing else is written there): it goes under the
+    system's temporary directory instead, one per app id, reused by every run. Directly in it: faust makes
+    the directory, and the two below it, one level at a time (``mkdir`` without parents)."""
+    return os.path.join(tempfile.gettempdir(), f"featurestream-faust-{app_id}")
+
+
 def build_online_app(*, bootstrap: KafkaTarget, prefix: str, apply_batch: ApplyBatch, list_topics: ListTopics,
                      app_id: str | None = None, batch_size: int = 1000, batch_within_s: float = 0.005,
                      registry_poll_s: float = 2.0, commit_interval_s: float = 1.0,
@@ -67,6 +78,7 @@ def build_online_app(*, bootstrap: KafkaTarget, prefix: str, apply_batch: ApplyB
         value_serializer="raw",
         key_serializer="raw",
         store="memory://",
+        datadir=faust_datadir(app_id or f"{prefix}-online"),
         web_enabled=False,  # metrics are served by featurestream's own Prometheus endpoint
         broker_commit_interval=commit_interval_s,
         consumer_auto_offset_reset="earliest",  # a new group's first records must not be skipped
