@@ -50,8 +50,8 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version | replace 
 
 {{/*
 The pod spec every role shares: non-root, read-only root filesystem, an emptyDir at /tmp
-(faust creates its data dir in the working directory, and Python, pyarrow and s3fs want a
-writable temp dir), endpoints from the ConfigMap and credentials from the Secret.
+(faust creates its data dir in the temp dir, and Python, pyarrow and s3fs want a writable
+one too), endpoints from the ConfigMap and credentials from the Secret.
 Call with (dict "root" $ "component" "processor" "role" .Values.processor "args" (list ...) "port" 9108 "portName" "metrics").
 */}}
 {{- define "featurestream.podTemplate" -}}
