@@ -86,8 +86,8 @@ def record_from_wire(group: FeatureGroup, items: object, what: str = "Record") -
         if name in out:
             raise ApiError.validation(f"feature group {group.name!r}: feature {name!r} appears twice in {what}")
         has_text = "ValueAsString" in item
-        # A well-formed item has exactly two fields, FeatureName and one value: the field checks below
-        # (each building a set) are needed only when it has another count.
+        # A well-formed item has exactly two fields, FeatureName and one value: _check_fields (which builds
+        # sets to name what is wrong) runs only for an item that is not, and always raises.
         if len(item) != 2 or not (has_text or "ValueAsStringList" in item):
             _check_fields(group, name, item)
         if has_text:
