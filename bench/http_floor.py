@@ -33,10 +33,10 @@ import asyncio
 import itertools
 import socket
 
-from aiohttp import web
-
 from featurestream.http.delivery import LoopDeliveries
-from featurestream.http.protocol import Response, run
+from featurestream.http.incoming import Answer, Incoming
+from featurestream.http.limits import Limits
+from featurestream.http.listen import run
 from featurestream.http.server import open_socket, supervise
 from streams.publisher import REPORT_GRACE_S, Publisher
 
@@ -44,9 +44,12 @@ from streams.publisher import REPORT_GRACE_S, Publisher
 GET_ANSWER = b'{"Record":[{"FeatureName":"customer_id","ValueAsString":"c0"}]}'
 
 
-async def answer(request: web.BaseRequest) -> web.Response:
-    await request.read()
-    return Response(body=GET_ANSWER if request.method == "GET" else b"{}", content_type="application/json")
+LIMITS = Limits(max_body_bytes=1 << 20)
+
+
+async def answer(request: Incoming) -> Answer:
+    await request.body(LIMITS)
+    return Answer(200, GET_ANSWER if request.method == "GET" else b"{}", "application/json")
 
 
 class ProduceFloor:
@@ -67,26 +70,28 @@ class ProduceFloor:
     async def close(self) -> None:
         self.publisher.close(5.0)
 
-    async def handle(self, request: web.BaseRequest) -> web.Response:
+    async def handle(self, request: Incoming) -> Answer:
         if request.method != "PUT" or self.deliveries is None:
             return await answer(request)
-        body = await request.read()
+        body = await request.body(LIMITS)
         future, on_delivery = self.deliveries.expect()
         key = b"%d" % next(self.counter)  # keys spread over the partitions, as customer ids do
         while not self.publisher.try_produce(self.topic, key, body, None, on_delivery):
             await asyncio.sleep(0.001)  # the producer's queue is full: only under a load wrk cannot make
         await future
-        return Response(body=b"{}", content_type="application/json")
+        return Answer(200, b"{}", "application/json")
 
 
-def serve_worker(sock: socket.socket, produce: tuple[str, str] | None) -> None:
-    """One worker, served as the server's are (protocol.run: aiohttp's low-level server on uvloop)."""
+def serve_worker(sock: socket.socket, produce: tuple[str, str] | None, fast_lane: bool) -> None:
+    """One worker, served as the server's are (listen.run: the fast lane, aiohttp's low-level server behind
+    it, on uvloop)."""
     if produce is None:
-        run(answer, sock, client_max_size=1 << 20, shutdown_timeout=1.0, access_log=None)
+        run(answer, sock, client_max_size=LIMITS.max_body_bytes, shutdown_timeout=1.0, fast_lane=fast_lane,
+            access_log=None)
         return
     floor = ProduceFloor(*produce)
-    run(floor.handle, sock, client_max_size=1 << 20, shutdown_timeout=1.0, on_startup=floor.start,
-        on_cleanup=floor.close, access_log=None)
+    run(floor.handle, sock, client_max_size=LIMITS.max_body_bytes, shutdown_timeout=1.0, fast_lane=fast_lane,
+        on_startup=floor.start, on_cleanup=floor.close, access_log=None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--produce-topic", help="produce each PUT's body to this topic and answer once acknowledged")
     parser.add_argument("--bootstrap", help="the Kafka bootstrap servers for --produce-topic")
+    parser.add_argument("--no-fast-lane", dest="fast_lane", action="store_false",
+                        help="every request through aiohttp's server (as `serve --no-fast-lane`)")
     args = parser.parse_args(argv)
     if bool(args.produce_topic) != bool(args.bootstrap):
         parser.error("--produce-topic and --bootstrap go together")
@@ -102,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     produce = (args.bootstrap, args.produce_topic) if args.produce_topic else None
     sock = open_socket("127.0.0.1", args.port)
     # The server's own supervisor: the same forked workers, stopped and replaced the same way.
-    supervise(args.workers, lambda: serve_worker(sock, produce),
+    supervise(args.workers, lambda: serve_worker(sock, produce, args.fast_lane),
               lambda message: print(message, file=sys.stderr, flush=True))
     return 0
 

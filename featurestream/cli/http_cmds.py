@@ -43,6 +43,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--workers", type=int, default=2, help="worker processes (2: one per core here)")
     serve.add_argument("--event-loop", choices=("uvloop", "asyncio"), default="uvloop",
                        help="uvloop (default: ~20%% less CPU per request here) or asyncio's own loop")
+    serve.add_argument("--no-fast-lane", dest="fast_lane", action="store_false",
+                       help="serve every request through aiohttp's server, not only the connections the fast "
+                            "lane hands over (it answers plain HTTP/1.1 requests itself, at less CPU each): "
+                            "to tell a fast-lane problem from another")
     serve.add_argument("--threads", type=int, default=32,
                        help="threads per worker for blocking calls: the registry, the control plane, "
                             "ListRecords/UpdateRecord (32); GetRecord/BatchGetRecord need none")
@@ -147,6 +151,6 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         return serve(config, host=args.host, port=args.port, credentials=credentials, workers=args.workers,
                      threads=args.threads, limits=limits, regions=_regions(args.regions),
-                     event_loop=args.event_loop)
+                     event_loop=args.event_loop, fast_lane=args.fast_lane)
     except OSError as exc:
         raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None

@@ -30,15 +30,15 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from featurestream.http import athena, athena_rest, control
 from featurestream.http.authorize import authorize, readable
-from featurestream.http.body import ClientClosed, client_gone, declared_size, read_body, refuse_encoded
+from featurestream.http.body import ClientClosed, refuse_encoded
 from featurestream.http.body_budget import BodyBudget
 from featurestream.http.credentials import AccessKey
 from featurestream.http.doors import Doors
 from featurestream.http.errors import CONTROL, INTERNAL_FAILURE, RUNTIME, ApiError, backend_of, from_exception
+from featurestream.http.incoming import AiohttpIncoming, Answer, Incoming
 from featurestream.http.limits import Limits
 from featurestream.http.metrics import CLIENT_CLOSED, HttpMetrics
 from featurestream.http.permissions import Permissions
-from featurestream.http.protocol import Response
 from featurestream.http.quiet_log import log_unavailable
 from featurestream.http.readiness import Readiness
 from featurestream.http.records import group_arn, group_name
@@ -119,58 +119,58 @@ class Server:
 
     # ------------------------------------------------------------------ entry
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        """Every request's answer: served by aiohttp's low-level server (``protocol.run``), which hands
-        every path here; bodies are bounded by ``client_max_size=self.limits.max_body_bytes``."""
+        """aiohttp's entry (the connections the fast lane hands over, and tests): the same answer."""
+        return (await self.answer(AiohttpIncoming(request))).response()
+
+    async def answer(self, request: Incoming) -> Answer:
+        """Every request's answer, whichever lane read it (``listen.run``); bodies are bounded by
+        ``self.limits.max_body_bytes``, the lanes' ``client_max_size``."""
         started = time.perf_counter()
+        method = request.method
         path, _, query = request.raw_path.partition("?")
-        if path in _OPEN_PATHS and request.method == "GET":
+        if path in _OPEN_PATHS and method == "GET":
             return await self._open_endpoint(path)
-        target = request.headers.get("X-Amz-Target")
-        operation = operation_of(request.method, path, target)
+        target = request.header("X-Amz-Target")
+        operation = operation_of(method, path, target)
         # Athena's REST binding answers errors as its JSON 1.1 binding does (AccessDeniedException, ...).
         protocol = CONTROL if target is not None or operation in athena.OPERATIONS else RUNTIME
         content_type = _JSON if target is not None else "application/json"
         request_id = self._request_ids.new()
         reservation = None
         try:
-            headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers]
+            headers = request.header_pairs()
             credential = self._check_header(headers, query)  # before a byte of the body is read
-            refuse_encoded(request)
-            size = declared_size(request, self.limits)
-            # A body over --max-body-bytes reserves nothing: read_body refuses it (413) unread.
+            refuse_encoded(request.header("Content-Encoding"))
+            size = request.declared_size(self.limits)
+            # A body over --max-body-bytes reserves nothing: the body read refuses it (413) unread.
             reservation = self.budget.reserve(size if size <= self.limits.max_body_bytes else 0)
-            body = await read_body(request, self.limits)
-            region, permissions = self._verify(request.method, path, query, headers, body, credential)
-            result = await self._dispatch(operation, request.method, path, query, target, body, region, permissions)
-            response = Response(body=orjson.dumps(result), status=200, content_type=content_type)
+            body = await request.body(self.limits)
+            region, permissions = self._verify(method, path, query, headers, body, credential)
+            result = await self._dispatch(operation, method, path, query, target, body, region, permissions)
+            status, body, extra = 200, orjson.dumps(result), ()
         except ClientClosed as exc:
-            return self._client_closed(request, path, operation, started, str(exc))
+            return self._client_closed(method, path, operation, started, str(exc))
         except AuthError as exc:
-            response = self._error(protocol, content_type, ApiError(exc.code, str(exc), exc.status))
+            status, body, extra = self._error(protocol, ApiError(exc.code, str(exc), exc.status))
         except Exception as exc:  # never a traceback to the client; the log keeps it
-            response = self._error(protocol, content_type,
-                                   self._failure(exc, request.method, path, operation, request_id))
+            status, body, extra = self._error(protocol, self._failure(exc, method, path, operation, request_id))
         finally:
             if reservation is not None:
                 reservation.release()
-        if response.status == 408:
-            response.force_close()  # the rest of that body would be read as the next request
-        if client_gone(request):  # it left while we worked: nobody reads this answer
-            return self._client_closed(request, path, operation, started, "closed before the answer")
-        response.headers["x-amzn-RequestId"] = request_id
-        self.metrics.observe(operation, response.status, time.perf_counter() - started)
-        return response
+        if request.gone():  # it left while we worked: nobody reads this answer
+            return self._client_closed(method, path, operation, started, "closed before the answer")
+        self.metrics.observe(operation, status, time.perf_counter() - started)
+        # After a 408 the connection is closed: the rest of that body would be read as the next request.
+        return Answer(status, body, content_type, (*extra, ("x-amzn-RequestId", request_id)), status == 408)
 
-    def _client_closed(self, request: web.BaseRequest, path: str, operation: str, started: float,
-                       why: str) -> web.Response:
-        log.debug("client closed the connection during %s %s (%s)", request.method, path[:200], why)
+    def _client_closed(self, method: str, path: str, operation: str, started: float, why: str) -> Answer:
+        log.debug("client closed the connection during %s %s (%s)", method, path[:200], why)
         self.metrics.observe(operation, CLIENT_CLOSED, time.perf_counter() - started)
-        return Response(status=400)  # written nowhere: aiohttp drops it on a closed connection
+        return Answer(400, b"", "application/json", close=True)  # written nowhere: the connection is closed
 
-    def _error(self, protocol: str, content_type: str, err: ApiError) -> web.Response:
-        code = err.code_for(protocol)
-        return Response(body=err.body(protocol), status=err.status, headers={"x-amzn-ErrorType": code},
-                        content_type=content_type)
+    @staticmethod
+    def _error(protocol: str, err: ApiError) -> tuple[int, bytes, tuple[tuple[str, str], ...]]:
+        return err.status, err.body(protocol), (("x-amzn-ErrorType", err.code_for(protocol)),)
 
     def _failure(self, exc: Exception, method: str, path: str, operation: str, request_id: str) -> ApiError:
         """The answer to a request that raised ``exc``. A backend that is down is logged quietly
@@ -275,11 +275,11 @@ class Server:
         return {}
 
     # ------------------------------------------------------------------ open endpoints
-    async def _open_endpoint(self, path: str) -> web.Response:
+    async def _open_endpoint(self, path: str) -> Answer:
         if path == "/health":
             return _json_answer({"status": "ok"})
         if path == "/metrics":
-            return Response(body=self.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+            return Answer(200, self.metrics.exposition(), CONTENT_TYPE_LATEST)
         status, body = await self.readiness.answer()
         return _json_answer(body, status)
 
@@ -320,9 +320,9 @@ def _named_group(payload: dict[str, Any]) -> str:
     return group_name(value)
 
 
-def _json_answer(value: dict[str, Any], status: int = 200) -> Response:
+def _json_answer(value: dict[str, Any], status: int = 200) -> Answer:
     """/health's and /ready's answer, byte for byte what ``web.json_response`` gave (probes may match it)."""
-    return Response(text=json.dumps(value), status=status, content_type="application/json")
+    return Answer(status, json.dumps(value).encode(), "application/json; charset=utf-8")
 
 
 def _json_object(body: bytes) -> dict[str, Any]:

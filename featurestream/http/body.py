@@ -41,13 +41,18 @@ async def read_body(request: web.BaseRequest, limits: Limits) -> bytes:
     except web.HTTPRequestEntityTooLarge:
         raise ApiError(None, f"request body is larger than {limits.max_body_bytes} bytes", 413) from None
     except TimeoutError:
-        raise ApiError("RequestTimeout", f"the request body did not arrive within {limits.body_timeout_s:g} s "
-                       f"(Content-Length {length if length is not None else 'not given'}); the connection "
-                       "is closed", 408) from None
+        raise body_timed_out(limits, length) from None
     except web.RequestPayloadError as exc:  # a bad chunk size, a body shorter than its length at EOF...
         raise ApiError.validation(f"the request body is malformed: {' '.join(str(exc).split())[:200]}") from None
     except ConnectionError as exc:  # aiohttp's "Connection lost" (ConnectionResetError) and its kin
         raise ClientClosed(str(exc) or type(exc).__name__) from None
+
+
+def body_timed_out(limits: Limits, length: int | None) -> ApiError:
+    """The 408 for a body not whole within ``limits.body_timeout_s`` (whichever lane was reading it)."""
+    return ApiError("RequestTimeout", f"the request body did not arrive within {limits.body_timeout_s:g} s "
+                    f"(Content-Length {length if length is not None else 'not given'}); the connection "
+                    "is closed", 408)
 
 
 async def _continue_if_expected(request: web.BaseRequest) -> None:
@@ -64,11 +69,11 @@ async def _continue_if_expected(request: web.BaseRequest) -> None:
     request.writer.output_size = 0
 
 
-def refuse_encoded(request: web.BaseRequest) -> None:
+def refuse_encoded(content_encoding: str | None) -> None:
     """ApiError 400 for a compressed body (``Content-Encoding: gzip``, ``deflate``, ``br``...), before
     reading it. The SageMaker SDKs never compress requests, and aiohttp would inflate the body while
     reading it: a few KB of gzip can become gigabytes, past every bound set on the bytes sent."""
-    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    encoding = (content_encoding or "").strip().lower()
     if encoding not in _IDENTITY:
         raise ApiError.validation(f"Content-Encoding {encoding[:40]!r} is not accepted: send the request body "
                                   "uncompressed (the AWS SDKs do)")
@@ -88,4 +93,4 @@ def client_gone(request: web.BaseRequest) -> bool:
     return transport is None or transport.is_closing()
 
 
-__all__ = ["ClientClosed", "client_gone", "declared_size", "read_body", "refuse_encoded"]
+__all__ = ["ClientClosed", "body_timed_out", "client_gone", "declared_size", "read_body", "refuse_encoded"]

@@ -29,6 +29,10 @@ class HttpMetrics:
                                 ["operation", "status"], registry=target)
         self.seconds = Histogram("featurestream_http_request_seconds", "HTTP API request latency",
                                  ["operation"], buckets=_BUCKETS, registry=target)
+        # Connections the fast lane gave to aiohttp's server (fast_lane.py): the SDKs' requests never need
+        # it, so a count that grows with the traffic says some client's requests take the slower lane.
+        self.handovers = Counter("featurestream_http_connections_handed_over",
+                                 "connections the fast lane handed to aiohttp's server", registry=target)
         if multiprocess_dir:
             MultiProcessCollector(self.registry, path=multiprocess_dir)
         self._counters: dict[tuple[str, int | str], Any] = {}
@@ -46,6 +50,9 @@ class HttpMetrics:
             histogram = self._histograms[operation] = self.seconds.labels(operation)
         counter.inc()
         histogram.observe(seconds)
+
+    def connection_handed_over(self) -> None:
+        self.handovers.inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -13,7 +13,8 @@ to every response, which tells an attacker which advisories apply; it is removed
 
 aiohttp offers no switch for either, so :func:`aws_server` builds aiohttp's low-level server with a
 request handler whose ``handle_error`` answers this way, and every answer of ours is a :class:`Response`.
-``run`` replaces ``web.run_app``.
+``listen.run`` serves it, behind the fast lane (``fast_lane.py``), which hands it every connection whose
+requests are not of the plain kind the SDKs send.
 
 One handler answers every request (``app.Server.handle`` routes by itself), so it is served by aiohttp's
 low-level server, without a ``web.Application``: the application's router, its middleware chain and
@@ -28,8 +29,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import signal
-import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -103,46 +102,4 @@ def aws_server(handler: Handler, *, client_max_size: int, **options: Any) -> web
     return _AwsServer(handler, request_factory=request, loop=loop, **options)
 
 
-EVENT_LOOPS = ("uvloop", "asyncio")
-
-
-def run(handler: Handler, sock: socket.socket, *, client_max_size: int, shutdown_timeout: float,
-        event_loop: str = "uvloop", on_startup: Callable[[], Awaitable[None]] | None = None,
-        on_cleanup: Callable[[], Awaitable[None]] | None = None, **options: Any) -> None:
-    """Serve ``handler`` (:func:`aws_server`) on ``sock`` until SIGTERM or SIGINT (blocking). ``on_startup``
-    runs in the loop before the first connection is accepted, ``on_cleanup`` after the last is closed.
-
-    ``event_loop``: uvloop (the default) or asyncio's own. Measured on this 2-core machine with wrk at 8
-    connections against one worker answering GetRecord: uvloop served 1,343-1,569 requests/s at 632-726
-    CPU-µs each, asyncio's loop 870-1,277 at 750-938 (runs alternated). Every aiohttp and redis-py
-    call runs the same on both; ``--event-loop asyncio`` is there to tell a loop problem from ours."""
-
-    async def main() -> None:
-        runner = web.ServerRunner(aws_server(handler, client_max_size=client_max_size, **options),
-                                  handle_signals=False, shutdown_timeout=shutdown_timeout)
-        await runner.setup()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        try:
-            if on_startup is not None:
-                await on_startup()
-            await web.SockSite(runner, sock).start()
-            await stop.wait()
-        finally:
-            await runner.cleanup()
-            if on_cleanup is not None:
-                await on_cleanup()
-
-    if event_loop == "uvloop":
-        import uvloop
-
-        uvloop.run(main())
-    elif event_loop == "asyncio":
-        asyncio.run(main())
-    else:
-        raise ValueError(f"event_loop must be one of {', '.join(EVENT_LOOPS)}; got {event_loop!r}")
-
-
-__all__ = ["EVENT_LOOPS", "Handler", "Response", "aws_server", "error_answer", "run"]
+__all__ = ["Handler", "Response", "aws_server", "error_answer"]

@@ -42,15 +42,15 @@ def _enable_multiprocess_metrics(directory: str) -> None:
 
 def run_worker(config: Config, sock: socket.socket, *, credentials: Mapping[str, AccessKey] | None, threads: int,
                limits: Limits, metrics_dir: str | None = None, regions: frozenset[str] | None = None,
-               event_loop: str = "uvloop") -> None:
+               event_loop: str = "uvloop", fast_lane: bool = True) -> None:
     """Serve on ``sock`` until SIGTERM/SIGINT (blocking)."""
     if metrics_dir:
         _enable_multiprocess_metrics(metrics_dir)
     import asyncio
 
     from featurestream.http.app import HANDLER_OPTIONS, Server
+    from featurestream.http.listen import run
     from featurestream.http.metrics import HttpMetrics
-    from featurestream.http.protocol import run
     from featurestream.sdk import FeatureStore
 
     server = Server(FeatureStore(config, redis_timeout_s=limits.redis_timeout_s), credentials=credentials,
@@ -70,13 +70,13 @@ def run_worker(config: Config, sock: socket.socket, *, credentials: Mapping[str,
         loop.run_in_executor(server.executor, touch)
         server.doors.athena_api.start_warm_up()  # the query engine, off the request threads
 
-    run(server.handle, sock, client_max_size=limits.max_body_bytes, shutdown_timeout=5.0, event_loop=event_loop,
-        on_startup=_warm_up, on_cleanup=server.aclose, **HANDLER_OPTIONS)
+    run(server.answer, sock, client_max_size=limits.max_body_bytes, shutdown_timeout=5.0, event_loop=event_loop,
+        fast_lane=fast_lane, on_hand_over=server.metrics.connection_handed_over, on_startup=_warm_up, on_cleanup=server.aclose, **HANDLER_OPTIONS)
 
 
 def serve(config: Config, *, host: str, port: int, credentials: Mapping[str, AccessKey] | None, workers: int = 2,
           threads: int = 32, limits: Limits | None = None, regions: frozenset[str] | None = None,
-          event_loop: str = "uvloop",
+          event_loop: str = "uvloop", fast_lane: bool = True,
           announce: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)) -> int:
     """Bind ``host:port``, start ``workers`` processes, supervise them; returns the exit status."""
     limits = limits or Limits()
@@ -89,12 +89,13 @@ def serve(config: Config, *, host: str, port: int, credentials: Mapping[str, Acc
              f"({workers} worker{'s' if workers > 1 else ''}, {auth})")
     if workers <= 1:
         run_worker(config, sock, credentials=credentials, threads=threads, limits=limits, regions=regions,
-                   event_loop=event_loop)
+                   event_loop=event_loop, fast_lane=fast_lane)
         return 0
     metrics_dir = tempfile.mkdtemp(prefix="featurestream-http-metrics-")
     try:
         supervise(workers, lambda: run_worker(config, sock, credentials=credentials, threads=threads, limits=limits,
-                                              metrics_dir=metrics_dir, regions=regions, event_loop=event_loop),
+                                              metrics_dir=metrics_dir, regions=regions, event_loop=event_loop,
+                                              fast_lane=fast_lane),
                   announce)
     finally:
         sock.close()

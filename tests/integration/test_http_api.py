@@ -6,6 +6,7 @@ is signed by botocore unless a test says otherwise.
 
 from __future__ import annotations
 
+import http.client
 import os
 import socket
 import subprocess
@@ -515,3 +516,42 @@ def test_burst_of_malformed_requests_neither_crashes_nor_starves_good_ones(api, 
     # "not much slower": the median good request stays within a few ms of the quiet one.
     assert l50 < max(5 * q50, q50 + 0.02), (q50, l50)
     sm.delete_feature_group(FeatureGroupName=g)
+
+
+def _handovers(url: str) -> float:
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith("featurestream_http_connections_handed_over_total "):
+                return float(line.split()[1])
+    raise AssertionError("no featurestream_http_connections_handed_over_total in /metrics")
+
+
+def test_the_sdks_requests_stay_in_the_fast_lane_and_the_others_are_handed_over(stack, tmp_path, unique_name):
+    """boto3's requests are all of the plain kind the fast lane answers (fast_lane.py): a botocore change that
+    sent them to aiohttp's server would cost every request its ~30 % and no other test would notice."""
+    env = _env(stack)
+    server, url = _start_server(env, tmp_path, "--workers", "1")
+    try:
+        api = {"url": url, "key": env["AWS_ACCESS_KEY_ID"], "secret": env["AWS_SECRET_ACCESS_KEY"]}
+        sm, rt = _clients(api)
+        name = unique_name("lane")
+        _simple_group(sm, name)
+        assert sm.describe_feature_group(FeatureGroupName=name)["FeatureGroupName"] == name
+        for i in range(5):
+            rt.put_record(FeatureGroupName=name, Record=[{"FeatureName": "id", "ValueAsString": f"r{i}"},
+                                                         {"FeatureName": "et", "ValueAsString": "2026-12-05T00:00:00Z"}])
+        assert "Record" not in rt.get_record(FeatureGroupName=name, RecordIdentifierValueAsString="never-written")
+        assert _code(rt.get_record, FeatureGroupName=unique_name("nope"), RecordIdentifierValueAsString="x")[2] == 404
+        assert _handovers(url) == 0
+        # A chunked body is aiohttp's to read: its connection is handed over, and answered as before.
+        host, port = url.removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        conn.request("PUT", f"/FeatureGroup/{name}", body=iter([b'{"Record":', b"[]}"]), encode_chunked=True,
+                     headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        assert (resp.status, resp.getheader("x-amzn-ErrorType")) == (403, "MissingAuthenticationTokenException")
+        resp.read()
+        conn.close()
+        assert _handovers(url) == 1
+    finally:
+        _stop(server)
