@@ -10,7 +10,7 @@ concurrent clients:
         the server's capacity without a Python client on the same 2 cores; skipped without wrk
   sdk   FeatureStore.get_record / put_record from as many threads
   sdk*  the SDK's online store / publisher with the group resolved once, from as many threads
-  floor bench/http_floor.py: the same HTTP stack (shared socket, forked workers, aiohttp on uvloop)
+  floor bench/http_floor.py: the same HTTP stack (shared socket, forked workers, the fast lane and aiohttp on uvloop)
         answering every request with a fixed body and no work, driven by wrk at 8 connections with the
         same requests: the most any handler on this stack could serve here (with wrk only)
   floor+produce  the same floor, each PutRecord's body produced to a topic of its own by the server's
@@ -470,7 +470,7 @@ def main() -> int:
                 if name not in floor or (op, 8) not in wrk_results:
                     continue
                 fl, ours = floor[name], wrk_results[op, 8]
-                what = {op: "bare aiohttp + uvloop, same workers, no work",
+                what = {op: "bare stack (fast lane, aiohttp behind it, uvloop), same workers, no work",
                         f"{op}+produce": "the same, each body produced and acknowledged by Kafka before the answer",
                         f"{op}+produce/1": "the same with acknowledged produce, 1 worker"}[name]
                 print(f"RESULT http-floor {name} clients=8  {what}: {fl.res.rate:,.0f} req/s ({fl.cpu()})   "

@@ -6,21 +6,26 @@ message and URL objects, a StreamReader per body, the request and response objec
 acknowledged served 9,586-10,788 puts/s at 87-97 server CPU-µs on aiohttp, 16,299-16,587 at 48 on a bare
 asyncio protocol (1 worker; with 2 workers 6,244-7,509 against 9,914-16,830).
 
-So a connection starts here, and every request is parsed by one strict pattern over its head, then answered
-by the same handler (``app.Server.answer``). Only requests the pattern is sure of are taken: ``GET``,
-``PUT``, ``POST`` or ``DELETE`` of an origin-form target in HTTP/1.1, header lines of token names and
-values without control characters, no header name twice, a ``Host``, a head within :data:`MAX_HEAD_BYTES`
-and :data:`MAX_HEADERS` lines, a body of a plain ``Content-Length`` within the body limit that has already
-arrived whole, no ``Transfer-Encoding``, ``TE``, ``Expect`` or ``Upgrade``, a ``Connection`` of
-``keep-alive`` or ``close`` if any. The first request that is anything else (or not yet
-whole) hands the connection to aiohttp's server for good, with the bytes not yet parsed: aiohttp parses
-them as if it had had the connection from the start, and answers every case it always answered (chunked
-and slow bodies, 408, 413, 417, 431, malformed heads) exactly as before. What the fast lane accepts
-aiohttp parses the same way (``tests/unit/test_fast_lane.py`` compares the two on generated requests).
+So a connection starts here, and every request's head is parsed by one strict pattern, then answered by
+the same handler (``app.Server.answer``). Only requests the pattern is sure of are taken: ``GET``, ``PUT``,
+``POST`` or ``DELETE`` of an origin-form target in HTTP/1.1, header lines of token names and values without
+control characters, no header name twice, a ``Host``, a head within :data:`MAX_HEAD_BYTES` and
+:data:`MAX_HEADERS` lines, a plain ``Content-Length`` within the body limit (or none), no
+``Transfer-Encoding``, ``TE``, ``Expect`` or ``Upgrade``, a ``Connection`` of ``keep-alive`` or ``close`` if
+any. The first request that is anything else, or whose head has not all arrived, hands the connection to
+aiohttp's server for good, with the bytes not yet parsed: aiohttp parses them as if it had had the
+connection from the start, and answers every case it always answered (chunked bodies, 413, 417, 431,
+slow or malformed heads) exactly as before. What the fast lane takes aiohttp parses the same way
+(``tests/unit/test_fast_lane_parse.py`` compares the two on generated requests).
 
-Requests on one connection are answered one at a time, in order (a pipelined one waits in the buffer, and
-reading pauses while more than :data:`PAUSE_READING_AT` bytes wait); a connection idle longer than the
-keep-alive timeout is closed, as aiohttp closes its own.
+The handler runs on the head; the body, when it has not come with it (urllib3 writes the head and the body
+apart), is awaited inside ``FastRequest.body`` within the server's body timeout (408 past it), so the
+header's checks still answer before any body is waited for. Requests on one connection are answered one at
+a time, in order (a pipelined one waits in the buffer, and reading pauses while more than
+:data:`PAUSE_READING_AT` bytes wait beyond the body being read); a request answered from its head while its
+body is still arriving closes the connection after the answer (aiohttp read and dropped such a body for up
+to its lingering time, then kept the connection); a connection idle longer than the keep-alive timeout is
+closed, as aiohttp closes its own.
 """
 
 from __future__ import annotations
@@ -295,7 +300,8 @@ class _Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._buffer = bytearray()
         self._paused = False
-        self._awaiting: FastRequest | None = None  # the request being answered, while it waits for its body
+        self._current: FastRequest | None = None  # the request being answered
+        self._awaiting: FastRequest | None = None  # the same, while it waits for its body
         self.busy = False
         self.closed = False
         self.idle_since = 0.0
@@ -321,8 +327,9 @@ class _Connection(asyncio.Protocol):
         if waiting is not None and len(self._buffer) >= waiting.length:
             self._awaiting = None
             waiting.body_arrived(self._pop(waiting.length))
-        elif (len(self._buffer) > PAUSE_READING_AT + (waiting.length if waiting is not None else 0)
-              and not self._paused and self._transport is not None):
+        current = self._current
+        unread = current.length if current is not None and not current.body_read else 0
+        if len(self._buffer) > PAUSE_READING_AT + unread and not self._paused and self._transport is not None:
             self._paused = True  # a client that pipelines more than this waits for our answers
             self._transport.pause_reading()
 
@@ -353,6 +360,7 @@ class _Connection(asyncio.Protocol):
         del self._buffer[:body_start]
         if len(self._buffer) >= request.length:
             request.body_arrived(self._pop(request.length))
+        self._current = request
         self.busy = True
         self._lane.request_started()
         asyncio.get_running_loop().create_task(self._serve(request))
@@ -366,7 +374,7 @@ class _Connection(asyncio.Protocol):
                       exc_info=exc)
             answer = _internal_failure(exc)
         self.busy = False
-        self._awaiting = None
+        self._current = self._awaiting = None
         lane.request_ended()
         transport = self._transport
         if self.closed or transport is None or transport.is_closing():

@@ -11,7 +11,7 @@ import uvloop
 
 from featurestream.http.body import ClientClosed
 from featurestream.http.errors import ApiError
-from featurestream.http.fast_lane import FastLane
+from featurestream.http.fast_lane import PAUSE_READING_AT, FastLane
 from featurestream.http.incoming import Answer, Incoming, aiohttp_handler
 from featurestream.http.limits import Limits
 from featurestream.http.protocol import aws_server
@@ -51,9 +51,10 @@ class Answers:
                       (("x-amzn-RequestId", "r"),))
 
 
-async def _serve(answers: Answers, **lane_options: float) -> tuple[FastLane, asyncio.AbstractServer, int]:
-    fallback = aws_server(aiohttp_handler(answers), client_max_size=LIMITS.max_body_bytes, access_log=None)
-    lane = FastLane(answers, fallback, max_body=LIMITS.max_body_bytes, **lane_options)
+async def _serve(answers: Answers, max_body: int = LIMITS.max_body_bytes, **lane_options: float
+                 ) -> tuple[FastLane, asyncio.AbstractServer, int]:
+    fallback = aws_server(aiohttp_handler(answers), client_max_size=max_body, access_log=None)
+    lane = FastLane(answers, fallback, max_body=max_body, **lane_options)
     server = await asyncio.get_running_loop().create_server(lane, "127.0.0.1", 0)
     return lane, server, server.sockets[0].getsockname()[1]
 
@@ -360,5 +361,26 @@ def test_a_body_that_came_while_its_handler_was_busy_is_read_or_skipped(loop_nam
             assert lane.handed_over == 0 and not answers.failures
             writer.close()
             server.close()
+
+    _run(loop_name, test)
+
+
+@LOOPS
+def test_a_body_larger_than_the_pause_threshold_is_read_while_its_handler_was_busy(loop_name: str) -> None:
+    async def test() -> None:
+        answers = Answers()
+        size = PAUSE_READING_AT * 2
+        lane, server, port = await _serve(answers, max_body=size * 2)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"PUT /hold HTTP/1.1\r\nHost: h\r\nContent-Length: {size}\r\n\r\n".encode())
+        await asyncio.wait_for(answers.holding.wait(), DEADLINE_S)
+        writer.write(b"a" * size)  # more than the pause threshold, all of it this request's body
+        await asyncio.sleep(0.2)  # a grace period for the server to read what it will
+        answers.release.set()
+        await writer.drain()
+        status, _, body = await _answer(reader)
+        assert (status, len(body), answers.failures) == (200, len("PUT /hold ") + size, [])
+        writer.close()
+        server.close()
 
     _run(loop_name, test)
