@@ -1,8 +1,8 @@
 """The HTTP floor for bench/http_api.py: `featurestream serve`'s HTTP stack answering with no work at all.
 
 The same shape as the real server: one listening socket shared by forked workers
-(``featurestream.http.server.open_socket``), each serving one handler with aiohttp's low-level server on
-uvloop through ``featurestream.http.protocol.run``. Every request's body is read and a fixed answer goes back: no
+(``featurestream.http.server.open_socket``), each serving one handler through the fast lane, with aiohttp's
+low-level server behind it, on uvloop (``featurestream.http.listen.run``). Every request's body is read and a fixed answer goes back: no
 signature check, no JSON, no validation, no Redis, no Kafka, no metrics. Driven by wrk with the very
 requests the real server gets, its requests/s is the most any handler on this stack could serve on this
 machine, and its CPU per request is the stack's share of what the real server spends.

@@ -57,9 +57,9 @@ _RECORD_OPERATIONS = {"GET": "GetRecord", "PUT": "PutRecord", "DELETE": "DeleteR
 # A client's body that was not read to its end cannot be told from its next request; aiohttp
 # reads and drops it this long before closing, so the client can still read our error answer.
 LINGERING_S = 2.0
-# aiohttp's request-handler options for serving Server.handle (protocol.run): auto_decompress off, so a
-# compressed body is refused (refuse_encoded), never inflated, not even while aiohttp reads and drops
-# the rest of a refused body; no access log (the metrics count every request).
+# aiohttp's request-handler options for the connections the fast lane hands to aiohttp (listen.run):
+# auto_decompress off, so a compressed body is refused (refuse_encoded), never inflated, not even while
+# aiohttp reads and drops the rest of a refused body; no access log (the metrics count every request).
 HANDLER_OPTIONS = {"max_field_size": 16384, "lingering_time": LINGERING_S, "auto_decompress": False,
                    "access_log": None}
 

@@ -26,7 +26,7 @@ UNREACHABLE = Config(kafka_bootstrap="127.0.0.1:1", redis_url="redis://127.0.0.1
 
 
 class _ServedAsServe(BaseTestServer):
-    """aiohttp's test server around the handler as protocol.run serves it."""
+    """aiohttp's test server around the handler as listen.run serves the connections the fast lane hands over."""
 
     def __init__(self, server: Server) -> None:
         self._server = server
