@@ -8,6 +8,7 @@ and a parent killed outright takes its workers with it (``parent_death.py``).
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import signal
@@ -69,9 +70,22 @@ def run_worker(config: Config, sock: socket.socket, *, credentials: Mapping[str,
 
         loop.run_in_executor(server.executor, touch)
         server.doors.athena_api.start_warm_up()  # the query engine, off the request threads
+        freeze_startup_objects()
 
     run(server.answer, sock, client_max_size=limits.max_body_bytes, shutdown_timeout=5.0, event_loop=event_loop,
         fast_lane=fast_lane, on_hand_over=server.metrics.connection_handed_over, on_startup=_warm_up, on_cleanup=server.aclose, **HANDLER_OPTIONS)
+
+
+def freeze_startup_objects() -> None:
+    """Keep the objects made while the worker started out of every later garbage collection.
+
+    A worker imports pyiceberg, DuckDB, pandas, boto and more: hundreds of thousands of long-lived objects
+    that each full collection walked, holding the event loop for it. Under 7k puts/s on one worker, with
+    wrk at 8 connections, PutRecord's p99 was 30-31 ms with collections on and 3-5 ms with them off
+    (alternating runs, 2026-12-05); ``gc.freeze`` moves what exists now to a generation no collection
+    visits (objects made later are collected as before)."""
+    gc.collect()
+    gc.freeze()
 
 
 def serve(config: Config, *, host: str, port: int, credentials: Mapping[str, AccessKey] | None, workers: int = 2,
