@@ -2,10 +2,10 @@
 
 The same shape as the real server: one listening socket shared by forked workers
 (``featurestream.http.server.open_socket``), each serving one handler through the fast lane, with aiohttp's
-low-level server behind it, on uvloop (``featurestream.http.listen.run``). Every request's body is read and a fixed answer goes back: no
-signature check, no JSON, no validation, no Redis, no Kafka, no metrics. Driven by wrk with the very
-requests the real server gets, its requests/s is the most any handler on this stack could serve on this
-machine, and its CPU per request is the stack's share of what the real server spends.
+low-level server behind it, on uvloop (``featurestream.http.listen.run``). Every request's body is read and a
+fixed answer goes back: no signature check, no JSON, no validation, no Redis, no Kafka, no metrics. Driven by
+wrk with the very requests the real server gets, its requests/s is the most any handler on this stack could
+serve on this machine, and its CPU per request is the stack's share of what the real server spends.
 
 ``--produce-topic T --bootstrap B``: a PutRecord floor that keeps the one promise a put makes. Each PUT's
 body is produced to Kafka topic ``T`` as one record, by the server's own producer (``Publisher.try_produce``,

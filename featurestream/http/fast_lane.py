@@ -416,5 +416,5 @@ class _Connection(asyncio.Protocol):
         protocol.data_received(pending)
 
 
-__all__ = ["KEEPALIVE_TIMEOUT_S", "SWEEP_S", "MAX_HEADERS", "MAX_HEAD_BYTES", "FastLane", "FastRequest", "encode_answer",
-           "parse_head", "parse_request"]
+__all__ = ["KEEPALIVE_TIMEOUT_S", "MAX_HEADERS", "MAX_HEAD_BYTES", "SWEEP_S", "FastLane", "FastRequest",
+           "encode_answer", "parse_head", "parse_request"]

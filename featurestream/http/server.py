@@ -73,7 +73,8 @@ def run_worker(config: Config, sock: socket.socket, *, credentials: Mapping[str,
         freeze_startup_objects()
 
     run(server.answer, sock, client_max_size=limits.max_body_bytes, shutdown_timeout=5.0, event_loop=event_loop,
-        fast_lane=fast_lane, on_hand_over=server.metrics.connection_handed_over, on_startup=_warm_up, on_cleanup=server.aclose, **HANDLER_OPTIONS)
+        fast_lane=fast_lane, on_hand_over=server.metrics.connection_handed_over, on_startup=_warm_up,
+        on_cleanup=server.aclose, **HANDLER_OPTIONS)
 
 
 def freeze_startup_objects() -> None:
