@@ -1,4 +1,4 @@
-"""The aiohttp application: one handler that bounds, authenticates, authorizes, routes and answers.
+"""The server's one handler: it bounds, authenticates, authorizes, routes and answers every request.
 
 Order matters for safety: the Authorization header is checked (form, known key, date, scope,
 region) before the body is read; the body is bounded (in size, in time, and in bytes held by the
@@ -25,7 +25,6 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 import orjson
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from featurestream.http import athena, athena_rest, control
@@ -35,7 +34,7 @@ from featurestream.http.body_budget import BodyBudget
 from featurestream.http.credentials import AccessKey
 from featurestream.http.doors import Doors
 from featurestream.http.errors import CONTROL, INTERNAL_FAILURE, RUNTIME, ApiError, backend_of, from_exception
-from featurestream.http.incoming import AiohttpIncoming, Answer, Incoming
+from featurestream.http.incoming import Answer, Incoming
 from featurestream.http.limits import Limits
 from featurestream.http.metrics import CLIENT_CLOSED, HttpMetrics
 from featurestream.http.permissions import Permissions
@@ -118,13 +117,10 @@ class Server:
         self.store.close()
 
     # ------------------------------------------------------------------ entry
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        """aiohttp's entry (the connections the fast lane hands over, and tests): the same answer."""
-        return (await self.answer(AiohttpIncoming(request))).response()
-
     async def answer(self, request: Incoming) -> Answer:
-        """Every request's answer, whichever lane read it (``listen.run``); bodies are bounded by
-        ``self.limits.max_body_bytes``, the lanes' ``client_max_size``."""
+        """Every request's answer, whichever lane read it (``listen.run``; aiohttp's through
+        ``incoming.aiohttp_handler``); bodies are bounded by ``self.limits.max_body_bytes``, the lanes'
+        ``client_max_size``."""
         started = time.perf_counter()
         method = request.method
         path, _, query = request.raw_path.partition("?")

@@ -171,19 +171,6 @@ def parse_head(buffer: bytes | bytearray, max_body: int, connection: _Connection
     return request, end + 4
 
 
-def parse_request(buffer: bytes | bytearray, max_body: int) -> tuple[FastRequest, int] | None:
-    """The first request in ``buffer``, head and whole body, and the bytes it took; None as ``parse_head``,
-    and when the body has not all arrived."""
-    parsed = parse_head(buffer, max_body)
-    if parsed is None:
-        return None
-    request, start = parsed
-    if len(buffer) < start + request.length:
-        return None
-    request.body_arrived(bytes(buffer[start:start + request.length]))
-    return request, start + request.length
-
-
 class _Date:
     """The Date header's value, formatted once a second."""
 
@@ -417,4 +404,4 @@ class _Connection(asyncio.Protocol):
 
 
 __all__ = ["KEEPALIVE_TIMEOUT_S", "MAX_HEADERS", "MAX_HEAD_BYTES", "SWEEP_S", "FastLane", "FastRequest",
-           "encode_answer", "parse_head", "parse_request"]
+           "encode_answer", "parse_head"]

@@ -16,7 +16,7 @@ request handler whose ``handle_error`` answers this way, and every answer of our
 ``listen.run`` serves it, behind the fast lane (``fast_lane.py``), which hands it every connection whose
 requests are not of the plain kind the SDKs send.
 
-One handler answers every request (``app.Server.handle`` routes by itself), so it is served by aiohttp's
+One handler answers every request (``app.Server.answer`` routes by itself), so it is served by aiohttp's
 low-level server, without a ``web.Application``: the application's router, its middleware chain and
 its response signal did nothing for us and cost 5-18 % of a request (measured 2026-12-05, one worker,
 wrk at 8 connections, alternating runs: PutRecord +4.8 % and +14 %, GetRecord +6.8 % and +18 %, in two

@@ -15,11 +15,24 @@ from aiohttp.http_parser import HttpRequestParser
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from featurestream.http.fast_lane import MAX_HEAD_BYTES, encode_answer, parse_head, parse_request
+from featurestream.http.fast_lane import MAX_HEAD_BYTES, FastRequest, encode_answer, parse_head
 from featurestream.http.incoming import Answer
 
 MAX_BODY = 256
 NEXT = b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n"
+
+
+def parse_request(buffer: bytes, max_body: int) -> tuple[FastRequest, int] | None:
+    """The first request in ``buffer``, head and whole body, and the bytes it took, as the lane's connections
+    take it (``parse_head``, then the body once all of it is there); None when the lane would not yet."""
+    parsed = parse_head(buffer, max_body)
+    if parsed is None:
+        return None
+    request, start = parsed
+    if len(buffer) < start + request.length:
+        return None
+    request.body_arrived(buffer[start:start + request.length])
+    return request, start + request.length
 
 
 def aiohttp_parse(raw: bytes) -> list[tuple[object, bytes, bool]]:

@@ -18,6 +18,7 @@ from aiohttp.test_utils import BaseTestServer, TestClient
 
 from featurestream.config import Config
 from featurestream.http.app import HANDLER_OPTIONS, Server
+from featurestream.http.incoming import aiohttp_handler
 from featurestream.http.protocol import aws_server
 from featurestream.sdk import FeatureStore
 from schemas.errors import WireFormatError
@@ -33,7 +34,7 @@ class _ServedAsServe(BaseTestServer):
         super().__init__()
 
     async def _make_runner(self, **kwargs: Any) -> web.ServerRunner:
-        return web.ServerRunner(aws_server(self._server.handle, client_max_size=self._server.limits.max_body_bytes,
+        return web.ServerRunner(aws_server(aiohttp_handler(self._server.answer), client_max_size=self._server.limits.max_body_bytes,
                                            **HANDLER_OPTIONS), **kwargs)
 
 
